@@ -1,0 +1,61 @@
+"""``sohoa-device``: the device agent's command line.
+
+    sohoa-device run --config device.yaml
+    sohoa-device validate-config device.yaml
+    sohoa-device inspect page1.jpg page2.png --pdf dossier.pdf
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from device import __version__
+from device.errors import SohoaError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sohoa-device", description="Sohoa device agent")
+    parser.add_argument("--version", action="version", version=f"sohoa-device {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", required=True, help="YAML config file")
+    val = sub.add_parser("validate-config", help="check a config file; exit 1 on any error")
+    val.add_argument("file")
+    ins = sub.add_parser("inspect", help="run the page pipeline on image files, one JSON line each")
+    ins.add_argument("files", nargs="+")
+    ins.add_argument("--pdf", help="also write the pages as one PDF")
+    ins.add_argument("--config", help="YAML config file (quality thresholds, model)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    debug = os.environ.get("DEBUG") == "1"
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "validate-config":
+            from device.config import validate_config_main
+
+            return validate_config_main(args.file)
+        if args.command == "inspect":
+            from device.inspect import inspect_main
+
+            return inspect_main(args.files, pdf=args.pdf, config=args.config)
+        from device.agent import run_main
+
+        return run_main(args.config)
+    except SohoaError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"sohoa-device: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,320 @@
+"""Message models. Every message carries the schema version, a unique id (delivery is
+at-least-once: receivers deduplicate on it), the device id and the device's timestamp.
+
+>>> from protocol.messages import Status, encode, decode
+>>> raw = encode(Status(device_id="kiosk-0001", state="online", agent_version="0.1.0"))
+>>> decode("sohoa/v1/kiosk-0001/status", raw).message.state
+'online'
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from protocol.errors import ProtocolError
+from protocol.topics import DEVICE_ID_PATTERN, Channel, parse_topic
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 256 * 1024
+"""Larger payloads are refused unread: page images travel over HTTP, not MQTT."""
+
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="The device's id, as in its topics")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex sha256 of a file")]
+
+
+def new_id() -> str:
+    """A fresh message or object id (UUID4, text)."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    """Fields every message has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Version of this contract")
+    id: str = Field(default_factory=new_id, min_length=8, max_length=64, description="Unique message id")
+    device_id: DeviceId
+    ts: AwareDatetime = Field(default_factory=utcnow, description="When the device made the message")
+
+
+# --- status (retained; the Last Will says offline) -------------------------------------------
+
+
+class Status(Message):
+    """Retained on ``status``. The broker publishes ``state="offline"`` as the Last Will."""
+
+    state: Literal["online", "offline"] = Field(description="online, or offline (clean stop or Last Will)")
+    agent_version: str | None = Field(default=None, max_length=64, description="Agent version when online")
+
+
+# --- telemetry ----------------------------------------------------------------------------------
+
+ScannerState = Literal["ready", "scanning", "jammed", "cover_open", "no_docs", "error", "absent", "refused"]
+
+
+class ScannerInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    state: ScannerState = Field(description="What the scanner is doing or why it is not")
+    model: str | None = Field(default=None, max_length=128, description="Vendor and model when known")
+
+
+class OutboxDepth(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    events: int = Field(ge=0, description="Events waiting for the broker's acknowledgement")
+    files: int = Field(ge=0, description="Files waiting for the fleet's confirmation")
+    bytes: int = Field(ge=0, description="Bytes of files waiting")
+
+
+class Telemetry(Message):
+    """Periodic health report, on ``telemetry``."""
+
+    agent_version: str = Field(max_length=64, description="Running agent version")
+    uptime_s: float = Field(ge=0, description="Seconds since the agent started")
+    cpu_percent: float = Field(ge=0, description="CPU use since the last report, all cores")
+    memory_percent: float = Field(ge=0, le=100, description="Memory in use")
+    disk_free_bytes: int = Field(ge=0, description="Free bytes where the outbox lives")
+    disk_total_bytes: int = Field(ge=0, description="Size of the outbox's file system")
+    temperature_c: float | None = Field(default=None, description="SoC temperature where the board has one")
+    scanner: ScannerInfo = Field(description="Scanner state")
+    outbox: OutboxDepth = Field(description="What is still to be delivered")
+    accepting_scans: bool = Field(default=True, description="False when scans are refused (disk low)")
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+class QualityVerdict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ok: bool = Field(description="True when no issue was found")
+    issues: list[str] = Field(default_factory=list, description="Issue codes, e.g. blurry, too_dark")
+
+
+class Page(BaseModel):
+    """One captured page image. The file itself travels over HTTP, addressed by its sha256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    page_id: str = Field(min_length=8, max_length=64, description="Unique page id, made at capture")
+    sha256: Sha256
+    size: int = Field(ge=0, description="File size in bytes")
+    content_type: str = Field(max_length=64, description="MIME type of the file, e.g. image/png")
+    width: int = Field(ge=0, description="Pixels")
+    height: int = Field(ge=0, description="Pixels")
+    dpi: int | None = Field(default=None, ge=1, description="Resolution when known (scanner)")
+    source: Literal["scanner", "camera", "folder"] = Field(description="Where the page came from")
+    batch_id: str = Field(max_length=64, description="The scan batch (one ADF run, one folder import)")
+    sequence: int = Field(ge=1, description="Position of the page in its batch, from 1")
+    side: Literal["front", "back"] = Field(default="front", description="Duplex side")
+    dossier_code: str | None = Field(default=None, max_length=64, description="Dossier the page belongs to")
+    doctype: str | None = Field(default=None, max_length=64, description="Document type, when classified")
+    doctype_confidence: float | None = Field(default=None, ge=0, le=1, description="Classifier confidence")
+    quality: QualityVerdict | None = Field(default=None, description="Quality verdict, when checked")
+    dropped: bool = Field(default=False, description="Kept out of the dossier's PDF (e.g. blank back)")
+    captured_at: AwareDatetime = Field(description="When the page was captured")
+
+
+class EventBase(Message):
+    severity: Literal["info", "warning", "error"] = Field(default="info", description="How much it matters")
+
+
+class PageCaptured(EventBase):
+    type: Literal["page_captured"] = "page_captured"
+    page: Page
+
+
+class BatchStarted(EventBase):
+    type: Literal["batch_started"] = "batch_started"
+    batch_id: str = Field(max_length=64)
+    source: Literal["scanner", "camera", "folder"]
+
+
+class BatchFinished(EventBase):
+    type: Literal["batch_finished"] = "batch_finished"
+    batch_id: str = Field(max_length=64)
+    pages: int = Field(ge=0, description="Pages captured in the batch")
+    outcome: Literal["complete", "interrupted"] = Field(description="interrupted: a fault stopped it")
+
+
+ScannerFaultType = Literal["scanner_jammed", "scanner_cover_open", "scanner_no_docs", "scanner_io_error", "scanner_gone"]
+
+
+class ScannerFault(EventBase):
+    """The scanner stopped a batch. Pages captured before the fault are kept."""
+
+    type: ScannerFaultType
+    batch_id: str | None = Field(default=None, max_length=64)
+    message: str = Field(max_length=256, description="What the backend said (no personal data)")
+
+
+class ScannerPlug(EventBase):
+    type: Literal["scanner_attached", "scanner_detached"]
+    vendor_id: int = Field(ge=0, le=0xFFFF)
+    product_id: int = Field(ge=0, le=0xFFFF)
+    model: str | None = Field(default=None, max_length=128)
+
+
+class ScanRefused(EventBase):
+    type: Literal["scan_refused"] = "scan_refused"
+    reason: Literal["disk_full", "no_scanner", "busy"]
+    message: str = Field(max_length=256)
+
+
+class DiskLow(EventBase):
+    type: Literal["disk_low"] = "disk_low"
+    free_bytes: int = Field(ge=0)
+    min_free_bytes: int = Field(ge=0)
+
+
+class AgentStarted(EventBase):
+    type: Literal["agent_started"] = "agent_started"
+    agent_version: str = Field(max_length=64)
+
+
+class DoctypeCorrected(EventBase):
+    """A clerk or citizen changed a page's type: the fleet keeps it as a training label."""
+
+    type: Literal["doctype_corrected"] = "doctype_corrected"
+    page_id: str = Field(max_length=64)
+    sha256: Sha256
+    previous: str | None = Field(max_length=64)
+    doctype: str = Field(max_length=64)
+    by: Literal["clerk", "citizen", "admin"]
+
+
+class DossierDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sha256: Sha256
+    name: str = Field(max_length=128, description="<dossier code>.<sequence>.pdf")
+    doctype: str | None = Field(default=None, max_length=64)
+    pages: int = Field(ge=0)
+    size: int = Field(ge=0)
+
+
+class DossierClosed(EventBase):
+    type: Literal["dossier_closed"] = "dossier_closed"
+    dossier_code: str | None = Field(max_length=64, description="None for a walk-in not yet named")
+    session_id: str = Field(max_length=64)
+    page_ids: list[str] = Field(default_factory=list)
+    documents: list[DossierDocument] = Field(default_factory=list)
+
+
+AnyEvent = Annotated[
+    PageCaptured
+    | BatchStarted
+    | BatchFinished
+    | ScannerFault
+    | ScannerPlug
+    | ScanRefused
+    | DiskLow
+    | AgentStarted
+    | DoctypeCorrected
+    | DossierClosed,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+# --- commands and settings (room for fleet operations) ------------------------------------------
+
+CommandName = Literal["reboot", "restart_agent", "test_scan", "collect_logs", "rotate_certificate", "update"]
+CommandState = Literal["delivered", "in_progress", "succeeded", "failed", "timed_out", "rejected"]
+
+
+class Command(Message):
+    """Fleet -> device. ``device_id`` names the target; ``id`` is the command id."""
+
+    name: CommandName
+    deadline: AwareDatetime = Field(description="Not to be started after this")
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandAck(Message):
+    command_id: str = Field(max_length=64)
+    state: CommandState
+    detail: str | None = Field(default=None, max_length=512)
+
+
+class ConfigDesired(Message):
+    """Retained. The settings the fleet wants this device to run, with a version."""
+
+    version: int = Field(ge=0)
+    settings: dict[str, Any]
+
+
+class ConfigReported(Message):
+    version: int = Field(ge=0, description="The desired version this answers")
+    applied: bool
+    error: str | None = Field(default=None, max_length=1024, description="Why it was rejected")
+    settings: dict[str, Any] = Field(default_factory=dict, description="What the device runs now")
+
+
+class UpdateProgress(Message):
+    rollout_id: str = Field(max_length=64)
+    version: str = Field(max_length=64)
+    state: Literal["downloading", "verifying", "installing", "rebooting", "succeeded", "rolled_back", "failed"]
+    progress: float | None = Field(default=None, ge=0, le=1)
+    detail: str | None = Field(default=None, max_length=512)
+
+
+_CHANNEL_MODEL: dict[Channel, type[Message]] = {
+    Channel.STATUS: Status,
+    Channel.TELEMETRY: Telemetry,
+    Channel.CMD: Command,
+    Channel.CMD_ACK: CommandAck,
+    Channel.CONFIG_DESIRED: ConfigDesired,
+    Channel.CONFIG_REPORTED: ConfigReported,
+    Channel.UPDATE: UpdateProgress,
+}
+
+AnyMessage = Message
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    device_id: str
+    channel: Channel
+    message: Message
+
+
+def encode(message: Message) -> bytes:
+    """Serialize a message for the wire (UTF-8 JSON)."""
+    return message.model_dump_json(exclude_none=False).encode()
+
+
+def decode(topic_name: str, payload: bytes) -> Decoded:
+    """Check and parse one MQTT message. Raises :class:`ProtocolError` with a stable reason.
+
+    The payload is never echoed in the error: it may hold personal data.
+    """
+    device_id, channel = parse_topic(topic_name)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError("malformed_json", f"not JSON ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("malformed_json", "not a JSON object")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProtocolError("schema_version", f"schema_version {str(version)[:16]!r}, expected {SCHEMA_VERSION}")
+    try:
+        message: Message
+        if channel is Channel.EVENT:
+            message = EVENT_ADAPTER.validate_python(raw)
+        else:
+            message = _CHANNEL_MODEL[channel].model_validate(raw)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})[:5]
+        raise ProtocolError("invalid", f"fields {fields}") from None
+    if message.device_id != device_id:
+        raise ProtocolError("device_mismatch", "device_id differs from the topic")
+    return Decoded(device_id, channel, message)
