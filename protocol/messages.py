@@ -143,7 +143,9 @@ class BatchFinished(EventBase):
     outcome: Literal["complete", "interrupted"] = Field(description="interrupted: a fault stopped it")
 
 
-ScannerFaultType = Literal["scanner_jammed", "scanner_cover_open", "scanner_no_docs", "scanner_io_error", "scanner_gone"]
+ScannerFaultType = Literal[
+    "scanner_jammed", "scanner_cover_open", "scanner_no_docs", "scanner_io_error", "scanner_gone"
+]
 
 
 class ScannerFault(EventBase):

@@ -1,0 +1,57 @@
+"""Fixtures shared by the whole suite: one per real service, each cleaned up in ``finally``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import Mosquitto, Postgres, sane_config_dir
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("SOHOA_HARDWARE") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs real hardware; set SOHOA_HARDWARE=1")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A fresh broker on a free loopback port, with persistence (stop()/start() keep sessions)."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def sane_dir(tmp_path: Path) -> Path:
+    """A SANE_CONFIG_DIR with only the ``test`` backend enabled (pass it to the agent's env)."""
+    return sane_config_dir(tmp_path / "sane")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server for the whole session; its URL for SQLAlchemy."""
+    pg = Postgres(tmp_path_factory.mktemp("pg"))
+    pg.start()
+    try:
+        yield pg.url
+    finally:
+        pg.stop()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where tests save screenshots and files a person may want to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
