@@ -50,7 +50,7 @@ class _Lined(dict[Any, Any]):
         self.lines = lines
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _line_of(data: Any, loc: Sequence[int | str]) -> int | None:

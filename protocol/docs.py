@@ -76,8 +76,8 @@ def render() -> str:
     ]
     for channel in Channel:
         direction = "fleet → device" if channel in FLEET_TO_DEVICE else "device → fleet"
-        model = "Event (by `type`)" if channel is Channel.EVENT else m._CHANNEL_MODEL[channel].__name__
-        out.append(f"| `{ROOT}/<device_id>/{channel.value}` | {direction} | {model} | {_CHANNEL_NOTES[channel]} |")
+        name = "Event (by `type`)" if channel is Channel.EVENT else m._CHANNEL_MODEL[channel].__name__
+        out.append(f"| `{ROOT}/<device_id>/{channel.value}` | {direction} | {name} | {_CHANNEL_NOTES[channel]} |")
     out += [
         "",
         "The fleet's ingest subscribes with an MQTT v5 shared subscription, "
@@ -89,14 +89,17 @@ def render() -> str:
         "## Messages",
         "",
     ]
-    for model in (m.Message, m.Status, m.Telemetry, m.Command, m.CommandAck, m.ConfigDesired,
-                  m.ConfigReported, m.UpdateProgress):
+    top: tuple[type[BaseModel], ...] = (m.Message, m.Status, m.Telemetry, m.Command, m.CommandAck,
+                                        m.ConfigDesired, m.ConfigReported, m.UpdateProgress)
+    for model in top:
         out += _model_table(model)
     out += ["## Events", "", "Every event has the fields of Message plus `severity` and `type`.", ""]
     for arm in typing.get_args(typing.get_args(m.AnyEvent)[0]):
         out += _model_table(arm)
     out += ["## Nested objects", ""]
-    for model in (m.Page, m.QualityVerdict, m.ScannerInfo, m.OutboxDepth, m.DossierDocument):
+    nested: tuple[type[BaseModel], ...] = (m.Page, m.QualityVerdict, m.ScannerInfo, m.OutboxDepth,
+                                           m.DossierDocument)
+    for model in nested:
         out += _model_table(model)
     return "\n".join(out).rstrip() + "\n"
 

@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 from protocol.errors import ProtocolError
 from protocol.topics import DEVICE_ID_PATTERN, Channel, parse_topic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
 """Larger payloads are refused unread: page images travel over HTTP, not MQTT."""
 
