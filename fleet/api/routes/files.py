@@ -1,0 +1,114 @@
+"""``/api/v1/files/{sha256}``: page files, content-addressed and idempotent.
+
+A device ``PUT``s the raw bytes under their sha256 (header ``X-Sohoa-Device``). The body is
+streamed to a temporary file and hashed; 201 when stored, 200 when already held, 400 when
+the content does not match the sha256 (nothing is stored), 413 over the size limit. The
+device deletes its copy only after 200 or 201.
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from fleet.api.deps import SessionDep, StateDep
+from fleet.api.schemas import FileOut
+from fleet.api.state import FleetState
+from fleet.db import insert_ignore
+from fleet.errors import ChecksumMismatch
+from fleet.models import StoredFile
+from fleet.storage import TooLarge
+from protocol.topics import DEVICE_ID_PATTERN
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+Sha256Path = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex sha256 of the content")]
+
+
+def _record(state: FleetState, sha256: str, size: int, content_type: str, device: str) -> tuple[bool, StoredFile]:
+    """Insert the file's row unless present; True when inserted now."""
+    with state.sessions.begin() as session:
+        dialect = session.get_bind().dialect.name
+        result = session.execute(
+            insert_ignore(dialect, StoredFile.__table__).returning(StoredFile.__table__.c.sha256),
+            [{"sha256": sha256, "size": size, "content_type": content_type, "stored_at": datetime.now(UTC),
+              "uploaded_by": device}],
+        )
+        inserted = result.first() is not None
+        row = session.scalars(select(StoredFile).where(StoredFile.sha256 == sha256)).one()
+        return inserted, row
+
+
+@router.put(
+    "/{sha256}",
+    status_code=201,
+    responses={
+        200: {"description": "Already held (idempotent repeat)"},
+        201: {"description": "Stored"},
+        400: {"description": "The content's sha256 is not the one in the path: nothing stored"},
+        413: {"description": "Larger than the fleet accepts"},
+    },
+)
+async def put_file(
+    sha256: Sha256Path,
+    request: Request,
+    response: Response,
+    state: StateDep,
+    x_sohoa_device: Annotated[str, Header(pattern=DEVICE_ID_PATTERN, description="Uploading device's id")],
+    content_type: Annotated[str, Header(max_length=64)] = "application/octet-stream",
+) -> FileOut:
+    """Store a page file under its sha256."""
+    limit = state.config.storage.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        state.metrics.upload_rejected.labels(reason="too_large").inc()
+        raise HTTPException(413, f"larger than {limit} bytes")
+    pending = await run_in_threadpool(state.store.begin, sha256, limit)
+    try:
+        async for chunk in request.stream():
+            pending.write(chunk)
+        created = await run_in_threadpool(pending.commit)
+    except TooLarge:
+        state.metrics.upload_rejected.labels(reason="too_large").inc()
+        raise HTTPException(413, f"larger than {limit} bytes") from None
+    except ChecksumMismatch:
+        state.metrics.upload_rejected.labels(reason="checksum").inc()
+        log.warning("upload from %s refused: content does not match its sha256", x_sohoa_device)
+        raise HTTPException(400, "the content's sha256 differs from the one in the path; nothing stored") from None
+    finally:
+        pending.abort()
+    inserted, row = await run_in_threadpool(_record, state, sha256, pending.size, content_type, x_sohoa_device)
+    if created or inserted:
+        state.metrics.files_stored.inc()
+        log.info("stored file %s from %s (%d bytes)", sha256[:12], x_sohoa_device, pending.size)
+    else:
+        response.status_code = 200
+    return FileOut.model_validate(row)
+
+
+def _held(state: FleetState, session: SessionDep, sha256: str) -> StoredFile:
+    row = session.get(StoredFile, sha256)
+    if row is None or not state.store.has(sha256):
+        raise HTTPException(404, "not held")
+    return row
+
+
+@router.head("/{sha256}", responses={200: {"description": "Held"}, 404: {"description": "Not held"}})
+def head_file(sha256: Sha256Path, state: StateDep, session: SessionDep) -> Response:
+    """200 when the fleet holds the file, 404 otherwise (the body is empty either way)."""
+    row = _held(state, session, sha256)
+    return Response(status_code=200, headers={"X-Sohoa-Size": str(row.size), "ETag": f'"{sha256}"'},
+                    media_type=row.content_type)
+
+
+@router.get("/{sha256}", response_class=FileResponse)
+def get_file(sha256: Sha256Path, state: StateDep, session: SessionDep) -> FileResponse:
+    """The file's bytes."""
+    row = _held(state, session, sha256)
+    return FileResponse(state.store.path(sha256), media_type=row.content_type, headers={"ETag": f'"{sha256}"'})

@@ -1,0 +1,78 @@
+"""``/api/v1/pages``: captured pages, filtered, and their files."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from fleet.api.deps import SessionDep, StateDep
+from fleet.api.schemas import PageOut
+from fleet.models import Page, StoredFile
+
+router = APIRouter(prefix="/pages", tags=["pages"])
+
+
+def _out(page: Page, held: bool) -> PageOut:
+    out = PageOut.model_validate(page)
+    return out.model_copy(update={"file_available": held, "file_url": f"/api/v1/pages/{page.page_id}/file"})
+
+
+@router.get("")
+def list_pages(
+    session: SessionDep,
+    device_id: Annotated[str | None, Query(description="Only pages from this device")] = None,
+    dossier_code: Annotated[str | None, Query(description="Only pages of this dossier")] = None,
+    batch_id: Annotated[str | None, Query(description="Only pages of this scan batch")] = None,
+    since: Annotated[datetime | None, Query(description="Captured at or after this time")] = None,
+    until: Annotated[datetime | None, Query(description="Captured before this time")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[PageOut]:
+    """Pages, newest capture first (within a batch, by sequence)."""
+    query = select(Page, StoredFile.sha256).outerjoin(StoredFile, StoredFile.sha256 == Page.sha256)
+    if device_id is not None:
+        query = query.where(Page.device_id == device_id)
+    if dossier_code is not None:
+        query = query.where(Page.dossier_code == dossier_code)
+    if batch_id is not None:
+        query = query.where(Page.batch_id == batch_id)
+    if since is not None:
+        query = query.where(Page.captured_at >= _aware(since))
+    if until is not None:
+        query = query.where(Page.captured_at < _aware(until))
+    query = query.order_by(Page.captured_at.desc(), Page.sequence.desc(), Page.page_id).limit(limit).offset(offset)
+    return [_out(page, held is not None) for page, held in session.execute(query).tuples()]
+
+
+@router.get("/{page_id}")
+def get_page(page_id: str, session: SessionDep) -> PageOut:
+    page = session.get(Page, page_id)
+    if page is None:
+        raise HTTPException(404, "no such page")
+    return _out(page, session.get(StoredFile, page.sha256) is not None)
+
+
+@router.get("/{page_id}/file", response_class=FileResponse, responses={404: {"description": "not (yet) held"}})
+def get_page_file(page_id: str, state: StateDep, session: SessionDep) -> FileResponse:
+    """The page's file, byte for byte as the device captured it."""
+    page = session.get(Page, page_id)
+    if page is None:
+        raise HTTPException(404, "no such page")
+    path = state.store.path(page.sha256)
+    if session.get(StoredFile, page.sha256) is None or not path.is_file():
+        raise HTTPException(404, "the page's file has not been uploaded yet")
+    name = f"{page.dossier_code or page.batch_id}.{page.sequence}{_suffix(page.content_type)}"
+    return FileResponse(path, media_type=page.content_type, filename=name,
+                        headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{page.sha256}"'})
+
+
+def _suffix(content_type: str) -> str:
+    return {"image/png": ".png", "image/jpeg": ".jpg", "image/tiff": ".tif", "application/pdf": ".pdf"}.get(
+        content_type, ""
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

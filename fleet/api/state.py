@@ -1,0 +1,21 @@
+"""What the app holds for its lifetime: config, database, file store, metrics, ingest."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleet.config import FleetConfig
+from fleet.ingest import Ingest
+from fleet.metrics import FleetMetrics
+from fleet.storage import FileStore
+
+
+@dataclass
+class FleetState:
+    config: FleetConfig
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: FileStore
+    metrics: FleetMetrics
+    ingest: Ingest | None = None

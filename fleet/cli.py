@@ -1,0 +1,102 @@
+"""``sohoa-fleet``: serve the fleet manager, check a config file, migrate the database.
+
+    sohoa-fleet serve [--config FILE]     # API + web page + MQTT ingest
+    sohoa-fleet validate-config FILE      # every error with file:line, exit 1 on any
+    sohoa-fleet migrate [--config FILE]   # bring the database schema up to date
+    sohoa-fleet --version
+"""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from fleet import __version__
+from fleet.errors import FleetError
+from protocol.configfile import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sohoa-fleet", description="The Sohoa fleet manager.")
+    parser.add_argument("--version", action="version", version=f"sohoa-fleet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API, the web page and the MQTT ingest")
+    serve.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
+    check = sub.add_parser("validate-config", help="check a config file; every error with its line")
+    check.add_argument("file", type=Path)
+    migrate = sub.add_parser("migrate", help="apply pending database migrations")
+    migrate.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
+    return parser
+
+
+def _serve(config_path: Path | None) -> int:
+    import uvicorn
+
+    from fleet.api.app import create_app
+    from fleet.config import load
+
+    config = load(config_path)
+    app = create_app(config)
+    log.info("fleet on http://%s:%s, broker %s:%s", config.http.host, config.http.port,
+             config.broker.host, config.broker.port)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.http.host, port=config.http.port, log_config=None, access_log=False,
+                       timeout_graceful_shutdown=10)
+    )
+    # uvicorn handles SIGINT and SIGTERM: it stops accepting, finishes requests, then the app's
+    # lifespan stops the ingest (writes and acknowledges what it holds) before we return.
+    server.run()
+    return 0
+
+
+def _migrate(config_path: Path | None) -> int:
+    from fleet.config import load
+    from fleet.db import current_revision, make_engine, migrate
+
+    config = load(config_path)
+    engine = make_engine(config.database.url)
+    try:
+        migrate(engine)
+        print(f"database at revision {current_revision(engine)}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _validate(path: Path) -> int:
+    from fleet.config import load
+
+    load(path)
+    print(f"{path}: ok")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    debug = os.environ.get("DEBUG") == "1"
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        if args.command == "serve":
+            return _serve(args.config)
+        if args.command == "migrate":
+            return _migrate(args.config)
+        return _validate(args.file)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    except (FleetError, OSError) as exc:
+        if debug:
+            raise
+        print(f"sohoa-fleet: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

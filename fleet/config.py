@@ -1,0 +1,129 @@
+"""The fleet manager's configuration: one pydantic model tree, ``extra="forbid"``.
+
+Every field has a default, so ``sohoa-fleet serve`` runs with no file at all: SQLite and page
+files under ``./var/fleet/``, the broker on 127.0.0.1:1883, HTTP on 127.0.0.1:8000.
+
+>>> cfg = FleetConfig()
+>>> cfg.http.port, cfg.broker.port
+(8000, 1883)
+>>> FleetConfig.model_validate({"database": {"url": "postgresql+psycopg://fleet@db/fleet"}}).database.is_sqlite
+False
+"""
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocol.configfile import load_config
+
+DEFAULT_VAR = Path("var/fleet")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    url: str = Field(
+        default=f"sqlite:///{DEFAULT_VAR}/fleet.db",
+        description="SQLAlchemy URL: sqlite:///path (default) or postgresql+psycopg://user@host/db. "
+        "A password belongs in the environment (SOHOA_FLEET_DATABASE_URL), not in this file.",
+    )
+    migrate_on_start: bool = Field(default=True, description="Apply pending Alembic migrations when serving")
+    pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept open (PostgreSQL)")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class StorageConfig(_Section):
+    dir: Path = Field(default=DEFAULT_VAR / "files", description="Where page files are kept, by sha256")
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Larger uploads are refused with 413"
+    )
+    fsync: bool = Field(default=True, description="fsync each file and its directory before answering")
+
+
+class BrokerConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="MQTT broker host")
+    port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port")
+    client_id: str = Field(
+        default="sohoa-fleet-ingest-1",
+        min_length=1,
+        max_length=64,
+        description="Fixed per ingest worker: the broker keeps its session (queued messages) under it",
+    )
+    group: str = Field(
+        default="sohoa-fleet",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Shared-subscription group: workers in one group share the load",
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="How long the broker keeps our session while we are away"
+    )
+    receive_maximum: int = Field(
+        default=500, ge=1, le=65535, description="Unacknowledged QoS 1 messages the broker may send us at once"
+    )
+
+
+class IngestConfig(_Section):
+    enabled: bool = Field(default=True, description="Run the MQTT ingest inside `serve`")
+    batch_size: int = Field(default=500, ge=1, le=10000, description="Most messages written in one transaction")
+    batch_latency_ms: float = Field(
+        default=100.0, gt=0, description="Longest a message waits for its batch to fill before it is written"
+    )
+    idle_flush_ms: float = Field(
+        default=3.0, gt=0, description="Write the batch when no new message came for this long"
+    )
+    heartbeat_timeout_s: float = Field(
+        default=180.0, gt=0, description="A device silent for longer than this counts as offline"
+    )
+
+
+class HttpConfig(_Section):
+    host: str = Field(default="127.0.0.1", description="Address the web server listens on")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port")
+    page_refresh_s: float = Field(default=3.0, gt=0, description="How often the web page refreshes itself")
+
+
+class FleetConfig(_Section):
+    """Everything ``sohoa-fleet`` reads from its config file.
+
+    >>> FleetConfig.model_validate({"ingest": {"batch_size": 100}}).ingest.batch_size
+    100
+    """
+
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="Where devices and pages are kept")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Page file store")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="The MQTT broker devices talk to")
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="MQTT ingest tuning")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="API and web page")
+
+    @field_validator("database", mode="after")
+    @classmethod
+    def _no_password_in_file(cls, value: DatabaseConfig) -> DatabaseConfig:
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(value.url)
+        except Exception as exc:  # SQLAlchemy raises ArgumentError for junk
+            raise ValueError(f"not a database URL ({type(exc).__name__})") from None
+        if url.password:
+            raise ValueError("put the database password in SOHOA_FLEET_DATABASE_URL, not in the config file")
+        return value
+
+
+def load(path: Path | None) -> FleetConfig:
+    """Read the config file (``None``: defaults). ``SOHOA_FLEET_DATABASE_URL`` overrides the URL.
+
+    Raises :class:`protocol.configfile.ConfigError` with one ``file:line: key: message`` per error.
+    """
+    import os
+
+    cfg = FleetConfig() if path is None else load_config(FleetConfig, path)
+    env_url = os.environ.get("SOHOA_FLEET_DATABASE_URL")
+    if env_url:
+        cfg = cfg.model_copy(update={"database": cfg.database.model_copy(update={"url": env_url})})
+    return cfg

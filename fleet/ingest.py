@@ -1,0 +1,404 @@
+"""MQTT ingest: devices' status, telemetry and events into the database.
+
+One :class:`Ingest` is one worker: an MQTT v5 client with a fixed client id and a persistent
+session, subscribed to the shared subscription ``$share/<group>/sohoa/v1/+/#`` so several
+workers (in one process or many, on any standard broker cluster) share the load. Retained
+status messages are not delivered to shared subscriptions, so each worker also holds a plain
+subscription to ``sohoa/v1/+/status``: applying a status twice is harmless.
+
+Messages are acknowledged by hand, only after the transaction holding them has committed: a
+crash at any point means redelivery, never loss, and writes are idempotent on message id, so
+redelivery means no duplicates. A message that does not fit the contract is counted by reason,
+logged without its payload, acknowledged (so it is not redelivered forever) and dropped.
+
+>>> from fleet.config import FleetConfig
+>>> cfg = FleetConfig()
+>>> Ingest.subscriptions(cfg)[0]
+'$share/sohoa-fleet/sohoa/v1/+/#'
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleet.config import FleetConfig
+from fleet.db import insert_ignore
+from fleet.metrics import FleetMetrics
+from fleet.models import Device, Event, Page, TelemetrySample
+from protocol.errors import ProtocolError
+from protocol.messages import Decoded, PageCaptured, Status, Telemetry, decode
+from protocol.topics import ROOT, Channel, device_filter, shared
+
+log = logging.getLogger(__name__)
+
+_FLEET_TO_DEVICE = frozenset({Channel.CMD, Channel.CONFIG_DESIRED})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One MQTT message as received, before it is checked."""
+
+    topic: str
+    payload: bytes
+    mid: int = 0
+    qos: int = 0
+    retain: bool = False
+    received_at: datetime | None = None
+    generation: int = 0
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class Writer:
+    """Checks a batch of raw messages and writes it in one transaction (the database half of
+    ingest, usable without a broker).
+
+    >>> from fleet.db import make_engine, migrate, session_factory
+    >>> engine = make_engine("sqlite://"); migrate(engine)
+    >>> writer = Writer(session_factory(engine), FleetMetrics())
+    >>> writer.write([Incoming("sohoa/v1/kiosk-1/event", b"{not json")])
+    0
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], metrics: FleetMetrics) -> None:
+        self.sessions = sessions
+        self.metrics = metrics
+
+    def write(self, items: Sequence[Incoming]) -> int:
+        """Write what fits the contract; count and drop the rest. Returns messages stored.
+        Raises only when the database is unreachable (the caller retries the batch)."""
+        good: list[tuple[Incoming, Decoded]] = []
+        for item in items:
+            try:
+                good.append((item, decode(item.topic, item.payload)))
+            except ProtocolError as exc:
+                self.metrics.rejected.labels(reason=exc.reason).inc()
+                log.warning("rejected a message (%s): %s", exc.reason, exc.detail)
+        if not good:
+            return 0
+        try:
+            self._store(good)
+            return len(good)
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise
+            log.warning("batch of %d failed (%s); writing one by one", len(good), type(exc).__name__)
+        stored = 0
+        for pair in good:
+            try:
+                self._store([pair])
+                stored += 1
+            except Exception as exc:
+                if _is_connection_error(exc):
+                    raise
+                self.metrics.rejected.labels(reason="store_failed").inc()
+                log.error("could not store a %s message from %s (%s)", pair[1].channel.value,
+                          pair[1].device_id, type(exc).__name__)
+        return stored
+
+    def _store(self, batch: Sequence[tuple[Incoming, Decoded]]) -> None:
+        now = utcnow()
+        events: dict[str, dict[str, Any]] = {}
+        pages: dict[str, dict[str, Any]] = {}
+        samples: dict[str, dict[str, Any]] = {}
+        with self.sessions.begin() as session:
+            dialect = session.get_bind().dialect.name
+            ids = sorted({d.device_id for _, d in batch})
+            session.execute(
+                insert_ignore(dialect, Device.__table__),
+                [{"id": i, "first_seen": now, "last_seen": now, "status": "unknown"} for i in ids],
+            )
+            devices = {
+                d.id: d for d in session.scalars(select(Device).where(Device.id.in_(ids)).with_for_update())
+            }
+            fresh = {d.id for d in devices.values() if d.first_seen == now}
+            for item, decoded in batch:
+                device = devices[decoded.device_id]
+                msg = decoded.message
+                received = item.received_at or now
+                # A retained message is old news delivered on (re)subscription: it says what the
+                # device last said, not that it is alive now.
+                seen = min(msg.ts, received) if item.retain else received
+                if device.id in fresh:
+                    device.first_seen = min(device.first_seen, seen)
+                    device.last_seen = seen
+                    fresh.discard(device.id)
+                else:
+                    device.last_seen = max(device.last_seen, seen)
+                if isinstance(msg, Status):
+                    device.status = msg.state
+                    device.status_at = seen
+                    if msg.agent_version:
+                        device.agent_version = msg.agent_version
+                elif isinstance(msg, Telemetry):
+                    data = msg.model_dump(mode="json")
+                    device.agent_version = msg.agent_version
+                    device.scanner_state = msg.scanner.state
+                    device.scanner_model = msg.scanner.model
+                    device.outbox_events = msg.outbox.events
+                    device.outbox_files = msg.outbox.files
+                    device.outbox_bytes = msg.outbox.bytes
+                    device.accepting_scans = msg.accepting_scans
+                    if device.last_telemetry_at is None or msg.ts >= device.last_telemetry_at:
+                        device.last_telemetry = data
+                        device.last_telemetry_at = msg.ts
+                    samples[msg.id] = {"id": msg.id, "device_id": msg.device_id, "ts": msg.ts, "data": data}
+                elif decoded.channel is Channel.EVENT:
+                    payload = msg.model_dump(mode="json")
+                    events[msg.id] = {
+                        "id": msg.id,
+                        "device_id": msg.device_id,
+                        "type": payload["type"],
+                        "severity": payload["severity"],
+                        "ts": msg.ts,
+                        "received_at": received,
+                        "payload": payload,
+                    }
+                    if isinstance(msg, PageCaptured):
+                        pages[msg.page.page_id] = _page_row(msg, received)
+            if events:
+                known = set(session.scalars(select(Event.id).where(Event.id.in_(list(events)))))
+                if known:
+                    self.metrics.duplicates.inc(len(known))
+                session.execute(insert_ignore(dialect, Event.__table__), list(events.values()))
+            if pages:
+                session.execute(insert_ignore(dialect, Page.__table__), list(pages.values()))
+            if samples:
+                session.execute(insert_ignore(dialect, TelemetrySample.__table__), list(samples.values()))
+        committed = utcnow()
+        for item, decoded in batch:
+            self.metrics.ingested.labels(channel=decoded.channel.value).inc()
+            if not item.retain:
+                lag = max(0.0, (committed - decoded.message.ts).total_seconds())
+                self.metrics.lag.observe(lag)
+                self.metrics.last_lag.set(lag)
+        self.metrics.batches.inc()
+
+
+def _page_row(event: PageCaptured, received: datetime) -> dict[str, Any]:
+    page = event.page
+    return {
+        "page_id": page.page_id,
+        "device_id": event.device_id,
+        "event_id": event.id,
+        "batch_id": page.batch_id,
+        "sequence": page.sequence,
+        "side": page.side,
+        "dossier_code": page.dossier_code,
+        "sha256": page.sha256,
+        "size": page.size,
+        "content_type": page.content_type,
+        "width": page.width,
+        "height": page.height,
+        "dpi": page.dpi,
+        "source": page.source,
+        "doctype": page.doctype,
+        "confidence": page.doctype_confidence,
+        "quality": page.quality.model_dump(mode="json") if page.quality is not None else None,
+        "dropped": page.dropped,
+        "captured_at": page.captured_at,
+        "received_at": received,
+    }
+
+
+class Ingest:
+    """One ingest worker: MQTT client + batching writer thread. ``start()``, ``stop()``.
+
+    >>> from fleet.config import FleetConfig
+    >>> from fleet.db import make_engine, migrate, session_factory
+    >>> engine = make_engine("sqlite://"); migrate(engine)
+    >>> ingest = Ingest(FleetConfig(), session_factory(engine), FleetMetrics())
+    >>> ingest.connected
+    False
+    """
+
+    def __init__(self, config: FleetConfig, sessions: sessionmaker[Session], metrics: FleetMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.writer = Writer(sessions, metrics)
+        self._queue: queue.Queue[Incoming | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+
+    @staticmethod
+    def subscriptions(config: FleetConfig) -> list[str]:
+        return [shared(config.broker.group, device_filter()), topic_status_filter()]
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected and subscribed."""
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        broker = self.config.broker
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=broker.client_id, protocol=mqtt.MQTTv5
+        )
+        client.manual_ack_set(True)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = broker.session_expiry_s
+        props.ReceiveMaximum = broker.receive_maximum
+        self._client = client
+        self._thread = threading.Thread(target=self._run, name="fleet-ingest-writer", daemon=True)
+        self._thread.start()
+        client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s, clean_start=False,
+                             properties=props)
+        client.loop_start()
+        log.info("ingest connecting to %s:%s as %s", broker.host, broker.port, broker.client_id)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write and acknowledge what has been received, then disconnect (the session stays)."""
+        self._stopping.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+        self._connected.clear()
+        self.metrics.connected.set(0)
+
+    # --- MQTT callbacks (paho's network thread) ---
+
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        with self._lock:
+            self._generation += 1
+        opts = SubscribeOptions(qos=1)
+        client.subscribe([(t, opts) for t in self.subscriptions(self.config)])
+        self._connected.set()
+        self.metrics.connected.set(1)
+        log.info("ingest connected")
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        self._connected.clear()
+        self.metrics.connected.set(0)
+        if not self._stopping.is_set():
+            log.warning("ingest lost the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        self._queue.put(
+            Incoming(
+                topic=msg.topic,
+                payload=msg.payload,
+                mid=msg.mid,
+                qos=msg.qos,
+                retain=bool(msg.retain),
+                received_at=utcnow(),
+                generation=self._generation,
+            )
+        )
+
+    # --- writer thread ---
+
+    def _collect(self) -> list[Incoming] | None:
+        """A batch: up to batch_size, no longer than batch_latency, cut short when the flow pauses."""
+        try:
+            first = self._queue.get(timeout=0.5)
+        except queue.Empty:
+            return [] if not self._stopping.is_set() else None
+        if first is None:
+            return None
+        batch = [first]
+        ingest = self.config.ingest
+        deadline = time.monotonic() + ingest.batch_latency_ms / 1000
+        idle = ingest.idle_flush_ms / 1000
+        while len(batch) < ingest.batch_size:
+            wait = min(idle, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # let the loop see the stop after this batch
+                break
+            batch.append(item)
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            if self._write(batch):
+                self._ack(batch)
+
+    def _write(self, batch: list[Incoming]) -> bool:
+        delay = 0.5
+        while True:
+            try:
+                self.writer.write([i for i in batch if not _fleet_to_device(i.topic)])
+                return True
+            except Exception as exc:
+                if not _is_connection_error(exc):
+                    # A bug, not bad input: keep ingesting, and say so loudly.
+                    log.exception("ingest could not write a batch of %d", len(batch))
+                    self.metrics.rejected.labels(reason="store_failed").inc(len(batch))
+                    return True
+                log.warning("database unavailable (%s); retrying in %.1f s", type(exc).__name__, delay)
+            if self._stopping.wait(delay):
+                return False  # not acknowledged: the broker delivers it again next time
+            delay = min(delay * 2, 10.0)
+
+    def _ack(self, batch: list[Incoming]) -> None:
+        client = self._client
+        if client is None:
+            return
+        generation = self._generation
+        for item in batch:
+            # A message received before a reconnect is delivered again by the broker; its old
+            # packet id may now name another message, so it must not be acknowledged.
+            if item.qos > 0 and item.generation == generation:
+                client.ack(item.mid, item.qos)
+
+
+def _fleet_to_device(topic_name: str) -> bool:
+    """Commands and desired config are ours, seen because the filter matches the whole tree."""
+    return any(topic_name.endswith("/" + c.value) for c in _FLEET_TO_DEVICE)
+
+
+def topic_status_filter() -> str:
+    """Every device's retained status (a plain subscription: shared ones get no retained)."""
+    return f"{ROOT}/+/{Channel.STATUS.value}"

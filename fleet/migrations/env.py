@@ -1,0 +1,39 @@
+"""Alembic environment: run by :func:`fleet.db.migrate` with the engine in ``config.attributes``
+(or, for ``alembic`` on the command line, the URL in ``sqlalchemy.url``)."""
+
+from alembic import context
+from sqlalchemy import Engine, create_engine
+
+from fleet.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _engine() -> Engine:
+    engine = config.attributes.get("engine")
+    if isinstance(engine, Engine):
+        return engine
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("set sqlalchemy.url or run through `sohoa-fleet migrate`")
+    return create_engine(url)
+
+
+def run_migrations_online() -> None:
+    engine = _engine()
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (SQL script) migrations are not supported; run `sohoa-fleet migrate`")
+run_migrations_online()

@@ -1,0 +1,139 @@
+"""Content-addressed file store: a file lives at ``<dir>/<aa>/<bb>/<sha256>``.
+
+A file is written to a temporary name in the store's own file system, hashed while it is
+written, fsynced, checked against the sha256 it was sent under, and only then renamed into
+place (atomic) and its directory fsynced: a crash leaves either the whole file or nothing.
+
+>>> import tempfile, hashlib
+>>> store = FileStore(Path(tempfile.mkdtemp()))
+>>> data = b"page"
+>>> sha = hashlib.sha256(data).hexdigest()
+>>> store.put_bytes(sha, data)
+True
+>>> store.put_bytes(sha, data)
+False
+>>> store.path(sha).read_bytes() == data
+True
+"""
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from fleet.errors import ChecksumMismatch, FleetError
+
+log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TooLarge(FleetError, ValueError):
+    """An upload is over the size limit."""
+
+
+def is_sha256(text: str) -> bool:
+    return bool(_SHA256.match(text))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PendingFile:
+    """A file being received: ``write()`` chunks, then ``commit()`` or ``abort()``.
+
+    Use it as a context manager: leaving without a commit removes the temporary file.
+    """
+
+    def __init__(self, store: "FileStore", sha256: str, max_size: int | None) -> None:
+        self._store = store
+        self.sha256 = sha256
+        self.max_size = max_size
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._tmp = store.root / "tmp" / f"{uuid.uuid4().hex}.part"
+        self._fh = self._tmp.open("xb")
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.max_size is not None and self.size > self.max_size:
+            raise TooLarge(f"more than {self.max_size} bytes")
+        self._hash.update(chunk)
+        self._fh.write(chunk)
+
+    def commit(self) -> bool:
+        """Verify and move into place. True when stored now, False when it was already held.
+        Raises :class:`ChecksumMismatch` (nothing stored) when the content is not ``sha256``."""
+        actual = self._hash.hexdigest()
+        if actual != self.sha256:
+            self.abort()
+            raise ChecksumMismatch(f"content has sha256 {actual}, not {self.sha256}")
+        final = self._store.path(self.sha256)
+        if final.exists():
+            self.abort()
+            return False
+        self._fh.flush()
+        if self._store.fsync:
+            os.fsync(self._fh.fileno())
+        self._fh.close()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp.replace(final)
+        self._done = True
+        if self._store.fsync:
+            _fsync_dir(final.parent)
+        log.debug("stored %s (%s bytes)", self.sha256, self.size)
+        return True
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.abort()
+
+
+class FileStore:
+    """Page files by sha256 under ``root``. See the module docstring."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if not is_sha256(sha256):
+            raise ValueError("not a lower-case hex sha256")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def begin(self, sha256: str, max_size: int | None = None) -> PendingFile:
+        if not is_sha256(sha256):
+            raise ValueError("not a lower-case hex sha256")
+        return PendingFile(self, sha256, max_size)
+
+    def put_bytes(self, sha256: str, data: bytes) -> bool:
+        with self.begin(sha256) as pending:
+            pending.write(data)
+            return pending.commit()
