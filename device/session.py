@@ -1,0 +1,1011 @@
+"""The dossier session: the one state machine both front ends (the clerk's buttons and the
+citizen's kiosk screen) drive, so they can never disagree about what is going on.
+
+::
+
+    idle ──open()──▶ open ──capture()/add_image()──▶ capturing ──▶ review ──finish()──▶ closing ──▶ closed
+     ▲                 ▲                                  │            │                              │
+     │                 └───────────── accept() ───────────┼────────────┘                              │
+     └──────────── cancel() (from open/capturing/review) ─┘        open()/reset() ◀───────────────────┘
+
+A dossier is opened by scanning the receipt slip's QR (``open(code, via="qr")``, or a walk-in
+dossier whose first page carries the receipt QR is named by it), by typing its code
+(``via="typed"``) or as an unnamed walk-in dossier (``open()``) that is named later with
+:meth:`DossierSession.name`. Pages come either from a :class:`PageSource` run by
+:meth:`DossierSession.capture` (a scanner batch, one camera shot) or one image at a time from the
+kiosk (:meth:`DossierSession.add_image`). Every page goes through the page pipeline; its verdict
+(quality, codes, document type) travels with it. :meth:`DossierSession.finish` builds the dossier's
+PDFs and hands pages and PDFs to a :class:`DossierSink` (the outbox); when that fails (disk full)
+the dossier goes back to review with every page still held.
+
+Every method is thread-safe: the buttons call from gpiozero's threads, the kiosk from HTTP
+handlers. Listeners receive :class:`SessionEvent` in the order things happened, outside the lock
+(a listener may call back into the session).
+
+>>> session = DossierSession(SessionConfig())
+>>> session.open("000.00.12.H10-260101-0001", via="typed").state
+'open'
+>>> session.cancel()
+True
+>>> session.state
+'idle'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from device.errors import CameraUnavailable, OutboxFull, ScannerFault, SohoaError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from protocol.messages import DossierClosed
+
+    Image = npt.NDArray[np.uint8]
+else:
+    Image = Any
+
+log = logging.getLogger(__name__)
+
+State = Literal["idle", "open", "capturing", "review", "closing", "closed"]
+OpenedVia = Literal["qr", "typed", "walk_in"]
+Source = Literal["scanner", "camera", "folder"]
+Side = Literal["front", "back"]
+EventKind = Literal["state", "page_added", "page_replaced", "page_removed", "named", "fault", "closed", "cancelled"]
+
+Fault = Literal[
+    "scanner_jammed",
+    "scanner_cover_open",
+    "scanner_no_docs",
+    "scanner_io_error",
+    "scanner_gone",
+    "camera_unavailable",
+    "capture_error",
+    "disk_full",
+    "outbox_error",
+    "dossier_code_mismatch",
+    "too_many_pages",
+]
+"""Why the session needs a person's attention. Scanner faults keep the protocol's event names."""
+
+
+class SessionError(SohoaError):
+    """Root of the session's own errors."""
+
+
+class InvalidSessionAction(SessionError, RuntimeError):
+    """The action makes no sense in the current state (e.g. finishing while a scan runs). Nothing
+    changed: the session is still in :attr:`state`."""
+
+    def __init__(self, action: str, state: State) -> None:
+        super().__init__(f"cannot {action} while the session is {state}")
+        self.action = action
+        self.state = state
+
+
+class InvalidDossierCode(SessionError, ValueError):
+    """A typed or scanned dossier code does not have the expected shape."""
+
+
+class UnknownPage(SessionError, KeyError):
+    """No page with that id in the open dossier."""
+
+
+class SessionConfig(BaseModel):
+    """How dossiers are opened, named and closed. The agent's config includes it as ``session:``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dossier_code_pattern: str = Field(
+        default=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$",
+        description="Regular expression a dossier code must match (it becomes part of PDF file names: no '/')",
+    )
+    walk_in_prefix: str = Field(
+        default="WALKIN",
+        pattern=r"^[A-Za-z0-9_\-]{1,16}$",
+        description="PDF name prefix for a walk-in dossier closed before anyone named it: <prefix>-<8 hex>",
+    )
+    adopt_receipt_code: bool = Field(
+        default=True,
+        description="Name an unnamed dossier from the receipt-slip QR found on one of its pages",
+    )
+    keep_receipt_slip: bool = Field(
+        default=True, description="Keep the receipt slip that named the dossier as one of its pages"
+    )
+    drop_blank_pages: bool = Field(
+        default=True, description="Keep blank pages (e.g. empty duplex backs) out of the PDFs; they are still sent"
+    )
+    group_by_doctype: bool = Field(
+        default=True,
+        description="Start a new PDF (dossier component) where the document type changes; else one PDF per dossier",
+    )
+    max_pages: int = Field(default=500, ge=1, le=10000, description="Pages one dossier may hold")
+
+    @field_validator("dossier_code_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+# --- what the session needs from its collaborators ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawImage:
+    """One image as a capture source delivers it (BGR, uint8)."""
+
+    image: Image
+    source: Source
+    dpi: int | None = None
+    side: Side = "front"
+
+
+class PageSource(Protocol):
+    """Where :meth:`DossierSession.capture` takes pages from: a scanner batch, a camera shot.
+
+    ``pages`` yields images until the batch ends; it checks ``stop`` between pages (cancel) and
+    raises :class:`~device.errors.CaptureError` subclasses for faults (jam, unplugged)."""
+
+    def pages(self, stop: threading.Event) -> Iterable[RawImage]: ...
+
+
+class PageProcessor(Protocol):
+    """The page pipeline (``device.inference.pipeline.PagePipeline``). The result is read
+    defensively (see :func:`verdict_of`), so any result shape with ``quality``, ``codes``,
+    ``doctype`` ... plugs in."""
+
+    def process(self, image_bgr: Image, *, source: Source, dpi: int | None) -> object: ...
+
+
+class PdfBuilder(Protocol):
+    """Builds one dossier component PDF (``device/pdf.py``) and returns its bytes."""
+
+    def __call__(
+        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
+    ) -> bytes: ...
+
+
+class DossierSink(Protocol):
+    """Takes a closed dossier (pages and PDFs) for delivery: the outbox. Raises
+    :class:`~device.errors.OutboxFull` when it cannot take it; it must then keep nothing of it."""
+
+    def submit_dossier(self, dossier: ClosedDossier) -> None: ...
+
+
+# --- what the session holds and reports ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PageVerdict:
+    """What the pipeline said about a page, in the session's terms (no personal data: the CCCD
+    fields and the full codes stay in :attr:`SessionPage.result`)."""
+
+    ok: bool = True
+    issues: tuple[str, ...] = ()
+    messages_vi: tuple[str, ...] = ()
+    messages_en: tuple[str, ...] = ()
+    doctype: str | None = None
+    doctype_confidence: float | None = None
+    blank: bool = False
+    dossier_code: str | None = None
+    """The dossier code of a receipt-slip QR on the page, when there is one."""
+
+
+UNCHECKED = PageVerdict()
+PROCESSING_FAILED = PageVerdict(
+    ok=False,
+    issues=("processing_failed",),
+    messages_vi=("Không xử lý được ảnh này, vui lòng quét lại",),
+    messages_en=("This image could not be processed, please scan it again",),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    """One page of the open dossier: the image kept (the pipeline's upright, cropped page when it
+    gave one, else the captured image), its verdict and the full pipeline result."""
+
+    page_id: str
+    sequence: int
+    batch_id: str
+    batch_sequence: int
+    source: Source
+    dpi: int | None
+    side: Side
+    captured_at: datetime
+    image: Image = field(repr=False)
+    verdict: PageVerdict
+    result: object | None = field(default=None, repr=False)
+
+    @property
+    def view(self) -> PageView:
+        v = self.verdict
+        return PageView(
+            page_id=self.page_id,
+            sequence=self.sequence,
+            source=self.source,
+            ok=v.ok,
+            issues=v.issues,
+            messages_vi=v.messages_vi,
+            messages_en=v.messages_en,
+            doctype=v.doctype,
+            doctype_confidence=v.doctype_confidence,
+            blank=v.blank,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PageView:
+    """A page as listeners and screens see it: no image, no personal data."""
+
+    page_id: str
+    sequence: int
+    source: Source
+    ok: bool
+    issues: tuple[str, ...]
+    messages_vi: tuple[str, ...]
+    messages_en: tuple[str, ...]
+    doctype: str | None
+    doctype_confidence: float | None
+    blank: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltDocument:
+    """One dossier component PDF, named ``<dossier code>.<sequence>.pdf``."""
+
+    name: str
+    sequence: int
+    doctype: str | None
+    page_ids: tuple[str, ...]
+    pdf: bytes = field(repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.pdf).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedDossier:
+    """What :meth:`DossierSession.finish` hands to the sink."""
+
+    session_id: str
+    dossier_code: str | None
+    opened_via: OpenedVia
+    opened_at: datetime
+    closed_at: datetime
+    pages: tuple[SessionPage, ...]
+    documents: tuple[BuiltDocument, ...]
+    reason: Literal["done", "shutdown"] = "done"
+
+    def to_event(self, device_id: str) -> DossierClosed:
+        """The protocol's ``dossier_closed`` event for this dossier."""
+        from protocol.messages import DossierClosed, DossierDocument
+
+        return DossierClosed(
+            device_id=device_id,
+            dossier_code=self.dossier_code,
+            session_id=self.session_id,
+            page_ids=[p.page_id for p in self.pages],
+            documents=[
+                DossierDocument(sha256=d.sha256, name=d.name, doctype=d.doctype, pages=len(d.page_ids), size=len(d.pdf))
+                for d in self.documents
+            ],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedSummary:
+    """What the finish screen shows after a dossier is closed."""
+
+    session_id: str
+    dossier_code: str | None
+    pages: int
+    documents: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """The whole visible state at one moment (immutable: safe to hand to another thread)."""
+
+    state: State
+    session_id: str | None
+    dossier_code: str | None
+    opened_via: OpenedVia | None
+    pages: tuple[PageView, ...]
+    fault: Fault | None
+    capturing: Source | None
+    last_closed: ClosedSummary | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """One thing that happened. ``kind="state"`` is a transition (``previous`` -> ``snapshot.state``);
+    the others say what happened to a page, a name, a fault."""
+
+    kind: EventKind
+    previous: State
+    snapshot: SessionSnapshot
+    page: PageView | None = None
+    fault: Fault | None = None
+
+    @property
+    def state(self) -> State:
+        return self.snapshot.state
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureOutcome:
+    """What one :meth:`DossierSession.capture` run did."""
+
+    batch_id: str
+    pages: tuple[PageView, ...]
+    fault: Fault | None
+    cancelled: bool
+
+
+Listener = Callable[[SessionEvent], None]
+
+
+# --- reading the pipeline's result --------------------------------------------------------------
+
+
+def _attr(obj: object, *names: str) -> Any:
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _receipt_code(codes: object) -> str | None:
+    if not isinstance(codes, Iterable) or isinstance(codes, str | bytes):
+        return None
+    for code in codes:
+        receipt = _attr(code, "receipt", "dossier")
+        value = _attr(receipt, "dossier_code") if receipt is not None else _attr(code, "dossier_code")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def verdict_of(result: object) -> PageVerdict:
+    """Read a page-pipeline result into a :class:`PageVerdict` (``quality.ok``, ``quality.issues``
+    with ``code``/``message_vi``/``message_en``, ``codes`` with a receipt's ``dossier_code``,
+    ``doctype``, ``confidence``, ``blank``). Missing parts read as "not checked"."""
+    quality = _attr(result, "quality")
+    ok = bool(_attr(quality, "ok")) if quality is not None and _attr(quality, "ok") is not None else True
+    issues: list[str] = []
+    vi: list[str] = []
+    en: list[str] = []
+    for issue in _attr(quality, "issues") or () if quality is not None else ():
+        if isinstance(issue, str):
+            issues.append(issue)
+            continue
+        code = _attr(issue, "code")
+        issues.append(str(code) if code is not None else "issue")
+        if (m := _attr(issue, "message_vi")) is not None:
+            vi.append(str(m))
+        if (m := _attr(issue, "message_en")) is not None:
+            en.append(str(m))
+    doctype = _attr(result, "doctype")
+    confidence = _attr(result, "doctype_confidence", "confidence")
+    if doctype is not None and not isinstance(doctype, str):  # a DoctypeResult object
+        confidence = _attr(doctype, "confidence") if confidence is None else confidence
+        doctype = _attr(doctype, "doctype", "label")
+    return PageVerdict(
+        ok=ok,
+        issues=tuple(issues),
+        messages_vi=tuple(vi),
+        messages_en=tuple(en),
+        doctype=str(doctype) if doctype is not None else None,
+        doctype_confidence=float(confidence) if isinstance(confidence, int | float) else None,
+        blank=bool(_attr(result, "blank", "is_blank")),
+        dossier_code=_receipt_code(_attr(result, "codes")),
+    )
+
+
+def _kept_image(result: object, raw: Image) -> Image:
+    image = _attr(result, "image", "page", "page_bgr")
+    return image if hasattr(image, "shape") else raw
+
+
+_SCANNER_FAULTS: tuple[Fault, ...] = (
+    "scanner_jammed", "scanner_cover_open", "scanner_no_docs", "scanner_io_error", "scanner_gone"
+)
+
+
+def fault_of(exc: BaseException) -> Fault:
+    """The session's fault code for a capture exception."""
+    if isinstance(exc, ScannerFault):
+        event_type: str = exc.event_type
+        for known in _SCANNER_FAULTS:
+            if event_type == known:
+                return known
+        return "scanner_io_error"
+    if isinstance(exc, CameraUnavailable):
+        return "camera_unavailable"
+    if isinstance(exc, OutboxFull):
+        return "disk_full"
+    return "capture_error"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- the state machine --------------------------------------------------------------------------
+
+
+class DossierSession:
+    """The dossier state machine. See the module docstring for the states.
+
+    >>> s = DossierSession()
+    >>> s.open().opened_via
+    'walk_in'
+    >>> s.name("000.00.12.H10-260101-0001").dossier_code
+    '000.00.12.H10-260101-0001'
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig | None = None,
+        *,
+        processor: PageProcessor | None = None,
+        sink: DossierSink | None = None,
+        pdf_builder: PdfBuilder | None = None,
+    ) -> None:
+        self.config = config or SessionConfig()
+        self._code_re = re.compile(self.config.dossier_code_pattern)
+        self._processor = processor
+        self._sink = sink
+        self._pdf_builder = pdf_builder
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._emit_lock = threading.RLock()  # a listener may act on the session: re-entrant
+        self._pending: list[SessionEvent] = []
+        self._listeners: list[Listener] = []
+        self._state: State = "idle"
+        self._session_id: str | None = None
+        self._code: str | None = None
+        self._via: OpenedVia | None = None
+        self._opened_at: datetime | None = None
+        self._pages: list[SessionPage] = []
+        self._fault: Fault | None = None
+        self._capturing: Source | None = None
+        self._stop: threading.Event | None = None
+        self._cancel_requested = False
+        self._resume_state: State = "open"
+        self._last_closed: ClosedSummary | None = None
+        self._closed = False
+
+    # -- observing -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        with self._lock:
+            return self._state
+
+    def snapshot(self) -> SessionSnapshot:
+        with self._lock:
+            return self._snapshot()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event from now on (in order, outside the lock;
+        an exception in a listener is logged and does not stop the others)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def wait_for(self, predicate: Callable[[SessionSnapshot], bool], timeout: float) -> SessionSnapshot:
+        """Block until ``predicate(snapshot)`` holds; raise :class:`TimeoutError` after ``timeout``."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(self._snapshot()), timeout):
+                raise TimeoutError(f"session still {self._state} after {timeout}s")
+            return self._snapshot()
+
+    def wait_for_state(self, *states: State, timeout: float) -> SessionSnapshot:
+        return self.wait_for(lambda s: s.state in states, timeout)
+
+    def page_image(self, page_id: str) -> Image:
+        """The kept image of a page of the open dossier (for the review screen)."""
+        with self._lock:
+            return self._page(page_id).image
+
+    def pages(self) -> tuple[SessionPage, ...]:
+        with self._lock:
+            return tuple(self._pages)
+
+    # -- opening and naming --------------------------------------------------------------------
+
+    def open(self, dossier_code: str | None = None, *, via: OpenedVia | None = None) -> SessionSnapshot:
+        """Open a dossier: with a code from the receipt QR (``via="qr"``) or typed (the default when
+        a code is given), or unnamed (walk-in). Allowed from ``idle`` and ``closed``."""
+        code = self._check_code(dossier_code) if dossier_code is not None else None
+        how: OpenedVia = via or ("typed" if code is not None else "walk_in")
+        if code is None and how != "walk_in":
+            raise InvalidDossierCode(f"a dossier opened via {how} needs a code")
+        with self._lock:
+            self._require("open a dossier", "idle", "closed")
+            self._session_id = _new_id()
+            self._code = code
+            self._via = how
+            self._opened_at = _now()
+            self._pages = []
+            self._fault = None
+            self._set_state("open")
+            snap = self._snapshot()
+        self._flush()
+        log.info("dossier session %s opened (%s)", snap.session_id, how)
+        return snap
+
+    def name(self, dossier_code: str) -> SessionSnapshot:
+        """Name the open dossier (a walk-in named later, or a correction)."""
+        code = self._check_code(dossier_code)
+        with self._lock:
+            self._require("name the dossier", "open", "capturing", "review")
+            self._code = code
+            if self._fault == "dossier_code_mismatch":
+                self._fault = None
+            self._queue("named")
+            snap = self._snapshot()
+        self._flush()
+        return snap
+
+    # -- capturing -----------------------------------------------------------------------------
+
+    def capture(
+        self, source: PageSource, *, replace_last: bool = False, max_pages: int | None = None
+    ) -> CaptureOutcome:
+        """Run one capture from ``source`` in the calling thread: each page goes through the
+        pipeline and joins the dossier as it arrives. With ``replace_last`` (rescan) the first new
+        page replaces the dossier's last page, and only once it has arrived: a failed rescan loses
+        nothing. A fault (jam, unplugged scanner or camera) ends the capture, keeps the pages
+        already taken and is reported in the outcome and as a ``fault`` event."""
+        limit = 1 if replace_last else max_pages
+        stop = threading.Event()
+        batch_id = _new_id()
+        with self._lock:
+            self._require("capture", "open", "review")
+            if replace_last and not self._pages:
+                raise InvalidSessionAction("rescan (no page yet)", self._state)
+            self._resume_state = self._state
+            self._stop = stop
+            self._cancel_requested = False
+            self._capturing = "scanner"
+            self._fault = None
+            self._set_state("capturing")
+            session_id = self._session_id
+        self._flush()
+        added: list[PageView] = []
+        fault: Fault | None = None
+        try:
+            for count, raw in enumerate(self._iter_source(source, stop), start=1):
+                page = self._take(raw, batch_id, count, session_id, replace=replace_last and count == 1)
+                if page is None:  # cancelled meanwhile, or the dossier is full
+                    break
+                added.append(page)
+                if (limit is not None and count >= limit) or stop.is_set():
+                    break
+        except Exception as exc:  # the source's fault ends the batch; the pages stay
+            fault = fault_of(exc)
+            log.warning("capture stopped: %s (%s)", fault, type(exc).__name__)
+        return self._end_capture(batch_id, added, fault, session_id)
+
+    def _iter_source(self, source: PageSource, stop: threading.Event) -> Iterator[RawImage]:
+        iterator = iter(source.pages(stop))
+        while not stop.is_set():
+            try:
+                raw = next(iterator)
+            except StopIteration:
+                return
+            with self._lock:
+                self._capturing = raw.source
+            yield raw
+
+    def add_image(
+        self,
+        image: Image,
+        *,
+        source: Source = "camera",
+        dpi: int | None = None,
+        side: Side = "front",
+        replace_page_id: str | None = None,
+    ) -> PageView:
+        """Add one image captured elsewhere (the kiosk's automatic camera shot), or retake a page
+        (``replace_page_id``). Goes through ``capturing`` to ``review``."""
+        batch_id = _new_id()
+        with self._lock:
+            self._require("add a page", "open", "review")
+            if replace_page_id is not None:
+                self._page(replace_page_id)
+            self._resume_state = self._state
+            self._stop = threading.Event()
+            self._cancel_requested = False
+            self._capturing = source
+            self._fault = None
+            self._set_state("capturing")
+            session_id = self._session_id
+        self._flush()
+        page: PageView | None = None
+        try:
+            page = self._take(RawImage(image, source, dpi, side), batch_id, 1, session_id, replace_id=replace_page_id)
+        finally:
+            self._end_capture(batch_id, [page] if page is not None else [], None, session_id)
+        if page is None:
+            raise InvalidSessionAction("add a page (cancelled or dossier full)", self.state)
+        return page
+
+    def _take(
+        self,
+        raw: RawImage,
+        batch_id: str,
+        batch_sequence: int,
+        session_id: str | None,
+        *,
+        replace: bool = False,
+        replace_id: str | None = None,
+    ) -> PageView | None:
+        verdict, kept, result = self._process(raw)
+        with self._lock:
+            if self._cancel_requested or self._session_id != session_id:
+                return None
+            if replace and self._pages:
+                replace_id = self._pages[-1].page_id
+            index = next((i for i, p in enumerate(self._pages) if p.page_id == replace_id), None)
+            if index is None and len(self._pages) >= self.config.max_pages:
+                self._fault = "too_many_pages"
+                self._queue("fault", fault="too_many_pages")
+                if self._stop is not None:
+                    self._stop.set()
+                return None
+            page = SessionPage(
+                page_id=_new_id(),
+                sequence=(index + 1) if index is not None else len(self._pages) + 1,
+                batch_id=batch_id,
+                batch_sequence=batch_sequence,
+                source=raw.source,
+                dpi=raw.dpi,
+                side=raw.side,
+                captured_at=_now(),
+                image=kept,
+                verdict=verdict,
+                result=result,
+            )
+            if index is not None:
+                self._pages[index] = page
+                self._queue("page_replaced", page=page.view)
+            else:
+                self._pages.append(page)
+                self._queue("page_added", page=page.view)
+            self._adopt_code(page)
+        self._flush()
+        return page.view
+
+    def _process(self, raw: RawImage) -> tuple[PageVerdict, Image, object | None]:
+        if self._processor is None:
+            return UNCHECKED, raw.image, None
+        try:
+            result = self._processor.process(raw.image, source=raw.source, dpi=raw.dpi)
+        except Exception as exc:  # never lose the page: keep the raw image, marked as unchecked
+            log.warning("page pipeline failed (%s); page kept unprocessed", type(exc).__name__)
+            return PROCESSING_FAILED, raw.image, None
+        return verdict_of(result), _kept_image(result, raw.image), result
+
+    def _adopt_code(self, page: SessionPage) -> None:
+        code = page.verdict.dossier_code
+        if code is None or not self.config.adopt_receipt_code:
+            return
+        if not self._code_re.fullmatch(code):
+            log.info("receipt QR holds a code of unexpected shape; not adopted")
+            return
+        if self._code is None:
+            self._code = code
+            self._via = "qr"
+            self._queue("named")
+            if not self.config.keep_receipt_slip:
+                self._pages.remove(page)
+                self._renumber()
+                self._queue("page_removed", page=page.view)
+        elif self._code != code:
+            self._fault = "dossier_code_mismatch"
+            self._queue("fault", fault="dossier_code_mismatch")
+
+    def _end_capture(
+        self, batch_id: str, added: list[PageView], fault: Fault | None, session_id: str | None
+    ) -> CaptureOutcome:
+        with self._lock:
+            cancelled = self._cancel_requested or self._session_id != session_id
+            self._stop = None
+            self._capturing = None
+            if cancelled:
+                self._cancel_requested = False
+                self._discard("cancelled")
+            else:
+                if fault is not None:
+                    self._fault = fault
+                    self._queue("fault", fault=fault)
+                self._set_state("review" if self._pages and (added or self._resume_state == "review") else "open")
+        self._flush()
+        return CaptureOutcome(batch_id, tuple(added), fault, cancelled)
+
+    # -- review --------------------------------------------------------------------------------
+
+    def accept(self) -> SessionSnapshot:
+        """Leave review: the pages stay, the dossier is open for more."""
+        with self._lock:
+            self._require("accept", "review", "open")
+            self._set_state("open")
+            snap = self._snapshot()
+        self._flush()
+        return snap
+
+    def remove_page(self, page_id: str) -> SessionSnapshot:
+        """Take a page out of the open dossier (the citizen rejected it)."""
+        with self._lock:
+            self._require("remove a page", "open", "review")
+            page = self._page(page_id)
+            self._pages.remove(page)
+            self._renumber()
+            self._queue("page_removed", page=page.view)
+            if not self._pages and self._state == "review":
+                self._set_state("open")
+            snap = self._snapshot()
+        self._flush()
+        return snap
+
+    def clear_fault(self) -> None:
+        with self._lock:
+            if self._fault is not None:
+                self._fault = None
+                self._queue("fault", fault=None)
+        self._flush()
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def finish(self) -> ClosedDossier | None:
+        """Close the dossier: build its PDFs, hand pages and PDFs to the sink, go to ``closed``.
+        An empty dossier just goes back to ``idle`` (returns None). If the sink refuses (disk full)
+        the dossier returns to ``review`` with all its pages and the error is raised."""
+        return self._finish("done")
+
+    def _finish(self, reason: Literal["done", "shutdown"]) -> ClosedDossier | None:
+        with self._lock:
+            self._require("close the dossier", "open", "review")
+            if not self._pages:
+                self._discard("empty")
+                empty = True
+            else:
+                empty = False
+                self._resume_state = self._state
+                self._set_state("closing")
+                pages = tuple(self._pages)
+                assert self._session_id is not None and self._via is not None and self._opened_at is not None
+                session_id, code, via, opened_at = self._session_id, self._code, self._via, self._opened_at
+        if empty:
+            self._flush()
+            return None
+        self._flush()
+        documents = self._build_documents(pages, code, session_id)
+        dossier = ClosedDossier(session_id, code, via, opened_at, _now(), pages, documents, reason)
+        try:
+            if self._sink is not None:
+                self._sink.submit_dossier(dossier)
+        except Exception as exc:
+            with self._lock:
+                self._fault = fault_of(exc) if isinstance(exc, OutboxFull) else "outbox_error"
+                self._queue("fault", fault=self._fault)
+                self._set_state(self._resume_state)
+            self._flush()
+            log.warning("dossier %s not handed over (%s); pages kept", session_id, type(exc).__name__)
+            raise
+        with self._lock:
+            self._last_closed = ClosedSummary(session_id, code, len(pages), len(documents))
+            self._pages = []
+            self._fault = None
+            self._set_state("closed")
+            self._queue("closed")
+        self._flush()
+        log.info("dossier session %s closed: %d pages, %d documents", session_id, len(pages), len(documents))
+        return dossier
+
+    def _build_documents(
+        self, pages: tuple[SessionPage, ...], code: str | None, session_id: str
+    ) -> tuple[BuiltDocument, ...]:
+        builder = self._pdf_builder or default_pdf_builder()
+        if builder is None:
+            log.warning("no PDF builder available; dossier handed over without PDFs")
+            return ()
+        base = code or f"{self.config.walk_in_prefix}-{session_id[:8]}"
+        documents: list[BuiltDocument] = []
+        for sequence, (doctype, group) in enumerate(self._group(pages), start=1):
+            name = f"{base}.{sequence}.pdf"
+            try:
+                pdf = builder(group, name=name, dossier_code=code, sequence=sequence, doctype=doctype)
+            except Exception as exc:  # the pages still go: a PDF can be rebuilt, a page cannot
+                log.error("building %s failed (%s); pages handed over without it", name, type(exc).__name__)
+                continue
+            documents.append(BuiltDocument(name, sequence, doctype, tuple(p.page_id for p in group), pdf))
+        return tuple(documents)
+
+    def _group(self, pages: tuple[SessionPage, ...]) -> list[tuple[str | None, list[SessionPage]]]:
+        groups: list[tuple[str | None, list[SessionPage]]] = []
+        for page in pages:
+            if self.config.drop_blank_pages and page.verdict.blank:
+                continue
+            doctype = page.verdict.doctype
+            if groups:
+                current, members = groups[-1]
+                if not self.config.group_by_doctype or doctype is None or doctype == current:
+                    members.append(page)
+                    continue
+                if current is None:  # untyped pages so far take the first type seen
+                    groups[-1] = (doctype, [*members, page])
+                    continue
+            groups.append((doctype if self.config.group_by_doctype else None, [page]))
+        return groups
+
+    # -- cancelling and resetting --------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Abandon the open dossier and its pages (the clerk's long press on Done). During a
+        capture the source is told to stop and the session reaches ``idle`` when it has.
+        Returns False when there was nothing to cancel."""
+        with self._lock:
+            if self._state in ("idle", "closed", "closing"):
+                return False
+            if self._state == "capturing":
+                self._cancel_requested = True
+                if self._stop is not None:
+                    self._stop.set()
+            else:
+                self._discard("cancelled")
+        self._flush()
+        return True
+
+    def reset(self) -> None:
+        """Forget the last closed dossier's summary (privacy on the kiosk) and go to ``idle``."""
+        with self._lock:
+            self._require("reset", "idle", "closed")
+            self._last_closed = None
+            self._set_state("idle")
+        self._flush()
+
+    def close(self) -> None:
+        """Release the session (agent shutdown). A dossier that still has pages is handed to the
+        sink as it is (``reason="shutdown"``) rather than dropped."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._state == "capturing" and self._stop is not None:
+                self._stop.set()
+        try:
+            self.wait_for(lambda s: s.state != "capturing" and s.state != "closing", timeout=30)
+        except TimeoutError:
+            log.warning("capture did not stop within 30 s at shutdown")
+        with self._lock:
+            has_pages = self._state in ("open", "review") and bool(self._pages)
+        if has_pages:
+            try:
+                self._finish("shutdown")
+            except SohoaError as exc:
+                log.error("open dossier could not be handed over at shutdown (%s)", type(exc).__name__)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals (call with the lock held) ---------------------------------------------------
+
+    def _check_code(self, code: str) -> str:
+        code = code.strip()
+        if not self._code_re.fullmatch(code):
+            raise InvalidDossierCode("the dossier code does not have the expected shape")
+        return code
+
+    def _require(self, action: str, *states: State) -> None:
+        if self._state not in states:
+            raise InvalidSessionAction(action, self._state)
+
+    def _page(self, page_id: str) -> SessionPage:
+        for page in self._pages:
+            if page.page_id == page_id:
+                return page
+        raise UnknownPage(page_id)
+
+    def _renumber(self) -> None:
+        self._pages = [replace(p, sequence=i) for i, p in enumerate(self._pages, start=1)]
+
+    def _discard(self, why: Literal["cancelled", "empty"]) -> None:
+        dropped = len(self._pages)
+        self._pages = []
+        self._code = None
+        self._via = None
+        self._fault = None
+        self._set_state("idle")
+        self._queue("cancelled")
+        if dropped:
+            log.info("dossier session %s %s: %d pages discarded", self._session_id, why, dropped)
+        self._session_id = None
+
+    def _set_state(self, state: State) -> None:
+        previous = self._state
+        if previous == state:
+            return
+        self._state = state
+        self._queue("state", previous=previous)
+        self._changed.notify_all()
+
+    def _queue(self, kind: EventKind, *, previous: State | None = None, page: PageView | None = None,
+               fault: Fault | None = None) -> None:
+        snap = self._snapshot()
+        self._pending.append(SessionEvent(kind, previous or snap.state, snap, page, fault or snap.fault))
+        self._changed.notify_all()
+
+    def _snapshot(self) -> SessionSnapshot:
+        return SessionSnapshot(
+            state=self._state,
+            session_id=self._session_id,
+            dossier_code=self._code,
+            opened_via=self._via,
+            pages=tuple(p.view for p in self._pages),
+            fault=self._fault,
+            capturing=self._capturing if self._state == "capturing" else None,
+            last_closed=self._last_closed,
+        )
+
+    def _flush(self) -> None:
+        """Deliver queued events in order, outside the state lock (one deliverer at a time)."""
+        with self._emit_lock:
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        return
+                    event = self._pending.pop(0)
+                    listeners = list(self._listeners)
+                for listener in listeners:
+                    try:
+                        listener(event)
+                    except Exception:
+                        log.exception("session listener failed")
+
+
+def default_pdf_builder() -> PdfBuilder | None:
+    """The PDF builder from ``device/pdf.py`` when it is there, else None."""
+    try:
+        pdf_module = importlib.import_module("device.pdf")
+    except ImportError:
+        return None
+    adapter = getattr(pdf_module, "session_pdf_builder", None)
+    if callable(adapter):
+        built: PdfBuilder = adapter()
+        return built
+    return None
