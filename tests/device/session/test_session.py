@@ -224,9 +224,9 @@ def test_unexpected_orders_change_nothing(parts: tuple[DossierSession, ScriptedP
             session.finish, lambda: session.add_image(page_image(9)), session.reset,
             lambda: session.capture(ListSource([page_image(4)])),
         ]
-        for action in actions:
+        for busy_action in actions:
             with pytest.raises(InvalidSessionAction):
-                action()
+                busy_action()
     finally:
         source.gate.set()
         worker.join(5)
