@@ -56,6 +56,9 @@ class Mosquitto:
             "max_inflight_messages 100\n"
             "max_queued_messages 100000\n"
             "message_size_limit 0\n"
+            # As root, mosquitto would switch to the `mosquitto` user, which cannot write our
+            # temporary directory: no log, and no persistence across a restart.
+            + ("user root\n" if os.geteuid() == 0 else "")
             + extra_conf
         )
         self.proc: subprocess.Popen[bytes] | None = None
