@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -154,3 +155,56 @@ def postgres(workdir: Path) -> Iterator[Postgres]:
         yield pg
     finally:
         pg.stop()
+
+
+class ConfiguredMosquitto:
+    """mosquitto started with a configuration file written elsewhere (e.g. the TLS one from
+    ``provisioning.broker``), with ``reload()`` = SIGHUP, waiting until the broker's log says it
+    re-read its configuration."""
+
+    def __init__(self, conf: Path, port: int, log: Path) -> None:
+        self.conf, self.port, self.log = conf, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_log(self, needle: str, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until ``needle`` appears ``count`` times in the log (poll, bounded)."""
+        deadline = time.monotonic() + timeout
+        while self.log_text().count(needle) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{needle!r} not seen {count} time(s) in {self.log} after {timeout}s")
+            time.sleep(0.02)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def reload(self) -> None:
+        assert self.proc is not None
+        before = self.log_text().count("Reloading config")
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_log("Reloading config", before + 1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> ConfiguredMosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
