@@ -1,0 +1,900 @@
+"""The device agent: capture -> outbox -> MQTT and HTTP, with telemetry and commands.
+
+Threads, each with one job:
+
+* **scan worker**: the only thread that touches the capture sources (SANE is not thread-safe);
+  runs batches from a queue, stores every page in the outbox before acknowledging it.
+* **publisher**: sends outbox messages QoS 1 while connected and deletes them on PUBACK.
+* **uploader**: PUTs page files to the fleet, deletes them after 200/201.
+* **inbox**: decodes ``cmd`` and ``config/desired`` messages; bad ones are refused and counted.
+* **ticker**: telemetry, timed scans, folder polling, USB watching.
+* **local API**: ``POST /scan`` and ``GET /status`` on loopback, for the kiosk screen and tests.
+
+>>> with Agent(load("device.yaml")) as agent:  # doctest: +SKIP
+...     agent.request_scan(ScanRequest(source="adf")).wait(60)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType, TracebackType
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from device import __version__
+from device.capture.base import CapturedPage, CaptureSource, ScanRequest
+from device.capture.folder import FolderSource
+from device.capture.sane import SaneSource as SaneSource_
+from device.config import REMOTE_SETTINGS, AgentConfig, FakeScannerConfig, SaneScannerConfig, load
+from device.errors import CaptureError, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
+from device.link import MqttLink
+from device.outbox import Outbox
+from device.telemetry import TelemetryCollector
+from device.uploader import Uploader
+from protocol.errors import ProtocolError
+from protocol.messages import (
+    AgentStarted,
+    BatchFinished,
+    BatchStarted,
+    Command,
+    CommandAck,
+    CommandState,
+    ConfigDesired,
+    ConfigReported,
+    DiskLow,
+    Message,
+    Page,
+    PageCaptured,
+    ScannerInfo,
+    ScannerPlug,
+    ScannerState,
+    ScanRefused,
+    decode,
+    encode,
+)
+from protocol.messages import ScannerFault as ScannerFaultEvent
+from protocol.topics import Channel, topic
+
+log = logging.getLogger(__name__)
+
+_FAULT_STATE: dict[str, ScannerState] = {
+    "scanner_jammed": "jammed",
+    "scanner_cover_open": "cover_open",
+    "scanner_no_docs": "no_docs",
+    "scanner_io_error": "error",
+    "scanner_gone": "absent",
+}
+
+
+def make_source(config: AgentConfig) -> CaptureSource | None:
+    """The scanner backend the config selects (hardware libraries load on first use)."""
+    scanner = config.scanner
+    if isinstance(scanner, SaneScannerConfig):
+        from device.capture.sane import SaneSource
+
+        return SaneSource(scanner)
+    if isinstance(scanner, FakeScannerConfig):
+        from device.capture.fake import FakeSource
+
+        return FakeSource(pages=scanner.pages, width=scanner.width, height=scanner.height, dpi=scanner.dpi)
+    return None
+
+
+class TestScanArgs(BaseModel):
+    """Arguments of the ``test_scan`` command."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Literal["flatbed", "adf", "folder"] | None = Field(default=None, description="Override the source")
+    max_pages: int | None = Field(default=None, ge=1, le=10000, description="Stop after this many images")
+
+
+@dataclass
+class ScanJob:
+    """One batch to run, and how it ended (``done`` is set then)."""
+
+    kind: Literal["scanner", "folder", "probe", "recover"]
+    request: ScanRequest = field(default_factory=ScanRequest)
+    command_id: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: str = "pending"
+    batch_id: str | None = None
+    pages: int = 0
+    detail: str | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    def summary(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "batch_id": self.batch_id, "pages": self.pages, "detail": self.detail}
+
+
+class _Publisher:
+    """Moves outbox messages to the broker, keeping at most ``window`` unacknowledged."""
+
+    def __init__(self, outbox: Outbox, window: int) -> None:
+        self.outbox = outbox
+        self.window = window
+        self.link: MqttLink | None = None
+        self._lock = threading.Lock()
+        self._inflight: dict[int, str] = {}
+        self._early: dict[int, float] = {}
+        self._acked: list[str] = []
+        self._last_seq = 0
+        self._reset = True
+        self._stop = threading.Event()
+        self.published = 0
+
+    def on_connect(self) -> None:
+        with self._lock:
+            self._reset = True
+        self._wake()
+
+    def on_published(self, mid: int) -> None:
+        with self._lock:
+            message_id = self._inflight.pop(mid, None)
+            if message_id is None:
+                self._early[mid] = time.monotonic()
+            else:
+                self._acked.append(message_id)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self.outbox.changed:
+            self.outbox.changed.notify_all()
+
+    def _flush_acks(self) -> None:
+        with self._lock:
+            acked, self._acked = self._acked, []
+        if acked:
+            self.outbox.remove_messages(acked)
+
+    def step(self) -> bool:
+        """Publish what fits in the window; True when something was sent."""
+        link = self.link
+        self._flush_acks()
+        if link is None or not link.connected.is_set():
+            return False
+        with self._lock:
+            if self._reset:
+                # After a (re)connect everything not acknowledged goes again: duplicates are
+                # fine (receivers deduplicate on ids), losses are not.
+                self._reset = False
+                self._inflight.clear()
+                self._last_seq = 0
+            room = self.window - len(self._inflight)
+            now = time.monotonic()
+            self._early = {m: t for m, t in self._early.items() if now - t < 5}
+            after = self._last_seq
+        if room <= 0:
+            return False
+        sent = False
+        for item in self.outbox.pending_messages(after, room):
+            mid = link.publish(item.topic, item.payload, qos=1)
+            if mid is None:
+                break
+            sent = True
+            self.published += 1
+            with self._lock:
+                self._last_seq = max(self._last_seq, item.seq)
+                if self._early.pop(mid, None) is not None:
+                    self._acked.append(item.id)
+                else:
+                    self._inflight[mid] = item.id
+        return sent
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            if self.step():
+                continue
+            with self.outbox.changed:
+                if not self._stop.is_set():
+                    self.outbox.changed.wait(0.5)
+        self._flush_acks()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake()
+
+
+class Agent:
+    """The running agent; :meth:`start` it, :meth:`close` it (or use ``with``)."""
+
+    def __init__(
+        self, config: AgentConfig, source: CaptureSource | None = None, folder: FolderSource | None = None
+    ) -> None:
+        self.config = config
+        self.device_id = config.device_id
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(config.state_dir, config.min_free_bytes)
+        self.source = source if source is not None else make_source(config)
+        self.folder = folder if folder is not None else (FolderSource(config.folder) if config.folder else None)
+        self.rejected: Counter[str] = Counter()
+        self.duplicates = 0
+        self.scanner_state: ScannerState = "absent" if self.source is None else "ready"
+        self._stop = threading.Event()
+        self._jobs: queue.Queue[ScanJob | None] = queue.Queue()
+        self._busy = threading.Lock()
+        self._current: ScanJob | None = None
+        self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+        self._disk_low_reported = False
+        self.batches: list[dict[str, Any]] = []
+        self.config_version: int | None = None
+        self.publisher = _Publisher(self.outbox, config.broker.max_inflight)
+        self.link = MqttLink(
+            self.device_id,
+            config.broker,
+            __version__,
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            on_published=self.publisher.on_published,
+        )
+        self.publisher.link = self.link
+        self.uploader = (
+            Uploader(self.outbox, config.fleet_url, self.device_id, config.upload) if config.fleet_url else None
+        )
+        self.telemetry = TelemetryCollector(
+            self.device_id, self.outbox, scanner=self.scanner_info, accepting=lambda: not self.outbox.low()
+        )
+        self._threads: list[threading.Thread] = []
+        self._http: ThreadingHTTPServer | None = None
+        self.local_port: int | None = None
+        self._usb: Any = None
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        for batch_id, _source, pages in self.outbox.open_batches():
+            # A crash (power cut, kill -9) left this batch open: its stored pages are safe.
+            log.warning("a batch was interrupted by a restart after %s page(s)", pages)
+            self.emit(BatchFinished(device_id=self.device_id, batch_id=batch_id, pages=pages, outcome="interrupted"))
+            self.outbox.batch_finished(batch_id)
+        self.emit(AgentStarted(device_id=self.device_id, agent_version=__version__))
+        self.link.start()
+        self._spawn("publisher", self.publisher.run)
+        if self.uploader is not None:
+            self._spawn("uploader", self.uploader.run)
+        else:
+            log.warning("no fleet_url: page files stay in the outbox")
+        self._spawn("scan-worker", self._scan_worker)
+        self._spawn("inbox", self._inbox_worker)
+        self._spawn("ticker", self._ticker)
+        if self.config.local_api.enabled:
+            self._start_local_api()
+        if self.source is not None:
+            self._jobs.put(ScanJob("probe"))
+        if self.config.triggers.scan_at_start and self.source is not None:
+            self.request_scan(ScanRequest(), quiet=True)
+        log.info("agent %s started as %s (unit %s)", __version__, self.device_id, self.config.unit)
+        return self
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        """Finish the current page, stop every thread, say offline, close the outbox."""
+        if self._stop.is_set():
+            return
+        log.info("agent stopping")
+        self._stop.set()
+        if self.source is not None:
+            self.source.stop()
+        self._jobs.put(None)
+        self._inbox.put(None)
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        for thread in self._threads:
+            if thread.name == "scan-worker":
+                thread.join(60)
+        self.publisher.stop()
+        if self.uploader is not None:
+            self.uploader.stop()
+        for thread in self._threads:
+            thread.join(10)
+        self.link.close()
+        if self.uploader is not None:
+            self.uploader.close()
+        if self.source is not None:
+            self.source.close()
+        self.outbox.close()
+        log.info("agent stopped")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- messages out ---------------------------------------------------------------------------
+
+    def emit(self, message: Message, channel: Channel = Channel.EVENT) -> None:
+        """Store a message in the outbox (the publisher sends it). If the disk is too full even
+        for that, send it directly (best effort) and say so."""
+        try:
+            self.outbox.add_message(topic(self.device_id, channel), encode(message), message.id)
+        except OutboxFull:
+            log.error("disk full: a %s message could not be stored; sending it without a copy", channel.value)
+            self.link.publish(topic(self.device_id, channel), encode(message), qos=1)
+
+    def scanner_info(self) -> ScannerInfo:
+        model = self.source.model if self.source is not None else None
+        return ScannerInfo(state=self.scanner_state, model=model)
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` answers (no personal data)."""
+        depth = self.outbox.depth()
+        return {
+            "device_id": self.device_id,
+            "agent_version": __version__,
+            "connected": self.link.connected.is_set(),
+            "scanner": self.scanner_info().model_dump(),
+            "accepting_scans": not self.outbox.low(),
+            "busy": self._busy.locked(),
+            "outbox": depth.model_dump(),
+            "free_bytes": self.outbox.free_bytes(),
+            "rejected": dict(self.rejected),
+            "duplicates": self.duplicates,
+            "config_version": self.config_version,
+            "batches": self.batches[-20:],
+        }
+
+    # --- scans ----------------------------------------------------------------------------------
+
+    def request_scan(
+        self,
+        request: ScanRequest,
+        *,
+        kind: Literal["scanner", "folder"] = "scanner",
+        command_id: str | None = None,
+        quiet: bool = False,
+    ) -> ScanJob:
+        """Queue a batch. A request while another batch runs is refused (``busy``); ``quiet``
+        requests (timers, folder polling) are dropped instead."""
+        job = ScanJob(kind, request, command_id)
+        if self._busy.locked() or self._current is not None:
+            job.outcome, job.detail = "refused", "busy"
+            if not quiet:
+                self.emit(
+                    ScanRefused(
+                        device_id=self.device_id, reason="busy", message="a batch is running", severity="warning"
+                    )
+                )
+            job.done.set()
+            return job
+        self._current = job
+        self._jobs.put(job)
+        return job
+
+    def _scan_worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._stop.is_set():
+                if job is not None:
+                    job.outcome, job.detail = "refused", "stopping"
+                    job.done.set()
+                return
+            with self._busy:
+                try:
+                    self._run_job(job)
+                except Exception:  # the worker must survive anything a backend does
+                    log.exception("a batch failed unexpectedly")
+                    job.outcome = "failed"
+                finally:
+                    self._current = None
+                    job.done.set()
+            if job.command_id is not None:
+                state: CommandState = "succeeded" if job.outcome == "complete" else "failed"
+                self._ack(job.command_id, state, f"{job.outcome}: {job.pages} page(s) {job.detail or ''}".strip())
+
+    def _run_job(self, job: ScanJob) -> None:
+        if job.kind == "probe":
+            self._probe()
+            return
+        if job.kind == "recover":
+            if self.source is not None:
+                self.source.recover()
+            return
+        source = self.folder if job.kind == "folder" else self.source
+        if source is None:
+            job.outcome, job.detail = "refused", "no_scanner"
+            self.emit(
+                ScanRefused(
+                    device_id=self.device_id, reason="no_scanner", message="no source configured", severity="warning"
+                )
+            )
+            return
+        if self.outbox.low():
+            self._refuse_disk_full(job)
+            return
+        self._disk_low_reported = False
+        self._run_batch(job, source)
+
+    def _probe(self) -> None:
+        opener = getattr(self.source, "open", None)
+        if opener is None:
+            return
+        try:
+            opener()
+            self.scanner_state = "ready"
+        except CaptureError as exc:
+            self.scanner_state = "absent"
+            log.warning("scanner not available yet: %s", exc)
+
+    def _refuse_disk_full(self, job: ScanJob) -> None:
+        free = self.outbox.free_bytes()
+        floor = self.outbox.min_free_bytes
+        log.error(
+            "scan refused: only %s bytes free in %s, the floor is %s; pages wait for delivery to free space",
+            free,
+            self.outbox.state_dir,
+            floor,
+        )
+        job.outcome, job.detail = "refused", "disk_full"
+        self.scanner_state = "refused"
+        self.emit(DiskLow(device_id=self.device_id, free_bytes=free, min_free_bytes=floor, severity="error"))
+        self.emit(
+            ScanRefused(
+                device_id=self.device_id,
+                reason="disk_full",
+                message=f"free disk {free} bytes is below the floor of {floor} bytes",
+                severity="error",
+            )
+        )
+
+    def _run_batch(self, job: ScanJob, source: CaptureSource) -> None:
+        from protocol.messages import new_id
+
+        batch_id = new_id()
+        job.batch_id = batch_id
+        kind = source.kind
+        self.outbox.batch_started(batch_id, kind)
+        self.emit(BatchStarted(device_id=self.device_id, batch_id=batch_id, source=kind))
+        if kind == "scanner":
+            self.scanner_state = "scanning"
+        outcome: Literal["complete", "interrupted"] = "complete"
+        pages: Iterator[CapturedPage] = source.pages(job.request)
+        started = time.monotonic()
+        try:
+            for page in pages:
+                self._store_page(batch_id, kind, page)
+                job.pages += 1
+                if isinstance(source, FolderSource):
+                    source.done(page)
+                if self.outbox.low():
+                    free = self.outbox.free_bytes()
+                    log.error("disk low after page %s (%s bytes free): the batch stops here", job.pages, free)
+                    self.emit(
+                        DiskLow(
+                            device_id=self.device_id,
+                            free_bytes=free,
+                            min_free_bytes=self.outbox.min_free_bytes,
+                            severity="error",
+                        )
+                    )
+                    source.stop()
+                    outcome, job.detail = "interrupted", "disk_low"
+                    self._disk_low_reported = True
+                    break
+            if kind == "scanner":
+                self.scanner_state = "ready"
+        except ScannerFault as exc:
+            outcome, job.detail = "interrupted", exc.event_type
+            self.scanner_state = _FAULT_STATE.get(exc.event_type, "error")
+            severity: Literal["warning", "error"] = "warning" if isinstance(exc, ScannerNoDocs) else "error"
+            log.warning("scanner fault after %s page(s): %s (%s)", job.pages, exc.event_type, exc)
+            self.emit(
+                ScannerFaultEvent(
+                    device_id=self.device_id,
+                    type=exc.event_type,
+                    batch_id=batch_id,
+                    message=str(exc)[:256],
+                    severity=severity,
+                )
+            )
+            self._recover(source)
+        except NoScanner as exc:
+            outcome, job.detail = "interrupted", "no_scanner"
+            self.scanner_state = "absent"
+            log.warning("scan refused: %s", exc)
+            self.emit(ScanRefused(device_id=self.device_id, reason="no_scanner", message=str(exc)[:256]))
+            self._recover(source)
+        except OutboxFull as exc:
+            outcome, job.detail = "interrupted", "disk_full"
+            free = self.outbox.free_bytes()
+            log.error("disk full while storing page %s: %s; the batch stops, stored pages are kept", job.pages + 1, exc)
+            self.emit(
+                DiskLow(
+                    device_id=self.device_id,
+                    free_bytes=free,
+                    min_free_bytes=self.outbox.min_free_bytes,
+                    severity="error",
+                )
+            )
+            self._recover(source)
+        except CaptureError as exc:
+            outcome, job.detail = "interrupted", "capture_error"
+            self.scanner_state = "error"
+            log.warning("capture failed: %s", exc)
+            self.emit(
+                ScannerFaultEvent(
+                    device_id=self.device_id,
+                    type="scanner_io_error",
+                    batch_id=batch_id,
+                    message=str(exc)[:256],
+                    severity="error",
+                )
+            )
+            self._recover(source)
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+            job.outcome = outcome
+            self.emit(BatchFinished(device_id=self.device_id, batch_id=batch_id, pages=job.pages, outcome=outcome))
+            self.outbox.batch_finished(batch_id)
+            elapsed = time.monotonic() - started
+            self.batches.append(
+                {"batch_id": batch_id, "source": kind, "pages": job.pages, "outcome": outcome, "detail": job.detail}
+            )
+            log.info("batch %s: %s page(s), %s, %.1f s", batch_id[:8], job.pages, outcome, elapsed)
+
+    def _recover(self, source: CaptureSource) -> None:
+        try:
+            source.recover()
+        except Exception:  # recovery must not take the agent down; the next batch retries
+            log.exception("scanner recovery failed")
+
+    def _store_page(self, batch_id: str, kind: Literal["scanner", "camera", "folder"], page: CapturedPage) -> None:
+        # Issue 3 hooks the page pipeline in here (quality, orientation, codes, doctype) before
+        # the event is made; the stored file stays exactly what the source produced.
+        event_id_holder: list[PageCaptured] = []
+
+        def make(sha256: str) -> tuple[str, bytes, str]:
+            from protocol.messages import new_id
+
+            event = PageCaptured(
+                device_id=self.device_id,
+                page=Page(
+                    page_id=new_id(),
+                    sha256=sha256,
+                    size=len(page.data),
+                    content_type=page.content_type,
+                    width=page.width,
+                    height=page.height,
+                    dpi=page.dpi,
+                    source=kind,
+                    batch_id=batch_id,
+                    sequence=page.sequence,
+                    side=page.side,
+                    captured_at=datetime.now(UTC),
+                ),
+            )
+            event_id_holder.append(event)
+            return topic(self.device_id, Channel.EVENT), encode(event), event.id
+
+        self.outbox.add_page(page.data, page.content_type, make)
+        self.outbox.batch_page(batch_id)
+
+    # --- messages in ----------------------------------------------------------------------------
+
+    def _on_connect(self) -> None:
+        self.publisher.on_connect()
+        self._publish_telemetry()
+
+    def _on_message(self, topic_name: str, payload: bytes) -> None:
+        # paho's network thread: hand over and return.
+        self._inbox.put((topic_name, payload))
+
+    def _inbox_worker(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            try:
+                self.handle_message(*item)
+            except Exception:  # never let one message stop command handling
+                log.exception("handling a message failed")
+                self.rejected["internal"] += 1
+
+    def _refuse(self, channel: str, reason: str, detail: str) -> None:
+        self.rejected[f"{channel}:{reason}"] += 1
+        # The payload is never logged: it may carry personal data.
+        log.warning("refused a message on %s: %s (%s)", channel, reason, detail)
+
+    def handle_message(self, topic_name: str, payload: bytes) -> None:
+        """Decode and act on one incoming message; refuse and count anything invalid."""
+        channel = topic_name.rsplit("/", 2)[-1] if not topic_name.endswith("config/desired") else "config/desired"
+        try:
+            decoded = decode(topic_name, payload)
+        except ProtocolError as exc:
+            self._refuse(channel, exc.reason, exc.detail)
+            if channel == "cmd":
+                command_id = _command_id(payload)
+                if command_id is not None:
+                    self._ack(command_id, "rejected", f"{exc.reason}")
+            return
+        message = decoded.message
+        if decoded.device_id != self.device_id:
+            self._refuse(channel, "device_mismatch", "not addressed to this device")
+            return
+        if isinstance(message, Command):
+            self._handle_command(message)
+        elif isinstance(message, ConfigDesired):
+            self._handle_desired(message)
+        else:
+            self._refuse(channel, "unexpected", f"{type(message).__name__} is not for a device")
+
+    def _ack(self, command_id: str, state: CommandState, detail: str | None = None) -> None:
+        self.emit(
+            CommandAck(device_id=self.device_id, command_id=command_id, state=state, detail=detail),
+            Channel.CMD_ACK,
+        )
+
+    def _handle_command(self, command: Command) -> None:
+        if not self.outbox.first_time_command(command.id):
+            self.duplicates += 1
+            log.info("command %s was already handled (redelivery)", command.id)
+            return
+        if command.deadline < datetime.now(UTC):
+            self._refuse("cmd", "expired", "deadline passed")
+            self._ack(command.id, "rejected", "deadline passed")
+            return
+        if command.name != "test_scan":
+            self._refuse("cmd", "unsupported", command.name)
+            self._ack(command.id, "rejected", f"{command.name} is not supported by this agent version")
+            return
+        try:
+            args = TestScanArgs.model_validate(command.args)
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
+            self._refuse("cmd", "invalid_args", f"fields {fields}")
+            self._ack(command.id, "rejected", f"invalid args {fields}")
+            return
+        kind: Literal["scanner", "folder"] = "folder" if args.source == "folder" else "scanner"
+        request = ScanRequest(source=None if args.source == "folder" else args.source, max_pages=args.max_pages)
+        job = self.request_scan(request, kind=kind, command_id=command.id)
+        if job.outcome == "refused":
+            self._ack(command.id, "rejected", job.detail)
+        else:
+            self._ack(command.id, "in_progress")
+
+    def _handle_desired(self, desired: ConfigDesired) -> None:
+        unknown = sorted(set(desired.settings) - REMOTE_SETTINGS)
+        error: str | None = None
+        new_config: AgentConfig | None = None
+        if unknown:
+            error = f"settings not changeable remotely: {unknown[:5]}"
+        elif "scanner" in desired.settings and not isinstance(self.source, SaneSource_):
+            error = "scanner settings can only change on a SANE scanner"
+        else:
+            merged = self.config.model_dump(mode="python")
+            for key, value in desired.settings.items():
+                if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                    merged[key] = _deep_merge(merged[key], value)
+                else:
+                    merged[key] = value
+            try:
+                new_config = AgentConfig.model_validate(merged)
+            except ValidationError as exc:
+                fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
+                error = f"invalid settings {fields}"
+        if error is not None or new_config is None:
+            self._refuse("config/desired", "invalid", error or "invalid")
+        else:
+            self._apply(new_config)
+            self.config_version = desired.version
+            log.info("applied desired config version %s", desired.version)
+        reported = {k: v for k, v in self.config.model_dump(mode="json").items() if k in REMOTE_SETTINGS}
+        self.emit(
+            ConfigReported(
+                device_id=self.device_id,
+                version=desired.version,
+                applied=error is None,
+                error=error,
+                settings=reported,
+            ),
+            Channel.CONFIG_REPORTED,
+        )
+
+    def _apply(self, config: AgentConfig) -> None:
+        old = self.config
+        self.config = config
+        self.outbox.min_free_bytes = config.min_free_bytes
+        if (
+            config.scanner != old.scanner
+            and isinstance(self.source, SaneSource_)
+            and isinstance(config.scanner, SaneScannerConfig)
+        ):
+            # Takes effect at the next batch: the scan worker reopens the device (SANE is
+            # single-threaded, so only that thread touches it).
+            self.source.config = config.scanner
+            self._jobs.put(ScanJob("recover"))
+
+    # --- periodic work --------------------------------------------------------------------------
+
+    def _publish_telemetry(self) -> None:
+        try:
+            report = self.telemetry.collect()
+        except (OSError, ValidationError) as exc:
+            log.warning("telemetry failed: %s", exc)
+            return
+        self.link.publish(topic(self.device_id, Channel.TELEMETRY), encode(report), qos=0)
+
+    def _ticker(self) -> None:
+        cfg = self.config
+        next_telemetry = time.monotonic() + cfg.telemetry.interval_s
+        every = cfg.triggers.scan_every_s
+        next_scan = time.monotonic() + every if every else None
+        next_folder = time.monotonic() + (cfg.folder.interval_s if cfg.folder else 0)
+        next_usb = time.monotonic()
+        watcher = None
+        if cfg.usb_watch.enabled:
+            from device.capture.usbwatch import UsbWatcher
+
+            watcher = UsbWatcher(self._on_usb)
+        while not self._stop.wait(0.2):
+            cfg = self.config
+            now = time.monotonic()
+            if now >= next_telemetry:
+                next_telemetry = now + cfg.telemetry.interval_s
+                self._publish_telemetry()
+            if next_scan is not None and now >= next_scan and cfg.triggers.scan_every_s:
+                next_scan = now + cfg.triggers.scan_every_s
+                self.request_scan(ScanRequest(), quiet=True)
+            if self.folder is not None and cfg.folder is not None and now >= next_folder:
+                next_folder = now + cfg.folder.interval_s
+                if self.folder.ready_files():
+                    self.request_scan(ScanRequest(), kind="folder", quiet=True)
+            if watcher is not None and now >= next_usb:
+                next_usb = now + cfg.usb_watch.interval_s
+                try:
+                    watcher.poll()
+                except Exception:  # a USB hiccup must not stop the ticker
+                    log.exception("USB watch failed")
+
+    def _on_usb(self, change: Literal["attached", "detached"], device: Any) -> None:
+        self.emit(
+            ScannerPlug(
+                device_id=self.device_id,
+                type="scanner_attached" if change == "attached" else "scanner_detached",
+                vendor_id=device.vendor_id,
+                product_id=device.product_id,
+                model=device.model,
+            )
+        )
+        if self.source is not None and change == "attached" and self.scanner_state in ("absent", "error"):
+            self._jobs.put(ScanJob("recover"))
+            self._jobs.put(ScanJob("probe"))
+        if change == "detached" and not self._busy.locked():
+            self.scanner_state = "absent"
+            self._jobs.put(ScanJob("recover"))
+
+    # --- local API ------------------------------------------------------------------------------
+
+    def _start_local_api(self) -> None:
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "sohoa-device"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("local api: %s", format % args)
+
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] == "/status":
+                    self._reply(HTTPStatus.OK, agent.status())
+                else:
+                    self._reply(HTTPStatus.NOT_FOUND, {"detail": "not found"})
+
+            def do_POST(self) -> None:
+                if self.path.split("?")[0] != "/scan":
+                    self._reply(HTTPStatus.NOT_FOUND, {"detail": "not found"})
+                    return
+                length = min(int(self.headers.get("Content-Length") or 0), 4096)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                    wait = bool(body.pop("wait", False)) if isinstance(body, dict) else False
+                    args = TestScanArgs.model_validate(body)
+                except (json.JSONDecodeError, ValidationError, AttributeError):
+                    self._reply(HTTPStatus.BAD_REQUEST, {"detail": "body: {source?, max_pages?, wait?}"})
+                    return
+                kind: Literal["scanner", "folder"] = "folder" if args.source == "folder" else "scanner"
+                request = ScanRequest(source=None if args.source == "folder" else args.source, max_pages=args.max_pages)
+                job = agent.request_scan(request, kind=kind)
+                if wait:
+                    job.wait(600)
+                if job.outcome == "refused":
+                    self._reply(HTTPStatus.CONFLICT, job.summary())
+                else:
+                    self._reply(HTTPStatus.OK if wait else HTTPStatus.ACCEPTED, job.summary())
+
+        api = self.config.local_api
+        self._http = ThreadingHTTPServer((api.host, api.port), Handler)
+        self._http.daemon_threads = True
+        self.local_port = int(self._http.server_address[1])
+        (self.config.state_dir / "local_api.port").write_text(f"{self.local_port}\n")
+        self._spawn("local-api", self._http.serve_forever)
+        log.info("local endpoint on http://%s:%s (POST /scan, GET /status)", api.host, self.local_port)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _command_id(payload: bytes) -> str | None:
+    """The id of a refused command, when one can be read safely (to answer with a rejection)."""
+    try:
+        raw = json.loads(payload) if len(payload) <= 256 * 1024 else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    value = raw.get("id")
+    if isinstance(value, str) and 8 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value):
+        return value
+    return None
+
+
+def run_main(config_path: str) -> int:
+    """``sohoa-device run --config FILE``: run until SIGTERM or SIGINT, then stop cleanly."""
+    from protocol.configfile import ConfigError
+
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            log.error("%s", line)
+        return 1
+    stop = threading.Event()
+
+    def _signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    try:
+        agent = Agent(config)
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        agent.start()
+        while not stop.wait(1.0):
+            pass
+    finally:
+        agent.close()
+    return 0
+
+
+__all__ = ["Agent", "ScanJob", "make_source", "run_main"]

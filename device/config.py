@@ -1,0 +1,223 @@
+"""The device agent's configuration: one pydantic model tree, read from YAML.
+
+Every field has a description and a default that suits a counter kiosk, so a config file
+names only what differs (at least ``device_id`` and ``unit``):
+
+>>> from protocol.configfile import load_config
+>>> cfg = load_config(AgentConfig, text="device_id: kiosk-0001\\nunit: '000.00.00.H01'\\n")
+>>> cfg.scanner.dpi
+300
+
+Secrets never live here; later issues read certificates from the state directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from protocol.configfile import ConfigError, load_config
+from protocol.topics import DEVICE_ID_PATTERN
+
+A4_WIDTH_MM = 210.0
+A4_HEIGHT_MM = 297.0
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerConfig(_Model):
+    """Where the MQTT broker is and how hard to hold on to it."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="Broker host name or address")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive in seconds")
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long the broker keeps this device's session (queued commands) while it is away",
+    )
+    reconnect_min_s: float = Field(default=1.0, gt=0, description="First reconnect delay after a lost connection")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay (doubles up to this)")
+    max_inflight: int = Field(
+        default=50, ge=1, le=1000, description="Events published and not yet acknowledged by the broker at once"
+    )
+
+    @model_validator(mode="after")
+    def _delays(self) -> BrokerConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
+
+
+class Area(_Model):
+    """The scan area in millimetres from the top-left corner; clamped to what the device offers."""
+
+    width_mm: float = Field(default=A4_WIDTH_MM, gt=0, le=1000, description="Width of the area (A4: 210)")
+    height_mm: float = Field(default=A4_HEIGHT_MM, gt=0, le=2000, description="Height of the area (A4: 297)")
+
+
+class SaneScannerConfig(_Model):
+    """A scanner driven through SANE (python-sane)."""
+
+    type: Literal["sane"] = Field(default="sane", description="Backend: a SANE scanner")
+    device: str = Field(
+        default="auto",
+        min_length=1,
+        description="SANE device name (e.g. 'fujitsu:fi-7160:12345'), or 'auto' for the first one found",
+    )
+    source: Literal["flatbed", "adf"] = Field(default="adf", description="Flatbed glass or document feeder")
+    duplex: bool = Field(default=False, description="Scan both sides, where the feeder offers it")
+    dpi: int = Field(default=300, ge=75, le=1200, description="Resolution; administrative documents need >= 200")
+    mode: Literal["color", "gray"] = Field(default="color", description="Colour mode (records require 24-bit colour)")
+    area: Area = Field(default_factory=Area, description="Scan area, clamped to the device's maximum")
+    max_pages: int = Field(default=200, ge=1, le=10000, description="Stop a feeder batch after this many images")
+    png_compress_level: int = Field(
+        default=3, ge=0, le=9, description="PNG compression (lossless at any level; higher is smaller and slower)"
+    )
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Backend-specific SANE options set after the standard ones, by SANE name (e.g. 'page-height')",
+    )
+
+
+class FakeScannerConfig(_Model):
+    """A scanner that makes up pages (for trying the agent without hardware)."""
+
+    type: Literal["fake"] = Field(description="Backend: generated pages, no hardware")
+    pages: int = Field(default=3, ge=0, le=1000, description="Pages a feeder batch yields")
+    width: int = Field(default=620, ge=1, le=20000, description="Page width in pixels")
+    height: int = Field(default=877, ge=1, le=20000, description="Page height in pixels")
+    dpi: int = Field(default=75, ge=1, le=1200, description="Resolution the pages claim")
+
+
+ScannerConfig = Annotated[SaneScannerConfig | FakeScannerConfig, Field(discriminator="type")]
+
+
+class FolderConfig(_Model):
+    """Ingest image files dropped in a folder (archives scanned elsewhere)."""
+
+    path: Path = Field(description="Folder watched for .png, .jpg, .jpeg, .tif, .tiff files")
+    interval_s: float = Field(default=5.0, gt=0, le=3600, description="How often the folder is looked at")
+    settle_s: float = Field(
+        default=2.0, ge=0, le=600, description="A file must be unchanged this long before it is taken (still copying)"
+    )
+    after_import: Literal["move", "delete"] = Field(
+        default="move", description="move: into '<path>/imported/'; delete: remove once safely in the outbox"
+    )
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Larger files are refused and left")
+
+
+class TelemetryConfig(_Model):
+    interval_s: float = Field(default=60.0, ge=1, le=86400, description="Seconds between telemetry reports")
+
+
+class UploadConfig(_Model):
+    timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout for one file")
+    retry_min_s: float = Field(default=1.0, gt=0, description="First delay after a failed upload")
+    retry_max_s: float = Field(default=300.0, gt=0, description="Longest delay between upload attempts")
+
+
+class LocalApiConfig(_Model):
+    """A small HTTP endpoint on loopback for the kiosk screen, the demo and tests: ``POST /scan``,
+    ``GET /status``. It never listens beyond this machine."""
+
+    enabled: bool = Field(default=True, description="Serve the local endpoint")
+    host: str = Field(default="127.0.0.1", description="Loopback address to listen on")
+    port: int = Field(default=8765, ge=0, le=65535, description="Port (0 picks a free one, written to the state dir)")
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            if value == "localhost":
+                return value
+            raise ValueError("must be a loopback address such as 127.0.0.1") from None
+        if not address.is_loopback:
+            raise ValueError("must be a loopback address such as 127.0.0.1: the endpoint has no authentication")
+        return value
+
+
+class TriggersConfig(_Model):
+    """When the agent scans without being asked (the demo); otherwise it scans on request."""
+
+    scan_at_start: bool = Field(default=False, description="Scan one batch as soon as the agent starts")
+    scan_every_s: float | None = Field(default=None, gt=0, description="Scan a batch this often (demo kiosks)")
+
+
+class UsbWatchConfig(_Model):
+    enabled: bool = Field(default=True, description="Watch USB for scanners being plugged and unplugged")
+    interval_s: float = Field(default=2.0, gt=0, le=600, description="How often the USB bus is looked at")
+
+
+class AgentConfig(_Model):
+    """The whole agent configuration.
+
+    >>> AgentConfig(device_id="kiosk-0001", unit="000.00.00.H01").broker.port
+    1883
+    """
+
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN, description="This device's id: lower-case, digits, dashes")
+    unit: str = Field(
+        min_length=1, max_length=64, description="Code of the administrative unit whose counter this kiosk serves"
+    )
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker")
+    fleet_url: str | None = Field(
+        default="http://127.0.0.1:8000", description="Fleet manager base URL for page files; null keeps files here"
+    )
+    state_dir: Path = Field(default=Path("/var/lib/sohoa"), description="Outbox database and page files live here")
+    min_free_bytes: int = Field(
+        default=500 * 1024 * 1024,
+        ge=0,
+        description="Below this much free disk in state_dir new scans are refused (nothing captured is lost)",
+    )
+    scanner: ScannerConfig | None = Field(
+        default_factory=SaneScannerConfig, description="The scanner backend (type: sane or fake), or null for none"
+    )
+    folder: FolderConfig | None = Field(default=None, description="Folder to ingest image files from, if any")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Health reports")
+    upload: UploadConfig = Field(default_factory=UploadConfig, description="Page file delivery over HTTP")
+    local_api: LocalApiConfig = Field(default_factory=LocalApiConfig, description="Loopback control endpoint")
+    triggers: TriggersConfig = Field(default_factory=TriggersConfig, description="Scans not asked for")
+    usb_watch: UsbWatchConfig = Field(default_factory=UsbWatchConfig, description="USB scanner hot-plug watch")
+    # Later issues add their sections here, each its own model with extra="forbid":
+    #   pipeline: PipelineConfig  (device/inference/config.py, issue 3: quality, geometry, codes)
+    #   doctype: DoctypeConfig    (device/inference/doctype.py, issue 4: the document-type classifier)
+
+    @field_validator("fleet_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+REMOTE_SETTINGS = frozenset({"scanner", "telemetry", "min_free_bytes", "triggers"})
+"""Top-level sections the fleet may change through ``config/desired``. Identity, broker and
+paths stay local: a bad remote value there could cut the device off."""
+
+
+def load(path: Path | str) -> AgentConfig:
+    """Read and validate a config file; :class:`ConfigError` lists every problem with file:line."""
+    return load_config(AgentConfig, Path(path))
+
+
+def validate_config_main(path: str) -> int:
+    """``sohoa-device validate-config FILE``: print each error as ``file:line: key: message``."""
+    try:
+        load(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            sys.stderr.write(line + "\n")
+        return 1
+    sys.stdout.write(f"{path}: ok\n")
+    return 0

@@ -1,0 +1,326 @@
+"""Store-and-forward: every page file and every message is on disk before a capture is
+acknowledged, and leaves only when the other side holds it.
+
+* Messages (events, command acks, reported config) sit in SQLite (WAL, ``synchronous=FULL``)
+  until the broker's PUBACK; the publisher then deletes them. After a crash they are published
+  again: receivers deduplicate on the message id.
+* Page files sit in ``files/<sha256>``, written to a temporary name, fsynced, renamed, and the
+  directory fsynced, before the row that names them is committed. They are deleted after the
+  fleet answers 200/201 for that sha256.
+* Disk is bounded: :meth:`Outbox.low` says when free space is under the floor, and a write that
+  meets ENOSPC raises :class:`OutboxFull` without touching what is already stored.
+
+>>> with Outbox(Path("/tmp/state")) as outbox:  # doctest: +SKIP
+...     outbox.add_message("sohoa/v1/kiosk-0001/event", b"{...}", "3f0c...")
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from device.errors import OutboxFull
+from protocol.messages import OutboxDepth
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    pages INTEGER NOT NULL DEFAULT 0,
+    started REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands_seen (
+    id TEXT PRIMARY KEY,
+    seen REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    seq: int
+    id: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFile:
+    sha256: str
+    size: int
+    content_type: str
+    attempts: int
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Outbox:
+    """The durable queue under ``state_dir`` (``outbox.db`` and ``files/``). Thread-safe."""
+
+    def __init__(self, state_dir: Path, min_free_bytes: int = 0) -> None:
+        self.state_dir = state_dir
+        self.files_dir = state_dir / "files"
+        self.min_free_bytes = min_free_bytes
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(state_dir / "outbox.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self.changed = threading.Condition()
+        """Notified whenever something is added (publisher and uploader wait on it)."""
+        self._recover_files()
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def _recover_files(self) -> None:
+        """After a crash: drop half-written temporaries and files no committed row names."""
+        with self._lock:
+            known = {row[0] for row in self._db.execute("SELECT sha256 FROM files")}
+        removed = 0
+        for entry in self.files_dir.iterdir():
+            if entry.name.startswith(".tmp-") or entry.name not in known:
+                entry.unlink(missing_ok=True)
+                removed += 1
+        missing = [sha for sha in known if not (self.files_dir / sha).exists()]
+        if missing:
+            log.error("%s page files named in the outbox are missing from disk; they cannot be sent", len(missing))
+            with self._lock:
+                self._db.executemany("DELETE FROM files WHERE sha256 = ?", [(sha,) for sha in missing])
+        if removed:
+            log.info("outbox: removed %s unfinished file(s) left by an interrupted write", removed)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    # --- disk -----------------------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.state_dir)
+        return st.f_bavail * st.f_frsize
+
+    def total_bytes(self) -> int:
+        st = os.statvfs(self.state_dir)
+        return st.f_blocks * st.f_frsize
+
+    def low(self) -> bool:
+        """True when free space is under the floor: new scans must be refused."""
+        return self.free_bytes() < self.min_free_bytes
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def add_message(self, topic: str, payload: bytes, message_id: str) -> None:
+        """Store one message durably (idempotent on ``message_id``). Raises OutboxFull."""
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO messages (id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                    (message_id, topic, payload, time.time()),
+                )
+        except sqlite3.OperationalError as exc:
+            if _is_disk_full(exc):
+                raise OutboxFull("disk full: cannot store a message") from None
+            raise
+        self._notify()
+
+    def pending_messages(self, after_seq: int = 0, limit: int = 100) -> list[PendingMessage]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, topic, payload FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
+        return [PendingMessage(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+    def remove_messages(self, ids: Iterable[str]) -> None:
+        """The broker acknowledged these: forget them."""
+        batch = [(i,) for i in ids]
+        if not batch:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM messages WHERE id = ?", batch)
+            self._db.execute("COMMIT")
+
+    # --- files ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def sha256(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def file_path(self, sha256: str) -> Path:
+        return self.files_dir / sha256
+
+    def add_page(self, data: bytes, content_type: str, make_message: Callable[[str], tuple[str, bytes, str]]) -> str:
+        """Store a page file and the message that describes it, both durably, in that order.
+
+        ``make_message(sha256)`` returns ``(topic, payload, message_id)``. Returns the sha256.
+        Raises :class:`OutboxFull` (nothing half-stored remains) when the disk is full.
+        """
+        digest = self.sha256(data)
+        final = self.file_path(digest)
+        tmp = self.files_dir / f".tmp-{uuid.uuid4().hex}"
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if _is_disk_full(exc):
+                raise OutboxFull(f"disk full: cannot store a page of {len(data)} bytes") from None
+            raise
+        topic, payload, message_id = make_message(digest)
+        try:
+            with self._lock:
+                tmp.replace(final)
+                _fsync_dir(self.files_dir)
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO files (sha256, size, content_type, created) VALUES (?, ?, ?, ?)",
+                        (digest, len(data), content_type, time.time()),
+                    )
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO messages (id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                        (message_id, topic, payload, time.time()),
+                    )
+                    self._db.execute("COMMIT")
+                except sqlite3.Error:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except (OSError, sqlite3.OperationalError) as exc:
+            tmp.unlink(missing_ok=True)
+            self._drop_unnamed(digest)
+            if _is_disk_full(exc):
+                raise OutboxFull("disk full: cannot record a page") from None
+            raise
+        self._notify()
+        return digest
+
+    def _drop_unnamed(self, sha256: str) -> None:
+        """Remove a renamed file whose row never got committed (it would only take space)."""
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT 1 FROM files WHERE sha256 = ?", (sha256,)).fetchone()
+                if row is None:
+                    self.file_path(sha256).unlink(missing_ok=True)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("outbox: cannot tidy an unrecorded file: %s", exc)
+
+    def pending_files(self, now: float | None = None, limit: int = 20) -> list[PendingFile]:
+        now = time.time() if now is None else now
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sha256, size, content_type, attempts FROM files WHERE next_try <= ? ORDER BY created LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [PendingFile(*r) for r in rows]
+
+    def next_file_due(self) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_try) FROM files").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def file_delivered(self, sha256: str) -> None:
+        """The fleet holds this file: delete the local copy."""
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE sha256 = ?", (sha256,))
+            self.file_path(sha256).unlink(missing_ok=True)
+
+    def file_retry(self, sha256: str, delay_s: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE files SET attempts = attempts + 1, next_try = ? WHERE sha256 = ?",
+                (time.time() + delay_s, sha256),
+            )
+
+    # --- batches and commands -------------------------------------------------------------------
+
+    def batch_started(self, batch_id: str, source: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO batches (batch_id, source, started) VALUES (?, ?, ?)",
+                (batch_id, source, time.time()),
+            )
+
+    def batch_page(self, batch_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE batches SET pages = pages + 1 WHERE batch_id = ?", (batch_id,))
+
+    def batch_finished(self, batch_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
+
+    def open_batches(self) -> list[tuple[str, str, int]]:
+        """Batches a crash left unfinished: (batch_id, source, pages stored)."""
+        with self._lock:
+            return [(r[0], r[1], r[2]) for r in self._db.execute("SELECT batch_id, source, pages FROM batches")]
+
+    def first_time_command(self, command_id: str) -> bool:
+        """Record a command id; False when it was seen before (delivery is at-least-once)."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO commands_seen (id, seen) VALUES (?, ?)", (command_id, time.time())
+            )
+            self._db.execute("DELETE FROM commands_seen WHERE seen < ?", (time.time() - 30 * 86400,))
+            return cur.rowcount == 1
+
+    # --- depth ----------------------------------------------------------------------------------
+
+    def depth(self) -> OutboxDepth:
+        with self._lock:
+            messages = self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            files, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files").fetchone()
+        return OutboxDepth(events=int(messages), files=int(files), bytes=int(size))

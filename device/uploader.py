@@ -1,0 +1,117 @@
+"""Page files to the fleet over HTTP, idempotent by sha256 (see the device <-> fleet contract):
+``HEAD {fleet}/api/v1/files/{sha256}`` (200: already held), else ``PUT`` the raw bytes with
+``Content-Type`` and ``X-Sohoa-Device``. The local copy is deleted only after 200/201.
+
+>>> uploader = Uploader(outbox, "http://127.0.0.1:8000", "kiosk-0001", UploadConfig())  # doctest: +SKIP
+>>> uploader.upload_due()  # doctest: +SKIP
+3
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+
+import httpx
+
+from device.config import UploadConfig
+from device.outbox import Outbox, PendingFile
+
+log = logging.getLogger(__name__)
+
+
+class Uploader:
+    """Delivers the outbox's files; call :meth:`run` in a thread, :meth:`stop` to end it."""
+
+    def __init__(self, outbox: Outbox, fleet_url: str, device_id: str, config: UploadConfig) -> None:
+        self.outbox = outbox
+        self.fleet_url = fleet_url.rstrip("/")
+        self.device_id = device_id
+        self.config = config
+        self._stop = threading.Event()
+        self._client = httpx.Client(timeout=config.timeout_s)
+        self.uploaded = 0
+        self.failures = 0
+
+    def url(self, sha256: str) -> str:
+        return f"{self.fleet_url}/api/v1/files/{sha256}"
+
+    def _backoff(self, attempts: int) -> float:
+        return float(min(self.config.retry_max_s, self.config.retry_min_s * (2 ** min(attempts, 20))))
+
+    def upload_one(self, item: PendingFile) -> bool:
+        """Try one file; True when the fleet holds it (and the local copy is gone)."""
+        path = self.outbox.file_path(item.sha256)
+        url = self.url(item.sha256)
+        try:
+            head = self._client.head(url)
+            if head.status_code == 200:
+                self.outbox.file_delivered(item.sha256)
+                return True
+            data = path.read_bytes()
+            response = self._client.put(
+                url, content=data, headers={"Content-Type": item.content_type, "X-Sohoa-Device": self.device_id}
+            )
+        except httpx.HTTPError as exc:
+            self._retry(item, f"fleet unreachable ({type(exc).__name__})")
+            return False
+        except OSError as exc:
+            log.error("cannot read an outbox file: %s", exc.strerror)
+            self._retry(item, "local read failed")
+            return False
+        if response.status_code in (200, 201):
+            self.outbox.file_delivered(item.sha256)
+            self.uploaded += 1
+            return True
+        if response.status_code == 400 and hashlib.sha256(data).hexdigest() != item.sha256:
+            # The bytes on disk no longer match their name: the copy is damaged and cannot be sent.
+            log.error("an outbox file is damaged (checksum differs); it is dropped and must be rescanned")
+            self.outbox.file_delivered(item.sha256)
+            return False
+        self._retry(item, f"fleet answered {response.status_code}")
+        return False
+
+    def _retry(self, item: PendingFile, why: str) -> None:
+        self.failures += 1
+        delay = self._backoff(item.attempts)
+        level = logging.WARNING if item.attempts in (0, 5, 10) else logging.DEBUG
+        log.log(level, "file upload postponed %.0f s: %s", delay, why)
+        self.outbox.file_retry(item.sha256, delay)
+
+    def upload_due(self) -> int:
+        """Upload every file that is due now; returns how many the fleet now holds."""
+        done = 0
+        while not self._stop.is_set():
+            due = self.outbox.pending_files()
+            if not due:
+                break
+            progress = 0
+            for item in due:
+                if self._stop.is_set():
+                    break
+                if self.upload_one(item):
+                    progress += 1
+            done += progress
+            if progress == 0:
+                break
+        return done
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.upload_due()
+            next_due = self.outbox.next_file_due()
+            wait = 5.0 if next_due is None else min(5.0, max(0.05, next_due - time.time()))
+            with self.outbox.changed:
+                if not self._stop.is_set():
+                    self.outbox.changed.wait(wait)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.outbox.changed:
+            self.outbox.changed.notify_all()
+
+    def close(self) -> None:
+        self.stop()
+        self._client.close()
