@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from device.errors import CameraUnavailable, OutboxFull, ScannerFault, SohoaError
+from device.errors import CameraUnavailable, ImageRejected, OutboxFull, ScannerFault, SohoaError
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from protocol.messages import DossierClosed
+    from protocol.messages import DossierClosed, PageCaptured
 
     Image = npt.NDArray[np.uint8]
 else:
@@ -149,21 +149,76 @@ class SessionConfig(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class RawImage:
-    """One image as a capture source delivers it (BGR, uint8)."""
+    """One image as a capture source delivers it: decoded (BGR, uint8) for the pipeline, and the
+    encoded file (``data``, e.g. the scanner's PNG) that is delivered byte for byte when there is one."""
 
     image: Image
     source: Source
     dpi: int | None = None
     side: Side = "front"
+    data: bytes | None = field(default=None, repr=False)
+    content_type: str | None = None
 
 
 class PageSource(Protocol):
     """Where :meth:`DossierSession.capture` takes pages from: a scanner batch, a camera shot.
 
     ``pages`` yields images until the batch ends; it checks ``stop`` between pages (cancel) and
-    raises :class:`~device.errors.CaptureError` subclasses for faults (jam, unplugged)."""
+    raises :class:`~device.errors.CaptureError` subclasses for faults (jam, unplugged). A source
+    that also has a ``stop()`` method is told at once when the dossier is cancelled.
+    :class:`CapturePages` adapts a ``device.capture`` source (scanner, folder) to this."""
 
     def pages(self, stop: threading.Event) -> Iterable[RawImage]: ...
+
+
+class _CapturedPageLike(Protocol):
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def dpi(self) -> int | None: ...
+    @property
+    def side(self) -> Side: ...
+
+
+class _CaptureSourceLike(Protocol):
+    @property
+    def kind(self) -> str: ...
+    def pages(self, request: Any) -> Iterator[_CapturedPageLike]: ...
+    def stop(self) -> None: ...
+
+
+class CapturePages:
+    """One batch of a ``device.capture.base.CaptureSource`` (the SANE scanner, a folder) as a
+    :class:`PageSource`: each page's file is kept byte for byte and decoded for the pipeline.
+
+    >>> from device.capture.base import ScanRequest       # doctest: +SKIP
+    >>> session.capture(CapturePages(scanner, ScanRequest()))  # doctest: +SKIP
+    """
+
+    def __init__(self, source: _CaptureSourceLike, request: object) -> None:
+        self.source = source
+        self.request = request
+
+    def pages(self, stop: threading.Event) -> Iterator[RawImage]:
+        import cv2
+        import numpy as np
+
+        kinds: dict[str, Source] = {"folder": "folder", "camera": "camera"}
+        kind = kinds.get(self.source.kind, "scanner")
+        for page in self.source.pages(self.request):
+            decoded = cv2.imdecode(np.frombuffer(page.data, np.uint8), cv2.IMREAD_COLOR)
+            image: Image | None = None if decoded is None else np.asarray(decoded, dtype=np.uint8)
+            if image is None:  # still kept: the file goes out as it came, the pipeline flags it
+                log.warning("a captured page cannot be decoded (%s)", page.content_type)
+                image = np.zeros((1, 1, 3), np.uint8)
+            yield RawImage(image, kind, page.dpi, page.side, page.data, page.content_type)
+            if stop.is_set():
+                return
+
+    def stop(self) -> None:
+        self.source.stop()
 
 
 class PageProcessor(Protocol):
@@ -233,6 +288,21 @@ class SessionPage:
     image: Image = field(repr=False)
     verdict: PageVerdict
     result: object | None = field(default=None, repr=False)
+    data: bytes | None = field(default=None, repr=False)
+    """The captured file as the source encoded it (None for camera frames)."""
+    content_type: str | None = None
+
+    def encoded(self) -> tuple[bytes, str]:
+        """The page's file for delivery: the source's own bytes when it gave some (scanner PNG,
+        folder file), else the kept image as PNG."""
+        if self.data is not None:
+            return self.data, self.content_type or "application/octet-stream"
+        import cv2
+
+        ok, buffer = cv2.imencode(".png", self.image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        if not ok:
+            raise ImageRejected("the page image cannot be encoded as PNG")
+        return bytes(buffer), "image/png"
 
     @property
     def view(self) -> PageView:
@@ -495,6 +565,7 @@ class DossierSession:
         self._fault: Fault | None = None
         self._capturing: Source | None = None
         self._stop: threading.Event | None = None
+        self._active_source: object | None = None
         self._cancel_requested = False
         self._resume_state: State = "open"
         self._last_closed: ClosedSummary | None = None
@@ -598,6 +669,7 @@ class DossierSession:
             self._stop = stop
             self._cancel_requested = False
             self._capturing = "scanner"
+            self._active_source = source
             self._fault = None
             self._set_state("capturing")
             session_id = self._session_id
@@ -696,6 +768,8 @@ class DossierSession:
                 image=kept,
                 verdict=verdict,
                 result=result,
+                data=raw.data,
+                content_type=raw.content_type,
             )
             if index is not None:
                 self._pages[index] = page
@@ -742,6 +816,7 @@ class DossierSession:
         with self._lock:
             cancelled = self._cancel_requested or self._session_id != session_id
             self._stop = None
+            self._active_source = None
             self._capturing = None
             if cancelled:
                 self._cancel_requested = False
@@ -879,13 +954,20 @@ class DossierSession:
         with self._lock:
             if self._state in ("idle", "closed", "closing"):
                 return False
+            stopper = None
             if self._state == "capturing":
                 self._cancel_requested = True
                 if self._stop is not None:
                     self._stop.set()
+                stopper = getattr(self._active_source, "stop", None)
             else:
                 self._discard("cancelled")
         self._flush()
+        if callable(stopper):
+            try:
+                stopper()
+            except Exception as exc:  # the stop event still ends the batch at the next page
+                log.warning("source did not take the stop request (%s)", type(exc).__name__)
         return True
 
     def reset(self) -> None:
@@ -905,6 +987,9 @@ class DossierSession:
             self._closed = True
             if self._state == "capturing" and self._stop is not None:
                 self._stop.set()
+            stopper = getattr(self._active_source, "stop", None)
+        if callable(stopper):
+            stopper()
         try:
             self.wait_for(lambda s: s.state != "capturing" and s.state != "closing", timeout=30)
         except TimeoutError:
@@ -1009,3 +1094,97 @@ def default_pdf_builder() -> PdfBuilder | None:
         built: PdfBuilder = adapter()
         return built
     return None
+
+
+# --- delivery through the outbox ---------------------------------------------------------------
+
+
+class _PageStore(Protocol):
+    def add_page(
+        self, data: bytes, content_type: str, make_message: Callable[[str], tuple[str, bytes, str]]
+    ) -> str: ...
+    def add_message(self, topic: str, payload: bytes, message_id: str) -> None: ...
+
+
+def _stable_id(kind: str, key: str) -> str:
+    """A message id derived from what it describes, so handing the same dossier over again (after
+    a full disk) stores each message once (the outbox ignores a known id)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sohoa:{kind}:{key}"))
+
+
+class OutboxSink:
+    """A :class:`DossierSink` over ``device.outbox.Outbox``: each page's file with its
+    ``page_captured`` event, then each PDF, the last one carrying the ``dossier_closed`` event.
+    Message ids are derived from the page and session ids: a retry after :class:`OutboxFull`
+    stores nothing twice.
+
+    >>> session = DossierSession(sink=OutboxSink(outbox, "kiosk-0001"))  # doctest: +SKIP
+    """
+
+    def __init__(self, outbox: _PageStore, device_id: str, *, drop_blank_pages: bool = True) -> None:
+        self.outbox = outbox
+        self.device_id = device_id
+        self.drop_blank_pages = drop_blank_pages
+
+    def submit_dossier(self, dossier: ClosedDossier) -> None:
+        from protocol.messages import encode
+        from protocol.topics import Channel, topic
+
+        event_topic = topic(self.device_id, Channel.EVENT)
+        for page in dossier.pages:
+            data, content_type = page.encoded()
+
+            def page_message(sha256: str, page: SessionPage = page, size: int = len(data), ctype: str = content_type
+                             ) -> tuple[str, bytes, str]:
+                event = self.page_event(page, dossier.dossier_code, sha256, size, ctype)
+                return event_topic, encode(event), event.id
+
+            self.outbox.add_page(data, content_type, page_message)
+        closed = dossier.to_event(self.device_id).model_copy(update={"id": _stable_id("dossier", dossier.session_id)})
+        payload = encode(closed)
+        if not dossier.documents:
+            self.outbox.add_message(event_topic, payload, closed.id)
+            return
+        # The outbox stores a file together with one message: every PDF names the same
+        # dossier_closed message (same id, stored once), so it is in the outbox with the first PDF.
+        for document in dossier.documents:
+            self.outbox.add_page(document.pdf, "application/pdf", lambda _sha: (event_topic, payload, closed.id))
+
+    def page_event(
+        self, page: SessionPage, dossier_code: str | None, sha256: str, size: int, content_type: str
+    ) -> PageCaptured:
+        from protocol.messages import Page, PageCaptured, QualityVerdict
+
+        v = page.verdict
+        height, width = page.image.shape[:2] if page.data is None else _png_size(page.data, page.image)
+        return PageCaptured(
+            id=_stable_id("page", page.page_id),
+            device_id=self.device_id,
+            severity="info" if v.ok else "warning",
+            page=Page(
+                page_id=page.page_id,
+                sha256=sha256,
+                size=size,
+                content_type=content_type,
+                width=width,
+                height=height,
+                dpi=page.dpi,
+                source=page.source,
+                batch_id=page.batch_id,
+                sequence=page.batch_sequence,
+                side=page.side,
+                dossier_code=dossier_code,
+                doctype=v.doctype,
+                doctype_confidence=v.doctype_confidence,
+                quality=QualityVerdict(ok=v.ok, issues=list(v.issues)),
+                dropped=self.drop_blank_pages and v.blank,
+                captured_at=page.captured_at,
+            ),
+        )
+
+
+def _png_size(data: bytes, image: Image) -> tuple[int, int]:
+    """(height, width) of a PNG file from its header, else of the decoded image."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    return int(image.shape[0]), int(image.shape[1])

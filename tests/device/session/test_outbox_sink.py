@@ -1,0 +1,78 @@
+"""Closing a dossier into the real outbox (SQLite + files on disk): every page file byte for
+byte with its page_captured event, the PDFs, one dossier_closed event; handing the same dossier
+over twice (a retry after a full disk) stores nothing twice."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from device.session import CapturePages, DossierSession, OutboxSink
+from protocol.messages import DossierClosed, PageCaptured, decode
+from tests.device.session.doubles import RecordingPdf, ScriptedPipeline, Verdict, page_image
+
+outbox_mod = pytest.importorskip("device.outbox")
+
+CODE = "000.00.12.H10-260101-0007"
+
+
+class PngBatch:
+    """A capture source in the shape of ``device.capture.base.CaptureSource``: PNG files."""
+
+    kind = "scanner"
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = values
+        self.stopped = False
+
+    def pages(self, request: object) -> object:
+        from device.capture.base import CapturedPage
+
+        for n, value in enumerate(self.values, start=1):
+            buffer = io.BytesIO()
+            Image.fromarray(np.full((20, 16, 3), value, np.uint8)).save(buffer, "PNG", dpi=(200, 200))
+            yield CapturedPage(buffer.getvalue(), "image/png", 16, 20, 200, n)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_dossier_reaches_outbox(tmp_path: Path) -> None:
+    """Two scanner pages (PNG kept as scanned) and a camera frame (encoded at close), one of them
+    rejected by quality: all reach the outbox; the bad PNG header case is not tried here."""
+    outbox = outbox_mod.Outbox(tmp_path / "state")
+    pdf = RecordingPdf()
+    pipeline = ScriptedPipeline({2: Verdict(ok=False, doctype="cccd"), 1: Verdict(doctype="cccd")})
+    sink = OutboxSink(outbox, "kiosk-0001")
+    try:
+        session = DossierSession(processor=pipeline, sink=sink, pdf_builder=pdf)
+        session.open(CODE, via="qr")
+        source = PngBatch([1, 2])
+        session.capture(CapturePages(source, None))  # type: ignore[arg-type]
+        session.add_image(page_image(3, (30, 20)))
+        closed = session.finish()
+        assert closed is not None
+        messages = [decode(m.topic, m.payload).message for m in outbox.pending_messages()]
+        pages = [m for m in messages if isinstance(m, PageCaptured)]
+        ends = [m for m in messages if isinstance(m, DossierClosed)]
+        assert len(pages) == 3 and len(ends) == 1
+        assert [p.page.dossier_code for p in pages] == [CODE] * 3
+        assert pages[1].page.quality is not None and pages[1].page.quality.issues == ["blurry"]
+        assert pages[1].severity == "warning"
+        assert (pages[0].page.width, pages[0].page.height, pages[0].page.dpi) == (16, 20, 200)
+        assert (pages[2].page.width, pages[2].page.height) == (19, 29)  # the kept (cropped) camera page
+        # the scanner's file is delivered byte for byte
+        assert outbox.file_path(pages[0].page.sha256).read_bytes() == closed.pages[0].data
+        assert ends[0].page_ids == [p.page.page_id for p in pages]
+        assert [d.sha256 for d in ends[0].documents] == [d.sha256 for d in closed.documents]
+        for document in closed.documents:
+            assert outbox.file_path(document.sha256).read_bytes() == document.pdf
+        depth = outbox.depth()
+        sink.submit_dossier(closed)  # a retry stores nothing twice
+        assert outbox.depth() == depth
+    finally:
+        outbox.close()
