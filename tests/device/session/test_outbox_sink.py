@@ -5,7 +5,10 @@ over twice (a retry after a full disk) stores nothing twice."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -20,6 +23,14 @@ outbox_mod = pytest.importorskip("device.outbox")
 CODE = "000.00.12.H10-260101-0007"
 
 
+@dataclass(frozen=True)
+class PngPage:
+    data: bytes
+    content_type: str = "image/png"
+    dpi: int | None = 200
+    side: Literal["front", "back"] = "front"
+
+
 class PngBatch:
     """A capture source in the shape of ``device.capture.base.CaptureSource``: PNG files."""
 
@@ -29,13 +40,11 @@ class PngBatch:
         self.values = values
         self.stopped = False
 
-    def pages(self, request: object) -> object:
-        from device.capture.base import CapturedPage
-
-        for n, value in enumerate(self.values, start=1):
+    def pages(self, request: object) -> Iterator[PngPage]:
+        for value in self.values:
             buffer = io.BytesIO()
             Image.fromarray(np.full((20, 16, 3), value, np.uint8)).save(buffer, "PNG", dpi=(200, 200))
-            yield CapturedPage(buffer.getvalue(), "image/png", 16, 20, 200, n)
+            yield PngPage(buffer.getvalue())
 
     def stop(self) -> None:
         self.stopped = True
@@ -52,7 +61,7 @@ def test_dossier_reaches_outbox(tmp_path: Path) -> None:
         session = DossierSession(processor=pipeline, sink=sink, pdf_builder=pdf)
         session.open(CODE, via="qr")
         source = PngBatch([1, 2])
-        session.capture(CapturePages(source, None))  # type: ignore[arg-type]
+        session.capture(CapturePages(source, None))
         session.add_image(page_image(3, (30, 20)))
         closed = session.finish()
         assert closed is not None
