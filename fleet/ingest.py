@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -240,6 +240,8 @@ class Ingest:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._client: Any = None
+        self._progress = threading.Condition()
+        self.batches_done = 0
 
     @staticmethod
     def subscriptions(config: FleetConfig) -> list[str]:
@@ -250,7 +252,7 @@ class Ingest:
         return self._connected.is_set()
 
     def wait_connected(self, timeout: float) -> bool:
-        """Wait until connected and subscribed."""
+        """Wait until connected and subscribed (the broker acknowledged the subscriptions)."""
         return self._connected.wait(timeout)
 
     def start(self) -> None:
@@ -267,6 +269,7 @@ class Ingest:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = broker.session_expiry_s
@@ -304,9 +307,16 @@ class Ingest:
             self._generation += 1
         opts = SubscribeOptions(qos=1)
         client.subscribe([(t, opts) for t in self.subscriptions(self.config)])
+
+    def _on_subscribe(self, _client: Any, _userdata: Any, _mid: int, reason_codes: Any, _props: Any) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("broker refused the ingest subscriptions: %s", ", ".join(failed))
+            return
+        # Only now can nothing sent to the tree be missed (the broker holds our subscriptions).
         self._connected.set()
         self.metrics.connected.set(1)
-        log.info("ingest connected")
+        log.info("ingest connected and subscribed")
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         self._connected.clear()
@@ -364,6 +374,15 @@ class Ingest:
                 continue
             if self._write(batch):
                 self._ack(batch)
+            with self._progress:
+                self.batches_done += 1
+                self._progress.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds, checking after every batch written (and once now).
+        For tests, benchmarks and the demo: no polling loops, no sleeps."""
+        with self._progress:
+            return self._progress.wait_for(predicate, timeout)
 
     def _write(self, batch: list[Incoming]) -> bool:
         delay = 0.5

@@ -8,8 +8,9 @@ page at ``/``, OpenAPI at ``/docs``.
 """
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
@@ -25,7 +26,9 @@ from fleet.storage import FileStore
 log = logging.getLogger(__name__)
 
 
-def create_app(config: FleetConfig, *, metrics: FleetMetrics | None = None) -> FastAPI:
+def create_app(
+    config: FleetConfig, *, metrics: FleetMetrics | None = None, clock: Callable[[], datetime] | None = None
+) -> FastAPI:
     """Build the app. Opening it (lifespan) migrates the database when configured to and
     starts the MQTT ingest when ``config.ingest.enabled``; closing it stops the ingest."""
     engine = make_engine(config.database.url, pool_size=config.database.pool_size)
@@ -37,6 +40,8 @@ def create_app(config: FleetConfig, *, metrics: FleetMetrics | None = None) -> F
         store=FileStore(config.storage.dir, fsync=config.storage.fsync),
         metrics=metrics or FleetMetrics(),
     )
+    if clock is not None:
+        state.clock = clock
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

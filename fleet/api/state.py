@@ -1,6 +1,8 @@
 """What the app holds for its lifetime: config, database, file store, metrics, ingest."""
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,3 +21,8 @@ class FleetState:
     store: FileStore
     metrics: FleetMetrics
     ingest: Ingest | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def now(self) -> datetime:
+        """The fleet's time (tests move it forward instead of waiting)."""
+        return self.clock()

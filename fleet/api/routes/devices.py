@@ -24,7 +24,7 @@ def list_devices(
     query = select(Device).order_by(Device.id)
     if unit is not None:
         query = query.where(Device.unit_code == unit)
-    now = datetime.now(UTC)
+    now = state.now()
     timeout = state.config.ingest.heartbeat_timeout_s
     out = [DeviceOut.of(d, now, timeout) for d in session.scalars(query)]
     return out if online is None else [d for d in out if d.online is online]
@@ -35,7 +35,7 @@ def get_device(device_id: str, state: StateDep, session: SessionDep) -> DeviceOu
     device = session.get(Device, device_id)
     if device is None:
         raise HTTPException(404, "no such device")
-    return DeviceOut.of(device, datetime.now(UTC), state.config.ingest.heartbeat_timeout_s, detail=True)
+    return DeviceOut.of(device, state.now(), state.config.ingest.heartbeat_timeout_s, detail=True)
 
 
 @router.get("/{device_id}/events")

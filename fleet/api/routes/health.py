@@ -1,6 +1,6 @@
 """``/healthz`` and ``/metrics``."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,7 +27,7 @@ def healthz(state: StateDep, session: SessionDep) -> dict[str, object]:
 @router.get("/metrics", response_class=Response)
 def metrics(state: StateDep, session: SessionDep) -> Response:
     """Prometheus text format."""
-    now = datetime.now(UTC)
+    now = state.now()
     cutoff = now - timedelta(seconds=state.config.ingest.heartbeat_timeout_s)
     online = session.scalar(
         select(func.count()).select_from(Device).where(Device.status != "offline", Device.last_seen >= cutoff)

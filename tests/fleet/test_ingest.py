@@ -1,0 +1,197 @@
+"""Ingest through a real mosquitto into SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+
+from fleet.api.app import create_app
+from fleet.models import Event, Page, TelemetrySample
+from protocol.messages import encode
+from tests.fleet.conftest import Publisher, ingest_of, make_config, state_of, wait_for
+from tests.fleet.messages import fault, page_event, status, telemetry
+from tests.services import Mosquitto
+
+DEVICE = "kiosk-0001"
+EVENT_TOPIC = f"sohoa/v1/{DEVICE}/event"
+
+
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    text = client.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def count(client: TestClient, model: type[Event] | type[Page] | type[TelemetrySample]) -> int:
+    with state_of(client).sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def mosquitto_pub(broker: Mosquitto, topic: str, *, message: str | None = None, file: Path | None = None) -> None:
+    args = ["mosquitto_pub", "-V", "5", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic]
+    args += ["-f", str(file)] if file is not None else ["-m", message or ""]
+    subprocess.run(args, check=True, timeout=10)
+
+
+def test_bad_messages_are_counted_by_reason_and_ingest_goes_on(
+    client: TestClient, mosquitto: Mosquitto, tmp_path: Path, caplog: object
+) -> None:
+    """Bad input tried, each with mosquitto_pub: malformed JSON, schema_version 99, a 1 MB
+    payload, and a topic outside the contract's channels. Each is refused and counted under
+    its reason; the secret-looking text in them never reaches the log; a valid event sent
+    right after is stored."""
+    secret = "079123456789"  # looks like a CCCD number: must never be logged
+    wrong_version = json.loads(encode(fault(DEVICE)))
+    wrong_version["schema_version"] = 99
+    wrong_version["message"] = secret
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"schema_version": 1, "pad": secret * (1024 * 1024 // len(secret))}))
+    mosquitto_pub(mosquitto, EVENT_TOPIC, message='{"schema_version": 1, ' + secret)
+    mosquitto_pub(mosquitto, EVENT_TOPIC, message=json.dumps(wrong_version))
+    mosquitto_pub(mosquitto, EVENT_TOPIC, file=big)
+    mosquitto_pub(mosquitto, f"sohoa/v1/{DEVICE}/bogus", message=encode(fault(DEVICE)).decode())
+    good = fault(DEVICE)
+    mosquitto_pub(mosquitto, EVENT_TOPIC, message=encode(good).decode())
+
+    with state_of(client).sessions() as session:
+        wait_for(client, lambda: session.get(Event, good.id) is not None)
+    for reason in ("malformed_json", "schema_version", "too_large", "unknown_topic"):
+        assert metric(client, "sohoa_fleet_messages_rejected_total", reason=reason) == 1, reason
+    assert metric(client, "sohoa_fleet_messages_ingested_total", channel="event") == 1
+    assert count(client, Event) == 1
+    assert secret not in caplog.text  # type: ignore[attr-defined]
+    assert ingest_of(client).connected
+
+
+def test_duplicate_events_are_stored_once(client: TestClient, publisher: Publisher) -> None:
+    """Bad input tried: the same page_captured event (same id) published three times, twice in
+    one burst and once after it was committed (at-least-once delivery)."""
+    event = page_event(DEVICE, b"page one")
+    payload = encode(event)
+    publisher.publish(EVENT_TOPIC, payload)
+    publisher.publish(EVENT_TOPIC, payload)
+    with state_of(client).sessions() as session:
+        wait_for(client, lambda: session.get(Event, event.id) is not None)
+    publisher.publish(EVENT_TOPIC, payload)
+    marker = fault(DEVICE)
+    publisher.publish(EVENT_TOPIC, encode(marker))
+    with state_of(client).sessions() as session:
+        wait_for(client, lambda: session.get(Event, marker.id) is not None)
+    assert count(client, Event) == 2
+    assert count(client, Page) == 1
+    assert metric(client, "sohoa_fleet_messages_duplicate_total") >= 1
+    page = client.get(f"/api/v1/pages/{event.page.page_id}").json()
+    assert page["sha256"] == event.page.sha256 and page["file_available"] is False
+
+
+def test_retained_status_and_last_will(tmp_path: Path, db_url: str, mosquitto: Mosquitto) -> None:
+    """A device says online (retained) BEFORE the fleet starts: the fleet still learns it
+    (retained messages never reach shared subscriptions). Then the device dies without
+    disconnecting (kill -9 of a client holding a Last Will): the broker publishes the Will,
+    and the API and /metrics show the device offline."""
+    will = encode(status(DEVICE, "offline")).decode()
+    proc = subprocess.Popen(
+        ["mosquitto_sub", "-V", "5", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-i", DEVICE,
+         "-t", f"sohoa/v1/{DEVICE}/cmd", "--will-topic", f"sohoa/v1/{DEVICE}/status",
+         "--will-payload", will, "--will-qos", "1", "--will-retain"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        subprocess.run(["mosquitto_pub", "-V", "5", "-p", str(mosquitto.port), "-q", "1", "-r",
+                        "-t", f"sohoa/v1/{DEVICE}/status", "-m", encode(status(DEVICE, "online")).decode()],
+                       check=True, timeout=10)
+        with TestClient(create_app(make_config(tmp_path, db_url, mosquitto))) as client:
+            assert ingest_of(client).wait_connected(10)
+
+            def shown() -> dict[str, object]:
+                response = client.get(f"/api/v1/devices/{DEVICE}")
+                return dict(response.json()) if response.status_code == 200 else {}
+
+            wait_for(client, lambda: shown().get("online") is True)
+            assert shown()["status"] == "online"
+            assert metric(client, "sohoa_fleet_devices_online") == 1
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            wait_for(client, lambda: shown().get("status") == "offline")
+            assert shown()["online"] is False
+            assert metric(client, "sohoa_fleet_devices_online") == 0
+            assert client.get("/api/v1/devices", params={"online": "false"}).json()[0]["id"] == DEVICE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_heartbeat_timeout_makes_a_silent_device_offline(tmp_path: Path, db_url: str, mosquitto: Mosquitto,
+                                                          publisher: Publisher) -> None:
+    """Bad situation tried: a device whose retained status still says online but which has
+    sent nothing for longer than the heartbeat timeout (a dead link before the Will fires)."""
+    config = make_config(tmp_path, db_url, mosquitto, heartbeat_timeout_s=60.0)
+    skew = timedelta(0)
+    with TestClient(create_app(config, clock=lambda: datetime.now(UTC) + skew)) as client:
+        assert ingest_of(client).wait_connected(10)
+        publisher.publish(f"sohoa/v1/{DEVICE}/status", encode(status(DEVICE, "online")), retain=True)
+        publisher.publish(f"sohoa/v1/{DEVICE}/telemetry", encode(telemetry(DEVICE, state="jammed", events=3)))
+        with state_of(client).sessions() as session:
+            wait_for(client, lambda: session.scalar(select(func.count()).select_from(TelemetrySample)) == 1)
+        first = client.get(f"/api/v1/devices/{DEVICE}").json()
+        assert first["online"] is True, first
+        assert first["scanner_state"] == "jammed" and first["outbox"]["events"] == 3
+        assert first["telemetry"]["scanner"]["model"] == "SANE test"
+        # No message comes any more; move the fleet's clock past the timeout instead of waiting.
+        skew = timedelta(seconds=61)
+        assert metric(client, "sohoa_fleet_devices_online") == 0
+        later = client.get(f"/api/v1/devices/{DEVICE}").json()
+        assert later["online"] is False and later["status"] == "online", later
+
+
+def test_ingest_survives_broker_restart_and_its_own_absence(tmp_path: Path, db_url: str, mosquitto: Mosquitto) -> None:
+    """Bad situations tried: the broker restarts under a running fleet; then the fleet is
+    stopped, events are published while it is away, the broker restarts again, and the
+    fleet comes back with the same client id: every event arrives exactly once."""
+    config = make_config(tmp_path, db_url, mosquitto)
+    sent: list[str] = []
+
+    def publish_events(n: int) -> None:
+        pub = Publisher(mosquitto)
+        try:
+            for i in range(n):
+                event = page_event(DEVICE, f"page {len(sent)} {i}".encode(), sequence=len(sent) + 1)
+                pub.publish(EVENT_TOPIC, encode(event))
+                sent.append(event.id)
+        finally:
+            pub.close()
+
+    def stored() -> set[str]:
+        with state_of(client).sessions() as session:
+            return set(session.scalars(select(Event.id)))
+
+    with TestClient(create_app(config)) as client:
+        ingest = ingest_of(client)
+        assert ingest.wait_connected(10)
+        publish_events(3)
+        wait_for(client, lambda: stored() == set(sent))
+        mosquitto.stop()
+        mosquitto.start()
+        assert ingest.wait_connected(30), "ingest did not reconnect"
+        publish_events(3)
+        wait_for(client, lambda: stored() == set(sent))
+    # Fleet away: its persistent session queues what devices send.
+    publish_events(5)
+    mosquitto.stop()
+    mosquitto.start()
+    with TestClient(create_app(config)) as client:
+        assert ingest_of(client).wait_connected(10)
+        wait_for(client, lambda: stored() == set(sent))
+        assert count(client, Event) == len(sent) == 11
+        assert count(client, Page) == 11
