@@ -30,35 +30,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from device.inference.doctype import DOCTYPES, LABELS_VI
+
+__all__ = ["DOCTYPES", "LABELS_VI", "Split", "degrade", "render", "sample"]
+
 Split = Literal["train", "heldout"]
-
-#: Class ids in model output order (the label file lists them in this order).
-DOCTYPES: tuple[str, ...] = (
-    "id_card",
-    "birth_certificate",
-    "marriage_certificate",
-    "land_certificate",
-    "household_book",
-    "application_form",
-    "official_document",
-    "receipt",
-    "dossier_receipt",
-    "other",
-)
-
-#: Vietnamese label of each class, as a clerk reads it.
-LABELS_VI: dict[str, str] = {
-    "id_card": "Giấy tờ tùy thân (CCCD/CMND, hộ chiếu, giấy phép lái xe)",
-    "birth_certificate": "Giấy khai sinh",
-    "marriage_certificate": "Giấy chứng nhận kết hôn",
-    "land_certificate": "Giấy chứng nhận quyền sử dụng đất",
-    "household_book": "Sổ hộ khẩu",
-    "application_form": "Tờ khai, đơn, biểu mẫu",
-    "official_document": "Văn bản hành chính (quyết định, công văn)",
-    "receipt": "Biên lai, hóa đơn",
-    "dossier_receipt": "Giấy tiếp nhận hồ sơ và hẹn trả kết quả",
-    "other": "Loại khác",
-}
 
 _FONT_ROOT = Path("/usr/share/fonts/truetype")
 # (regular, bold) per family. Every family here covers Vietnamese diacritics.

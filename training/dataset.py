@@ -1,0 +1,170 @@
+"""The arrays the classifier is trained and judged on, all made by :func:`device.inference.doctype.prepare`.
+
+- synthetic pages from :mod:`training.generator`: ``split="train"`` for training and validation
+  (different seeds), ``split="heldout"`` (held-out fonts, layout variant and degradations) for
+  the held-out generator set;
+- real pages from ``../shared/data/dev`` where a class fits (receipts and invoices are
+  ``receipt``; scientific papers and printed test pages are ``other``), split in two halves per
+  source folder by a hash of the file name: one half (augmented) joins training, the other is
+  the real held-out set and is never trained on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from device.inference.doctype import DOCTYPES, prepare
+from training.generator import Split, degrade, render
+
+_log = logging.getLogger(__name__)
+
+#: How a real page's coarse label in labels.csv maps to a class; labels not listed are unused.
+REAL_LABEL_MAP: dict[str, str] = {
+    "receipt": "receipt",
+    "invoice": "receipt",
+    "scientific_paper": "other",
+    "printed_page": "other",
+}
+
+
+@dataclass
+class Arrays:
+    """Model inputs ``x`` (N, S, S, 3) uint8 RGB, class indices ``y`` and where each came from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: list[str]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class RealPage:
+    path: Path
+    doctype: str
+    rotation_cw: int
+
+
+def _synthetic_one(task: tuple[int, int, Split, int, int, float]) -> np.ndarray:
+    cls, seed, split, size, dpi, strength = task
+    page = render(DOCTYPES[cls], seed, split=split, dpi=dpi)
+    if strength > 0:
+        page = degrade(page, seed, split=split, strength=strength)
+    return prepare(page, size)
+
+
+def _pool_map(fn: object, tasks: list[object], workers: int) -> list[np.ndarray]:
+    if workers <= 1:
+        return [fn(t) for t in tasks]  # type: ignore[operator]
+    with get_context("fork").Pool(workers) as pool:
+        return list(pool.map(fn, tasks, chunksize=16))  # type: ignore[arg-type]
+
+
+def synthetic(split: Split, per_class: int, seed0: int, size: int, *, dpi: int = 60,
+              clean_frac: float = 0.1, workers: int = 2) -> Arrays:
+    """``per_class`` generated pages of every class; seeds ``seed0 .. seed0+per_class-1``.
+
+    A fraction ``clean_frac`` is left undegraded; the rest get a strength drawn per page.
+    """
+    tasks: list[object] = []
+    ys: list[int] = []
+    srcs: list[str] = []
+    for cls in range(len(DOCTYPES)):
+        for i in range(per_class):
+            seed = seed0 + i
+            u = (seed * 2654435761 + cls * 97) % 1000 / 1000  # deterministic per page
+            strength = 0.0 if u < clean_frac else 0.35 + 0.65 * u
+            tasks.append((cls, seed, split, size, dpi, strength))
+            ys.append(cls)
+            srcs.append(f"gen:{split}:{DOCTYPES[cls]}:{seed}")
+    xs = _pool_map(_synthetic_one, tasks, workers)
+    return Arrays(np.stack(xs), np.array(ys, np.int64), srcs)
+
+
+def real_pages(root: Path) -> tuple[list[RealPage], list[RealPage]]:
+    """(training half, held-out half) of the real pages whose label fits a class."""
+    by_folder: dict[str, list[RealPage]] = {}
+    with (root / "labels.csv").open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            doctype = REAL_LABEL_MAP.get(row["label"].strip())
+            if doctype is None:
+                continue
+            note = row.get("note") or ""
+            rot = 0
+            if note.startswith("rotation_deg=") and note.split("=", 1)[1].strip().isdigit():
+                rot = int(note.split("=", 1)[1])
+            path = root / row["path"]
+            folder = f"{row['path'].split('/', 1)[0]}:{row['label']}"
+            by_folder.setdefault(folder, []).append(RealPage(path, doctype, rot))
+    train: list[RealPage] = []
+    held: list[RealPage] = []
+    for pages in by_folder.values():
+        pages.sort(key=lambda p: hashlib.sha1(p.path.name.encode()).hexdigest())  # noqa: S324 (not security)
+        held.extend(pages[0::2])
+        train.extend(pages[1::2])
+    return train, held
+
+
+def load_real(page: RealPage, max_side: int = 1000) -> np.ndarray | None:
+    """The page upright (the pipeline turns pages upright before classifying), at most
+    ``max_side`` px; None if unreadable."""
+    img = cv2.imread(str(page.path), cv2.IMREAD_COLOR)
+    if img is None:
+        _log.warning("cannot read real page %s", page.path.name)
+        return None
+    h, w = img.shape[:2]
+    if max(h, w) > max_side:
+        f = max_side / max(h, w)
+        img = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    turns = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
+    if page.rotation_cw in turns:
+        img = cv2.rotate(img, turns[page.rotation_cw])
+    return np.asarray(img)
+
+
+def real_arrays(pages: Iterable[RealPage], size: int, *, augment: int = 0, seed0: int = 0) -> Arrays:
+    """Real pages as model inputs; with ``augment`` > 0, that many degraded copies of each too."""
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    srcs: list[str] = []
+    for n, page in enumerate(pages):
+        img = load_real(page)
+        if img is None:
+            continue
+        cls = DOCTYPES.index(page.doctype)
+        xs.append(prepare(img, size))
+        ys.append(cls)
+        srcs.append(f"real:{page.path.parent.name}/{page.path.name}")
+        for k in range(augment):
+            seed = seed0 + n * 1000 + k
+            xs.append(prepare(degrade(img, seed, split="train", strength=0.4 + 0.6 * (k + 1) / augment), size))
+            ys.append(cls)
+            srcs.append(f"real-aug:{page.path.name}:{k}")
+    if not xs:
+        return Arrays(np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), np.int64), [])
+    return Arrays(np.stack(xs), np.array(ys, np.int64), srcs)
+
+
+def concat(*parts: Arrays) -> Arrays:
+    parts = tuple(p for p in parts if len(p))
+    return Arrays(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                  [s for p in parts for s in p.source])
+
+
+def default_real_root() -> Path:
+    """``../shared/data/dev`` beside the repository, or ``$SOHOA_DEV_DATA``."""
+    env = os.environ.get("SOHOA_DEV_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dev"
