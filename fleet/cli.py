@@ -9,6 +9,7 @@
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -47,8 +48,13 @@ def _serve(config_path: Path | None) -> int:
                        timeout_graceful_shutdown=10)
     )
     # uvicorn handles SIGINT and SIGTERM: it stops accepting, finishes requests, then the app's
-    # lifespan stops the ingest (writes and acknowledges what it holds) before we return.
+    # lifespan stops the ingest (writes and acknowledges what it holds) before we return. It
+    # then re-raises the signal to the handler it found: ours makes that a clean exit 0.
+    stopped_by: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopped_by.append(signum))
     server.run()
+    log.info("fleet stopped%s", f" ({signal.Signals(stopped_by[0]).name})" if stopped_by else "")
     return 0
 
 
@@ -96,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FleetError, OSError) as exc:
         if debug:
             raise
-        print(f"sohoa-fleet: {exc}", file=sys.stderr)
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"sohoa-fleet: {first_line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -75,7 +75,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     except Exception as exc:
         if isinstance(exc, FleetError):
             raise
-        raise DatabaseError(f"cannot migrate {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+        detail = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        where = engine.url.render_as_string(hide_password=True)
+        raise DatabaseError(f"cannot migrate {where}: {detail}") from exc
 
 
 def head_revision() -> str | None:

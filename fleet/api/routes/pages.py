@@ -43,7 +43,7 @@ def list_pages(
     if until is not None:
         query = query.where(Page.captured_at < _aware(until))
     query = query.order_by(Page.captured_at.desc(), Page.sequence.desc(), Page.page_id).limit(limit).offset(offset)
-    return [_out(page, held is not None) for page, held in session.execute(query).tuples()]
+    return [_out(page, held is not None) for page, held in session.execute(query)]
 
 
 @router.get("/{page_id}")

@@ -1,0 +1,155 @@
+"""The HTTP API through the app factory and TestClient, on SQLite and PostgreSQL. Data goes
+in through the ingest writer (real protocol messages) and the upload endpoint."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from fleet.api.app import create_app
+from fleet.ingest import Incoming, Writer
+from fleet.models import StoredFile
+from protocol.messages import Message, encode
+from protocol.topics import Channel, topic
+from tests.fleet.conftest import make_config, state_of
+from tests.fleet.messages import fault, page_event, status, telemetry
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
+
+
+@pytest.fixture
+def api(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
+    """The app without MQTT ingest (the API's half), 1 MiB upload limit."""
+    with TestClient(create_app(make_config(tmp_path, db_url, max_upload_bytes=1024 * 1024))) as client:
+        yield client
+
+
+def feed(client: TestClient, *messages: tuple[Channel, Message]) -> None:
+    writer = Writer(state_of(client).sessions, state_of(client).metrics)
+    items = [Incoming(topic(m.device_id, ch), encode(m)) for ch, m in messages]
+    assert writer.write(items) == len(items)
+
+
+def put(client: TestClient, data: bytes, sha: str | None = None, device: str = "kiosk-0001") -> tuple[int, dict]:  # type: ignore[type-arg]
+    response = client.put(f"/api/v1/files/{sha or hashlib.sha256(data).hexdigest()}", content=data,
+                          headers={"Content-Type": "image/png", "X-Sohoa-Device": device})
+    return response.status_code, response.json()
+
+
+def stored_files(client: TestClient) -> list[Path]:
+    root = state_of(client).store.root
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_upload_is_idempotent_and_checksum_verified(api: TestClient) -> None:
+    """Bad input tried: a body whose sha256 is not the one in the path (one byte changed),
+    a body over the size limit, a path that is not a sha256, no device header."""
+    sha = hashlib.sha256(PNG).hexdigest()
+    assert api.head(f"/api/v1/files/{sha}").status_code == 404
+    code, body = put(api, PNG)
+    assert code == 201 and body["sha256"] == sha and body["size"] == len(PNG) and body["uploaded_by"] == "kiosk-0001"
+    assert put(api, PNG)[0] == 200
+    head = api.head(f"/api/v1/files/{sha}")
+    assert head.status_code == 200 and head.headers["x-sohoa-size"] == str(len(PNG))
+    assert api.get(f"/api/v1/files/{sha}").content == PNG
+    assert stored_files(api) == [state_of(api).store.path(sha)]
+
+    tampered = PNG[:-1] + b"\x00"
+    code, body = put(api, tampered, sha=hashlib.sha256(b"something else").hexdigest())
+    assert code == 400 and "sha256" in body["detail"]
+    assert stored_files(api) == [state_of(api).store.path(sha)]  # nothing new, no temporary left
+    with state_of(api).sessions() as session:
+        assert session.scalar(select(func.count()).select_from(StoredFile)) == 1
+
+    big = b"x" * (1024 * 1024 + 1)
+    assert put(api, big)[0] == 413
+    assert stored_files(api) == [state_of(api).store.path(sha)]
+    assert api.put("/api/v1/files/not-a-sha", content=b"x", headers={"X-Sohoa-Device": "kiosk-0001"}).status_code == 422
+    assert api.put(f"/api/v1/files/{sha}", content=PNG).status_code == 422
+
+
+def test_page_file_download_is_byte_identical(api: TestClient) -> None:
+    """The metadata arrives before the file (either order is allowed): the file is reported
+    missing (404) until uploaded, then served byte for byte with its content type."""
+    event = page_event("kiosk-0001", PNG)
+    feed(api, (Channel.EVENT, event))
+    page_id = event.page.page_id
+    assert api.get(f"/api/v1/pages/{page_id}").json()["file_available"] is False
+    assert api.get(f"/api/v1/pages/{page_id}/file").status_code == 404
+    assert put(api, PNG)[0] == 201
+    page = api.get(f"/api/v1/pages/{page_id}").json()
+    assert page["file_available"] is True
+    download = api.get(page["file_url"])
+    assert download.status_code == 200
+    assert download.content == PNG
+    assert download.headers["content-type"] == "image/png"
+    assert api.get("/api/v1/pages/no-such-page/file").status_code == 404
+
+
+def test_filters(api: TestClient) -> None:
+    """Pages filtered by device, dossier, batch and capture time; events by type and time;
+    devices by online state; unknown ids answer 404."""
+    t0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    a1 = page_event("kiosk-0001", b"a1", sequence=1, dossier_code="H13-0001", captured_at=t0)
+    a2 = page_event("kiosk-0001", b"a2", sequence=2, dossier_code="H13-0001", captured_at=t0 + timedelta(minutes=1))
+    b1 = page_event("kiosk-0002", b"b1", batch_id="batch-b", dossier_code="H13-0002",
+                    captured_at=t0 + timedelta(hours=2))
+    jam = fault("kiosk-0002")
+    feed(api, (Channel.EVENT, a1), (Channel.EVENT, a2), (Channel.EVENT, b1), (Channel.EVENT, jam),
+         (Channel.STATUS, status("kiosk-0001", "online")), (Channel.STATUS, status("kiosk-0002", "offline")),
+         (Channel.TELEMETRY, telemetry("kiosk-0001", events=7)))
+
+    def ids(**params: str) -> list[str]:
+        response = api.get("/api/v1/pages", params=params)
+        assert response.status_code == 200, response.text
+        return [p["page_id"] for p in response.json()]
+
+    assert ids() == [b1.page.page_id, a2.page.page_id, a1.page.page_id]
+    assert ids(device_id="kiosk-0001") == [a2.page.page_id, a1.page.page_id]
+    assert ids(dossier_code="H13-0002") == [b1.page.page_id]
+    assert ids(batch_id="batch-b") == [b1.page.page_id]
+    assert ids(since=(t0 + timedelta(seconds=30)).isoformat(), until=(t0 + timedelta(hours=1)).isoformat()) == [
+        a2.page.page_id
+    ]
+    assert ids(device_id="kiosk-0001", limit="1") == [a2.page.page_id]
+    assert ids(dossier_code="nope") == []
+    assert api.get("/api/v1/pages", params={"since": "yesterday"}).status_code == 422
+
+    devices = api.get("/api/v1/devices").json()
+    assert [d["id"] for d in devices] == ["kiosk-0001", "kiosk-0002"]
+    one = devices[0]
+    assert one["online"] is True and one["version"] == "0.1.0" and one["outbox"]["events"] == 7
+    assert one["scanner_state"] == "ready"
+    assert [d["id"] for d in api.get("/api/v1/devices", params={"online": "false"}).json()] == ["kiosk-0002"]
+    assert api.get("/api/v1/devices/kiosk-0001").json()["telemetry"]["agent_version"] == "0.1.0"
+    assert api.get("/api/v1/devices/kiosk-9999").status_code == 404
+
+    events = api.get("/api/v1/devices/kiosk-0002/events").json()
+    assert [e["type"] for e in events] == ["scanner_jammed", "page_captured"]
+    jammed = api.get("/api/v1/devices/kiosk-0002/events", params={"type": "scanner_jammed"}).json()
+    assert [e["id"] for e in jammed] == [jam.id] and jammed[0]["severity"] == "warning"
+    assert jammed[0]["payload"]["message"] == "Document feeder jammed"
+    assert api.get("/api/v1/devices/kiosk-9999/events").status_code == 404
+
+
+def test_health_docs_and_web_page(api: TestClient) -> None:
+    """/healthz answers with the database checked; OpenAPI lists the contract's paths; the
+    web page is UTF-8 Vietnamese and refreshes itself from the API."""
+    health = api.get("/healthz").json()
+    assert health == {"status": "ok", "database": "ok", "ingest": "off"}
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in ("/api/v1/devices", "/api/v1/devices/{device_id}", "/api/v1/devices/{device_id}/events",
+                 "/api/v1/pages", "/api/v1/pages/{page_id}", "/api/v1/pages/{page_id}/file",
+                 "/api/v1/files/{sha256}"):
+        assert path in paths, path
+    assert api.get("/docs").status_code == 200
+    page = api.get("/")
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "Thiết bị" in page.text and "const REFRESH_MS = 3000;" in page.text
+    assert "sohoa_fleet_devices_online" in api.get("/metrics").text

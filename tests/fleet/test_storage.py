@@ -1,0 +1,55 @@
+"""Database schema (Alembic vs the models, on SQLite and PostgreSQL) and the file store."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from fleet.db import current_revision, head_revision, make_engine, migrate
+from fleet.errors import ChecksumMismatch
+from fleet.models import Base
+from fleet.storage import FileStore, TooLarge
+
+
+def test_migrations_build_exactly_the_models(db_url: str) -> None:
+    """Migrating an empty database twice is harmless, and leaves no difference between the
+    schema and the ORM models (a model changed without a migration fails here)."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        migrate(engine)
+        assert current_revision(engine) == head_revision() is not None
+        assert {"devices", "events", "telemetry", "pages", "files"} <= set(inspect(engine).get_table_names())
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata)
+        assert diff == []
+    finally:
+        engine.dispose()
+
+
+def test_file_store_verifies_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Bad input tried: content whose sha256 is not the announced one, content over the size
+    limit, a malformed sha256. Nothing (not even a temporary file) is left by any of them."""
+    store = FileStore(tmp_path)
+    data = b"page bytes" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    assert store.put_bytes(sha, data) is True
+    assert store.put_bytes(sha, data) is False
+    assert store.path(sha).read_bytes() == data
+    assert store.path(sha).relative_to(tmp_path).parts[:2] == (sha[:2], sha[2:4])
+
+    other = hashlib.sha256(b"other").hexdigest()
+    with pytest.raises(ChecksumMismatch):
+        store.put_bytes(other, data)
+    assert not store.has(other)
+    with store.begin(other, max_size=10) as pending, pytest.raises(TooLarge):
+        pending.write(b"x" * 11)
+    with pytest.raises(ValueError, match="sha256"):
+        store.path("../../etc/passwd")
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [store.path(sha)]
