@@ -22,6 +22,7 @@ Files in the identity directory (0700)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -200,13 +201,13 @@ class DeviceIdentity:
 
 
 def probe_tls(host: str, port: int, context: ssl.SSLContext, *, server_hostname: str | None = None,
-              timeout: float = 5.0) -> TlsVerdict:
-    """Connect, finish the TLS handshake and read once, to learn *why* a server refuses us.
+              timeout: float = 5.0, settle: float = 2.0) -> TlsVerdict:
+    """Connect, finish the TLS handshake and wait briefly, to learn *why* a server refuses us.
 
     paho only logs "connection lost" when the broker drops a revoked client; the TLS alert the
     broker sent says ``certificate revoked``. The agent calls this after a failed connect and
     stops retrying (and shows "revoked") on ``revoked`` / ``unknown_ca`` / ``expired``.
-    Never logs or returns anything secret.
+    ``ok`` means no refusal within ``settle`` seconds. Never logs or returns anything secret.
     """
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
@@ -215,17 +216,16 @@ def probe_tls(host: str, port: int, context: ssl.SSLContext, *, server_hostname:
     try:
         with context.wrap_socket(raw, server_hostname=server_hostname or host) as tls:
             # In TLS 1.3 the server judges our certificate after the client thinks the handshake is
-            # over: its verdict arrives as an alert on the first read. Send a PINGREQ before
-            # CONNECT: a broker that accepted the certificate closes on the protocol error (an HTTP
-            # server answers 400), so the read returns at once either way.
-            try:
-                tls.sendall(b"\xc0\x00")
+            # over: its verdict arrives as an alert on the first read. Sending anything first
+            # could race the alert (a write to a socket the server closed resets it, and the
+            # alert is lost), so only listen: a server that accepted us stays silent.
+            tls.settimeout(settle)
+            with contextlib.suppress(TimeoutError):
                 tls.recv(64)
-            except TimeoutError:
-                pass
             return "ok"
     except ssl.SSLError as exc:
-        reason = (exc.reason or "").upper()
+        reason = (exc.reason or str(exc)).upper()
+        log.debug("TLS probe of %s:%s refused: %s", host, port, reason)
         if "REVOKED" in reason:
             return "revoked"
         if "UNKNOWN_CA" in reason:
