@@ -544,8 +544,10 @@ class DossierSession:
         *,
         processor: PageProcessor | None = None,
         sink: DossierSink | None = None,
-        pdf_builder: PdfBuilder | None = None,
+        pdf_builder: PdfBuilder | Literal["auto"] | None = "auto",
     ) -> None:
+        """``pdf_builder="auto"`` uses ``device/pdf.py`` when it is installed; None builds no PDF
+        (the pages are still handed over)."""
         self.config = config or SessionConfig()
         self._code_re = re.compile(self.config.dossier_code_pattern)
         self._processor = processor
@@ -912,7 +914,7 @@ class DossierSession:
     def _build_documents(
         self, pages: tuple[SessionPage, ...], code: str | None, session_id: str
     ) -> tuple[BuiltDocument, ...]:
-        builder = self._pdf_builder or default_pdf_builder()
+        builder = default_pdf_builder() if self._pdf_builder == "auto" else self._pdf_builder
         if builder is None:
             log.warning("no PDF builder available; dossier handed over without PDFs")
             return ()
@@ -1031,12 +1033,14 @@ class DossierSession:
 
     def _discard(self, why: Literal["cancelled", "empty"]) -> None:
         dropped = len(self._pages)
+        previous = self._state
         self._pages = []
         self._code = None
         self._via = None
         self._fault = None
         self._set_state("idle")
-        self._queue("cancelled")
+        if why == "cancelled":
+            self._queue("cancelled", previous=previous)
         if dropped:
             log.info("dossier session %s %s: %d pages discarded", self._session_id, why, dropped)
         self._session_id = None
@@ -1083,17 +1087,71 @@ class DossierSession:
                         log.exception("session listener failed")
 
 
-def default_pdf_builder() -> PdfBuilder | None:
-    """The PDF builder from ``device/pdf.py`` when it is there, else None."""
-    try:
-        pdf_module = importlib.import_module("device.pdf")
-    except ImportError:
+_PDF_MODULES = ("device.pdf", "device.dossier_pdf")
+
+
+class DossierPdfBuilder:
+    """A :class:`PdfBuilder` over the page pipeline's PDF writer (``write_pdf(pages, out, info,
+    config)`` with ``PdfPage`` and ``DossierInfo``, in ``device/pdf.py``), found on first use.
+
+    >>> builder = DossierPdfBuilder(unit="000.00.12.H10", device="kiosk-0001")  # doctest: +SKIP
+    >>> session = DossierSession(pdf_builder=builder)  # doctest: +SKIP
+    """
+
+    def __init__(self, pdf_config: object | None = None, *, unit: str = "", device: str = "") -> None:
+        self.pdf_config = pdf_config
+        self.unit = unit
+        self.device = device
+        self._module: Any = None
+
+    @staticmethod
+    def find_module() -> Any:
+        """The PDF writer's module, or None when it is not installed."""
+        for name in _PDF_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            if all(hasattr(module, attr) for attr in ("write_pdf", "PdfPage", "DossierInfo")):
+                return module
         return None
-    adapter = getattr(pdf_module, "session_pdf_builder", None)
-    if callable(adapter):
-        built: PdfBuilder = adapter()
-        return built
-    return None
+
+    def __call__(
+        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
+    ) -> bytes:
+        import tempfile
+        from pathlib import Path
+
+        module = self._module = self._module or self.find_module()
+        if module is None:
+            raise ImportError("no PDF writer module (device/pdf.py) is installed")
+        pdf_pages = [
+            module.PdfPage(
+                image=p.image,
+                dpi=p.dpi,
+                sha256=hashlib.sha256(p.encoded()[0]).hexdigest(),
+                blank=False,
+                doctype=p.verdict.doctype,
+            )
+            for p in pages
+        ]
+        info = module.DossierInfo(
+            dossier_code=name.rsplit(".", 2)[0],
+            sequence=sequence,
+            document_type=doctype or "other",
+            unit=self.unit,
+            device=self.device,
+            captured_at=min(p.captured_at for p in pages),
+        )
+        with tempfile.TemporaryDirectory(prefix="sohoa-dossier-") as tmp:
+            out = Path(tmp) / name
+            module.write_pdf(pdf_pages, out, info, self.pdf_config)
+            return out.read_bytes()
+
+
+def default_pdf_builder() -> PdfBuilder | None:
+    """The PDF builder over ``device/pdf.py`` when that module is there, else None."""
+    return DossierPdfBuilder() if DossierPdfBuilder.find_module() is not None else None
 
 
 # --- delivery through the outbox ---------------------------------------------------------------

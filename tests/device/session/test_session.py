@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,7 +114,7 @@ def test_walk_in_named_by_receipt_qr(parts: tuple[DossierSession, ScriptedPipeli
 def test_receipt_slip_dropped_when_configured() -> None:
     """keep_receipt_slip=False: the slip names the dossier and leaves it."""
     pipeline = ScriptedPipeline({1: Verdict(receipt=CODE)})
-    with DossierSession(SessionConfig(keep_receipt_slip=False), processor=pipeline) as session:
+    with DossierSession(SessionConfig(keep_receipt_slip=False), processor=pipeline, pdf_builder=None) as session:
         session.open()
         session.capture(ListSource([page_image(1), page_image(2)]))
         snap = session.snapshot()
@@ -313,7 +314,7 @@ def test_add_image_retake_remove(parts: tuple[DossierSession, ScriptedPipeline, 
 
 def test_too_many_pages() -> None:
     """A feeder batch larger than max_pages stops at the limit with a fault; nothing past it."""
-    with DossierSession(SessionConfig(max_pages=3)) as session:
+    with DossierSession(SessionConfig(max_pages=3), pdf_builder=None) as session:
         session.open(CODE)
         outcome = session.capture(ListSource([page_image(v) for v in range(1, 7)]))
         assert len(outcome.pages) == 3 and session.snapshot().fault == "too_many_pages"
@@ -324,7 +325,7 @@ def test_many_threads_at_once() -> None:
     """Eight threads race to add 40 pages while another reads snapshots: only one capture runs at
     a time, every page lands once, sequences are 1..40 with no gap or duplicate."""
     sink = RecordingSink()
-    session = DossierSession(processor=ScriptedPipeline(), sink=sink)
+    session = DossierSession(processor=ScriptedPipeline(), sink=sink, pdf_builder=None)
     session.open(CODE)
     added: list[str] = []
     lock = threading.Lock()
@@ -365,7 +366,7 @@ def test_many_threads_at_once() -> None:
 def test_listener_can_call_back_and_order_is_kept() -> None:
     """A listener that acts on the session (reset after close) does not deadlock, and a failing
     listener does not stop the others."""
-    session = DossierSession(sink=RecordingSink())
+    session = DossierSession(sink=RecordingSink(), pdf_builder=None)
     seen: list[str] = []
 
     def bad(event: SessionEvent) -> None:
@@ -409,3 +410,30 @@ def test_config_forbids_unknown_keys() -> None:
         SessionConfig.model_validate({"max_page": 3})
     with pytest.raises(ValidationError):
         SessionConfig.model_validate({"dossier_code_pattern": "(["})
+
+
+def test_real_pdf_writer(tmp_path: Path) -> None:
+    """With the page pipeline's PDF writer installed, closing writes real PDFs named
+    <code>.<n>.pdf that pikepdf opens, one page per kept page; the blank page is left out."""
+    import pikepdf
+
+    from device.session import DossierPdfBuilder
+
+    if DossierPdfBuilder.find_module() is None:
+        pytest.skip("device/pdf.py is not there yet")
+    rng = np.random.default_rng(5)
+    paper = np.full((600, 420, 3), 235, np.uint8)
+    paper[100:500:20, 40:380] = rng.integers(0, 60, size=(20, 340, 3), dtype=np.uint8)  # lines of "text"
+    pipeline = ScriptedPipeline({235: Verdict(doctype="application_form"), 9: Verdict(blank=True)})
+    sink = RecordingSink()
+    with DossierSession(processor=pipeline, sink=sink, pdf_builder=DossierPdfBuilder()) as session:
+        session.open(CODE)
+        session.add_image(paper, source="scanner", dpi=200)
+        blank = np.full((600, 420, 3), 9, np.uint8)
+        session.add_image(blank, source="scanner", dpi=200)
+        closed = session.finish()
+    assert closed is not None and [d.name for d in closed.documents] == [f"{CODE}.1.pdf"]
+    out = tmp_path / "out.pdf"
+    out.write_bytes(closed.documents[0].pdf)
+    with pikepdf.open(out) as pdf:
+        assert len(pdf.pages) == 1
