@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,6 +63,7 @@ from protocol.messages import (
     ScanRefused,
     decode,
     encode,
+    new_id,
 )
 from protocol.messages import ScannerFault as ScannerFaultEvent
 from protocol.topics import Channel, topic
@@ -109,7 +110,7 @@ class ScanJob:
     command_id: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
     outcome: str = "pending"
-    batch_id: str | None = None
+    batch_id: str = field(default_factory=new_id)
     pages: int = 0
     detail: str | None = None
 
@@ -458,10 +459,7 @@ class Agent:
         )
 
     def _run_batch(self, job: ScanJob, source: CaptureSource) -> None:
-        from protocol.messages import new_id
-
-        batch_id = new_id()
-        job.batch_id = batch_id
+        batch_id = job.batch_id
         kind = source.kind
         self.outbox.batch_started(batch_id, kind)
         self.emit(BatchStarted(device_id=self.device_id, batch_id=batch_id, source=kind))
@@ -566,8 +564,6 @@ class Agent:
         event_id_holder: list[PageCaptured] = []
 
         def make(sha256: str) -> tuple[str, bytes, str]:
-            from protocol.messages import new_id
-
             event = PageCaptured(
                 device_id=self.device_id,
                 page=Page(
@@ -875,14 +871,11 @@ def run_main(config_path: str) -> int:
         for line in exc.errors:
             log.error("%s", line)
         return 1
-    stop = threading.Event()
-
-    def _signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _signal)
-    signal.signal(signal.SIGINT, _signal)
+    # Signals are blocked in every thread and taken by the main thread with sigtimedwait:
+    # SANE backends reset SIGTERM's disposition from their reader threads (the test backend
+    # does), which would kill a handler-based agent without its clean stop.
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         agent = Agent(config)
     except OSError as exc:
@@ -890,8 +883,11 @@ def run_main(config_path: str) -> int:
         return 1
     try:
         agent.start()
-        while not stop.wait(1.0):
-            pass
+        while True:
+            info = signal.sigtimedwait(signals, 1.0)
+            if info is not None:
+                log.info("signal %s: stopping", signal.Signals(info.si_signo).name)
+                break
     finally:
         agent.close()
     return 0

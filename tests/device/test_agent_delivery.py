@@ -1,0 +1,168 @@
+"""The agent as a real process against a real mosquitto and the real SANE ``test`` backend:
+an ADF batch reaches the broker and the file endpoint; a broker outage in the middle of a batch
+and a ``kill -9`` lose nothing; SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from protocol.messages import decode
+from tests.device.agent_harness import AgentProcess, FileReceiver, Recorder, agent_config, sane_conf, wait_until
+from tests.services import Mosquitto
+
+DEVICE = "kiosk-test"
+
+
+@pytest.fixture
+def receiver() -> Iterator[FileReceiver]:
+    rx = FileReceiver()
+    try:
+        yield rx
+    finally:
+        rx.close()
+
+
+@pytest.fixture
+def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
+    rec = Recorder(mosquitto.port, DEVICE)
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+def _batch_events(rec: Recorder, batch_id: str) -> tuple[list[object], list[object], list[object]]:
+    started = [e for e in rec.events("batch_started") if e.batch_id == batch_id]
+    pages = [e for e in rec.events("page_captured") if e.page.batch_id == batch_id]
+    finished = [e for e in rec.events("batch_finished") if e.batch_id == batch_id]
+    return started, pages, finished
+
+
+def test_adf_batch_of_ten_reaches_broker_and_fleet(
+    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder, receiver: FileReceiver
+) -> None:
+    """A 10-sheet feeder batch: 10 page events (sequences 1..10, unique ids), files uploaded
+    byte-identical (the receiver refuses a body whose sha256 differs), the outbox drains to
+    nothing, a retained ``online`` status, telemetry with the outbox depth, and ``offline`` after
+    SIGTERM with exit code 0."""
+    config = agent_config(tmp_path, mosquitto.port, fleet_url=receiver.url, telemetry={"interval_s": 1})
+    agent = AgentProcess(config, tmp_path, sane_dir)
+    try:
+        agent.start()
+        result = agent.scan(source="adf")
+        assert result["outcome"] == "complete", agent.logs()
+        assert result["pages"] == 10
+        batch = result["batch_id"]
+        recorder.wait_for(lambda r: len(_batch_events(r, batch)[2]) == 1 and len(_batch_events(r, batch)[1]) == 10,
+                          30, "the batch's events")
+        started, pages, finished = _batch_events(recorder, batch)
+        assert len(started) == 1
+        assert sorted(p.page.sequence for p in pages) == list(range(1, 11))  # type: ignore[attr-defined]
+        assert len({p.page.page_id for p in pages}) == 10  # type: ignore[attr-defined]
+        assert finished[0].pages == 10 and finished[0].outcome == "complete"  # type: ignore[attr-defined]
+        for event in pages:
+            page = event.page  # type: ignore[attr-defined]
+            assert page.content_type == "image/png" and page.dpi == 75 and page.source == "scanner"
+            assert (page.width, page.height) == (590, 590)  # A4 clamped to the backend's 200 mm
+        wait_until(lambda: {p.page.sha256 for p in pages} <= set(receiver.files), 30, "the files")  # type: ignore[attr-defined]
+        for event in pages:
+            body = receiver.files[event.page.sha256]  # type: ignore[attr-defined]
+            assert hashlib.sha256(body).hexdigest() == event.page.sha256  # type: ignore[attr-defined]
+            assert len(body) == event.page.size  # type: ignore[attr-defined]
+            assert body.startswith(b"\x89PNG")
+        assert receiver.bad == 0
+        wait_until(lambda: agent.status()["outbox"] == {"events": 0, "files": 0, "bytes": 0}, 30, "an empty outbox")
+        assert not list((agent.state / "files").iterdir())
+        statuses = [decode(t, p).message for t, p, _ in recorder.messages if t.endswith("/status")]
+        assert statuses[0].state == "online"  # type: ignore[attr-defined]
+        recorder.wait_for(lambda r: any(t.outbox.events == 0 for t in r.decoded("telemetry")), 10, "telemetry")
+        report = [t for t in recorder.decoded("telemetry") if t.outbox.events == 0][-1]
+        assert report.scanner.model == "Noname frontend-tester" and report.scanner.state == "ready"
+        assert report.disk_total_bytes > 0 and report.agent_version
+        assert agent.terminate() == 0
+        recorder.wait_for(lambda r: any(t.endswith("/status") and b'"offline"' in p for t, p, _ in r.messages), 10,
+                          "the offline status")
+        assert "agent stopped" in agent.logs()
+    finally:
+        agent.close()
+
+
+def _pending_ids(state: Path) -> set[str]:
+    db = sqlite3.connect(state / "outbox.db")
+    try:
+        return {row[0] for row in db.execute("SELECT id FROM messages")}
+    finally:
+        db.close()
+
+
+def test_broker_outage_in_the_middle_of_a_batch(
+    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder
+) -> None:
+    """The broker is stopped for 5 s after the second page of a slow feeder batch: every event
+    of the batch still arrives (ids unique, so exactly once after deduplication), and the
+    outbox drains."""
+    sane_conf(sane_dir, read_delay="true", read_delay_duration="40000")  # ~0.6 s a page
+    agent = AgentProcess(agent_config(tmp_path, mosquitto.port), tmp_path, sane_dir)
+    try:
+        agent.start()
+        result = agent.scan(wait=False, source="adf")
+        assert result["http_status"] == 202
+        batch = result["batch_id"]
+        recorder.wait_for(lambda r: len(_batch_events(r, batch)[1]) >= 2, 30, "two pages")
+        mosquitto.stop()
+        time.sleep(5)  # the outage itself: the stimulus, not a wait for something
+        assert agent.status()["busy"], "the batch should still be running during the outage"
+        mosquitto.start()
+        recorder.wait_for(lambda r: len(_batch_events(r, batch)[2]) == 1, 60, "the end of the batch")
+        recorder.wait_for(lambda r: len(_batch_events(r, batch)[1]) == 10, 30, "all ten pages")
+        started, pages, finished = _batch_events(recorder, batch)
+        assert len(started) == 1 and finished[0].outcome == "complete"  # type: ignore[attr-defined]
+        assert sorted(p.page.sequence for p in pages) == list(range(1, 11))  # type: ignore[attr-defined]
+        wait_until(lambda: agent.status()["outbox"]["events"] == 0, 30, "the outbox to drain")
+    finally:
+        agent.close()
+
+
+def test_kill9_mid_batch_during_outage_then_restart(
+    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder, receiver: FileReceiver
+) -> None:
+    """During a broker outage the agent is ``kill -9``ed in the middle of a feeder batch. After
+    a restart every message it had stored arrives, the batch is closed as ``interrupted`` with
+    the number of pages it stored, each page event arrives (exactly once after dedup), and every
+    page file reaches the file endpoint byte-identical."""
+    sane_conf(sane_dir, read_delay="true", read_delay_duration="40000")
+    config = agent_config(tmp_path, mosquitto.port, fleet_url=receiver.url)
+    agent = AgentProcess(config, tmp_path, sane_dir)
+    try:
+        agent.start()
+        result = agent.scan(wait=False, source="adf")
+        batch = result["batch_id"]
+        recorder.wait_for(lambda r: len(_batch_events(r, batch)[1]) >= 1, 30, "the first page")
+        mosquitto.stop()
+        wait_until(lambda: agent.status()["outbox"]["events"] >= 3, 30, "pages stored during the outage")
+        agent.kill9()
+        stored = _pending_ids(agent.state)
+        assert stored, "the outbox should hold the pages captured during the outage"
+        mosquitto.start()
+        sane_conf(sane_dir)
+        agent.start()
+        recorder.wait_for(lambda r: len(_batch_events(r, batch)[2]) == 1, 60, "the interrupted batch's end")
+        recorder.wait_for(lambda r: stored <= {e.id for e in r.events()}, 60, "every stored message")
+        started, pages, finished = _batch_events(recorder, batch)
+        assert len(started) == 1
+        assert finished[0].outcome == "interrupted"  # type: ignore[attr-defined]
+        assert finished[0].pages == len(pages) >= 3  # type: ignore[attr-defined]
+        assert sorted(p.page.sequence for p in pages) == list(range(1, len(pages) + 1))  # type: ignore[attr-defined]
+        assert len(recorder.events("agent_started")) == 2
+        wait_until(lambda: {p.page.sha256 for p in pages} <= set(receiver.files), 30, "the files")  # type: ignore[attr-defined]
+        wait_until(lambda: agent.status()["outbox"] == {"events": 0, "files": 0, "bytes": 0}, 30, "an empty outbox")
+        # The restarted agent keeps serving.
+        assert agent.scan(source="adf", max_pages=2)["pages"] == 2
+    finally:
+        agent.close()
