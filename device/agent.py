@@ -676,8 +676,6 @@ class Agent:
         new_config: AgentConfig | None = None
         if unknown:
             error = f"settings not changeable remotely: {unknown[:5]}"
-        elif "scanner" in desired.settings and not isinstance(self.source, SaneSource_):
-            error = "scanner settings can only change on a SANE scanner"
         else:
             merged = self.config.model_dump(mode="python")
             for key, value in desired.settings.items():
@@ -690,6 +688,8 @@ class Agent:
             except ValidationError as exc:
                 fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
                 error = f"invalid settings {fields}"
+            if error is None and "scanner" in desired.settings and not isinstance(self.source, SaneSource_):
+                error = "scanner settings can only change on a SANE scanner"
         if error is not None or new_config is None:
             self._refuse("config/desired", "invalid", error or "invalid")
         else:

@@ -72,8 +72,8 @@ class Recorder:
     def decoded(self, channel: str = "event") -> list[Any]:
         with self.cond:
             items = list(self.messages)
-        suffix = f"/{channel}"
-        return [decode(t, p).message for t, p, _ in items if t.endswith(suffix) and not t.endswith("cmd" + suffix)]
+        wanted = f"sohoa/v1/{self.device_id}/{channel}"
+        return [decode(t, p).message for t, p, _ in items if t == wanted]
 
     def events(self, type_: str | None = None) -> list[Any]:
         """Events, deduplicated on id (delivery is at-least-once), in arrival order."""
@@ -162,7 +162,7 @@ def agent_config(tmp: Path, broker_port: int, **overrides: Any) -> dict[str, Any
         "usb_watch": {"enabled": False},
     }
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
+        if isinstance(value, dict) and isinstance(config.get(key), dict) and "type" not in value:
             config[key] = {**config[key], **value}
         else:
             config[key] = value
