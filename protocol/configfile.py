@@ -62,6 +62,8 @@ def _line_of(data: Any, loc: Sequence[int | str]) -> int | None:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
+        elif isinstance(node, _Lined) and isinstance(part, str):
+            continue  # a tagged union's tag (e.g. scanner.sane.dpi): not a key in the file
         else:
             break
     return line
