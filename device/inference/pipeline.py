@@ -1,0 +1,337 @@
+"""The page pipeline: find the document, flatten and straighten it, turn it upright, read its
+codes, judge its quality, and (when a classifier is given) say what it is.
+
+Analysis runs on reduced copies, so it costs about the same for any capture; the full-resolution
+upright page is only made when asked for (:meth:`PageResult.render`), for the PDF.
+
+>>> from device.inference import synthetic
+>>> pipeline = PagePipeline()
+>>> result = pipeline.process(synthetic.text_page(seed=3, dpi=150), dpi=150)
+>>> result.verdict.codes, result.orientation     # a 150 dpi scan is below the 200 dpi rule
+(['low_resolution'], 0)
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from device.errors import ImageRejected
+from device.inference import geometry
+from device.inference.codes import Code, CodesConfig, read_codes
+from device.inference.quality import Measures, QualityConfig, Verdict, judge, measure
+
+log = logging.getLogger(__name__)
+
+Img = NDArray[Any]  # 8-bit BGR or grey, as OpenCV returns it
+
+#: Physical sizes (long, short side in mm) used to estimate a camera frame's effective dpi.
+_FORMATS_MM = {"a4": (297.0, 210.0), "id_card": (85.6, 53.98)}
+
+
+class ImageTooLarge(ImageRejected):
+    """The image has more pixels than the pipeline will decode (``max_pixels``)."""
+
+
+class PipelineConfig(BaseModel):
+    """Settings of the page pipeline (the ``pipeline:`` section of the device's config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_pixels: int = Field(
+        80_000_000, ge=1_000_000, description="Images with more pixels are refused before decoding (A3 at 600 dpi fits)"
+    )
+    source: Literal["auto", "scan", "camera"] = Field(
+        "auto", description="Where pages come from; auto: scan when the file carries a dpi, else camera"
+    )
+    work_short_side: int = Field(
+        1240, ge=400, description="Short side in pixels of the working copy that codes are read from"
+    )
+    analysis_short_side: int = Field(
+        900, ge=300, description="Short side in pixels of the copy skew and orientation are measured on"
+    )
+    detect_long_side: int = Field(640, ge=200, description="Long side in pixels of the copy the document is found on")
+    min_orientation_confidence: float = Field(
+        0.1, ge=0, le=1, description="Below this confidence the page is left as it is (orientation 0)"
+    )
+    min_skew_correction_deg: float = Field(0.3, ge=0, description="Smaller skew is left alone")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality verdict thresholds")
+    codes: CodesConfig = Field(default_factory=CodesConfig, description="QR code and barcode reading")
+
+
+class Classifier(Protocol):
+    """What the document-type classifier offers the pipeline: a type id and a confidence."""
+
+    def classify(self, page: Img) -> tuple[str, float]: ...
+
+
+@dataclass
+class LoadedImage:
+    image: Img
+    dpi: float | None
+
+
+def _looks_truncated(data: bytes) -> bool:
+    if data[:3] == b"\xff\xd8\xff":
+        return b"\xff\xd9" not in data[-65536:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-64:]
+    return False
+
+
+def load_image(path: Path, max_pixels: int = 80_000_000) -> LoadedImage:
+    """Decode an image file to BGR, refusing unreadable, truncated and oversized files with
+    :class:`ImageRejected` before they cost memory."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:  # reads the header only
+            width, height = im.size
+            dpi_info = im.info.get("dpi")
+            fmt = im.format
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageRejected(f"{path.name}: not an image file we can read ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise ImageRejected(f"{path.name}: cannot read: {exc.strerror or exc}") from None
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{path.name}: {width}x{height} pixels is more than the {max_pixels:,} this device will decode"
+        )
+    dpi: float | None = None
+    if isinstance(dpi_info, tuple) and dpi_info and float(dpi_info[0]) > 1:
+        dpi = float(dpi_info[0])
+    data = path.read_bytes()
+    if _looks_truncated(data):
+        raise ImageRejected(f"{path.name}: the file is truncated")
+    image: Img | None = None
+    if fmt in ("JPEG", "PNG"):
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                rgb = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise ImageRejected(f"{path.name}: the image data is damaged ({type(exc).__name__})") from None
+        image = np.ascontiguousarray(rgb[..., ::-1])
+    return LoadedImage(image, dpi)
+
+
+@dataclass
+class PageResult:
+    """What the pipeline found out about one page. ``quad`` is in the input's pixels, clockwise
+    from the corner nearest the input's top-left; ``orientation`` the clockwise turn the
+    flattened page needed; ``skew_deg`` the counter-clockwise lean that was corrected."""
+
+    source_image: Img = field(repr=False)
+    quad: NDArray[np.float32] | None
+    skew_deg: float
+    orientation: int
+    orientation_confidence: float
+    measures: Measures
+    verdict: Verdict
+    codes: list[Code]
+    dpi: float | None
+    doctype: str | None = None
+    confidence: float | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def blank(self) -> bool:
+        return "blank" in self.verdict.codes
+
+    @property
+    def quality(self) -> Verdict:
+        """The verdict under the name the ``inspect`` output and the session use."""
+        return self.verdict
+
+    @cached_property
+    def page(self) -> Img:
+        """The rendered full-resolution page (made on first use, then kept)."""
+        return self.render()
+
+    def render(self) -> Img:
+        """The page at full resolution: cropped, flattened, deskewed and upright."""
+        page = self.source_image
+        if self.quad is not None:
+            page = geometry.warp(page, self.quad)
+        if self.skew_deg:
+            page = geometry.rotate_small_angle(page, -self.skew_deg, _paper_colour(page))
+        return geometry.turn(page, self.orientation)
+
+
+def _paper_colour(img: Img) -> tuple[int, int, int]:
+    small, _ = geometry.shrink(img, 64)
+    c = np.percentile(small.reshape(-1, small.shape[-1] if small.ndim == 3 else 1), 90, axis=0)
+    if c.size == 1:
+        return (int(c[0]), int(c[0]), int(c[0]))
+    return (int(c[0]), int(c[1]), int(c[2]))
+
+
+def _edge_ink(gray: Img) -> float:
+    """How much the text runs into the frame's edges: the largest ink share of a thin strip just
+    inside any side (the outermost sliver, where scanners leave dark lines, is skipped)."""
+    mask = geometry.ink_mask(gray)
+    h, w = mask.shape
+    a, b = max(1, h // 100), max(2, h * 3 // 100)
+    c, d = max(1, w // 100), max(2, w * 3 // 100)
+    strips = [mask[a:b, :], mask[h - b : h - a, :], mask[:, c:d], mask[:, w - d : w - c]]
+    return max(float(s.mean()) / 255.0 for s in strips if s.size)
+
+
+def _effective_dpi(flat_size: tuple[float, float], file_dpi: float | None, scale_to_file: float) -> float:
+    """Pixels per inch on the document: the scanner's dpi when the file has one, else from the
+    page's size in pixels and the format its proportions suggest (A4 or ID card)."""
+    if file_dpi is not None:
+        return file_dpi * scale_to_file
+    long_px, short_px = max(flat_size), min(flat_size)
+    ratio = long_px / max(1.0, short_px)
+    name = "id_card" if abs(ratio - 85.6 / 53.98) < abs(ratio - 297 / 210) else "a4"
+    long_mm = _FORMATS_MM[name][0]
+    return long_px / long_mm * 25.4
+
+
+class PagePipeline:
+    """Runs every stage on one page. ``classifier`` is optional (the document-type model).
+
+    >>> PagePipeline(PipelineConfig(source="camera")).config.source
+    'camera'
+    """
+
+    def __init__(self, config: PipelineConfig | None = None, classifier: Classifier | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.classifier = classifier
+
+    def close(self) -> None:
+        close = getattr(self.classifier, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> "PagePipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def process_file(self, path: Path) -> PageResult:
+        """Load and process an image file (see :func:`load_image` for what is refused)."""
+        start = time.perf_counter()
+        loaded = load_image(path, self.config.max_pixels)
+        decode_ms = (time.perf_counter() - start) * 1000
+        result = self.process(loaded.image, dpi=loaded.dpi)
+        result.timings_ms = {"decode": decode_ms, **result.timings_ms}
+        return result
+
+    def process(self, image: Img, dpi: float | None = None, source: str | None = None) -> PageResult:
+        """Analyse a BGR (or grey) page image. ``dpi``: the scanner's, when known. ``source``:
+        ``scan``/``scanner``, ``camera``, or None/``folder`` to decide from the config and dpi."""
+        cfg = self.config
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ImageRejected(f"unsupported image shape {image.shape}")
+        elif image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        if image.shape[0] * image.shape[1] > cfg.max_pixels:
+            raise ImageTooLarge(f"{image.shape[1]}x{image.shape[0]} pixels is more than {cfg.max_pixels:,}")
+        kind: Literal["scan", "camera"]
+        if source in ("scan", "scanner"):
+            kind = "scan"
+        elif source == "camera":
+            kind = "camera"
+        elif cfg.source != "auto":
+            kind = cfg.source
+        else:
+            kind = "scan" if dpi is not None and dpi >= 100 else "camera"
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = (now - clock) * 1000
+            clock = now
+
+        h, w = image.shape[:2]
+        small, detect_factor = geometry.shrink(image, cfg.detect_long_side)
+        doc = geometry.find_document(small)
+        quad: NDArray[np.float32] | None = None
+        if doc is not None:
+            quad = (doc.quad / detect_factor).astype(np.float32)
+            flat_w, flat_h = geometry.quad_size(quad)
+            scale = min(1.0, cfg.work_short_side / max(1.0, min(flat_w, flat_h)))
+            work = geometry.warp(image, quad, scale)
+        else:
+            flat_w, flat_h = float(w), float(h)
+            work, scale = geometry.shrink(image, 1 << 30, cfg.work_short_side)
+        lap("geometry")
+
+        skew = 0.0
+        if doc is None:
+            analysis, _ = geometry.shrink(work, 1 << 30, cfg.analysis_short_side)
+            angle, conf = geometry.estimate_skew(geometry.to_gray(analysis))
+            if conf > 0.05 and abs(angle) >= cfg.min_skew_correction_deg:
+                skew = angle
+                work = geometry.rotate_small_angle(work, -skew, _paper_colour(work))
+        lap("deskew")
+
+        analysis, _ = geometry.shrink(work, 1 << 30, cfg.analysis_short_side)
+        orientation, o_conf = geometry.estimate_orientation(geometry.to_gray(analysis))
+        if o_conf < cfg.min_orientation_confidence:
+            orientation = 0
+        work = geometry.turn(work, orientation)
+        lap("orientation")
+
+        codes = read_codes(work, cfg.codes) if cfg.codes.enabled else []
+        lap("codes")
+
+        doctype: str | None = None
+        confidence: float | None = None
+        if self.classifier is not None:
+            doctype, confidence = self.classifier.classify(work)
+        lap("doctype")
+
+        m = measure(work)
+        m.source = kind
+        m.dpi = _effective_dpi((flat_w, flat_h), dpi, 1.0)
+        edge_ink = _edge_ink(geometry.to_gray(analysis))
+        if doc is not None:
+            m.skew_deg = geometry.quad_angle(doc.quad)
+            m.perspective_deg = geometry.quad_distortion(doc.quad)
+            m.area_fraction = doc.area_frac
+            if kind == "camera":
+                m.border_contact = doc.border_contact
+                m.corners_outside = doc.corners_outside
+            else:
+                # On a scanner a small document is laid against the bed's corner: touching the
+                # frame is normal there; text running into the document's edge is not.
+                m.border_contact = edge_ink
+        else:
+            m.skew_deg = skew
+            m.fills_frame = True
+            m.area_fraction = 1.0
+            m.border_contact = edge_ink
+        verdict = judge(m, cfg.quality, doctype)
+        lap("quality")
+
+        return PageResult(
+            source_image=image,
+            quad=quad,
+            skew_deg=skew,
+            orientation=orientation,
+            orientation_confidence=o_conf,
+            measures=m,
+            verdict=verdict,
+            codes=codes,
+            dpi=m.dpi,
+            doctype=doctype,
+            confidence=confidence,
+            timings_ms=timings,
+        )

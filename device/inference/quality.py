@@ -1,0 +1,258 @@
+"""Is a page good enough to file? Measures that do not depend on the image's resolution, and a
+verdict against thresholds from config, with what to do in Vietnamese and in English.
+
+>>> import numpy as np
+>>> m = measure(np.full((400, 300, 3), 245, np.uint8))
+>>> [i.code for i in judge(m, QualityConfig()).issues]
+['blank']
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from device.inference.geometry import shrink, to_gray
+
+log = logging.getLogger(__name__)
+
+Img = NDArray[Any]  # 8-bit BGR or grey, as OpenCV returns it
+
+IssueCode = Literal[
+    "blurry", "too_dark", "too_bright", "glare", "skewed", "cut_off", "too_small", "low_resolution", "blank"
+]
+Source = Literal["scan", "camera"]
+
+#: What each code tells the person, Vietnamese first (the kiosk's language), then English.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "blurry": (
+        "Ảnh bị mờ, vui lòng giữ yên và chụp lại.",
+        "The page is blurred: hold still and capture it again.",
+    ),
+    "too_dark": (
+        "Ảnh quá tối, vui lòng bật thêm đèn hoặc chụp chỗ sáng hơn.",
+        "The page is too dark: add light and capture it again.",
+    ),
+    "too_bright": (
+        "Ảnh quá sáng, chữ bị mất, vui lòng giảm ánh sáng và chụp lại.",
+        "The page is too bright and the text fades: reduce the light and capture it again.",
+    ),
+    "glare": (
+        "Ảnh bị lóa sáng, vui lòng nghiêng giấy hoặc tránh đèn chiếu thẳng rồi chụp lại.",
+        "A reflection hides part of the page: tilt the page or move away from the lamp and capture it again.",
+    ),
+    "skewed": (
+        "Giấy bị đặt lệch, vui lòng đặt thẳng giấy và quét lại.",
+        "The page is crooked: place it straight and scan it again.",
+    ),
+    "cut_off": (
+        "Giấy bị thiếu góc hoặc cạnh, vui lòng đặt cả trang vào khung hình.",
+        "A corner or edge of the page is outside the frame: fit the whole page in and capture it again.",
+    ),
+    "too_small": (
+        "Giấy quá nhỏ trong khung hình, vui lòng đưa giấy lại gần hơn.",
+        "The page is too small in the frame: bring it closer and capture it again.",
+    ),
+    "low_resolution": (
+        "Độ phân giải quá thấp, vui lòng quét lại ở độ phân giải cao hơn.",
+        "The resolution is too low: scan it again at a higher resolution.",
+    ),
+    "blank": (
+        "Trang trắng, sẽ không đưa vào hồ sơ.",
+        "The page is blank and is left out of the dossier.",
+    ),
+}
+
+#: Long side the image measures work at, whatever the capture's resolution.
+CANONICAL_SIDE = 1000
+
+
+class QualityConfig(BaseModel):
+    """Thresholds of the quality verdict. Defaults come from the calibration reported in
+    ``benchmarks/RESULTS.md`` (degraded real pages)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_sharpness: float = Field(
+        0.105,
+        description="Below this, the page is blurry: steepest edge slope over the page's contrast, "
+        "measured with the page's long side at 1000 px",
+    )
+    min_paper_level: float = Field(
+        105, description="Below this 0-255 brightness of the paper (90th percentile), the page is too dark"
+    )
+    min_text_contrast: float = Field(
+        100,
+        description="When the paper is clipped white, below this 0-255 difference between paper and "
+        "the darkest text (1st percentile) the page is too bright",
+    )
+    min_clipped_fraction: float = Field(
+        0.3, description="Share of the page burnt to pure white from which faded text counts as too bright"
+    )
+    max_glare_fraction: float = Field(
+        0.004, description="Share of the page that may be burnt-out highlight brighter than the paper"
+    )
+    max_skew_deg: float = Field(4.0, description="Larger turn of the page from straight, in degrees, is skewed")
+    max_perspective_deg: float = Field(
+        25.0, description="Larger departure of a corner from 90 degrees (camera not parallel) is skewed"
+    )
+    max_border_contact: float = Field(
+        0.03,
+        description="Share of a frame side the document may run into (or, when the page fills the frame, "
+        "ink density just inside a side) before it counts as cut off",
+    )
+    min_area_fraction: float = Field(
+        0.2, description="Camera frames: the document must fill at least this share of the frame"
+    )
+    min_dpi: float = Field(200, description="Effective dpi on the document below this is low resolution")
+    min_dpi_drawings: float = Field(300, description="The same for maps and drawings")
+    drawing_doctypes: list[str] = Field(
+        default_factory=lambda: ["map", "drawing"],
+        description="Document types held to min_dpi_drawings",
+    )
+    max_blank_ink: float = Field(
+        0.0015, description="A page whose share of ink pixels (away from its edges) is below this is blank"
+    )
+
+
+@dataclass(frozen=True)
+class Issue:
+    code: IssueCode
+    message_vi: str
+    message_en: str
+
+    @classmethod
+    def of(cls, code: IssueCode) -> "Issue":
+        vi, en = MESSAGES[code]
+        return cls(code, vi, en)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message_vi": self.message_vi, "message_en": self.message_en}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    @property
+    def codes(self) -> list[str]:
+        return [i.code for i in self.issues]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "issues": [i.as_dict() for i in self.issues]}
+
+
+@dataclass
+class Measures:
+    """What the verdict is made from; geometry fields are filled by the pipeline."""
+
+    sharpness: float | None
+    paper_level: float
+    ink_level: float
+    glare_fraction: float
+    ink_fraction: float
+    clipped_fraction: float = 0.0
+    skew_deg: float = 0.0
+    perspective_deg: float = 0.0
+    border_contact: float = 0.0
+    corners_outside: int = 0
+    fills_frame: bool = False
+    area_fraction: float = 1.0
+    dpi: float | None = None
+    source: Source = "scan"
+
+
+def sharpness(gray: Img) -> float | None:
+    """Steepest edge slope over the page's contrast, at the canonical scale: about 1/(edge
+    width). None when the page has too few edges to tell."""
+    g = gray.astype(np.float32)
+    lo, hi = np.percentile(g, (1, 99))
+    contrast = float(hi - lo)
+    if contrast < 25:
+        return None
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    mag = cv2.magnitude(gx, gy) / 8.0
+    edges = mag[mag > 0.1 * contrast]
+    if edges.size < 0.0005 * g.size:
+        return None
+    return float(np.percentile(edges, 90) / contrast)
+
+
+def ink_fraction(gray: Img) -> float:
+    """Share of pixels, away from the edges, markedly darker than the paper around them
+    (show-through from the back, paper grain and specks do not count)."""
+    h, w = gray.shape[:2]
+    # The paper's own brightness, text removed: a max filter on a thumbnail, smoothed.
+    small, _ = shrink(gray, 200)
+    background = cv2.dilate(small, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+    background = cv2.resize(cv2.medianBlur(background, 5), (w, h), interpolation=cv2.INTER_LINEAR)
+    diff = cv2.subtract(background, gray)
+    marks = (diff > np.maximum(45, background.astype(np.int16) // 4)).astype(np.uint8)
+    ink = cv2.morphologyEx(marks, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    my, mx = max(1, h // 20), max(1, w // 20)
+    inner = ink[my : h - my, mx : w - mx]
+    return float(inner.mean()) if inner.size else 0.0
+
+
+def measure(page: Img) -> Measures:
+    """Image measures of a flat document (BGR or grey), at the canonical scale."""
+    small, _ = shrink(page, CANONICAL_SIDE)
+    gray = to_gray(small)
+    paper = float(np.percentile(gray, 90))
+    ink = float(np.percentile(gray, 1))
+    median = float(np.median(gray))
+    if small.ndim == 3:
+        sat = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)[..., 1]
+        burnt = (gray >= 250) & (sat < 40)
+    else:
+        burnt = gray >= 250
+    # Highlights count as glare only when the paper itself is not that white (a scan's white
+    # paper is not glare).
+    glare = float(burnt.mean()) if median < 225 else 0.0
+    return Measures(
+        sharpness=sharpness(gray),
+        paper_level=paper,
+        ink_level=ink,
+        glare_fraction=glare,
+        ink_fraction=ink_fraction(gray),
+        clipped_fraction=float((gray >= 254).mean()),
+    )
+
+
+def judge(m: Measures, config: QualityConfig, doctype: str | None = None) -> Verdict:
+    """The verdict for measures ``m``: ok, or the issues in the order a person should fix them."""
+    issues: list[Issue] = []
+    if m.ink_fraction < config.max_blank_ink and m.paper_level >= config.min_paper_level:
+        return Verdict([Issue.of("blank")])
+    if m.corners_outside > 0 or m.border_contact > config.max_border_contact:
+        issues.append(Issue.of("cut_off"))
+    if m.source == "camera" and not m.fills_frame and m.area_fraction < config.min_area_fraction:
+        issues.append(Issue.of("too_small"))
+    blurry = m.sharpness is not None and m.sharpness < config.min_sharpness
+    if m.paper_level < config.min_paper_level:
+        issues.append(Issue.of("too_dark"))
+    elif (
+        not blurry  # blur also fades text: say the cause that is there
+        and m.clipped_fraction > config.min_clipped_fraction
+        and m.paper_level - m.ink_level < config.min_text_contrast
+    ):
+        issues.append(Issue.of("too_bright"))
+    if m.glare_fraction > config.max_glare_fraction:
+        issues.append(Issue.of("glare"))
+    if blurry:
+        issues.append(Issue.of("blurry"))
+    if abs(m.skew_deg) > config.max_skew_deg or m.perspective_deg > config.max_perspective_deg:
+        issues.append(Issue.of("skewed"))
+    floor = config.min_dpi_drawings if doctype in config.drawing_doctypes else config.min_dpi
+    if m.dpi is not None and m.dpi < floor - 0.5:  # files often say 199.9999
+        issues.append(Issue.of("low_resolution"))
+    return Verdict(issues)
