@@ -45,6 +45,8 @@ class ListSource:
         self.reached = threading.Event()
         self.yielded = 0
         self.saw_stop = False
+        self.stopped = threading.Event()
+        """Set when the session told the source to stop (a cancel)."""
 
     def pages(self, stop: threading.Event) -> Iterator[RawImage]:
         for i, image in enumerate(self.images):
@@ -61,6 +63,9 @@ class ListSource:
             yield RawImage(image, self.source, self.dpi)
         if self.fail_after is not None and self.fail_after >= len(self.images) and self.fault is not None:
             raise self.fault
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 @dataclass
