@@ -182,6 +182,13 @@ class DeviceIdentity:
         moment = now or dt.datetime.now(dt.UTC)
         return moment >= self.certificate().not_valid_after_utc - window
 
+    def sign_request(self, method: str, path: str, body_sha256: str | None = None) -> dict[str, str]:
+        """Headers authenticating one API request with this device's key
+        (see :mod:`provisioning.requestauth`)."""
+        from provisioning.requestauth import EMPTY_SHA256, sign_request
+
+        return sign_request(self._key(self.key_path), self.device_id, method, path, body_sha256 or EMPTY_SHA256)
+
     def tls_files(self) -> TlsFiles:
         return TlsFiles(self.ca_path, self.cert_path, self.key_path)
 

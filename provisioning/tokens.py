@@ -102,11 +102,7 @@ class EnrollmentToken(BaseModel):
         The secret is checked first (constant time), so the token's state (expired, used...) is
         only revealed to someone holding it.
         """
-        token_id, secret = parse_token(presented)
-        if not hmac.compare_digest(token_id, self.token_id):
-            raise TokenRejected("unknown", "no such token")
-        if not hmac.compare_digest(hash_secret(secret, pepper), self.secret_hash):
-            raise TokenRejected("invalid", "the token's secret is wrong")
+        self.verify_secret(presented, pepper=pepper)
         moment = _utc(now)
         if self.revoked_at is not None and self.revoked_at <= moment:
             raise TokenRejected("revoked", "the token was withdrawn")
@@ -116,6 +112,15 @@ class EnrollmentToken(BaseModel):
             raise TokenRejected("used", "the token has already been used")
         if unit_code != self.unit_code:
             raise TokenRejected("wrong_unit", "the token is for another unit")
+
+    def verify_secret(self, presented: str | SecretStr, *, pepper: bytes | None = None) -> None:
+        """Only prove possession (constant time), without the state checks: what a device re-polling
+        its pending enrollment with the same token needs (the token is used by then)."""
+        token_id, secret = parse_token(presented)
+        if not hmac.compare_digest(token_id, self.token_id):
+            raise TokenRejected("unknown", "no such token")
+        if not hmac.compare_digest(hash_secret(secret, pepper), self.secret_hash):
+            raise TokenRejected("invalid", "the token's secret is wrong")
 
     def consumed(self, now: dt.datetime | None = None) -> EnrollmentToken:
         """A copy counting one more device (persist it atomically, see the module doc)."""
