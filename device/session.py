@@ -202,11 +202,23 @@ class CapturePages:
         self.request = request
 
     def pages(self, stop: threading.Event) -> Iterator[RawImage]:
+        kinds: dict[str, Source] = {"folder": "folder", "camera": "camera"}
+        kind = kinds.get(self.source.kind, "scanner")
+        try:
+            yield from self._decoded(kind, stop)
+        except SohoaError:
+            recover = getattr(self.source, "recover", None)
+            if callable(recover):  # the next batch starts from a known state (SANE reopened)
+                try:
+                    recover()
+                except Exception as exc:
+                    log.warning("source recovery failed (%s)", type(exc).__name__)
+            raise
+
+    def _decoded(self, kind: Source, stop: threading.Event) -> Iterator[RawImage]:
         import cv2
         import numpy as np
 
-        kinds: dict[str, Source] = {"folder": "folder", "camera": "camera"}
-        kind = kinds.get(self.source.kind, "scanner")
         for page in self.source.pages(self.request):
             decoded = cv2.imdecode(np.frombuffer(page.data, np.uint8), cv2.IMREAD_COLOR)
             image: Image | None = None if decoded is None else np.asarray(decoded, dtype=np.uint8)
@@ -226,7 +238,7 @@ class PageProcessor(Protocol):
     defensively (see :func:`verdict_of`), so any result shape with ``quality``, ``codes``,
     ``doctype`` ... plugs in."""
 
-    def process(self, image_bgr: Image, *, source: Source, dpi: int | None) -> object: ...
+    def process(self, image_bgr: Image, /, *, source: Source, dpi: int | None) -> object: ...
 
 
 class PdfBuilder(Protocol):
