@@ -92,8 +92,9 @@ class EnrollmentStore(Protocol):
 
     def add_certificate(self, issued: IssuedCertificate) -> None: ...
 
-    def current_certificate(self, device_id: str) -> IssuedCertificate | None:
-        """The newest unrevoked certificate issued to the device."""
+    def latest_certificate(self, device_id: str) -> IssuedCertificate | None:
+        """The newest certificate issued to the device, revoked or not (so a revoked device is
+        told "revoked", not "unknown")."""
         ...
 
     def revoke_device(self, device_id: str, when: dt.datetime) -> list[RevokedCertificate]:
@@ -142,9 +143,9 @@ class MemoryStore:
     def add_certificate(self, issued: IssuedCertificate) -> None:
         self.certificates.append(issued)
 
-    def current_certificate(self, device_id: str) -> IssuedCertificate | None:
-        mine = [c for c in self.certificates if c.name == device_id and c.serial not in self.revocations]
-        return max(mine, key=lambda c: c.not_before) if mine else None
+    def latest_certificate(self, device_id: str) -> IssuedCertificate | None:
+        mine = [c for c in self.certificates if c.name == device_id]
+        return mine[-1] if mine else None
 
     def revoke_device(self, device_id: str, when: dt.datetime) -> list[RevokedCertificate]:
         with self.lock:
@@ -187,8 +188,9 @@ class EnrollmentService:
             return EnrollAnswer(device_id=enrollment.device_id, state="pending", retry_after_s=self.POLL_SECONDS)
         if enrollment.state == "rejected":
             return EnrollAnswer(device_id=enrollment.device_id, state="rejected", reason=enrollment.reason)
-        cert = self.store.current_certificate(enrollment.device_id)
-        if cert is None:  # accepted, then revoked: the device must not get a certificate again
+        cert = self.store.latest_certificate(enrollment.device_id)
+        if cert is None or cert.serial in self.store.revoked_serials():
+            # accepted, then revoked: the device must not get a certificate again
             return EnrollAnswer(device_id=enrollment.device_id, state="rejected", reason="revoked")
         return EnrollAnswer(device_id=enrollment.device_id, state="accepted", certificate_pem=cert.pem.decode(),
                             ca_pem=self.ca.certificate_pem.decode(), broker_url=self.broker_url,
