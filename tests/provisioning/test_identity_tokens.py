@@ -196,3 +196,41 @@ def test_no_secret_in_logs_or_errors(tmp_path: Path, caplog: pytest.LogCaptureFi
     for secret in secrets:
         assert secret not in haystack
     assert public_key_fingerprint(x509.load_pem_x509_certificate(issued.pem))  # public data may be logged
+
+
+def test_enrollment_service_rules(tmp_path: Path, ca: CertificateAuthority) -> None:
+    """Bad input: a CSR for another id (must not spend the token), a rejected device polling, a
+    revoked device polling with its old request, renewing with a revoked certificate."""
+    from provisioning.enrollment import EnrollmentService, EnrollRequest, MemoryStore, RenewRequest
+
+    store = MemoryStore()
+    service = EnrollmentService(ca, store, broker_url="mqtts://b", fleet_url="https://f")
+    text, token = issue_token("00001", ttl=dt.timedelta(hours=1), require_approval=True)
+    store.tokens[token.token_id] = token
+    ident = DeviceIdentity(tmp_path / "k", "kiosk-0001")
+    other = DeviceIdentity(tmp_path / "o", "kiosk-0002")
+    with pytest.raises(ProvisioningError, match="csr_cn_mismatch"):
+        service.enroll(EnrollRequest(device_id="kiosk-0001", unit_code="00001", token=text,
+                                     csr_pem=other.csr().decode()))
+    assert store.tokens[token.token_id].used == 0
+    request = EnrollRequest(device_id="kiosk-0001", unit_code="00001", token=text, csr_pem=ident.csr().decode())
+    assert service.enroll(request).state == "pending"
+    service.decide("kiosk-0001", accept=False, by="admin-1", reason="not ours")
+    answer = service.enroll(request)
+    assert (answer.state, answer.reason, answer.certificate_pem) == ("rejected", "not ours", None)
+    with pytest.raises(InvalidTransition):
+        service.decide("kiosk-0001", accept=True, by="admin-2")
+
+    text2, token2 = issue_token("00001", ttl=dt.timedelta(hours=1))  # a new token after a rejection
+    store.tokens[token2.token_id] = token2
+    request2 = request.model_copy(update={"token": text2})
+    answer = service.enroll(request2)
+    assert answer.state == "accepted" and answer.certificate_pem
+    current = store.latest_certificate("kiosk-0001")
+    assert current is not None
+    service.revoke("kiosk-0001", by="admin-1")
+    answer = service.enroll(request2)
+    assert (answer.state, answer.reason, answer.certificate_pem) == ("rejected", "revoked", None)
+    with pytest.raises(CertificateRejected, match="revoked"):
+        service.renew("kiosk-0001", RenewRequest(csr_pem=ident.csr().decode()), current.pem)
+    assert service.crl_pem().startswith(b"-----BEGIN X509 CRL-----")
