@@ -228,6 +228,7 @@ class Agent:
         self._jobs: queue.Queue[ScanJob | None] = queue.Queue()
         self._busy = threading.Lock()
         self._current: ScanJob | None = None
+        self._queue_lock = threading.Lock()
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self._disk_low_reported = False
         self.batches: list[dict[str, Any]] = []
@@ -301,6 +302,11 @@ class Agent:
         for thread in self._threads:
             if thread.name == "scan-worker":
                 thread.join(60)
+        # Give the broker a moment to take what is queued (the rest goes after the restart).
+        deadline = time.monotonic() + self.config.broker.shutdown_flush_s
+        while self.link.connected.is_set() and self.outbox.depth().events and time.monotonic() < deadline:
+            with self.outbox.changed:
+                self.outbox.changed.wait(0.1)
         self.publisher.stop()
         if self.uploader is not None:
             self.uploader.stop()
@@ -368,7 +374,11 @@ class Agent:
         """Queue a batch. A request while another batch runs is refused (``busy``); ``quiet``
         requests (timers, folder polling) are dropped instead."""
         job = ScanJob(kind, request, command_id)
-        if self._busy.locked() or self._current is not None:
+        with self._queue_lock:
+            busy = self._busy.locked() or self._current is not None
+            if not busy:
+                self._current = job
+        if busy:
             job.outcome, job.detail = "refused", "busy"
             if not quiet:
                 self.emit(
@@ -378,7 +388,6 @@ class Agent:
                 )
             job.done.set()
             return job
-        self._current = job
         self._jobs.put(job)
         return job
 
@@ -489,6 +498,8 @@ class Agent:
                     outcome, job.detail = "interrupted", "disk_low"
                     self._disk_low_reported = True
                     break
+            if self._stop.is_set() and outcome == "complete":
+                outcome, job.detail = "interrupted", "agent_stopping"
             if kind == "scanner":
                 self.scanner_state = "ready"
         except ScannerFault as exc:
@@ -561,8 +572,6 @@ class Agent:
     def _store_page(self, batch_id: str, kind: Literal["scanner", "camera", "folder"], page: CapturedPage) -> None:
         # Issue 3 hooks the page pipeline in here (quality, orientation, codes, doctype) before
         # the event is made; the stored file stays exactly what the source produced.
-        event_id_holder: list[PageCaptured] = []
-
         def make(sha256: str) -> tuple[str, bytes, str]:
             event = PageCaptured(
                 device_id=self.device_id,
@@ -581,7 +590,6 @@ class Agent:
                     captured_at=datetime.now(UTC),
                 ),
             )
-            event_id_holder.append(event)
             return topic(self.device_id, Channel.EVENT), encode(event), event.id
 
         self.outbox.add_page(page.data, page.content_type, make)
@@ -777,9 +785,11 @@ class Agent:
         if self.source is not None and change == "attached" and self.scanner_state in ("absent", "error"):
             self._jobs.put(ScanJob("recover"))
             self._jobs.put(ScanJob("probe"))
-        if change == "detached" and not self._busy.locked():
-            self.scanner_state = "absent"
+        if change == "detached" and self.source is not None:
+            # Reopen to learn whether our scanner is the one that went (another maker's device
+            # may have been unplugged); the worker does it between batches.
             self._jobs.put(ScanJob("recover"))
+            self._jobs.put(ScanJob("probe"))
 
     # --- local API ------------------------------------------------------------------------------
 

@@ -44,6 +44,9 @@ class BrokerConfig(_Model):
     )
     reconnect_min_s: float = Field(default=1.0, gt=0, description="First reconnect delay after a lost connection")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay (doubles up to this)")
+    shutdown_flush_s: float = Field(
+        default=3.0, ge=0, le=60, description="On a clean stop, wait this long for queued events to reach the broker"
+    )
     max_inflight: int = Field(
         default=50, ge=1, le=1000, description="Events published and not yet acknowledged by the broker at once"
     )

@@ -1,0 +1,100 @@
+"""The agent in this process (its threads, real mosquitto, a real HTTP file endpoint): folder
+ingest end to end, the fake scanner driven mid-batch, busy refusals, and a clean close."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from device.agent import Agent
+from device.capture.base import ScanRequest
+from device.capture.fake import FakeSource
+from device.config import AgentConfig
+from tests.device.agent_harness import FileReceiver, Recorder, agent_config, wait_until
+from tests.services import Mosquitto
+
+DEVICE = "kiosk-test"
+
+
+@pytest.fixture
+def receiver() -> Iterator[FileReceiver]:
+    rx = FileReceiver()
+    try:
+        yield rx
+    finally:
+        rx.close()
+
+
+@pytest.fixture
+def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
+    rec = Recorder(mosquitto.port, DEVICE)
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+def test_folder_ingest_reaches_the_fleet_byte_for_byte(
+    tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, receiver: FileReceiver
+) -> None:
+    """Two archive images (a JPEG and a PNG) dropped in the watched folder become one folder
+    batch: two ``page_captured`` events with ``source=folder`` and files at the endpoint that
+    are the original bytes; the originals move to ``imported/``; the outbox drains."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    originals = {}
+    for name, fmt in (("old-1.jpg", "JPEG"), ("old-2.png", "PNG")):
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 90), (10, 120, 200)).save(buffer, fmt)
+        originals[name] = buffer.getvalue()
+        (inbox / name).write_bytes(originals[name])
+        old = time.time() - 60
+        os.utime(inbox / name, (old, old))
+    config = AgentConfig.model_validate(agent_config(
+        tmp_path, mosquitto.port, scanner=None, fleet_url=receiver.url,
+        folder={"path": str(inbox), "interval_s": 0.2, "settle_s": 1}))
+    with Agent(config):
+        recorder.wait_for(lambda r: len(r.events("page_captured")) == 2, 30, "two folder pages")
+        pages = [e.page for e in recorder.events("page_captured")]
+        assert {p.source for p in pages} == {"folder"}
+        assert {p.content_type for p in pages} == {"image/jpeg", "image/png"}
+        wait_until(lambda: len(receiver.files) == 2, 30, "two uploads")
+        assert sorted(receiver.files.values()) == sorted(originals.values())
+        assert {hashlib.sha256(b).hexdigest() for b in originals.values()} == {p.sha256 for p in pages}
+        assert sorted(p.name for p in (inbox / "imported").iterdir()) == sorted(originals)
+
+
+def test_fake_scanner_busy_and_stop_mid_batch(tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    """A batch held in the middle (the fake's gate): a second request is refused ``busy`` with a
+    ``scan_refused`` event; closing the agent ends the batch after the current page, the batch
+    is reported ``interrupted`` with the pages it stored, and the events reach the broker before
+    the agent says offline."""
+    source = FakeSource(pages=50)
+    gate = threading.Event()
+    source.gate = gate
+    config = AgentConfig.model_validate(agent_config(tmp_path, mosquitto.port, scanner={"type": "fake"}))
+    agent = Agent(config, source=source).start()
+    try:
+        job = agent.request_scan(ScanRequest())
+        gate.set()
+        recorder.wait_for(lambda r: len(r.events("page_captured")) >= 2, 20, "pages")
+        second = agent.request_scan(ScanRequest())
+        assert second.outcome == "refused" and second.detail == "busy"
+        recorder.wait_for(lambda r: len(r.events("scan_refused")) == 1, 20, "scan_refused")
+        assert recorder.events("scan_refused")[0].reason == "busy"
+    finally:
+        agent.close()
+    assert job.done.is_set() and 2 <= job.pages < 50
+    assert "stopped" in source.history and source.history[-1] == "closed"
+    recorder.wait_for(lambda r: len(r.events("batch_finished")) == 1, 10, "batch_finished")
+    finished = recorder.events("batch_finished")[0]
+    assert finished.pages == job.pages and finished.outcome == "interrupted"
+    assert len(recorder.events("page_captured")) == job.pages
