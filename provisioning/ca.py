@@ -143,7 +143,8 @@ class CertificateAuthority:
     KEY_FILE = "ca.key"
     CERT_FILE = "ca.crt"
 
-    def __init__(self, key: PrivateKey, certificate: x509.Certificate, directory: Path | None = None) -> None:
+    def __init__(self, key: PrivateKey, certificate: x509.Certificate, directory: Path | None = None, *,
+                 crl_url: str | None = None) -> None:
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise KeyFileError("key_type", "the CA key must be ECDSA")
         if public_key_fingerprint(key.public_key()) != public_key_fingerprint(certificate):
@@ -151,6 +152,10 @@ class CertificateAuthority:
         self._key = key
         self.certificate = certificate
         self.directory = directory
+        self.crl_url = crl_url
+        """Where the fleet publishes the CRL over HTTP (e.g. ``http://fleet/api/v1/crl``). When set,
+        client certificates carry it as their CRL distribution point and the CRL names it as its
+        issuing distribution point: what EMQX needs for its CRL check (mosquitto reads a file)."""
 
     def __repr__(self) -> str:  # never show the key
         return f"CertificateAuthority({self.subject!r})"
@@ -159,7 +164,7 @@ class CertificateAuthority:
 
     @classmethod
     def create(cls, directory: Path, *, name: str = "Sohoa Fleet CA", validity: dt.timedelta = CA_VALIDITY,
-               now: dt.datetime | None = None, passphrase: bytes | None = None) -> Self:
+               now: dt.datetime | None = None, passphrase: bytes | None = None, crl_url: str | None = None) -> Self:
         """A new CA in ``directory`` (made 0700). Refuses to overwrite an existing CA key."""
         key_path, cert_path = directory / cls.KEY_FILE, directory / cls.CERT_FILE
         if key_path.exists():
@@ -190,24 +195,25 @@ class CertificateAuthority:
         write_private_key(key_path, key, passphrase)
         write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         log.info("created CA %r in %s (valid until %s)", name, directory, cert.not_valid_after_utc.date())
-        return cls(key, cert, directory)
+        return cls(key, cert, directory, crl_url=crl_url)
 
     @classmethod
-    def load(cls, directory: Path, *, passphrase: bytes | None = None) -> Self:
+    def load(cls, directory: Path, *, passphrase: bytes | None = None, crl_url: str | None = None) -> Self:
         """Load ``ca.key`` (must be 0600) and ``ca.crt`` from ``directory``."""
         key = read_private_key(directory / cls.KEY_FILE, passphrase)
         try:
             cert = x509.load_pem_x509_certificate((directory / cls.CERT_FILE).read_bytes())
         except FileNotFoundError:
             raise KeyFileError("ca_cert_missing", f"no {cls.CERT_FILE} in {directory}") from None
-        return cls(key, cert, directory)
+        return cls(key, cert, directory, crl_url=crl_url)
 
     @classmethod
-    def open(cls, directory: Path, *, passphrase: bytes | None = None, name: str = "Sohoa Fleet CA") -> Self:
+    def open(cls, directory: Path, *, passphrase: bytes | None = None, name: str = "Sohoa Fleet CA",
+             crl_url: str | None = None) -> Self:
         """Load the CA in ``directory``, creating it on first use (what ``make demo`` wants)."""
         if (directory / cls.KEY_FILE).exists():
-            return cls.load(directory, passphrase=passphrase)
-        return cls.create(directory, passphrase=passphrase, name=name)
+            return cls.load(directory, passphrase=passphrase, crl_url=crl_url)
+        return cls.create(directory, passphrase=passphrase, name=name, crl_url=crl_url)
 
     # --- facts ----------------------------------------------------------------------------
 
@@ -252,6 +258,9 @@ class CertificateAuthority:
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        if self.crl_url and kind != "server":
+            point = x509.DistributionPoint([x509.UniformResourceIdentifier(self.crl_url)], None, None, None)
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         issued = IssuedCertificate(
             name=name, kind=kind, serial=cert.serial_number, not_before=cert.not_valid_before_utc,
@@ -386,6 +395,11 @@ class CertificateAuthority:
             .add_extension(x509.CRLNumber(number if number is not None else int(moment.timestamp())), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
         )
+        if self.crl_url:
+            builder = builder.add_extension(x509.IssuingDistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(self.crl_url)], relative_name=None,
+                only_contains_user_certs=False, only_contains_ca_certs=False, only_some_reasons=None,
+                indirect_crl=False, only_contains_attribute_certs=False), critical=True)
         count = 0
         for entry in revoked:
             item = x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(entry.revoked_at)

@@ -189,3 +189,31 @@ def test_crl_lists_revoked_serials(tmp_path: Path, ca: CertificateAuthority) -> 
     rogue = CertificateAuthority.create(tmp_path / "rogue", now=NOW)
     with pytest.raises(CertificateRejected, match="crl_signature"):
         load_crl_serials(rogue.crl([], now=NOW), ca)
+
+
+def test_crl_distribution_point_for_emqx(tmp_path: Path) -> None:
+    """Bad input: none; with a CRL URL, client certificates name it and the CRL carries the matching
+    Issuing Distribution Point (EMQX enforces revocation only then), and OpenSSL still honours it."""
+    import subprocess
+
+    url = "http://fleet.sohoa.lan/api/v1/crl"
+    ca = CertificateAuthority.create(tmp_path / "ca", crl_url=url)
+    issued = ca.sign_device(_csr("kiosk-0001"), "kiosk-0001")
+    cert = x509.load_pem_x509_certificate(issued.pem)
+    dps = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [n.value for dp in dps for n in dp.full_name or []] == [url]
+    cert_path, _ = ca.issue_server(["localhost"], tmp_path / "srv", name="broker")
+    server = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    with pytest.raises(x509.ExtensionNotFound):
+        server.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    (tmp_path / "dev.crt").write_bytes(issued.pem)
+    for revoked, expected in (([], 0), ([RevokedCertificate(issued.serial, dt.datetime.now(dt.UTC))], 2)):
+        crl = ca.write_crl(tmp_path / "crl.pem", revoked)
+        idp = x509.load_pem_x509_crl(crl.read_bytes()).extensions.get_extension_for_class(
+            x509.IssuingDistributionPoint)
+        assert idp.critical and [n.value for n in idp.value.full_name or []] == [url]
+        out = subprocess.run(["openssl", "verify", "-crl_check", "-CAfile", str(ca.cert_path), "-CRLfile", str(crl),
+                              str(tmp_path / "dev.crt")], capture_output=True, text=True)
+        assert (out.returncode != 0) == bool(expected), out.stdout + out.stderr
+        if expected:
+            assert "revoked" in out.stdout + out.stderr
