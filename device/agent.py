@@ -70,6 +70,9 @@ from protocol.topics import Channel, topic
 
 log = logging.getLogger(__name__)
 
+FREED_AFTER_FULL = 1024 * 1024
+"""After a write met ENOSPC, scans resume once this much more space is free."""
+
 _FAULT_STATE: dict[str, ScannerState] = {
     "scanner_jammed": "jammed",
     "scanner_cover_open": "cover_open",
@@ -89,7 +92,9 @@ def make_source(config: AgentConfig) -> CaptureSource | None:
     if isinstance(scanner, FakeScannerConfig):
         from device.capture.fake import FakeSource
 
-        return FakeSource(pages=scanner.pages, width=scanner.width, height=scanner.height, dpi=scanner.dpi)
+        return FakeSource(
+            pages=scanner.pages, width=scanner.width, height=scanner.height, dpi=scanner.dpi, noise=scanner.noise
+        )
     return None
 
 
@@ -230,7 +235,7 @@ class Agent:
         self._current: ScanJob | None = None
         self._queue_lock = threading.Lock()
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        self._disk_low_reported = False
+        self._full_at: int | None = None
         self.batches: list[dict[str, Any]] = []
         self.config_version: int | None = None
         self.publisher = _Publisher(self.outbox, config.broker.max_inflight)
@@ -336,7 +341,7 @@ class Agent:
         try:
             self.outbox.add_message(topic(self.device_id, channel), encode(message), message.id)
         except OutboxFull:
-            log.error("disk full: a %s message could not be stored; sending it without a copy", channel.value)
+            log.error("disk full: a message for %s could not be stored; sending it without a copy", channel.value)
             self.link.publish(topic(self.device_id, channel), encode(message), qos=1)
 
     def scanner_info(self) -> ScannerInfo:
@@ -429,11 +434,15 @@ class Agent:
                 )
             )
             return
-        if self.outbox.low():
+        if self.outbox.low() or self._still_full():
             self._refuse_disk_full(job)
             return
-        self._disk_low_reported = False
+        self._full_at = None
         self._run_batch(job, source)
+
+    def _still_full(self) -> bool:
+        """After an ENOSPC, scans stay refused until some space has come back (deliveries)."""
+        return self._full_at is not None and self.outbox.free_bytes() < self._full_at + FREED_AFTER_FULL
 
     def _probe(self) -> None:
         opener = getattr(self.source, "open", None)
@@ -450,10 +459,11 @@ class Agent:
         free = self.outbox.free_bytes()
         floor = self.outbox.min_free_bytes
         log.error(
-            "scan refused: only %s bytes free in %s, the floor is %s; pages wait for delivery to free space",
+            "scan refused: only %s bytes free in %s, the floor is %s%s; pages wait for delivery to free space",
             free,
             self.outbox.state_dir,
             floor,
+            " and the last write failed for lack of space" if self._full_at is not None else "",
         )
         job.outcome, job.detail = "refused", "disk_full"
         self.scanner_state = "refused"
@@ -496,7 +506,6 @@ class Agent:
                     )
                     source.stop()
                     outcome, job.detail = "interrupted", "disk_low"
-                    self._disk_low_reported = True
                     break
             if self._stop.is_set() and outcome == "complete":
                 outcome, job.detail = "interrupted", "agent_stopping"
@@ -526,6 +535,8 @@ class Agent:
         except OutboxFull as exc:
             outcome, job.detail = "interrupted", "disk_full"
             free = self.outbox.free_bytes()
+            self._full_at = free
+            self.scanner_state = "refused"
             log.error("disk full while storing page %s: %s; the batch stops, stored pages are kept", job.pages + 1, exc)
             self.emit(
                 DiskLow(

@@ -97,6 +97,7 @@ class FakeScannerConfig(_Model):
     width: int = Field(default=620, ge=1, le=20000, description="Page width in pixels")
     height: int = Field(default=877, ge=1, le=20000, description="Page height in pixels")
     dpi: int = Field(default=75, ge=1, le=1200, description="Resolution the pages claim")
+    noise: bool = Field(default=False, description="Random pixels: pages that do not compress (disk tests)")
 
 
 ScannerConfig = Annotated[SaneScannerConfig | FakeScannerConfig, Field(discriminator="type")]

@@ -288,20 +288,27 @@ class Outbox:
 
     # --- batches and commands -------------------------------------------------------------------
 
+    def _bookkeep(self, sql: str, args: tuple[object, ...]) -> None:
+        """Batch bookkeeping only helps after a crash: a full disk must not stop a batch for it."""
+        try:
+            with self._lock:
+                self._db.execute(sql, args)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                raise
+            log.warning("disk full: batch bookkeeping skipped")
+
     def batch_started(self, batch_id: str, source: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO batches (batch_id, source, started) VALUES (?, ?, ?)",
-                (batch_id, source, time.time()),
-            )
+        self._bookkeep(
+            "INSERT OR IGNORE INTO batches (batch_id, source, started) VALUES (?, ?, ?)",
+            (batch_id, source, time.time()),
+        )
 
     def batch_page(self, batch_id: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE batches SET pages = pages + 1 WHERE batch_id = ?", (batch_id,))
+        self._bookkeep("UPDATE batches SET pages = pages + 1 WHERE batch_id = ?", (batch_id,))
 
     def batch_finished(self, batch_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
+        self._bookkeep("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
 
     def open_batches(self) -> list[tuple[str, str, int]]:
         """Batches a crash left unfinished: (batch_id, source, pages stored)."""

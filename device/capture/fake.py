@@ -27,8 +27,9 @@ class FakeSource(CaptureSource):
 
     kind = "scanner"
 
-    def __init__(self, pages: int = 3, width: int = 310, height: int = 438, dpi: int = 75) -> None:
+    def __init__(self, pages: int = 3, width: int = 310, height: int = 438, dpi: int = 75, noise: bool = False) -> None:
         self.per_batch = pages
+        self.noise = noise
         self.width = width
         self.height = height
         self.dpi = dpi
@@ -68,6 +69,8 @@ class FakeSource(CaptureSource):
             [(x * 255 // max(self.width, 1)), (y * 255 // max(self.height, 1)), np.full_like(x, sequence * 20 % 256)],
             axis=-1,
         ).astype(np.uint8)
+        if self.noise:
+            pixels = np.random.default_rng().integers(0, 256, pixels.shape, dtype=np.uint8)
         pixels[: 8 + batch % 8, : 8 + sequence % 8] = 0  # every page differs
         return encode_png(Image.fromarray(pixels, "RGB"), self.dpi)
 

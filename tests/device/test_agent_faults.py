@@ -187,3 +187,38 @@ def test_disk_full_refuses_the_next_scan_and_keeps_pages(
         assert agent.terminate() == 0
     finally:
         agent.close()
+
+
+def test_enospc_mid_batch_refuses_until_space_returns(
+    tmp_path: Path, mosquitto: Mosquitto, small_disk: Path, recorder: Recorder
+) -> None:
+    """No floor at all (min_free_bytes 0) and incompressible 120 kB pages on a 4 MB tmpfs
+    filled to ~400 kB free: a write meets a real ENOSPC mid-batch. The batch ends
+    ``interrupted`` (``disk_full``) with a ``disk_low`` event, the agent keeps running, the next
+    scan is refused ``disk_full`` until space comes back, and the pages stored are whole."""
+    config = agent_config(tmp_path, mosquitto.port, state_dir=str(small_disk / "state"), min_free_bytes=0,
+                          scanner={"type": "fake", "pages": 30, "width": 200, "height": 200, "noise": True})
+    agent = AgentProcess(config, tmp_path)
+    try:
+        agent.start()
+        ballast = small_disk / "ballast"
+        ballast.write_bytes(b"\0" * (agent.status()["free_bytes"] - 400 * 1024))
+        first = agent.scan(source="adf")
+        assert first["outcome"] == "interrupted" and first["detail"] == "disk_full", first
+        assert 1 <= first["pages"] < 30
+        assert "disk full while storing page" in agent.logs()
+        second = agent.scan(source="adf")
+        assert second["http_status"] == 409 and second["detail"] == "disk_full"
+        recorder.wait_for(lambda r: any(e.reason == "disk_full" for e in r.events("scan_refused")), 20,
+                          "scan_refused")
+        files = small_disk / "state" / "files"
+        assert not [p for p in files.iterdir() if p.name.startswith(".tmp-")]
+        recorder.wait_for(lambda r: len(r.events("page_captured")) == first["pages"], 20, "the stored pages")
+        for event in recorder.events("page_captured"):
+            assert (files / event.page.sha256).stat().st_size == event.page.size
+        ballast.unlink()
+        third = agent.scan(source="adf", max_pages=2)
+        assert third["outcome"] == "complete" and third["pages"] == 2
+        assert not agent.exited()
+    finally:
+        agent.close()
