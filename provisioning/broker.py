@@ -69,7 +69,9 @@ class BrokerConfig(BaseModel):
         description="DEMO ONLY: an anonymous, ACL-free plain MQTT listener on 127.0.0.1 at this port.")
     persistence_dir: Path | None = Field(None, description="Where mosquitto keeps sessions and queued messages.")
     log_file: Path | None = Field(None, description="Log file (default: syslog).")
-    log_debug: bool = Field(False, description="log_type all: every packet, needed to see denied publishes.")
+    log_debug: bool = Field(
+        True, description="log_type all: mosquitto logs a denied PUBLISH only at debug level. Topics and sizes are "
+                          "logged, never payloads, and topics hold no personal data.")
     run_as_user: str | None = Field(
         None, description="mosquitto's 'user' (the account it drops to); it must be able to read the key and CRL.")
 
@@ -153,6 +155,8 @@ def render_mosquitto_conf(cfg: BrokerConfig) -> str:
 def write_broker_config(cfg: BrokerConfig, conf_path: Path) -> tuple[Path, Path]:
     """Write ``mosquitto.conf`` at ``conf_path`` and the ACL at ``cfg.acl_file`` (both atomically);
     then start mosquitto with ``-c conf_path`` or SIGHUP a running one."""
+    if cfg.persistence_dir is not None:
+        cfg.persistence_dir.mkdir(parents=True, exist_ok=True)
     write_public(cfg.acl_file, render_acl(cfg).encode())
     write_public(conf_path, render_mosquitto_conf(cfg).encode())
     return conf_path, cfg.acl_file
