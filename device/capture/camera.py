@@ -94,7 +94,9 @@ class FakeCameraConfig(_CameraModel):
     type: Literal["fake"] = Field(description="Backend: generated frames, no hardware")
     width: int = Field(default=960, ge=64, le=4000, description="Preview frame width")
     height: int = Field(default=720, ge=48, le=4000, description="Preview frame height")
-    still_scale: float = Field(default=2.0, ge=1, le=4, description="A still is this many times the preview size")
+    still_scale: float = Field(
+        default=4.0, ge=1, le=6, description="A still is this many times the preview size (4: about 200 dpi on A4)"
+    )
     empty_frames: int = Field(default=4, ge=0, le=1000, description="Frames of an empty desk first")
     slide_frames: int = Field(default=8, ge=0, le=1000, description="Frames of the document sliding into place")
     blur_frames: int = Field(default=4, ge=0, le=1000, description="Frames of the document in place but blurred")

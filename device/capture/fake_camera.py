@@ -12,6 +12,7 @@ records what happened (gpiozero's mock pins are the model).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -106,7 +107,10 @@ class FakeCamera(Camera):
     def _page(self) -> Image:
         from device.inference.synthetic import text_page
 
-        return text_page(seed=self.config.seed, dpi=130, qr_text=self.config.qr_text)
+        # sharp enough for the still: the page's height in a still, in dots per inch of A4
+        still_height_px = 0.82 * self.config.height * self.config.still_scale
+        dpi = max(100, math.ceil(still_height_px / (297.0 / 25.4)) + 5)
+        return text_page(seed=self.config.seed, dpi=dpi, qr_text=self.config.qr_text)
 
     def _desk(self, scale: float) -> Image:
         from device.inference.synthetic import desk
@@ -140,7 +144,8 @@ class FakeCamera(Camera):
         out = np.where(mask[..., None] > 0, warped, bg)
         if phase == "blur":
             remaining = c.empty_frames + c.slide_frames + c.blur_frames - index
-            sigma = max(h, w) * 0.004 * remaining
+            # defocus the pipeline calls blurry at still resolution, easing as the hand settles
+            sigma = max(h, w) * (0.0022 + 0.0004 * (remaining - 1))
             out = cv2.GaussianBlur(out, (0, 0), sigma)
         elif phase == "slide":
             out = cv2.blur(out, (max(3, round(0.02 * w)) | 1, 1))  # moving: smeared sideways

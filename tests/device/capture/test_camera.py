@@ -207,7 +207,7 @@ def test_fake_camera_sequence_and_unplug() -> None:
     unplugging mid-sequence is an absent camera until plugged back."""
     clock = Clock()
     camera = FakeCamera(FakeCameraConfig(type="fake", width=160, height=120, empty_frames=1, slide_frames=2,
-                                         blur_frames=1, retry_s=1), clock=clock)
+                                         blur_frames=1, retry_s=1, still_scale=2), clock=clock)
     frames = [camera.read() for _ in range(6)]
     assert [h.split()[-1] for h in camera.history if h.startswith("frame")] == [
         "empty", "slide", "slide", "blur", "still", "still"]
@@ -279,3 +279,29 @@ def test_camera_config_is_strict() -> None:
         adapter.validate_python({"type": "opencv", "devise": 0})
     with pytest.raises(ValidationError):
         adapter.validate_python({"type": "usb"})
+
+
+def test_fake_camera_receipt_opens_dossier_through_pipeline() -> None:
+    """The fake camera's still of a receipt slip, through the real page pipeline: the document's
+    outline is found where the camera put it and the slip's QR names the walk-in dossier. The
+    blurred frame before it is judged blurry (a bad input the kiosk must not auto-capture)."""
+    from device.inference.pipeline import PagePipeline
+
+    receipt = "000.00.12.H10-260101-0011|1.000001|001234567890|Giấy tiếp nhận hồ sơ"
+    camera = FakeCamera(FakeCameraConfig(type="fake", width=640, height=480, empty_frames=0, slide_frames=0,
+                                         blur_frames=2, qr_text=receipt))
+    with PagePipeline() as pipeline, DossierSession(processor=pipeline, pdf_builder=None) as session:
+        camera.read()
+        blurred = pipeline.process(camera.capture_still().image, source="camera")
+        assert "blurry" in blurred.verdict.codes and blurred.codes == []
+        camera.read()
+        camera.read()  # now still
+        session.open()
+        outcome = session.capture(CapturePages(CameraSource(camera), ScanRequest()))
+        assert outcome.fault is None and len(outcome.pages) == 1
+        snap = session.snapshot()
+        assert snap.dossier_code == "000.00.12.H10-260101-0011" and snap.opened_via == "qr"
+        result: Any = session.pages()[0].result
+        expected = np.array(camera.document_quad) * camera.config.still_scale
+        assert result.quad is not None and np.abs(result.quad - expected).max() < 0.02 * 2560
+        session.cancel()
