@@ -62,11 +62,33 @@ def _build_model(size: int, alpha: float, n_classes: int) -> Any:
         input_shape=(size, size, 3), alpha=alpha, minimalistic=True, include_top=False, weights=None,
         pooling="avg", include_preprocessing=True,
     )
+    for layer in base.layers:
+        # Keras' MobileNetV3 uses momentum 0.999: over a ~2000-step run the moving statistics would
+        # still remember their initial values, and evaluation would be near chance.
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
     inputs = keras.Input((size, size, 3), name="page")
     x = base(inputs)
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="doctype")(x)
     return keras.Model(inputs, outputs, name="sohoa_doctype")
+
+
+_PARTS = ("train", "val", "heldout", "real_train", "real_held")
+
+
+def _save_arrays(path: Path, train: Arrays, n_synth: int, *rest: Arrays) -> None:
+    blobs: dict[str, Any] = {"n_synth": np.array(n_synth)}
+    for name, arr in zip(_PARTS, (train, *rest), strict=True):
+        blobs[f"{name}_x"], blobs[f"{name}_y"] = arr.x, arr.y
+        blobs[f"{name}_src"] = np.array(arr.source, dtype=object)
+    np.savez(path, **blobs)
+
+
+def _load_arrays(path: Path) -> tuple[Arrays, int, Arrays, Arrays, Arrays, Arrays]:
+    z = np.load(path, allow_pickle=True)  # our own cache file, written just above by this program
+    parts = [Arrays(z[f"{n}_x"], z[f"{n}_y"], [str(v) for v in z[f"{n}_src"]]) for n in _PARTS]
+    return parts[0], int(z["n_synth"]), parts[1], parts[2], parts[3], parts[4]
 
 
 def _convert_int8(model: Any, rep: np.ndarray, workdir: Path) -> bytes:
@@ -193,12 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="sohoa-doctype-"))
     work.mkdir(parents=True, exist_ok=True)
 
-    _log.info("generating %d training pages per class", args.per_class)
-    train = dataset.synthetic("train", args.per_class, 0, args.size, dpi=args.dpi, workers=args.workers)
-    n_synth = len(train)
-    val = dataset.synthetic("train", args.val_per_class, 1_000_000, args.size, dpi=args.dpi, workers=args.workers)
-    heldout = dataset.synthetic("heldout", args.heldout_per_class, 2_000_000, args.size, dpi=100,
-                                clean_frac=0.05, workers=args.workers)
     real_root = args.real_dir or dataset.default_real_root()
     real_train_pages: list[dataset.RealPage] = []
     real_held_pages: list[dataset.RealPage] = []
@@ -206,9 +222,24 @@ def main(argv: list[str] | None = None) -> int:
         real_train_pages, real_held_pages = dataset.real_pages(real_root)
     else:
         _log.warning("no real pages at %s: training on generated pages only", real_root)
-    real_train = dataset.real_arrays(real_train_pages, args.size, augment=args.real_augment, seed0=args.seed)
-    real_held = dataset.real_arrays(real_held_pages, args.size)
-    train = dataset.concat(train, real_train)
+    key = f"{args.per_class}-{args.val_per_class}-{args.heldout_per_class}-{args.size}-{args.dpi}-" \
+          f"{args.real_augment}-{args.seed}-{len(real_train_pages)}"
+    cache = work / f"arrays-{key}.npz"
+    if cache.exists():
+        _log.info("reusing generated arrays from %s", cache)
+        train, n_synth, val, heldout, real_train, real_held = _load_arrays(cache)
+    else:
+        _log.info("generating %d training pages per class", args.per_class)
+        train = dataset.synthetic("train", args.per_class, 0, args.size, dpi=args.dpi, workers=args.workers)
+        n_synth = len(train)
+        val = dataset.synthetic("train", args.val_per_class, 1_000_000, args.size, dpi=args.dpi,
+                                workers=args.workers)
+        heldout = dataset.synthetic("heldout", args.heldout_per_class, 2_000_000, args.size, dpi=100,
+                                    clean_frac=0.05, workers=args.workers)
+        real_train = dataset.real_arrays(real_train_pages, args.size, augment=args.real_augment, seed0=args.seed)
+        real_held = dataset.real_arrays(real_held_pages, args.size)
+        train = dataset.concat(train, real_train)
+        _save_arrays(cache, train, n_synth, val, heldout, real_train, real_held)
     _log.info("data ready in %.0f s: train %d, val %d, held-out %d, real held-out %d", time.monotonic() - t0,
               len(train), len(val), len(heldout), len(real_held))
 
