@@ -16,10 +16,12 @@ Threads, each with one job:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -163,8 +165,16 @@ class _Publisher:
     def _flush_acks(self) -> None:
         with self._lock:
             acked, self._acked = self._acked, []
-        if acked:
+        if not acked:
+            return
+        try:
             self.outbox.remove_messages(acked)
+        except sqlite3.OperationalError as exc:
+            # Deleting needs a little space in the WAL: on a full disk, keep the ids and try
+            # again (the messages may go twice meanwhile; receivers deduplicate).
+            with self._lock:
+                self._acked.extend(acked)
+            raise OutboxFull(f"cannot forget acknowledged messages: {exc}") from None
 
     def step(self) -> bool:
         """Publish what fits in the window; True when something was sent."""
@@ -202,12 +212,18 @@ class _Publisher:
 
     def run(self) -> None:
         while not self._stop.is_set():
-            if self.step():
+            try:
+                if self.step():
+                    continue
+            except (OutboxFull, sqlite3.Error) as exc:
+                log.warning("publisher: %s; retrying", exc)
+                self._stop.wait(1.0)
                 continue
             with self.outbox.changed:
                 if not self._stop.is_set():
                     self.outbox.changed.wait(0.5)
-        self._flush_acks()
+        with contextlib.suppress(OutboxFull):
+            self._flush_acks()
 
     def stop(self) -> None:
         self._stop.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import threading
 import time
 
@@ -100,7 +101,11 @@ class Uploader:
 
     def run(self) -> None:
         while not self._stop.is_set():
-            self.upload_due()
+            try:
+                self.upload_due()
+            except (OSError, sqlite3.Error) as exc:  # e.g. a full disk while recording a retry
+                log.warning("uploader: %s; retrying", exc)
+                self._stop.wait(1.0)
             next_due = self.outbox.next_file_due()
             wait = 5.0 if next_due is None else min(5.0, max(0.05, next_due - time.time()))
             with self.outbox.changed:
