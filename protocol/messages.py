@@ -54,6 +54,9 @@ class Status(Message):
 
     state: Literal["online", "offline"] = Field(description="online, or offline (clean stop or Last Will)")
     agent_version: str | None = Field(default=None, max_length=64, description="Agent version when online")
+    unit: str | None = Field(
+        default=None, max_length=64, description="Administrative unit the device serves (its config), when online"
+    )
 
 
 # --- telemetry ----------------------------------------------------------------------------------
