@@ -260,6 +260,7 @@ class Agent:
             config.broker,
             __version__,
             on_message=self._on_message,
+            unit=config.unit,
             on_connect=self._on_connect,
             on_published=self.publisher.on_published,
         )

@@ -40,12 +40,14 @@ class MqttLink:
         broker: BrokerConfig,
         agent_version: str,
         on_message: MessageHandler,
+        unit: str | None = None,
         on_connect: Callable[[], None] | None = None,
         on_published: Callable[[int], None] | None = None,
     ) -> None:
         self.device_id = device_id
         self.broker = broker
         self.agent_version = agent_version
+        self.unit = unit
         self._on_message = on_message
         self._on_connect = on_connect
         self._on_published = on_published
@@ -86,7 +88,7 @@ class MqttLink:
             log.warning("broker refused the connection: %s", reason_code)
             return
         log.info("connected to the broker at %s:%s", self.broker.host, self.broker.port)
-        online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version)
+        online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version, unit=self.unit)
         client.publish(topic(self.device_id, Channel.STATUS), encode(online), qos=1, retain=True)
         client.subscribe([(topic(self.device_id, Channel.CMD), 1), (topic(self.device_id, Channel.CONFIG_DESIRED), 1)])
         self.connected.set()

@@ -80,7 +80,7 @@ def test_adf_batch_of_ten_reaches_broker_and_fleet(
         wait_until(lambda: agent.status()["outbox"] == {"events": 0, "files": 0, "bytes": 0}, 30, "an empty outbox")
         assert not list((agent.state / "files").iterdir())
         statuses = [decode(t, p).message for t, p, _ in recorder.messages if t.endswith("/status")]
-        assert statuses[0].state == "online"  # type: ignore[attr-defined]
+        assert statuses[0].state == "online" and statuses[0].unit == "000.00.00.H01"  # type: ignore[attr-defined]
         recorder.wait_for(lambda r: any(t.outbox.events == 0 for t in r.decoded("telemetry")), 10, "telemetry")
         report = [t for t in recorder.decoded("telemetry") if t.outbox.events == 0][-1]
         assert report.scanner.model == "Noname frontend-tester" and report.scanner.state == "ready"
