@@ -222,3 +222,23 @@ def test_enospc_mid_batch_refuses_until_space_returns(
         assert not agent.exited()
     finally:
         agent.close()
+
+
+def test_no_scanner_attached(tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    """SANE finds no device at all (no backend enabled): the agent starts anyway with the
+    scanner ``absent``, and a scan request gives ``scan_refused(no_scanner)``, not a crash."""
+    empty = tmp_path / "sane-empty"
+    empty.mkdir()
+    (empty / "dll.conf").write_text("")
+    config = agent_config(tmp_path, mosquitto.port, scanner={"type": "sane", "device": "auto"})
+    agent = AgentProcess(config, tmp_path, empty)
+    try:
+        agent.start()
+        wait_until(lambda: agent.status()["scanner"]["state"] == "absent", 10, "the scanner to be absent")
+        result = agent.scan(source="adf")
+        assert result["outcome"] == "interrupted" and result["detail"] == "no_scanner"
+        recorder.wait_for(lambda r: any(e.reason == "no_scanner" for e in r.events("scan_refused")), 20,
+                          "scan_refused(no_scanner)")
+        assert not agent.exited()
+    finally:
+        agent.close()

@@ -98,3 +98,15 @@ def test_fake_scanner_busy_and_stop_mid_batch(tmp_path: Path, mosquitto: Mosquit
     finished = recorder.events("batch_finished")[0]
     assert finished.pages == job.pages and finished.outcome == "interrupted"
     assert len(recorder.events("page_captured")) == job.pages
+
+
+def test_timed_scans_for_the_demo(tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    """``scan_at_start`` scans one batch at once and ``scan_every_s`` keeps scanning; timed
+    requests that find the scanner busy are dropped silently (no ``scan_refused`` spam)."""
+    config = AgentConfig.model_validate(agent_config(
+        tmp_path, mosquitto.port, scanner={"type": "fake", "pages": 2},
+        triggers={"scan_at_start": True, "scan_every_s": 0.3}))
+    with Agent(config):
+        recorder.wait_for(lambda r: len(r.events("batch_finished")) >= 3, 20, "three timed batches")
+    assert all(e.outcome == "complete" and e.pages == 2 for e in recorder.events("batch_finished"))
+    assert recorder.events("scan_refused") == []
