@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hmac
 import json
 import logging
 import socket
@@ -205,6 +206,24 @@ class DeviceIdentity:
         cert = x509.load_pem_x509_certificate((directory / cls.CERT).read_bytes())
         name, _ = certificate_name(cert)
         return cls(directory, name)
+
+
+def ca_pin(ca_pem: bytes) -> str:
+    """``sha256:<hex>`` of the CA's public key: what an admin prints next to an enrollment token so
+    a kiosk without a pre-installed CA can trust the fleet on first boot (kubeadm's
+    ``--discovery-token-ca-cert-hash``): fetch the CA over HTTPS without verification, check the
+    pin with :func:`check_ca_pin`, then verify every later connection with that CA."""
+    return "sha256:" + public_key_fingerprint(x509.load_pem_x509_certificate(ca_pem))
+
+
+def check_ca_pin(ca_pem: bytes, pin: str) -> None:
+    """:class:`CertificateRejected` ``ca_pin_mismatch`` unless ``ca_pem`` is the pinned CA."""
+    try:
+        actual = ca_pin(ca_pem)
+    except ValueError:
+        raise CertificateRejected("malformed", "not a PEM CA certificate") from None
+    if not hmac.compare_digest(actual, pin.strip().lower()):
+        raise CertificateRejected("ca_pin_mismatch", "the fleet's CA is not the one the installer was given")
 
 
 def probe_tls(host: str, port: int, context: ssl.SSLContext, *, server_hostname: str | None = None,

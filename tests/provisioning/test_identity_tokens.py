@@ -234,3 +234,17 @@ def test_enrollment_service_rules(tmp_path: Path, ca: CertificateAuthority) -> N
     with pytest.raises(CertificateRejected, match="revoked"):
         service.renew("kiosk-0001", RenewRequest(csr_pem=ident.csr().decode()), current.pem)
     assert service.crl_pem().startswith(b"-----BEGIN X509 CRL-----")
+
+
+def test_ca_pin(tmp_path: Path, ca: CertificateAuthority) -> None:
+    """Bad input: another CA presented under the pin (a man in the middle on first boot), garbage."""
+    from provisioning.identity import ca_pin, check_ca_pin
+
+    pin = ca_pin(ca.certificate_pem)
+    assert pin.startswith("sha256:") and len(pin) == 7 + 64
+    check_ca_pin(ca.certificate_pem, pin.upper().replace("SHA256:", "sha256:"))
+    rogue = CertificateAuthority.create(tmp_path / "rogue")
+    with pytest.raises(CertificateRejected, match="ca_pin_mismatch"):
+        check_ca_pin(rogue.certificate_pem, pin)
+    with pytest.raises(CertificateRejected, match="malformed"):
+        check_ca_pin(b"nope", pin)
