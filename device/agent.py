@@ -24,7 +24,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -252,7 +252,7 @@ class Agent:
         self._queue_lock = threading.Lock()
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self._full_at: int | None = None
-        self.batches: list[dict[str, Any]] = []
+        self.batches: deque[dict[str, Any]] = deque(maxlen=50)
         self.config_version: int | None = None
         self.publisher = _Publisher(self.outbox, config.broker.max_inflight)
         self.link = MqttLink(
@@ -380,7 +380,7 @@ class Agent:
             "rejected": dict(self.rejected),
             "duplicates": self.duplicates,
             "config_version": self.config_version,
-            "batches": self.batches[-20:],
+            "batches": list(self.batches)[-20:],
         }
 
     # --- scans ----------------------------------------------------------------------------------
@@ -916,11 +916,15 @@ def run_main(config_path: str) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         agent = Agent(config)
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:
         log.error("cannot start: %s", exc)
         return 1
     try:
-        agent.start()
+        try:
+            agent.start()
+        except OSError as exc:  # e.g. the local endpoint's port is taken
+            log.error("cannot start: %s", exc)
+            return 1
         while True:
             info = signal.sigtimedwait(signals, 1.0)
             if info is not None:

@@ -44,7 +44,7 @@ NO_DOCS = "Document feeder out of documents"
 # SANE well-known option values differ by backend; these are matched case-insensitively.
 _ADF_WORDS = ("adf", "feeder", "automatic document")
 _DUPLEX_WORDS = ("duplex",)
-_MODE_WORDS = {"color": ("color", "colour", "24bit", "rgb"), "gray": ("gray", "grey", "8bit", "lineart-gray")}
+_MODE_WORDS = {"color": ("color", "colour", "24bit", "rgb"), "gray": ("gray", "grey", "8bit")}
 
 _sane_lock = threading.Lock()
 
@@ -71,6 +71,20 @@ def _clamp_number(constraint: Any, value: float) -> float:
     if isinstance(constraint, list) and constraint:
         return float(min(constraint, key=lambda c: abs(float(c) - value)))
     return value
+
+
+def choose_source(sources: list[str], wanted: str, duplex: bool) -> str:
+    """The device's name for the flatbed or the feeder (duplex when asked and offered).
+
+    >>> choose_source(["Flatbed", "ADF Front", "ADF Back", "ADF Duplex"], "adf", duplex=True)
+    'ADF Duplex'
+    """
+    if wanted == "adf":
+        choice = _pick(sources, _DUPLEX_WORDS) if duplex else None
+        choice = choice or _pick(sources, _ADF_WORDS, exclude=(*_DUPLEX_WORDS, "back")) or _pick(sources, _ADF_WORDS)
+    else:
+        choice = _pick(sources, ("flatbed", "glass", "normal"))
+    return choice or sources[0]
 
 
 class SaneSource(CaptureSource):
@@ -157,21 +171,19 @@ class SaneSource(CaptureSource):
         self.applied = {}
         sources = self._constraint("source")
         wanted_source = source or cfg.source
+        duplex = cfg.duplex and wanted_source == "adf"
         if isinstance(sources, list) and sources:
-            choice: str | None
-            if wanted_source == "adf":
-                choice = None
-                if cfg.duplex:
-                    choice = _pick(sources, _DUPLEX_WORDS)
-                choice = choice or _pick(sources, _ADF_WORDS, exclude=_DUPLEX_WORDS) or _pick(sources, _ADF_WORDS)
-            else:
-                choice = _pick(sources, ("flatbed", "glass", "normal")) or sources[0]
-            if choice is None:
-                log.warning("scanner has no document feeder; using %s", sources[0])
-                choice = sources[0]
+            choice = choose_source([str(s) for s in sources], wanted_source, duplex)
+            if wanted_source == "adf" and not any(w in choice.lower() for w in _ADF_WORDS):
+                log.warning("scanner has no document feeder; using %s", choice)
             self._set("source", choice)
-        if cfg.duplex and wanted_source == "adf" and "duplex" in self._option_names():
-            self._set("duplex", True)
+        if duplex:
+            # Some backends take duplex as its own option rather than a source (epson2's adf-mode).
+            if "duplex" in self._option_names():
+                self._set("duplex", True)
+            adf_mode = self._constraint("adf_mode")
+            if isinstance(adf_mode, list) and (mode := _pick([str(m) for m in adf_mode], _DUPLEX_WORDS)):
+                self._set("adf_mode", mode)
         modes = self._constraint("mode")
         if isinstance(modes, list):
             mode = _pick(modes, _MODE_WORDS[cfg.mode])

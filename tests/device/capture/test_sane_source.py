@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from device.capture.base import ScanRequest
-from device.capture.sane import SaneSource, fault_from
+from device.capture.sane import SaneSource, choose_source, fault_from
 from device.config import SaneScannerConfig
 from device.errors import (
     ScannerCoverOpen,
@@ -117,3 +117,26 @@ def test_status_texts_map_to_errors() -> None:
     assert isinstance(fault_from(Exception("Document feeder out of documents")), ScannerNoDocs)
     assert isinstance(fault_from(Exception("Error during device I/O")), ScannerIOError)
     assert isinstance(fault_from(Exception("Access to resource has been denied")), ScannerIOError)
+
+
+@pytest.mark.parametrize(
+    ("sources", "wanted", "duplex", "expected"),
+    [
+        # fujitsu / canon_dr
+        (["Flatbed", "ADF Front", "ADF Back", "ADF Duplex"], "adf", False, "ADF Front"),
+        (["Flatbed", "ADF Front", "ADF Back", "ADF Duplex"], "adf", True, "ADF Duplex"),
+        # brother
+        (["FlatBed", "Automatic Document Feeder(left aligned)", "Automatic Document Feeder(left aligned,Duplex)"],
+         "adf", True, "Automatic Document Feeder(left aligned,Duplex)"),
+        (["FlatBed", "Automatic Document Feeder(left aligned)", "Automatic Document Feeder(left aligned,Duplex)"],
+         "flatbed", False, "FlatBed"),
+        # epson2 (duplex is the adf-mode option), airscan
+        (["Flatbed", "Automatic Document Feeder"], "adf", True, "Automatic Document Feeder"),
+        (["Flatbed", "ADF", "ADF Duplex"], "adf", False, "ADF"),
+        # a flatbed-only scanner asked for the feeder: its only source
+        (["Flatbed"], "adf", False, "Flatbed"),
+    ],
+)
+def test_source_names_of_real_backends(sources: list[str], wanted: str, duplex: bool, expected: str) -> None:
+    """Source lists as real SANE backends name them (we cannot run those scanners here)."""
+    assert choose_source(sources, wanted, duplex) == expected
