@@ -274,7 +274,6 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._http: ThreadingHTTPServer | None = None
         self.local_port: int | None = None
-        self._usb: Any = None
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -428,7 +427,9 @@ class Agent:
                     log.exception("a batch failed unexpectedly")
                     job.outcome = "failed"
                 finally:
-                    self._current = None
+                    with self._queue_lock:
+                        if self._current is job:
+                            self._current = None
                     job.done.set()
             if job.command_id is not None:
                 state: CommandState = "succeeded" if job.outcome == "complete" else "failed"
