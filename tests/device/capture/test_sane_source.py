@@ -100,9 +100,9 @@ def test_fault_statuses_become_errors(sane_env: Path, status: str, error: type[S
 
 
 def test_missing_device_is_gone_and_auto_finds_one(sane_env: Path) -> None:
-    """A named device that is not attached is ScannerGone (SANE caches its config directory per
-    process, so "no scanner at all" is shown by the agent tests, not here); ``auto`` opens the
-    first device SANE lists."""
+    """A named device that is not attached is ScannerGone (SANE's dll backend keeps the
+    backends it loaded once in a process, so "no scanner at all" is shown by the agent tests in
+    a fresh process, not here); ``auto`` opens the first device SANE lists."""
     with _source(device="test:7") as source, pytest.raises(ScannerGone):
         list(source.pages(ScanRequest()))
     with _source(device="auto", source="flatbed") as source:
