@@ -21,6 +21,7 @@ SQLAlchemy implementation keeps the same semantics, with ``consume_token`` as a 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 from collections.abc import Container, Sequence
@@ -48,6 +49,13 @@ class EnrollRequest(BaseModel):
     token: SecretStr = Field(description="The enrollment token text (et1....); never logged or echoed.")
     csr_pem: str = Field(max_length=8192, description="PEM CSR, subject CN = device_id.")
     agent_version: str | None = Field(None, max_length=64, description="The agent's version, for the admin's view.")
+
+    def wire_json(self) -> str:
+        """The body to send. ``model_dump_json`` masks the token (it is a SecretStr); this reveals
+        it for the one place it must go: the HTTPS request body."""
+        data = self.model_dump(mode="json")
+        data["token"] = self.token.get_secret_value()
+        return json.dumps(data)
 
 
 class RenewRequest(BaseModel):

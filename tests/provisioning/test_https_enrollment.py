@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 
 from provisioning.ca import CertificateAuthority, load_crl_serials
 from provisioning.enrollment import EnrollAnswer, EnrollmentService, EnrollRequest, MemoryStore, RenewRequest
@@ -105,10 +106,13 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 
 def _post_enroll(fleet: Fleet, ident: DeviceIdentity, token: str, unit: str) -> httpx.Response:
-    body = {"device_id": ident.device_id, "unit_code": unit, "token": token, "csr_pem": ident.csr().decode()}
+    request = EnrollRequest(device_id=ident.device_id, unit_code=unit, token=SecretStr(token),
+                            csr_pem=ident.csr().decode())
+    assert token not in request.model_dump_json() + repr(request)
     trust = ssl.create_default_context(cafile=str(fleet.ca.cert_path))  # the image ships the fleet CA
     with httpx.Client(verify=trust) as http:
-        return http.post(f"{fleet.url}/api/v1/enroll", json=body)
+        return http.post(f"{fleet.url}/api/v1/enroll", content=request.wire_json(),
+                         headers={"Content-Type": "application/json"})
 
 
 def test_enrollment_with_approval_over_https(fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
