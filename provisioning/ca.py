@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import os
 import re
+import signal
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,6 +431,4 @@ def load_crl_serials(crl_pem: bytes, ca: CertificateAuthority) -> frozenset[int]
 
 def reload_broker(pid: int) -> None:
     """Ask mosquitto to re-read its configuration, ACL and CRL (SIGHUP)."""
-    import signal
-
     os.kill(pid, signal.SIGHUP)
