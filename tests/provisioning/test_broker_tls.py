@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.broker import AclViolation, scan_log
-from provisioning.ca import CertificateAuthority, RevokedCertificate
+from provisioning.ca import CertificateAuthority, RevokedCertificate, reload_broker
 from provisioning.identity import DeviceIdentity, probe_tls
 from tests.provisioning.conftest import TIMEOUT, Client, Pki, connect, make_client
 from tests.services import ConfiguredMosquitto
@@ -124,7 +124,10 @@ def test_revoked_certificate_refused_after_crl_reload(pki: Pki, tls_broker: Conf
 
     serial = ident_b.certificate().serial_number
     pki.ca.write_crl(pki.crl, [RevokedCertificate(serial, dt.datetime.now(dt.UTC))])
-    tls_broker.reload()
+    assert tls_broker.proc is not None
+    reloads = tls_broker.log_text().count("Reloading config")
+    reload_broker(tls_broker.proc.pid)  # what the fleet calls after a revocation
+    tls_broker.wait_log("Reloading config", reloads + 1)
 
     assert probe_tls("127.0.0.1", tls_broker.port, ident_b.ssl_context(), server_hostname="localhost") == "revoked"
     files = ident_b.tls_files()
