@@ -166,3 +166,29 @@ def test_kill9_mid_batch_during_outage_then_restart(
         assert agent.scan(source="adf", max_pages=2)["pages"] == 2
     finally:
         agent.close()
+
+
+def test_command_sent_while_offline_runs_after_restart(
+    tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder
+) -> None:
+    """The persistent session: a ``test_scan`` command published (QoS 1) while the agent is
+    stopped waits at the broker and runs once when the agent is back, acknowledged
+    ``in_progress`` then ``succeeded``."""
+    from datetime import UTC, datetime, timedelta
+
+    from protocol.messages import Command, encode
+
+    config = agent_config(tmp_path, mosquitto.port, scanner={"type": "fake", "pages": 2})
+    agent = AgentProcess(config, tmp_path)
+    try:
+        agent.start()
+        wait_until(lambda: agent.status()["connected"], 10, "the agent to connect")
+        assert agent.terminate() == 0
+        command = Command(device_id=DEVICE, name="test_scan", deadline=datetime.now(UTC) + timedelta(minutes=5))
+        recorder.publish(f"sohoa/v1/{DEVICE}/cmd", encode(command))
+        agent.start()
+        recorder.wait_for(lambda r: any(a.command_id == command.id and a.state == "succeeded"
+                                        for a in r.decoded("cmd/ack")), 30, "the queued command to run")
+        assert [b["pages"] for b in agent.status()["batches"]] == [2]
+    finally:
+        agent.close()
