@@ -35,6 +35,7 @@ class FolderSource(CaptureSource):
     def __init__(self, config: FolderConfig) -> None:
         self.config = config
         self.path = config.path
+        self._unreadable = False
 
     def ready_files(self, now: float | None = None) -> list[Path]:
         """Image files that have not changed for ``settle_s`` seconds."""
@@ -42,8 +43,13 @@ class FolderSource(CaptureSource):
         try:
             entries = sorted(self.path.iterdir())
         except OSError as exc:
-            log.warning("cannot read the import folder: %s", exc.strerror)
+            if not self._unreadable:  # say it once, not at every look
+                log.warning("cannot read the import folder %s: %s", self.path, exc.strerror)
+            self._unreadable = True
             return []
+        if self._unreadable:
+            log.info("the import folder %s is readable again", self.path)
+            self._unreadable = False
         ready = []
         for entry in entries:
             if entry.suffix.lower() not in SUFFIXES or entry.name.startswith("."):
