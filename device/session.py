@@ -854,6 +854,17 @@ class DossierSession:
         self._flush()
         return snap
 
+    def review(self) -> SessionSnapshot:
+        """Go to review from ``open`` (the kiosk's "review" button); needs at least one page."""
+        with self._lock:
+            self._require("review", "open", "review")
+            if not self._pages:
+                raise InvalidSessionAction("review (no page yet)", self._state)
+            self._set_state("review")
+            snap = self._snapshot()
+        self._flush()
+        return snap
+
     def remove_page(self, page_id: str) -> SessionSnapshot:
         """Take a page out of the open dossier (the citizen rejected it)."""
         with self._lock:

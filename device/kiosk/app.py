@@ -1,0 +1,583 @@
+"""The citizens' kiosk: a small web app on loopback that Chromium shows full-screen, driving the
+same :class:`~device.session.DossierSession` as the clerk's buttons.
+
+Screens, one instruction each: start -> scan the appointment slip's QR or type the dossier code
+(or "no code") -> place the document -> live preview with the outline and plain hints, automatic
+shot when the document is inside the frame, sharp and still -> review (thumbnails, type, verdict;
+retake, remove, add a page, finish) -> finish (dossier code, page count). The screen follows the
+session's state, so a dossier opened or closed elsewhere shows at once.
+
+Privacy: nothing personal is kept in the browser (no storage, every response ``no-store``); after
+``idle_reset_s`` without a touch, or when a dossier ends, the screen goes back to start, cleared.
+
+It is a WSGI application (stdlib only: the device has no web framework), so the agent can mount
+it or :class:`KioskServer` can serve it alone::
+
+    app = KioskApp(config.kiosk, session, camera=camera, pipeline=pipeline)
+    server = KioskServer(app).start()      # http://127.0.0.1:8766/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Self
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from device.errors import CameraUnavailable, SohoaError
+from device.kiosk.config import KioskConfig
+from device.kiosk.guide import HINTS, Guidance, Guide
+from device.session import (
+    DossierSession,
+    InvalidDossierCode,
+    InvalidSessionAction,
+    PageProcessor,
+    SessionEvent,
+    UnknownPage,
+    verdict_of,
+)
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+    from device.capture.camera import Camera
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+Step = Literal["start", "code"]
+
+DOCTYPES_EN: dict[str, str] = {
+    "id_card": "Identity document (ID card, passport, driving licence)",
+    "birth_certificate": "Birth certificate",
+    "marriage_certificate": "Marriage certificate",
+    "land_certificate": "Land-use right certificate",
+    "household_book": "Household registration book",
+    "application_form": "Application or declaration form",
+    "official_document": "Administrative document (decision, letter)",
+    "receipt": "Receipt or invoice",
+    "dossier_receipt": "Dossier receipt and appointment slip",
+    "other": "Other",
+}
+
+FAULTS: dict[str, tuple[str, str]] = {
+    "camera_unavailable": ("Máy ảnh chưa sẵn sàng, vui lòng gọi cán bộ", "The camera is not ready, please ask staff"),
+    "disk_full": ("Bộ nhớ đầy, vui lòng gọi cán bộ", "The storage is full, please ask staff"),
+    "outbox_error": ("Chưa lưu được hồ sơ, vui lòng gọi cán bộ", "The dossier could not be saved, please ask staff"),
+    "dossier_code_mismatch": ("Giấy tờ thuộc hồ sơ khác", "This paper belongs to another dossier"),
+    "too_many_pages": ("Hồ sơ đã đủ số trang tối đa", "The dossier has reached its page limit"),
+}
+"""Fault code -> (Vietnamese, English); scanner faults fall back to a general message."""
+
+NOTICES: dict[str, tuple[str, str]] = {
+    "bad_code": ("Mã hồ sơ không hợp lệ, vui lòng kiểm tra lại", "That dossier code is not valid, please check it"),
+    "no_qr": ("Chưa đọc được mã QR, vui lòng giữ yên giấy hẹn trong khung",
+              "The QR code could not be read yet: hold the slip still inside the frame"),
+    "busy": ("Vui lòng đợi trong giây lát", "Please wait a moment"),
+}
+
+_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+_MAX_BODY = 4096
+
+
+def _doctype_labels() -> dict[str, str]:
+    try:
+        from device.inference.doctype import LABELS_VI
+    except ImportError:
+        return {}
+    return dict(LABELS_VI)
+
+
+class HttpError(SohoaError, ValueError):
+    """A request the kiosk app answers with an error status."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+
+
+class KioskApp:
+    """The kiosk's web app and its camera loop (see the module docstring). Thread-safe."""
+
+    def __init__(
+        self,
+        config: KioskConfig,
+        session: DossierSession,
+        *,
+        camera: Camera | None = None,
+        pipeline: PageProcessor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.session = session
+        self.camera = camera
+        self.pipeline = pipeline
+        self._clock = clock
+        self.guide = Guide(pipeline, still_frames=config.still_frames, still_threshold=config.still_threshold)
+        self._labels_vi = _doctype_labels()
+        self._cond = threading.Condition()
+        self._step: Step = "start"
+        self._retake: str | None = None
+        self._guidance: Guidance | None = None
+        self._notice: str | None = None
+        self._preview: bytes | None = None
+        self._preview_seq = 0
+        self._last_touch = clock()
+        self._last_qr = 0.0
+        self.shots = 0
+        """Automatic shots taken (tests and telemetry read it)."""
+        self._closing = threading.Event()
+        session.add_listener(self._on_session)
+        self._thread = threading.Thread(target=self._camera_loop, name="kiosk-camera", daemon=True)
+        self._thread.start()
+
+    # -- the camera loop -------------------------------------------------------------------------
+
+    def _mode(self) -> Literal["off", "qr", "document"]:
+        if self.camera is None:
+            return "off"
+        state = self.session.state
+        if state == "open":
+            return "document"
+        with self._cond:
+            step = self._step
+        return "qr" if state in ("idle", "closed") and step == "code" and self.pipeline is not None else "off"
+
+    def _wait(self, seconds: float) -> None:
+        with self._cond:
+            self._cond.wait(seconds)
+
+    def _camera_loop(self) -> None:
+        period = 1.0 / self.config.preview_fps
+        previous = "off"
+        while not self._closing.is_set():
+            try:
+                self._housekeeping()
+                mode = self._mode()
+                if mode != previous:  # a new step needs its own still frames (no shot of the slip)
+                    self.guide.reset()
+                    previous = mode
+                if mode == "off" or self.camera is None:
+                    self.guide.reset()
+                    self._wait(period)
+                    continue
+                self._look(self.camera, mode)
+            except Exception:  # the loop must survive anything a frame can do
+                log.exception("kiosk camera loop")
+            self._wait(period)
+
+    def _look(self, camera: Camera, mode: Literal["qr", "document"]) -> None:
+        import cv2
+
+        try:
+            frame = camera.read()
+        except CameraUnavailable:
+            with self._cond:
+                self._guidance = Guidance(None, "camera_absent", 0, False)
+                self._preview = None
+            return
+        image: Any = frame.image
+        height, width = image.shape[:2]
+        if width > self.config.preview_width:
+            size = (self.config.preview_width, max(1, round(height * self.config.preview_width / width)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 70])
+        guidance = self.guide.assess(image)
+        if mode == "qr":
+            guidance = Guidance(guidance.quad, "looking_for_code", guidance.still_frames, False)
+        with self._cond:
+            self._guidance = guidance
+            if ok:
+                self._preview = bytes(jpeg)
+                self._preview_seq += 1
+        if mode == "document" and guidance.ready:
+            self._shoot(camera)
+        elif (mode == "qr" and guidance.still_frames >= self.config.still_frames
+              and self._clock() - self._last_qr >= self.config.qr_interval_s):
+            self._last_qr = self._clock()
+            self._read_code(camera)
+
+    def _shoot(self, camera: Camera) -> None:
+        try:
+            still = camera.capture_still()
+        except CameraUnavailable:
+            return
+        with self._cond:
+            retake, self._retake = self._retake, None
+        try:
+            self.session.add_image(still.image, source="camera", dpi=camera.dpi, replace_page_id=retake)
+        except (InvalidSessionAction, UnknownPage) as exc:
+            log.info("automatic shot not added: %s", type(exc).__name__)
+            return
+        self.shots += 1
+        self.guide.reset()
+        self.touch()
+
+    def _read_code(self, camera: Camera) -> None:
+        if self.pipeline is None:
+            return
+        try:
+            still = camera.capture_still()
+            code = verdict_of(self.pipeline.process(still.image, source="camera", dpi=None)).dossier_code
+        except Exception as exc:
+            log.info("looking for the receipt QR failed (%s)", type(exc).__name__)
+            return
+        if code is None:
+            self._set_notice("no_qr")
+            return
+        try:
+            self.session.open(code, via="qr")
+        except SohoaError as exc:  # a malformed code, or a dossier opened meanwhile
+            log.info("receipt QR not used: %s", type(exc).__name__)
+            self._set_notice("bad_code")
+            return
+        self.touch()
+
+    def _housekeeping(self) -> None:
+        """Privacy and abandoned dossiers, by the time since the last touch."""
+        idle = self._clock() - self._last_touch
+        state = self.session.state
+        try:
+            if state == "closed" and idle >= self.config.finish_screen_s:
+                self.session.reset()
+            elif state in ("open", "review") and idle >= self.config.abandon_after_s:
+                log.info("kiosk dossier abandoned: %s", self.config.abandoned_dossier)
+                if self.config.abandoned_dossier == "finish":
+                    self.session.finish()
+                else:
+                    self.session.cancel()
+        except SohoaError as exc:
+            log.warning("idle handling: %s", type(exc).__name__)
+        with self._cond:
+            if self._step == "code" and state == "idle" and idle >= self.config.idle_reset_s:
+                self._step = "start"
+                self._notice = None
+
+    def _on_session(self, event: SessionEvent) -> None:
+        with self._cond:
+            if event.kind == "state" and event.state in ("idle", "open"):
+                self._step = "start"
+            if event.kind == "state" and event.state == "idle":
+                self._retake = None
+                self._notice = None
+            if event.kind in ("page_added", "page_replaced"):
+                self._last_touch = self._clock()
+            self._cond.notify_all()
+
+    # -- state for the screen ----------------------------------------------------------------
+
+    def touch(self) -> None:
+        with self._cond:
+            self._last_touch = self._clock()
+            self._cond.notify_all()
+
+    def _set_notice(self, notice: str | None) -> None:
+        with self._cond:
+            self._notice = notice
+
+    def state(self) -> dict[str, Any]:
+        """Everything the screen shows, as JSON-able data (no images)."""
+        snap = self.session.snapshot()
+        with self._cond:
+            step, retake, guidance, notice, seq = (self._step, self._retake, self._guidance, self._notice,
+                                                   self._preview_seq)
+        mode = self._mode()
+        pages = [
+            {
+                "id": p.page_id,
+                "sequence": p.sequence,
+                "ok": p.ok,
+                "blank": p.blank,
+                "messages_vi": list(p.messages_vi),
+                "messages_en": list(p.messages_en),
+                "doctype": p.doctype,
+                "doctype_vi": self._labels_vi.get(p.doctype or "", p.doctype),
+                "doctype_en": DOCTYPES_EN.get(p.doctype or "", p.doctype),
+            }
+            for p in snap.pages
+        ]
+        fault = None
+        if snap.fault is not None:
+            vi, en = FAULTS.get(snap.fault, ("Máy quét gặp sự cố, vui lòng gọi cán bộ",
+                                             "The scanner has a problem, please ask staff"))
+            fault = {"code": snap.fault, "vi": vi, "en": en}
+        camera = None
+        if self.camera is not None:
+            camera = {"state": self.camera.state, "problem": self.camera.problem}
+        closed = None
+        if snap.last_closed is not None:
+            closed = {"dossier_code": snap.last_closed.dossier_code, "pages": snap.last_closed.pages}
+        return {
+            "state": snap.state,
+            "step": step,
+            "mode": mode,
+            "language": self.config.language,
+            "idle_reset_s": self.config.idle_reset_s,
+            "dossier_code": snap.dossier_code,
+            "pages": pages,
+            "retake": retake,
+            "fault": fault,
+            "camera": camera,
+            "guidance": guidance.as_dict() if guidance is not None and mode != "off" else None,
+            "preview_seq": seq if mode != "off" else 0,
+            "notice": None if notice is None else {"code": notice, "vi": NOTICES[notice][0], "en": NOTICES[notice][1]},
+            "last_closed": closed,
+        }
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def act(self, action: str, body: dict[str, Any]) -> None:
+        """One screen action (``POST /api/<action>``). Raises HttpError."""
+        self.touch()
+        session = self.session
+        try:
+            if action == "start":
+                if session.state == "closed":
+                    session.reset()
+                with self._cond:
+                    self._step = "code"
+                    self._notice = None
+            elif action == "home":
+                if session.state == "closed":
+                    session.reset()
+                with self._cond:
+                    self._step = "start"
+                    self._notice = None
+            elif action == "open":
+                code = body.get("code")
+                if code is not None and not isinstance(code, str):
+                    raise HttpError(400, "bad_code")
+                if session.state == "closed":
+                    session.reset()
+                session.open(code.strip() if code and code.strip() else None)
+            elif action == "accept":
+                session.accept()
+            elif action == "review":
+                session.review()
+            elif action == "retake":
+                page_id = self._page_id(body)
+                if session.state == "review":
+                    session.accept()
+                with self._cond:
+                    self._retake = page_id
+            elif action == "remove":
+                session.remove_page(self._page_id(body))
+            elif action == "finish":
+                with self._cond:
+                    self._retake = None
+                session.finish()
+            elif action == "cancel":
+                session.cancel()
+                with self._cond:
+                    self._step = "start"
+            elif action == "touch":
+                pass
+            else:
+                raise HttpError(404, "no_such_action")
+        except InvalidDossierCode:
+            self._set_notice("bad_code")
+            raise HttpError(400, "bad_code") from None
+        except UnknownPage:
+            raise HttpError(404, "no_such_page") from None
+        except InvalidSessionAction:
+            raise HttpError(409, "busy") from None
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    @staticmethod
+    def _page_id(body: dict[str, Any]) -> str:
+        page_id = body.get("page_id")
+        if not isinstance(page_id, str) or not page_id:
+            raise HttpError(400, "page_id_required")
+        return page_id
+
+    def thumbnail(self, page_id: str, width: int = 360) -> bytes:
+        import cv2
+
+        try:
+            image = self.session.page_image(page_id)
+        except UnknownPage:
+            raise HttpError(404, "no_such_page") from None
+        height = max(1, round(image.shape[0] * width / max(1, image.shape[1])))
+        ok, jpeg = cv2.imencode(".jpg", cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA),
+                                [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if not ok:
+            raise HttpError(500, "thumbnail_failed")
+        return bytes(jpeg)
+
+    # -- WSGI --------------------------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/") or "/"
+        try:
+            self._check_host(environ)
+            if method == "GET":
+                status, ctype, body = self._get(path)
+            elif method == "POST" and path.startswith("/api/"):
+                self.act(path[len("/api/"):], self._json_body(environ))
+                status, ctype, body = 200, "application/json", json.dumps(self.state()).encode()
+            else:
+                raise HttpError(405, "method_not_allowed")
+        except HttpError as exc:
+            status, ctype = exc.status, "application/json"
+            notice = NOTICES.get(exc.code)
+            body = json.dumps({"error": exc.code, "vi": notice[0] if notice else None,
+                               "en": notice[1] if notice else None}).encode()
+        headers = [
+            ("Content-Type", ctype),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy",
+             "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'"),
+        ]
+        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+        return [body]
+
+    @staticmethod
+    def _check_host(environ: WSGIEnvironment) -> None:
+        """Only pages loaded from this machine may drive it (a rebinding DNS name may not)."""
+        host = str(environ.get("HTTP_HOST", "127.0.0.1"))
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name not in _HOSTS:
+            raise HttpError(403, "forbidden_host")
+
+    @staticmethod
+    def _json_body(environ: WSGIEnvironment) -> dict[str, Any]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise HttpError(400, "bad_length") from None
+        if length > _MAX_BODY:
+            raise HttpError(413, "too_large")
+        raw = environ["wsgi.input"].read(length) if length else b""
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise HttpError(400, "bad_json") from None
+        if not isinstance(body, dict):
+            raise HttpError(400, "bad_json")
+        return body
+
+    def _get(self, path: str) -> tuple[int, str, bytes]:
+        if path in ("/", "/index.html"):
+            return 200, "text/html; charset=utf-8", (STATIC / "index.html").read_bytes()
+        if path.startswith("/static/"):
+            name = path[len("/static/"):]
+            file = (STATIC / name).resolve()
+            if "/" in name or not file.is_file() or file.parent != STATIC:
+                raise HttpError(404, "not_found")
+            ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+            if ctype.startswith("text/") or ctype.endswith("javascript"):
+                ctype += "; charset=utf-8"
+            return 200, ctype, file.read_bytes()
+        if path == "/api/state":
+            return 200, "application/json", json.dumps(self.state()).encode()
+        if path == "/api/preview.jpg":
+            with self._cond:
+                preview = self._preview
+            if preview is None or self._mode() == "off":
+                raise HttpError(404, "no_preview")
+            return 200, "image/jpeg", preview
+        if path.startswith("/api/page/") and path.endswith(".jpg"):
+            return 200, "image/jpeg", self.thumbnail(path[len("/api/page/"):-len(".jpg")])
+        raise HttpError(404, "not_found")
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the camera loop (the session and the camera belong to the caller)."""
+        self._closing.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(10)
+        self.session.remove_listener(self._on_session)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error"}
+
+
+class _Server(WSGIServer):
+    daemon_threads = True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per request (the screen polls while an image is being served)."""
+        thread = threading.Thread(target=self._handle, args=(request, client_address), daemon=True)
+        thread.start()
+
+    def _handle(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("kiosk http: %s %s", format, args)
+
+
+class KioskServer:
+    """Serves a :class:`KioskApp` on loopback in a thread.
+
+    >>> with KioskServer(app) as server:     # doctest: +SKIP
+    ...     print(server.url)
+    """
+
+    def __init__(self, app: KioskApp, host: str | None = None, port: int | None = None) -> None:
+        self.app = app
+        self._server = make_server(host or app.config.host, app.config.port if port is None else port, app,
+                                   server_class=_Server, handler_class=_QuietHandler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kiosk-http", daemon=True)
+        self._thread.start()
+        log.info("kiosk screen on %s", self.url)
+        return self
+
+    def close(self) -> None:
+        """Stop serving and stop the app's camera loop."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(10)
+            self._thread = None
+        self._server.server_close()
+        self.app.close()
+
+    def __enter__(self) -> Self:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["HINTS", "KioskApp", "KioskServer"]

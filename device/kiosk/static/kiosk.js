@@ -1,0 +1,248 @@
+// The kiosk screen. It shows what the device's dossier session says (polled from /api/state) and
+// sends the citizen's touches back. Nothing personal is ever stored in the browser.
+"use strict";
+
+const TEXT = {
+  vi: {
+    title: "Số hóa hồ sơ", switch_language: "English",
+    start_title: "Xin chào", start_text: "Chạm vào nút bên dưới để bắt đầu số hóa giấy tờ của bạn.",
+    start_button: "Bắt đầu",
+    code_title: "Mã hồ sơ", code_text: "Đưa mã QR trên giấy hẹn vào trước máy ảnh, hoặc nhập mã hồ sơ.",
+    code_label: "Nhập mã hồ sơ", continue: "Tiếp tục", no_code: "Tôi không có mã", back: "Quay lại",
+    place_title: "Đặt giấy tờ vào khung", retake_title: "Chụp lại trang {n}",
+    review_button: "Xem lại", cancel: "Hủy hồ sơ",
+    capturing_title: "Đang chụp, vui lòng giữ yên…",
+    review_title: "Kiểm tra các trang", add_page: "Chụp thêm trang", finish: "Hoàn tất",
+    closing_title: "Đang lưu hồ sơ…",
+    closed_title: "Hoàn tất", done: "Xong",
+    closed_text: "Hồ sơ {code} đã được lưu với {n} trang. Cảm ơn bạn.",
+    closed_text_nocode: "Hồ sơ đã được lưu với {n} trang. Cán bộ sẽ ghi mã hồ sơ. Cảm ơn bạn.",
+    count: "Đã chụp: {n} trang", page: "Trang {n}", ok: "Ảnh đạt yêu cầu", retake: "Chụp lại", remove: "Xóa",
+    unknown_type: "Chưa rõ loại giấy tờ", camera_absent: "Máy ảnh chưa sẵn sàng, vui lòng gọi cán bộ",
+    preview_alt: "Hình ảnh từ máy ảnh",
+  },
+  en: {
+    title: "Digitize your dossier", switch_language: "Tiếng Việt",
+    start_title: "Welcome", start_text: "Touch the button below to start digitizing your papers.",
+    start_button: "Start",
+    code_title: "Dossier code", code_text: "Hold the QR code on your appointment slip to the camera, or type the dossier code.",
+    code_label: "Type the dossier code", continue: "Continue", no_code: "I have no code", back: "Back",
+    place_title: "Place the document inside the frame", retake_title: "Retake page {n}",
+    review_button: "Review", cancel: "Cancel the dossier",
+    capturing_title: "Taking the picture, hold still…",
+    review_title: "Check the pages", add_page: "Add a page", finish: "Finish",
+    closing_title: "Saving the dossier…",
+    closed_title: "Done", done: "Done",
+    closed_text: "Dossier {code} was saved with {n} pages. Thank you.",
+    closed_text_nocode: "Your dossier was saved with {n} pages. Staff will add its code. Thank you.",
+    count: "Pages taken: {n}", page: "Page {n}", ok: "The photo is good", retake: "Retake", remove: "Remove",
+    unknown_type: "Document type not known yet", camera_absent: "The camera is not ready, please ask staff",
+    preview_alt: "Camera picture",
+  },
+};
+
+let lang = null;
+let defaultLang = "vi";
+let idleResetMs = 60000;
+let lastTouch = Date.now();
+let lastTouchSent = 0;
+let lastState = null;
+let lastScreen = null;
+let previewSeq = -1;
+let pagesKey = "";
+let busy = false;
+
+function t(key, vars) {
+  let s = (TEXT[lang] || TEXT.vi)[key] || key;
+  for (const [k, v] of Object.entries(vars || {})) s = s.replace("{" + k + "}", String(v));
+  return s;
+}
+
+function applyLanguage() {
+  document.documentElement.lang = lang;
+  document.title = t("title");
+  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
+  const toggle = document.getElementById("lang");
+  toggle.lang = lang === "vi" ? "en" : "vi";
+  for (const img of document.querySelectorAll("[data-preview-img]")) img.alt = t("preview_alt");
+  pagesKey = "";
+  if (lastState) render(lastState);
+}
+
+async function post(action, body) {
+  if (busy) return;
+  busy = true;
+  try {
+    const res = await fetch("/api/" + action, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}),
+      cache: "no-store",
+    });
+    const data = await res.json();
+    if (res.ok) render(data);
+    else showNotice(data);
+  } catch (e) {
+    // the app is on this machine: a failed request is retried by the next poll
+  } finally {
+    busy = false;
+  }
+}
+
+function showNotice(n) {
+  const el = document.getElementById("notice");
+  el.textContent = n && (lang === "en" ? n.en : n.vi) ? (lang === "en" ? n.en : n.vi) : "";
+}
+
+function screenFor(s) {
+  if (s.state === "open") return "place";
+  if (s.state === "capturing" || s.state === "review" || s.state === "closing" || s.state === "closed") return s.state;
+  return s.step === "code" ? "code" : "start";
+}
+
+function show(name) {
+  for (const sec of document.querySelectorAll("[data-screen]")) sec.hidden = sec.dataset.screen !== name;
+}
+
+function clearPersonal() {
+  // Privacy: nothing of the last person stays on the screen or in the browser.
+  document.getElementById("code").value = "";
+  document.getElementById("pages").replaceChildren();
+  document.getElementById("closed-text").textContent = "";
+  document.getElementById("notice").textContent = "";
+  for (const img of document.querySelectorAll("[data-preview-img]")) img.removeAttribute("src");
+  pagesKey = "";
+  try { sessionStorage.clear(); localStorage.clear(); } catch (e) { /* storage disabled */ }
+}
+
+function renderPages(s) {
+  const key = JSON.stringify(s.pages) + lang;
+  if (key === pagesKey) return;
+  pagesKey = key;
+  const list = document.getElementById("pages");
+  list.replaceChildren();
+  for (const p of s.pages) {
+    const li = document.createElement("li");
+    li.className = p.ok ? "good" : "bad";
+    const img = document.createElement("img");
+    img.src = "/api/page/" + encodeURIComponent(p.id) + ".jpg";
+    img.alt = t("page", { n: p.sequence });
+    const title = document.createElement("h3");
+    title.textContent = t("page", { n: p.sequence });
+    const type = document.createElement("p");
+    type.className = "type";
+    type.textContent = (lang === "en" ? p.doctype_en : p.doctype_vi) || t("unknown_type");
+    const verdict = document.createElement("p");
+    verdict.className = "verdict " + (p.ok ? "ok" : "bad");
+    const msgs = lang === "en" ? p.messages_en : p.messages_vi;
+    verdict.textContent = p.ok ? "✓ " + t("ok") : "✗ " + msgs.join(" ");
+    const retake = document.createElement("button");
+    retake.type = "button";
+    retake.className = p.ok ? "secondary" : "primary";
+    retake.textContent = t("retake");
+    retake.setAttribute("aria-label", t("retake") + " " + t("page", { n: p.sequence }));
+    retake.addEventListener("click", () => post("retake", { page_id: p.id }));
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "danger";
+    remove.textContent = t("remove");
+    remove.setAttribute("aria-label", t("remove") + " " + t("page", { n: p.sequence }));
+    remove.addEventListener("click", () => post("remove", { page_id: p.id }));
+    li.append(title, img, type, verdict, retake, remove);
+    list.append(li);
+  }
+}
+
+function renderPreview(s, screen) {
+  if (screen !== "place" && screen !== "code") return;
+  if (s.preview_seq && s.preview_seq !== previewSeq) {
+    previewSeq = s.preview_seq;
+    for (const img of document.querySelectorAll("section:not([hidden]) [data-preview-img]")) {
+      img.src = "/api/preview.jpg?n=" + previewSeq;
+    }
+  }
+  const g = s.guidance;
+  const outline = document.getElementById("outline");
+  outline.setAttribute("points", g && g.quad ? g.quad.map((p) => p[0] + "," + p[1]).join(" ") : "");
+  outline.setAttribute("class", g && g.ready ? "" : "wait");
+  if (screen === "place") {
+    const hint = document.getElementById("hint");
+    const text = g ? (lang === "en" ? g.hint_en : g.hint_vi) : "";
+    if (hint.textContent !== text) hint.textContent = text;
+  }
+}
+
+function render(s) {
+  lastState = s;
+  if (lang === null) { lang = s.language; defaultLang = s.language; applyLanguage(); }
+  idleResetMs = s.idle_reset_s * 1000;
+  const screen = screenFor(s);
+  if (screen === "start" && lastScreen !== "start") clearPersonal();
+  lastScreen = screen;
+  show(screen);
+  document.body.dataset.screen = screen;
+  const alert = document.getElementById("alert");
+  let alertText = "";
+  if (s.camera && s.camera.state === "absent") alertText = t("camera_absent");
+  else if (s.fault) alertText = lang === "en" ? s.fault.en : s.fault.vi;
+  alert.textContent = alertText;
+  alert.hidden = !alertText;
+  showNotice(s.notice);
+  if (screen === "place") {
+    const retaking = s.retake && s.pages.find((p) => p.id === s.retake);
+    document.getElementById("h-place").textContent = retaking
+      ? t("retake_title", { n: retaking.sequence }) : t("place_title");
+    document.getElementById("count").textContent = s.pages.length ? t("count", { n: s.pages.length }) : "";
+    document.getElementById("to-review").hidden = !s.pages.length;
+  }
+  if (screen === "review") renderPages(s);
+  if (screen === "closed" && s.last_closed) {
+    const c = s.last_closed;
+    document.getElementById("closed-text").textContent = c.dossier_code
+      ? t("closed_text", { code: c.dossier_code, n: c.pages }) : t("closed_text_nocode", { n: c.pages });
+  }
+  renderPreview(s, screen);
+}
+
+async function poll() {
+  try {
+    const res = await fetch("/api/state", { cache: "no-store" });
+    if (res.ok) render(await res.json());
+  } catch (e) {
+    // keep polling
+  }
+  const screen = lastState ? screenFor(lastState) : "start";
+  if (Date.now() - lastTouch > idleResetMs && (screen === "code" || screen === "closed")) {
+    lastTouch = Date.now();
+    if (lang !== defaultLang) { lang = defaultLang; applyLanguage(); }
+    clearPersonal();
+    post("home");
+  }
+  setTimeout(poll, screen === "place" || screen === "code" ? 200 : 400);
+}
+
+function touched() {
+  lastTouch = Date.now();
+  if (lastTouch - lastTouchSent > 5000) {
+    lastTouchSent = lastTouch;
+    fetch("/api/touch", { method: "POST", cache: "no-store" }).catch(() => {});
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.addEventListener("pointerdown", touched, true);
+  document.addEventListener("keydown", touched, true);
+  document.getElementById("lang").addEventListener("click", () => {
+    lang = lang === "vi" ? "en" : "vi";
+    applyLanguage();
+  });
+  for (const b of document.querySelectorAll("[data-action]")) {
+    b.addEventListener("click", () => {
+      post(b.dataset.action);
+    });
+  }
+  document.getElementById("code-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const code = document.getElementById("code").value.trim();
+    if (code) post("open", { code: code });
+  });
+  poll();
+});
