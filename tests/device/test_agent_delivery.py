@@ -107,7 +107,7 @@ def test_broker_outage_in_the_middle_of_a_batch(
     """The broker is stopped for 5 s after the second page of a slow feeder batch: every event
     of the batch still arrives (ids unique, so exactly once after deduplication), and the
     outbox drains."""
-    sane_conf(sane_dir, read_delay="true", read_delay_duration="40000")  # ~0.6 s a page
+    sane_conf(sane_dir, read_delay="true", read_delay_duration="60000")  # ~1 s a page: a 10 s batch
     agent = AgentProcess(agent_config(tmp_path, mosquitto.port), tmp_path, sane_dir)
     try:
         agent.start()
