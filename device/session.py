@@ -928,6 +928,7 @@ class DossierSession:
             self._last_closed = ClosedSummary(session_id, code, len(pages), len(documents))
             self._pages = []
             self._fault = None
+            self._code = self._via = self._session_id = self._opened_at = None  # only the summary stays
             self._set_state("closed")
             self._queue("closed")
         self._flush()

@@ -87,6 +87,7 @@ def test_typed_code_batch_review_close(parts: tuple[DossierSession, ScriptedPipe
     assert event.page_ids == [p.page_id for p in closed.pages] and b"dossier_closed" in encode(event)
     snap = session.snapshot()
     assert snap.state == "closed" and snap.pages == () and snap.last_closed is not None
+    assert snap.dossier_code is None and snap.session_id is None  # only the summary stays on show
     assert snap.last_closed.pages == 3
     session.reset()
     assert session.snapshot().last_closed is None and session.snapshot().state == "idle"
@@ -289,6 +290,18 @@ def test_pipeline_failure_and_blank_pages(parts: tuple[DossierSession, ScriptedP
     closed = session.finish()
     assert closed is not None and len(closed.pages) == 3
     assert pdf.calls[0][1] == [pages[0].page_id, pages[1].page_id]
+
+
+def test_review_from_open() -> None:
+    """review() needs a page; from open with pages it goes to review."""
+    with DossierSession(pdf_builder=None) as session:
+        session.open(CODE)
+        with pytest.raises(InvalidSessionAction):
+            session.review()
+        session.add_image(page_image(1))
+        session.accept()
+        assert session.review().state == "review"
+        session.cancel()
 
 
 def test_add_image_retake_remove(parts: tuple[DossierSession, ScriptedPipeline, RecordingPdf, RecordingSink,
