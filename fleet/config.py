@@ -64,7 +64,11 @@ class BrokerConfig(_Section):
         default=7 * 24 * 3600, ge=0, description="How long the broker keeps our session while we are away"
     )
     receive_maximum: int = Field(
-        default=500, ge=1, le=65535, description="Unacknowledged QoS 1 messages the broker may send us at once"
+        default=2000,
+        ge=1,
+        le=65535,
+        description="Unacknowledged QoS 1 messages the broker may send us at once. Several batches' worth, "
+        "so the next batch streams in while one is being written (acks come only after each commit)",
     )
 
 

@@ -8,11 +8,13 @@ programmatically (``sohoa-fleet migrate`` and on start).
 True
 """
 
+import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import JSON, Boolean, Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -94,6 +96,58 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+class RawJSON(str):
+    """JSON text already serialized (and validated): stored as is, not encoded again."""
+
+    __slots__ = ()
+
+
+def _converter(column_type: Any, dialect: str) -> Callable[[Any], Any] | None:
+    """How one column's Python value goes to the driver, without SQLAlchemy's per-value
+    machinery (the ingest writes thousands of rows a second)."""
+    from fleet.models import UTCDateTime
+
+    if isinstance(column_type, UTCDateTime):
+        if dialect == "sqlite":
+            # SQLAlchemy's own SQLite format (naive UTC, always microseconds): compares as text.
+            # v - utcoffset is the UTC wall time (still labelled with its zone, cut off by [:26]).
+            return lambda v: None if v is None else (v - v.utcoffset()).isoformat(" ", "microseconds")[:26]
+        return None
+    if isinstance(column_type, JSON):
+        if dialect == "sqlite":
+            return lambda v: v if v is None or isinstance(v, RawJSON) else json.dumps(v, separators=(",", ":"))
+        from psycopg.types.json import Jsonb
+
+        return lambda v: v if v is None or isinstance(v, RawJSON) else Jsonb(v)
+    if isinstance(column_type, Boolean) and dialect == "sqlite":
+        return lambda v: None if v is None else int(v)
+    return None
+
+
+def bulk_insert_ignore(connection: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of many rows in one driver ``executemany``, with
+    values converted once per column (see :func:`_converter`). Rows share their keys."""
+    if not rows:
+        return
+    dialect = connection.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise DatabaseError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+    names = list(rows[0])
+    marker = "?" if dialect == "sqlite" else "%s"
+    columns = ", ".join(f'"{n}"' for n in names)
+    placeholders = ", ".join([marker] * len(names))
+    # Table and column names come from our own metadata, values go as parameters.
+    sql = f'INSERT INTO "{table.name}" ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING'  # noqa: S608
+    converters = [(i, conv) for i, n in enumerate(names) if (conv := _converter(table.c[n].type, dialect))]
+    params: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = [row[n] for n in names]
+        for i, conv in converters:
+            values[i] = conv(values[i])
+        params.append(tuple(values))
+    connection.exec_driver_sql(sql, params)
 
 
 def insert_ignore(dialect: str, table: Any) -> Any:

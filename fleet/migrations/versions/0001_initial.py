@@ -61,7 +61,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index('ix_events_device_ts', ['device_id', 'ts'], unique=False)
-        batch_op.create_index(batch_op.f('ix_events_type'), ['type'], unique=False)
 
     op.create_table('pages',
     sa.Column('page_id', sa.String(length=64), nullable=False),
@@ -91,7 +90,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_pages_captured_at'), ['captured_at'], unique=False)
         batch_op.create_index('ix_pages_device_captured', ['device_id', 'captured_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_pages_dossier_code'), ['dossier_code'], unique=False)
-        batch_op.create_index(batch_op.f('ix_pages_received_at'), ['received_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_pages_sha256'), ['sha256'], unique=False)
 
     op.create_table('telemetry',
@@ -114,14 +112,12 @@ def downgrade() -> None:
     op.drop_table('telemetry')
     with op.batch_alter_table('pages', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_pages_sha256'))
-        batch_op.drop_index(batch_op.f('ix_pages_received_at'))
         batch_op.drop_index(batch_op.f('ix_pages_dossier_code'))
         batch_op.drop_index('ix_pages_device_captured')
         batch_op.drop_index(batch_op.f('ix_pages_captured_at'))
 
     op.drop_table('pages')
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_events_type'))
         batch_op.drop_index('ix_events_device_ts')
 
     op.drop_table('events')

@@ -1,0 +1,210 @@
+"""Fleet ingest: events persisted per second through a real mosquitto into the database,
+beside the rate at which one plain paho subscriber receives the same messages from the same
+broker in the same run. Loopback only; bounded message count.
+
+Both clients hold persistent sessions on the broker; the benchmark publishes N
+``page_captured`` events while both are away (the broker queues them for each session), then
+times each client draining its queue: the plain subscriber just counts (QoS 1, acks
+automatically); the fleet's ingest decodes, validates, writes events and pages in batched
+transactions and acknowledges after each commit.
+
+    python -m benchmarks.bench_ingest                      # SQLite and PostgreSQL, 5000 events, 3 runs
+    python -m benchmarks.bench_ingest --db sqlite -n 2000 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy import func, select
+
+from benchmarks.harness import machine
+from fleet.config import BrokerConfig, DatabaseConfig, FleetConfig, IngestConfig
+from fleet.db import make_engine, migrate, session_factory
+from fleet.ingest import Ingest
+from fleet.metrics import FleetMetrics
+from fleet.models import Event
+from protocol.messages import Page, PageCaptured, encode, new_id
+from protocol.topics import Channel, topic
+from tests.services import Mosquitto, Postgres
+
+DEVICES = 20
+
+
+@dataclass
+class Run:
+    raw_per_s: float
+    ingest_per_s: float
+    batches: float
+
+
+def _events(n: int) -> list[tuple[str, bytes]]:
+    now = datetime.now(UTC)
+    out = []
+    for i in range(n):
+        device = f"kiosk-{i % DEVICES:04d}"
+        page = Page(page_id=new_id(), sha256=f"{i:064x}", size=250_000, content_type="image/png", width=2480,
+                    height=3508, dpi=300, source="scanner", batch_id=f"batch-{i // 50}", sequence=i % 50 + 1,
+                    dossier_code=f"000.00.00.H13-260101-{i // 10:04d}", captured_at=now)
+        out.append((topic(device, Channel.EVENT), encode(PageCaptured(device_id=device, page=page))))
+    return out
+
+
+def _client(client_id: str, port: int) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    client.connect("127.0.0.1", port, clean_start=False, properties=props)
+    return client
+
+
+def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{new_id()[:8]}", protocol=mqtt.MQTTv5)
+    pub.max_inflight_messages_set(100)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    infos = [pub.publish(t, p, qos=1) for t, p in messages]
+    for info in infos:
+        info.wait_for_publish(60)
+    pub.disconnect()
+    pub.loop_stop()
+
+
+def _raw_subscriber(client_id: str, port: int, expected: int | None) -> float:
+    """Subscribe (``expected`` None: just create the session) or drain ``expected`` messages;
+    returns seconds from connect to the last message."""
+    client = _client(client_id, port)
+    done = threading.Event()
+    received = 0
+    subscribed = threading.Event()
+
+    def on_message(_c: object, _u: object, _m: object) -> None:
+        nonlocal received
+        received += 1
+        if expected is not None and received >= expected:
+            done.set()
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *_args: subscribed.set()
+    start = time.perf_counter()
+    client.loop_start()
+    if expected is None:
+        client.subscribe("sohoa/v1/+/event", qos=1)
+        subscribed.wait(10)
+    elif not done.wait(300):
+        raise TimeoutError(f"raw subscriber got {received} of {expected}")
+    elapsed = time.perf_counter() - start
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+def _ingest_rate(url: str, port: int, messages: list[tuple[str, bytes]], client_id: str) -> tuple[float, float, int]:
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    # A group of its own: an earlier run's offline session would otherwise take its share.
+    broker = BrokerConfig(port=port, client_id=client_id, group=client_id)
+    config = FleetConfig(database=DatabaseConfig(url=url), broker=broker,
+                         ingest=IngestConfig())
+    # First connection creates the persistent session and its subscriptions.
+    ingest = Ingest(config, sessions, FleetMetrics())
+    ingest.start()
+    if not ingest.wait_connected(10):
+        raise TimeoutError("ingest did not connect")
+    ingest.stop()
+    raw_id = f"{client_id}-raw"
+    _raw_subscriber(raw_id, port, None)
+    with sessions() as session:
+        before = session.scalar(select(func.count()).select_from(Event)) or 0
+    _publish(port, messages)
+    raw_s = _raw_subscriber(raw_id, port, len(messages))
+
+    metrics = FleetMetrics()
+    ingest = Ingest(config, sessions, metrics)
+
+    def stored() -> float:
+        return metrics.registry.get_sample_value("sohoa_fleet_messages_ingested_total", {"channel": "event"}) or 0.0
+
+    start = time.perf_counter()
+    ingest.start()
+    if not ingest.wait_for(lambda: stored() >= len(messages), 30):
+        raise TimeoutError(f"ingest stored {stored()} of {len(messages)}")
+    ingest_s = time.perf_counter() - start
+    ingest.stop()
+    batches = metrics.registry.get_sample_value("sohoa_fleet_ingest_batches_total") or 0.0
+    with sessions() as session:
+        after = session.scalar(select(func.count()).select_from(Event)) or 0
+    engine.dispose()
+    if after - before != len(messages):
+        raise AssertionError(f"{after - before} events in the database, {len(messages)} published")
+    return len(messages) / raw_s, len(messages) / ingest_s, int(batches)
+
+
+@contextmanager
+def _database(kind: str, workdir: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir}/bench.db"
+        return
+    pg = Postgres(workdir / "pg")
+    pg.start()
+    try:
+        yield pg.url
+    finally:
+        pg.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_ingest", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-n", "--messages", type=int, default=5000, help="events per run (bounded)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per database; medians are reported")
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    args = parser.parse_args(argv)
+    kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    print(f"Machine: {machine()}\n")
+    print(f"{args.messages} `page_captured` events (QoS 1) from {DEVICES} devices queued on one mosquitto "
+          f"for both clients, drained; median of {args.repeat} runs.\n")
+    print("| database | raw paho subscriber (msg/s) | fleet ingest, persisted (events/s) | ingest / raw | batches |")
+    print("|---|---|---|---|---|")
+    status = 0
+    with tempfile.TemporaryDirectory(prefix="sohoa-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = Mosquitto(workdir / "mosquitto")
+        broker.start()
+        try:
+            for kind in kinds:
+                with _database(kind, workdir) as url:
+                    runs = []
+                    for r in range(args.repeat):
+                        raw, ingest, batches = _ingest_rate(url, broker.port, _events(args.messages),
+                                                            f"bench-{kind}-{r}")
+                        runs.append(Run(raw, ingest, batches))
+                    raw_m = statistics.median(r.raw_per_s for r in runs)
+                    ing_m = statistics.median(r.ingest_per_s for r in runs)
+                    ratio = statistics.median(r.ingest_per_s / r.raw_per_s for r in runs)
+                    batches_m = statistics.median(r.batches for r in runs)
+                    print(f"| {kind} | {raw_m:,.0f} | {ing_m:,.0f} | {ratio:.2f} | {batches_m:.0f} |", flush=True)
+                    if kind == "sqlite" and ratio < 0.5:
+                        status = 1
+        finally:
+            broker.stop()
+    print("\nGoal: ingest >= 0.5 x raw on SQLite." + (" Met." if status == 0 or "sqlite" not in kinds else " NOT met."))
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
