@@ -198,7 +198,7 @@ class KioskApp:
                 self._preview_seq += 1
         if mode == "document" and guidance.ready:
             self._shoot(camera)
-        elif (mode == "qr" and guidance.still_frames >= self.config.still_frames
+        elif (mode == "qr" and guidance.quad is not None and guidance.still_frames >= self.config.still_frames
               and self._clock() - self._last_qr >= self.config.qr_interval_s):
             self._last_qr = self._clock()
             self._read_code(camera)
@@ -261,6 +261,8 @@ class KioskApp:
 
     def _on_session(self, event: SessionEvent) -> None:
         with self._cond:
+            if event.kind == "state":
+                self._notice = None  # a notice belongs to the step it was given in
             if event.kind == "state" and event.state in ("idle", "open"):
                 self._step = "start"
             if event.kind == "state" and event.state == "idle":
