@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from device import __version__
 from device.capture.base import CapturedPage, CaptureSource, ScanRequest
 from device.capture.folder import FolderSource
-from device.capture.sane import SaneSource as SaneSource_
+from device.capture.sane import IsolatedSaneSource, SaneSource
 from device.config import REMOTE_SETTINGS, AgentConfig, FakeScannerConfig, SaneScannerConfig, load
 from device.errors import CaptureError, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
 from device.link import MqttLink
@@ -88,9 +88,7 @@ def make_source(config: AgentConfig) -> CaptureSource | None:
     """The scanner backend the config selects (hardware libraries load on first use)."""
     scanner = config.scanner
     if isinstance(scanner, SaneScannerConfig):
-        from device.capture.sane import SaneSource
-
-        return SaneSource(scanner)
+        return IsolatedSaneSource(scanner) if scanner.isolate else SaneSource(scanner)
     if isinstance(scanner, FakeScannerConfig):
         from device.capture.fake import FakeSource
 
@@ -396,7 +394,7 @@ class Agent:
         requests (timers, folder polling) are dropped instead."""
         job = ScanJob(kind, request, command_id)
         with self._queue_lock:
-            busy = self._busy.locked() or self._current is not None
+            busy = self._current is not None  # a probe or a recovery in progress just delays the batch
             if not busy:
                 self._current = job
         if busy:
@@ -725,7 +723,8 @@ class Agent:
             except ValidationError as exc:
                 fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
                 error = f"invalid settings {fields}"
-            if error is None and "scanner" in desired.settings and not isinstance(self.source, SaneSource_):
+            sane = isinstance(self.source, SaneSource | IsolatedSaneSource)
+            if error is None and "scanner" in desired.settings and not sane:
                 error = "scanner settings can only change on a SANE scanner"
         if error is not None or new_config is None:
             self._refuse("config/desired", "invalid", error or "invalid")
@@ -751,7 +750,7 @@ class Agent:
         self.outbox.min_free_bytes = config.min_free_bytes
         if (
             config.scanner != old.scanner
-            and isinstance(self.source, SaneSource_)
+            and isinstance(self.source, SaneSource | IsolatedSaneSource)
             and isinstance(config.scanner, SaneScannerConfig)
         ):
             # Takes effect at the next batch: the scan worker reopens the device (SANE is
@@ -910,11 +909,14 @@ def run_main(config_path: str) -> int:
         for line in exc.errors:
             log.error("%s", line)
         return 1
-    # Signals are blocked in every thread and taken by the main thread with sigtimedwait:
+    # Signals are blocked in every thread (threads inherit the mask) and taken by the main thread
+    # with sigtimedwait:
     # SANE backends reset SIGTERM's disposition from their reader threads (the test backend
     # does), which would kill a handler-based agent without its clean stop.
     signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    # SIGPIPE too: some backends reset it to "terminate", and a write to a closed socket must
+    # raise BrokenPipeError in the thread that made it, not end the agent.
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals | {signal.SIGPIPE})
     try:
         agent = Agent(config)
     except (OSError, sqlite3.Error) as exc:

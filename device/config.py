@@ -83,6 +83,10 @@ class SaneScannerConfig(_Model):
     png_compress_level: int = Field(
         default=3, ge=0, le=9, description="PNG compression (lossless at any level; higher is smaller and slower)"
     )
+    isolate: bool = Field(
+        default=True,
+        description="Run the SANE driver in a child process: a driver that crashes costs a restart, not the agent",
+    )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="Backend-specific SANE options set after the standard ones, by SANE name (e.g. 'page-height')",

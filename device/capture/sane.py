@@ -13,8 +13,11 @@ starts from a fresh ``sane_init`` (the way a user unplugs and replugs).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +50,22 @@ _DUPLEX_WORDS = ("duplex",)
 _MODE_WORDS = {"color": ("color", "colour", "24bit", "rgb"), "gray": ("gray", "grey", "8bit")}
 
 _sane_lock = threading.Lock()
+
+
+def keep_sigpipe_ignored() -> None:
+    """Put SIGPIPE back to "ignored", process-wide, from any thread.
+
+    SANE backends' reader threads reset it to the default (the test backend does, in
+    ``snap``); Python relies on it being ignored, otherwise writing to a closed socket or pipe
+    kills the whole process instead of raising BrokenPipeError. The agent also blocks SIGPIPE
+    in every thread; this covers programs (and test runs) that use :class:`SaneSource` directly.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.signal(signal.SIGPIPE, 1)  # 1 == SIG_IGN
 
 
 def fault_from(exc: BaseException) -> ScannerFault:
@@ -278,3 +297,188 @@ class SaneSource(CaptureSource):
                     self._dev.cancel()
                 except _sane.error as exc:
                     log.debug("cancel after batch: %s", exc)
+            keep_sigpipe_ignored()
+
+
+# --- the driver in a child process -------------------------------------------------------------
+
+_FAULTS_BY_TYPE: dict[str, type[ScannerFault]] = {
+    cls.event_type: cls for cls in (ScannerJammed, ScannerCoverOpen, ScannerNoDocs, ScannerIOError, ScannerGone)
+}
+
+
+def _child_main(conn: Any, config_json: str) -> None:
+    """The child's loop: one :class:`SaneSource`, driven by messages from the parent."""
+    # The parent blocks SIGTERM/SIGINT in all threads and the mask is inherited: undo that, and
+    # leave Ctrl-C to the parent, which stops this child itself.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    source = SaneSource(SaneScannerConfig.model_validate_json(config_json))
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            command = message[0]
+            if command == "close":
+                return
+            try:
+                if command == "open":
+                    source.open()
+                    conn.send(("opened", source.model))
+                elif command == "scan":
+                    request = ScanRequest(source=message[1], max_pages=message[2])
+                    for page in source.pages(request):
+                        conn.send(("page", page.data, page.width, page.height, page.dpi, page.sequence, page.side))
+                        if conn.poll() and conn.recv()[0] == "stop":
+                            source.stop()
+                    conn.send(("done", source.model))
+            except ScannerFault as exc:
+                conn.send(("fault", exc.event_type, str(exc)))
+            except NoScanner as exc:
+                conn.send(("no_scanner", str(exc)))
+            except Exception as exc:  # anything else the driver does is an I/O fault to the parent
+                conn.send(("fault", "scanner_io_error", f"{type(exc).__name__}: {exc}"[:200]))
+    finally:
+        source.close()
+
+
+class IsolatedSaneSource(CaptureSource):
+    """:class:`SaneSource` in a child process, so a driver that crashes (some segfault when a
+    device vanishes) costs a ``scanner_gone`` event and a restart of the child, not the agent.
+
+    >>> with IsolatedSaneSource(SaneScannerConfig(device="test:0")) as source:  # doctest: +SKIP
+    ...     pages = list(source.pages(ScanRequest()))
+    """
+
+    kind = "scanner"
+
+    def __init__(self, config: SaneScannerConfig, reply_timeout_s: float = 120.0) -> None:
+        self.config = config
+        self.reply_timeout_s = reply_timeout_s
+        self._process: Any = None
+        self._conn: Any = None
+        self._started_with: SaneScannerConfig | None = None
+        self._model: str | None = None
+        self._stop = threading.Event()
+        self._stop_sent = True
+
+    @property
+    def model(self) -> str | None:
+        return self._model
+
+    def _start_child(self) -> None:
+        import multiprocessing
+
+        # A write to a child that just died must raise, not kill us: SIGPIPE is thread-directed,
+        # so blocking it in this thread is enough whatever a backend did to its disposition.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+
+        if self._process is not None and (self._started_with != self.config or not self._process.is_alive()):
+            self._end_child()
+        if self._process is not None:
+            return
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=_child_main, args=(child, self.config.model_dump_json()), name="sohoa-sane", daemon=True
+        )
+        process.start()
+        child.close()
+        self._process, self._conn, self._started_with = process, parent, self.config
+
+    def _end_child(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if process is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("close",))
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+        conn.close()
+
+    def _crashed(self) -> ScannerGone:
+        code = None
+        if self._process is not None:
+            self._process.join(2)  # the pipe closes a moment before the process is reaped
+            code = self._process.exitcode
+        log.error("the scanner driver process ended unexpectedly (exit code %s); it will be restarted", code)
+        self._end_child()
+        return ScannerGone(f"the scanner driver stopped unexpectedly (exit code {code})")
+
+    def _receive(self, timeout: float) -> tuple[Any, ...]:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._stop.is_set() and not self._stop_sent:
+                self._conn.send(("stop",))
+                self._stop_sent = True
+            try:
+                if self._conn.poll(0.2):
+                    reply: tuple[Any, ...] = self._conn.recv()
+                    return reply
+            except (EOFError, OSError):
+                raise self._crashed() from None
+            if not self._process.is_alive():
+                raise self._crashed()
+            if time.monotonic() > deadline:
+                self._end_child()
+                raise ScannerIOError(f"the scanner did not answer within {timeout:.0f} s")
+
+    def _raise_for(self, reply: tuple[Any, ...]) -> None:
+        if reply[0] == "fault":
+            raise _FAULTS_BY_TYPE.get(reply[1], ScannerIOError)(reply[2])
+        if reply[0] == "no_scanner":
+            raise NoScanner(reply[1])
+
+    def open(self) -> None:
+        """Start the child and open the device in it (NoScanner/ScannerGone when it cannot)."""
+        self._stop_sent = True
+        self._start_child()
+        self._conn.send(("open",))
+        reply = self._receive(self.reply_timeout_s)
+        self._raise_for(reply)
+        self._model = reply[1]
+
+    def pages(self, request: ScanRequest) -> Iterator[CapturedPage]:
+        self._stop.clear()
+        self._stop_sent = False
+        self._start_child()
+        self._conn.send(("scan", request.source, request.max_pages))
+        finished = False
+        try:
+            while True:
+                reply = self._receive(self.reply_timeout_s)
+                if reply[0] == "page":
+                    _, data, width, height, dpi, sequence, side = reply
+                    yield CapturedPage(data, "image/png", width, height, dpi, sequence, side)
+                    continue
+                finished = True
+                if reply[0] == "done":
+                    self._model = reply[1] or self._model
+                    return
+                self._raise_for(reply)
+                raise ScannerIOError(f"unexpected reply from the scanner driver: {reply[0]!r}")
+        finally:
+            if not finished and self._process is not None:
+                # The consumer stopped early: end the batch in the child and drain its replies.
+                self._stop.set()
+                try:
+                    while self._receive(30)[0] == "page":
+                        pass
+                except (ScannerFault, NoScanner) as exc:
+                    log.debug("while ending a batch early: %s", exc)
+
+    def recover(self) -> None:
+        """End the child: the next batch starts a fresh one (a fresh sane_init)."""
+        self._end_child()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._end_child()

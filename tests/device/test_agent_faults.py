@@ -35,8 +35,9 @@ def test_jam_is_reported_and_the_next_scan_works(
 ) -> None:
     """The test backend's read-return-value is set to SANE_STATUS_JAMMED (through test.conf's
     read-status-code): the batch ends ``interrupted`` with a ``scanner_jammed`` event and the
-    scanner state ``jammed``; the agent stays up, and once the jam is cleared the next feeder
-    batch gives its 10 pages."""
+    scanner state ``jammed``; the agent stays up. The scanner then vanishes and the backend
+    crashes its process: ``scanner_gone`` and state ``absent``, the agent unharmed. Once it is
+    back and the jam cleared, the next feeder batch gives its 10 pages."""
     sane_conf(sane_dir, read_status_code='"SANE_STATUS_JAMMED"')
     agent = AgentProcess(agent_config(tmp_path, mosquitto.port), tmp_path, sane_dir)
     try:
@@ -50,7 +51,15 @@ def test_jam_is_reported_and_the_next_scan_works(
         recorder.wait_for(lambda r: any(e.batch_id == result["batch_id"] for e in r.events("batch_finished")), 20,
                           "the interrupted batch")
         assert agent.status()["scanner"]["state"] == "jammed"
-        sane_conf(sane_dir)  # the clerk clears the jam
+        # The scanner vanishes: the test backend then crashes (SIGSEGV) when SANE lists devices.
+        # The driver runs in a child process, so this costs a scanner_gone event, not the agent.
+        sane_conf(sane_dir, number_of_devices="0")
+        gone = agent.scan(source="adf")
+        assert gone["outcome"] == "interrupted" and gone["detail"] == "scanner_gone", gone
+        recorder.wait_for(lambda r: len(r.events("scanner_gone")) == 1, 20, "scanner_gone")
+        assert "exit code -11" in recorder.events("scanner_gone")[0].message
+        assert agent.status()["scanner"]["state"] == "absent"
+        sane_conf(sane_dir)  # plugged back in, jam cleared
         again = agent.scan(source="adf")
         assert again["outcome"] == "complete" and again["pages"] == 10
         assert agent.status()["scanner"]["state"] == "ready"

@@ -5,6 +5,7 @@ error, and recovery by reopening."""
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from device.capture.base import ScanRequest
-from device.capture.sane import SaneSource, choose_source, fault_from
+from device.capture.sane import IsolatedSaneSource, SaneSource, choose_source, fault_from
 from device.config import SaneScannerConfig
 from device.errors import (
     ScannerCoverOpen,
@@ -140,3 +141,51 @@ def test_status_texts_map_to_errors() -> None:
 def test_source_names_of_real_backends(sources: list[str], wanted: str, duplex: bool, expected: str) -> None:
     """Source lists as real SANE backends name them (we cannot run those scanners here)."""
     assert choose_source(sources, wanted, duplex) == expected
+
+
+def test_isolated_source_runs_the_driver_in_a_child(sane_env: Path) -> None:
+    """The same feeder batch through the child process; a consumer that stops after 3 pages
+    leaves the child in step (the next batch works); a jam comes back as ScannerJammed; and a
+    driver that dies (killed here) is ScannerGone, then a fresh child serves the next batch."""
+    import signal
+
+    source = IsolatedSaneSource(SaneScannerConfig(device="test:0", dpi=75, source="adf"))
+    try:
+        source.open()
+        assert source.model == "Noname frontend-tester"
+        pages = list(source.pages(ScanRequest()))
+        assert [p.sequence for p in pages] == list(range(1, 11))
+        assert Image.open(io.BytesIO(pages[0].data)).size == (590, 590)
+        for n, _page in enumerate(source.pages(ScanRequest()), start=1):
+            if n == 3:
+                break
+        assert len(list(source.pages(ScanRequest(max_pages=2)))) == 2
+        source.config = SaneScannerConfig(device="test:0", dpi=75, source="adf",
+                                          options={"read-return-value": "SANE_STATUS_JAMMED"})
+        with pytest.raises(ScannerJammed):
+            list(source.pages(ScanRequest()))
+        source.config = SaneScannerConfig(device="test:0", dpi=75, source="flatbed")
+        assert len(list(source.pages(ScanRequest()))) == 1
+        child = source._process
+        assert child is not None
+        os.kill(child.pid, signal.SIGKILL)
+        with pytest.raises(ScannerGone, match="exit code -9"):
+            list(source.pages(ScanRequest()))
+        assert len(list(source.pages(ScanRequest()))) == 1
+    finally:
+        source.close()
+    assert child.exitcode is not None
+
+
+def test_isolated_source_stop_ends_the_batch(sane_env: Path) -> None:
+    """stop() from another thread (the agent's shutdown) ends a feeder batch after the current
+    page, and close() leaves no child behind."""
+    source = IsolatedSaneSource(SaneScannerConfig(device="test:0", dpi=75, source="adf"))
+    got = []
+    for page in source.pages(ScanRequest()):
+        got.append(page.sequence)
+        if page.sequence == 2:
+            source.stop()
+    source.close()
+    assert 2 <= len(got) < 10
+    assert source._process is None
