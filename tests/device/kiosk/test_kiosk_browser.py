@@ -160,3 +160,20 @@ def test_kiosk_end_to_end(kiosk: tuple[KioskServer, DossierSession, FakeCamera, 
             page.screenshot(path=shots / "07-after-privacy-reset.png")
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_axe_check_can_fail() -> None:
+    """The accessibility check is not a rubber stamp: an unlabelled button and an image without
+    alt text are reported as serious or critical."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_content('<html><body><main><img src="data:,"><button></button></main></body></html>')
+            found = axe_serious(page)
+            assert any(v.startswith("image-alt") for v in found) and any(v.startswith("button-name") for v in found)
+        finally:
+            browser.close()
