@@ -3,7 +3,9 @@
 Threads, each with one job:
 
 * **scan worker**: the only thread that touches the capture sources (SANE is not thread-safe);
-  runs batches from a queue, stores every page in the outbox before acknowledging it.
+  runs batches from a queue, stores every page in the outbox before acknowledging it. The SANE
+  driver itself runs in a child process (``scanner.isolate``), so a backend crash is a
+  ``scanner_gone`` event, not the end of the agent.
 * **publisher**: sends outbox messages QoS 1 while connected and deletes them on PUBACK.
 * **uploader**: PUTs page files to the fleet, deletes them after 200/201.
 * **inbox**: decodes ``cmd`` and ``config/desired`` messages; bad ones are refused and counted.
