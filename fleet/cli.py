@@ -3,6 +3,7 @@
     sohoa-fleet serve [--config FILE]     # API + web page + MQTT ingest
     sohoa-fleet validate-config FILE      # every error with file:line, exit 1 on any
     sohoa-fleet migrate [--config FILE]   # bring the database schema up to date
+    sohoa-fleet ingest [--config FILE] [--client-id ID]   # one more ingest worker, no HTTP
     sohoa-fleet --version
 """
 
@@ -30,7 +31,41 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     migrate = sub.add_parser("migrate", help="apply pending database migrations")
     migrate.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
+    ingest = sub.add_parser(
+        "ingest", help="run one more MQTT ingest worker without HTTP (workers share the load through the broker)"
+    )
+    ingest.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
+    ingest.add_argument("--client-id", help="this worker's MQTT client id, unique and fixed per worker")
     return parser
+
+
+def _ingest(config_path: Path | None, client_id: str | None) -> int:
+    import threading
+
+    from fleet.config import load
+    from fleet.db import make_engine, migrate, session_factory
+    from fleet.ingest import Ingest
+    from fleet.metrics import FleetMetrics
+
+    config = load(config_path)
+    if client_id:
+        config = config.model_copy(update={"broker": config.broker.model_copy(update={"client_id": client_id})})
+    engine = make_engine(config.database.url, pool_size=config.database.pool_size)
+    if config.database.migrate_on_start:
+        migrate(engine)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    worker = Ingest(config, session_factory(engine), FleetMetrics())
+    worker.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        worker.stop()
+        engine.dispose()
+    log.info("ingest worker %s stopped", config.broker.client_id)
+    return 0
 
 
 def _serve(config_path: Path | None) -> int:
@@ -94,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args.config)
         if args.command == "migrate":
             return _migrate(args.config)
+        if args.command == "ingest":
+            return _ingest(args.config, args.client_id)
         return _validate(args.file)
     except ConfigError as exc:
         for line in exc.errors:

@@ -104,17 +104,33 @@ class RawJSON(str):
     __slots__ = ()
 
 
+class _SqliteTime:
+    """Aware datetime -> SQLAlchemy's SQLite text (naive UTC, always microseconds, so it
+    compares correctly as text). Remembers the last value: a batch shares its received time."""
+
+    __slots__ = ("_last", "_text")
+
+    def __init__(self) -> None:
+        self._last: Any = None
+        self._text: str | None = None
+
+    def __call__(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if value is not self._last:
+            # value - utcoffset is the UTC wall time (still labelled with its zone, cut off by [:26]).
+            self._text = (value - value.utcoffset()).isoformat(" ", "microseconds")[:26]
+            self._last = value
+        return self._text
+
+
 def _converter(column_type: Any, dialect: str) -> Callable[[Any], Any] | None:
     """How one column's Python value goes to the driver, without SQLAlchemy's per-value
     machinery (the ingest writes thousands of rows a second)."""
     from fleet.models import UTCDateTime
 
     if isinstance(column_type, UTCDateTime):
-        if dialect == "sqlite":
-            # SQLAlchemy's own SQLite format (naive UTC, always microseconds): compares as text.
-            # v - utcoffset is the UTC wall time (still labelled with its zone, cut off by [:26]).
-            return lambda v: None if v is None else (v - v.utcoffset()).isoformat(" ", "microseconds")[:26]
-        return None
+        return _SqliteTime() if dialect == "sqlite" else None
     if isinstance(column_type, JSON):
         if dialect == "sqlite":
             return lambda v: v if v is None or isinstance(v, RawJSON) else json.dumps(v, separators=(",", ":"))

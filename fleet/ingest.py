@@ -136,7 +136,7 @@ class Writer:
         for item, decoded in batch:
             msg = decoded.message
             device_id = decoded.device_id
-            received = item.received_at or now
+            received = item.received_at or now  # the batch's time: within batch_latency of arrival
             # A retained message is old news delivered on (re)subscription: it says what the
             # device last said, not that it is alive now.
             seen = min(msg.ts, received) if item.retain else received
@@ -388,7 +388,6 @@ class Ingest:
                 mid=msg.mid,
                 qos=msg.qos,
                 retain=bool(msg.retain),
-                received_at=utcnow(),
                 generation=self._generation,
             )
         )
