@@ -192,3 +192,24 @@ def test_command_sent_while_offline_runs_after_restart(
         assert [b["pages"] for b in agent.status()["batches"]] == [2]
     finally:
         agent.close()
+
+
+def test_last_will_marks_a_killed_agent_offline(tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    """``kill -9`` gives the agent no chance to say goodbye: the broker publishes its Last Will,
+    a retained ``offline`` status, which a subscriber arriving later still sees."""
+    agent = AgentProcess(agent_config(tmp_path, mosquitto.port, scanner=None), tmp_path)
+    try:
+        agent.start()
+        wait_until(lambda: agent.status()["connected"], 10, "the agent to connect")
+        agent.kill9()
+        recorder.wait_for(lambda r: any(s.state == "offline" for s in r.decoded("status")), 15, "the Last Will")
+        late = Recorder(mosquitto.port, DEVICE, client_id="late-subscriber")
+        try:
+            late.wait_for(lambda r: any(retained for t, _, retained in r.messages if t.endswith("/status")), 10,
+                          "the retained status")
+            retained = [decode(t, p).message for t, p, keep in late.messages if t.endswith("/status") and keep]
+            assert retained[-1].state == "offline"  # type: ignore[attr-defined]
+        finally:
+            late.close()
+    finally:
+        agent.close()
