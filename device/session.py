@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from device.errors import CameraUnavailable, ImageRejected, OutboxFull, ScannerFault, SohoaError
+from device.errors import CameraUnavailable, ImageRejected, NoScanner, OutboxFull, ScannerFault, SohoaError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,6 +73,7 @@ Fault = Literal[
     "scanner_io_error",
     "scanner_gone",
     "camera_unavailable",
+    "no_scanner",
     "capture_error",
     "disk_full",
     "outbox_error",
@@ -524,6 +525,8 @@ def fault_of(exc: BaseException) -> Fault:
         return "scanner_io_error"
     if isinstance(exc, CameraUnavailable):
         return "camera_unavailable"
+    if isinstance(exc, NoScanner):
+        return "no_scanner"
     if isinstance(exc, OutboxFull):
         return "disk_full"
     return "capture_error"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.errors import CameraUnavailable, OutboxFull, ScannerGone, ScannerJammed, ScannerNoDocs
+from device.errors import CameraUnavailable, NoScanner, OutboxFull, ScannerGone, ScannerJammed, ScannerNoDocs
 from device.session import (
     DossierSession,
     InvalidDossierCode,
@@ -191,6 +191,10 @@ def test_scanner_or_camera_pulled_mid_batch_keeps_pages(parts: tuple[DossierSess
     outcome = session.capture(ListSource([page_image(7)], source="camera", fail_after=0,
                                          fault=CameraUnavailable("camera unplugged")))
     assert outcome.fault == "camera_unavailable" and len(session.snapshot().pages) == 3
+    outcome = session.capture(ListSource([], fail_after=0, fault=NoScanner("no scanner found by SANE")))
+    assert outcome.fault == "no_scanner" and len(session.snapshot().pages) == 3
+    outcome = session.capture(ListSource([page_image(8)], fail_after=0, fault=OSError("usb: pipe error")))
+    assert outcome.fault == "capture_error" and len(session.snapshot().pages) == 3
     closed = session.finish()
     assert closed is not None and len(closed.pages) == 3 and sink.dossiers == [closed]
 
