@@ -133,7 +133,18 @@ class SessionConfig(BaseModel):
         default=True,
         description="Start a new PDF (dossier component) where the document type changes; else one PDF per dossier",
     )
-    max_pages: int = Field(default=500, ge=1, le=10000, description="Pages one dossier may hold")
+    max_pages: int = Field(
+        default=300,
+        ge=1,
+        le=10000,
+        description="Pages one dossier may hold (each is held in memory until the dossier closes: about 12 MB "
+        "at 200 dpi, 26 MB at 300 dpi, plus its file)",
+    )
+    keep_results: bool = Field(
+        default=False,
+        description="Keep each page's full pipeline result (with its source image: twice the memory) for "
+        "debugging; the verdict is always kept",
+    )
 
     @field_validator("dossier_code_pattern")
     @classmethod
@@ -784,7 +795,7 @@ class DossierSession:
                 captured_at=_now(),
                 image=kept,
                 verdict=verdict,
-                result=result,
+                result=result if self.config.keep_results else None,
                 data=raw.data,
                 content_type=raw.content_type,
             )

@@ -27,7 +27,7 @@ from device.capture.camera import (
 )
 from device.capture.fake_camera import FakeCamera
 from device.errors import CameraUnavailable, CaptureError
-from device.session import CapturePages, DossierSession
+from device.session import CapturePages, DossierSession, SessionConfig
 
 
 def state(camera: Camera) -> str:
@@ -290,7 +290,8 @@ def test_fake_camera_receipt_opens_dossier_through_pipeline() -> None:
     receipt = "000.00.12.H10-260101-0011|1.000001|001234567890|Giấy tiếp nhận hồ sơ"
     camera = FakeCamera(FakeCameraConfig(type="fake", width=640, height=480, empty_frames=0, slide_frames=0,
                                          blur_frames=2, qr_text=receipt))
-    with PagePipeline() as pipeline, DossierSession(processor=pipeline, pdf_builder=None) as session:
+    with (PagePipeline() as pipeline,
+          DossierSession(SessionConfig(keep_results=True), processor=pipeline, pdf_builder=None) as session):
         camera.read()
         blurred = pipeline.process(camera.capture_still().image, source="camera")
         assert "blurry" in blurred.verdict.codes and blurred.codes == []
