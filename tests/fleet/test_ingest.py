@@ -8,13 +8,16 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from fleet.api.app import create_app
+from fleet.ingest import fast_decode
 from fleet.models import Event, Page, TelemetrySample
-from protocol.messages import encode
+from protocol.errors import ProtocolError
+from protocol.messages import MAX_PAYLOAD_BYTES, decode, encode
 from tests.fleet.conftest import Publisher, ingest_of, make_config, state_of, wait_for
 from tests.fleet.messages import fault, page_event, status, telemetry
 from tests.services import Mosquitto
@@ -195,3 +198,37 @@ def test_ingest_survives_broker_restart_and_its_own_absence(tmp_path: Path, db_u
         wait_for(client, lambda: stored() == set(sent))
         assert count(client, Event) == len(sent) == 11
         assert count(client, Page) == 11
+
+
+def test_fast_decode_agrees_with_the_protocol() -> None:
+    """Bad input tried: every reject reason (not JSON, a JSON list, schema 2, a missing field,
+    a topic/device mismatch, an unknown channel, an oversized payload) plus valid messages on
+    each channel: the ingest's fast path gives the same message or the same reason as
+    protocol.decode."""
+    good = [
+        (EVENT_TOPIC, encode(page_event(DEVICE, b"x"))),
+        (EVENT_TOPIC, encode(fault(DEVICE))),
+        (f"sohoa/v1/{DEVICE}/status", encode(status(DEVICE, "online"))),
+        (f"sohoa/v1/{DEVICE}/telemetry", encode(telemetry(DEVICE))),
+    ]
+    wrong_version = json.loads(encode(fault(DEVICE)))
+    wrong_version["schema_version"] = 2
+    missing = json.loads(encode(fault(DEVICE)))
+    del missing["message"]
+    bad = [
+        (EVENT_TOPIC, b"{nope"),
+        (EVENT_TOPIC, b"[1, 2]"),
+        (EVENT_TOPIC, json.dumps(wrong_version).encode()),
+        (EVENT_TOPIC, json.dumps(missing).encode()),
+        ("sohoa/v1/kiosk-0002/event", encode(fault(DEVICE))),
+        (f"sohoa/v1/{DEVICE}/nope", encode(fault(DEVICE))),
+        (EVENT_TOPIC, b" " * (MAX_PAYLOAD_BYTES + 1)),
+    ]
+    for name, payload in good:
+        assert fast_decode(name, payload) == decode(name, payload)
+    for name, payload in bad:
+        with pytest.raises(ProtocolError) as slow:
+            decode(name, payload)
+        with pytest.raises(ProtocolError) as fast:
+            fast_decode(name, payload)
+        assert fast.value.reason == slow.value.reason
