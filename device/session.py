@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -296,7 +297,7 @@ PROCESSING_FAILED = PageVerdict(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SessionPage:
     """One page of the open dossier: the image kept (the pipeline's upright, cropped page when it
     gave one, else the captured image), its verdict and the full pipeline result."""
@@ -328,7 +329,7 @@ class SessionPage:
             raise ImageRejected("the page image cannot be encoded as PNG")
         return bytes(buffer), "image/png"
 
-    @property
+    @cached_property
     def view(self) -> PageView:
         v = self.verdict
         return PageView(
