@@ -39,7 +39,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -705,8 +705,9 @@ class DossierSession:
         self._flush()
         added: list[PageView] = []
         fault: Fault | None = None
+        pages = self._iter_source(source, stop)
         try:
-            for count, raw in enumerate(self._iter_source(source, stop), start=1):
+            for count, raw in enumerate(pages, start=1):
                 page = self._take(raw, batch_id, count, session_id, replace=replace_last and count == 1)
                 if page is None:  # cancelled meanwhile, or the dossier is full
                     break
@@ -716,18 +717,28 @@ class DossierSession:
         except Exception as exc:  # the source's fault ends the batch; the pages stay
             fault = fault_of(exc)
             log.warning("capture stopped: %s (%s)", fault, type(exc).__name__)
+        finally:
+            try:
+                pages.close()  # at once, not at garbage collection: the scanner ends its batch now
+            except Exception as exc:
+                log.warning("source did not end its batch cleanly (%s)", type(exc).__name__)
         return self._end_capture(batch_id, added, fault, session_id)
 
-    def _iter_source(self, source: PageSource, stop: threading.Event) -> Iterator[RawImage]:
+    def _iter_source(self, source: PageSource, stop: threading.Event) -> Generator[RawImage, None, None]:
         iterator = iter(source.pages(stop))
-        while not stop.is_set():
-            try:
-                raw = next(iterator)
-            except StopIteration:
-                return
-            with self._lock:
-                self._capturing = raw.source
-            yield raw
+        try:
+            while not stop.is_set():
+                try:
+                    raw = next(iterator)
+                except StopIteration:
+                    return
+                with self._lock:
+                    self._capturing = raw.source
+                yield raw
+        finally:
+            close = getattr(iterator, "close", None)
+            if callable(close):
+                close()
 
     def add_image(
         self,

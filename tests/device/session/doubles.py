@@ -47,8 +47,16 @@ class ListSource:
         self.saw_stop = False
         self.stopped = threading.Event()
         """Set when the session told the source to stop (a cancel)."""
+        self.ended = threading.Event()
+        """Set when the batch's generator has finished or been closed (the scanner's cleanup ran)."""
 
     def pages(self, stop: threading.Event) -> Iterator[RawImage]:
+        try:
+            yield from self._pages(stop)
+        finally:
+            self.ended.set()
+
+    def _pages(self, stop: threading.Event) -> Iterator[RawImage]:
         for i, image in enumerate(self.images):
             if self.fail_after is not None and i >= self.fail_after:
                 assert self.fault is not None

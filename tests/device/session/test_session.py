@@ -163,7 +163,9 @@ def test_rescan_replaces_last_page_and_failed_rescan_keeps_it(parts: tuple[Dossi
         assert outcome.pages == () and outcome.fault == fault.event_type
         assert session.snapshot().pages == before
         assert session.state == "review"
-    outcome = session.capture(ListSource([page_image(5), page_image(6)]), replace_last=True)
+    rescan = ListSource([page_image(5), page_image(6)])
+    outcome = session.capture(rescan, replace_last=True)
+    assert rescan.yielded == 1 and rescan.ended.is_set()  # the feeder's batch ended with the one page
     after = session.snapshot().pages
     assert len(outcome.pages) == 1 and len(after) == 2
     assert after[0] == before[0] and after[1].page_id != before[1].page_id and after[1].ok
