@@ -621,8 +621,7 @@ class Agent:
             )
             return topic(self.device_id, Channel.EVENT), encode(event), event.id
 
-        self.outbox.add_page(page.data, page.content_type, make)
-        self.outbox.batch_page(batch_id)
+        self.outbox.add_page(page.data, page.content_type, make, batch_id=batch_id)
 
     # --- messages in ----------------------------------------------------------------------------
 

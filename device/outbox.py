@@ -202,10 +202,18 @@ class Outbox:
     def file_path(self, sha256: str) -> Path:
         return self.files_dir / sha256
 
-    def add_page(self, data: bytes, content_type: str, make_message: Callable[[str], tuple[str, bytes, str]]) -> str:
+    def add_page(
+        self,
+        data: bytes,
+        content_type: str,
+        make_message: Callable[[str], tuple[str, bytes, str]],
+        batch_id: str | None = None,
+    ) -> str:
         """Store a page file and the message that describes it, both durably, in that order.
 
         ``make_message(sha256)`` returns ``(topic, payload, message_id)``. Returns the sha256.
+        ``batch_id`` counts the page in its open batch in the same transaction (so the count a
+        restart reports for an interrupted batch is exactly the pages stored).
         Raises :class:`OutboxFull` (nothing half-stored remains) when the disk is full.
         """
         digest = self.sha256(data)
@@ -232,10 +240,12 @@ class Outbox:
                         "INSERT OR IGNORE INTO files (sha256, size, content_type, created) VALUES (?, ?, ?, ?)",
                         (digest, len(data), content_type, time.time()),
                     )
-                    self._db.execute(
+                    inserted = self._db.execute(
                         "INSERT OR IGNORE INTO messages (id, topic, payload, created) VALUES (?, ?, ?, ?)",
                         (message_id, topic, payload, time.time()),
-                    )
+                    ).rowcount
+                    if batch_id is not None and inserted:
+                        self._db.execute("UPDATE batches SET pages = pages + 1 WHERE batch_id = ?", (batch_id,))
                     self._db.execute("COMMIT")
                 except sqlite3.Error:
                     self._db.execute("ROLLBACK")

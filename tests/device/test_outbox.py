@@ -70,7 +70,9 @@ def test_retry_backoff_and_commands_seen(tmp_path: Path) -> None:
         assert not outbox.first_time_command("cmd-1")
         outbox.batch_started("batch-1", "scanner")
         outbox.batch_page("batch-1")
-        assert outbox.open_batches() == [("batch-1", "scanner", 1)]
+        outbox.add_page(b"y", "image/png", lambda s: _message(2), batch_id="batch-1")
+        outbox.add_page(b"y", "image/png", lambda s: _message(2), batch_id="batch-1")  # a retry: once
+        assert outbox.open_batches() == [("batch-1", "scanner", 2)]
         outbox.batch_finished("batch-1")
         assert outbox.open_batches() == []
 
