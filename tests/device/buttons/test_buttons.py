@@ -253,3 +253,15 @@ def test_pins_released_on_close(mock_factory: Any, buttons_config: ButtonsConfig
     with CounterButtons(buttons_config, session, lambda kind: ListSource([]), pin_factory=mock_factory) as again:
         assert again.panel.wait_for(lambda h: "ready" in h, T)
     session.close()
+
+
+def test_importing_touches_no_hardware_library() -> None:
+    """A fresh interpreter importing the buttons, kiosk, camera and session modules has not loaded
+    gpiozero (pin probing) nor picamera2 (camera probing)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, device.buttons, device.kiosk, device.capture.camera, device.capture.fake_camera, "
+            "device.session; print(sorted(m for m in ('gpiozero', 'picamera2', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
