@@ -18,9 +18,9 @@ logged without its payload, acknowledged (so it is not redelivered forever) and 
 """
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -289,7 +289,11 @@ class Ingest:
         self.config = config
         self.metrics = metrics
         self.writer = Writer(sessions, metrics)
-        self._queue: queue.Queue[Incoming | None] = queue.Queue()
+        # Received, not yet written. The network thread wakes the writer only for the first
+        # message and for a full batch, not for every message: waking it each time would hand
+        # the GIL back and forth thousands of times a second.
+        self._pending: deque[Incoming] = deque()
+        self._arrived = threading.Condition()
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._generation = 0
@@ -341,7 +345,8 @@ class Ingest:
     def stop(self, timeout: float = 10.0) -> None:
         """Write and acknowledge what has been received, then disconnect (the session stays)."""
         self._stopping.set()
-        self._queue.put(None)
+        with self._arrived:
+            self._arrived.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
         if self._client is not None:
@@ -381,52 +386,49 @@ class Ingest:
             log.warning("ingest lost the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        self._queue.put(
-            Incoming(
-                topic=msg.topic,
-                payload=msg.payload,
-                mid=msg.mid,
-                qos=msg.qos,
-                retain=bool(msg.retain),
-                generation=self._generation,
-            )
+        item = Incoming(
+            topic=msg.topic,
+            payload=msg.payload,
+            mid=msg.mid,
+            qos=msg.qos,
+            retain=bool(msg.retain),
+            generation=self._generation,
         )
+        with self._arrived:
+            self._pending.append(item)
+            waiting = len(self._pending)
+            if waiting == 1 or waiting == self.config.ingest.batch_size:
+                self._arrived.notify()
 
     # --- writer thread ---
 
     def _collect(self) -> list[Incoming] | None:
-        """A batch: up to batch_size, no longer than batch_latency, cut short when the flow pauses."""
-        try:
-            first = self._queue.get(timeout=0.5)
-        except queue.Empty:
-            return [] if not self._stopping.is_set() else None
-        if first is None:
-            return None
-        batch = [first]
+        """A batch: up to batch_size, no longer than batch_latency, cut short when no message
+        came for idle_flush. None when stopping and nothing is left."""
         ingest = self.config.ingest
-        deadline = time.monotonic() + ingest.batch_latency_ms / 1000
         idle = ingest.idle_flush_ms / 1000
-        while len(batch) < ingest.batch_size:
-            wait = min(idle, deadline - time.monotonic())
-            if wait <= 0:
-                break
-            try:
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                break
-            if item is None:
-                self._queue.put(None)  # let the loop see the stop after this batch
-                break
-            batch.append(item)
-        return batch
+        with self._arrived:
+            while not self._pending:
+                if self._stopping.is_set():
+                    return None
+                self._arrived.wait(0.5)
+            deadline = time.monotonic() + ingest.batch_latency_ms / 1000
+            seen = len(self._pending)
+            while seen < ingest.batch_size and not self._stopping.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.wait(min(idle, remaining))
+                if len(self._pending) == seen:
+                    break  # the flow paused: write what we have
+                seen = len(self._pending)
+            return [self._pending.popleft() for _ in range(min(ingest.batch_size, len(self._pending)))]
 
     def _run(self) -> None:
         while True:
             batch = self._collect()
             if batch is None:
                 return
-            if not batch:
-                continue
             if self._write(batch):
                 self._ack(batch)
             with self._progress:

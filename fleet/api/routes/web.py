@@ -13,7 +13,7 @@ router = APIRouter(include_in_schema=False)
 
 @cache
 def _template() -> str:
-    return resources.files("fleet.api").joinpath("static/index.html").read_text(encoding="utf-8")
+    return resources.files("fleet.api.static").joinpath("index.html").read_text(encoding="utf-8")
 
 
 @router.get("/", response_class=HTMLResponse)

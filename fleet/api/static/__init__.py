@@ -1,0 +1,1 @@
+"""The web page (plain HTML and a little JavaScript, no build step)."""
