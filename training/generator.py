@@ -867,8 +867,8 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def _train_ops(img: np.ndarray, rng: random.Random, s: float) -> np.ndarray:
-    """Scanner-like: small skew, mild perspective, small crops, gaussian blur and noise, JPEG,
-    brightness/contrast, colour cast."""
+    """Scanner-like: small skew, mild perspective, small crops, paper aspect, gaussian blur and
+    noise, JPEG, brightness/contrast, uneven lamp (a linear ramp), colour cast."""
     side = min(img.shape[:2])
     if rng.random() < 0.3:
         img = _on_background(img, rng, rng.uniform(0.01, 0.06))
@@ -876,9 +876,19 @@ def _train_ops(img: np.ndarray, rng: random.Random, s: float) -> np.ndarray:
         img = _crop(img, rng, 0.05 * s)
     if rng.random() < 0.8:
         img = _warp(img, rng, rng.uniform(-3, 3) * s, rng.uniform(0, 0.03) * s)
+    if rng.random() < 0.4:  # paper formats and crops differ a little in aspect
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (max(8, int(w * rng.uniform(0.88, 1.12))), h), interpolation=cv2.INTER_AREA)
     f = img.astype(np.float32)
     if rng.random() < 0.7:
         f = f * rng.uniform(0.8, 1.15) + rng.uniform(-25, 20) * s
+    if rng.random() < 0.3:  # uneven scanner lamp: brightness ramps across the page
+        along_h = rng.random() < 0.5
+        ramp = np.linspace(1 - rng.uniform(0.05, 0.25) * s, 1, f.shape[0] if along_h else f.shape[1],
+                           dtype=np.float32)
+        if rng.random() < 0.5:
+            ramp = ramp[::-1]
+        f *= ramp[:, None, None] if along_h else ramp[None, :, None]
     if rng.random() < 0.5:
         f *= np.array([rng.uniform(0.88, 1.08), rng.uniform(0.92, 1.05), rng.uniform(0.9, 1.1)], np.float32)
     img = np.clip(f, 0, 255).astype(np.uint8)
