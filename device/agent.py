@@ -179,7 +179,11 @@ class _Publisher:
     def step(self) -> bool:
         """Publish what fits in the window; True when something was sent."""
         link = self.link
-        self._flush_acks()
+        try:
+            self._flush_acks()
+        except OutboxFull as exc:
+            # Keep publishing: forgetting can wait for space, delivering should not.
+            log.debug("publisher: %s", exc)
         if link is None or not link.connected.is_set():
             return False
         with self._lock:

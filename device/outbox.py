@@ -106,6 +106,7 @@ class Outbox:
         self._db = sqlite3.connect(state_dir / "outbox.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA journal_size_limit=8388608")  # give the WAL's space back after checkpoints
         self._db.executescript(_SCHEMA)
         self.changed = threading.Condition()
         """Notified whenever something is added (publisher and uploader wait on it)."""
@@ -124,7 +125,9 @@ class Outbox:
                 removed += 1
         missing = [sha for sha in known if not (self.files_dir / sha).exists()]
         if missing:
-            log.error("%s page files named in the outbox are missing from disk; they cannot be sent", len(missing))
+            log.warning(
+                "%s outbox file(s) no longer on disk (delivered just before a stop, or lost); forgotten", len(missing)
+            )
             with self._lock:
                 self._db.executemany("DELETE FROM files WHERE sha256 = ?", [(sha,) for sha in missing])
         if removed:
@@ -284,10 +287,19 @@ class Outbox:
         return None if row is None or row[0] is None else float(row[0])
 
     def file_delivered(self, sha256: str) -> None:
-        """The fleet holds this file: delete the local copy."""
+        """The fleet holds this file: delete the local copy.
+
+        The file goes first: on a full disk even deleting a row needs a little space, and the
+        file is what frees it. If the row cannot go yet, the next upload round finds the fleet
+        holding the file (HEAD 200) and tries again."""
         with self._lock:
-            self._db.execute("DELETE FROM files WHERE sha256 = ?", (sha256,))
             self.file_path(sha256).unlink(missing_ok=True)
+            try:
+                self._db.execute("DELETE FROM files WHERE sha256 = ?", (sha256,))
+            except sqlite3.OperationalError as exc:
+                if _is_disk_full(exc):
+                    raise OutboxFull("disk full: a delivered file's row stays for now") from None
+                raise
 
     def file_retry(self, sha256: str, delay_s: float) -> None:
         with self._lock:

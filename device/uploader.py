@@ -51,6 +51,12 @@ class Uploader:
             if head.status_code == 200:
                 self.outbox.file_delivered(item.sha256)
                 return True
+            if not path.exists():
+                # Deleted after delivery while its row could not go (full disk), yet the fleet
+                # does not hold it: nothing left to send.
+                log.error("an outbox file is missing and the fleet does not hold it; it must be rescanned")
+                self.outbox.file_delivered(item.sha256)
+                return False
             data = path.read_bytes()
             response = self._client.put(
                 url, content=data, headers={"Content-Type": item.content_type, "X-Sohoa-Device": self.device_id}

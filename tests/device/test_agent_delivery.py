@@ -81,8 +81,10 @@ def test_adf_batch_of_ten_reaches_broker_and_fleet(
         assert not list((agent.state / "files").iterdir())
         statuses = [decode(t, p).message for t, p, _ in recorder.messages if t.endswith("/status")]
         assert statuses[0].state == "online" and statuses[0].unit == "000.00.00.H01"  # type: ignore[attr-defined]
-        recorder.wait_for(lambda r: any(t.outbox.events == 0 for t in r.decoded("telemetry")), 10, "telemetry")
-        report = [t for t in recorder.decoded("telemetry") if t.outbox.events == 0][-1]
+        after = finished[0].ts  # type: ignore[attr-defined]
+        recorder.wait_for(lambda r: any(t.ts > after and t.outbox.files == 0 for t in r.decoded("telemetry")), 10,
+                          "telemetry after the batch")
+        report = [t for t in recorder.decoded("telemetry") if t.ts > after and t.outbox.files == 0][-1]
         assert report.scanner.model == "Noname frontend-tester" and report.scanner.state == "ready"
         assert report.disk_total_bytes > 0 and report.agent_version
         assert agent.terminate() == 0
@@ -159,7 +161,7 @@ def test_kill9_mid_batch_during_outage_then_restart(
         assert finished[0].outcome == "interrupted"  # type: ignore[attr-defined]
         assert finished[0].pages == len(pages) >= 3  # type: ignore[attr-defined]
         assert sorted(p.page.sequence for p in pages) == list(range(1, len(pages) + 1))  # type: ignore[attr-defined]
-        assert len(recorder.events("agent_started")) == 2
+        recorder.wait_for(lambda r: len(r.events("agent_started")) == 2, 30, "the restarted agent's hello")
         wait_until(lambda: {p.page.sha256 for p in pages} <= set(receiver.files), 30, "the files")  # type: ignore[attr-defined]
         wait_until(lambda: agent.status()["outbox"] == {"events": 0, "files": 0, "bytes": 0}, 30, "an empty outbox")
         # The restarted agent keeps serving.
