@@ -181,6 +181,7 @@ class KioskApp:
             with self._cond:
                 self._guidance = Guidance(None, "camera_absent", 0, False)
                 self._preview = None
+                self._cond.notify_all()
             return
         image: Any = frame.image
         height, width = image.shape[:2]
@@ -196,6 +197,7 @@ class KioskApp:
             if ok:
                 self._preview = bytes(jpeg)
                 self._preview_seq += 1
+            self._cond.notify_all()
         if mode == "document" and guidance.ready:
             self._shoot(camera)
         elif (mode == "qr" and guidance.quad is not None and guidance.still_frames >= self.config.still_frames
@@ -216,8 +218,7 @@ class KioskApp:
             log.info("automatic shot not added: %s", type(exc).__name__)
             return
         self.shots += 1
-        self.guide.reset()
-        self.touch()
+        self.guide.reset()  # the session's page_added event counted as a touch already
 
     def _read_code(self, camera: Camera) -> None:
         if self.pipeline is None:
@@ -236,8 +237,6 @@ class KioskApp:
         except SohoaError as exc:  # a malformed code, or a dossier opened meanwhile
             log.info("receipt QR not used: %s", type(exc).__name__)
             self._set_notice("bad_code")
-            return
-        self.touch()
 
     def _housekeeping(self) -> None:
         """Privacy and abandoned dossiers, by the time since the last touch."""
@@ -268,11 +267,29 @@ class KioskApp:
             if event.kind == "state" and event.state == "idle":
                 self._retake = None
                 self._notice = None
-            if event.kind in ("page_added", "page_replaced"):
-                self._last_touch = self._clock()
+            if event.kind in ("page_added", "page_replaced") or (event.kind == "state" and event.state == "open"):
+                self._last_touch = self._clock()  # a shot or an opened dossier: someone is there
             self._cond.notify_all()
 
     # -- state for the screen ----------------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        """Block until ``predicate(state())`` holds (re-checked whenever the app or the session
+        changes); :class:`TimeoutError` after ``timeout``."""
+        deadline = self._monotonic() + timeout
+        while True:
+            state = self.state()
+            if predicate(state):
+                return state
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"kiosk state not reached after {timeout}s")
+            with self._cond:
+                self._cond.wait(min(remaining, 0.5))
+
+    @staticmethod
+    def _monotonic() -> float:
+        return time.monotonic()
 
     def touch(self) -> None:
         with self._cond:

@@ -104,11 +104,11 @@ def test_no_code_review_button_and_remove(kiosk: Kiosk) -> None:
     assert kiosk.post("open").json()["dossier_code"] is None
     assert kiosk.post("review").status_code == 409 or kiosk.session.state != "open"
     snap = kiosk.session.wait_for_state("review", timeout=T)
+    kiosk.camera.unplug()  # no second shot while we look
     kiosk.post("accept")
     assert kiosk.post("review").json()["state"] == "review"
     assert kiosk.post("remove", page_id="nope").status_code == 404
     assert kiosk.post("remove").status_code == 400
-    kiosk.camera.unplug()  # no more shots while we look
     assert kiosk.post("remove", page_id=snap.pages[0].page_id).json()["state"] == "open"
     kiosk.post("cancel")
     assert kiosk.state()["state"] == "idle" and kiosk.sink.dossiers == []
@@ -117,15 +117,15 @@ def test_no_code_review_button_and_remove(kiosk: Kiosk) -> None:
 def test_camera_pulled_is_shown_not_a_crash(kiosk: Kiosk) -> None:
     """The camera unplugged during the camera step: the state says absent with the plain hint;
     plugged back, the shot happens."""
+    import threading
+
+    absent = threading.Event()
+    kiosk.camera.add_listener(lambda state, problem: absent.set() if state == "absent" else None)
     kiosk.camera.unplug()
     kiosk.post("open", code=CODE)
-    kiosk.app.touch()
+    assert absent.wait(T)
+    kiosk.app.wait_for(lambda s: s["guidance"] is not None and s["guidance"]["hint"] == "camera_absent", T)
     state = kiosk.state()
-    for _ in range(200):
-        if state["camera"]["state"] == "absent":
-            break
-        kiosk.session.wait_for(lambda s: True, 0.05)  # yield to the camera loop (bounded)
-        state = kiosk.state()
     assert state["camera"]["state"] == "absent" and state["guidance"]["hint"] == "camera_absent"
     assert "Máy ảnh chưa sẵn sàng" in state["guidance"]["hint_vi"]
     kiosk.camera.plug()
