@@ -1,0 +1,456 @@
+"""The device's updater: signed bundles into the inactive of two slots, with a trial boot.
+
+What happens for one ``update`` command (:meth:`Updater.run`):
+
+1. wait for the maintenance window and the update lock (no open dossier), plus random jitter;
+2. download the bundle with resume (``device/update_download.py``);
+3. verify the Ed25519 signature and every file's sha256 (``images/manifest.py``) BEFORE
+   anything is written outside the download directory; refuse otherwise (never installed);
+4. install into the inactive slot (``device/update_slots.py``), fsync, mark it complete;
+5. record a ``trial`` state, switch ``current`` atomically, call the agent's ``restart``;
+6. run the agent's health checks (broker connected, scanner or camera answers, pipeline and
+   model smoke test): all pass -> ``succeeded``; one fails -> switch back, ``rolled_back``.
+
+If ``restart`` really restarts the process, the new agent calls :meth:`Updater.resume` at start:
+it runs step 6 for a pending trial, and cleans up an install a power cut interrupted (the
+``current`` slot was never switched, so the device runs its working slot).
+
+Every step is reported as :class:`protocol.messages.UpdateProgress` through ``report``::
+
+    updater = Updater(cfg, device_id="kiosk-0001", current_version=__version__,
+                      report=outbox.put_update, restart=agent.restart,
+                      health_checks={"broker": link.is_connected, "scanner": agent.probe_scanner})
+    updater.resume()                                   # at agent start
+    offer = UpdateOffer.from_command(command)          # Command(name="update")
+    updater.run(offer, window=lambda: settings.current.maintenance_window, is_locked=session.is_open)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from device.settings import MaintenanceWindow
+from device.update_download import download
+from device.update_errors import BundleRefused, DownloadFailed, InstallFailed, UpdateError
+from device.update_slots import SlotName, SlotStore, UpdateState
+from images.errors import BundleError
+from images.manifest import Manifest, extract_payload, load_public_key, verify_bundle, version_at_least
+from protocol.messages import Command, UpdateProgress
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["succeeded", "rolled_back", "failed"]
+ProgressState = Literal["downloading", "verifying", "installing", "rebooting", "succeeded", "rolled_back", "failed"]
+HealthCheck = Callable[[], bool]
+"""Returns True when healthy; False or an exception is a failure (its text is the reason)."""
+
+
+class UpdaterConfig(BaseModel):
+    """Where the slots live and how patient the updater is."""
+
+    model_config = ConfigDict(extra="forbid")
+    root: Path = Field(default=Path("/opt/sohoa"), description="Slots, the current symlink and downloads live here")
+    public_keys: list[Path] = Field(
+        description="Ed25519 public keys (PEM) whose signatures are trusted; two during a key rotation"
+    )
+    jitter_max_s: float = Field(
+        default=900, ge=0, description="Random wait before starting, so a fleet does not download at once"
+    )
+    download_attempts: int = Field(default=8, ge=1, description="Tries, each resuming where the last one stopped")
+    download_timeout_s: float = Field(default=30, gt=0, description="HTTP timeout without bytes")
+    retry_min_s: float = Field(default=2, ge=0, description="First wait after a failed download attempt")
+    retry_max_s: float = Field(default=120, ge=0, description="Longest wait between download attempts")
+    health_timeout_s: float = Field(default=180, gt=0, description="Time the new slot has to pass every check")
+    health_interval_s: float = Field(default=2, gt=0, description="Pause between tries of a failing check")
+    max_trial_boots: int = Field(
+        default=3, ge=1, description="Agent starts on a trial slot before it is rolled back without a check"
+    )
+    lock_check: Literal["off", "warn", "strict"] = Field(
+        default="warn",
+        description="Compare the bundle's dependency lock with what is installed: strict refuses a mismatch",
+    )
+    python: str = Field(default=sys.executable, description="Interpreter whose pip installs the wheels")
+
+
+class UpdateOffer(BaseModel):
+    """The ``args`` of an ``update`` command."""
+
+    model_config = ConfigDict(extra="forbid")
+    rollout_id: str = Field(max_length=64)
+    url: str = Field(pattern=r"^https?://", max_length=2048, description="Where the bundle is served")
+    version: str = Field(max_length=64, description="Version the bundle carries (checked against its manifest)")
+    kind: Literal["app", "model"] = "app"
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the bundle file")
+
+    @classmethod
+    def from_command(cls, command: Command) -> UpdateOffer:
+        try:
+            return cls.model_validate(command.args)
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
+            raise BundleRefused(f"update command arguments invalid: {fields}") from None
+
+
+class Updater:
+    """A/B updater. One per device; :meth:`run` blocks (call it from a worker thread)."""
+
+    def __init__(
+        self,
+        config: UpdaterConfig,
+        *,
+        device_id: str,
+        current_version: str,
+        report: Callable[[UpdateProgress], None],
+        restart: Callable[[], None],
+        health_checks: Mapping[str, HealthCheck],
+        stop: threading.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.device_id = device_id
+        self.current_version = current_version
+        self._report = report
+        self._restart = restart
+        self._health_checks = dict(health_checks)
+        self._stop = stop or threading.Event()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.slots = SlotStore(config.root)
+        self.downloads = config.root / "downloads"
+        self.busy = threading.Event()
+        """Set while an update is being installed or tried: the agent refuses new dossiers then."""
+        self._trusted: list[Ed25519PublicKey] | None = None
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __enter__(self) -> Updater:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- reporting ------------------------------------------------------------------------
+
+    def _progress(
+        self, offer_or_state: UpdateOffer | UpdateState, state: ProgressState, *, progress: float | None = None,
+        detail: str | None = None,
+    ) -> None:
+        message = UpdateProgress(
+            device_id=self.device_id,
+            rollout_id=offer_or_state.rollout_id,
+            version=offer_or_state.version,
+            state=state,
+            progress=progress,
+            detail=None if detail is None else detail[:512],
+        )
+        try:
+            self._report(message)
+        except Exception:  # a reporting failure must not stop an install half-way
+            log.exception("reporting update progress failed")
+
+    # --- waiting for the right moment ------------------------------------------------------------
+
+    def wait_for_turn(
+        self, window: Callable[[], MaintenanceWindow] | None, is_locked: Callable[[], bool] | None
+    ) -> bool:
+        """Block until the maintenance window is open and no dossier holds the update lock, after
+        a random jitter. Returns False if stopped. The window is read each time (settings change)."""
+        jitter = self._rng.uniform(0, self.config.jitter_max_s) if self.config.jitter_max_s else 0.0
+        if jitter and self._stop.wait(jitter):
+            return False
+        while not self._stop.is_set():
+            now = self._clock()
+            if window is not None:
+                opens = window().next_open(now)
+                if opens > now:
+                    log.info("update waits for the maintenance window (opens %s)", opens.isoformat())
+                    # Wake up at least every 5 minutes: the window may be changed by settings.
+                    if self._stop.wait(min((opens - now).total_seconds(), 300)):
+                        return False
+                    continue
+            if is_locked is not None and is_locked():
+                if self._stop.wait(self.config.health_interval_s):
+                    return False
+                continue
+            return True
+        return False
+
+    # --- the whole update ------------------------------------------------------------------------
+
+    def run(
+        self,
+        offer: UpdateOffer,
+        *,
+        window: Callable[[], MaintenanceWindow] | None = None,
+        is_locked: Callable[[], bool] | None = None,
+    ) -> Outcome:
+        """Carry out one update; returns its outcome (also reported). Never raises for a bad
+        bundle or a failed health check: that is an outcome."""
+        if not self.wait_for_turn(window, is_locked):
+            self._progress(offer, "failed", detail="stopped while waiting for the maintenance window")
+            return "failed"
+        self.busy.set()
+        try:
+            try:
+                bundle = self._download(offer)
+                manifest = self._verify(offer, bundle)
+                to_slot = self._install(offer, bundle, manifest)
+            except UpdateError as exc:
+                log.warning("update %s %s failed: %s", offer.rollout_id, offer.version, exc)
+                self._progress(offer, "failed", detail=str(exc))
+                return "failed"
+            # Installing did not disturb the counter; restarting would: check the lock again.
+            if is_locked is not None and is_locked() and not self.wait_for_turn(window, is_locked):
+                self.slots.clear_state()
+                self._progress(offer, "failed", detail="stopped before switching")
+                return "failed"
+            state = UpdateState(
+                phase="trial",
+                rollout_id=offer.rollout_id,
+                version=offer.version,
+                kind=manifest.kind,
+                from_slot=self.slots.active(),
+                to_slot=to_slot,
+            )
+            self.slots.save_state(state)
+            self.slots.switch(to_slot)
+            self._progress(offer, "rebooting", detail=f"switched to slot {to_slot}")
+            self._restart()
+            # An in-process restart returns here; a real one continues in resume() of the new process.
+            return self._trial(state)
+        finally:
+            self.busy.clear()
+
+    def resume(self) -> Outcome | None:
+        """Call once at agent start. Finishes a trial (health check), cleans an interrupted
+        install. Returns the outcome, or None when no update was in flight."""
+        state = self.slots.load_state()
+        if state is None:
+            return None
+        active = self.slots.active()
+        if state.phase == "installing" or active != state.to_slot:
+            # Power cut before the switch: current still names the working slot.
+            log.warning("update %s was interrupted before the switch; staying on slot %s", state.version, active)
+            self.slots.clear_state()
+            if self.slots.info(state.to_slot) is not None and state.to_slot != active:
+                self.slots.wipe(state.to_slot)
+            self._progress(state, "failed", detail=f"interrupted before completion; running slot {active}")
+            return "failed"
+        state.boots += 1
+        self.slots.save_state(state)
+        if state.boots > self.config.max_trial_boots:
+            return self._rollback(state, f"the new slot did not pass its checks in {state.boots - 1} starts")
+        self.busy.set()
+        try:
+            return self._trial(state)
+        finally:
+            self.busy.clear()
+
+    # --- steps ------------------------------------------------------------------------------------
+
+    def _download(self, offer: UpdateOffer) -> Path:
+        self._progress(offer, "downloading", progress=0.0)
+        dest = self.downloads / f"{offer.rollout_id}.bundle"
+        last = [-1.0]
+
+        def on_progress(done: int, total: int | None) -> None:
+            if total:
+                fraction = round(done / total, 1)
+                if fraction > last[0]:
+                    last[0] = fraction
+                    self._progress(offer, "downloading", progress=min(fraction, 1.0))
+
+        try:
+            return download(
+                offer.url,
+                dest,
+                expected_sha256=offer.sha256,
+                attempts=self.config.download_attempts,
+                timeout_s=self.config.download_timeout_s,
+                retry_min_s=self.config.retry_min_s,
+                retry_max_s=self.config.retry_max_s,
+                on_progress=on_progress,
+                stop=self._stop,
+            )
+        except DownloadFailed:
+            raise
+        except OSError as exc:
+            raise DownloadFailed(f"cannot write the download: {exc}") from None
+
+    def trusted_keys(self) -> list[Ed25519PublicKey]:
+        if self._trusted is None:
+            try:
+                self._trusted = [load_public_key(p) for p in self.config.public_keys]
+            except BundleError as exc:
+                raise BundleRefused(str(exc)) from None
+        return self._trusted
+
+    def _verify(self, offer: UpdateOffer, bundle: Path) -> Manifest:
+        self._progress(offer, "verifying")
+        try:
+            manifest = verify_bundle(bundle, self.trusted_keys())
+        except BundleError as exc:
+            bundle.unlink(missing_ok=True)
+            raise BundleRefused(f"bundle refused: {exc}") from None
+        if manifest.version != offer.version or manifest.kind != offer.kind:
+            raise BundleRefused(
+                f"bundle is {manifest.kind} {manifest.version}, the command announced {offer.kind} {offer.version}"
+            )
+        info = self.slots.info(self.slots.active())
+        running = self.current_version if manifest.kind == "app" else (info.model_version if info else None)
+        if not version_at_least(running, manifest.min_previous_version):
+            raise BundleRefused(f"needs at least {manifest.min_previous_version}; this device runs {running}")
+        if manifest.kind == "app":
+            self._check_lock(bundle, manifest)
+        return manifest
+
+    def _check_lock(self, bundle: Path, manifest: Manifest) -> None:
+        if self.config.lock_check == "off" or not manifest.by_role("lock"):
+            return
+        entry = manifest.by_role("lock")[0]
+        with tarfile.open(bundle, mode="r:") as tar:
+            stream = tar.extractfile(f"payload/{entry.path}")
+            text = stream.read().decode() if stream is not None else ""
+        missing = lock_mismatches(text)
+        if missing:
+            message = f"{len(missing)} locked dependencies differ from this device, e.g. {missing[0]}"
+            if self.config.lock_check == "strict":
+                raise BundleRefused(message)
+            log.warning("%s", message)
+
+    def _install(self, offer: UpdateOffer, bundle: Path, manifest: Manifest) -> SlotName:
+        active = self.slots.active()
+        to_slot: SlotName = "b" if active == "a" else "a"
+        self.slots.save_state(
+            UpdateState(
+                phase="installing",
+                rollout_id=offer.rollout_id,
+                version=offer.version,
+                kind=manifest.kind,
+                from_slot=active,
+                to_slot=to_slot,
+            )
+        )
+        self._progress(offer, "installing", progress=0.0, detail=f"into slot {to_slot}")
+        try:
+            target = self.slots.wipe(to_slot)
+            staging = target / ".payload"
+            for _entry, _path in extract_payload(bundle, manifest, staging):
+                pass
+            self._progress(offer, "installing", progress=0.5, detail="payload written")
+            source = self.slots.slot_dir(active)
+            app, model = target / "app", target / "model"
+            if manifest.kind == "app":
+                app.mkdir()
+                shutil.move(staging / "wheels", app / "wheels")
+                if (staging / "requirements.lock").exists():
+                    shutil.move(staging / "requirements.lock", app / "requirements.lock")
+                self._pip_install(sorted((app / "wheels").glob("*.whl")), app / "site-packages")
+            else:
+                shutil.copytree(source / "app", app, symlinks=True)
+            if (staging / "model").is_dir():
+                shutil.move(staging / "model", model)
+            elif (source / "model").is_dir():
+                shutil.copytree(source / "model", model, symlinks=True)
+            else:
+                model.mkdir()
+            shutil.rmtree(staging)
+            previous = self.slots.info(active)
+            version = manifest.version if manifest.kind == "app" else (previous.version if previous else "unknown")
+            model_version = manifest.model_version or (previous.model_version if previous else None)
+            self.slots.complete(to_slot, version=version, model_version=model_version)
+        except BundleError as exc:
+            self.slots.clear_state()
+            raise BundleRefused(f"bundle refused during install: {exc}") from None
+        except OSError as exc:
+            self.slots.clear_state()
+            raise InstallFailed(f"install into slot {to_slot} failed: {exc}") from None
+        self._progress(offer, "installing", progress=1.0, detail=f"slot {to_slot} complete")
+        return to_slot
+
+    def _pip_install(self, wheels: list[Path], target: Path) -> None:
+        if not wheels:
+            raise InstallFailed("an app bundle without a wheel")
+        cmd = [self.config.python, "-m", "pip", "install", "--no-deps", "--no-index", "--no-compile", "-q",
+               "--disable-pip-version-check", "--target", str(target), *map(str, wheels)]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise InstallFailed(f"pip install failed: {result.stderr.strip()[-300:]}")
+
+    def _trial(self, state: UpdateState) -> Outcome:
+        failure = self.health_check()
+        if failure is not None:
+            return self._rollback(state, failure)
+        self.slots.clear_state()
+        log.info("update %s succeeded on slot %s", state.version, state.to_slot)
+        self._progress(state, "succeeded", detail=f"running slot {state.to_slot}")
+        return "succeeded"
+
+    def health_check(self) -> str | None:
+        """Run every check until it passes or the time is up; the first failure's reason, or None."""
+        deadline = time.monotonic() + self.config.health_timeout_s
+        for name, check in self._health_checks.items():
+            while True:
+                try:
+                    ok, why = bool(check()), "answered no"
+                except Exception as exc:  # a check may fail any way it likes: that is the point
+                    ok, why = False, f"{type(exc).__name__}: {str(exc)[:200]}"
+                if ok:
+                    break
+                if time.monotonic() >= deadline or self._stop.wait(self.config.health_interval_s):
+                    return f"health check {name!r} failed: {why}"
+        return None
+
+    def _rollback(self, state: UpdateState, reason: str) -> Outcome:
+        log.warning("update %s rolled back: %s", state.version, reason)
+        if self.slots.info(state.from_slot) is None:
+            # Nothing to go back to: stay, and say so loudly.
+            self.slots.clear_state()
+            self._progress(state, "failed", detail=f"{reason}; previous slot unusable, staying")
+            return "failed"
+        self.slots.switch(state.from_slot)
+        self.slots.clear_state()
+        self._progress(state, "rolled_back", detail=reason)
+        self._restart()
+        return "rolled_back"
+
+    def status(self) -> dict[str, Any]:
+        out = self.slots.describe()
+        state = self.slots.load_state()
+        out["in_flight"] = None if state is None else state.model_dump(mode="json")
+        return out
+
+
+def lock_mismatches(lock_text: str) -> list[str]:
+    """Pins of a ``pip freeze`` lock that the running environment does not satisfy exactly."""
+    out: list[str] = []
+    for line in lock_text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or "==" not in line or line.startswith("-"):
+            continue
+        name, _, pinned = line.partition("==")
+        try:
+            installed = metadata.version(name.strip())
+        except metadata.PackageNotFoundError:
+            out.append(f"{name.strip()} missing")
+            continue
+        if installed != pinned.strip():
+            out.append(f"{name.strip()} {installed} != {pinned.strip()}")
+    return out
