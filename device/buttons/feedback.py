@@ -191,17 +191,17 @@ class StatusPanel:
         index = 0
         while not self._closing.is_set():
             transient: Transient | None = None
+            changed = False
             with self._cond:
                 if self._queue:
                     transient = self._queue.popleft()
                     self._playing = True
                     self.history.append(transient)
+                    self._cond.notify_all()
                 else:
                     base = self._base()
                     if base != shown:
-                        shown, index = base, 0
-                        self.history.append(base)
-                self._cond.notify_all()
+                        shown, index, changed = base, 0, True
             if transient is not None:
                 self._play(transient)
                 shown = None  # redraw the base after a transient
@@ -211,6 +211,10 @@ class StatusPanel:
             step = steps[index % len(steps)]
             index += 1
             self._apply(step)
+            if changed:  # recorded once the light shows it, so a test reading the pins sees it too
+                with self._cond:
+                    self.history.append(shown)
+                    self._cond.notify_all()
             self._hold_base(shown, step.seconds * self._scale)
 
     def _play(self, transient: Transient) -> None:
