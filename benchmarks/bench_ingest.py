@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,9 @@ def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
     pub.loop_stop()
 
 
-def _raw_subscriber(client_id: str, port: int, expected: int | None) -> float:
+def _raw_subscriber(client_id: str, port: int, expected: int | None) -> tuple[float, float]:
     """Subscribe (``expected`` None: just create the session) or drain ``expected`` messages;
-    returns seconds from connect to the last message."""
+    returns (seconds from connect to the last message, process CPU seconds meanwhile)."""
     client = _client(client_id, port)
     done = threading.Event()
     received = 0
@@ -94,17 +95,17 @@ def _raw_subscriber(client_id: str, port: int, expected: int | None) -> float:
 
     client.on_message = on_message
     client.on_subscribe = lambda *_args: subscribed.set()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     client.loop_start()
     if expected is None:
         client.subscribe("sohoa/v1/+/event", qos=1)
         subscribed.wait(10)
     elif not done.wait(300):
         raise TimeoutError(f"raw subscriber got {received} of {expected}")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     client.disconnect()
     client.loop_stop()
-    return elapsed
+    return elapsed, cpu
 
 
 def _worker(config: FleetConfig, ready: Any, go: Any, stop: Any) -> None:
@@ -124,8 +125,16 @@ def _count(sessions: Any) -> int:
         return int(session.scalar(select(func.count()).select_from(Event)) or 0)
 
 
-def _ingest_rate(url: str, port: int, messages: list[tuple[str, bytes]], run: str, workers: int) -> tuple[float, float]:
-    """(raw msg/s, ingest events/s) for one run with ``workers`` ingest processes."""
+@dataclass(frozen=True)
+class Run:
+    raw_per_s: float
+    ingest_per_s: float
+    raw_cpu_us: float
+    ingest_cpu_us: float | None  # per message; None when the workers are other processes
+
+
+def _ingest_rate(url: str, port: int, messages: list[tuple[str, bytes]], run: str, workers: int) -> Run:
+    """Rates and CPU cost of one run with ``workers`` ingest workers."""
     engine = make_engine(url)
     migrate(engine)
     sessions = session_factory(engine)
@@ -145,17 +154,21 @@ def _ingest_rate(url: str, port: int, messages: list[tuple[str, bytes]], run: st
     _raw_subscriber(raw_id, port, None)
     before = _count(sessions)
     _publish(port, messages)
-    raw_s = _raw_subscriber(raw_id, port, len(messages))
+    raw_s, raw_cpu = _raw_subscriber(raw_id, port, len(messages))
 
+    ingest_cpu: float | None = None
     if workers == 1:
+        cpu = time.process_time()
         ingest_s = _drain_in_process(configs[0], sessions, len(messages))
+        ingest_cpu = time.process_time() - cpu
     else:
         ingest_s = _drain_in_processes(configs, sessions, before, len(messages))
     after = _count(sessions)
     engine.dispose()
     if after - before != len(messages):
         raise AssertionError(f"{after - before} events in the database, {len(messages)} published")
-    return len(messages) / raw_s, len(messages) / ingest_s
+    n = len(messages)
+    return Run(n / raw_s, n / ingest_s, raw_cpu / n * 1e6, None if ingest_cpu is None else ingest_cpu / n * 1e6)
 
 
 def _drain_in_process(config: FleetConfig, sessions: Any, expected: int) -> float:
@@ -229,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
           f"both clients while they are away, then drained; median of {args.repeat} runs, raw and ingest "
           "alternating in each run.\n")
     print("| database | ingest workers | raw paho subscriber (msg/s) | fleet ingest, persisted (events/s) "
-          "| ingest / raw |")
-    print("|---|---|---|---|---|")
+          "| ingest / raw | CPU per message: raw / ingest (µs) |")
+    print("|---|---|---|---|---|---|")
     status = 0
     with tempfile.TemporaryDirectory(prefix="sohoa-bench-") as tmp:
         workdir = Path(tmp)
@@ -245,10 +258,14 @@ def main(argv: list[str] | None = None) -> int:
                                          workers)
                             for r in range(args.repeat)
                         ]
-                        raw_m = statistics.median(raw for raw, _ in runs)
-                        ing_m = statistics.median(ing for _, ing in runs)
-                        ratio = statistics.median(ing / raw for raw, ing in runs)
-                        print(f"| {kind} | {workers} | {raw_m:,.0f} | {ing_m:,.0f} | {ratio:.2f} |", flush=True)
+                        raw_m = statistics.median(r.raw_per_s for r in runs)
+                        ing_m = statistics.median(r.ingest_per_s for r in runs)
+                        ratio = statistics.median(r.ingest_per_s / r.raw_per_s for r in runs)
+                        raw_cpu = statistics.median(r.raw_cpu_us for r in runs)
+                        ing_cpus = [r.ingest_cpu_us for r in runs if r.ingest_cpu_us is not None]
+                        ing_cpu = f"{statistics.median(ing_cpus):.0f}" if ing_cpus else "n/a"
+                        print(f"| {kind} | {workers} | {raw_m:,.0f} | {ing_m:,.0f} | {ratio:.2f} "
+                              f"| {raw_cpu:.0f} / {ing_cpu} |", flush=True)
                         if kind == "sqlite" and workers == worker_counts[0] and ratio < 0.5:
                             status = 1
         finally:

@@ -73,8 +73,16 @@ def _serve(config_path: Path | None) -> int:
 
     from fleet.api.app import create_app
     from fleet.config import load
+    from fleet.db import make_engine, migrate
 
     config = load(config_path)
+    if config.database.migrate_on_start:
+        # Here rather than only in the app's startup: a database error is then one clear line.
+        engine = make_engine(config.database.url)
+        try:
+            migrate(engine)
+        finally:
+            engine.dispose()
     app = create_app(config)
     log.info("fleet on http://%s:%s, broker %s:%s", config.http.host, config.http.port,
              config.broker.host, config.broker.port)
@@ -89,6 +97,9 @@ def _serve(config_path: Path | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopped_by.append(signum))
     server.run()
+    if not server.started:
+        print("sohoa-fleet: the server did not start (see the log above)", file=sys.stderr)
+        return 1
     log.info("fleet stopped%s", f" ({signal.Signals(stopped_by[0]).name})" if stopped_by else "")
     return 0
 

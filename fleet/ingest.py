@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.config import FleetConfig
-from fleet.db import RawJSON, bulk_insert_ignore, insert_ignore
+from fleet.db import RawJSON, WalCheckpointer, bulk_insert_ignore, insert_ignore
 from fleet.metrics import FleetMetrics
 from fleet.models import Device, Event, Page, TelemetrySample
 from protocol.errors import ProtocolError
@@ -300,6 +300,7 @@ class Ingest:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._client: Any = None
+        self._checkpointer: WalCheckpointer | None = None
         self._progress = threading.Condition()
         self.batches_done = 0
 
@@ -330,11 +331,16 @@ class Ingest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = broker.session_expiry_s
         props.ReceiveMaximum = broker.receive_maximum
         self._client = client
+        engine = self.writer.sessions.kw.get("bind")
+        on_file = isinstance(engine, Engine) and engine.url.database not in (None, "", ":memory:")
+        if isinstance(engine, Engine) and engine.dialect.name == "sqlite" and on_file:
+            self._checkpointer = WalCheckpointer(engine)
         self._thread = threading.Thread(target=self._run, name="fleet-ingest-writer", daemon=True)
         self._thread.start()
         client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s, clean_start=False,
@@ -355,6 +361,9 @@ class Ingest:
             self._client = None
         self._connected.clear()
         self.metrics.connected.set(0)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
 
     # --- MQTT callbacks (paho's network thread) ---
 
@@ -378,6 +387,10 @@ class Ingest:
         self._connected.set()
         self.metrics.connected.set(1)
         log.info("ingest connected and subscribed")
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        broker = self.config.broker
+        log.warning("cannot reach the broker at %s:%s; retrying", broker.host, broker.port)
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         self._connected.clear()
