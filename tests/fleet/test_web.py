@@ -3,6 +3,7 @@ processes, a device's traffic through mosquitto, the web page in headless Chromi
 
 from __future__ import annotations
 
+import io
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,23 @@ from tests.services import Mosquitto, free_port, wait_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DEVICE = "kiosk-0007"
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 32
+
+
+def _png() -> bytes:
+    """A small real page image (the browser must be able to show it)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (248, 351), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((20, 20, 228, 60), outline="black", width=2)
+    for y in range(90, 330, 16):
+        draw.line((24, y, 224, y), fill=(60, 60, 60), width=2)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+PNG = _png()
 
 
 @pytest.fixture
@@ -74,7 +91,9 @@ def test_web_page_shows_devices_and_pages(fleet_process: str, mosquitto: Mosquit
             upload = httpx.put(f"{fleet_process}/api/v1/files/{event.page.sha256}", content=PNG,
                                headers={"Content-Type": "image/png", "X-Sohoa-Device": DEVICE})
             assert upload.status_code == 201
-            expect(card.locator("img")).to_have_count(1, timeout=15_000)
+            image = card.locator("img")
+            expect(image).to_have_count(1, timeout=15_000)
+            page.wait_for_function("img => img.complete && img.naturalWidth === 248", arg=image.element_handle())
             page.screenshot(path=str(artifacts / "fleet-web-page.png"), full_page=True)
         finally:
             browser.close()
