@@ -47,7 +47,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from device.errors import CameraUnavailable, ImageRejected, NoScanner, OutboxFull, ScannerFault, SohoaError
+from device.errors import (
+    CameraUnavailable,
+    ImageRejected,
+    NoScanner,
+    OutboxFull,
+    ScannerBusy,
+    ScannerFault,
+    SohoaError,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,6 +83,7 @@ Fault = Literal[
     "scanner_gone",
     "camera_unavailable",
     "no_scanner",
+    "scanner_busy",
     "capture_error",
     "disk_full",
     "outbox_error",
@@ -210,13 +219,19 @@ class CapturePages:
     >>> session.capture(CapturePages(scanner, ScanRequest()))  # doctest: +SKIP
     """
 
-    def __init__(self, source: _CaptureSourceLike, request: object) -> None:
+    def __init__(self, source: _CaptureSourceLike, request: object, *, lock: threading.Lock | None = None) -> None:
+        """``lock``: held for the whole batch, so the session's scans and the agent's own (a fleet
+        ``test_scan``, a trigger) never drive the device at once; when another holder has it the
+        batch fails at once with :class:`~device.errors.ScannerBusy` (fault ``scanner_busy``)."""
         self.source = source
         self.request = request
+        self.lock = lock
 
     def pages(self, stop: threading.Event) -> Iterator[RawImage]:
         kinds: dict[str, Source] = {"folder": "folder", "camera": "camera"}
         kind = kinds.get(self.source.kind, "scanner")
+        if self.lock is not None and not self.lock.acquire(blocking=False):
+            raise ScannerBusy("another scan is running on this device")
         try:
             yield from self._decoded(kind, stop)
         except SohoaError:
@@ -227,6 +242,9 @@ class CapturePages:
                 except Exception as exc:
                     log.warning("source recovery failed (%s)", type(exc).__name__)
             raise
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def _decoded(self, kind: Source, stop: threading.Event) -> Iterator[RawImage]:
         import cv2
@@ -539,6 +557,8 @@ def fault_of(exc: BaseException) -> Fault:
         return "camera_unavailable"
     if isinstance(exc, NoScanner):
         return "no_scanner"
+    if isinstance(exc, ScannerBusy):
+        return "scanner_busy"
     if isinstance(exc, OutboxFull):
         return "disk_full"
     return "capture_error"

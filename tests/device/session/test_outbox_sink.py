@@ -85,3 +85,20 @@ def test_dossier_reaches_outbox(tmp_path: Path) -> None:
         assert outbox.depth() == depth
     finally:
         outbox.close()
+
+
+def test_capture_pages_lock_refuses_a_second_user() -> None:
+    """With the agent's scanner lock held by its own scan, the session's batch fails at once with
+    scanner_busy and no page; once released, the batch runs and the lock is free again after."""
+    import threading
+
+    lock = threading.Lock()
+    source = PngBatch([1, 2])
+    with DossierSession(pdf_builder=None) as session:
+        session.open(CODE)
+        with lock:
+            outcome = session.capture(CapturePages(source, None, lock=lock))
+        assert outcome.fault == "scanner_busy" and outcome.pages == ()
+        outcome = session.capture(CapturePages(source, None, lock=lock))
+        assert outcome.fault is None and len(outcome.pages) == 2 and not lock.locked()
+        session.cancel()
