@@ -38,8 +38,11 @@ class FakeSource(CaptureSource):
         self._gone = False
         self._stop = threading.Event()
         self.batches = 0
-        self.gate: threading.Event | None = None
-        """When set to an Event, each page waits for it (tests hold a batch in the middle)."""
+        self.hold_before: int | None = None
+        """Hold the next batch before this page until :meth:`resume` (or :meth:`stop`)."""
+        self.held = threading.Event()
+        """Set while a batch is held."""
+        self._release = threading.Event()
 
     @property
     def model(self) -> str | None:
@@ -76,6 +79,7 @@ class FakeSource(CaptureSource):
 
     def pages(self, request: ScanRequest) -> Iterator[CapturedPage]:
         self._stop.clear()
+        self._release.clear()
         self.batches += 1
         self.history.append(f"batch {self.batches} {request.source or 'adf'}")
         if self._gone:
@@ -92,8 +96,14 @@ class FakeSource(CaptureSource):
             if self._stop.is_set():
                 self.history.append("stopped")
                 return
-            if self.gate is not None:
-                self.gate.wait(30)
+            if sequence == self.hold_before:
+                self.history.append(f"held before {sequence}")
+                self.held.set()
+                self._release.wait(60)
+                self.held.clear()
+                if self._stop.is_set():
+                    self.history.append("stopped")
+                    return
             if sequence in faults:
                 error = faults[sequence]
                 self.history.append(f"fault {error.event_type}")
@@ -105,8 +115,13 @@ class FakeSource(CaptureSource):
     def recover(self) -> None:
         self.history.append("recovered")
 
+    def resume(self) -> None:
+        """Let a held batch go on."""
+        self._release.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._release.set()
 
     def close(self) -> None:
         self.history.append("closed")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,27 +72,25 @@ def test_folder_ingest_reaches_the_fleet_byte_for_byte(
 
 
 def test_fake_scanner_busy_and_stop_mid_batch(tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
-    """A batch held in the middle (the fake's gate): a second request is refused ``busy`` with a
+    """A batch held before its third page: a second request is refused ``busy`` with a
     ``scan_refused`` event; closing the agent ends the batch after the current page, the batch
     is reported ``interrupted`` with the pages it stored, and the events reach the broker before
     the agent says offline."""
     source = FakeSource(pages=50)
-    gate = threading.Event()
-    source.gate = gate
+    source.hold_before = 3
     config = AgentConfig.model_validate(agent_config(tmp_path, mosquitto.port, scanner={"type": "fake"}))
     agent = Agent(config, source=source).start()
     try:
         job = agent.request_scan(ScanRequest())
-        gate.set()
-        recorder.wait_for(lambda r: len(r.events("page_captured")) >= 2, 20, "pages")
+        assert source.held.wait(20), "the batch should reach page 3"
         second = agent.request_scan(ScanRequest())
         assert second.outcome == "refused" and second.detail == "busy"
         recorder.wait_for(lambda r: len(r.events("scan_refused")) == 1, 20, "scan_refused")
         assert recorder.events("scan_refused")[0].reason == "busy"
     finally:
         agent.close()
-    assert job.done.is_set() and 2 <= job.pages < 50
-    assert "stopped" in source.history and source.history[-1] == "closed"
+    assert job.done.is_set() and job.pages == 2
+    assert source.history[-3:] == ["held before 3", "stopped", "closed"]
     recorder.wait_for(lambda r: len(r.events("batch_finished")) == 1, 10, "batch_finished")
     finished = recorder.events("batch_finished")[0]
     assert finished.pages == job.pages and finished.outcome == "interrupted"
