@@ -791,8 +791,13 @@ class Agent:
             if now >= next_telemetry:
                 next_telemetry = now + cfg.telemetry.interval_s
                 self._publish_telemetry()
-            if next_scan is not None and now >= next_scan and cfg.triggers.scan_every_s:
-                next_scan = now + cfg.triggers.scan_every_s
+            every = cfg.triggers.scan_every_s  # may change through config/desired
+            if not every or self.source is None:
+                next_scan = None
+            elif next_scan is None:
+                next_scan = now + every
+            elif now >= next_scan:
+                next_scan = now + every
                 self.request_scan(ScanRequest(), quiet=True)
             if self.folder is not None and cfg.folder is not None and now >= next_folder:
                 next_folder = now + cfg.folder.interval_s
