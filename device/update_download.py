@@ -22,7 +22,6 @@ from device.update_errors import DownloadFailed
 log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_CHUNK = 64 * 1024
 
 
 def _sha256(path: Path) -> str:
@@ -123,7 +122,7 @@ def _attempt(
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
         done = offset
         with part.open(mode) as f:
-            for chunk in response.iter_bytes(_CHUNK):
+            for chunk in response.iter_bytes():  # as they arrive: a cut keeps every byte received
                 f.write(chunk)
                 done += len(chunk)
                 if on_progress is not None:

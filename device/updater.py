@@ -121,6 +121,7 @@ class Updater:
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        sleep: Callable[[float], bool] | None = None,
     ) -> None:
         self.config = config
         self.device_id = device_id
@@ -131,6 +132,8 @@ class Updater:
         self._stop = stop or threading.Event()
         self._clock = clock
         self._rng = rng or random.Random()
+        self._sleep = sleep or self._stop.wait
+        """Waits up to the given seconds; True when stopped (tests pass one that moves their clock)."""
         self.slots = SlotStore(config.root)
         self.downloads = config.root / "downloads"
         self.busy = threading.Event()
@@ -173,7 +176,7 @@ class Updater:
         """Block until the maintenance window is open and no dossier holds the update lock, after
         a random jitter. Returns False if stopped. The window is read each time (settings change)."""
         jitter = self._rng.uniform(0, self.config.jitter_max_s) if self.config.jitter_max_s else 0.0
-        if jitter and self._stop.wait(jitter):
+        if jitter and self._sleep(jitter):
             return False
         while not self._stop.is_set():
             now = self._clock()
@@ -182,11 +185,11 @@ class Updater:
                 if opens > now:
                     log.info("update waits for the maintenance window (opens %s)", opens.isoformat())
                     # Wake up at least every 5 minutes: the window may be changed by settings.
-                    if self._stop.wait(min((opens - now).total_seconds(), 300)):
+                    if self._sleep(min((opens - now).total_seconds(), 300)):
                         return False
                     continue
             if is_locked is not None and is_locked():
-                if self._stop.wait(self.config.health_interval_s):
+                if self._sleep(self.config.health_interval_s):
                     return False
                 continue
             return True
@@ -414,7 +417,7 @@ class Updater:
                     ok, why = False, f"{type(exc).__name__}: {str(exc)[:200]}"
                 if ok:
                     break
-                if time.monotonic() >= deadline or self._stop.wait(self.config.health_interval_s):
+                if time.monotonic() >= deadline or self._sleep(self.config.health_interval_s):
                     return f"health check {name!r} failed: {why}"
         return None
 
