@@ -252,6 +252,9 @@ class Agent:
         self._stop = threading.Event()
         self._jobs: queue.Queue[ScanJob | None] = queue.Queue()
         self._busy = threading.Lock()
+        self.scanner_lock = self._busy
+        """Held while the agent drives its capture source; a dossier session that shares the
+        scanner passes it to ``CapturePages(lock=...)`` so the two never scan at once."""
         self._current: ScanJob | None = None
         self._queue_lock = threading.Lock()
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
