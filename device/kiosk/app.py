@@ -37,6 +37,7 @@ from device.session import (
     InvalidDossierCode,
     InvalidSessionAction,
     PageProcessor,
+    PageSource,
     SessionEvent,
     UnknownPage,
     verdict_of,
@@ -112,12 +113,16 @@ class KioskApp:
         *,
         camera: Camera | None = None,
         pipeline: PageProcessor | None = None,
+        pages_for: Callable[[Literal["scan", "rescan"]], PageSource] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``camera``: the document camera (automatic shots); ``pages_for``: the feeder scanner's
+        batches, as the clerk's buttons take them (a "scan" button on the screen); either or both."""
         self.config = config
         self.session = session
         self.camera = camera
         self.pipeline = pipeline
+        self.pages_for = pages_for
         self._clock = clock
         self.guide = Guide(pipeline, still_frames=config.still_frames, still_threshold=config.still_threshold)
         self._labels_vi = _doctype_labels()
@@ -336,6 +341,8 @@ class KioskApp:
             "state": snap.state,
             "step": step,
             "mode": mode,
+            "scanner": self.pages_for is not None,
+            "capturing": snap.capturing,
             "language": self.config.language,
             "idle_reset_s": self.config.idle_reset_s,
             "dossier_code": snap.dossier_code,
@@ -395,6 +402,8 @@ class KioskApp:
                 session.cancel()
                 with self._cond:
                     self._step = "start"
+            elif action == "scan":
+                self._start_scan()
             elif action == "touch":
                 pass
             else:
@@ -409,6 +418,23 @@ class KioskApp:
         finally:
             with self._cond:
                 self._cond.notify_all()
+
+    def _start_scan(self) -> None:
+        """Run one feeder batch into the open dossier, in the background (the screen follows the
+        session: capturing, then review)."""
+        if self.pages_for is None:
+            raise HttpError(404, "no_scanner")
+        if self.session.state not in ("open", "review"):
+            raise HttpError(409, "busy")
+        source = self.pages_for("scan")
+
+        def run() -> None:
+            try:
+                self.session.capture(source)
+            except SohoaError as exc:  # the state moved on meanwhile: nothing was taken
+                log.info("screen scan not run: %s", type(exc).__name__)
+
+        threading.Thread(target=run, name="kiosk-scan", daemon=True).start()
 
     @staticmethod
     def _page_id(body: dict[str, Any]) -> str:

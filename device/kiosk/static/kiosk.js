@@ -11,8 +11,9 @@ const TEXT = {
     code_label: "Nhập mã hồ sơ", continue: "Tiếp tục", no_code: "Tôi không có mã", back: "Quay lại",
     place_title: "Đặt giấy tờ vào khung", retake_title: "Chụp lại trang {n}",
     review_button: "Xem lại", cancel: "Hủy hồ sơ",
-    capturing_title: "Đang chụp, vui lòng giữ yên…",
-    review_title: "Kiểm tra các trang", add_page: "Chụp thêm trang", finish: "Hoàn tất",
+    capturing_title: "Đang chụp, vui lòng giữ yên…", scanning_title: "Đang quét giấy tờ…",
+    scan_button: "Quét bằng máy quét", feeder_title: "Đặt giấy tờ vào khay máy quét rồi chạm Quét",
+    review_title: "Kiểm tra các trang", add_page: "Thêm trang", finish: "Hoàn tất",
     closing_title: "Đang lưu hồ sơ…",
     closed_title: "Hoàn tất", done: "Xong",
     closed_text: "Hồ sơ {code} đã được lưu với {n} trang. Cảm ơn bạn.",
@@ -29,8 +30,9 @@ const TEXT = {
     code_label: "Type the dossier code", continue: "Continue", no_code: "I have no code", back: "Back",
     place_title: "Place the document inside the frame", retake_title: "Retake page {n}",
     review_button: "Review", cancel: "Cancel the dossier",
-    capturing_title: "Taking the picture, hold still…",
-    review_title: "Check the pages", add_page: "Add a page", finish: "Finish",
+    capturing_title: "Taking the picture, hold still…", scanning_title: "Scanning your papers…",
+    scan_button: "Scan with the scanner", feeder_title: "Put your papers in the scanner's tray, then touch Scan",
+    review_title: "Check the pages", add_page: "Add pages", finish: "Finish",
     closing_title: "Saving the dossier…",
     closed_title: "Done", done: "Done",
     closed_text: "Dossier {code} was saved with {n} pages. Thank you.",
@@ -114,7 +116,7 @@ function clearPersonal() {
 }
 
 function renderPages(s) {
-  const key = JSON.stringify(s.pages) + lang;
+  const key = JSON.stringify(s.pages) + lang + Boolean(s.camera);
   if (key === pagesKey) return;
   pagesKey = key;
   const list = document.getElementById("pages");
@@ -133,7 +135,7 @@ function renderPages(s) {
     const verdict = document.createElement("p");
     verdict.className = "verdict " + (p.ok ? "ok" : "bad");
     const msgs = lang === "en" ? p.messages_en : p.messages_vi;
-    verdict.textContent = p.ok ? "✓ " + t("ok") : "✗ " + msgs.join(" ");
+    verdict.textContent = p.ok ? "✓ " + t("ok") : "✗ " + (msgs[0] || "");  // the first issue: one thing to do
     const retake = document.createElement("button");
     retake.type = "button";
     retake.className = p.ok ? "secondary" : "primary";
@@ -146,7 +148,9 @@ function renderPages(s) {
     remove.textContent = t("remove");
     remove.setAttribute("aria-label", t("remove") + " " + t("page", { n: p.sequence }));
     remove.addEventListener("click", () => post("remove", { page_id: p.id }));
-    li.append(title, img, type, verdict, retake, remove);
+    li.append(title, img, type, verdict);
+    if (s.camera) li.append(retake);  // a scanner page is removed and scanned again instead
+    li.append(remove);
     list.append(li);
   }
 }
@@ -189,9 +193,16 @@ function render(s) {
   if (screen === "place") {
     const retaking = s.retake && s.pages.find((p) => p.id === s.retake);
     document.getElementById("h-place").textContent = retaking
-      ? t("retake_title", { n: retaking.sequence }) : t("place_title");
+      ? t("retake_title", { n: retaking.sequence }) : (s.camera ? t("place_title") : t("feeder_title"));
+    document.getElementById("place-preview").hidden = !s.camera;
+    document.getElementById("hint").hidden = !s.camera;
+    document.getElementById("scan").hidden = !s.scanner;
     document.getElementById("count").textContent = s.pages.length ? t("count", { n: s.pages.length }) : "";
     document.getElementById("to-review").hidden = !s.pages.length;
+  }
+  if (screen === "capturing") {
+    document.getElementById("h-capturing").textContent =
+      s.capturing === "scanner" ? t("scanning_title") : t("capturing_title");
   }
   if (screen === "review") renderPages(s);
   if (screen === "closed" && s.last_closed) {

@@ -172,3 +172,25 @@ def test_config_keeps_it_on_loopback() -> None:
         KioskConfig(idle_reset_s=100, abandon_after_s=50)
     with pytest.raises(ValidationError):
         KioskConfig.model_validate({"idle_reset": 5})
+
+
+def test_feeder_scan_from_the_screen() -> None:
+    """A kiosk with a feeder and no camera: 'scan' runs a batch into the open dossier in the
+    background and the screen follows to review. Scan with no dossier open is refused (409), and
+    on a kiosk without a scanner it does not exist (404)."""
+    from tests.device.session.doubles import ListSource, page_image
+
+    session = DossierSession(pdf_builder=None)
+    sources = [ListSource([page_image(v) for v in (1, 2, 3)])]
+    app = KioskApp(KioskConfig(enabled=True, port=0), session, pages_for=lambda kind: sources.pop(0))
+    bare = KioskApp(KioskConfig(enabled=True, port=0), session)
+    with KioskServer(app) as server, KioskServer(bare) as bare_server, httpx.Client(base_url=server.url) as http:
+        assert http.get("/api/state").json()["scanner"] is True
+        assert http.post("/api/scan", json={}).status_code == 409
+        http.post("/api/open", json={"code": CODE})
+        assert http.post("/api/scan", json={}).status_code == 200
+        snap = session.wait_for_state("review", timeout=T)
+        assert [p.sequence for p in snap.pages] == [1, 2, 3]
+        assert httpx.post(bare_server.url + "api/scan", json={}).status_code == 404
+        session.cancel()
+    session.close()

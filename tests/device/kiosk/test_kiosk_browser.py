@@ -177,3 +177,60 @@ def test_axe_check_can_fail() -> None:
             assert any(v.startswith("image-alt") for v in found) and any(v.startswith("button-name") for v in found)
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_kiosk_feeder_on_sane_test_backend(
+    sane_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, artifacts: Path
+) -> None:
+    """A kiosk with a feeder scanner (the SANE test backend) and no camera: no code, Scan on the
+    screen, the feeder's ten pages in review, finish. Bad input tried: none beyond the earlier
+    test; this one shows the feeder path passes the accessibility check too."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from device.capture.base import ScanRequest
+    from device.capture.sane import SaneSource
+    from device.config import SaneScannerConfig
+    from device.inference.pipeline import PagePipeline
+    from device.session import CapturePages
+
+    monkeypatch.setenv("SANE_CONFIG_DIR", str(sane_dir))
+    scanner = SaneSource(SaneScannerConfig(device="auto", source="adf", dpi=75))
+    pipeline = PagePipeline()
+    sink_pages: list[int] = []
+
+    class CountingSink:
+        def submit_dossier(self, dossier: Any) -> None:
+            sink_pages.append(len(dossier.pages))
+
+    session = DossierSession(processor=pipeline, sink=CountingSink(), pdf_builder=None)
+    app = KioskApp(KioskConfig(enabled=True, port=0), session,
+                   pages_for=lambda kind: CapturePages(scanner, ScanRequest()))
+    shots = artifacts / "kiosk"
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        with KioskServer(app) as server, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1024})
+                page.goto(server.url)
+                page.get_by_role("button", name="Bắt đầu").click()
+                page.get_by_role("button", name="Tôi không có mã").click()
+                expect(page.get_by_role("heading", name="Đặt giấy tờ vào khay máy quét rồi chạm Quét")).to_be_visible()
+                assert axe_serious(page) == []
+                page.screenshot(path=shots / "11-feeder-place.png")
+                page.get_by_role("button", name="Quét bằng máy quét").click()
+                expect(page.get_by_role("heading", name="Kiểm tra các trang")).to_be_visible(timeout=T)
+                expect(page.locator("#pages li")).to_have_count(10)
+                assert axe_serious(page) == []
+                page.screenshot(path=shots / "12-feeder-review.png")
+                page.get_by_role("button", name="Hoàn tất").click()
+                expect(page.locator("#closed-text")).to_contain_text("10 trang", timeout=T)
+                expect(page.locator("#closed-text")).to_contain_text("Cán bộ sẽ ghi mã hồ sơ")
+                assert sink_pages == [10]
+            finally:
+                browser.close()
+    finally:
+        session.close()
+        pipeline.close()
+        scanner.close()
