@@ -159,7 +159,7 @@ def parse_receipt(text: str) -> dict[str, str] | None:
         if "dossier_code" not in fields:
             return None
     else:
-        if not re.search(r"\d", split[0]) or " " in split[0]:
+        if not re.search(r"\d", split[0]):
             return None
         fields = {
             "dossier_code": split[0],
@@ -220,18 +220,25 @@ def read_codes(image: NDArray[np.uint8], config: CodesConfig | None = None) -> l
         log.warning("barcode reader failed: %s", type(exc).__name__)
         return [Code("unreadable", "unknown", error="unreadable code: the reader failed")]
     codes: list[Code] = []
+    seen: set[tuple[object, ...]] = set()
     for b in found:
         fmt = str(b.format).rsplit(".", 1)[-1]
         p = b.position
         corners = [p.top_left, p.top_right, p.bottom_right, p.bottom_left]
         position = [[round(c.x / factor), round(c.y / factor)] for c in corners]
         if not b.valid or b.error:
-            codes.append(Code("unreadable", fmt, error=f"unreadable code: {b.error or 'damaged'}", position=position))
-            continue
-        parsed = parse_text(fmt, b.text)
-        codes.append(
-            Code(parsed.kind, parsed.format, parsed.fields, parsed.text, parsed.error, position)
-        )
+            kind = str(getattr(b.error, "type", "damaged")).rsplit(".", 1)[-1].lower()
+            reason = f"unreadable code: damaged or partly hidden ({kind})"
+            code = Code("unreadable", fmt, error=reason, position=position)
+        else:
+            parsed = parse_text(fmt, b.text)
+            code = Code(parsed.kind, parsed.format, parsed.fields, parsed.text, parsed.error, position)
+        # The reader can report one symbol twice (two binarizations): keep it once.
+        centre = (round(sum(c[0] for c in position) / 80), round(sum(c[1] for c in position) / 80))
+        key = (code.kind, code.format, code.text, code.error, centre)
+        if key not in seen:
+            seen.add(key)
+            codes.append(code)
     log.debug("found %s code(s): %s", len(codes), [c.kind for c in codes])
     return codes
 

@@ -85,7 +85,7 @@ def text_page(
     bold = _font(font_idx, max(7, round(font_pt * 1.25 * px)))
     y = margin
     if qr_text is not None:
-        qr = qr_image(qr_text, module_px=max(2, round(dpi / 60)))
+        qr = qr_image(qr_text, module_px=max(2, round(dpi / 50)))
         img.paste(Image.fromarray(cv2.cvtColor(qr, cv2.COLOR_BGR2RGB)), (margin, y))
         y += qr.shape[0] + round(6 * px)
     title = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
