@@ -42,7 +42,7 @@ class FleetMetrics:
         self.batches = Counter("sohoa_fleet_ingest_batches", "Transactions committed by ingest", registry=self.registry)
         self.lag = Histogram(
             "sohoa_fleet_ingest_lag_seconds",
-            "From the device's timestamp to the database commit",
+            "From the device's timestamp to the database commit, for the oldest message of each batch",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
             registry=self.registry,
         )
