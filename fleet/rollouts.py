@@ -197,9 +197,10 @@ class Rollout(BaseModel):
         self.status = "paused"
 
     def resume(self) -> None:
-        """Resume a paused rollout, or a halted one after someone looked (its counts stay)."""
-        self._require({"paused", "halted"}, "resume")
-        self.status, self.halt_reason = "running", None
+        """Resume a paused rollout. A halted one stays halted (its failures would halt it again):
+        cancel it and start a new rollout with a fixed bundle."""
+        self._require({"paused"}, "resume")
+        self.status = "running"
 
     def cancel(self) -> None:
         self._require({"created", "running", "paused", "halted"}, "cancel")
