@@ -179,8 +179,8 @@ class RemoteSettings(_Model):
 
 
 def describe_errors(exc: ValidationError) -> str:
-    """One line per error, 'key.path: message', without the rejected values (they are echoed
-    back to the fleet and logged)."""
+    """One line per error, 'key.path: message' (pydantic's message, not the whole input; the
+    settings hold no personal data)."""
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(settings)"
