@@ -180,11 +180,10 @@ def _paper_colour(img: Img) -> tuple[int, int, int]:
     return (int(c[0]), int(c[1]), int(c[2]))
 
 
-def _edge_ink(gray: Img) -> float:
+def _edge_ink(mask: Img) -> float:
     """How much the text runs into the frame's edges: the largest ink share of a thin strip
     along any side (0.3% to 1.2% of the size in: the outermost sliver, where scanners leave dark
     lines, is skipped; a tight crop's margin is wider than the strip)."""
-    mask = geometry.ink_mask(gray)
     h, w = mask.shape
     a, b = max(1, round(h * 0.003)), max(2, round(h * 0.012))
     c, d = max(1, round(w * 0.003)), max(2, round(w * 0.012))
@@ -266,7 +265,10 @@ class PagePipeline:
             clock = now
 
         h, w = image.shape[:2]
-        small, detect_factor = geometry.shrink(image, cfg.detect_long_side)
+        # One reduction of the full image serves every later copy.
+        reduced, _ = geometry.shrink(image, 1 << 30, cfg.work_short_side)
+        small, small_factor = geometry.shrink(reduced, cfg.detect_long_side)
+        detect_factor = small_factor * reduced.shape[0] / h
         doc = geometry.find_document(small)
         if doc is not None and kind == "scan" and doc.area_frac > 0.6 and doc.corners_outside >= 2:
             # A page filling most of the bed, split by a dark picture: the bed is the page.
@@ -279,23 +281,27 @@ class PagePipeline:
             work = geometry.warp(image, quad, scale)
         else:
             flat_w, flat_h = float(w), float(h)
-            work, scale = geometry.shrink(image, 1 << 30, cfg.work_short_side)
+            work = reduced
+        analysis, _ = geometry.shrink(work, 1 << 30, cfg.analysis_short_side)
+        gray = geometry.to_gray(analysis)
+        mask = geometry.ink_mask(gray)
         lap("geometry")
 
         skew = 0.0
         if doc is None:
-            analysis, _ = geometry.shrink(work, 1 << 30, cfg.analysis_short_side)
-            angle, conf = geometry.estimate_skew(geometry.to_gray(analysis))
+            angle, conf = geometry.estimate_skew(gray, mask=mask)
             if conf > 0.05 and abs(angle) >= cfg.min_skew_correction_deg:
                 skew = angle
                 work = geometry.rotate_small_angle(work, -skew, _paper_colour(work))
+                gray = geometry.rotate_small_angle(gray, -skew, 255)
+                mask = geometry.ink_mask(gray)
         lap("deskew")
 
-        analysis, _ = geometry.shrink(work, 1 << 30, cfg.analysis_short_side)
-        orientation, o_conf = geometry.estimate_orientation(geometry.to_gray(analysis))
+        orientation, o_conf = geometry.estimate_orientation(gray, mask=mask)
         if o_conf < cfg.min_orientation_confidence:
             orientation = 0
         work = geometry.turn(work, orientation)
+        mask = geometry.turn(mask, orientation)
         lap("orientation")
 
         codes = read_codes(work, cfg.codes) if cfg.codes.enabled else []
@@ -310,7 +316,7 @@ class PagePipeline:
         m = measure(work)
         m.source = kind
         m.dpi = _effective_dpi((flat_w, flat_h), dpi, 1.0)
-        edge_ink = _edge_ink(geometry.to_gray(analysis))
+        edge_ink = _edge_ink(mask)
         if doc is not None:
             m.skew_deg = geometry.quad_angle(doc.quad)
             m.perspective_deg = geometry.quad_distortion(doc.quad)

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.inference.geometry import shrink, to_gray
+from device.inference.geometry import levels, shrink, to_gray
 
 log = logging.getLogger(__name__)
 
@@ -175,20 +175,23 @@ def sharpness(gray: Img) -> float | None:
     window) at the canonical scale, 90th percentile over edge pixels. Local contrast makes it
     blind to exposure and glare; taken across and along the page with the lower kept, so motion
     blur in one direction counts. None when the page has too few edges to tell."""
-    lo, hi = np.percentile(gray, (1, 99))
-    contrast = float(hi) - float(lo)
+    lo, hi = levels(gray, (1, 99))
+    contrast = hi - lo
     if contrast < 25:
         return None
     kernel = np.ones((7, 7), np.uint8)
-    local = cv2.subtract(cv2.dilate(gray, kernel), cv2.erode(gray, kernel)).astype(np.float32)
-    g = gray.astype(np.float32)
+    local = cv2.subtract(cv2.dilate(gray, kernel), cv2.erode(gray, kernel))
+    candidates = local > 0.2 * contrast
     values = []
     for dx, dy in ((1, 0), (0, 1)):
-        grad = np.abs(cv2.Sobel(g, cv2.CV_32F, dx, dy, ksize=3)) / 4.0
-        edges = (local > 0.2 * contrast) & (grad > 0.1 * local)
-        if int(edges.sum()) < 0.0005 * g.size:
+        grad = np.abs(cv2.Sobel(gray, cv2.CV_16S, dx, dy, ksize=3))
+        g = grad[candidates].astype(np.float32) / 4.0
+        loc = local[candidates].astype(np.float32)
+        keep = g > 0.1 * loc
+        if int(keep.sum()) < 0.0005 * gray.size:
             return None
-        values.append(float(np.percentile(grad[edges] / local[edges], 90)))
+        ratio = g[keep] / loc[keep]
+        values.append(float(np.partition(ratio, int(0.9 * (ratio.size - 1)))[int(0.9 * (ratio.size - 1))]))
     return min(values)
 
 
@@ -213,9 +216,7 @@ def measure(page: Img) -> Measures:
     """Image measures of a flat document (BGR or grey), at the canonical scale."""
     small, _ = shrink(page, CANONICAL_SIDE)
     gray = to_gray(small)
-    paper = float(np.percentile(gray, 90))
-    ink = float(np.percentile(gray, 1))
-    median = float(np.median(gray))
+    ink, median, paper = levels(gray, (1, 50, 90))
     if small.ndim == 3:
         sat = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)[..., 1]
         burnt = (gray >= 250) & (sat < 40)

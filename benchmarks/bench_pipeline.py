@@ -1,0 +1,148 @@
+"""Speed of the page pipeline on one core: a 300 dpi A4 colour scan per stage (goal: at most
+125 ms median for the whole pipeline, which leaves a Pi 5 room for 120 images a minute), the
+camera preview analysis at 640x480 (goal: at least 20 frames a second), and orientation accuracy
+on real pages turned four ways.
+
+    python -m benchmarks.run pipeline
+"""
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+from PIL import Image
+
+from benchmarks.bench_quality import base_pages, dev_data
+from benchmarks.harness import machine, measure, single_core
+from device.inference import synthetic
+from device.inference.pipeline import PagePipeline, load_image
+from device.inference.preview import PreviewAnalyzer
+
+
+def _scan_files(folder: Path, n: int) -> list[Path]:
+    files = []
+    for seed in range(n):
+        page = synthetic.text_page(seed=seed, dpi=300, qr_text=f"H10.25-{seed:04d}|1.000123|001099012345|Tờ khai")
+        # A scanner's page: a little lean, soft paper shading.
+        page = synthetic.rotate(page, (seed % 5 - 2) * 0.7)
+        page = cv2.resize(page, (2480, 3508), interpolation=cv2.INTER_AREA)
+        path = folder / f"scan{seed}.jpg"
+        Image.fromarray(cv2.cvtColor(page, cv2.COLOR_BGR2RGB)).save(path, quality=90, dpi=(300, 300))
+        files.append(path)
+    return files
+
+
+def bench_scans(n: int = 6, repeat: int = 5) -> None:
+    pipeline = PagePipeline()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _scan_files(Path(tmp), n)
+        stages: dict[str, list[float]] = {}
+        totals: list[float] = []
+        decode: list[float] = []
+        render: list[float] = []
+        for _ in range(repeat):
+            for f in files:
+                start = time.perf_counter()
+                loaded = load_image(f)
+                decode.append((time.perf_counter() - start) * 1000)
+                start = time.perf_counter()
+                result = pipeline.process(loaded.image, dpi=loaded.dpi)
+                totals.append((time.perf_counter() - start) * 1000)
+                for k, v in result.timings_ms.items():
+                    stages.setdefault(k, []).append(v)
+                start = time.perf_counter()
+                result.render()
+                render.append((time.perf_counter() - start) * 1000)
+    print(f"### Scanned page: A4 300 dpi colour JPEG, 2480x3508, {n} pages x {repeat} runs, one core\n")
+    print("| stage | median ms |\n|---|---|")
+    print(f"| decode JPEG (not in the goal) | {statistics.median(decode):.1f} |")
+    for k, v in stages.items():
+        print(f"| {k} | {statistics.median(v):.1f} |")
+    p90 = sorted(totals)[int(0.9 * len(totals))]
+    print(f"| **pipeline total** | **{statistics.median(totals):.1f}** (p90 {p90:.1f}) |")
+    both = [a + b for a, b in zip(decode, totals, strict=True)]
+    print(f"| decode + pipeline | {statistics.median(both):.1f} |")
+    print(f"| render full-resolution page for the PDF (only with --pdf) | {statistics.median(render):.1f} |")
+    print()
+
+
+def bench_real_scans() -> None:
+    root = dev_data()
+    if root is None:
+        return
+    files = sorted((root / "softmatic_receipts").glob("*.jpg"))
+    files = [f for f in files if max(Image.open(f).size) >= 3000][:8]
+    if not files:
+        return
+    pipeline = PagePipeline()
+    totals = []
+    for f in files:
+        loaded = load_image(f)
+        stats = measure(lambda loaded=loaded: pipeline.process(loaded.image, dpi=loaded.dpi), repeat=3, warmup=1)
+        totals.extend(stats.samples_ms)
+    print(f"Real 300 dpi flatbed scans (softmatic receipts, {len(files)} files up to 2552x3508): "
+          f"pipeline median {statistics.median(totals):.1f} ms.\n")
+
+
+def bench_preview(repeat: int = 60) -> None:
+    scenes = [
+        synthetic.camera_scene(synthetic.text_page(seed=s, dpi=80), frame=(640, 480),
+                               quad=[(150 + 5 * s, 40), (470, 55 + 3 * s), (490, 440), (130, 425)], seed=s).image
+        for s in range(5)
+    ]
+    analyzer = PreviewAnalyzer()
+    i = 0
+
+    def one() -> None:
+        nonlocal i
+        analyzer.analyse(scenes[i % len(scenes)])
+        i += 1
+
+    stats = measure(one, repeat=repeat, warmup=5)
+    print("### Camera preview analysis (corners + sharpness + glare), 640x480, one core\n")
+    print(f"{stats.row()}: **{1000 / stats.median_ms:.0f} frames per second** (goal at least 20).\n")
+
+
+def bench_orientation() -> None:
+    root = dev_data()
+    pipeline = PagePipeline()
+    synth_ok = synth_n = 0
+    for seed in range(10):
+        page = synthetic.text_page(seed=100 + seed, dpi=150)
+        for turn in (0, 90, 180, 270):
+            r = pipeline.process(synthetic.turn(page, turn), dpi=150)
+            synth_n += 1
+            synth_ok += r.orientation == (360 - turn) % 360
+    print("### Orientation (clockwise turn to upright), pages turned 0/90/180/270\n")
+    print("| pages | correct | accuracy |\n|---|---|---|")
+    print(f"| generated Vietnamese pages (10 x 4) | {synth_ok}/{synth_n} | {synth_ok / synth_n:.0%} |")
+    if root is not None:
+        groups: dict[str, list[bool]] = {}
+        for base in base_pages(root):
+            group = "real receipts (softmatic, cropped)" if base.image.shape[0] > 2 * base.image.shape[1] else (
+                "real printed pages (DocBank, tesseract test pages)")
+            for turn in (0, 90, 180, 270):
+                r = pipeline.process(synthetic.turn(base.image, turn), dpi=base.dpi, source="scan")
+                groups.setdefault(group, []).append(r.orientation == (360 - turn) % 360)
+        for group, hits in groups.items():
+            print(f"| {group} ({len(hits) // 4} x 4) | {sum(hits)}/{len(hits)} | {sum(hits) / len(hits):.0%} |")
+    print()
+
+
+def main(argv: list[str]) -> int:
+    single_core()
+    cv2.setNumThreads(1)
+    print(f"Machine: {machine()} (pinned to one core; two cores shared with other work)\n")
+    bench_scans()
+    bench_real_scans()
+    bench_preview()
+    bench_orientation()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
