@@ -91,7 +91,7 @@ class UpdateOffer(BaseModel):
     """The ``args`` of an ``update`` command."""
 
     model_config = ConfigDict(extra="forbid")
-    rollout_id: str = Field(max_length=64)
+    rollout_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Names the download file too")
     url: str = Field(pattern=r"^https?://", max_length=2048, description="Where the bundle is served")
     version: str = Field(max_length=64, description="Version the bundle carries (checked against its manifest)")
     kind: Literal["app", "model"] = "app"
@@ -213,8 +213,11 @@ class Updater:
         try:
             try:
                 bundle = self._download(offer)
-                manifest = self._verify(offer, bundle)
-                to_slot = self._install(offer, bundle, manifest)
+                try:
+                    manifest = self._verify(offer, bundle)
+                    to_slot = self._install(offer, bundle, manifest)
+                finally:
+                    bundle.unlink(missing_ok=True)  # installed or refused: either way not needed again
             except UpdateError as exc:
                 log.warning("update %s %s failed: %s", offer.rollout_id, offer.version, exc)
                 self._progress(offer, "failed", detail=str(exc))
@@ -341,6 +344,10 @@ class Updater:
     def _install(self, offer: UpdateOffer, bundle: Path, manifest: Manifest) -> SlotName:
         active = self.slots.active()
         to_slot: SlotName = "b" if active == "a" else "a"
+        needed = 3 * sum(f.size for f in manifest.files)  # payload, pip's copy, and headroom
+        free = shutil.disk_usage(self.config.root).free
+        if free < needed:
+            raise InstallFailed(f"not enough disk space: {free} bytes free, {needed} needed")
         self.slots.save_state(
             UpdateState(
                 phase="installing",

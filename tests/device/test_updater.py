@@ -5,6 +5,7 @@ are refused and never written to a slot; a download cut half-way resumes with Ra
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from device.settings import MaintenanceWindow
+from device.update_errors import BundleRefused
 from device.update_slots import SlotStore, UpdateState
 from device.updater import HealthCheck, UpdateOffer, Updater
 from images.bundle import build_bundle, generate_keys
 from images.manifest import sha256_file
 from protocol.messages import Command
 from tests.images.device_harness import DEVICE_ID, Recorder, bootstrap, config, probe
-from tests.images.helpers import RangeServer, ServedFile, app_bundle, flip_byte, range_server
+from tests.images.helpers import RangeServer, ServedFile, app_bundle, flip_byte, make_wheel, range_server
 
 
 @pytest.fixture
@@ -212,8 +214,6 @@ def test_update_command_arguments() -> None:
     good = Command(device_id=DEVICE_ID, name="update", deadline=deadline,
                    args={"rollout_id": "r", "url": "http://127.0.0.1/x", "version": "0.2.0"})
     assert UpdateOffer.from_command(good).kind == "app"
-    from device.update_errors import BundleRefused
-
     with pytest.raises(BundleRefused, match="url"):
         UpdateOffer.from_command(Command(device_id=DEVICE_ID, name="update", deadline=deadline,
                                          args={"rollout_id": "r", "version": "1"}))
@@ -245,8 +245,6 @@ def test_waits_for_window_lock_and_jitter(root: Path, keys: tuple[Path, Path]) -
             opened["dossier"] = False  # the clerk closes the dossier at the third look
         return opened["dossier"]
 
-    import random
-
     updater = Updater(
         config(root, keys[1], jitter_max_s=600, health_interval_s=30),
         device_id=DEVICE_ID, current_version="0.1.0", report=Recorder().report, restart=lambda: None,
@@ -258,3 +256,24 @@ def test_waits_for_window_lock_and_jitter(root: Path, keys: tuple[Path, Path]) -
     assert window.is_open(clock.now)
     assert len(looks) == 3 and all(window.is_open(t) for t in looks)
     assert clock.now.astimezone(window.next_open(clock.now).tzinfo).hour == 1
+
+
+@pytest.mark.parametrize("mode", ["strict", "warn"])
+def test_dependency_lock_is_compared_with_the_device(tmp_path: Path, root: Path, keys: tuple[Path, Path],
+                                                     server: RangeServer, mode: str) -> None:
+    """Bad input: a lock pinning a pydantic version this device does not have."""
+    work = tmp_path / "lockbuild"
+    lock = work / "requirements.lock"
+    work.mkdir()
+    lock.write_text("pydantic==0.0.1\n# a comment\n-e git+https://example.invalid/x\n")
+    bundle = build_bundle(kind="app", version="0.2.0", key_path=keys[0], out_dir=work / "out",
+                          wheels=[make_wheel(work / "w", version="0.2.0")], lock=lock)
+    rec = Recorder()
+    offer = UpdateOffer(rollout_id="lock1", url=_serve(server, bundle, "lock"), version="0.2.0")
+    outcome = _updater(root, keys[1], rec, lock_check=mode).run(offer)
+    if mode == "strict":
+        assert outcome == "failed" and "pydantic" in (rec.reports[-1].detail or "")
+        assert not SlotStore(root).slot_dir("b").exists()
+    else:
+        assert outcome == "succeeded"
+    assert not list((root / "downloads").glob("*.bundle")), "the bundle file is removed once used"
