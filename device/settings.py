@@ -178,6 +178,20 @@ class RemoteSettings(_Model):
     )
 
 
+def agent_config_overrides(settings: RemoteSettings) -> dict[str, Any]:
+    """The parts of the agent's ``AgentConfig`` (device/config.py) these settings decide, shaped
+    for a deep merge into ``config.model_dump()``: scanner resolution and colour mode, telemetry
+    interval. Quality, classifier, language and window are read from the settings themselves.
+
+    >>> agent_config_overrides(RemoteSettings())["scanner"]
+    {'dpi': 300, 'mode': 'color'}
+    """
+    return {
+        "scanner": {"dpi": settings.scan.dpi, "mode": settings.scan.colour_mode},
+        "telemetry": {"interval_s": settings.telemetry_interval_s},
+    }
+
+
 def describe_errors(exc: ValidationError) -> str:
     """One line per error, 'key.path: message' (pydantic's message, not the whole input; the
     settings hold no personal data)."""

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from device.settings import MaintenanceWindow, RemoteSettings, SettingsStore
+from device.config import AgentConfig, SaneScannerConfig
+from device.settings import MaintenanceWindow, RemoteSettings, SettingsStore, agent_config_overrides
 from protocol.messages import ConfigDesired, ConfigReported, decode, encode
 
 DEVICE = "kiosk-0001"
@@ -141,3 +142,16 @@ def test_window_rejects_bad_days() -> None:
     for days in ([7], []):
         with pytest.raises(ValidationError):
             MaintenanceWindow(days=days)
+
+
+def test_overrides_merge_into_the_agent_config() -> None:
+    """The agent's config accepts what the settings decide (keys and value ranges line up)."""
+    config = AgentConfig(device_id=DEVICE, unit="000.00.00.H01")
+    settings = RemoteSettings.model_validate({"scan": {"dpi": 600, "colour_mode": "gray"}, "telemetry_interval_s": 15})
+    dumped = config.model_dump(mode="python")
+    for key, value in agent_config_overrides(settings).items():
+        dumped[key] = {**dumped[key], **value}
+    merged = AgentConfig.model_validate(dumped)
+    assert isinstance(merged.scanner, SaneScannerConfig)
+    assert (merged.scanner.dpi, merged.scanner.mode) == (600, "gray")
+    assert merged.telemetry.interval_s == 15
