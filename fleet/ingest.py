@@ -247,6 +247,8 @@ def _apply(device: Device, seen: datetime, status: tuple[Status, datetime] | Non
         device.status_at = at
         if msg.agent_version:
             device.agent_version = msg.agent_version
+        if msg.unit:
+            device.unit_code = msg.unit
     if report is not None and (device.last_telemetry_at is None or report.ts >= device.last_telemetry_at):
         device.agent_version = report.agent_version
         device.scanner_state = report.scanner.state

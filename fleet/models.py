@@ -69,7 +69,7 @@ class Device(Base):
     __tablename__ = "devices"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    unit_code: Mapped[str | None] = mapped_column(String(32), index=True)
+    unit_code: Mapped[str | None] = mapped_column(String(64), index=True)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     status: Mapped[str] = mapped_column(String(16), default="unknown")  # online | offline | unknown

@@ -50,4 +50,5 @@ def telemetry(device_id: str, *, state: str = "ready", events: int = 0) -> Telem
 
 
 def status(device_id: str, state: str) -> Status:
-    return Status(device_id=device_id, state=state, agent_version="0.1.0")
+    return Status(device_id=device_id, state=state, agent_version="0.1.0",
+                  unit="26734" if state == "online" else None)

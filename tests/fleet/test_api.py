@@ -125,7 +125,8 @@ def test_filters(api: TestClient) -> None:
     assert [d["id"] for d in devices] == ["kiosk-0001", "kiosk-0002"]
     one = devices[0]
     assert one["online"] is True and one["version"] == "0.1.0" and one["outbox"]["events"] == 7
-    assert one["scanner_state"] == "ready"
+    assert one["scanner_state"] == "ready" and one["unit"] == "26734"
+    assert [d["id"] for d in api.get("/api/v1/devices", params={"unit": "26734"}).json()] == ["kiosk-0001"]
     assert [d["id"] for d in api.get("/api/v1/devices", params={"online": "false"}).json()] == ["kiosk-0002"]
     assert api.get("/api/v1/devices/kiosk-0001").json()["telemetry"]["agent_version"] == "0.1.0"
     assert api.get("/api/v1/devices/kiosk-9999").status_code == 404

@@ -16,7 +16,7 @@ class DeviceOut(BaseModel):
     """A device as the fleet last heard from it."""
 
     id: str = Field(description="Device id")
-    unit: str | None = Field(description="Code of the administrative unit it serves, once enrolled")
+    unit: str | None = Field(description="Code of the administrative unit it serves (from its status)")
     online: bool = Field(description="Status not offline and heard from within the heartbeat timeout")
     status: str = Field(description="Last status it (or its Last Will) published: online, offline, unknown")
     status_at: datetime | None = Field(description="When that status was received")

@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table('devices',
     sa.Column('id', sa.String(length=64), nullable=False),
-    sa.Column('unit_code', sa.String(length=32), nullable=True),
+    sa.Column('unit_code', sa.String(length=64), nullable=True),
     sa.Column('first_seen', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_seen', sa.DateTime(timezone=True), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
