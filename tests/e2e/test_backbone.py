@@ -327,6 +327,28 @@ def test_bad_messages_are_rejected_counted_and_ingest_goes_on(
     assert fleet.proc is not None and fleet.proc.poll() is None
 
 
+def test_event_published_after_a_broker_restart_before_the_fleet_reconnects(
+    tmp_path: Path, mosquitto: Mosquitto, fleet: FleetProcess
+) -> None:
+    """The root of the outage test's loss, without the agent: the broker (persistence on) is
+    restarted under the running fleet, and a valid event is published with QoS 1 (PUBACKed by
+    the broker, so a device would forget it) after the broker is back but before the fleet's
+    ingest has reconnected (it is still backing off: its log already says it cannot reach the
+    broker). The fleet's persistent session must still get it once it reconnects."""
+    mosquitto.stop()
+    wait_until(lambda: "cannot reach the broker" in fleet.logs(), 15, "the fleet's first failed reconnect")
+    mosquitto.start()
+    event = json.loads(encode(ScannerFault(device_id=DEVICE, type="scanner_jammed", severity="warning",
+                                           message="Document feeder jammed")))
+    _mosquitto_pub(mosquitto, EVENT_TOPIC, message=json.dumps(event))
+    reconnected_before = fleet.http.get("/healthz").json()["ingest"] == "connected"
+    wait_until(lambda: fleet.http.get("/healthz").json()["ingest"] == "connected", 40, "the fleet to reconnect")
+    if reconnected_before:
+        pytest.skip("the fleet reconnected before the event was published: nothing shown either way")
+    wait_until(lambda: [e["id"] for e in fleet.events(DEVICE)] == [event["id"]], 10,
+               "the event published while the fleet was reconnecting")
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MB tmpfs: a disk that really fills up."""
