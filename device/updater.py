@@ -255,8 +255,8 @@ class Updater:
             # Power cut before the switch: current still names the working slot.
             log.warning("update %s was interrupted before the switch; staying on slot %s", state.version, active)
             self.slots.clear_state()
-            if self.slots.info(state.to_slot) is not None and state.to_slot != active:
-                self.slots.wipe(state.to_slot)
+            if state.to_slot != active:
+                self.slots.wipe(state.to_slot)  # half written, or complete but never tried
             self._progress(state, "failed", detail=f"interrupted before completion; running slot {active}")
             return "failed"
         state.boots += 1

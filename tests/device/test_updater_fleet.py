@@ -78,8 +78,8 @@ class SimDevice:
     def close(self) -> None:
         for worker in self.workers:
             worker.join(timeout=60)
+        self.client.disconnect()  # first: it wakes the network thread, so loop_stop returns at once
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 class FleetLoop:
@@ -120,8 +120,8 @@ class FleetLoop:
             self._step()
 
     def close(self) -> None:
+        self.client.disconnect()  # first: it wakes the network thread, so loop_stop returns at once
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture
