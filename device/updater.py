@@ -96,6 +96,9 @@ class UpdateOffer(BaseModel):
     version: str = Field(max_length=64, description="Version the bundle carries (checked against its manifest)")
     kind: Literal["app", "model"] = "app"
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the bundle file")
+    allow_downgrade: bool = Field(
+        default=False, description="Install an older version than the one running (a deliberate step back)"
+    )
 
     @classmethod
     def from_command(cls, command: Command) -> UpdateOffer:
@@ -321,6 +324,8 @@ class Updater:
             )
         info = self.slots.info(self.slots.active())
         running = self.current_version if manifest.kind == "app" else (info.model_version if info else None)
+        if running is not None and not offer.allow_downgrade and not version_at_least(manifest.version, running):
+            raise BundleRefused(f"{manifest.version} is older than the running {running} (no downgrade asked)")
         if not version_at_least(running, manifest.min_previous_version):
             raise BundleRefused(f"needs at least {manifest.min_previous_version}; this device runs {running}")
         if manifest.kind == "app":

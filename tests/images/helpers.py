@@ -84,6 +84,8 @@ class ServedFile:
     data: bytes
     cut_after: int | None = None
     """If set, the next GET sends full headers but only this many bytes, then drops the link (once)."""
+    ignore_range: bool = False
+    """Answer 200 with the whole file even when asked for a range (some proxies do)."""
 
 
 @dataclass
@@ -114,7 +116,12 @@ def range_server() -> Iterator[RangeServer]:
                 return
             data, start = served.data, 0
             range_header = self.headers.get("Range")
-            if range_header and range_header.startswith("bytes=") and range_header.endswith("-"):
+            if (
+                range_header
+                and not served.ignore_range
+                and range_header.startswith("bytes=")
+                and range_header.endswith("-")
+            ):
                 start = int(range_header[6:-1])
                 if start >= len(data):
                     self.send_response(416)
