@@ -66,6 +66,13 @@ def _client(client_id: str, port: int) -> mqtt.Client:
     return client
 
 
+def _forget_session(client_id: str, port: int) -> None:
+    """End a persistent session, so the broker stops queueing for it."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port, clean_start=True)
+    client.disconnect()
+
+
 def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{new_id()[:8]}", protocol=mqtt.MQTTv5)
     pub.max_inflight_messages_set(100)
@@ -138,10 +145,12 @@ def _ingest_rate(url: str, port: int, messages: list[tuple[str, bytes]], run: st
     engine = make_engine(url)
     migrate(engine)
     sessions = session_factory(engine)
-    # A group of its own: an earlier run's offline sessions would otherwise take their share.
+    # Several workers share a subscription group, one of its own per run: an earlier run's
+    # offline sessions would otherwise take their share.
     configs = [
         FleetConfig(database=DatabaseConfig(url=url, migrate_on_start=False),
-                    broker=BrokerConfig(port=port, client_id=f"{run}-w{k}", group=run), ingest=IngestConfig())
+                    broker=BrokerConfig(port=port, client_id=f"{run}-w{k}", group=run if workers > 1 else None),
+                    ingest=IngestConfig())
         for k in range(workers)
     ]
     for config in configs:  # first connection: the persistent session and its subscriptions
@@ -167,6 +176,8 @@ def _ingest_rate(url: str, port: int, messages: list[tuple[str, bytes]], run: st
     engine.dispose()
     if after - before != len(messages):
         raise AssertionError(f"{after - before} events in the database, {len(messages)} published")
+    for client_id in [c.broker.client_id for c in configs] + [raw_id]:
+        _forget_session(client_id, port)
     n = len(messages)
     return Run(n / raw_s, n / ingest_s, raw_cpu / n * 1e6, None if ingest_cpu is None else ingest_cpu / n * 1e6)
 

@@ -54,12 +54,18 @@ class BrokerConfig(_Section):
         max_length=64,
         description="Fixed per ingest worker: the broker keeps its session (queued messages) under it",
     )
-    group: str = Field(
-        default="sohoa-fleet",
+    group: str | None = Field(
+        default=None,
         pattern=r"^[A-Za-z0-9_-]+$",
-        description="Shared-subscription group: workers in one group share the load",
+        description="Shared-subscription group, to run several ingest workers that share the load "
+        "($share/<group>/sohoa/v1/+/#). Unset (one worker): a plain subscription. Mosquitto 2.0 forgets "
+        "an offline session's shared subscriptions when it restarts, so messages published between a "
+        "broker restart and the workers' reconnection would be lost; a plain subscription keeps them",
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
+    reconnect_max_s: float = Field(
+        default=5.0, ge=1, le=300, description="Longest wait between reconnection attempts when the broker is away"
+    )
     session_expiry_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="How long the broker keeps our session while we are away"
     )

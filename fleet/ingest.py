@@ -1,10 +1,12 @@
 """MQTT ingest: devices' status, telemetry and events into the database.
 
 One :class:`Ingest` is one worker: an MQTT v5 client with a fixed client id and a persistent
-session, subscribed to the shared subscription ``$share/<group>/sohoa/v1/+/#`` so several
-workers (in one process or many, on any standard broker cluster) share the load. Retained
-status messages are not delivered to shared subscriptions, so each worker also holds a plain
-subscription to ``sohoa/v1/+/status``: applying a status twice is harmless.
+session. Alone, it subscribes to ``sohoa/v1/+/#``. With ``broker.group`` set, it subscribes to
+the shared subscription ``$share/<group>/sohoa/v1/+/#`` so several workers (in one process or
+many, on any standard broker cluster) share the load; retained status messages are not
+delivered to shared subscriptions, so each worker then also holds a plain subscription to
+``sohoa/v1/+/status`` (applying a status twice is harmless). Mosquitto 2.0 forgets an offline
+session's *shared* subscriptions when it restarts, which is why one worker uses a plain one.
 
 Messages are acknowledged by hand, only after the transaction holding them has committed: a
 crash at any point means redelivery, never loss, and writes are idempotent on message id, so
@@ -319,6 +321,8 @@ class Ingest:
 
     @staticmethod
     def subscriptions(config: FleetConfig) -> list[str]:
+        if config.broker.group is None:
+            return [device_filter()]
         return [shared(config.broker.group, device_filter()), topic_status_filter()]
 
     @property
@@ -340,7 +344,7 @@ class Ingest:
             CallbackAPIVersion.VERSION2, client_id=broker.client_id, protocol=mqtt.MQTTv5
         )
         client.manual_ack_set(True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(broker.reconnect_max_s)))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
