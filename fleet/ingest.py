@@ -13,10 +13,11 @@ crash at any point means redelivery, never loss, and writes are idempotent on me
 redelivery means no duplicates. A message that does not fit the contract is counted by reason,
 logged without its payload, acknowledged (so it is not redelivered forever) and dropped.
 
->>> from fleet.config import FleetConfig
->>> cfg = FleetConfig()
->>> Ingest.subscriptions(cfg)[0]
-'$share/sohoa-fleet/sohoa/v1/+/#'
+>>> from fleet.config import BrokerConfig, FleetConfig
+>>> Ingest.subscriptions(FleetConfig())
+['sohoa/v1/+/#']
+>>> Ingest.subscriptions(FleetConfig(broker=BrokerConfig(group="ingest")))
+['$share/ingest/sohoa/v1/+/#', 'sohoa/v1/+/status']
 """
 
 import functools
