@@ -27,7 +27,7 @@ class FleetProcess:
     database, file store and MQTT client id (so the broker keeps its session for it)."""
 
     def __init__(self, workdir: Path, broker_port: int, db_url: str | None = None,
-                 heartbeat_timeout_s: float = 60.0) -> None:
+                 heartbeat_timeout_s: float = 60.0, group: str | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -38,7 +38,8 @@ class FleetProcess:
             f"database:\n  url: {self.db_url}\n"
             f"storage:\n  dir: {workdir}/files\n  fsync: false\n"
             f"broker:\n  port: {broker_port}\n  client_id: e2e-fleet-{uuid.uuid4().hex[:8]}\n"
-            f"ingest:\n  heartbeat_timeout_s: {heartbeat_timeout_s}\n"
+            + (f"  group: {group}\n" if group else "")
+            + f"ingest:\n  heartbeat_timeout_s: {heartbeat_timeout_s}\n"
             f"http:\n  port: {self.port}\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None

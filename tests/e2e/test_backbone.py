@@ -327,14 +327,31 @@ def test_bad_messages_are_rejected_counted_and_ingest_goes_on(
     assert fleet.proc is not None and fleet.proc.poll() is None
 
 
+@pytest.mark.parametrize("group", [
+    None,
+    pytest.param("sohoa-fleet", marks=pytest.mark.xfail(
+        strict=True, reason="mosquitto 2.0 does not restore an offline session's shared subscriptions after a "
+        "restart: a multi-worker ($share) fleet loses what is published before its workers reconnect")),
+])
 def test_event_published_after_a_broker_restart_before_the_fleet_reconnects(
-    tmp_path: Path, mosquitto: Mosquitto, fleet: FleetProcess
+    tmp_path: Path, mosquitto: Mosquitto, group: str | None
 ) -> None:
     """The root of the outage test's loss, without the agent: the broker (persistence on) is
     restarted under the running fleet, and a valid event is published with QoS 1 (PUBACKed by
     the broker, so a device would forget it) after the broker is back but before the fleet's
     ingest has reconnected (it is still backing off: its log already says it cannot reach the
-    broker). The fleet's persistent session must still get it once it reconnects."""
+    broker). The fleet's persistent session must still get it once it reconnects. Tried with the
+    single-worker plain subscription and with a shared-subscription group (known to lose it on
+    mosquitto 2.0: strict xfail, so a broker that fixes it is noticed)."""
+    fleet = FleetProcess(tmp_path / "fleet", mosquitto.port, group=group)
+    try:
+        fleet.start()
+        _publish_during_reconnect(mosquitto, fleet)
+    finally:
+        fleet.close()
+
+
+def _publish_during_reconnect(mosquitto: Mosquitto, fleet: FleetProcess) -> None:
     mosquitto.stop()
     wait_until(lambda: "cannot reach the broker" in fleet.logs(), 15, "the fleet's first failed reconnect")
     mosquitto.start()
@@ -345,7 +362,7 @@ def test_event_published_after_a_broker_restart_before_the_fleet_reconnects(
     wait_until(lambda: fleet.http.get("/healthz").json()["ingest"] == "connected", 40, "the fleet to reconnect")
     if reconnected_before:
         pytest.skip("the fleet reconnected before the event was published: nothing shown either way")
-    wait_until(lambda: [e["id"] for e in fleet.events(DEVICE)] == [event["id"]], 10,
+    wait_until(lambda: [e["id"] for e in fleet.events(DEVICE)] == [event["id"]], 5,
                "the event published while the fleet was reconnecting")
 
 
