@@ -173,13 +173,21 @@ class Updater:
 
     # --- waiting for the right moment ------------------------------------------------------------
 
+    def allowed_now(self, window: Callable[[], MaintenanceWindow] | None, is_locked: Callable[[], bool] | None) -> bool:
+        """The window is open and no dossier holds the update lock."""
+        return (window is None or window().is_open(self._clock())) and (is_locked is None or not is_locked())
+
     def wait_for_turn(
-        self, window: Callable[[], MaintenanceWindow] | None, is_locked: Callable[[], bool] | None
+        self,
+        window: Callable[[], MaintenanceWindow] | None,
+        is_locked: Callable[[], bool] | None,
+        *,
+        jitter: bool = True,
     ) -> bool:
         """Block until the maintenance window is open and no dossier holds the update lock, after
         a random jitter. Returns False if stopped. The window is read each time (settings change)."""
-        jitter = self._rng.uniform(0, self.config.jitter_max_s) if self.config.jitter_max_s else 0.0
-        if jitter and self._sleep(jitter):
+        jitter_s = self._rng.uniform(0, self.config.jitter_max_s) if jitter and self.config.jitter_max_s else 0.0
+        if jitter_s and self._sleep(jitter_s):
             return False
         while not self._stop.is_set():
             now = self._clock()
@@ -225,8 +233,8 @@ class Updater:
                 log.warning("update %s %s failed: %s", offer.rollout_id, offer.version, exc)
                 self._progress(offer, "failed", detail=str(exc))
                 return "failed"
-            # Installing did not disturb the counter; restarting would: check the lock again.
-            if is_locked is not None and is_locked() and not self.wait_for_turn(window, is_locked):
+            # Installing did not disturb the counter; restarting would: check window and lock again.
+            if not self.allowed_now(window, is_locked) and not self.wait_for_turn(window, is_locked, jitter=False):
                 self.slots.clear_state()
                 self._progress(offer, "failed", detail="stopped before switching")
                 return "failed"

@@ -277,3 +277,36 @@ def test_dependency_lock_is_compared_with_the_device(tmp_path: Path, root: Path,
     else:
         assert outcome == "succeeded"
     assert not list((root / "downloads").glob("*.bundle")), "the bundle file is removed once used"
+
+
+def test_a_dossier_opened_during_install_delays_the_switch(tmp_path: Path, root: Path, keys: tuple[Path, Path],
+                                                           server: RangeServer) -> None:
+    """Bad input: a citizen's dossier is opened while the bundle downloads and installs; the
+    restart must wait until it is closed (no jitter the second time)."""
+    bundle = app_bundle(tmp_path, keys[0], "0.2.0")
+    clock = FakeClock(datetime(2026, 3, 2, 20, 0, tzinfo=UTC))  # 03:00 in Hanoi: window open
+    answers = iter([False, True, True, False])  # free at first; opened during install; closed later
+    events: list[str] = []
+
+    def locked() -> bool:
+        value = next(answers)
+        events.append(f"locked={value}")
+        return value
+
+    rec = Recorder()
+
+    def restart() -> None:
+        events.append("restart")
+        rec.restart()
+
+    updater = Updater(
+        config(root, keys[1], jitter_max_s=600, health_interval_s=30),
+        device_id=DEVICE_ID, current_version="0.1.0", report=rec.report, restart=restart,
+        health_checks={"smoke": lambda: probe(root) == ("0.2.0", True)}, clock=clock, sleep=clock.sleep,
+        rng=random.Random(3),
+    )
+    window = MaintenanceWindow(start="01:00", end="05:00")
+    offer = UpdateOffer(rollout_id="lock2", url=_serve(server, bundle, "l2"), version="0.2.0")
+    assert updater.run(offer, window=lambda: window, is_locked=locked) == "succeeded"
+    assert events == ["locked=False", "locked=True", "locked=True", "locked=False", "restart"]
+    assert len(clock.waits) == 2 and clock.waits[1] == 30  # one jitter, then one lock poll
