@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,13 +68,22 @@ def _run_and_kill(tmp_path: Path, root: Path, pub: Path, offer: UpdateOffer, sto
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
     assert child.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    # A reader thread, not select(): the text wrapper may hold several lines already read from the pipe.
+    stdout = child.stdout
+
+    def read() -> None:
+        for text in stdout:
+            lines.put(text)
+
+    threading.Thread(target=read, daemon=True).start()
     seen: list[dict[str, object]] = []
     try:
         while True:
-            ready, _, _ = select.select([child.stdout], [], [], 60)
-            assert ready, f"child silent; saw {seen}"
-            line = child.stdout.readline()
-            assert line, f"child ended early; saw {seen}"
+            try:
+                line = lines.get(timeout=60)
+            except queue.Empty:
+                raise AssertionError(f"child silent; saw {seen}") from None
             seen.append(json.loads(line))
             last = seen[-1]
             if (stop_at == "install" and last == {"state": "installing", "progress": 0.5}) or (
