@@ -120,8 +120,11 @@ def paper_mask(small: Img) -> Img:
         t2, _ = cv2.threshold(upper.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         hi = upper[upper > t2]
         lo = upper[upper <= t2]
-        big_enough = hi.size > max(0.02 * whiteness.size, 0.1 * upper.size)  # not a glare spot
-        if big_enough and lo.size and float(hi.mean()) - float(lo.mean()) > 45:
+        big_enough = hi.size > max(0.02 * whiteness.size, 0.1 * upper.size)
+        # A burnt highlight on the page is not a second sheet: clipped white, and small.
+        burnt = float(np.median(hi)) >= 253 if hi.size else False
+        glare_spot = burnt and hi.size < 0.3 * upper.size
+        if big_enough and not glare_spot and lo.size and float(hi.mean()) - float(lo.mean()) > 45:
             _, mask = cv2.threshold(whiteness, t2, 255, cv2.THRESH_BINARY)
     k = max(3, round(min(small.shape[:2]) * 0.02)) | 1
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
