@@ -95,8 +95,9 @@ def result_line(name: str, r: PageResult, ms: float) -> dict[str, Any]:
 class Progress:
     """Progress on stderr: a rewritten line on a terminal, a line every few seconds otherwise."""
 
-    def __init__(self, stream: TextIO, every_s: float = 5.0) -> None:
+    def __init__(self, stream: TextIO, total: int, every_s: float = 5.0) -> None:
         self.stream = stream
+        self.total = total
         self.tty = stream.isatty()
         self.every_s = every_s
         self.start = time.monotonic()
@@ -114,7 +115,12 @@ class Progress:
     def _show(self, now: float) -> None:
         self.last = now
         rate = self.done / max(1e-6, now - self.start)
-        line = f"sohoa-device inspect: {self.done} file(s), {rate:.1f}/s, {self.errors} error(s)"
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        eta = f", about {left / 60:.0f} min left" if self.done < self.total and left >= 60 else ""
+        line = (
+            f"sohoa-device inspect: {self.done}/{self.total} file(s), {rate:.1f}/s, "
+            f"{self.errors} error(s){eta}"
+        )
         self.stream.write(("\r" + line) if self.tty else (line + "\n"))
         self.stream.flush()
 
@@ -136,7 +142,8 @@ def inspect_main(
     out = out or sys.stdout
     err = err or sys.stderr
     settings = load_settings(config)
-    progress = Progress(err)
+    paths = list(expand(files))  # walking even a large archive's folders is quick; shows a total
+    progress = Progress(err, len(paths))
     status = 0
     doctypes: Counter[str] = Counter()
     dossier_code: str | None = None
@@ -144,7 +151,7 @@ def inspect_main(
     first_capture: dt.datetime | None = None
     try:
         with PagePipeline(settings.pipeline, load_classifier()) as pipeline:
-            for path in expand(files):
+            for path in paths:
                 start = time.perf_counter()
                 try:
                     result = pipeline.process_file(path)

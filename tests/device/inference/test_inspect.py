@@ -97,7 +97,7 @@ def test_folder_is_walked_with_progress(files: dict[str, Path], tmp_path: Path) 
     inspect_main([str(tmp_path)], out=out, err=err)
     names = [Path(json.loads(line)["file"]).name for line in out.getvalue().splitlines()]
     assert names == sorted(p.name for p in files.values())
-    assert "6 file(s)" in err.getvalue() and "error(s)" in err.getvalue()
+    assert "6/6 file(s)" in err.getvalue() and "error(s)" in err.getvalue()
 
 
 def test_huge_image_refused_before_decoding(tmp_path: Path) -> None:
@@ -139,3 +139,19 @@ def test_pipeline_refuses_oversized_arrays() -> None:
     frame = np.zeros((1200, 1000, 3), np.uint8)
     with pytest.raises(ImageTooLarge):
         PagePipeline(PipelineConfig(max_pixels=1_000_000)).process(frame)
+
+
+def test_config_sections_set_thresholds_and_typos_are_errors(files: dict[str, Path], tmp_path: Path) -> None:
+    """``--config`` reads the ``pipeline:`` section (a 300 dpi floor makes the 200 dpi scan low
+    resolution); a mistyped key there is a ConfigInvalid naming its line."""
+    from device.errors import ConfigInvalid
+
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text("device_id: kiosk-1\npipeline:\n  quality:\n    min_dpi: 300\npdf:\n  ocr: 'off'\n")
+    out = io.StringIO()
+    assert inspect_main([str(files["good"])], config=str(cfg), out=out, err=io.StringIO()) == 0
+    issues = json.loads(out.getvalue())["quality"]["issues"]
+    assert [i["code"] for i in issues] == ["low_resolution"]
+    cfg.write_text("pipeline:\n  quality:\n    min_dpii: 300\n")
+    with pytest.raises(ConfigInvalid, match=":3"):
+        inspect_main([str(files["good"])], config=str(cfg), out=io.StringIO(), err=io.StringIO())
