@@ -12,6 +12,16 @@ Threads, each with one job:
 * **ticker**: telemetry, timed scans, folder polling, USB watching.
 * **local API**: ``POST /scan`` and ``GET /status`` on loopback, for the kiosk screen and tests.
 
+Every page the scan worker stores first goes through the page pipeline (geometry, quality,
+codes, document type from the shipped TFLite classifier); its ``page_captured`` event carries the
+verdict. A pipeline error on one page stores the page without a verdict: a counter scanner never
+loses a page to the pipeline. A receipt-slip QR read on such a page opens (or names) a dossier.
+
+The dossier session (:class:`~device.session.DossierSession`) is driven by the clerk's buttons
+(``buttons.enabled``, gpiozero) and the kiosk screen (``kiosk.enabled``, served on loopback);
+both share the scanner with the agent through :attr:`Agent.scanner_lock`. Closing a dossier
+builds its PDFs and queues pages and PDFs in the outbox.
+
 >>> with Agent(load("device.yaml")) as agent:  # doctest: +SKIP
 ...     agent.request_scan(ScanRequest(source="adf")).wait(60)
 """
@@ -22,6 +32,7 @@ import contextlib
 import json
 import logging
 import queue
+import re
 import signal
 import sqlite3
 import threading
@@ -33,7 +44,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,9 +53,22 @@ from device.capture.base import CapturedPage, CaptureSource, ScanRequest
 from device.capture.folder import FolderSource
 from device.capture.sane import IsolatedSaneSource, SaneSource
 from device.config import REMOTE_SETTINGS, AgentConfig, FakeScannerConfig, SaneScannerConfig, load
-from device.errors import CaptureError, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
+from device.errors import CaptureError, ImageRejected, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
+from device.inference.doctype import FallbackClassifier, load_classifier_or_fallback
+from device.inference.pipeline import PagePipeline
 from device.link import MqttLink
 from device.outbox import Outbox
+from device.session import (
+    CapturePages,
+    DossierPdfBuilder,
+    DossierSession,
+    OutboxSink,
+    PageSource,
+    PageVerdict,
+    SessionError,
+    SessionEvent,
+    verdict_of,
+)
 from device.telemetry import TelemetryCollector
 from device.uploader import Uploader
 from protocol.errors import ProtocolError
@@ -61,6 +85,7 @@ from protocol.messages import (
     Message,
     Page,
     PageCaptured,
+    QualityVerdict,
     ScannerInfo,
     ScannerPlug,
     ScannerState,
@@ -71,6 +96,11 @@ from protocol.messages import (
 )
 from protocol.messages import ScannerFault as ScannerFaultEvent
 from protocol.topics import Channel, topic
+
+if TYPE_CHECKING:
+    from device.buttons import CounterButtons
+    from device.capture.camera import Camera
+    from device.kiosk import KioskServer
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +268,17 @@ class Agent:
     """The running agent; :meth:`start` it, :meth:`close` it (or use ``with``)."""
 
     def __init__(
-        self, config: AgentConfig, source: CaptureSource | None = None, folder: FolderSource | None = None
+        self,
+        config: AgentConfig,
+        source: CaptureSource | None = None,
+        folder: FolderSource | None = None,
+        *,
+        pin_factory: Any = None,
     ) -> None:
+        """``pin_factory``: gpiozero's pin factory for the counter buttons (tests pass a
+        ``MockFactory``); None uses gpiozero's default (the Pi's real pins)."""
         self.config = config
+        self.pin_factory = pin_factory
         self.device_id = config.device_id
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.state_dir, config.min_free_bytes)
@@ -281,6 +319,18 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._http: ThreadingHTTPServer | None = None
         self.local_port: int | None = None
+        # The dossier front ends, made in start():
+        self.pipeline: PagePipeline | None = None
+        self.model_error: str | None = None
+        self.model_version: str | None = None
+        self.session: DossierSession | None = None
+        self.buttons: CounterButtons | None = None
+        self.camera: Camera | None = None
+        self.camera_state: tuple[str, str | None] | None = None
+        self.kiosk: KioskServer | None = None
+        self._code_re = re.compile(config.session.dossier_code_pattern)
+        self._shown_offline: bool | None = None
+        self._shown_refusal: str | None = None
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -291,6 +341,8 @@ class Agent:
             self.emit(BatchFinished(device_id=self.device_id, batch_id=batch_id, pages=pages, outcome="interrupted"))
             self.outbox.batch_finished(batch_id)
         self.emit(AgentStarted(device_id=self.device_id, agent_version=__version__))
+        self._start_pipeline()
+        self._start_session()
         self.link.start()
         self._spawn("publisher", self.publisher.run)
         if self.uploader is not None:
@@ -302,12 +354,107 @@ class Agent:
         self._spawn("ticker", self._ticker)
         if self.config.local_api.enabled:
             self._start_local_api()
+        self._start_front_ends()
         if self.source is not None:
             self._jobs.put(ScanJob("probe"))
         if self.config.triggers.scan_at_start and self.source is not None:
             self.request_scan(ScanRequest(), quiet=True)
         log.info("agent %s started as %s (unit %s)", __version__, self.device_id, self.config.unit)
         return self
+
+    def _start_pipeline(self) -> None:
+        """The page pipeline with the document-type classifier. A model that cannot be used is a
+        clear error now (logged, shown in ``GET /status``) and every page is typed ``other``."""
+        classifier = load_classifier_or_fallback(self.config.doctype)
+        if isinstance(classifier, FallbackClassifier):
+            self.model_error = classifier.reason
+            log.error("cannot use the document-type model (%s); scanning goes on, pages are typed 'other'",
+                      classifier.reason)
+        self.model_version = classifier.version
+        self.pipeline = PagePipeline(self.config.pipeline, classifier=classifier)
+
+    def _start_session(self) -> None:
+        cfg = self.config
+        self.session = DossierSession(
+            cfg.session,
+            processor=self.pipeline,
+            sink=OutboxSink(self.outbox, cfg.device_id, drop_blank_pages=cfg.session.drop_blank_pages),
+            pdf_builder=DossierPdfBuilder(cfg.pdf, unit=cfg.unit, device=cfg.device_id),
+        )
+        self.session.add_listener(self._on_session)
+
+    def pages_for(self, kind: Literal["scan", "rescan"]) -> PageSource:
+        """The scanner as a dossier session's page source: a feeder batch for Scan, one page for
+        Rescan; it shares :attr:`scanner_lock` with the agent's own scans (``scanner_busy``)."""
+        if self.source is None:
+            raise NoScanner("no scanner configured")
+        request = ScanRequest(max_pages=1) if kind == "rescan" else ScanRequest()
+        return CapturePages(self.source, request, lock=self._busy)
+
+    def _start_front_ends(self) -> None:
+        """Camera, counter buttons and kiosk screen, as the config asks. Buttons that cannot be
+        made (no GPIO here) are an error in the log, not the end of scanning; a kiosk port that is
+        taken stops the start (OSError), as the local endpoint's does."""
+        cfg = self.config
+        assert self.session is not None
+        if cfg.camera is not None:
+            from device.capture.camera import open_camera
+
+            self.camera = open_camera(cfg.camera)
+            self.camera.add_listener(self._on_camera)
+        if cfg.buttons.enabled:
+            if self.source is None:
+                log.error("buttons are enabled but no scanner is configured: buttons not started")
+            else:
+                from device.buttons import CounterButtons
+
+                try:
+                    self.buttons = CounterButtons(cfg.buttons, self.session, self.pages_for,
+                                                  pin_factory=self.pin_factory)
+                except Exception as exc:  # e.g. gpiozero finds no pins off a Pi
+                    log.error("counter buttons unavailable (%s: %s); scanning goes on without them",
+                              type(exc).__name__, exc)
+                else:
+                    self._update_panel()
+        if cfg.kiosk.enabled:
+            from device.kiosk import KioskApp, KioskServer
+
+            app = KioskApp(cfg.kiosk, self.session, camera=self.camera, pipeline=self.pipeline,
+                           pages_for=self.pages_for if self.source is not None else None)
+            try:
+                self.kiosk = KioskServer(app).start()
+            except OSError:
+                app.close()
+                raise
+            (cfg.state_dir / "kiosk.port").write_text(f"{self.kiosk.port}\n")
+
+    def _on_camera(self, state: str, problem: str | None) -> None:
+        self.camera_state = (state, problem)
+        log.info("camera %s%s", state, f" ({problem})" if problem else "")
+
+    def _on_session(self, event: SessionEvent) -> None:
+        fault = event.fault if event.kind == "fault" else None
+        if fault is not None and fault in _FAULT_STATE:
+            self.scanner_state = _FAULT_STATE[fault]
+        elif event.kind == "state" and event.previous == "capturing" and event.snapshot.fault is None:
+            if self.source is not None and self.scanner_state in ("scanning", "jammed", "cover_open", "no_docs"):
+                self.scanner_state = "ready"
+        elif event.kind == "state" and event.state == "capturing" and event.snapshot.capturing == "scanner":
+            self.scanner_state = "scanning"
+
+    def _update_panel(self) -> None:
+        """Tell the buttons' light whether the broker is reachable and whether scans are refused."""
+        buttons = self.buttons
+        if buttons is None:
+            return
+        offline = not self.link.connected.is_set()
+        if offline != self._shown_offline:
+            self._shown_offline = offline
+            buttons.set_offline(offline)
+        refusal = "disk_full" if self.outbox.low() or self._still_full() else None
+        if refusal != self._shown_refusal:
+            self._shown_refusal = refusal
+            buttons.refuse_scans(refusal)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -320,6 +467,16 @@ class Agent:
             return
         log.info("agent stopping")
         self._stop.set()
+        # Front ends first (no new dossier work), then the session files an open dossier.
+        if self.kiosk is not None:
+            self.kiosk.close()
+        if self.buttons is not None:
+            self.buttons.close()
+        if self.session is not None:
+            try:
+                self.session.close()  # an open dossier is handed to the outbox (reason "shutdown")
+            except Exception:
+                log.exception("closing the dossier session failed")
         if self.source is not None:
             self.source.stop()
         self._jobs.put(None)
@@ -345,6 +502,10 @@ class Agent:
             self.uploader.close()
         if self.source is not None:
             self.source.close()
+        if self.camera is not None:
+            self.camera.close()
+        if self.pipeline is not None:
+            self.pipeline.close()
         self.outbox.close()
         log.info("agent stopped")
 
@@ -387,7 +548,18 @@ class Agent:
             "duplicates": self.duplicates,
             "config_version": self.config_version,
             "batches": list(self.batches)[-20:],
+            "doctype_model": {"version": self.model_version, "error": self.model_error},
+            "session": self._session_status(),
+            "buttons": self.buttons is not None,
+            "camera": self.camera_state[0] if self.camera_state else (None if self.camera is None else "closed"),
+            "kiosk_port": self.kiosk.port if self.kiosk is not None else None,
         }
+
+    def _session_status(self) -> dict[str, Any] | None:
+        if self.session is None:
+            return None
+        snap = self.session.snapshot()
+        return {"state": snap.state, "pages": len(snap.pages), "fault": snap.fault}
 
     # --- scans ----------------------------------------------------------------------------------
 
@@ -512,9 +684,16 @@ class Agent:
         outcome: Literal["complete", "interrupted"] = "complete"
         pages: Iterator[CapturedPage] = source.pages(job.request)
         started = time.monotonic()
+        dossier_code: str | None = None  # a receipt slip's code ties the pages after it to its dossier
         try:
             for page in pages:
-                self._store_page(batch_id, kind, page)
+                verdict = self._analyse(page, kind)
+                code = verdict.dossier_code if verdict is not None else None
+                if code is not None and self._code_re.fullmatch(code) and len(code) <= 64:
+                    if code != dossier_code:
+                        self._adopt_receipt(code)
+                    dossier_code = code
+                self._store_page(batch_id, kind, page, verdict, dossier_code)
                 job.pages += 1
                 if isinstance(source, FolderSource):
                     source.done(page)
@@ -605,27 +784,85 @@ class Agent:
         except Exception:  # recovery must not take the agent down; the next batch retries
             log.exception("scanner recovery failed")
 
-    def _store_page(self, batch_id: str, kind: Literal["scanner", "camera", "folder"], page: CapturedPage) -> None:
-        # Issue 3 hooks the page pipeline in here (quality, orientation, codes, doctype) before
-        # the event is made; the stored file stays exactly what the source produced.
+    def _analyse(self, page: CapturedPage, kind: Literal["scanner", "camera", "folder"]) -> PageVerdict | None:
+        """The page pipeline's verdict on a captured page, or None when it could not say (the page
+        is stored all the same: a pipeline error never costs a page)."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return None
+        try:
+            if page.width * page.height > pipeline.config.max_pixels:
+                raise ImageRejected(f"{page.width}x{page.height} pixels is more than the pipeline takes")
+            import cv2
+            import numpy as np
+
+            image = cv2.imdecode(np.frombuffer(page.data, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ImageRejected(f"the {page.content_type} file cannot be decoded")
+            return verdict_of(pipeline.process(image, dpi=page.dpi, source=kind))
+        except Exception as exc:  # MemoryError included: the page is stored without a verdict
+            log.warning("page pipeline failed on page %s (%s: %s); the page is kept without a verdict",
+                        page.sequence, type(exc).__name__, str(exc)[:200])
+            return None
+
+    def _adopt_receipt(self, code: str) -> None:
+        """A receipt slip's QR read in a batch scan: open a dossier named by it (none open), or
+        name the open unnamed one. The code itself is never logged."""
+        session = self.session
+        if session is None or not self.config.session.adopt_receipt_code:
+            return
+        try:
+            snap = session.snapshot()
+            if snap.state in ("idle", "closed"):
+                session.open(code, via="qr")
+                log.info("a receipt slip in a batch opened a dossier")
+            elif snap.state in ("open", "review", "capturing") and snap.dossier_code is None:
+                session.name(code)
+                log.info("a receipt slip in a batch named the open dossier")
+        except SessionError as exc:
+            log.info("receipt slip not used for a dossier (%s)", type(exc).__name__)
+
+    def _store_page(
+        self,
+        batch_id: str,
+        kind: Literal["scanner", "camera", "folder"],
+        page: CapturedPage,
+        verdict: PageVerdict | None = None,
+        dossier_code: str | None = None,
+    ) -> None:
+        # The stored file stays exactly what the source produced; the verdict rides on the event.
         def make(sha256: str) -> tuple[str, bytes, str]:
-            event = PageCaptured(
-                device_id=self.device_id,
-                page=Page(
-                    page_id=new_id(),
-                    sha256=sha256,
-                    size=len(page.data),
-                    content_type=page.content_type,
-                    width=page.width,
-                    height=page.height,
-                    dpi=page.dpi,
-                    source=kind,
-                    batch_id=batch_id,
-                    sequence=page.sequence,
-                    side=page.side,
-                    captured_at=datetime.now(UTC),
-                ),
-            )
+            fields: dict[str, Any] = {
+                "page_id": new_id(),
+                "sha256": sha256,
+                "size": len(page.data),
+                "content_type": page.content_type,
+                "width": page.width,
+                "height": page.height,
+                "dpi": page.dpi,
+                "source": kind,
+                "batch_id": batch_id,
+                "sequence": page.sequence,
+                "side": page.side,
+                "captured_at": datetime.now(UTC),
+            }
+            analysed: dict[str, Any] = {}
+            if verdict is not None:
+                confidence = verdict.doctype_confidence
+                analysed = {
+                    "doctype": verdict.doctype,
+                    "doctype_confidence": None if confidence is None else min(1.0, max(0.0, confidence)),
+                    "quality": QualityVerdict(ok=verdict.ok, issues=list(verdict.issues)),
+                    "dropped": verdict.blank and self.config.session.drop_blank_pages,
+                    "dossier_code": dossier_code,
+                }
+            try:
+                record = Page(**fields, **analysed)
+            except ValidationError:  # an odd label from a swapped model: the page goes without it
+                log.warning("page %s: the pipeline's result does not fit the event; sent without it", page.sequence)
+                record = Page(**fields, dossier_code=dossier_code)
+            ok = verdict is None or verdict.ok
+            event = PageCaptured(device_id=self.device_id, page=record, severity="info" if ok else "warning")
             return topic(self.device_id, Channel.EVENT), encode(event), event.id
 
         self.outbox.add_page(page.data, page.content_type, make, batch_id=batch_id)
@@ -806,6 +1043,10 @@ class Agent:
                 next_folder = now + cfg.folder.interval_s
                 if self.folder.ready_files():
                     self.request_scan(ScanRequest(), kind="folder", quiet=True)
+            try:
+                self._update_panel()
+            except Exception:  # the light must not stop the ticker
+                log.exception("updating the status light failed")
             if watcher is not None and now >= next_usb:
                 next_usb = now + cfg.usb_watch.interval_s
                 try:

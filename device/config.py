@@ -20,6 +20,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from device.buttons.config import ButtonsConfig
+from device.capture.camera import CameraConfig
+from device.dossier_pdf import PdfConfig
+from device.inference.doctype import DoctypeConfig
+from device.inference.pipeline import PipelineConfig
+from device.kiosk.config import KioskConfig
+from device.session import SessionConfig
 from protocol.configfile import ConfigError, load_config
 from protocol.topics import DEVICE_ID_PATTERN
 
@@ -195,9 +202,22 @@ class AgentConfig(_Model):
     local_api: LocalApiConfig = Field(default_factory=LocalApiConfig, description="Loopback control endpoint")
     triggers: TriggersConfig = Field(default_factory=TriggersConfig, description="Scans not asked for")
     usb_watch: UsbWatchConfig = Field(default_factory=UsbWatchConfig, description="USB scanner hot-plug watch")
-    # Later issues add their sections here, each its own model with extra="forbid":
-    #   pipeline: PipelineConfig  (device/inference/config.py, issue 3: quality, geometry, codes)
-    #   doctype: DoctypeConfig    (device/inference/doctype.py, issue 4: the document-type classifier)
+    pipeline: PipelineConfig = Field(
+        default_factory=PipelineConfig, description="Page pipeline: geometry, quality verdict, codes"
+    )
+    doctype: DoctypeConfig = Field(
+        default_factory=DoctypeConfig,
+        description="Document-type classifier (a bad model file is reported at start-up; pages are then 'other')",
+    )
+    session: SessionConfig = Field(default_factory=SessionConfig, description="Dossier sessions")
+    buttons: ButtonsConfig = Field(
+        default_factory=ButtonsConfig, description="Counter buttons, light, buzzer (real GPIO pins: a Pi only)"
+    )
+    camera: CameraConfig | None = Field(
+        default=None, description="Document camera (type: opencv, picamera2 or fake), or null for none"
+    )
+    kiosk: KioskConfig = Field(default_factory=KioskConfig, description="Citizens' kiosk screen on loopback")
+    pdf: PdfConfig = Field(default_factory=PdfConfig, description="Dossier PDFs")
 
     @field_validator("fleet_url")
     @classmethod

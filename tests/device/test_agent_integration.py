@@ -1,0 +1,216 @@
+"""The whole device in one agent: every page through the page pipeline (geometry, quality, codes,
+document type), the dossier session driven by the counter buttons (gpiozero MockFactory pins)
+and served to the kiosk screen on loopback, closed dossiers' PDFs queued in the outbox.
+
+Real mosquitto, the real SANE ``test`` backend, the real pipeline, classifier, PDF writer and
+outbox; only the GPIO pins are mocks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from device.agent import Agent
+from device.capture.base import CapturedPage, CaptureSource, ScanRequest
+from device.config import AgentConfig
+from device.inference import synthetic
+from protocol.messages import DossierClosed, PageCaptured
+from tests.device.agent_harness import AgentProcess, FileReceiver, Recorder, agent_config, wait_until
+from tests.services import Mosquitto
+
+DEVICE = "kiosk-test"
+RECEIPT_CODE = "000.00.10.H10-250101-0001"
+RECEIPT = f"{RECEIPT_CODE}|1.000894.000.00.00.H10|001099012345|Giấy khai sinh bản sao"
+T = 90.0  # pages through the pipeline, the classifier and the PDF writer on a busy 2-core machine
+
+
+@pytest.fixture
+def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
+    rec = Recorder(mosquitto.port, DEVICE)
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[FileReceiver]:
+    rx = FileReceiver()
+    try:
+        yield rx
+    finally:
+        rx.close()
+
+
+@pytest.fixture
+def mock_factory() -> Iterator[Any]:
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    previous = Device.pin_factory
+    factory = MockFactory()
+    Device.pin_factory = factory
+    try:
+        yield factory
+    finally:
+        factory.reset()
+        Device.pin_factory = previous
+
+
+def png(image: np.ndarray, dpi: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).save(buffer, "PNG", dpi=(dpi, dpi))
+    return buffer.getvalue()
+
+
+class ListSource(CaptureSource):
+    """A scanner whose feeder holds the given files (the exact bytes it yields)."""
+
+    kind = "scanner"
+
+    def __init__(self, files: list[tuple[bytes, int, int]]) -> None:
+        self.files = files
+
+    def pages(self, request: ScanRequest) -> Iterator[CapturedPage]:
+        for sequence, (data, width, height) in enumerate(self.files, start=1):
+            yield CapturedPage(data, "image/png", width, height, 200, sequence)
+
+
+def test_run_scans_through_the_pipeline_and_serves_the_kiosk(
+    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder, receiver: FileReceiver
+) -> None:
+    """``sohoa-device run`` with the SANE test backend and ``kiosk.enabled``: a feeder batch's
+    ``page_captured`` events carry the document type and the quality verdict, the files reach the
+    fleet endpoint byte for byte, and the kiosk screen answers plain HTTP on loopback. Bad input
+    tried: a request for the kiosk with a foreign Host header (refused), a path that is not there."""
+    config = agent_config(tmp_path, mosquitto.port, fleet_url=receiver.url,
+                          kiosk={"enabled": True, "port": 0}, pdf={"ocr": "off"})
+    agent = AgentProcess(config, tmp_path, sane_dir)
+    try:
+        agent.start()
+        result = agent.scan(source="adf", max_pages=3)
+        assert result["outcome"] == "complete" and result["pages"] == 3, result
+        batch = result["batch_id"]
+        recorder.wait_for(lambda r: len([e for e in r.events("page_captured") if e.page.batch_id == batch]) == 3,
+                          T, "three page events")
+        pages = [e.page for e in recorder.events("page_captured") if e.page.batch_id == batch]
+        for page in pages:
+            assert page.quality is not None, page
+            assert page.doctype is not None and page.doctype_confidence is not None, page
+            assert "low_resolution" in page.quality.issues  # the test backend scans at 75 dpi
+        wait_until(lambda: {p.sha256 for p in pages} <= set(receiver.files), T, "the page files")
+        for page in pages:
+            assert hashlib.sha256(receiver.files[page.sha256]).hexdigest() == page.sha256
+            assert len(receiver.files[page.sha256]) == page.size
+
+        port = int((agent.state / "kiosk.port").read_text())
+        screen = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert screen.status_code == 200 and screen.headers["content-type"].startswith("text/html")
+        state = httpx.get(f"http://127.0.0.1:{port}/api/state", timeout=10)
+        assert state.status_code == 200 and state.json()["state"] == "idle", state.text
+        assert state.json()["scanner"] is True  # the screen offers the feeder scanner
+        assert httpx.get(f"http://127.0.0.1:{port}/nothing-here", timeout=10).status_code == 404
+        foreign = httpx.get(f"http://127.0.0.1:{port}/api/state", headers={"Host": "evil.example"}, timeout=10)
+        assert foreign.status_code >= 400
+        status = agent.status()
+        assert status["kiosk_port"] == port and status["session"]["state"] == "idle"
+        assert agent.terminate() == 0
+    finally:
+        agent.close()
+    assert "Traceback" not in agent.logs()
+
+
+def test_broken_model_bad_page_and_receipt_slip(
+    tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder
+) -> None:
+    """Bad inputs tried: a model file that is not a TFLite model (the agent starts, says why in its
+    log and ``GET /status``, types every page ``other``), and a page file that cannot be decoded
+    in the middle of a batch (stored byte for byte, its event carries no verdict). The batch's
+    first page is a receipt slip: its QR opens a dossier named by it (no session was open) and
+    the pages after it carry its code."""
+    model = tmp_path / "broken.tflite"
+    model.write_bytes(b"this is not a tflite model at all")
+    receipt = synthetic.text_page(seed=1, dpi=200, qr_text=RECEIPT)
+    plain = synthetic.text_page(seed=2, dpi=200)
+    files = [
+        (png(receipt, 200), receipt.shape[1], receipt.shape[0]),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, 1654, 2339),  # a PNG header and nothing usable
+        (png(plain, 200), plain.shape[1], plain.shape[0]),
+    ]
+    config = AgentConfig.model_validate(agent_config(tmp_path, mosquitto.port, scanner=None,
+                                                     doctype={"model_path": str(model)}))
+    with Agent(config, source=ListSource(files)) as agent:
+        assert agent.status()["doctype_model"]["error"] is not None
+        job = agent.request_scan(ScanRequest())
+        assert job.wait(T) and job.outcome == "complete" and job.pages == 3, job.summary()
+        recorder.wait_for(lambda r: len(r.events("page_captured")) == 3, T, "three page events")
+        pages = sorted((e.page for e in recorder.events("page_captured")), key=lambda p: p.sequence)
+        assert [agent.outbox.file_path(p.sha256).read_bytes() for p in pages] == [f[0] for f in files]
+        first, broken, last = pages
+        assert first.doctype == "other" and first.doctype_confidence == 0.0 and first.quality is not None
+        assert first.dossier_code == RECEIPT_CODE and last.dossier_code == RECEIPT_CODE
+        assert broken.quality is None and broken.doctype is None
+        assert last.doctype == "other" and last.quality is not None
+        assert agent.session is not None
+        snap = agent.session.snapshot()
+        assert snap.state == "open" and snap.dossier_code == RECEIPT_CODE and snap.opened_via == "qr"
+
+
+def press(factory: Any, pin: int | str) -> None:
+    device_pin = factory.pin(pin)
+    device_pin.drive_low()
+    device_pin.drive_high()
+
+
+def test_buttons_drive_a_dossier_into_the_outbox(
+    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder, receiver: FileReceiver,
+    mock_factory: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The clerk's buttons on MockFactory pins drive the running agent's session on the SANE test
+    backend: Scan takes a feeder batch into a walk-in dossier, Done closes it; its pages and its
+    PDF reach the broker and the fleet endpoint. Bad input tried: Rescan and Done pressed before
+    any dossier is open (ignored, nothing filed)."""
+    monkeypatch.setenv("SANE_CONFIG_DIR", str(sane_dir))
+    config = AgentConfig.model_validate(agent_config(
+        tmp_path, mosquitto.port, fleet_url=receiver.url, pdf={"ocr": "off"},
+        scanner={"type": "sane", "device": "test:0", "dpi": 75, "source": "adf", "max_pages": 3},
+        buttons={"enabled": True, "debounce_s": 0.0, "long_press_s": 5, "feedback_time_scale": 0.05}))
+    buttons_cfg = config.buttons
+    with Agent(config, pin_factory=mock_factory) as agent:
+        assert agent.buttons is not None and agent.session is not None
+        session, buttons = agent.session, agent.buttons
+        wait_until(lambda: agent._jobs.empty() and not agent.scanner_lock.locked(), 30, "the scanner probe")
+        press(mock_factory, buttons_cfg.rescan_pin)
+        press(mock_factory, buttons_cfg.done_pin)
+        buttons.wait_idle(T)
+        assert session.state == "idle"
+        assert any(h.startswith("ignored") for h in buttons.history), buttons.history
+
+        press(mock_factory, buttons_cfg.scan_pin)
+        snap = session.wait_for(lambda s: s.state == "review" and len(s.pages) == 3, T)
+        assert snap.opened_via == "walk_in" and snap.fault is None
+        assert all(p.doctype is not None for p in snap.pages)
+        buttons.wait_idle(T)
+        press(mock_factory, buttons_cfg.done_pin)
+        buttons.wait_idle(T)
+        session.wait_for_state("closed", timeout=T)
+
+        recorder.wait_for(lambda r: len(r.events("dossier_closed")) == 1, T, "the dossier_closed event")
+        closed: DossierClosed = recorder.events("dossier_closed")[0]
+        assert len(closed.page_ids) == 3 and closed.documents
+        pages: list[PageCaptured] = [e for e in recorder.events("page_captured") if e.page.page_id in closed.page_ids]
+        assert len(pages) == 3 and all(e.page.quality is not None for e in pages)
+        wanted = {d.sha256 for d in closed.documents} | {e.page.sha256 for e in pages}
+        wait_until(lambda: wanted <= set(receiver.files), T, "the pages and the PDF at the fleet endpoint")
+        for document in closed.documents:
+            assert receiver.files[document.sha256].startswith(b"%PDF-")
+        assert not recorder.events("scanner_fault")
