@@ -383,6 +383,27 @@ def write_pdf(pages: list[PdfPage], out: Path, info: DossierInfo, config: PdfCon
         return builder.finish(out, info)
 
 
+def write_dossier(
+    folder: Path,
+    components: list[tuple[str, list[PdfPage]]],
+    info: DossierInfo,
+    config: PdfConfig | None = None,
+) -> list[PdfReport]:
+    """One PDF per dossier component, numbered in order: ``<dossier code>.1.pdf``,
+    ``<dossier code>.2.pdf``, ... ``components`` pairs each component's document type with its
+    pages. A component whose pages are all blank is skipped and keeps no number."""
+    reports: list[PdfReport] = []
+    sequence = 0
+    for document_type, pages in components:
+        if all(p.blank for p in pages):
+            log.info("a dossier component of %s blank page(s) was left out", len(pages))
+            continue
+        sequence += 1
+        part = DossierInfo(info.dossier_code, sequence, document_type, info.unit, info.device, info.captured_at)
+        reports.append(write_pdf(pages, folder / pdf_name(info.dossier_code, sequence), part, config))
+    return reports
+
+
 def _as_stream(data: bytes) -> io.BytesIO:
     return io.BytesIO(data)
 

@@ -18,6 +18,7 @@ from device.dossier_pdf import (
     encode_page,
     pdf_name,
     tesseract_available,
+    write_dossier,
     write_pdf,
 )
 from device.inference import synthetic
@@ -120,3 +121,22 @@ def test_grey_page_is_stored_as_colour(tmp_path: Path) -> None:
     with pikepdf.open(out) as pdf:
         (_, image), = pdf.pages[0].get_images().items()
         assert image.ColorSpace == pikepdf.Name.DeviceRGB
+
+
+def test_one_pdf_per_component_numbered_in_order(tmp_path: Path) -> None:
+    """Three components, the middle one only a blank back: two files, numbered 1 and 2, each
+    with its own document type in its metadata."""
+    form = [PdfPage(synthetic.text_page(seed=5, dpi=100), 200, "1" * 64)]
+    blank = [PdfPage(synthetic.blank_back(300, 420), 200, "2" * 64, blank=True)]
+    card = [PdfPage(synthetic.text_page(seed=6, dpi=200, size_mm=synthetic.ID_CARD_MM), 200, "3" * 64)]
+    reports = write_dossier(
+        tmp_path, [("application_form", form), ("other", blank), ("id_card", card)], INFO, PdfConfig(ocr="off")
+    )
+    assert [r.path.name for r in reports] == [
+        "000.00.10.H10-250101-0001.1.pdf",
+        "000.00.10.H10-250101-0001.2.pdf",
+    ]
+    with pikepdf.open(reports[1].path) as pdf:
+        xmp = bytes(pdf.Root.Metadata.read_bytes()).decode()
+        assert "<sohoa:documentType>id_card</sohoa:documentType>" in xmp
+        assert "<sohoa:sequence>2</sohoa:sequence>" in xmp
