@@ -104,6 +104,7 @@ class Progress:
         self.last = self.start
         self.done = 0
         self.errors = 0
+        self.shown = -1
 
     def step(self, error: bool) -> None:
         self.done += 1
@@ -114,6 +115,7 @@ class Progress:
 
     def _show(self, now: float) -> None:
         self.last = now
+        self.shown = self.done
         rate = self.done / max(1e-6, now - self.start)
         left = (self.total - self.done) / rate if rate > 0 else 0.0
         eta = f", about {left / 60:.0f} min left" if self.done < self.total and left >= 60 else ""
@@ -125,7 +127,8 @@ class Progress:
         self.stream.flush()
 
     def finish(self) -> None:
-        self._show(time.monotonic())
+        if self.shown != self.done:
+            self._show(time.monotonic())
         if self.tty:
             self.stream.write("\n")
         self.stream.flush()

@@ -33,6 +33,10 @@ Kind = Literal["dossier_receipt", "cccd", "other", "unreadable"]
 CCCD_FIELDS_7 = ("id_number", "old_id_number", "full_name", "date_of_birth", "sex", "address", "issue_date")
 CCCD_FIELDS_6 = ("id_number", "full_name", "date_of_birth", "sex", "address", "issue_date")
 RECEIPT_FIELDS = ("dossier_code", "procedure_code", "applicant_id", "document_name")
+_DOSSIER_CODE = re.compile(r"[A-Za-z0-9][\w.\-/]{2,63}")
+#: Formats whose finder patterns are distinctive enough that a failed decode is worth reporting
+#: (a failed Data Matrix is most often text or print noise taken for one).
+_REPORT_FAILED = {"QRCode", "MicroQRCode", "PDF417", "Aztec", "QR Code", "Micro QR Code", "Aztec Code"}
 
 _RECEIPT_KEYS = {
     "dossier_code": ("dossier_code", "dossiercode", "ma_ho_so", "mahoso", "mhs", "hoso", "ma_hs"),
@@ -159,7 +163,9 @@ def parse_receipt(text: str) -> dict[str, str] | None:
         if "dossier_code" not in fields:
             return None
     else:
-        if not re.search(r"\d", split[0]):
+        # Only a first field shaped like a dossier code makes a list a receipt: other codes
+        # (shop receipts, e-invoices) also hold separated fields.
+        if not _DOSSIER_CODE.fullmatch(split[0]) or not re.search(r"\d", split[0]):
             return None
         fields = {
             "dossier_code": split[0],
@@ -170,8 +176,7 @@ def parse_receipt(text: str) -> dict[str, str] | None:
     missing = [n for n in RECEIPT_FIELDS if not fields.get(n)]
     if missing:
         raise ValueError(f"the dossier receipt code lacks {', '.join(missing)}")
-    code = fields["dossier_code"]
-    if len(code) > 64 or re.search(r"\s", code) or not re.fullmatch(r"[\w.\-/]+", code):
+    if not _DOSSIER_CODE.fullmatch(fields["dossier_code"]):
         raise ValueError("the dossier code in the receipt code is malformed")
     return fields
 
@@ -227,6 +232,9 @@ def read_codes(image: NDArray[np.uint8], config: CodesConfig | None = None) -> l
         corners = [p.top_left, p.top_right, p.bottom_right, p.bottom_left]
         position = [[round(c.x / factor), round(c.y / factor)] for c in corners]
         if not b.valid or b.error:
+            side = max(abs(p.bottom_right.x - p.top_left.x), abs(p.bottom_right.y - p.top_left.y))
+            if fmt not in _REPORT_FAILED or side < 21:
+                continue
             kind = str(getattr(b.error, "type", "damaged")).rsplit(".", 1)[-1].lower()
             reason = f"unreadable code: damaged or partly hidden ({kind})"
             code = Code("unreadable", fmt, error=reason, position=position)

@@ -59,7 +59,7 @@ def test_cccd_six_fields() -> None:
         "001099012345|123456789|Nguyễn Thị Hoa|31021990|Nữ|Hà Nội|20042021",  # 31 February
         "001099012345|12345|Nguyễn Thị Hoa|15031990|Nữ|Hà Nội|20042021",  # old id not 9 digits
         "H10.25-0001|1.000123||Tờ khai",  # receipt without applicant id
-        "H10 25 0001|1.000123|001099012345|Tờ khai",  # dossier code with spaces
+        '{"ma_ho_so": "H10 25 0001", "ma_thu_tuc": "1.1", "cccd": "1", "ten_giay_to": "x"}',  # spaces
     ],
 )
 def test_partial_or_damaged_content_is_unreadable(text: str) -> None:
@@ -82,6 +82,12 @@ def test_receipt_separators_parsed_defensively(text: str, expected: str) -> None
     """The separator inside the receipt QR is not fixed: |, ;, newline, JSON, key=value."""
     fields = parse_receipt(text)
     assert fields is not None and fields["dossier_code"] == expected
+
+
+def test_shop_receipt_codes_are_not_taken_for_dossier_receipts() -> None:
+    """A cash-register QR with comma- and underscore-separated fields is just 'other'."""
+    text = "_R1-AT1_840002_00008400_2021-12-03T10:55:26_29,22_0,00_0,00_0,00_0,00_EUR"
+    assert parse_text("QRCode", text).kind == "other"
 
 
 def test_other_codes_are_passed_through() -> None:
