@@ -331,10 +331,18 @@ class Agent:
         self._code_re = re.compile(config.session.dossier_code_pattern)
         self._shown_offline: bool | None = None
         self._shown_refusal: str | None = None
+        self._sink: OutboxSink | None = None
+        self._held: dict[str, set[str]] = {}
+        """Page ids of the open dossier held in the outbox, by session id."""
 
     # --- life cycle -----------------------------------------------------------------------------
 
     def start(self) -> Self:
+        held = self.outbox.deliver_held()
+        if held:
+            # A crash (power cut, kill -9) left a dossier open: its pages were held on disk.
+            log.warning("an open dossier was interrupted by a restart: its %s page(s) are sent as single pages",
+                        held)
         for batch_id, _source, pages in self.outbox.open_batches():
             # A crash (power cut, kill -9) left this batch open: its stored pages are safe.
             log.warning("a batch was interrupted by a restart after %s page(s)", pages)
@@ -375,10 +383,11 @@ class Agent:
 
     def _start_session(self) -> None:
         cfg = self.config
+        self._sink = OutboxSink(self.outbox, cfg.device_id, drop_blank_pages=cfg.session.drop_blank_pages)
         self.session = DossierSession(
             cfg.session,
             processor=self.pipeline,
-            sink=OutboxSink(self.outbox, cfg.device_id, drop_blank_pages=cfg.session.drop_blank_pages),
+            sink=self._sink,
             pdf_builder=DossierPdfBuilder(cfg.pdf, unit=cfg.unit, device=cfg.device_id),
         )
         self.session.add_listener(self._on_session)
@@ -433,6 +442,10 @@ class Agent:
         log.info("camera %s%s", state, f" ({problem})" if problem else "")
 
     def _on_session(self, event: SessionEvent) -> None:
+        try:
+            self._keep_held(event)
+        except Exception:  # the page is still in memory; the dossier can still close
+            log.exception("holding the open dossier's pages on disk failed")
         fault = event.fault if event.kind == "fault" else None
         if fault is not None and fault in _FAULT_STATE:
             self.scanner_state = _FAULT_STATE[fault]
@@ -441,6 +454,51 @@ class Agent:
                 self.scanner_state = "ready"
         elif event.kind == "state" and event.state == "capturing" and event.snapshot.capturing == "scanner":
             self.scanner_state = "scanning"
+
+    def _keep_held(self, event: SessionEvent) -> None:
+        """Mirror the open dossier's pages in the outbox (held, not sent) as they come and go, so
+        a crash before the dossier closes loses none; release them when it closes or is cancelled."""
+        session, sink = self.session, self._sink
+        if session is None or sink is None:
+            return
+        snap = event.snapshot
+        if event.kind == "closed" and snap.last_closed is not None:
+            self._release(snap.last_closed.session_id)  # the sink stored them for delivery
+            return
+        if event.kind == "cancelled" and snap.session_id is not None:
+            self._release(snap.session_id)
+            return
+        if event.kind not in ("page_added", "page_replaced", "page_removed") or snap.session_id is None:
+            return
+        group = snap.session_id
+        pages = {p.page_id: p for p in session.pages()}
+        if session.snapshot().session_id != group:
+            return
+        held = self._held.setdefault(group, set())
+        gone = held - set(pages)
+        if gone:
+            self.outbox.release_held(group, gone)
+            held -= gone
+        for page_id, page in pages.items():
+            if page_id in held:
+                continue
+            data, content_type = page.encoded()
+
+            def message(sha256: str, page: Any = page, size: int = len(data), ctype: str = content_type,
+                        ) -> tuple[str, bytes, str]:
+                captured = sink.page_event(page, snap.dossier_code, sha256, size, ctype)
+                return topic(self.device_id, Channel.EVENT), encode(captured), captured.id
+
+            try:
+                self.outbox.hold_page(group, page_id, data, content_type, message)
+            except OutboxFull as exc:
+                log.error("an open dossier's page could not be held on disk (%s); it stays in memory", exc)
+                return
+            held.add(page_id)
+
+    def _release(self, group: str) -> None:
+        self._held.pop(group, None)
+        self.outbox.release_held(group)
 
     def _update_panel(self) -> None:
         """Tell the buttons' light whether the broker is reachable and whether scans are refused."""
@@ -542,6 +600,7 @@ class Agent:
             "scanner": self.scanner_info().model_dump(),
             "accepting_scans": not self.outbox.low(),
             "busy": self._busy.locked(),
+            "jobs_queued": self._jobs.qsize(),
             "outbox": depth.model_dump(),
             "free_bytes": self.outbox.free_bytes(),
             "rejected": dict(self.rejected),

@@ -7,6 +7,10 @@ acknowledged, and leaves only when the other side holds it.
 * Page files sit in ``files/<sha256>``, written to a temporary name, fsynced, renamed, and the
   directory fsynced, before the row that names them is committed. They are deleted after the
   fleet answers 200/201 for that sha256.
+* Pages of an open dossier are *held*: their files and the ``page_captured`` message that will
+  describe them are on disk from the moment they are captured (:meth:`Outbox.hold_page`), but
+  nothing is sent until the dossier closes (:meth:`Outbox.release_held`). A crash leaves them
+  held; at the next start :meth:`Outbox.deliver_held` sends them as single pages: never lost.
 * Disk is bounded: :meth:`Outbox.low` says when free space is under the floor, and a write that
   meets ENOSPC raises :class:`OutboxFull` without touching what is already stored.
 
@@ -56,6 +60,17 @@ CREATE TABLE IF NOT EXISTS batches (
     source TEXT NOT NULL,
     pages INTEGER NOT NULL DEFAULT 0,
     started REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS held (
+    page_id TEXT PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS commands_seen (
     id TEXT PRIMARY KEY,
@@ -118,9 +133,10 @@ class Outbox:
         """After a crash: drop half-written temporaries and files no committed row names."""
         with self._lock:
             known = {row[0] for row in self._db.execute("SELECT sha256 FROM files")}
+            held = {row[0] for row in self._db.execute("SELECT sha256 FROM held")}
         removed = 0
         for entry in self.files_dir.iterdir():
-            if entry.name.startswith(".tmp-") or entry.name not in known:
+            if entry.name.startswith(".tmp-") or entry.name not in known | held:
                 entry.unlink(missing_ok=True)
                 removed += 1
         missing = [sha for sha in known if not (self.files_dir / sha).exists()]
@@ -219,19 +235,8 @@ class Outbox:
         restart reports for an interrupted batch is exactly the pages stored).
         Raises :class:`OutboxFull` (nothing half-stored remains) when the disk is full.
         """
-        digest = self.sha256(data)
+        digest, tmp = self._write_temporary(data)
         final = self.file_path(digest)
-        tmp = self.files_dir / f".tmp-{uuid.uuid4().hex}"
-        try:
-            with tmp.open("wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            if _is_disk_full(exc):
-                raise OutboxFull(f"disk full: cannot store a page of {len(data)} bytes") from None
-            raise
         topic, payload, message_id = make_message(digest)
         try:
             with self._lock:
@@ -262,11 +267,122 @@ class Outbox:
         self._notify()
         return digest
 
+    def _write_temporary(self, data: bytes) -> tuple[str, Path]:
+        """Write ``data`` to a fsynced temporary file; (sha256, its path). Raises OutboxFull."""
+        digest = self.sha256(data)
+        tmp = self.files_dir / f".tmp-{uuid.uuid4().hex}"
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if _is_disk_full(exc):
+                raise OutboxFull(f"disk full: cannot store a page of {len(data)} bytes") from None
+            raise
+        return digest, tmp
+
+    # --- pages held until their dossier closes --------------------------------------------------
+
+    def hold_page(
+        self,
+        group_id: str,
+        page_id: str,
+        data: bytes,
+        content_type: str,
+        make_message: Callable[[str], tuple[str, bytes, str]],
+    ) -> str:
+        """Store an open dossier's page durably without sending anything: the file, and the message
+        to send for it if the dossier never closes (a crash). Holding the same ``page_id`` again
+        (the page was renamed, re-typed) replaces its message. Returns the sha256; raises
+        :class:`OutboxFull` (nothing half-stored remains)."""
+        digest, tmp = self._write_temporary(data)
+        topic, payload, message_id = make_message(digest)
+        try:
+            with self._lock:
+                tmp.replace(self.file_path(digest))
+                _fsync_dir(self.files_dir)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO held (page_id, group_id, sha256, size, content_type, topic, message_id,"
+                    " payload, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (page_id, group_id, digest, len(data), content_type, topic, message_id, payload, time.time()),
+                )
+        except (OSError, sqlite3.OperationalError) as exc:
+            tmp.unlink(missing_ok=True)
+            self._drop_unnamed(digest)
+            if _is_disk_full(exc):
+                raise OutboxFull("disk full: cannot hold a page") from None
+            raise
+        return digest
+
+    def release_held(self, group_id: str, page_ids: Iterable[str] | None = None) -> int:
+        """Forget held pages (the dossier was filed through :meth:`add_page`, cancelled, or the
+        page removed): their files go unless a queued file or another held page names them.
+        Returns how many were released."""
+        with self._lock:
+            if page_ids is None:
+                rows = self._db.execute("SELECT page_id, sha256 FROM held WHERE group_id = ?", (group_id,)).fetchall()
+            else:
+                ids = list(page_ids)
+                rows = [r for i in ids for r in self._db.execute(
+                    "SELECT page_id, sha256 FROM held WHERE group_id = ? AND page_id = ?", (group_id, i))]
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM held WHERE page_id = ?", [(r[0],) for r in rows])
+            self._db.execute("COMMIT")
+            for sha in {r[1] for r in rows}:
+                named = self._db.execute(
+                    "SELECT 1 FROM files WHERE sha256 = ? UNION ALL SELECT 1 FROM held WHERE sha256 = ?", (sha, sha)
+                ).fetchone()
+                if named is None:
+                    self.file_path(sha).unlink(missing_ok=True)
+        return len(rows)
+
+    def held(self) -> dict[str, int]:
+        """Held pages per group (dossier session id)."""
+        with self._lock:
+            rows = self._db.execute("SELECT group_id, COUNT(*) FROM held GROUP BY group_id").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def deliver_held(self) -> int:
+        """Queue every held page for delivery with its stored message (after a crash left its
+        dossier open). Returns how many pages; a held file that is missing is reported and dropped."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT page_id, sha256, size, content_type, topic, message_id, payload FROM held"
+            ).fetchall()
+            missing = [r for r in rows if not self.file_path(r[1]).exists()]
+            present = [r for r in rows if self.file_path(r[1]).exists()]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for _page_id, sha, size, ctype, topic, message_id, payload in present:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO files (sha256, size, content_type, created) VALUES (?, ?, ?, ?)",
+                        (sha, size, ctype, time.time()),
+                    )
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO messages (id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                        (message_id, topic, bytes(payload), time.time()),
+                    )
+                self._db.execute("DELETE FROM held")
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+        if missing:
+            log.error("%s held page file(s) were missing on disk and cannot be sent", len(missing))
+        if present:
+            self._notify()
+        return len(present)
+
     def _drop_unnamed(self, sha256: str) -> None:
         """Remove a renamed file whose row never got committed (it would only take space)."""
         try:
             with self._lock:
-                row = self._db.execute("SELECT 1 FROM files WHERE sha256 = ?", (sha256,)).fetchone()
+                row = self._db.execute(
+                    "SELECT 1 FROM files WHERE sha256 = ? UNION ALL SELECT 1 FROM held WHERE sha256 = ?",
+                    (sha256, sha256),
+                ).fetchone()
                 if row is None:
                     self.file_path(sha256).unlink(missing_ok=True)
         except (OSError, sqlite3.Error) as exc:
@@ -293,7 +409,8 @@ class Outbox:
         file is what frees it. If the row cannot go yet, the next upload round finds the fleet
         holding the file (HEAD 200) and tries again."""
         with self._lock:
-            self.file_path(sha256).unlink(missing_ok=True)
+            if self._db.execute("SELECT 1 FROM held WHERE sha256 = ?", (sha256,)).fetchone() is None:
+                self.file_path(sha256).unlink(missing_ok=True)  # else an open dossier still holds it
             try:
                 self._db.execute("DELETE FROM files WHERE sha256 = ?", (sha256,))
             except sqlite3.OperationalError as exc:

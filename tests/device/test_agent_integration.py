@@ -214,3 +214,44 @@ def test_buttons_drive_a_dossier_into_the_outbox(
         for document in closed.documents:
             assert receiver.files[document.sha256].startswith(b"%PDF-")
         assert not recorder.events("scanner_fault")
+        assert agent.outbox.held() == {}  # held while open, released once filed
+
+
+def test_open_dossier_survives_kill_9(
+    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder, receiver: FileReceiver
+) -> None:
+    """``never lose a page``: a dossier opened and scanned from the kiosk screen is still open
+    (nothing sent yet) when the agent is killed with SIGKILL. At the next start its pages, held on
+    disk since capture, go out as ``page_captured`` events with the dossier code, byte for byte.
+    Bad input tried: the kill itself, mid-dossier; a second identical restart (nothing twice)."""
+    config = agent_config(tmp_path, mosquitto.port, fleet_url=receiver.url,
+                          scanner={"type": "sane", "device": "test:0", "dpi": 75, "source": "adf", "max_pages": 3},
+                          kiosk={"enabled": True, "port": 0}, pdf={"ocr": "off"})
+    agent = AgentProcess(config, tmp_path, sane_dir)
+    try:
+        agent.start()
+        kiosk = f"http://127.0.0.1:{int((agent.state / 'kiosk.port').read_text())}/api"
+        wait_until(lambda: not agent.status()["busy"] and agent.status()["jobs_queued"] == 0, 30,
+                   "the start-up scanner probe (it holds the scanner)")
+        assert httpx.post(f"{kiosk}/open", json={"code": RECEIPT_CODE}, timeout=10).status_code < 300
+        assert httpx.post(f"{kiosk}/scan", json={}, timeout=10).status_code < 300
+
+        def reviewed() -> bool:
+            state = httpx.get(f"{kiosk}/state", timeout=10).json()
+            return bool(state["state"] == "review" and len(state["pages"]) == 3)
+
+        wait_until(reviewed, T, "three pages in review on the kiosk")
+        assert not recorder.events("page_captured")  # an open dossier sends nothing yet
+        agent.kill9()
+        agent.start()
+        recorder.wait_for(lambda r: len(r.events("page_captured")) == 3, T, "the held pages after the restart")
+        pages = [e.page for e in recorder.events("page_captured")]
+        assert {p.dossier_code for p in pages} == {RECEIPT_CODE}
+        assert all(p.quality is not None and p.doctype is not None for p in pages)
+        wait_until(lambda: {p.sha256 for p in pages} <= set(receiver.files), T, "the held page files")
+        assert agent.terminate() == 0
+        agent.start()  # a second start finds nothing held any more
+        assert agent.terminate() == 0
+        assert len(recorder.events("page_captured")) == 3
+    finally:
+        agent.close()
