@@ -76,6 +76,7 @@ from protocol.messages import (
     AgentStarted,
     BatchFinished,
     BatchStarted,
+    CameraInfo,
     Command,
     CommandAck,
     CommandState,
@@ -590,6 +591,16 @@ class Agent:
         model = self.source.model if self.source is not None else None
         return ScannerInfo(state=self.scanner_state, model=model)
 
+    def camera_info(self) -> CameraInfo | None:
+        """The document camera's state for telemetry (None when no camera is configured)."""
+        camera = self.camera
+        if camera is None:
+            return None
+        state, problem = self.camera_state or (camera.state, camera.problem)
+        return CameraInfo.model_validate(
+            {"state": state, "model": (camera.model or "")[:128] or None, "problem": problem[:256] if problem else None}
+        )
+
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` answers (no personal data)."""
         depth = self.outbox.depth()
@@ -610,7 +621,7 @@ class Agent:
             "doctype_model": {"version": self.model_version, "error": self.model_error},
             "session": self._session_status(),
             "buttons": self.buttons is not None,
-            "camera": self.camera_state[0] if self.camera_state else (None if self.camera is None else "closed"),
+            "camera": camera.model_dump() if (camera := self.camera_info()) is not None else None,
             "kiosk_port": self.kiosk.port if self.kiosk is not None else None,
         }
 
@@ -1067,6 +1078,8 @@ class Agent:
     def _publish_telemetry(self) -> None:
         try:
             report = self.telemetry.collect()
+            if self.camera is not None:
+                report = report.model_copy(update={"camera": self.camera_info()})
         except (OSError, ValidationError) as exc:
             log.warning("telemetry failed: %s", exc)
             return

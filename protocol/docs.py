@@ -97,7 +97,7 @@ def render() -> str:
     for arm in typing.get_args(typing.get_args(m.AnyEvent)[0]):
         out += _model_table(arm)
     out += ["## Nested objects", ""]
-    nested: tuple[type[BaseModel], ...] = (m.Page, m.QualityVerdict, m.ScannerInfo, m.OutboxDepth,
+    nested: tuple[type[BaseModel], ...] = (m.Page, m.QualityVerdict, m.ScannerInfo, m.CameraInfo, m.OutboxDepth,
                                            m.DossierDocument)
     for model in nested:
         out += _model_table(model)

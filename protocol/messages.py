@@ -80,6 +80,16 @@ class ScannerInfo(BaseModel):
     model: str | None = Field(default=None, max_length=128, description="Vendor and model when known")
 
 
+CameraState = Literal["closed", "ready", "absent"]
+
+
+class CameraInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    state: CameraState = Field(description="closed: not opened yet; ready: frames flow; absent: missing or failing")
+    model: str | None = Field(default=None, max_length=128, description="Camera model or backend when known")
+    problem: str | None = Field(default=None, max_length=256, description="The last error when absent")
+
+
 class OutboxDepth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     events: int = Field(ge=0, description="Events waiting for the broker's acknowledgement")
@@ -98,6 +108,7 @@ class Telemetry(Message):
     disk_total_bytes: int = Field(ge=0, description="Size of the outbox's file system")
     temperature_c: float | None = Field(default=None, description="SoC temperature where the board has one")
     scanner: ScannerInfo = Field(description="Scanner state")
+    camera: CameraInfo | None = Field(default=None, description="Document camera state; null when none is configured")
     outbox: OutboxDepth = Field(description="What is still to be delivered")
     accepting_scans: bool = Field(default=True, description="False when scans are refused (disk low)")
 

@@ -88,15 +88,19 @@ class ListSource(CaptureSource):
 def test_run_scans_through_the_pipeline_and_serves_the_kiosk(
     tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder, receiver: FileReceiver
 ) -> None:
-    """``sohoa-device run`` with the SANE test backend and ``kiosk.enabled``: a feeder batch's
+    """``sohoa-device run`` with the SANE test backend, a (fake) document camera and
+    ``kiosk.enabled``: telemetry reports the camera, a feeder batch's
     ``page_captured`` events carry the document type and the quality verdict, the files reach the
     fleet endpoint byte for byte, and the kiosk screen answers plain HTTP on loopback. Bad input
     tried: a request for the kiosk with a foreign Host header (refused), a path that is not there."""
     config = agent_config(tmp_path, mosquitto.port, fleet_url=receiver.url,
-                          kiosk={"enabled": True, "port": 0}, pdf={"ocr": "off"})
+                          kiosk={"enabled": True, "port": 0}, pdf={"ocr": "off"}, camera={"type": "fake"})
     agent = AgentProcess(config, tmp_path, sane_dir)
     try:
         agent.start()
+        recorder.wait_for(lambda r: bool(r.decoded("telemetry")), 30, "the first telemetry report")
+        camera = recorder.decoded("telemetry")[0].camera
+        assert camera is not None and camera.state in ("closed", "ready"), camera
         result = agent.scan(source="adf", max_pages=3)
         assert result["outcome"] == "complete" and result["pages"] == 3, result
         batch = result["batch_id"]
