@@ -15,7 +15,7 @@ True
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -334,26 +334,32 @@ def _ascender_balance(mask: Img, boxes: list[tuple[int, int, int, int]]) -> tupl
     return (0.0 if total <= 0 else (above - below) / total), lines
 
 
-def estimate_orientation(gray: Img, mask: Img | None = None) -> tuple[int, float]:
+def estimate_orientation(
+    gray: Img, mask: Img | None = None, lines: Literal["any", "rows", "columns"] = "any"
+) -> tuple[int, float]:
     """The clockwise turn (0, 90, 180, 270) that makes a deskewed page's text upright, and a
-    confidence in 0..1 (0 when there is too little text to tell; then 0 is returned)."""
+    confidence in 0..1 (0 when there is too little text to tell; then 0 is returned).
+    ``lines``: when the caller knows the text runs along the rows (a tall receipt) or the
+    columns (the same receipt lying on its side), only the two turns that allow it are weighed."""
     mask, med = _text_components(ink_mask(gray) if mask is None else mask)
     if med <= 0:
         return 0, 0.0
     h_share, h_boxes = _line_segments(mask, med)
     turned = cv2.rotate(mask, cv2.ROTATE_90_CLOCKWISE)
     v_share, v_boxes = _line_segments(turned, med)
-    if v_share > h_share:
+    if lines == "columns" or (lines == "any" and v_share > h_share):
         # Text runs top-to-bottom: turning the page 90 degrees clockwise makes it horizontal;
         # the ascender balance then tells 90 from 270.
-        balance, lines = _ascender_balance(turned, v_boxes)
+        balance, counted = _ascender_balance(turned, v_boxes)
         base = 90 if balance >= 0 else 270
     else:
-        balance, lines = _ascender_balance(mask, h_boxes)
+        balance, counted = _ascender_balance(mask, h_boxes)
         base = 0 if balance >= 0 else 180
-    if lines < 3:
+    if counted < 3:
         return 0, 0.0
     layout = abs(h_share - v_share) / max(1e-6, h_share + v_share)
+    if lines != "any":
+        layout = 1.0  # the shape settled the axis
     confidence = float(min(1.0, 4 * abs(balance)) * min(1.0, 2 * layout))
     return base, confidence
 

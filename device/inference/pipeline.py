@@ -297,7 +297,14 @@ class PagePipeline:
                 mask = geometry.ink_mask(gray)
         lap("deskew")
 
-        orientation, o_conf = geometry.estimate_orientation(gray, mask=mask)
+        # A long narrow document (a till receipt) has its lines across its short side.
+        gh, gw = gray.shape[:2]
+        lines: Literal["any", "rows", "columns"] = "any"
+        if gh > 1.8 * gw:
+            lines = "rows"
+        elif gw > 1.8 * gh:
+            lines = "columns"
+        orientation, o_conf = geometry.estimate_orientation(gray, mask=mask, lines=lines)
         if o_conf < cfg.min_orientation_confidence:
             orientation = 0
         work = geometry.turn(work, orientation)
