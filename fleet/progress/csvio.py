@@ -1,0 +1,78 @@
+"""Reading the CSV files the province sends (units, dossiers received): UTF-8 (with or without
+Excel's byte-order mark), a header row, one problem reported per bad line."""
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from fleet.errors import FleetError
+
+
+@dataclass(frozen=True)
+class LineProblem:
+    """What is wrong with one line of an input (line 1 is the header)."""
+
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class ImportRejected(FleetError, ValueError):
+    """An import had bad rows: nothing was written. ``problems`` lists them line by line."""
+
+    def __init__(self, problems: list[LineProblem]) -> None:
+        self.problems = problems
+        shown = "; ".join(str(p) for p in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        super().__init__(f"{len(problems)} bad row(s), nothing imported: {shown}{more}")
+
+
+def read_rows(
+    data: str | bytes, columns: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> list[tuple[int, dict[str, str]]]:
+    """The rows as (line number, {column: stripped text}); raises :class:`ImportRejected` when
+    the header lacks a column or a row has the wrong number of fields."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ImportRejected([LineProblem(1, f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from exc
+    else:
+        text = data.removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip().lower() for h in next(reader, [])]
+    missing = [c for c in columns if c not in header]
+    unknown = [h for h in header if h not in columns and h not in optional]
+    if missing or unknown:
+        what = []
+        if missing:
+            what.append(f"missing column(s) {', '.join(missing)}")
+        if unknown:
+            what.append(f"unknown column(s) {', '.join(unknown)}")
+        raise ImportRejected([LineProblem(1, "header: " + "; ".join(what) + f" (expected {','.join(columns)})")])
+    rows: list[tuple[int, dict[str, str]]] = []
+    problems: list[LineProblem] = []
+    for fields in reader:
+        line = reader.line_num
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            problems.append(LineProblem(line, f"{len(fields)} fields, the header has {len(header)}"))
+            continue
+        rows.append((line, {h: f.strip() for h, f in zip(header, fields, strict=True)}))
+    if problems:
+        raise ImportRejected(problems)
+    return rows
+
+
+def parse_date(text: str) -> date:
+    """ISO ``2025-07-01`` or Vietnamese ``01/07/2025``."""
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"date {text!r} is neither YYYY-MM-DD nor DD/MM/YYYY")

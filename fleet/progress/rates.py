@@ -1,0 +1,255 @@
+"""Digitization rates: dossiers digitized ÷ dossiers received, per unit and rolled up the tree,
+per month or over a range of months.
+
+A dossier counts as digitized once, in the month (Vietnam's time) and the unit of its first
+accepted page: a page with a dossier code that was not dropped and whose quality verdict is not
+a rejection (a page never checked counts). The unit is the one its device reports. Each unit
+is compared with its target (its own, else its tier's, from the latest ``period_from`` not after
+the range's last month, else the directive's default).
+
+>>> from fleet.db import make_engine, migrate, session_factory
+>>> from fleet.progress.units import import_units, sample_csv
+>>> engine = make_engine("sqlite://"); migrate(engine)
+>>> with session_factory(engine)() as session:
+...     _ = import_units(session, sample_csv())
+...     report = progress(session, "2026-01", "2026-03", root="99")
+>>> report.units["99"].tier, report.units["99"].target
+('province', 0.5)
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from fleet.errors import NotFound
+from fleet.models import Device, Page
+from fleet.progress import periods
+from fleet.progress.models import TIERS, Received, Target, Unit
+from fleet.progress.units import units_in
+
+DEFAULT_TARGETS: dict[str, float] = {"province": 0.50, "district": 0.40, "commune": 0.35}
+"""The directive's minimum rates, used when no target row applies."""
+
+Status = Literal["met", "behind", "no_data"]
+
+
+@dataclass
+class Figures:
+    received: int = 0
+    digitized: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        """None when nothing was received (a rate over zero means nothing)."""
+        return self.digitized / self.received if self.received else None
+
+    def add(self, other: "Figures") -> None:
+        self.received += other.received
+        self.digitized += other.digitized
+
+
+@dataclass
+class UnitProgress:
+    """One unit over the range: its own figures, its subtree's, target and status, and the
+    subtree's figures month by month (the trend)."""
+
+    code: str
+    name: str
+    tier: str
+    parent_code: str | None
+    depth: int
+    own: Figures
+    total: Figures
+    target: float
+    children: list[str] = field(default_factory=list)
+    trend: dict[str, Figures] = field(default_factory=dict)
+
+    @property
+    def status(self) -> Status:
+        rate = self.own.rate
+        if rate is None:
+            return "no_data"
+        return "met" if rate + 1e-12 >= self.target else "behind"
+
+
+@dataclass
+class TierTotal:
+    tier: str
+    units: int
+    figures: Figures
+    target: float
+    met: int
+    behind: int
+
+
+@dataclass
+class Progress:
+    """The picture for months ``start``..``end`` under ``root`` (every province when None).
+    ``units`` are in tree order (parent before children, by code); ``unattributed`` counts the
+    digitized dossiers whose device has no unit, or a unit not in the tree for the range."""
+
+    start: str
+    end: str
+    root: str | None
+    units: dict[str, UnitProgress]
+    tiers: list[TierTotal]
+    total: Figures
+    unattributed: int
+    months: list[str]
+
+
+def accepted_page() -> ColumnElement[bool]:
+    """A page that makes its dossier digitized."""
+    verdict = Page.__table__.c.quality["ok"].as_boolean()
+    return and_(Page.dossier_code.is_not(None), Page.dropped.is_(False),
+                or_(Page.__table__.c.quality.is_(None), verdict.is_(None), verdict.is_(True)))
+
+
+def _local_month(column: Any, dialect: str) -> Any:
+    if dialect == "sqlite":  # stored as naive UTC text; Vietnam has no daylight saving
+        return func.strftime("%Y-%m", column, "+7 hours")
+    return func.to_char(func.timezone("Asia/Ho_Chi_Minh", column), "YYYY-MM")
+
+
+def digitized_counts(session: Session, start: str, end: str) -> dict[tuple[str | None, str], int]:
+    """{(unit code, month): dossiers whose first accepted page is in that month and unit}."""
+    lo, hi = periods.utc_bounds(start, end)
+    first = (
+        select(
+            Page.dossier_code.label("dossier"),
+            Page.captured_at.label("at"),
+            Device.unit_code.label("unit"),
+            func.row_number()
+            .over(partition_by=Page.dossier_code, order_by=(Page.captured_at, Page.page_id))
+            .label("rn"),
+        )
+        .join(Device, Device.id == Page.device_id)
+        .where(accepted_page())
+        .subquery()
+    )
+    month = _local_month(first.c.at, session.get_bind().dialect.name).label("month")
+    query = (
+        select(first.c.unit, month, func.count())
+        .where(first.c.rn == 1, first.c.at >= lo, first.c.at < hi)
+        .group_by(first.c.unit, month)
+    )
+    return {(unit, str(m)): int(n) for unit, m, n in session.execute(query)}
+
+
+def received_counts(session: Session, start: str, end: str) -> dict[tuple[str, str], int]:
+    query = select(Received.unit_code, Received.period, Received.count).where(
+        Received.period >= start, Received.period <= end)
+    return {(code, period): count for code, period, count in session.execute(query)}
+
+
+class Targets:
+    """Target lookup: a unit's own, else its tier's, else the directive's default."""
+
+    def __init__(self, rows: Iterable[Target]) -> None:
+        self._by_tier: dict[str, list[tuple[str, float]]] = {}
+        self._by_unit: dict[str, list[tuple[str, float]]] = {}
+        for row in rows:
+            if row.unit_code:
+                into = self._by_unit.setdefault(row.unit_code, [])
+            else:
+                into = self._by_tier.setdefault(row.tier or "", [])
+            into.append((row.period_from, row.rate))
+        for table in (self._by_tier, self._by_unit):
+            for entries in table.values():
+                entries.sort()
+
+    @staticmethod
+    def _latest(entries: list[tuple[str, float]] | None, period: str) -> float | None:
+        found = None
+        for start, rate in entries or ():
+            if start <= period:
+                found = rate
+        return found
+
+    def for_unit(self, code: str, tier: str, period: str) -> float:
+        own = self._latest(self._by_unit.get(code), period)
+        if own is not None:
+            return own
+        return self.for_tier(tier, period)
+
+    def for_tier(self, tier: str, period: str) -> float:
+        rate = self._latest(self._by_tier.get(tier), period)
+        return rate if rate is not None else DEFAULT_TARGETS[tier]
+
+
+def load_targets(session: Session) -> Targets:
+    return Targets(session.scalars(select(Target)))
+
+
+def progress(session: Session, start: str, end: str, root: str | None = None) -> Progress:
+    """Figures for every unit of the tree valid in the range (as at its end), under ``root``."""
+    months = periods.months(start, end)
+    tree = units_in(session, periods.first_day(start), periods.last_day(end))
+    if root is not None and root not in tree:
+        raise NotFound(f"no unit {root} valid in {start}..{end}")
+    children: dict[str | None, list[Unit]] = {}
+    for unit in tree.values():
+        parent = unit.parent_code if unit.parent_code in tree else None
+        children.setdefault(parent, []).append(unit)
+    for kids in children.values():
+        kids.sort(key=lambda u: u.code)
+
+    targets = load_targets(session)
+    order: list[tuple[Unit, int]] = []
+    stack = [(tree[root], 0)] if root is not None else [(u, 0) for u in reversed(children.get(None, []))]
+    while stack:
+        unit, depth = stack.pop()
+        order.append((unit, depth))
+        stack.extend((kid, depth + 1) for kid in reversed(children.get(unit.code, [])))
+
+    result: dict[str, UnitProgress] = {}
+    for unit, depth in order:
+        result[unit.code] = UnitProgress(
+            code=unit.code, name=unit.name, tier=unit.tier,
+            parent_code=unit.parent_code if unit.parent_code in tree else None,
+            depth=depth, own=Figures(), total=Figures(), target=targets.for_unit(unit.code, unit.tier, end),
+            children=[k.code for k in children.get(unit.code, [])], trend={m: Figures() for m in months})
+
+    unattributed = 0
+    for (code, month), n in received_counts(session, start, end).items():
+        if code in result:
+            result[code].own.received += n
+            result[code].trend[month].received += n
+    for (unit_code, month), n in digitized_counts(session, start, end).items():
+        if unit_code is not None and unit_code in result:
+            result[unit_code].own.digitized += n
+            result[unit_code].trend[month].digitized += n
+        elif unit_code is None or unit_code not in tree:
+            unattributed += n
+
+    for unit, _ in reversed(order):  # children before parents
+        row = result[unit.code]
+        row.total.add(row.own)
+        if row.parent_code is not None and row.parent_code in result and unit.code != root:
+            result[row.parent_code].total.add(row.total)
+    # The trend is the subtree's, month by month (own months were summed above).
+    for unit, _ in reversed(order):
+        row = result[unit.code]
+        if row.parent_code is not None and row.parent_code in result and unit.code != root:
+            for month, figures in row.trend.items():
+                result[row.parent_code].trend[month].add(figures)
+
+    tiers: list[TierTotal] = []
+    for tier in TIERS:
+        rows = [r for r in result.values() if r.tier == tier]
+        if not rows:
+            continue
+        figures = Figures()
+        for r in rows:
+            figures.add(r.own)
+        tiers.append(TierTotal(tier=tier, units=len(rows), figures=figures, target=targets.for_tier(tier, end),
+                               met=sum(r.status == "met" for r in rows),
+                               behind=sum(r.status == "behind" for r in rows)))
+    total = Figures()
+    for r in result.values():
+        total.add(r.own)
+    return Progress(start=start, end=end, root=root, units=result, tiers=tiers, total=total,
+                    unattributed=unattributed, months=months)
