@@ -259,3 +259,35 @@ def test_open_dossier_survives_kill_9(
         assert len(recorder.events("page_captured")) == 3
     finally:
         agent.close()
+
+
+def test_validate_config_names_file_and_line_in_the_new_sections(tmp_path: Path) -> None:
+    """``sohoa-device validate-config`` on the sections the integration added. Bad inputs tried:
+    an unknown key under ``pipeline``, the kiosk on a non-loopback address, two buttons on one pin,
+    an unknown camera type, a PDF below 200 dpi; each is reported as ``file:line: key: message``.
+    A file enabling everything valid passes."""
+    import subprocess
+    import sys
+
+    from tests.device.agent_harness import REPO
+
+    good = tmp_path / "good.yaml"
+    good.write_text("device_id: kiosk-0001\nunit: '000.00.00.H01'\nbuttons: {enabled: true}\n"
+                    "kiosk: {enabled: true}\ncamera: {type: opencv, device: 0}\npdf: {ocr: 'off'}\n"
+                    "doctype: {min_confidence: 0.6}\nsession: {max_pages: 50}\npipeline: {max_pixels: 40000000}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("device_id: kiosk-0001\nunit: '000.00.00.H01'\n"
+                   "pipeline:\n  no_such_key: 1\n"
+                   "kiosk:\n  host: 0.0.0.0\n"
+                   "buttons:\n  scan_pin: GPIO5\n"
+                   "camera:\n  type: webcam\n"
+                   "pdf:\n  dpi: 150\n")
+    run = [sys.executable, "-m", "device", "validate-config"]
+    ok = subprocess.run([*run, str(good)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    done = subprocess.run([*run, str(bad)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    for line_no, key in ((4, "pipeline.no_such_key"), (6, "kiosk.host"), (7, "buttons"), (9, "camera"),
+                         (12, "pdf.dpi")):
+        assert any(line.startswith(f"{bad}:{line_no}: {key}") for line in lines), (line_no, key, lines)
