@@ -317,7 +317,12 @@ class PagePipeline:
         doctype: str | None = None
         confidence: float | None = None
         if self.classifier is not None:
-            doctype, confidence = self.classifier.classify(work)
+            try:
+                doctype, confidence = self.classifier.classify(work)
+            except ImageRejected:
+                raise
+            except Exception as exc:  # a broken model must not stop the scan: type left empty
+                log.warning("document-type classifier failed on a page: %s", type(exc).__name__)
         lap("doctype")
 
         m = measure(work)

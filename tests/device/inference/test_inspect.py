@@ -155,3 +155,15 @@ def test_config_sections_set_thresholds_and_typos_are_errors(files: dict[str, Pa
     cfg.write_text("pipeline:\n  quality:\n    min_dpii: 300\n")
     with pytest.raises(ConfigInvalid, match=":3"):
         inspect_main([str(files["good"])], config=str(cfg), out=io.StringIO(), err=io.StringIO())
+
+
+def test_a_failing_classifier_does_not_stop_the_page() -> None:
+    """A classifier that raises on every page: the page is still judged, its type left empty."""
+    from device.inference.pipeline import PagePipeline
+
+    class Broken:
+        def classify(self, page: np.ndarray) -> tuple[str, float]:
+            raise RuntimeError("interpreter crashed")
+
+    result = PagePipeline(classifier=Broken()).process(synthetic.text_page(seed=1, dpi=200), dpi=200)
+    assert result.doctype is None and result.verdict.ok
