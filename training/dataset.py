@@ -54,6 +54,7 @@ class RealPage:
     path: Path
     doctype: str
     rotation_cw: int
+    label: str = ""  # the coarse label in labels.csv (receipt, invoice, ...)
 
 
 def _synthetic_one(task: tuple[int, int, Split, int, int, float]) -> np.ndarray:
@@ -106,7 +107,7 @@ def real_pages(root: Path) -> tuple[list[RealPage], list[RealPage]]:
                 rot = int(note.split("=", 1)[1])
             path = root / row["path"]
             folder = f"{row['path'].split('/', 1)[0]}:{row['label']}"
-            by_folder.setdefault(folder, []).append(RealPage(path, doctype, rot))
+            by_folder.setdefault(folder, []).append(RealPage(path, doctype, rot, row["label"].strip()))
     train: list[RealPage] = []
     held: list[RealPage] = []
     for pages in by_folder.values():

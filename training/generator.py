@@ -566,6 +566,10 @@ def _application_form(rng: random.Random, variant: int, dpi: int, fonts: tuple[s
                 p.text(22.5, y + i * 8 - 0.8, "x", 10, True)
             p.text(29, y + i * 8 - 0.5, p.words(40), 10)
         y += 34
+        if variant == 1 and rng.random() < 0.5:  # many forms list the papers attached
+            p.text(20, y, "Giấy tờ kèm theo:", 10.5, True)
+            y = p.table(20, y + 6, 172, [0.1, 0.6, 0.3], rng.randint(2, 4), 7,
+                        ["STT", "Tên giấy tờ kèm theo", "Bản chính/bản sao"], 9) + 4
     else:
         y = p.table(20, y + 2, 172, [0.08, 0.52, 0.2, 0.2], 5, 8, ["STT", "Tên giấy tờ", "Số lượng", "Ghi chú"]) + 6
     y = p.paragraph(20, y, 172, 2, 11)
@@ -607,6 +611,9 @@ def _official_document(rng: random.Random, variant: int, dpi: int, fonts: tuple[
         y += 9
         for _ in range(rng.randint(3, 5)):
             y = p.paragraph(25, y, 165, rng.randint(2, 4), 11) + 1.5
+        if variant == 0 and rng.random() < 0.3:  # a letter listing tasks or figures
+            y = p.table(25, y + 2, 165, [0.1, 0.5, 0.2, 0.2], rng.randint(2, 5), 6.5,
+                        ["STT", "Nội dung", "Đơn vị", "Thời hạn"], 9) + 3
     yb = min(y + 6, 235.0)
     nx = 20 if variant != 2 else 112
     sx = 115 if variant != 2 else 18
