@@ -221,3 +221,23 @@ def test_falls_back_to_tflite_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
     with pytest.raises(ModelError, match="no TFLite runtime"):
         load_classifier(SHIPPED)
+
+
+def test_inspect_fills_doctype_and_confidence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sohoa-device inspect` on a generated birth certificate and receipt (JPEG, 200 dpi) reports
+    each page's type and confidence from the shipped model."""
+    import json
+
+    import cv2
+
+    from device.cli import main
+
+    files = []
+    for doctype in ("birth_certificate", "receipt"):
+        path = tmp_path / f"{doctype}.jpg"
+        cv2.imwrite(str(path), degrade(render(doctype, 500_123, dpi=200), 500_123, strength=0.5))
+        files.append(str(path))
+    assert main(["inspect", *files]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [row["doctype"] for row in lines] == ["birth_certificate", "receipt"]
+    assert all(0.5 <= row["confidence"] <= 1.0 for row in lines)
