@@ -282,7 +282,7 @@ class PagePipeline:
         else:
             flat_w, flat_h = float(w), float(h)
             work = reduced
-        analysis, _ = geometry.shrink(work, 1 << 30, cfg.analysis_short_side)
+        analysis, _ = geometry.shrink(work, 2 * cfg.analysis_short_side, cfg.analysis_short_side)
         gray = geometry.to_gray(analysis)
         mask = geometry.ink_mask(gray)
         lap("geometry")
