@@ -469,13 +469,22 @@ class Agent:
         if event.kind == "cancelled" and snap.session_id is not None:
             self._release(snap.session_id)
             return
-        if event.kind not in ("page_added", "page_replaced", "page_removed") or snap.session_id is None:
+        if event.kind not in ("page_added", "page_replaced", "page_removed", "named") or snap.session_id is None:
             return
         group = snap.session_id
         pages = {p.page_id: p for p in session.pages()}
         if session.snapshot().session_id != group:
             return
         held = self._held.setdefault(group, set())
+        if event.kind == "named":  # the held messages carry the dossier's code from now on
+            for page_id in held & set(pages):
+                page = pages[page_id]
+
+                def renamed(sha256: str, size: int, ctype: str, page: Any = page) -> tuple[str, bytes, str]:
+                    captured = sink.page_event(page, snap.dossier_code, sha256, size, ctype)
+                    return topic(self.device_id, Channel.EVENT), encode(captured), captured.id
+
+                self.outbox.update_held(page_id, renamed)
         gone = held - set(pages)
         if gone:
             self.outbox.release_held(group, gone)

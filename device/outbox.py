@@ -316,6 +316,23 @@ class Outbox:
             raise
         return digest
 
+    def update_held(self, page_id: str, make_message: Callable[[str, int, str], tuple[str, bytes, str]]) -> bool:
+        """Rewrite a held page's message (its dossier was named meanwhile); the file stays.
+        ``make_message(sha256, size, content_type)``. False when the page is not held."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256, size, content_type FROM held WHERE page_id = ?", (page_id,)
+            ).fetchone()
+        if row is None:
+            return False
+        topic, payload, message_id = make_message(row[0], int(row[1]), row[2])
+        with self._lock:
+            self._db.execute(
+                "UPDATE held SET topic = ?, payload = ?, message_id = ? WHERE page_id = ?",
+                (topic, payload, message_id, page_id),
+            )
+        return True
+
     def release_held(self, group_id: str, page_ids: Iterable[str] | None = None) -> int:
         """Forget held pages (the dossier was filed through :meth:`add_page`, cancelled, or the
         page removed): their files go unless a queued file or another held page names them.

@@ -291,3 +291,37 @@ def test_validate_config_names_file_and_line_in_the_new_sections(tmp_path: Path)
     for line_no, key in ((4, "pipeline.no_such_key"), (6, "kiosk.host"), (7, "buttons"), (9, "camera"),
                          (12, "pdf.dpi")):
         assert any(line.startswith(f"{bad}:{line_no}: {key}") for line in lines), (line_no, key, lines)
+
+
+def test_walk_in_dossier_held_pages_follow_its_name_and_its_end(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The session's pages are held in the outbox as they are captured (nothing queued to send),
+    the message held for each follows the dossier's name, a removed page is released, and a
+    cancel releases the rest (files gone). Bad input tried: a page removed mid-dossier, then
+    the whole dossier cancelled."""
+    import sqlite3
+
+    pages = [synthetic.text_page(seed=s, dpi=200) for s in (4, 5)]
+    files = [(png(p, 200), p.shape[1], p.shape[0]) for p in pages]
+    config = AgentConfig.model_validate(agent_config(tmp_path, mosquitto.port, scanner=None))
+    with Agent(config, source=ListSource(files)) as agent:
+        session = agent.session
+        assert session is not None
+        session.open()
+        outcome = session.capture(agent.pages_for("scan"))
+        assert len(outcome.pages) == 2 and outcome.fault is None
+        group = session.snapshot().session_id
+        assert group is not None and agent.outbox.held() == {group: 2}
+        assert not [m for m in agent.outbox.pending_messages(limit=1000) if b"page_captured" in m.payload]
+        session.name(RECEIPT_CODE)
+        db = sqlite3.connect(tmp_path / "state" / "outbox.db")
+        try:
+            payloads = [bytes(r[0]) for r in db.execute("SELECT payload FROM held")]
+            shas = [r[0] for r in db.execute("SELECT sha256 FROM held")]
+        finally:
+            db.close()
+        assert len(payloads) == 2 and all(RECEIPT_CODE.encode() in p for p in payloads)
+        session.remove_page(outcome.pages[0].page_id)
+        assert agent.outbox.held() == {group: 1}
+        assert session.cancel()
+        assert agent.outbox.held() == {}
+        assert not any(agent.outbox.file_path(sha).exists() for sha in shas)
