@@ -15,7 +15,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from fleet import __version__
-from fleet.api.routes import devices, files, health, pages, web
+from fleet.api.routes import devices, files, health, pages, progress, web
 from fleet.api.state import FleetState
 from fleet.config import FleetConfig
 from fleet.db import make_engine, migrate, session_factory
@@ -70,4 +70,5 @@ def create_app(
     app.include_router(pages.router, prefix="/api/v1")
     app.include_router(files.router, prefix="/api/v1")
     app.include_router(web.router)
+    app.include_router(progress.router)
     return app

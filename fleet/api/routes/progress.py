@@ -1,0 +1,199 @@
+"""Digitization progress: ``/api/v1/units``, ``/api/v1/progress`` (targets, dossiers received,
+rates, the periodic report as XLSX/PDF) and the dashboard page at ``/progress``."""
+
+from datetime import date
+from functools import cache
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fleet.api.deps import SessionDep, StateDep
+from fleet.errors import NotFound
+from fleet.progress import periods
+from fleet.progress.csvio import ImportRejected
+from fleet.progress.models import TIERS, Target, Unit
+from fleet.progress.rates import progress
+from fleet.progress.received import ReceivedRow, import_received, parse_csv
+from fleet.progress.report import build_report, to_pdf, to_xlsx
+from fleet.progress.schemas import (
+    ImportOut,
+    ProblemOut,
+    ProgressOut,
+    ReceivedIn,
+    TargetIn,
+    TargetOut,
+    UnitOut,
+)
+from fleet.progress.units import import_units
+
+router = APIRouter()
+api = APIRouter(prefix="/api/v1")
+
+CSV_BODY = {"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}}
+FromQ = Annotated[str | None, Query(alias="from", description="First month, YYYY-MM (default: this month)")]
+ToQ = Annotated[str | None, Query(alias="to", description="Last month, YYYY-MM (default: the first month)")]
+UnitQ = Annotated[str | None, Query(description="Root of the subtree (default: every province)")]
+
+
+def _rejected(exc: ImportRejected) -> HTTPException:
+    """422 with ``detail = {"message", "problems": [{"line", "message"}...]}``."""
+    problems = [ProblemOut.of(p).model_dump() for p in exc.problems]
+    return HTTPException(422, {"message": "nothing imported", "problems": problems})
+
+
+def _range(state: StateDep, start: str | None, end: str | None) -> tuple[str, str]:
+    start = start or periods.of(state.now())
+    end = end or start
+    try:
+        periods.months(start, end)
+    except periods.BadPeriod as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return start, end
+
+
+@api.get("/units", tags=["progress"])
+def list_units(session: SessionDep,
+               on: Annotated[date | None, Query(description="Only units valid on this day")] = None,
+               tier: Annotated[str | None, Query(description="Only this tier")] = None) -> list[UnitOut]:
+    """Every unit record (with its history), or those valid on a day."""
+    query = select(Unit).order_by(Unit.code, Unit.valid_from)
+    if on is not None:
+        query = query.where(Unit.valid_from <= on, Unit.valid_to.is_(None) | (Unit.valid_to >= on))
+    if tier is not None:
+        query = query.where(Unit.tier == tier)
+    return [UnitOut.of(u) for u in session.scalars(query)]
+
+
+@api.post("/units/import", tags=["progress"], openapi_extra=CSV_BODY,
+          responses={422: {"description": "Bad rows, line by line; nothing imported"}})
+async def import_units_csv(request: Request, state: StateDep) -> ImportOut:
+    """The unit tree as CSV (code,name,tier,parent_code,valid_from,valid_to): all or nothing."""
+    data = await request.body()
+    with state.sessions() as session:
+        try:
+            result = import_units(session, data)
+        except ImportRejected as exc:
+            raise _rejected(exc) from exc
+    return ImportOut(inserted=result.inserted, updated=result.updated, unchanged=result.unchanged)
+
+
+@api.get("/progress/targets", tags=["progress"])
+def list_targets(session: SessionDep) -> list[TargetOut]:
+    """Targets per tier and per unit, with the month each starts."""
+    query = select(Target).order_by(Target.tier, Target.unit_code, Target.period_from)
+    return [TargetOut.of(t) for t in session.scalars(query)]
+
+
+@api.put("/progress/targets", tags=["progress"])
+def set_target(target: TargetIn, session: SessionDep) -> TargetOut:
+    """Set a tier's target, or one unit's own, from a month on (replaces the same scope+month)."""
+    if (target.tier is None) == (target.unit_code is None):
+        raise HTTPException(422, "give either tier or unit_code")
+    try:
+        periods.check(target.period_from)
+    except periods.BadPeriod as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if target.unit_code is not None and session.scalar(select(Unit).where(Unit.code == target.unit_code)) is None:
+        raise HTTPException(422, f"unknown unit code {target.unit_code!r}")
+    row = session.scalar(select(Target).where(
+        Target.tier.is_(None) if target.tier is None else Target.tier == target.tier,
+        Target.unit_code.is_(None) if target.unit_code is None else Target.unit_code == target.unit_code,
+        Target.period_from == target.period_from))
+    if row is None:
+        row = Target(tier=target.tier, unit_code=target.unit_code, period_from=target.period_from, rate=target.rate)
+        session.add(row)
+    else:
+        row.rate = target.rate
+    session.commit()
+    return TargetOut.of(row)
+
+
+def _store_received(session: Session, state: StateDep, rows: list[ReceivedRow]) -> ImportOut:
+    try:
+        result = import_received(session, rows, now=state.now)
+    except ImportRejected as exc:
+        raise _rejected(exc) from exc
+    return ImportOut(inserted=result.inserted, updated=result.updated, unchanged=result.unchanged)
+
+
+@api.post("/progress/received", tags=["progress"],
+          responses={422: {"description": "Bad items (line = item number + 1); nothing stored"}})
+def post_received(items: Annotated[list[ReceivedIn], Body()], session: SessionDep,
+                  state: StateDep) -> ImportOut:
+    """Dossiers received per unit per month from the one-stop system; re-sending replaces."""
+    rows = [ReceivedRow(i + 2, it.unit_code, it.period, it.received) for i, it in enumerate(items)]
+    return _store_received(session, state, rows)
+
+
+@api.post("/progress/received/import", tags=["progress"], openapi_extra=CSV_BODY,
+          responses={422: {"description": "Bad rows, line by line; nothing imported"}})
+async def import_received_csv(request: Request, state: StateDep) -> ImportOut:
+    """The same as CSV (unit_code,period,received)."""
+    data = await request.body()
+    with state.sessions() as session:
+        try:
+            rows = parse_csv(data)
+        except ImportRejected as exc:
+            raise _rejected(exc) from exc
+        return _store_received(session, state, rows)
+
+
+@api.get("/progress", tags=["progress"])
+def get_progress(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
+                 unit: UnitQ = None) -> ProgressOut:
+    """Received, digitized, rate, target and status for every unit of the subtree, rolled up,
+    with the trend month by month."""
+    first, last = _range(state, start, end)
+    try:
+        return ProgressOut.of(progress(session, first, last, unit))
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+def _report(state: StateDep, session: Session, start: str | None, end: str | None, unit: str | None,
+            kind: str) -> Response:
+    first, last = _range(state, start, end)
+    try:
+        report = build_report(session, first, last, unit, now=state.now(),
+                              heartbeat_timeout_s=state.config.ingest.heartbeat_timeout_s)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    name = f"bao-cao-dinh-ky_{unit or 'all'}_{first}_{last}.{kind}"
+    if kind == "xlsx":
+        body, media = to_xlsx(report), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    else:
+        body, media = to_pdf(report), "application/pdf"
+    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@api.get("/progress/report.xlsx", tags=["progress"], response_class=Response)
+def report_xlsx(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
+                unit: UnitQ = None) -> Response:
+    """The periodic report ("Báo cáo định kỳ") as an Excel workbook."""
+    return _report(state, session, start, end, unit, "xlsx")
+
+
+@api.get("/progress/report.pdf", tags=["progress"], response_class=Response)
+def report_pdf(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
+               unit: UnitQ = None) -> Response:
+    """The periodic report as PDF."""
+    return _report(state, session, start, end, unit, "pdf")
+
+
+@cache
+def _page() -> str:
+    return resources.files("fleet.progress").joinpath("dashboard.html").read_text(encoding="utf-8")
+
+
+@router.get("/progress", response_class=HTMLResponse, include_in_schema=False)
+def dashboard(state: StateDep) -> HTMLResponse:
+    """The progress dashboard (Vietnamese / English), drawing from ``/api/v1/progress``."""
+    html = _page().replace("__THIS_MONTH__", periods.of(state.now())).replace("__TIERS__", ",".join(TIERS))
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+router.include_router(api)
