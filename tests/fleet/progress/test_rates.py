@@ -1,0 +1,97 @@
+"""Rates for a known data set (see conftest): digitized dossiers counted once with an accepted
+page, in Vietnam's month, rolled up the tree; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.fleet.progress.conftest import EXPECTED, fill
+
+
+def _units(client: TestClient, **params: str) -> dict[str, dict]:  # type: ignore[type-arg]
+    response = client.get("/api/v1/progress", params=params)
+    assert response.status_code == 200, response.text
+    return {u["code"]: u for u in response.json()["units"]}
+
+
+def test_rates_for_a_known_data_set(filled: TestClient) -> None:
+    """Traps in the data: a dropped page, a dossier with only rejected pages, a dossier with a
+    rejected and a good page, two pages of one dossier, a dossier seen again the next month and
+    on another unit's device, a page at 20:00 UTC on 31 January (1 February in Vietnam), a page
+    without a verdict, a page without a dossier code, a device with no unit."""
+    body = filled.get("/api/v1/progress", params={"from": "2026-01", "to": "2026-02", "unit": "99"}).json()
+    units = {u["code"]: u for u in body["units"]}
+    assert list(units) == ["99", "99001", "99003", "99004"]  # the two-tier tree valid in 2026
+    for code, (received, digitized) in EXPECTED.items():
+        assert (units[code]["own"]["received"], units[code]["own"]["digitized"]) == (received, digitized), code
+    assert units["99"]["own"]["rate"] == pytest.approx(0.5)
+    assert [units[c]["status"] for c in ("99", "99001", "99003", "99004")] == ["met", "met", "behind", "behind"]
+    assert [units[c]["target"] for c in ("99", "99001")] == [0.5, 0.35]
+    # Rolled up: the province's total is every unit's own.
+    assert units["99"]["total"] == {"received": 44, "digitized": 16, "rate": pytest.approx(16 / 44)}
+    assert body["total"]["received"] == 44 and body["total"]["digitized"] == 16
+    assert body["unattributed"] == 1
+    # Trend, month by month: A9 (20:00 UTC on 31 January) is February's.
+    assert units["99001"]["trend"] == [{"received": 20, "digitized": 8, "rate": 0.4},
+                                       {"received": 0, "digitized": 2, "rate": None}]
+    assert [m["digitized"] for m in units["99"]["trend"]] == [13, 3]
+    tiers = {t["tier"]: t for t in body["tiers"]}
+    assert tiers["province"]["figures"] == {"received": 6, "digitized": 3, "rate": 0.5}
+    assert (tiers["commune"]["figures"]["received"], tiers["commune"]["figures"]["digitized"]) == (38, 13)
+    assert (tiers["commune"]["units"], tiers["commune"]["met"], tiers["commune"]["behind"]) == (3, 1, 2)
+    # One month only.
+    january = _units(filled, **{"from": "2026-01", "unit": "99"})
+    assert (january["99"]["own"]["digitized"], january["99001"]["own"]["digitized"]) == (2, 8)
+
+
+def test_three_tier_rollup_and_unit_history(api: TestClient) -> None:
+    """Before 1/7/2025 the sample tree has districts: figures roll up commune -> district ->
+    province. A unit abolished in the reform has no record in 2026 (a count for it is refused)."""
+    fill(api)
+    rows = [("991", "2025-03", 5), ("99001", "2025-03", 10), ("99002", "2025-03", 7), ("99004", "2025-03", 4)]
+    response = api.post("/api/v1/progress/received", json=[{"unit_code": u, "period": m, "received": n}
+                                                            for u, m, n in rows])
+    assert response.status_code == 200, response.text
+    units = _units(api, **{"from": "2025-03", "unit": "99"})
+    assert list(units) == ["99", "991", "99001", "99002", "99003", "992", "99004", "99005"]
+    assert units["991"]["total"]["received"] == 22 and units["991"]["own"]["received"] == 5
+    assert units["992"]["total"]["received"] == 4
+    assert units["99"]["total"]["received"] == 26
+    assert units["991"]["target"] == 0.4 and units["99005"]["status"] == "no_data"
+    assert "Huyện Đông Sơn" in units["991"]["name"]
+    refused = api.post("/api/v1/progress/received", json=[{"unit_code": "99002", "period": "2026-01", "received": 1}])
+    assert refused.status_code == 422
+    assert refused.json()["detail"]["problems"] == [{"line": 2, "message": "unit 99002 is not valid in 2026-01"}]
+
+
+def test_targets_are_data_with_unit_overrides(filled: TestClient) -> None:
+    """A unit's own target overrides its tier's from its month on; a tier's new target applies
+    from its month. Bad input tried: both tier and unit, neither, an unknown unit, a rate of 1.5,
+    a month 2026-13."""
+    def put(body: dict) -> int:  # type: ignore[type-arg]
+        return filled.put("/api/v1/progress/targets", json=body).status_code
+
+    assert put({"unit_code": "99003", "period_from": "2026-02", "rate": 0.25}) == 200
+    assert put({"tier": "commune", "period_from": "2026-03", "rate": 0.6}) == 200
+    units = _units(filled, **{"from": "2026-01", "to": "2026-02", "unit": "99"})
+    assert units["99003"]["target"] == 0.25 and units["99003"]["status"] == "met"  # 30% >= 25%
+    assert units["99004"]["target"] == 0.35  # the 60% starts in March
+    january = _units(filled, **{"from": "2026-01", "unit": "99"})
+    assert january["99003"]["target"] == 0.35
+    march = _units(filled, **{"from": "2026-03", "unit": "99"})
+    assert march["99004"]["target"] == 0.6 and march["99003"]["target"] == 0.25
+    for bad in ({"tier": "commune", "unit_code": "99003", "period_from": "2026-01", "rate": 0.3},
+                {"period_from": "2026-01", "rate": 0.3},
+                {"unit_code": "12345", "period_from": "2026-01", "rate": 0.3},
+                {"tier": "commune", "period_from": "2026-01", "rate": 1.5},
+                {"tier": "commune", "period_from": "2026-13", "rate": 0.3}):
+        assert put(bad) == 422, bad
+    assert len(filled.get("/api/v1/progress/targets").json()) == 5  # 3 seeded + 2 set
+
+
+def test_bad_ranges_and_unknown_root(filled: TestClient) -> None:
+    """Bad input tried: a month 2026-1, a range ending before it starts, a unit not in the tree."""
+    assert filled.get("/api/v1/progress", params={"from": "2026-1"}).status_code == 422
+    assert filled.get("/api/v1/progress", params={"from": "2026-03", "to": "2026-01"}).status_code == 422
+    assert filled.get("/api/v1/progress", params={"from": "2026-01", "unit": "98"}).status_code == 404
