@@ -70,7 +70,8 @@ def test_targets_are_data_with_unit_overrides(filled: TestClient) -> None:
     from its month. Bad input tried: both tier and unit, neither, an unknown unit, a rate of 1.5,
     a month 2026-13."""
     def put(body: dict) -> int:  # type: ignore[type-arg]
-        return filled.put("/api/v1/progress/targets", json=body).status_code
+        code: int = filled.put("/api/v1/progress/targets", json=body).status_code
+        return code
 
     assert put({"unit_code": "99003", "period_from": "2026-02", "rate": 0.25}) == 200
     assert put({"tier": "commune", "period_from": "2026-03", "rate": 0.6}) == 200
