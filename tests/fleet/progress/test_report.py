@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,7 +28,7 @@ def test_xlsx_report_has_the_figures(filled: TestClient, artifacts: Path) -> Non
     (artifacts / "progress" / "bao-cao-dinh-ky.xlsx").write_bytes(response.content)
     book = load_workbook(io.BytesIO(response.content))
     assert book.sheetnames == ["Báo cáo", "Thiết bị"]
-    rows = [list(r) for r in book["Báo cáo"].iter_rows(values_only=True)]
+    rows: list[list[Any]] = [list(r) for r in book["Báo cáo"].iter_rows(values_only=True)]
     assert rows[0][0].startswith("BÁO CÁO ĐỊNH KỲ TIẾN ĐỘ SỐ HÓA")
     summary = " ".join(str(r[0]) for r in rows[1:7] if r[0])
     assert "Kỳ báo cáo: 01/2026 – 02/2026" in summary and "Tổng số hồ sơ tiếp nhận: 44; đã số hóa: 16" in summary
@@ -38,9 +39,9 @@ def test_xlsx_report_has_the_figures(filled: TestClient, artifacts: Path) -> Non
     assert units["99004"][3:8] == [8, 0, 0.0, 0.35, "Chưa đạt"]
     assert "Xã Đông Sơn" in units["99003"][1]
     tiers = {r[0]: r for r in rows[rows.index(["Tổng hợp theo cấp"] + [None] * 10) + 2:] if r[0]}
-    assert tiers["Tỉnh"][:8] == [ "Tỉnh", 1, 6, 3, 0.5, 0.5, 1, 0]
+    assert tiers["Tỉnh"][:8] == ["Tỉnh", 1, 6, 3, 0.5, 0.5, 1, 0]
     assert tiers["Xã"][:8] == ["Xã", 3, 38, 13, pytest.approx(13 / 38), 0.35, 1, 2]
-    devices = {r[0]: r for r in book["Thiết bị"].iter_rows(min_row=2, values_only=True)}
+    devices: dict[Any, tuple[Any, ...]] = {r[0]: r for r in book["Thiết bị"].iter_rows(min_row=2, values_only=True)}
     assert set(devices) == {"kiosk-a", "kiosk-c", "kiosk-p"}  # kiosk-n has no unit
     assert devices["kiosk-a"][2] == "Trực tuyến" and devices["kiosk-c"][2] == "Mất kết nối"
     assert devices["kiosk-a"][5:8] == (1409, 1409, 1.0)
