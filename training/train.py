@@ -183,7 +183,8 @@ def _report(args: argparse.Namespace, info: dict[str, Any], evals: dict[str, dic
         "Liberation Sans/Serif, Noto Sans/Serif; layout variants 0-1; scanner-like degradations) and "
         f"{info['n_train_real']} real-page inputs ({info['n_real_train_pages']} real pages + "
         f"{args.real_augment} degraded copies each).",
-        f"- Validation (model selection): {info['n_val']} generated pages, training split, unseen seeds.",
+        f"- Validation (monitored only; the final epoch is kept): {info['n_val']} generated pages, "
+        "training split, unseen seeds.",
         f"- Held-out generator set: {evals['heldout']['n']} pages (`split=\"heldout\"`: fonts DejaVu "
         "Sans/Serif Condensed, Liberation Sans Narrow, Noto Serif Display; layout variant 2; camera-like "
         "degradations never used in training: motion blur, speckle, folds, shadows/vignette, resolution "
