@@ -43,6 +43,9 @@ def test_rates_for_a_known_data_set(filled: TestClient) -> None:
     # One month only.
     january = _units(filled, **{"from": "2026-01", "unit": "99"})
     assert (january["99"]["own"]["digitized"], january["99001"]["own"]["digitized"]) == (2, 8)
+    # February alone: A1 and A2 were seen again but first digitized in January; P3 is not digitized.
+    february = _units(filled, **{"from": "2026-02", "unit": "99"})
+    assert [february[c]["own"]["digitized"] for c in ("99", "99001", "99003")] == [1, 2, 0]
 
 
 def test_three_tier_rollup_and_unit_history(api: TestClient) -> None:
