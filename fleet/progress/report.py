@@ -217,6 +217,13 @@ def to_xlsx(report: PeriodicReport) -> bytes:
         devices[f"H{devices.max_row}"].number_format = "0.0%"
     devices.column_dimensions["A"].width = 24
     devices.column_dimensions["D"].width = 22
+    # We write no formulas: text that looks like one (a unit named "=HYPERLINK(...)" in an
+    # imported CSV) stays text, so opening the report never runs it.
+    for worksheet in (sheet, devices):
+        for row_cells in worksheet.iter_rows():
+            for cell in row_cells:
+                if cell.data_type == "f":
+                    cell.data_type = "s"
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

@@ -76,3 +76,19 @@ def test_pdf_report_reads_back_in_vietnamese(filled: TestClient, artifacts: Path
     assert "99001" in kiosk_a and "1409" in kiosk_a and "100,0%" in kiosk_a
     kiosk_p = next(line for line in lines if "kiosk-p" in line)
     assert "704" in kiosk_p and "50,0%" in kiosk_p
+
+
+def test_xlsx_keeps_formula_like_names_as_text(filled: TestClient) -> None:
+    """Bad input tried: a unit imported with the name ``=HYPERLINK(...)`` (a CSV/spreadsheet
+    injection): the workbook holds it as text, not as a formula."""
+    from openpyxl import load_workbook
+
+    csv = ("code,name,tier,parent_code,valid_from,valid_to\n"
+           '99099,"=HYPERLINK(""http://example.invalid"",""x"")",commune,99,2025-07-01,\n')
+    imported = filled.post("/api/v1/units/import", content=csv.encode(), headers={"Content-Type": "text/csv"})
+    assert imported.status_code == 200
+    # The unit as the report's root: its name is not indented, it starts with "=".
+    response = filled.get("/api/v1/progress/report.xlsx", params={"from": "2026-01", "unit": "99099"})
+    sheet = load_workbook(io.BytesIO(response.content))["Báo cáo"]
+    row = next(r for r in sheet.iter_rows() if r[0].value == "99099")
+    assert row[1].data_type == "s" and str(row[1].value).startswith("=HYPERLINK")
