@@ -352,6 +352,7 @@ class Agent:
         self.emit(AgentStarted(device_id=self.device_id, agent_version=__version__))
         self._start_pipeline()
         self._start_session()
+        self._open_camera()  # before the link: the first telemetry report already has its state
         self.link.start()
         self._spawn("publisher", self.publisher.run)
         if self.uploader is not None:
@@ -401,17 +402,19 @@ class Agent:
         request = ScanRequest(max_pages=1) if kind == "rescan" else ScanRequest()
         return CapturePages(self.source, request, lock=self._busy)
 
+    def _open_camera(self) -> None:
+        if self.config.camera is not None:
+            from device.capture.camera import open_camera
+
+            self.camera = open_camera(self.config.camera)
+            self.camera.add_listener(self._on_camera)
+
     def _start_front_ends(self) -> None:
         """Camera, counter buttons and kiosk screen, as the config asks. Buttons that cannot be
         made (no GPIO here) are an error in the log, not the end of scanning; a kiosk port that is
         taken stops the start (OSError), as the local endpoint's does."""
         cfg = self.config
         assert self.session is not None
-        if cfg.camera is not None:
-            from device.capture.camera import open_camera
-
-            self.camera = open_camera(cfg.camera)
-            self.camera.add_listener(self._on_camera)
         if cfg.buttons.enabled:
             if self.source is None:
                 log.error("buttons are enabled but no scanner is configured: buttons not started")

@@ -8,6 +8,7 @@
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from device import __version__
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             from device.inspect import inspect_main
 
             return inspect_main(args.files, pdf=args.pdf, config=args.config)
+        # Block the stop signals before the agent's imports start threads (numpy's BLAS pool, ...):
+        # threads inherit the mask, so SIGTERM can only reach the main thread's sigtimedwait and
+        # never a library thread where its default action would end the agent without a clean stop.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGPIPE})
         from device.agent import run_main
 
         return run_main(args.config)
