@@ -616,13 +616,14 @@ def _official_document(rng: random.Random, variant: int, dpi: int, fonts: tuple[
                         ["STT", "Nội dung", "Đơn vị", "Thời hạn"], 9) + 3
     yb = min(y + 6, 235.0)
     nx = 20 if variant != 2 else 112
-    sx = 115 if variant != 2 else 18
-    p.text(nx, yb, "Nơi nhận:", 9, True)
-    for i in range(rng.randint(3, 5)):
-        p.text(nx, yb + 4.5 + i * 4.2, "- " + p.words(18) + ";", 8.5)
+    sx = rng.uniform(95, 118) if variant != 2 else 18
+    if variant == 2 or rng.random() < 0.8:  # a short letter may have no distribution list
+        p.text(nx, yb, "Nơi nhận:", 9, True)
+        for i in range(rng.randint(3, 5)):
+            p.text(nx, yb + 4.5 + i * 4.2, "- " + p.words(18) + ";", 8.5)
     p.center(yb, rng.choice(("TM. ỦY BAN NHÂN DÂN", "KT. GIÁM ĐỐC", "CHỦ TỊCH")), 11, True, sx, sx + 80)
     p.signature(sx + 20, yb + 20, 40)
-    p.seal(sx + 25, yb + 18, 18)
+    p.seal(sx + rng.uniform(15, 35), yb + 18, 18 if variant == 2 else rng.uniform(14, 20))
     p.center(yb + 36, _name(rng), 11, True, sx, sx + 80)
     return p
 
