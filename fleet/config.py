@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fleet.alerts.config import AlertsConfig
 from protocol.configfile import load_config
 
 DEFAULT_VAR = Path("var/fleet")
@@ -110,6 +111,7 @@ class FleetConfig(_Section):
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="The MQTT broker devices talk to")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="MQTT ingest tuning")
     http: HttpConfig = Field(default_factory=HttpConfig, description="API and web page")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert thresholds, interval, webhook")
 
     @field_validator("database", mode="after")
     @classmethod
