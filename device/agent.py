@@ -29,12 +29,15 @@ builds its PDFs and queues pages and PDFs in the outbox.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import queue
 import re
 import signal
 import sqlite3
+import subprocess
+import tarfile
 import threading
 import time
 from collections import Counter, deque
@@ -52,7 +55,7 @@ from device import __version__
 from device.capture.base import CapturedPage, CaptureSource, ScanRequest
 from device.capture.folder import FolderSource
 from device.capture.sane import IsolatedSaneSource, SaneSource
-from device.config import REMOTE_SETTINGS, AgentConfig, FakeScannerConfig, SaneScannerConfig, load
+from device.config import AgentConfig, FakeScannerConfig, SaneScannerConfig, load
 from device.errors import CaptureError, ImageRejected, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
 from device.inference.doctype import FallbackClassifier, load_classifier_or_fallback
 from device.inference.pipeline import PagePipeline
@@ -69,7 +72,10 @@ from device.session import (
     SessionEvent,
     verdict_of,
 )
+from device.settings import RemoteSettings, SettingsStore, agent_config_overrides
 from device.telemetry import TelemetryCollector
+from device.update_errors import BundleRefused
+from device.updater import Outcome, UpdateOffer, Updater
 from device.uploader import Uploader
 from protocol.errors import ProtocolError
 from protocol.messages import (
@@ -81,7 +87,6 @@ from protocol.messages import (
     CommandAck,
     CommandState,
     ConfigDesired,
-    ConfigReported,
     DiskLow,
     Message,
     Page,
@@ -91,6 +96,7 @@ from protocol.messages import (
     ScannerPlug,
     ScannerState,
     ScanRefused,
+    UpdateProgress,
     decode,
     encode,
     new_id,
@@ -137,6 +143,37 @@ class TestScanArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: Literal["flatbed", "adf", "folder"] | None = Field(default=None, description="Override the source")
     max_pages: int | None = Field(default=None, ge=1, le=10000, description="Stop after this many images")
+
+
+class ForceArgs(BaseModel):
+    """Arguments of ``reboot`` and ``restart_agent``."""
+
+    model_config = ConfigDict(extra="forbid")
+    force: bool = Field(default=False, description="Go ahead even while a dossier is open at the counter")
+
+
+class CollectLogsArgs(BaseModel):
+    """``collect_logs`` takes no arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _LogRing(logging.Handler):
+    """The agent's recent log lines, for ``collect_logs`` (logs never hold personal data)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(logging.INFO)
+        self._lines: deque[str] = deque(maxlen=size)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+        except Exception:  # a bad log call must not break the caller
+            self.handleError(record)
+
+    def lines(self) -> list[str]:
+        return list(self._lines)
 
 
 @dataclass
@@ -279,6 +316,7 @@ class Agent:
         """``pin_factory``: gpiozero's pin factory for the counter buttons (tests pass a
         ``MockFactory``); None uses gpiozero's default (the Pi's real pins)."""
         self.config = config
+        self._local_config = config
         self.pin_factory = pin_factory
         self.device_id = config.device_id
         config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +337,6 @@ class Agent:
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self._full_at: int | None = None
         self.batches: deque[dict[str, Any]] = deque(maxlen=50)
-        self.config_version: int | None = None
         self.publisher = _Publisher(self.outbox, config.broker.max_inflight)
         self.link = MqttLink(
             self.device_id,
@@ -335,10 +372,34 @@ class Agent:
         self._sink: OutboxSink | None = None
         self._held: dict[str, set[str]] = {}
         """Page ids of the open dossier held in the outbox, by session id."""
+        self.log_ring = _LogRing(config.commands.log_lines)
+        self.restart_hook: Callable[[], None] | None = None
+        """Set by :func:`run_main`: ends the process with ``commands.restart_exit_code`` so systemd
+        starts it again. None (an agent embedded in tests): ``restart_agent`` is rejected."""
+        self.settings = SettingsStore(
+            config.state_dir / "settings.json",
+            device_id=self.device_id,
+            apply=self.apply_settings,
+            available_models=self._installed_models,
+        )
+        self.config_version: int | None = self.settings.version
+        self.updater: Updater | None = None
+        self._last_update: UpdateProgress | None = None
+        if config.updater is not None:
+            self.updater = Updater(
+                config.updater,
+                device_id=self.device_id,
+                current_version=__version__,
+                report=self._report_update,
+                restart=self._restart_for_update,
+                health_checks=self._health_checks(),
+                stop=self._stop,
+            )
 
     # --- life cycle -----------------------------------------------------------------------------
 
     def start(self) -> Self:
+        logging.getLogger().addHandler(self.log_ring)
         held = self.outbox.deliver_held()
         if held:
             # A crash (power cut, kill -9) left a dossier open: its pages were held on disk.
@@ -351,6 +412,13 @@ class Agent:
             self.outbox.batch_finished(batch_id)
         self.emit(AgentStarted(device_id=self.device_id, agent_version=__version__))
         self._start_pipeline()
+        if self.settings.version is not None:
+            # The last good settings the fleet set survive restarts (defaults until it sets any).
+            try:
+                self.apply_settings(self.settings.current)
+            except Exception as exc:  # e.g. the local config changed under them: local wins
+                log.error("stored settings v%s no longer apply (%s); running the local config",
+                          self.settings.version, exc)
         self._start_session()
         self._open_camera()  # before the link: the first telemetry report already has its state
         self.link.start()
@@ -362,6 +430,8 @@ class Agent:
         self._spawn("scan-worker", self._scan_worker)
         self._spawn("inbox", self._inbox_worker)
         self._spawn("ticker", self._ticker)
+        if self.updater is not None:
+            self._spawn("update-resume", self._resume_update)
         if self.config.local_api.enabled:
             self._start_local_api()
         self._start_front_ends()
@@ -538,6 +608,7 @@ class Agent:
             return
         log.info("agent stopping")
         self._stop.set()
+        logging.getLogger().removeHandler(self.log_ring)
         # Front ends first (no new dossier work), then the session files an open dossier.
         if self.kiosk is not None:
             self.kiosk.close()
@@ -623,6 +694,7 @@ class Agent:
             "scanner": self.scanner_info().model_dump(),
             "accepting_scans": not self.outbox.low(),
             "busy": self._busy.locked(),
+            "updating": self.updater is not None and self.updater.busy.is_set(),
             "jobs_queued": self._jobs.qsize(),
             "outbox": depth.model_dump(),
             "free_bytes": self.outbox.free_bytes(),
@@ -1013,17 +1085,28 @@ class Agent:
             self._refuse("cmd", "expired", "deadline passed")
             self._ack(command.id, "rejected", "deadline passed")
             return
-        if command.name != "test_scan":
+        handler = {
+            "test_scan": self._cmd_test_scan,
+            "update": self._cmd_update,
+            "restart_agent": self._cmd_restart_agent,
+            "reboot": self._cmd_reboot,
+            "collect_logs": self._cmd_collect_logs,
+        }.get(command.name)
+        if handler is None:
+            # rotate_certificate: certificates come with enrollment (issue 6), not there yet.
             self._refuse("cmd", "unsupported", command.name)
-            self._ack(command.id, "rejected", f"{command.name} is not supported by this agent version")
+            self._ack(command.id, "rejected", "not enrolled" if command.name == "rotate_certificate"
+                      else f"{command.name} is not supported by this agent version")
             return
         try:
-            args = TestScanArgs.model_validate(command.args)
+            handler(command)
         except ValidationError as exc:
             fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
             self._refuse("cmd", "invalid_args", f"fields {fields}")
             self._ack(command.id, "rejected", f"invalid args {fields}")
-            return
+
+    def _cmd_test_scan(self, command: Command) -> None:
+        args = TestScanArgs.model_validate(command.args)
         kind: Literal["scanner", "folder"] = "folder" if args.source == "folder" else "scanner"
         request = ScanRequest(source=None if args.source == "folder" else args.source, max_pages=args.max_pages)
         job = self.request_scan(request, kind=kind, command_id=command.id)
@@ -1032,44 +1115,182 @@ class Agent:
         else:
             self._ack(command.id, "in_progress")
 
-    def _handle_desired(self, desired: ConfigDesired) -> None:
-        unknown = sorted(set(desired.settings) - REMOTE_SETTINGS)
-        error: str | None = None
-        new_config: AgentConfig | None = None
-        if unknown:
-            error = f"settings not changeable remotely: {unknown[:5]}"
-        else:
-            merged = self.config.model_dump(mode="python")
-            for key, value in desired.settings.items():
-                if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                    merged[key] = _deep_merge(merged[key], value)
-                else:
-                    merged[key] = value
+    def update_locked(self) -> bool:
+        """The update lock: a dossier is being worked on at the counter (not idle, not closed)."""
+        session = self.session
+        return session is not None and session.snapshot().state not in ("idle", "closed")
+
+    def _cmd_update(self, command: Command) -> None:
+        updater = self.updater
+        if updater is None:
+            self._refuse("cmd", "unsupported", "update")
+            self._ack(command.id, "rejected", "updates are not configured on this device")
+            return
+        try:
+            offer = UpdateOffer.from_command(command)
+        except BundleRefused as exc:
+            self._refuse("cmd", "invalid_args", "update")
+            self._ack(command.id, "rejected", str(exc)[:512])
+            return
+        if updater.busy.is_set():
+            self._ack(command.id, "rejected", "another update is in progress")
+            return
+        self._ack(command.id, "in_progress")
+        marker = self.config.state_dir / "update_command.json"
+        marker.write_text(json.dumps({"command_id": command.id}))
+
+        def work() -> None:
+            outcome = updater.run(offer, window=lambda: self.settings.current.maintenance_window,
+                                  is_locked=self.update_locked)
+            marker.unlink(missing_ok=True)
+            last = self._last_update
+            detail = last.detail if last is not None and last.rollout_id == offer.rollout_id else None
+            self._ack(command.id, "succeeded" if outcome == "succeeded" else "failed", (detail or outcome)[:512])
+
+        self._spawn(f"update-{command.id[:8]}", work)
+
+    def _report_update(self, message: UpdateProgress) -> None:
+        self._last_update = message
+        self.emit(message, Channel.UPDATE)
+
+    def _resume_update(self) -> None:
+        """At start: finish an update's trial (or clean an interrupted install) and answer the
+        update command that caused it, whose id a real restart kept on disk."""
+        assert self.updater is not None
+        outcome: Outcome | None = self.updater.resume()
+        marker = self.config.state_dir / "update_command.json"
+        if outcome is None or not marker.exists():
+            return
+        try:
+            command_id = str(json.loads(marker.read_text())["command_id"])
+        except (OSError, ValueError, KeyError):
+            command_id = None
+        marker.unlink(missing_ok=True)
+        if command_id is not None:
+            self._ack(command_id, "succeeded" if outcome == "succeeded" else "failed", outcome)
+
+    def _health_checks(self) -> dict[str, Callable[[], bool]]:
+        """What a new slot must pass: broker connection, scanner or camera, pipeline smoke test."""
+        checks: dict[str, Callable[[], bool]] = {"broker": self.link.connected.is_set}
+        if self.source is not None:
+            checks["scanner"] = lambda: self.scanner_state not in ("absent", "error")
+        elif self.config.camera is not None:
+            checks["camera"] = lambda: self.camera_state is not None and self.camera_state[0] == "ready"
+        checks["pipeline"] = self._pipeline_smoke_test
+        return checks
+
+    def _pipeline_smoke_test(self) -> bool:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return False
+        import numpy as np
+
+        page = np.full((877, 620, 3), 245, np.uint8)
+        page[100:140, 60:560] = 20  # a line of "text"
+        pipeline.process(page, source="folder", dpi=200)
+        return True
+
+    def _restart_for_update(self) -> None:
+        if self.config.commands.update_restart == "in_process" or self.restart_hook is None:
+            log.info("update switched slots; health check in this process")
+            return
+        self._flush(self.config.broker.shutdown_flush_s)
+        self.restart_hook()
+        threading.Event().wait()  # the process ends from the main thread; the trial runs after the restart
+
+    def _flush(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.link.connected.is_set() and self.outbox.depth().events and time.monotonic() < deadline:
+            with self.outbox.changed:
+                self.outbox.changed.wait(0.1)
+
+    def _cmd_restart_agent(self, command: Command) -> None:
+        args = ForceArgs.model_validate(command.args)
+        if self.restart_hook is None:
+            self._ack(command.id, "rejected", "this agent does not run as a service: it cannot restart itself")
+            return
+        if self.update_locked() and not args.force:
+            self._ack(command.id, "rejected", "a dossier is open at the counter")
+            return
+        self._ack(command.id, "succeeded", "restarting")
+        self._flush(self.config.broker.shutdown_flush_s)
+        self.restart_hook()
+
+    def _cmd_reboot(self, command: Command) -> None:
+        args = ForceArgs.model_validate(command.args)
+        if self.update_locked() and not args.force:
+            self._ack(command.id, "rejected", "a dossier is open at the counter")
+            return
+        self._ack(command.id, "in_progress")
+        cfg = self.config.commands
+
+        def work() -> None:
+            self._flush(self.config.broker.shutdown_flush_s)
             try:
-                new_config = AgentConfig.model_validate(merged)
-            except ValidationError as exc:
-                fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
-                error = f"invalid settings {fields}"
-            sane = isinstance(self.source, SaneSource | IsolatedSaneSource)
-            if error is None and "scanner" in desired.settings and not sane:
-                error = "scanner settings can only change on a SANE scanner"
-        if error is not None or new_config is None:
-            self._refuse("config/desired", "invalid", error or "invalid")
-        else:
-            self._apply(new_config)
-            self.config_version = desired.version
-            log.info("applied desired config version %s", desired.version)
-        reported = {k: v for k, v in self.config.model_dump(mode="json").items() if k in REMOTE_SETTINGS}
-        self.emit(
-            ConfigReported(
-                device_id=self.device_id,
-                version=desired.version,
-                applied=error is None,
-                error=error,
-                settings=reported,
-            ),
-            Channel.CONFIG_REPORTED,
-        )
+                done = subprocess.run(cfg.reboot_command, capture_output=True, text=True,
+                                      timeout=cfg.reboot_timeout_s, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self._ack(command.id, "failed", f"reboot command: {type(exc).__name__}")
+                return
+            if done.returncode != 0:
+                self._ack(command.id, "failed", f"reboot command exited {done.returncode}: {done.stderr[-300:]}")
+            else:
+                self._ack(command.id, "succeeded", "reboot requested")
+
+        self._spawn(f"reboot-{command.id[:8]}", work)
+
+    def _cmd_collect_logs(self, command: Command) -> None:
+        CollectLogsArgs.model_validate(command.args)
+        if self.uploader is None:
+            self._ack(command.id, "rejected", "no fleet_url: files cannot be uploaded")
+            return
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+            for name, data in (
+                ("agent.log", "\n".join(self.log_ring.lines()).encode()),
+                ("status.json", json.dumps(self.status(), indent=2, default=str).encode()),
+            ):
+                info = tarfile.TarInfo(f"logs/{name}")
+                info.size, info.mtime = len(data), int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+        data = archive.getvalue()
+
+        def make(sha256: str) -> tuple[str, bytes, str]:
+            # The ack travels with the file: the fleet learns the file's hash once it is stored here.
+            ack = CommandAck(device_id=self.device_id, command_id=command.id, state="succeeded",
+                             detail=f"logs sha256={sha256} size={len(data)}")
+            return topic(self.device_id, Channel.CMD_ACK), encode(ack), ack.id
+
+        self._ack(command.id, "in_progress")
+        self.outbox.add_page(data, "application/gzip", make)
+
+    def _handle_desired(self, desired: ConfigDesired) -> None:
+        reported = self.settings.handle(desired)
+        if reported.error is not None:
+            self._refuse("config/desired", "invalid", reported.error[:200])
+        self.config_version = self.settings.version
+        self.emit(reported, Channel.CONFIG_REPORTED)
+
+    def _installed_models(self) -> set[str]:
+        """Classifier versions this agent can switch to: the one it runs (others arrive as model
+        bundles, which restart the agent into them)."""
+        return {self.model_version} if self.model_version else set()
+
+    def apply_settings(self, settings: RemoteSettings) -> None:
+        """The settings store's hook: rebuild the config from the local file's config and these
+        settings (raises ValidationError to refuse them), then use it."""
+        overrides = agent_config_overrides(settings)
+        base = self._local_config
+        if isinstance(base.scanner, FakeScannerConfig):
+            overrides["scanner"] = {"dpi": settings.scan.dpi}
+        elif base.scanner is None:
+            del overrides["scanner"]
+        overrides["kiosk"] = {"language": settings.kiosk_language}
+        overrides["pipeline"] = {"quality": settings.quality.overrides()}
+        new_config = AgentConfig.model_validate(_deep_merge(base.model_dump(mode="python"), overrides))
+        self._apply(new_config)
+        if self.pipeline is not None:
+            self.pipeline.config = new_config.pipeline
 
     def _apply(self, config: AgentConfig) -> None:
         old = self.config
@@ -1260,19 +1481,24 @@ def run_main(config_path: str) -> int:
     except (OSError, sqlite3.Error) as exc:
         log.error("cannot start: %s", exc)
         return 1
+    restart = threading.Event()
+    agent.restart_hook = restart.set
     try:
         try:
             agent.start()
         except OSError as exc:  # e.g. the local endpoint's port is taken
             log.error("cannot start: %s", exc)
             return 1
-        while True:
-            info = signal.sigtimedwait(signals, 1.0)
+        while not restart.is_set():
+            info = signal.sigtimedwait(signals, 0.5)
             if info is not None:
                 log.info("signal %s: stopping", signal.Signals(info.si_signo).name)
                 break
     finally:
         agent.close()
+    if restart.is_set():
+        log.info("restarting (exit code %s)", config.commands.restart_exit_code)
+        return config.commands.restart_exit_code
     return 0
 
 

@@ -27,6 +27,7 @@ from device.inference.doctype import DoctypeConfig
 from device.inference.pipeline import PipelineConfig
 from device.kiosk.config import KioskConfig
 from device.session import SessionConfig
+from device.updater import UpdaterConfig
 from protocol.configfile import ConfigError, load_config
 from protocol.topics import DEVICE_ID_PATTERN
 
@@ -172,6 +173,29 @@ class UsbWatchConfig(_Model):
     interval_s: float = Field(default=2.0, gt=0, le=600, description="How often the USB bus is looked at")
 
 
+class CommandsConfig(_Model):
+    """How the agent carries out the fleet's remote commands (issue 7)."""
+
+    reboot_command: list[str] = Field(
+        default_factory=lambda: ["systemctl", "reboot"],
+        min_length=1,
+        description="Program (and arguments) the 'reboot' command runs; tests point it at a harmless one",
+    )
+    reboot_timeout_s: float = Field(default=30, gt=0, le=600, description="Longest wait for the reboot program")
+    restart_exit_code: int = Field(
+        default=75,
+        ge=1,
+        le=255,
+        description="Exit code after 'restart_agent' or an update's switch (non-zero: systemd restarts the agent)",
+    )
+    update_restart: Literal["exit", "in_process"] = Field(
+        default="exit",
+        description="exit: an installed update restarts the agent into the new slot; in_process: the health "
+        "check runs in this process (tests, and devices run by hand)",
+    )
+    log_lines: int = Field(default=2000, ge=10, le=100000, description="Recent log lines 'collect_logs' uploads")
+
+
 class AgentConfig(_Model):
     """The whole agent configuration.
 
@@ -218,6 +242,10 @@ class AgentConfig(_Model):
     )
     kiosk: KioskConfig = Field(default_factory=KioskConfig, description="Citizens' kiosk screen on loopback")
     pdf: PdfConfig = Field(default_factory=PdfConfig, description="Dossier PDFs")
+    commands: CommandsConfig = Field(default_factory=CommandsConfig, description="Remote commands")
+    updater: UpdaterConfig | None = Field(
+        default=None, description="Signed A/B updates (slots under its root); null: 'update' commands are rejected"
+    )
 
     @field_validator("fleet_url")
     @classmethod
@@ -229,9 +257,15 @@ class AgentConfig(_Model):
         return value.rstrip("/")
 
 
-REMOTE_SETTINGS = frozenset({"scanner", "telemetry", "min_free_bytes", "triggers"})
-"""Top-level sections the fleet may change through ``config/desired``. Identity, broker and
-paths stay local: a bad remote value there could cut the device off."""
+REMOTE_SETTINGS = frozenset({"scan", "quality", "classifier", "telemetry_interval_s", "kiosk_language",
+                             "maintenance_window"})
+"""Top-level keys the fleet may change through ``config/desired``: exactly the fields of
+:class:`device.settings.RemoteSettings` (scanner dpi and colour, quality thresholds, classifier,
+telemetry interval, kiosk language, maintenance window). Identity, broker and paths stay local: a
+bad remote value there could cut the device off. ``min_free_bytes`` and ``triggers`` (remotely
+settable in issue 2) are local now: the disk floor protects pages not yet delivered and depends
+on the device's own disk, so it is set with the device's image, not fleet-wide; ``triggers`` are
+the demo's timed scans, not something to switch on across a fleet of counters."""
 
 
 def load(path: Path | str) -> AgentConfig:

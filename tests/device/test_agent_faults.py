@@ -98,19 +98,19 @@ def test_malformed_commands_and_settings_are_refused_and_counted(
             _command(name="self_destruct"),
             _command(deadline=deadline_past),
             _command(args={"max_pages": "many"}),
-            _command(name="reboot"),
+            _command(name="rotate_certificate"),  # not enrolled yet (issue 6): rejected
         ]
         for payload in bad_cmds:
             recorder.publish(CMD, payload)
         recorder.publish(DESIRED, b"\xff\xfe")
         recorder.publish(DESIRED, encode(ConfigDesired(device_id=DEVICE, version=1, settings={"broker": {"port": 1}})))
-        recorder.publish(DESIRED, encode(ConfigDesired(device_id=DEVICE, version=2, settings={"scanner": {"dpi": 0}})))
+        recorder.publish(DESIRED, encode(ConfigDesired(device_id=DEVICE, version=2, settings={"scan": {"dpi": 0}})))
         good = Command(device_id=DEVICE, name="test_scan", deadline=datetime.now(UTC) + timedelta(minutes=5),
                        args={"max_pages": 2})
         recorder.publish(CMD, encode(good))
         recorder.publish(CMD, encode(good))  # redelivery: must not scan twice
         recorder.publish(DESIRED, encode(ConfigDesired(device_id=DEVICE, version=3,
-                                                       settings={"telemetry": {"interval_s": 30}})))
+                                                       settings={"telemetry_interval_s": 30})))
         recorder.wait_for(lambda r: any(a.command_id == good.id and a.state == "succeeded"
                                         for a in r.decoded("cmd/ack")), 30, "the good command's success")
         recorder.wait_for(lambda r: any(c.version == 3 for c in r.decoded("config/reported")), 30, "config version 3")
@@ -133,7 +133,7 @@ def test_malformed_commands_and_settings_are_refused_and_counted(
         reported = {c.version: c for c in recorder.decoded("config/reported")}
         assert not reported[1].applied and "broker" in (reported[1].error or "")
         assert not reported[2].applied and "dpi" in (reported[2].error or "")
-        assert reported[3].applied and reported[3].settings["telemetry"]["interval_s"] == 30
+        assert reported[3].applied and reported[3].settings["telemetry_interval_s"] == 30
         acks = recorder.decoded("cmd/ack")
         rejected = {a.command_id for a in acks if a.state == "rejected"}
         assert len(rejected) >= 5  # every refused command whose id could be read
