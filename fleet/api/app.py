@@ -18,6 +18,7 @@ from fleet import __version__
 from fleet.api.routes import devices, files, health, pages, progress, web
 from fleet.api.state import FleetState
 from fleet.config import FleetConfig
+from fleet.corrections import api as corrections_api
 from fleet.db import make_engine, migrate, session_factory
 from fleet.ingest import Ingest
 from fleet.metrics import FleetMetrics
@@ -71,4 +72,5 @@ def create_app(
     app.include_router(files.router, prefix="/api/v1")
     app.include_router(web.router)
     app.include_router(progress.router)
+    app.include_router(corrections_api.router, prefix="/api/v1")
     return app
