@@ -94,6 +94,8 @@ class Writer:
     def __init__(self, sessions: sessionmaker[Session], metrics: FleetMetrics) -> None:
         self.sessions = sessions
         self.metrics = metrics
+        self.hooks: list[Callable[[Session, list[Decoded]], None]] = []
+        """Called inside each batch's transaction with its messages (fleet operations: acks, reports)."""
 
     def write(self, items: Sequence[Incoming]) -> int:
         """Write what fits the contract; count and drop the rest. Returns messages stored.
@@ -187,6 +189,8 @@ class Writer:
                 bulk_insert_ignore(connection, Event.__table__, list(events.values()))
             bulk_insert_ignore(connection, Page.__table__, list(pages.values()))
             bulk_insert_ignore(connection, TelemetrySample.__table__, list(samples.values()))
+            for hook in self.hooks:
+                hook(session, [decoded for _, decoded in batch])
         committed = utcnow()
         per_channel: dict[Channel, int] = {}
         oldest: datetime | None = None
