@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from protocol.messages import DossierClosed, PageCaptured
+    from protocol.messages import DoctypeCorrected, DossierClosed, PageCaptured
 
     Image = npt.NDArray[np.uint8]
 else:
@@ -73,7 +73,11 @@ State = Literal["idle", "open", "capturing", "review", "closing", "closed"]
 OpenedVia = Literal["qr", "typed", "walk_in"]
 Source = Literal["scanner", "camera", "folder"]
 Side = Literal["front", "back"]
-EventKind = Literal["state", "page_added", "page_replaced", "page_removed", "named", "fault", "closed", "cancelled"]
+EventKind = Literal[
+    "state", "page_added", "page_replaced", "page_retyped", "page_removed", "named", "fault", "closed", "cancelled"
+]
+CorrectedBy = Literal["clerk", "citizen", "admin"]
+"""Who changed a page's document type: a role, never a person."""
 
 Fault = Literal[
     "scanner_jammed",
@@ -113,6 +117,10 @@ class InvalidDossierCode(SessionError, ValueError):
 
 class UnknownPage(SessionError, KeyError):
     """No page with that id in the open dossier."""
+
+
+class InvalidDoctype(SessionError, ValueError):
+    """Not one of the classifier's class ids (``device.inference.doctype.DOCTYPES``)."""
 
 
 class SessionConfig(BaseModel):
@@ -334,6 +342,16 @@ class SessionPage:
     data: bytes | None = field(default=None, repr=False)
     """The captured file as the source encoded it (None for camera frames)."""
     content_type: str | None = None
+    corrected_by: CorrectedBy | None = None
+    """Who last changed the page's type by hand (None: the type is the pipeline's)."""
+    model_doctype: str | None = None
+    """The type the pipeline gave, kept once a person changed it (:attr:`verdict` has the new one)."""
+    model_confidence: float | None = None
+
+    @property
+    def corrected(self) -> bool:
+        """A person changed the page's type, and it now differs from the pipeline's."""
+        return self.corrected_by is not None and self.verdict.doctype != self.model_doctype
 
     def encoded(self) -> tuple[bytes, str]:
         """The page's file for delivery: the source's own bytes when it gave some (scanner PNG,
@@ -361,6 +379,7 @@ class SessionPage:
             doctype=v.doctype,
             doctype_confidence=v.doctype_confidence,
             blank=v.blank,
+            doctype_corrected=self.corrected,
         )
 
 
@@ -378,6 +397,8 @@ class PageView:
     doctype: str | None
     doctype_confidence: float | None
     blank: bool
+    doctype_corrected: bool = False
+    """A person set the type (``doctype_confidence`` is then None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -925,6 +946,35 @@ class DossierSession:
         self._flush()
         return snap
 
+    def set_doctype(self, page_id: str, doctype: str, by: CorrectedBy) -> PageView:
+        """Change a page's document type (a clerk or citizen corrects the classifier). ``doctype``
+        must be a class id of :data:`device.inference.doctype.DOCTYPES`, else
+        :class:`InvalidDoctype` and nothing changes. The page's verdict takes the new type (its
+        PDF grouping and its ``page_captured`` event follow it, confidence None); when the dossier
+        closes, the :class:`OutboxSink` also sends one ``doctype_corrected`` event for the page
+        (from the pipeline's type to the final one) unless it was set back to the pipeline's.
+        Allowed while the dossier is open (``open``, ``capturing``, ``review``)."""
+        from device.inference.doctype import DOCTYPES
+
+        if not isinstance(doctype, str) or doctype not in DOCTYPES:
+            raise InvalidDoctype("not a document type class id")
+        if by not in ("clerk", "citizen", "admin"):
+            raise ValueError("by must be clerk, citizen or admin")
+        with self._lock:
+            self._require("change a page's type", "open", "capturing", "review")
+            page = self._page(page_id)
+            if page.corrected_by is None:
+                v = page.verdict
+                page = replace(page, model_doctype=v.doctype, model_confidence=v.doctype_confidence)
+            back = doctype == page.model_doctype
+            verdict = replace(page.verdict, doctype=doctype, doctype_confidence=page.model_confidence if back else None)
+            page = replace(page, verdict=verdict, corrected_by=by)
+            self._pages = [page if p.page_id == page_id else p for p in self._pages]
+            self._queue("page_retyped", page=page.view)
+        self._flush()
+        log.info("page %s re-typed by %s", page_id, by)
+        return page.view
+
     def clear_fault(self) -> None:
         with self._lock:
             if self._fault is not None:
@@ -1267,7 +1317,10 @@ class OutboxSink:
                 event = self.page_event(page, dossier.dossier_code, sha256, size, ctype)
                 return event_topic, encode(event), event.id
 
-            self.outbox.add_page(data, content_type, page_message)
+            sha256 = self.outbox.add_page(data, content_type, page_message)
+            if page.corrected:
+                correction = self.correction_event(page, sha256)
+                self.outbox.add_message(event_topic, encode(correction), correction.id)
         closed = dossier.to_event(self.device_id).model_copy(update={"id": _stable_id("dossier", dossier.session_id)})
         payload = encode(closed)
         if not dossier.documents:
@@ -1277,6 +1330,22 @@ class OutboxSink:
         # dossier_closed message (same id, stored once), so it is in the outbox with the first PDF.
         for document in dossier.documents:
             self.outbox.add_page(document.pdf, "application/pdf", lambda _sha: (event_topic, payload, closed.id))
+
+    def correction_event(self, page: SessionPage, sha256: str) -> DoctypeCorrected:
+        """The ``doctype_corrected`` event of a page a person re-typed: from the pipeline's type
+        to the final one, with the page file's sha256 (the fleet's training label)."""
+        from protocol.messages import DoctypeCorrected
+
+        assert page.corrected_by is not None and page.verdict.doctype is not None
+        return DoctypeCorrected(
+            id=_stable_id("doctype", page.page_id),
+            device_id=self.device_id,
+            page_id=page.page_id,
+            sha256=sha256,
+            previous=page.model_doctype,
+            doctype=page.verdict.doctype,
+            by=page.corrected_by,
+        )
 
     def page_event(
         self, page: SessionPage, dossier_code: str | None, sha256: str, size: int, content_type: str
