@@ -15,7 +15,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from fleet import __version__
-from fleet.api.routes import devices, files, health, pages, progress, web
+from fleet.api.routes import alerts, devices, files, fleet_screen, health, pages, progress, web
 from fleet.api.state import FleetState
 from fleet.config import FleetConfig
 from fleet.corrections import api as corrections_api
@@ -72,5 +72,7 @@ def create_app(
     app.include_router(files.router, prefix="/api/v1")
     app.include_router(web.router)
     app.include_router(progress.router)
+    app.include_router(alerts.router)
+    app.include_router(fleet_screen.router)
     app.include_router(corrections_api.router, prefix="/api/v1")
     return app

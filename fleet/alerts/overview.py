@@ -1,0 +1,126 @@
+"""What the fleet screen shows: every device with its unit, online state and since when,
+version, scanner and camera, outbox, disk, pages today and reject rate, and its open alerts;
+and one device with its event timeline, latest pages and alerts.
+
+>>> from fleet.db import make_engine, migrate, session_factory
+>>> engine = make_engine("sqlite://"); migrate(engine)
+>>> with session_factory(engine)() as session:
+...     devices(session, datetime(2026, 3, 20, tzinfo=UTC), 180.0)
+[]
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from fleet.alerts.conditions import DayStats, latest_faults, offline_since, pages_today, scanner_state
+from fleet.alerts.evaluator import alert_dict
+from fleet.alerts.models import Alert
+from fleet.errors import NotFound
+from fleet.models import Device, Event, Page, StoredFile, is_online
+from fleet.progress import periods
+from fleet.progress.models import Unit
+
+_EVENT_DETAIL = ("batch_id", "outcome", "pages", "reason", "message", "doctype", "previous", "agent_version",
+                 "dossier_code", "source")
+
+
+def _unit_names(session: Session, now: datetime) -> dict[str, str]:
+    today = now.astimezone(periods.LOCAL).date()
+    query = select(Unit.code, Unit.name).where(Unit.valid_from <= today,
+                                               or_(Unit.valid_to.is_(None), Unit.valid_to >= today))
+    return {code: name for code, name in session.execute(query)}
+
+
+def _row(device: Device, now: datetime, heartbeat_timeout_s: float, faults: dict[tuple[str, str], datetime],
+         stats: DayStats | None, names: dict[str, str], alerts: list[Alert]) -> dict[str, Any]:
+    online = is_online(device, now, heartbeat_timeout_s)
+    if online:
+        since = device.status_at if device.status == "online" and device.status_at else device.first_seen
+    else:
+        since = offline_since(device)
+    telemetry = device.last_telemetry or {}
+    camera = telemetry.get("camera")
+    free, total = telemetry.get("disk_free_bytes"), telemetry.get("disk_total_bytes")
+    return {
+        "id": device.id, "unit": device.unit_code, "unit_name": names.get(device.unit_code or ""),
+        "online": online, "since": since.isoformat(), "last_seen": device.last_seen.isoformat(),
+        "version": device.agent_version, "scanner_state": scanner_state(device, faults),
+        "scanner_model": device.scanner_model,
+        "camera_state": camera.get("state") if isinstance(camera, dict) else None,
+        "outbox_events": device.outbox_events, "outbox_files": device.outbox_files,
+        "outbox_bytes": device.outbox_bytes, "disk_free_bytes": free, "disk_total_bytes": total,
+        "disk_free_share": free / total if isinstance(free, int) and isinstance(total, int) and total else None,
+        "accepting_scans": device.accepting_scans,
+        "pages_today": stats.pages if stats else 0, "rejected_today": stats.rejected if stats else 0,
+        "reject_rate": stats.reject_rate if stats else None,
+        "alerts": [{"id": a.id, "kind": a.kind, "status": a.status, "severity": a.severity,
+                    "message_vi": a.message_vi, "message_en": a.message_en} for a in alerts],
+    }
+
+
+def _pending_alerts(session: Session, device_id: str | None = None) -> dict[str, list[Alert]]:
+    query = select(Alert).where(Alert.status != "resolved", Alert.device_id.is_not(None)).order_by(Alert.opened_at)
+    if device_id is not None:
+        query = query.where(Alert.device_id == device_id)
+    out: dict[str, list[Alert]] = {}
+    for alert in session.scalars(query):
+        out.setdefault(alert.device_id or "", []).append(alert)
+    return out
+
+
+def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit: str | None = None,
+            online: bool | None = None) -> list[dict[str, Any]]:
+    """Every device (optionally of one unit, or only online/offline), devices with open alerts
+    first, then by id."""
+    query = select(Device).order_by(Device.id)
+    if unit is not None:
+        query = query.where(Device.unit_code == unit)
+    faults = latest_faults(session, now)
+    stats = pages_today(session, now)
+    names = _unit_names(session, now)
+    alerts = _pending_alerts(session)
+    rows = [_row(d, now, heartbeat_timeout_s, faults, stats.get(d.id), names, alerts.get(d.id, []))
+            for d in session.scalars(query)]
+    if online is not None:
+        rows = [r for r in rows if r["online"] is online]
+    rows.sort(key=lambda r: (not r["alerts"], r["id"]))
+    return rows
+
+
+def device(session: Session, device_id: str, now: datetime, heartbeat_timeout_s: float, *,
+           events: int = 50, pages: int = 24) -> dict[str, Any]:
+    """One device: its row, newest events (a timeline), newest pages and its alerts."""
+    found = session.get(Device, device_id)
+    if found is None:
+        raise NotFound(f"no device {device_id}")
+    faults = {k: v for k, v in latest_faults(session, now).items() if k[0] == device_id}
+    row = _row(found, now, heartbeat_timeout_s, faults, pages_today(session, now, [device_id]).get(device_id),
+               _unit_names(session, now), _pending_alerts(session, device_id).get(device_id, []))
+    timeline = []
+    for event in session.scalars(select(Event).where(Event.device_id == device_id)
+                                 .order_by(Event.ts.desc(), Event.id).limit(events)):
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        detail = {k: payload[k] for k in _EVENT_DETAIL if payload.get(k) is not None}
+        if event.type == "page_captured" and isinstance(payload.get("page"), dict):
+            detail = {k: payload["page"].get(k) for k in ("sequence", "doctype", "source")}
+        timeline.append({"id": event.id, "type": event.type, "severity": event.severity,
+                         "ts": event.ts.isoformat(), "detail": detail})
+    latest = []
+    query = (select(Page, StoredFile.sha256).outerjoin(StoredFile, StoredFile.sha256 == Page.sha256)
+             .where(Page.device_id == device_id).order_by(Page.captured_at.desc(), Page.page_id).limit(pages))
+    for page, held in session.execute(query):
+        quality = page.quality or {}
+        latest.append({
+            "page_id": page.page_id, "captured_at": page.captured_at.isoformat(), "doctype": page.doctype,
+            "confidence": page.confidence, "dossier_code": page.dossier_code, "dropped": page.dropped,
+            "verdict": None if page.quality is None else ("ok" if quality.get("ok") else "rejected"),
+            "issues": list(quality.get("issues") or []), "file_available": held is not None,
+            "file_url": f"/api/v1/pages/{page.page_id}/file",
+        })
+    history = session.scalars(select(Alert).where(Alert.device_id == device_id)
+                              .order_by(Alert.opened_at.desc(), Alert.id.desc()).limit(20))
+    return {"device": row, "events": timeline, "pages": latest, "alerts": [alert_dict(a) for a in history],
+            "now": now.astimezone(UTC).isoformat()}

@@ -1,0 +1,37 @@
+"""Response and request models of the alerts API."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AlertOut(BaseModel):
+    """One alert occurrence."""
+
+    id: int = Field(description="Alert id")
+    kind: str = Field(description="offline, scanner_jammed, scanner_cover_open, disk_low, outbox_backlog, "
+                                  "reject_rate or behind_pace")
+    subject: str = Field(description="device:<id> or unit:<code>")
+    device_id: str | None = Field(description="The device, for device alerts")
+    unit_code: str | None = Field(description="The unit (the device's, or the unit behind its pace)")
+    status: Literal["open", "acknowledged", "resolved"] = Field(description="Where the alert is in its life")
+    severity: str = Field(description="warning or error")
+    message_vi: str = Field(description="What is wrong, in Vietnamese")
+    message_en: str = Field(description="What is wrong, in English")
+    value: float | None = Field(description="The measured figure (seconds offline, free share, backlog, rate)")
+    opened_at: datetime = Field(description="When the condition was first seen")
+    updated_at: datetime = Field(description="Last evaluation that changed or confirmed it")
+    acknowledged_at: datetime | None = Field(description="When an admin acknowledged it")
+    acknowledged_by: str | None = Field(description="Who acknowledged it")
+    resolved_at: datetime | None = Field(description="When the condition cleared")
+
+
+class AcknowledgeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: str | None = Field(default=None, max_length=64, description="Who acknowledges (an admin's name or id)")
+
+
+class TransitionOut(BaseModel):
+    event: Literal["opened", "resolved"] = Field(description="What happened to the alert")
+    alert: AlertOut

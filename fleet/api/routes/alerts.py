@@ -1,0 +1,103 @@
+"""``/api/v1/alerts``: list and filter alerts, acknowledge one, evaluate now. Opening the app
+starts the periodic evaluator (this router's lifespan, nested in the app's, so it runs after
+the migrations and stops before the database is closed)."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal, get_args
+
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
+from sqlalchemy import select
+
+from fleet.alerts.evaluator import AlertConflict, AlertEvaluator, acknowledge, alert_dict
+from fleet.alerts.models import KINDS, Alert
+from fleet.alerts.schemas import AcknowledgeIn, AlertOut, TransitionOut
+from fleet.api.deps import SessionDep, StateDep
+from fleet.api.state import FleetState
+from fleet.errors import NotFound
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: FleetState = app.state.fleet
+    evaluator = AlertEvaluator(state.config.alerts, state.sessions, clock=state.now,
+                               heartbeat_timeout_s=state.config.ingest.heartbeat_timeout_s)
+    app.state.alerts = evaluator
+    if state.config.alerts.enabled:
+        evaluator.start()
+    try:
+        yield
+    finally:
+        evaluator.close()
+
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], lifespan=_lifespan)
+
+Kind = Literal["offline", "scanner_jammed", "scanner_cover_open", "disk_low", "outbox_backlog", "reject_rate",
+               "behind_pace"]
+if set(get_args(Kind)) != set(KINDS):
+    raise ImportError("alert kinds of the API and of the table differ")
+
+
+def evaluator_of(request: Request) -> AlertEvaluator:
+    evaluator: AlertEvaluator | None = getattr(request.app.state, "alerts", None)
+    if evaluator is None:
+        raise HTTPException(503, "the alert evaluator is not running (app not started)")
+    return evaluator
+
+
+@router.get("")
+def list_alerts(
+    session: SessionDep,
+    status: Annotated[Literal["open", "acknowledged", "resolved", "active"] | None,
+                      Query(description="One status, or active (open or acknowledged)")] = None,
+    kind: Annotated[Kind | None, Query(description="Only alerts of this kind")] = None,
+    device_id: Annotated[str | None, Query(description="Only alerts about this device")] = None,
+    unit: Annotated[str | None, Query(description="Only alerts of this unit code")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[AlertOut]:
+    """Alerts, newest first."""
+    query = select(Alert)
+    if status == "active":
+        query = query.where(Alert.status != "resolved")
+    elif status is not None:
+        query = query.where(Alert.status == status)
+    if kind is not None:
+        query = query.where(Alert.kind == kind)
+    if device_id is not None:
+        query = query.where(Alert.device_id == device_id)
+    if unit is not None:
+        query = query.where(Alert.unit_code == unit)
+    query = query.order_by(Alert.opened_at.desc(), Alert.id.desc()).limit(limit).offset(offset)
+    return [AlertOut.model_validate(alert_dict(a)) for a in session.scalars(query)]
+
+
+@router.get("/{alert_id}")
+def get_alert(alert_id: int, session: SessionDep) -> AlertOut:
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        raise HTTPException(404, "no such alert")
+    return AlertOut.model_validate(alert_dict(alert))
+
+
+@router.post("/{alert_id}/acknowledge", responses={404: {"description": "No such alert"},
+                                                   409: {"description": "Already resolved"}})
+def acknowledge_alert(alert_id: int, state: StateDep, session: SessionDep,
+                      body: Annotated[AcknowledgeIn | None, Body()] = None) -> AlertOut:
+    """Mark an alert seen. It stays (acknowledged) until its condition clears."""
+    try:
+        alert = acknowledge(session, alert_id, body.by if body else None, state.now())
+    except NotFound:
+        raise HTTPException(404, "no such alert") from None
+    except AlertConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    out = AlertOut.model_validate(alert_dict(alert))
+    session.commit()
+    return out
+
+
+@router.post("/evaluate")
+def evaluate_now(request: Request) -> list[TransitionOut]:
+    """Evaluate the alerts now rather than at the next interval; returns what opened or resolved."""
+    return [TransitionOut.model_validate(t) for t in evaluator_of(request).run_once()]

@@ -1,0 +1,54 @@
+"""The fleet screen at ``/fleet`` (Vietnamese / English, no build step) and the data it draws:
+``/api/v1/fleet/devices`` (every device, its state, pages today, reject rate, open alerts) and
+``/api/v1/fleet/devices/{id}`` (one device's event timeline, latest pages and alerts)."""
+
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse
+
+from fleet.alerts import overview
+from fleet.api.deps import SessionDep, StateDep
+from fleet.errors import NotFound
+
+router = APIRouter()
+api = APIRouter(prefix="/api/v1/fleet", tags=["fleet screen"])
+
+
+@api.get("/devices")
+def fleet_devices(
+    state: StateDep,
+    session: SessionDep,
+    unit: Annotated[str | None, Query(description="Only devices of this unit code")] = None,
+    online: Annotated[bool | None, Query(description="Only devices online (true) or offline (false)")] = None,
+) -> dict[str, Any]:
+    """Every device as the fleet screen shows it, devices with open alerts first."""
+    now = state.now()
+    rows = overview.devices(session, now, state.config.ingest.heartbeat_timeout_s, unit=unit, online=online)
+    return {"now": now.isoformat(), "devices": rows}
+
+
+@api.get("/devices/{device_id}", responses={404: {"description": "No such device"}})
+def fleet_device(device_id: str, state: StateDep, session: SessionDep) -> dict[str, Any]:
+    """One device: its state, event timeline (newest first), latest pages and alerts."""
+    try:
+        return overview.device(session, device_id, state.now(), state.config.ingest.heartbeat_timeout_s)
+    except NotFound:
+        raise HTTPException(404, "no such device") from None
+
+
+@cache
+def _page() -> str:
+    return resources.files("fleet.alerts").joinpath("fleet.html").read_text(encoding="utf-8")
+
+
+@router.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
+def fleet_screen(state: StateDep) -> HTMLResponse:
+    """The fleet screen; ``?device=<id>`` opens one device, ``?lang=en`` English."""
+    html = _page().replace("__REFRESH_MS__", str(int(state.config.http.page_refresh_s * 1000)))
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+router.include_router(api)
