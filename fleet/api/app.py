@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from fleet import __version__
 from fleet.api.routes import alerts, devices, files, fleet_screen, health, pages, progress, web
+from fleet.api.routes import operations as operations_routes
 from fleet.api.state import FleetState
 from fleet.config import FleetConfig
 from fleet.corrections import api as corrections_api
@@ -72,6 +73,7 @@ def create_app(
     app.include_router(files.router, prefix="/api/v1")
     app.include_router(web.router)
     app.include_router(progress.router)
+    app.include_router(operations_routes.router)  # its lifespan starts fleet operations
     app.include_router(alerts.router)
     app.include_router(fleet_screen.router)
     app.include_router(corrections_api.router, prefix="/api/v1")

@@ -70,7 +70,7 @@ def recompute_desired(session: Session, device_ids: Iterable[str] | None, now: d
     fleet_layer = next((lay.settings for lay in layers if lay.scope == "fleet"), None)
     units = {lay.key: lay.settings for lay in layers if lay.scope == "unit"}
     own = {lay.key: lay.settings for lay in layers if lay.scope == "device"}
-    units_of = dict(session.execute(select(Device.id, Device.unit_code)).tuples())
+    units_of = {device_id: unit for device_id, unit in session.execute(select(Device.id, Device.unit_code))}
     if device_ids is None:
         wanted = set(units_of) | set(own) | set(session.scalars(select(DeviceConfig.device_id)))
     else:
@@ -310,7 +310,7 @@ class Operations:
             rows = list(session.scalars(select(CommandRow).where(CommandRow.state == "queued",
                                                                  CommandRow.published_at.is_(None))))
             for row in rows:
-                command = Command(id=row.id, device_id=row.device_id, name=row.name,  # type: ignore[arg-type]
+                command = Command(id=row.id, device_id=row.device_id, name=row.name,
                                   deadline=row.deadline, args=row.args)
                 if self._publish(row.device_id, Channel.CMD, encode(command), retain=False):
                     row.published_at = now

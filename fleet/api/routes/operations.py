@@ -1,0 +1,368 @@
+"""Fleet operations API (issue 7), under ``/api/v1``:
+
+* ``PUT|GET /settings/{fleet|unit|device}/{key}``: a settings layer (fleet key: ``default``);
+  a change recomputes the devices' desired settings (most specific wins) and bumps versions.
+* ``GET /devices/{id}/settings``: desired vs reported, with the differences and the device's
+  reason when it rejected them.
+* ``POST|GET /devices/{id}/commands``, ``GET /commands/{id}``: commands and their states.
+* ``PUT|GET /bundles/{name}``: signed update bundles (sha256 computed at upload; served with
+  HTTP Range so devices resume downloads).
+* ``POST /rollouts``, ``GET /rollouts/{id}``, ``POST /rollouts/{id}/{pause|resume|cancel}``.
+
+The router carries its own lifespan: it starts :class:`fleet.operations.service.Operations`
+and hooks it into the ingest writer (``app.include_router(operations.router)`` is all the app does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path as FsPath
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from fleet.api.deps import SessionDep, StateDep
+from fleet.models import Device
+from fleet.operations.models import CommandRow, DeviceConfig, RolloutRow, SettingsLayer
+from fleet.operations.service import Operations, new_command, offer_updates, recompute_desired
+from fleet.rollouts import DeviceInfo, PhaseSpec, Rollout, RolloutStateError, Target, select_targets, settings_diff
+from protocol.messages import CommandName
+
+log = logging.getLogger(__name__)
+
+BUNDLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.bundle$"
+MAX_BUNDLE_BYTES = 1024 * 1024 * 1024
+
+
+def _operations(request: Request) -> Operations | None:
+    ops: Operations | None = getattr(request.app.state, "operations", None)
+    return ops
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state.fleet
+    ops = Operations(state.config, state.sessions, clock=state.now)
+    app.state.operations = ops
+    if state.ingest is not None:
+        state.ingest.writer.hooks.append(ops.hook)
+        ops.start()
+    try:
+        yield
+    finally:
+        if state.ingest is not None:
+            ops.stop()
+        app.state.operations = None
+
+
+router = APIRouter(prefix="/api/v1", tags=["operations"], lifespan=lifespan)
+
+
+def bundles_dir(state: Any) -> FsPath:
+    path: FsPath = state.config.storage.dir.parent / "bundles"
+    return path
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+Scope = Literal["fleet", "unit", "device"]
+
+
+class SettingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    settings: dict[str, Any] = Field(description="Remote settings (device/settings.py RemoteSettings keys)")
+
+
+class LayerOut(BaseModel):
+    scope: Scope
+    key: str
+    settings: dict[str, Any]
+    version: int
+    devices_changed: list[str] = Field(default_factory=list)
+
+
+@router.put("/settings/{scope}/{key}")
+def put_settings(scope: Scope, key: Annotated[str, Path(max_length=64)], body: SettingsIn, state: StateDep,
+                 request: Request) -> LayerOut:
+    """Set one level's settings (replaces that level). The devices see them as soon as they
+    are online; the device validates them (an invalid value is rejected there, with the reason,
+    and shows in ``GET /devices/{id}/settings``)."""
+    if scope == "fleet" and key != "default":
+        raise HTTPException(422, "the fleet level's key is 'default'")
+    now = state.now()
+    with state.sessions.begin() as session:
+        layer = session.get(SettingsLayer, (scope, key))
+        if layer is None:
+            layer = SettingsLayer(scope=scope, key=key, settings=body.settings, version=1, updated_at=now)
+            session.add(layer)
+        else:
+            layer.settings, layer.updated_at = body.settings, now
+            layer.version += 1
+        session.flush()
+        changed = recompute_desired(session, [key] if scope == "device" else None, now)
+        out = LayerOut(scope=scope, key=key, settings=layer.settings, version=layer.version, devices_changed=changed)
+    ops = _operations(request)
+    if ops is not None:
+        ops.wake()
+    return out
+
+
+@router.get("/settings/{scope}/{key}")
+def get_settings(scope: Scope, key: str, session: SessionDep) -> LayerOut:
+    layer = session.get(SettingsLayer, (scope, key))
+    if layer is None:
+        raise HTTPException(404, "no settings at this level")
+    return LayerOut(scope=scope, key=key, settings=layer.settings, version=layer.version)
+
+
+class DiffOut(BaseModel):
+    path: str
+    desired: Any
+    reported: Any
+
+
+class DeviceSettingsOut(BaseModel):
+    device_id: str
+    desired: dict[str, Any]
+    desired_version: int
+    published: bool = Field(description="The desired version is on the broker (retained) for the device")
+    reported: dict[str, Any] | None
+    reported_version: int | None
+    applied: bool | None = Field(description="Whether the device applied the version it reported on")
+    error: str | None = Field(description="The device's reason for rejecting its desired settings")
+    in_sync: bool = Field(description="The device runs the desired version, unchanged")
+    diff: list[DiffOut]
+
+
+@router.get("/devices/{device_id}/settings")
+def device_settings(device_id: str, state: StateDep) -> DeviceSettingsOut:
+    with state.sessions.begin() as session:
+        row = session.get(DeviceConfig, device_id)
+        if row is None:
+            if session.get(Device, device_id) is None:
+                raise HTTPException(404, "no such device")
+            recompute_desired(session, [device_id], state.now())
+            row = session.get(DeviceConfig, device_id)
+            assert row is not None
+        diff = settings_diff(row.desired, row.reported or {})
+        return DeviceSettingsOut(
+            device_id=device_id,
+            desired=row.desired,
+            desired_version=row.desired_version,
+            published=row.published_version == row.desired_version,
+            reported=row.reported,
+            reported_version=row.reported_version,
+            applied=row.applied,
+            error=row.error,
+            in_sync=bool(row.applied) and row.reported_version == row.desired_version and not diff,
+            diff=[DiffOut(path=d.path, desired=d.desired, reported=d.reported) for d in diff],
+        )
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+class CommandIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: CommandName
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(default=24 * 3600, gt=0, le=30 * 86400,
+                             description="Deadline from now: not started after it; queued past it: timed_out")
+
+
+class CommandOut(BaseModel):
+    id: str
+    device_id: str
+    name: str
+    args: dict[str, Any]
+    state: str
+    detail: str | None
+    deadline: Any
+    created_at: Any
+    delivered_at: Any
+    updated_at: Any
+    rollout_id: str | None
+
+    @classmethod
+    def of(cls, row: CommandRow) -> CommandOut:
+        return cls(id=row.id, device_id=row.device_id, name=row.name, args=row.args, state=row.state,
+                   detail=row.detail, deadline=row.deadline, created_at=row.created_at,
+                   delivered_at=row.delivered_at, updated_at=row.updated_at, rollout_id=row.rollout_id)
+
+
+@router.post("/devices/{device_id}/commands", status_code=201)
+def create_command(device_id: str, body: CommandIn, state: StateDep, request: Request) -> CommandOut:
+    """Queue a command; it waits for the device until its deadline."""
+    now = state.now()
+    with state.sessions.begin() as session:
+        if session.get(Device, device_id) is None:
+            raise HTTPException(404, "no such device")
+        row = new_command(session, device_id, body.name, body.args, now + timedelta(seconds=body.timeout_s), now)
+        session.flush()
+        out = CommandOut.of(row)
+    ops = _operations(request)
+    if ops is not None:
+        ops.wake()
+    return out
+
+
+@router.get("/devices/{device_id}/commands")
+def list_commands(device_id: str, session: SessionDep) -> list[CommandOut]:
+    rows = session.scalars(select(CommandRow).where(CommandRow.device_id == device_id)
+                           .order_by(CommandRow.created_at.desc()).limit(200))
+    return [CommandOut.of(r) for r in rows]
+
+
+@router.get("/commands/{command_id}")
+def get_command(command_id: str, session: SessionDep) -> CommandOut:
+    row = session.get(CommandRow, command_id)
+    if row is None:
+        raise HTTPException(404, "no such command")
+    return CommandOut.of(row)
+
+
+# --- bundles ------------------------------------------------------------------------------------
+
+
+class BundleOut(BaseModel):
+    name: str
+    size: int
+    sha256: str
+
+
+BundleName = Annotated[str, Path(pattern=BUNDLE_NAME)]
+
+
+@router.put("/bundles/{name}", status_code=201)
+async def put_bundle(name: BundleName, request: Request, state: StateDep) -> BundleOut:
+    """Upload a bundle (raw body). Its signature is checked by each device, not here."""
+    directory = bundles_dir(state)
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BUNDLE_BYTES:
+                    raise HTTPException(413, "bundle too large")
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        FsPath(tmp).replace(directory / name)
+        (directory / f"{name}.sha256").write_text(digest.hexdigest() + "\n")
+    finally:
+        FsPath(tmp).unlink(missing_ok=True)
+    return BundleOut(name=name, size=size, sha256=digest.hexdigest())
+
+
+@router.get("/bundles/{name}", name="get_bundle")
+def get_bundle(name: BundleName, state: StateDep) -> FileResponse:
+    """The bundle file; ``Range`` requests are answered with 206 (resumed downloads)."""
+    path = bundles_dir(state) / name
+    if not path.is_file():
+        raise HTTPException(404, "no such bundle")
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+# --- rollouts -----------------------------------------------------------------------------------
+
+
+class RolloutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rollout_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    bundle: str = Field(pattern=BUNDLE_NAME, description="An uploaded bundle's name")
+    version: str = Field(max_length=64)
+    kind: Literal["app", "model"] = "app"
+    allow_downgrade: bool = False
+    base_url: str | None = Field(default=None, pattern=r"^https?://",
+                                 description="Base URL devices reach this fleet at (default: the request's)")
+    target: Target = Field(default_factory=Target)
+    phases: list[PhaseSpec] = Field(
+        default_factory=lambda: [PhaseSpec(percent=2), PhaseSpec(percent=20), PhaseSpec(percent=100)], min_length=1
+    )
+    device_timeout_s: float = Field(default=6 * 3600, gt=0)
+    start: bool = True
+
+
+@router.post("/rollouts", status_code=201)
+def create_rollout(body: RolloutIn, state: StateDep, request: Request) -> dict[str, Any]:
+    path = bundles_dir(state) / body.bundle
+    if not path.is_file():
+        raise HTTPException(404, "no such bundle")
+    sha_file = path.parent / f"{body.bundle}.sha256"
+    sha256 = sha_file.read_text().strip() if sha_file.exists() else None
+    if body.base_url is not None:
+        url = f"{body.base_url.rstrip('/')}/api/v1/bundles/{body.bundle}"
+    else:
+        url = str(request.url_for("get_bundle", name=body.bundle))
+    offer: dict[str, Any] = {"rollout_id": body.rollout_id, "url": url, "version": body.version, "kind": body.kind}
+    if sha256:
+        offer["sha256"] = sha256
+    if body.allow_downgrade:
+        offer["allow_downgrade"] = True
+    now = state.now()
+    with state.sessions.begin() as session:
+        if session.get(RolloutRow, body.rollout_id) is not None:
+            raise HTTPException(409, "a rollout with this id exists")
+        from fleet.operations.service import _parent_of
+
+        devices = [DeviceInfo(device_id=d.id, unit=d.unit_code) for d in session.scalars(select(Device))]
+        targets = select_targets(devices, body.target, _parent_of(session))
+        if not targets:
+            raise HTTPException(422, "no device matches the target")
+        rollout = Rollout.create(body.rollout_id, targets, body.phases, device_timeout_s=body.device_timeout_s)
+        row = RolloutRow(id=body.rollout_id, status=rollout.status, doc=rollout.model_dump(mode="json"),
+                         offer=offer, created_at=now, updated_at=now)
+        session.add(row)
+        if body.start:
+            rollout.start()
+            offer_updates(session, rollout, row, now)
+        summary = rollout.summary()
+    ops = _operations(request)
+    if ops is not None:
+        ops.wake()
+    return {"rollout_id": body.rollout_id, "offer": offer, "summary": summary}
+
+
+@router.get("/rollouts/{rollout_id}")
+def get_rollout(rollout_id: str, session: SessionDep) -> dict[str, Any]:
+    """Summary (per-phase state counts, status, halt reason) and per-device progress."""
+    row = session.get(RolloutRow, rollout_id)
+    if row is None:
+        raise HTTPException(404, "no such rollout")
+    rollout = Rollout.model_validate(row.doc)
+    return {"rollout_id": rollout_id, "offer": row.offer, "summary": rollout.summary(),
+            "devices": {d: p.model_dump(mode="json") for d, p in rollout.devices.items()}}
+
+
+@router.post("/rollouts/{rollout_id}/{action}")
+def control_rollout(rollout_id: str, action: Literal["start", "pause", "resume", "cancel"], state: StateDep,
+                    request: Request) -> dict[str, Any]:
+    now = state.now()
+    with state.sessions.begin() as session:
+        row = session.get(RolloutRow, rollout_id, with_for_update=True)
+        if row is None:
+            raise HTTPException(404, "no such rollout")
+        rollout = Rollout.model_validate(row.doc)
+        try:
+            getattr(rollout, action)()
+        except RolloutStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+        offer_updates(session, rollout, row, now)
+        summary = rollout.summary()
+    ops = _operations(request)
+    if ops is not None:
+        ops.wake()
+    return {"rollout_id": rollout_id, "summary": summary}
