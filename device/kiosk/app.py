@@ -4,7 +4,7 @@ same :class:`~device.session.DossierSession` as the clerk's buttons.
 Screens, one instruction each: start -> scan the appointment slip's QR or type the dossier code
 (or "no code") -> place the document -> live preview with the outline and plain hints, automatic
 shot when the document is inside the frame, sharp and still -> review (thumbnails, type, verdict;
-retake, remove, add a page, finish) -> finish (dossier code, page count). The screen follows the
+retake, remove, change a page's type, add a page, finish) -> finish (dossier code, page count). The screen follows the
 session's state, so a dossier opened or closed elsewhere shows at once.
 
 Privacy: nothing personal is kept in the browser (no storage, every response ``no-store``); after
@@ -34,6 +34,7 @@ from device.kiosk.config import KioskConfig
 from device.kiosk.guide import HINTS, Guidance, Guide
 from device.session import (
     DossierSession,
+    InvalidDoctype,
     InvalidDossierCode,
     InvalidSessionAction,
     PageProcessor,
@@ -80,6 +81,7 @@ NOTICES: dict[str, tuple[str, str]] = {
     "no_qr": ("Chưa đọc được mã QR, vui lòng giữ yên giấy hẹn trong khung",
               "The QR code could not be read yet: hold the slip still inside the frame"),
     "busy": ("Vui lòng đợi trong giây lát", "Please wait a moment"),
+    "bad_doctype": ("Loại giấy tờ không hợp lệ", "That is not a document type"),
 }
 
 _HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -92,6 +94,15 @@ def _doctype_labels() -> dict[str, str]:
     except ImportError:
         return {}
     return dict(LABELS_VI)
+
+
+def _doctype_choices(labels_vi: dict[str, str]) -> list[dict[str, str]]:
+    """The classes the review screen's type picker offers, in the model's order."""
+    try:
+        from device.inference.doctype import DOCTYPES
+    except ImportError:
+        return []
+    return [{"id": d, "vi": labels_vi.get(d, d), "en": DOCTYPES_EN.get(d, d)} for d in DOCTYPES]
 
 
 class HttpError(SohoaError, ValueError):
@@ -126,6 +137,7 @@ class KioskApp:
         self._clock = clock
         self.guide = Guide(pipeline, still_frames=config.still_frames, still_threshold=config.still_threshold)
         self._labels_vi = _doctype_labels()
+        self._doctypes = _doctype_choices(self._labels_vi)
         self._cond = threading.Condition()
         self._step: Step = "start"
         self._retake: str | None = None
@@ -323,6 +335,7 @@ class KioskApp:
                 "doctype": p.doctype,
                 "doctype_vi": self._labels_vi.get(p.doctype or "", p.doctype),
                 "doctype_en": DOCTYPES_EN.get(p.doctype or "", p.doctype),
+                "doctype_corrected": p.doctype_corrected,
             }
             for p in snap.pages
         ]
@@ -347,6 +360,7 @@ class KioskApp:
             "idle_reset_s": self.config.idle_reset_s,
             "dossier_code": snap.dossier_code,
             "pages": pages,
+            "doctypes": self._doctypes if snap.state in ("open", "capturing", "review") else [],
             "retake": retake,
             "fault": fault,
             "camera": camera,
@@ -394,6 +408,11 @@ class KioskApp:
                     self._retake = page_id
             elif action == "remove":
                 session.remove_page(self._page_id(body))
+            elif action == "doctype":  # the citizen corrects a page's type on the review screen
+                doctype = body.get("doctype")
+                if not isinstance(doctype, str):
+                    raise HttpError(400, "bad_doctype")
+                session.set_doctype(self._page_id(body), doctype, "citizen")
             elif action == "finish":
                 with self._cond:
                     self._retake = None
@@ -411,6 +430,8 @@ class KioskApp:
         except InvalidDossierCode:
             self._set_notice("bad_code")
             raise HttpError(400, "bad_code") from None
+        except InvalidDoctype:
+            raise HttpError(400, "bad_doctype") from None
         except UnknownPage:
             raise HttpError(404, "no_such_page") from None
         except InvalidSessionAction:

@@ -21,6 +21,8 @@ const TEXT = {
     count: "Đã chụp: {n} trang", page: "Trang {n}", ok: "Ảnh đạt yêu cầu", retake: "Chụp lại", remove: "Xóa",
     unknown_type: "Chưa rõ loại giấy tờ", camera_absent: "Máy ảnh chưa sẵn sàng, vui lòng gọi cán bộ",
     preview_alt: "Hình ảnh từ máy ảnh",
+    change_type: "Đổi loại", change_type_of: "Đổi loại giấy tờ của trang {n}",
+    type_title: "Trang {n} là loại giấy tờ nào?", type_corrected: "(bạn đã chọn)",
   },
   en: {
     title: "Digitize your dossier", switch_language: "Tiếng Việt",
@@ -40,6 +42,8 @@ const TEXT = {
     count: "Pages taken: {n}", page: "Page {n}", ok: "The photo is good", retake: "Retake", remove: "Remove",
     unknown_type: "Document type not known yet", camera_absent: "The camera is not ready, please ask staff",
     preview_alt: "Camera picture",
+    change_type: "Change type", change_type_of: "Change the document type of page {n}",
+    type_title: "What kind of paper is page {n}?", type_corrected: "(your choice)",
   },
 };
 
@@ -53,6 +57,7 @@ let lastScreen = null;
 let previewSeq = -1;
 let pagesKey = "";
 let busy = false;
+let refocusType = null;  // the page whose "change type" button gets the focus back after a choice
 
 function t(key, vars) {
   let s = (TEXT[lang] || TEXT.vi)[key] || key;
@@ -110,9 +115,41 @@ function clearPersonal() {
   document.getElementById("pages").replaceChildren();
   document.getElementById("closed-text").textContent = "";
   document.getElementById("notice").textContent = "";
+  closeTypePicker();
   for (const img of document.querySelectorAll("[data-preview-img]")) img.removeAttribute("src");
   pagesKey = "";
   try { sessionStorage.clear(); localStorage.clear(); } catch (e) { /* storage disabled */ }
+}
+
+function closeTypePicker() {
+  const dialog = document.getElementById("type-dialog");
+  if (dialog.open) dialog.close();
+  document.getElementById("type-options").replaceChildren();
+}
+
+function openTypePicker(s, p, opener) {
+  // One big button per class, the page's current type pressed; Escape or "back" closes it.
+  const dialog = document.getElementById("type-dialog");
+  document.getElementById("h-type").textContent = t("type_title", { n: p.sequence });
+  const options = document.getElementById("type-options");
+  options.replaceChildren();
+  for (const d of s.doctypes) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = d.id === p.doctype ? "primary" : "secondary";
+    b.setAttribute("aria-pressed", String(d.id === p.doctype));
+    b.textContent = lang === "en" ? d.en : d.vi;
+    b.addEventListener("click", () => {
+      refocusType = p.id;
+      closeTypePicker();
+      if (d.id !== p.doctype) post("doctype", { page_id: p.id, doctype: d.id });
+      else opener.focus();
+    });
+    options.append(b);
+  }
+  dialog.showModal();
+  const pressed = options.querySelector("[aria-pressed=true]") || options.querySelector("button");
+  if (pressed) pressed.focus();
 }
 
 function renderPages(s) {
@@ -131,7 +168,16 @@ function renderPages(s) {
     title.textContent = t("page", { n: p.sequence });
     const type = document.createElement("p");
     type.className = "type";
-    type.textContent = (lang === "en" ? p.doctype_en : p.doctype_vi) || t("unknown_type");
+    type.textContent = ((lang === "en" ? p.doctype_en : p.doctype_vi) || t("unknown_type"))
+      + (p.doctype_corrected ? " " + t("type_corrected") : "");
+    const change = document.createElement("button");
+    change.type = "button";
+    change.className = "secondary";
+    change.dataset.changeType = p.id;
+    change.textContent = t("change_type");
+    change.setAttribute("aria-label", t("change_type_of", { n: p.sequence }));
+    change.setAttribute("aria-haspopup", "dialog");
+    change.addEventListener("click", () => openTypePicker(lastState, p, change));
     const verdict = document.createElement("p");
     verdict.className = "verdict " + (p.ok ? "ok" : "bad");
     const msgs = lang === "en" ? p.messages_en : p.messages_vi;
@@ -148,10 +194,17 @@ function renderPages(s) {
     remove.textContent = t("remove");
     remove.setAttribute("aria-label", t("remove") + " " + t("page", { n: p.sequence }));
     remove.addEventListener("click", () => post("remove", { page_id: p.id }));
-    li.append(title, img, type, verdict);
+    li.append(title, img, type);
+    if (s.doctypes && s.doctypes.length) li.append(change);
+    li.append(verdict);
     if (s.camera) li.append(retake);  // a scanner page is removed and scanned again instead
     li.append(remove);
     list.append(li);
+  }
+  if (refocusType) {
+    const again = list.querySelector('[data-change-type="' + CSS.escape(refocusType) + '"]');
+    refocusType = null;
+    if (again) again.focus();
   }
 }
 
@@ -205,6 +258,7 @@ function render(s) {
       s.capturing === "scanner" ? t("scanning_title") : t("capturing_title");
   }
   if (screen === "review") renderPages(s);
+  else closeTypePicker();
   if (screen === "closed" && s.last_closed) {
     const c = s.last_closed;
     document.getElementById("closed-text").textContent = c.dossier_code
@@ -250,6 +304,7 @@ document.addEventListener("DOMContentLoaded", () => {
       post(b.dataset.action);
     });
   }
+  document.getElementById("type-cancel").addEventListener("click", closeTypePicker);
   document.getElementById("code-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const code = document.getElementById("code").value.trim();
