@@ -152,11 +152,12 @@ def check_devices(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_
         if not is_online(device, now, heartbeat_timeout_s):
             since = offline_since(device)
             gone = (now - since).total_seconds()
+            local = since.astimezone(periods.LOCAL)
             if gone >= cfg.offline_after_s:
                 findings.add(Condition(
                     "offline", severity="error", value=gone,
-                    message_vi=f"Thiết bị {device.id} mất kết nối {_minutes(gone)} phút (từ {since:%H:%M %d/%m} UTC)",
-                    message_en=f"Device {device.id} offline for {_minutes(gone)} min (since {since:%H:%M %d/%m} UTC)",
+                    message_vi=f"Thiết bị {device.id} mất kết nối {_minutes(gone)} phút (từ {local:%H:%M %d/%m})",
+                    message_en=f"Device {device.id} offline for {_minutes(gone)} min (since {local:%H:%M %d/%m} ICT)",
                     **common))
         state = scanner_state(device, faults)
         if state == "jammed":
