@@ -1,0 +1,88 @@
+"""The fleet served for real (uvicorn on loopback, ingest and operations on the test mosquitto)
+and device agents in this process, for the fleet-operations tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from device.agent import Agent
+from device.config import AgentConfig
+from fleet.api.app import create_app
+from fleet.config import FleetConfig
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Re-check ``predicate`` until it holds (the conditions here are on other processes' and
+    threads' state: database rows, files); fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class FleetServer:
+    """The fleet app under uvicorn in a thread: devices download bundles from it."""
+
+    def __init__(self, config: FleetConfig) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(config)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, name="fleet-uvicorn", daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.server.started, 30, "the fleet to serve")
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(method, f"/api/v1{path}", **kwargs)
+
+    def json(self, method: str, path: str, expect: int = 200, **kwargs: Any) -> Any:
+        response = self.api(method, path, **kwargs)
+        assert response.status_code == expect, (response.status_code, response.text)
+        return response.json()
+
+    def close(self) -> None:
+        self.http.close()
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def agent_config(tmp: Path, device_id: str, broker_port: int, fleet_url: str, **overrides: Any) -> AgentConfig:
+    values: dict[str, Any] = {
+        "device_id": device_id,
+        "unit": "000.00.00.H01",
+        "broker": {"port": broker_port, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5, "shutdown_flush_s": 5},
+        "fleet_url": fleet_url,
+        "state_dir": str(tmp / device_id / "state"),
+        "min_free_bytes": 0,
+        "scanner": {"type": "fake", "pages": 2, "width": 200, "height": 280},
+        "local_api": {"enabled": False},
+        "usb_watch": {"enabled": False},
+        "telemetry": {"interval_s": 60},
+        "commands": {"reboot_command": ["true"], "update_restart": "in_process"},
+    }
+    values.update(overrides)
+    return AgentConfig.model_validate(values)
+
+
+def start_agent(config: AgentConfig) -> Agent:
+    agent = Agent(config).start()
+    wait_until(agent.link.connected.is_set, 20, "the agent to connect")
+    return agent
