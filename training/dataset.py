@@ -6,7 +6,10 @@
 - real pages from ``../shared/data/dev`` where a class fits (receipts and invoices are
   ``receipt``; scientific papers and printed test pages are ``other``), split in two halves per
   source folder by a hash of the file name: one half (augmented) joins training, the other is
-  the real held-out set and is never trained on.
+  the real held-out set and is never trained on;
+- pages clerks and citizens re-typed on the devices, from the fleet's export
+  (``GET /api/v1/corrections/export.zip``, unzipped: :func:`correction_pages`), split the same
+  way by sha256: one half trains, the other joins the real held-out set.
 """
 
 from __future__ import annotations
@@ -115,6 +118,25 @@ def real_pages(root: Path) -> tuple[list[RealPage], list[RealPage]]:
         held.extend(pages[0::2])
         train.extend(pages[1::2])
     return train, held
+
+
+def correction_pages(root: Path) -> tuple[list[RealPage], list[RealPage]]:
+    """(training half, held-out half) of a fleet corrections export unzipped in ``root``: its
+    ``labels.csv`` (sha256, file, doctype, previous, device, unit, corrected_at) names each page
+    file and its corrected class. Rows naming a class this model does not have, or a file outside
+    ``root``, are skipped."""
+    pages: list[RealPage] = []
+    base = root.resolve()
+    with (root / "labels.csv").open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            doctype = (row.get("doctype") or "").strip()
+            path = (root / (row.get("file") or "")).resolve()
+            if doctype not in DOCTYPES or not path.is_relative_to(base) or not path.is_file():
+                _log.warning("correction row skipped (class %r, file %s)", doctype, path.name)
+                continue
+            pages.append(RealPage(path, doctype, 0, "correction"))
+    pages.sort(key=lambda p: p.path.name)  # the file name is the page's sha256: a stable split
+    return pages[1::2], pages[0::2]
 
 
 def load_real(page: RealPage, max_side: int = 1000) -> np.ndarray | None:

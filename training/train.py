@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-per-class", type=int, default=100)
     p.add_argument("--real-augment", type=int, default=10, help="degraded copies per real training page")
     p.add_argument("--real-dir", type=Path, default=None, help="real pages (default ../shared/data/dev)")
+    p.add_argument("--corrections", type=Path, default=None, metavar="DIR",
+                   help="the fleet's corrections export (/api/v1/corrections/export.zip) unzipped: half trains, "
+                        "half joins the real held-out set")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -235,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         _log.warning("no real pages at %s: training on generated pages only", real_root)
     key = f"{args.per_class}-{args.val_per_class}-{args.heldout_per_class}-{args.size}-{args.dpi}-" \
           f"{args.real_augment}-{args.seed}-{len(real_train_pages)}"
+    if args.corrections is not None:
+        corrected_train, corrected_held = dataset.correction_pages(args.corrections)
+        _log.info("corrections: %d pages train, %d held out", len(corrected_train), len(corrected_held))
+        real_train_pages += corrected_train
+        real_held_pages += corrected_held
+        names = "".join(sorted(f"{p.path.name}{p.doctype}" for p in corrected_train + corrected_held))
+        key += "-c" + hashlib.sha256(names.encode()).hexdigest()[:12]
     cache = work / f"arrays-{key}.npz"
     if cache.exists():
         _log.info("reusing generated arrays from %s", cache)
