@@ -121,9 +121,14 @@ def offer_updates(session: Session, rollout: Rollout, row: RolloutRow, now: date
         log.warning("rollout %s halted: %s", rollout.rollout_id, step.halted)
     if step.completed:
         log.info("rollout %s completed", rollout.rollout_id)
-    row.doc = rollout.model_dump(mode="json")
-    row.status = rollout.status
-    row.updated_at = now
+    doc = rollout.model_dump(mode="json")
+    if doc != row.doc:  # ticks step every running rollout: write only what changed
+        row.doc, row.status, row.updated_at = doc, rollout.status, now
+    if rollout.status == "cancelled":
+        # Offers not yet taken by a device are withdrawn: nothing installs after a cancel.
+        for command in session.scalars(select(CommandRow).where(CommandRow.rollout_id == rollout.rollout_id,
+                                                                CommandRow.state == "queued")):
+            command.state, command.detail, command.updated_at = "rejected", "rollout cancelled before delivery", now
 
 
 class Operations:

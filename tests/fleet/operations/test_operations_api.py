@@ -1,0 +1,125 @@
+"""The operations API on the database alone (no broker: nothing is published), on SQLite and
+PostgreSQL: settings layers and versions, commands and their acknowledgements through the ingest
+writer, rollouts paused, resumed and cancelled by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fleet.api.app import create_app
+from fleet.ingest import Incoming
+from fleet.operations.models import CommandRow
+from fleet.operations.service import Operations
+from protocol.messages import CommandAck, ConfigReported, Status, UpdateProgress, encode
+from tests.fleet.conftest import make_config, state_of
+
+DEVICES = ["kiosk-0001", "kiosk-0002", "kiosk-0003"]
+
+
+@pytest.fixture
+def api(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(make_config(tmp_path, db_url))) as client:
+        yield client
+
+
+def _deliver(client: TestClient, *messages: Status | CommandAck | ConfigReported | UpdateProgress) -> None:
+    """Messages as the ingest writer receives them, with the operations hook attached."""
+    from fleet.ingest import Writer
+
+    state = state_of(client)
+    writer = Writer(state.sessions, state.metrics)
+    writer.hooks.append(Operations(state.config, state.sessions).hook)
+    channel = {Status: "status", CommandAck: "cmd/ack", ConfigReported: "config/reported",
+               UpdateProgress: "update"}
+    items = [Incoming(f"sohoa/v1/{m.device_id}/{channel[type(m)]}", encode(m)) for m in messages]
+    assert writer.write(items) == len(items)
+
+
+def _online(client: TestClient, unit: str = "U1") -> None:
+    _deliver(client, *(Status(device_id=d, state="online", unit=unit) for d in DEVICES))
+
+
+def test_settings_layers_most_specific_wins_and_versions_bump_only_on_change(api: TestClient) -> None:
+    """Bad input: a fleet level with a key other than 'default', an unknown scope."""
+    _online(api)
+    assert api.put("/api/v1/settings/fleet/other", json={"settings": {}}).status_code == 422
+    assert api.put("/api/v1/settings/planet/x", json={"settings": {}}).status_code == 422
+    api.put("/api/v1/settings/fleet/default", json={"settings": {"kiosk_language": "vi", "scan": {"dpi": 300}}})
+    api.put("/api/v1/settings/unit/U1", json={"settings": {"scan": {"dpi": 400}}})
+    changed = api.put("/api/v1/settings/device/kiosk-0002", json={"settings": {"kiosk_language": "en"}}).json()
+    assert changed["devices_changed"] == ["kiosk-0002"]
+    one = api.get("/api/v1/devices/kiosk-0001/settings").json()
+    two = api.get("/api/v1/devices/kiosk-0002/settings").json()
+    assert one["desired"] == {"kiosk_language": "vi", "scan": {"dpi": 400}}
+    assert two["desired"] == {"kiosk_language": "en", "scan": {"dpi": 400}}
+    version = two["desired_version"]
+    again = api.put("/api/v1/settings/device/kiosk-0002", json={"settings": {"kiosk_language": "en"}}).json()
+    assert again["devices_changed"] == []
+    assert api.get("/api/v1/devices/kiosk-0002/settings").json()["desired_version"] == version
+    _deliver(api, ConfigReported(device_id="kiosk-0002", version=version, applied=False,
+                                 error="scan.dpi: too high", settings={"kiosk_language": "vi", "scan": {"dpi": 300}}))
+    view = api.get("/api/v1/devices/kiosk-0002/settings").json()
+    assert not view["in_sync"] and view["error"] == "scan.dpi: too high"
+    assert {d["path"] for d in view["diff"]} == {"kiosk_language", "scan.dpi"}
+    assert api.get("/api/v1/devices/kiosk-9999/settings").status_code == 404
+
+
+def test_command_states_follow_the_device_only_forward(api: TestClient) -> None:
+    """Bad input: a command for an unknown device, an unknown command name, an ack from another
+    device, an ack going backwards (in_progress after succeeded)."""
+    _online(api)
+    assert api.post("/api/v1/devices/kiosk-9999/commands", json={"name": "reboot"}).status_code == 404
+    assert api.post("/api/v1/devices/kiosk-0001/commands", json={"name": "self_destruct"}).status_code == 422
+    command = api.post("/api/v1/devices/kiosk-0001/commands", json={"name": "reboot"}).json()
+    assert command["state"] == "queued" and command["delivered_at"] is None
+    _deliver(api, CommandAck(device_id="kiosk-0002", command_id=command["id"], state="succeeded"))
+    assert api.get(f"/api/v1/commands/{command['id']}").json()["state"] == "queued"
+    _deliver(api, CommandAck(device_id="kiosk-0001", command_id=command["id"], state="in_progress"))
+    seen = api.get(f"/api/v1/commands/{command['id']}").json()
+    assert seen["state"] == "in_progress" and seen["delivered_at"] is not None
+    _deliver(api, CommandAck(device_id="kiosk-0001", command_id=command["id"], state="succeeded", detail="ok"),
+             CommandAck(device_id="kiosk-0001", command_id=command["id"], state="in_progress"))
+    assert api.get(f"/api/v1/commands/{command['id']}").json()["state"] == "succeeded"
+    assert [c["id"] for c in api.get("/api/v1/devices/kiosk-0001/commands").json()] == [command["id"]]
+
+
+def test_rollout_pause_resume_cancel_by_hand(api: TestClient, tmp_path: Path) -> None:
+    """Bad input: a bundle name with a path in it, a missing bundle, a duplicate rollout id,
+    pausing a paused rollout, resuming a cancelled one. Cancelling withdraws the offers no
+    device has taken yet."""
+    _online(api)
+    assert api.put("/api/v1/bundles/..%2Fx.bundle", content=b"x").status_code in (404, 422)
+    up = api.put("/api/v1/bundles/app-0.2.0.bundle", content=b"bundle bytes").json()
+    assert up["size"] == 12 and len(up["sha256"]) == 64
+    body = {"rollout_id": "r1", "bundle": "app-0.2.0.bundle", "version": "0.2.0",
+            "target": {"unit_subtree": "U1"}, "phases": [{"percent": 33}, {"percent": 100}]}
+    assert api.post("/api/v1/rollouts", json={**body, "bundle": "none.bundle"}).status_code == 404
+    created = api.post("/api/v1/rollouts", json=body)
+    assert created.status_code == 201, created.text
+    assert api.post("/api/v1/rollouts", json=body).status_code == 409
+    summary = api.get("/api/v1/rollouts/r1").json()["summary"]
+    assert summary["status"] == "running" and summary["states"] == {"offered": 1, "pending": 2}
+    [canary] = [d for d, p in api.get("/api/v1/rollouts/r1").json()["devices"].items() if p["state"] == "offered"]
+    assert api.post("/api/v1/rollouts/r1/pause").status_code == 200
+    assert api.post("/api/v1/rollouts/r1/pause").status_code == 409
+    [offer] = api.get(f"/api/v1/devices/{canary}/commands").json()
+    assert offer["name"] == "update" and offer["args"]["sha256"] == up["sha256"]
+    assert offer["args"]["url"].endswith("/api/v1/bundles/app-0.2.0.bundle")
+    _deliver(api, CommandAck(device_id=canary, command_id=offer["id"], state="in_progress"),
+             UpdateProgress(device_id=canary, rollout_id="r1", version="0.2.0", state="succeeded"))
+    assert api.get("/api/v1/rollouts/r1").json()["summary"]["states"] == {"succeeded": 1, "pending": 2}  # paused
+    assert api.post("/api/v1/rollouts/r1/resume").status_code == 200
+    assert api.get("/api/v1/rollouts/r1").json()["summary"]["states"] == {"succeeded": 1, "offered": 2}
+    assert api.post("/api/v1/rollouts/r1/cancel").status_code == 200
+    assert api.post("/api/v1/rollouts/r1/resume").status_code == 409
+    with state_of(api).sessions() as session:
+        states = {c.device_id: (c.state, c.detail) for c in session.query(CommandRow)}
+    assert states[canary] == ("in_progress", None)  # taken by the device before the cancel
+    withdrawn = [d for d in DEVICES if d != canary]
+    assert all(states[d] == ("rejected", "rollout cancelled before delivery") for d in withdrawn)
+    served = api.get("/api/v1/bundles/app-0.2.0.bundle", headers={"Range": "bytes=7-"})
+    assert served.status_code == 206 and served.content == b"bytes"
