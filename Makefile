@@ -25,7 +25,7 @@ bench: setup
 
 model: setup
 	@$(PY) -m pip install -q -e ".[train]"
-	@nice $(PY) -m training.train
+	@nice $(PY) -m training.train $(if $(CORRECTIONS),--corrections $(CORRECTIONS))
 
 docs: setup
 	@$(PY) -m protocol.docs --write
