@@ -5,7 +5,7 @@ and one device with its event timeline, latest pages and alerts.
 >>> from fleet.db import make_engine, migrate, session_factory
 >>> engine = make_engine("sqlite://"); migrate(engine)
 >>> with session_factory(engine)() as session:
-...     devices(session, datetime(2026, 3, 20, tzinfo=UTC), 180.0)
+...     devices(session, datetime(2026, 3, 20, tzinfo=UTC), 180.0)["devices"]
 []
 """
 
@@ -56,8 +56,7 @@ def _row(device: Device, now: datetime, heartbeat_timeout_s: float, faults: dict
         "accepting_scans": device.accepting_scans,
         "pages_today": stats.pages if stats else 0, "rejected_today": stats.rejected if stats else 0,
         "reject_rate": stats.reject_rate if stats else None,
-        "alerts": [{"id": a.id, "kind": a.kind, "status": a.status, "severity": a.severity,
-                    "message_vi": a.message_vi, "message_en": a.message_en} for a in alerts],
+        "alerts": [{"id": a.id, "kind": a.kind, "status": a.status, "severity": a.severity} for a in alerts],
     }
 
 
@@ -72,22 +71,31 @@ def _pending_alerts(session: Session, device_id: str | None = None) -> dict[str,
 
 
 def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit: str | None = None,
-            online: bool | None = None) -> list[dict[str, Any]]:
-    """Every device (optionally of one unit, or only online/offline), devices with open alerts
-    first, then by id."""
-    query = select(Device).order_by(Device.id)
+            online: bool | None = None, q: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    """The devices (optionally of one unit, online/offline only, id or unit containing ``q``):
+    those with open alerts first, then offline ones, then by id; at most ``limit`` rows, with
+    the counts over all that matched (a province has thousands: the screen shows the first)."""
+    query = select(Device)
     if unit is not None:
         query = query.where(Device.unit_code == unit)
-    faults = latest_faults(session, now)
-    stats = pages_today(session, now)
-    names = _unit_names(session, now)
+    if q:
+        pattern = f"%{q.replace('%', '').replace('_', '')}%"
+        query = query.where(or_(Device.id.ilike(pattern), Device.unit_code.ilike(pattern)))
     alerts = _pending_alerts(session)
-    rows = [_row(d, now, heartbeat_timeout_s, faults, stats.get(d.id), names, alerts.get(d.id, []))
-            for d in session.scalars(query)]
+    found = [(d, is_online(d, now, heartbeat_timeout_s)) for d in session.scalars(query)]
     if online is not None:
-        rows = [r for r in rows if r["online"] is online]
-    rows.sort(key=lambda r: (not r["alerts"], r["id"]))
-    return rows
+        found = [(d, up) for d, up in found if up is online]
+    found.sort(key=lambda pair: (pair[0].id not in alerts, pair[1], pair[0].id))
+    shown = found if limit is None else found[:limit]
+    faults = latest_faults(session, now)
+    stats = pages_today(session, now, [d.id for d, _ in shown] if limit is not None else None)
+    names = _unit_names(session, now)
+    return {
+        "now": now.isoformat(), "total": len(found), "online": sum(up for _, up in found),
+        "offline": sum(not up for _, up in found), "with_alerts": sum(d.id in alerts for d, _ in found),
+        "devices": [_row(d, now, heartbeat_timeout_s, faults, stats.get(d.id), names, alerts.get(d.id, []))
+                    for d, _ in shown],
+    }
 
 
 def device(session: Session, device_id: str, now: datetime, heartbeat_timeout_s: float, *,

@@ -23,11 +23,13 @@ def fleet_devices(
     session: SessionDep,
     unit: Annotated[str | None, Query(description="Only devices of this unit code")] = None,
     online: Annotated[bool | None, Query(description="Only devices online (true) or offline (false)")] = None,
+    q: Annotated[str | None, Query(max_length=64, description="Only devices whose id or unit contains this")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100000, description="At most this many rows")] = None,
 ) -> dict[str, Any]:
-    """Every device as the fleet screen shows it, devices with open alerts first."""
-    now = state.now()
-    rows = overview.devices(session, now, state.config.ingest.heartbeat_timeout_s, unit=unit, online=online)
-    return {"now": now.isoformat(), "devices": rows}
+    """The devices as the fleet screen shows them, those with open alerts first, then offline
+    ones; with counts (total, online, offline, with_alerts) over all that matched."""
+    return overview.devices(session, state.now(), state.config.ingest.heartbeat_timeout_s, unit=unit,
+                            online=online, q=q, limit=limit)
 
 
 @api.get("/devices/{device_id}", responses={404: {"description": "No such device"}})

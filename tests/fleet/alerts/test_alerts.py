@@ -187,7 +187,8 @@ def test_unit_behind_target_pace(fleet: TestClient, clock: Clock) -> None:
 
 def test_fleet_device_detail(fleet: TestClient, clock: Clock) -> None:
     """The device page's data: timeline newest first, latest pages with verdict, type and file
-    link, alerts. Bad input tried: an unknown device (404)."""
+    link, alerts; the list limited and searched. Bad input tried: an unknown device (404), a
+    limit of 0 (422)."""
     send(fleet, online("kiosk-v", T0), T0)
     send(fleet, report("kiosk-v", T0), T0)
     send(fleet, page("kiosk-v", b"good", T0, dossier="D1"), T0)
@@ -203,6 +204,12 @@ def test_fleet_device_detail(fleet: TestClient, clock: Clock) -> None:
     assert data["device"]["camera_state"] == "ready" and data["device"]["unit"] == "99001"
     assert [a["kind"] for a in data["alerts"]] == ["scanner_jammed"]
     assert fleet.get("/api/v1/fleet/devices/kiosk-zz").status_code == 404
+    send(fleet, online("kiosk-w", T0, unit="99003"), T0)
+    listing = fleet.get("/api/v1/fleet/devices", params={"limit": 1}).json()
+    assert (listing["total"], listing["with_alerts"], [d["id"] for d in listing["devices"]]) == (2, 1, ["kiosk-v"])
+    found = fleet.get("/api/v1/fleet/devices", params={"q": "99003"}).json()
+    assert [d["id"] for d in found["devices"]] == ["kiosk-w"] and found["total"] == 1
+    assert fleet.get("/api/v1/fleet/devices", params={"limit": 0}).status_code == 422
     page_html = fleet.get("/fleet")
     assert page_html.status_code == 200 and "Thiết bị" in page_html.text and "__REFRESH_MS__" not in page_html.text
 
