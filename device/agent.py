@@ -72,7 +72,7 @@ from device.session import (
     SessionEvent,
     verdict_of,
 )
-from device.settings import RemoteSettings, SettingsStore, agent_config_overrides
+from device.settings import RemoteSettings, SettingsStore
 from device.telemetry import TelemetryCollector
 from device.update_errors import BundleRefused
 from device.updater import Outcome, UpdateOffer, Updater
@@ -382,6 +382,7 @@ class Agent:
             apply=self.apply_settings,
             available_models=self._installed_models,
         )
+        self._restore_given()
         self.config_version: int | None = self.settings.version
         self.updater: Updater | None = None
         self._last_update: UpdateProgress | None = None
@@ -1265,11 +1266,32 @@ class Agent:
         self.outbox.add_page(data, "application/gzip", make)
 
     def _handle_desired(self, desired: ConfigDesired) -> None:
+        before = self.settings.version
         reported = self.settings.handle(desired)
         if reported.error is not None:
             self._refuse("config/desired", "invalid", reported.error[:200])
+        elif self.settings.version != before:
+            # Which keys the fleet set (settings.json holds every key): survives restarts.
+            explicit = self.config.state_dir / "settings_given.json"
+            tmp = explicit.with_suffix(".tmp")
+            tmp.write_text(json.dumps(desired.settings))
+            tmp.replace(explicit)
         self.config_version = self.settings.version
-        self.emit(reported, Channel.CONFIG_REPORTED)
+        self.emit(reported.model_copy(update={"settings": self._running_settings(reported.settings)}),
+                  Channel.CONFIG_REPORTED)
+
+    def _restore_given(self) -> None:
+        """Mark, in the stored settings, which keys the fleet set (see :meth:`apply_settings`)."""
+        path = self.config.state_dir / "settings_given.json"
+        if self.settings.version is None or not path.exists():
+            return
+        try:
+            given = RemoteSettings.model_validate(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            log.warning("%s unreadable: every stored setting counts as set by the fleet", path.name)
+            return
+        if given == self.settings.current:
+            self.settings.current = given
 
     def _installed_models(self) -> set[str]:
         """Classifier versions this agent can switch to: the one it runs (others arrive as model
@@ -1277,20 +1299,45 @@ class Agent:
         return {self.model_version} if self.model_version else set()
 
     def apply_settings(self, settings: RemoteSettings) -> None:
-        """The settings store's hook: rebuild the config from the local file's config and these
-        settings (raises ValidationError to refuse them), then use it."""
-        overrides = agent_config_overrides(settings)
+        """The settings store's hook: the local file's config with the keys the fleet set over it
+        (raises ValidationError to refuse them), then used at once. A key the fleet did not set
+        (or no longer sets) keeps the local value: a fleet with no settings changes nothing."""
+        given = _explicit(settings)
         base = self._local_config
-        if isinstance(base.scanner, FakeScannerConfig):
-            overrides["scanner"] = {"dpi": settings.scan.dpi}
-        elif base.scanner is None:
-            del overrides["scanner"]
-        overrides["kiosk"] = {"language": settings.kiosk_language}
-        overrides["pipeline"] = {"quality": settings.quality.overrides()}
+        overrides: dict[str, Any] = {}
+        scan = given.get("scan", {})
+        if base.scanner is not None and scan:
+            scanner: dict[str, Any] = {}
+            if "dpi" in scan:
+                scanner["dpi"] = scan["dpi"]
+            if "colour_mode" in scan and isinstance(base.scanner, SaneScannerConfig):
+                scanner["mode"] = scan["colour_mode"]
+            overrides["scanner"] = scanner
+        if "telemetry_interval_s" in given:
+            overrides["telemetry"] = {"interval_s": settings.telemetry_interval_s}
+        if "kiosk_language" in given:
+            overrides["kiosk"] = {"language": settings.kiosk_language}
+        if given.get("quality"):
+            overrides["pipeline"] = {"quality": settings.quality.overrides()}
+        if "min_confidence" in given.get("classifier", {}):
+            # The running classifier keeps its threshold; the config (next start) takes the new one.
+            overrides["doctype"] = {"min_confidence": settings.classifier.min_confidence}
         new_config = AgentConfig.model_validate(_deep_merge(base.model_dump(mode="python"), overrides))
         self._apply(new_config)
         if self.pipeline is not None:
             self.pipeline.config = new_config.pipeline
+
+    def _running_settings(self, reported: dict[str, Any]) -> dict[str, Any]:
+        """What the agent runs, for ``config/reported``: keys the fleet left unset show the local value."""
+        cfg = self.config
+        out = _deep_merge(reported, {"telemetry_interval_s": cfg.telemetry.interval_s,
+                                     "kiosk_language": cfg.kiosk.language})
+        if cfg.scanner is not None:
+            scan: dict[str, Any] = {"dpi": cfg.scanner.dpi}
+            if isinstance(cfg.scanner, SaneScannerConfig):
+                scan["colour_mode"] = cfg.scanner.mode
+            out = _deep_merge(out, {"scan": scan})
+        return out
 
     def _apply(self, config: AgentConfig) -> None:
         old = self.config
@@ -1432,6 +1479,15 @@ class Agent:
         (self.config.state_dir / "local_api.port").write_text(f"{self.local_port}\n")
         self._spawn("local-api", self._http.serve_forever)
         log.info("local endpoint on http://%s:%s (POST /scan, GET /status)", api.host, self.local_port)
+
+
+def _explicit(model: BaseModel) -> dict[str, Any]:
+    """The fields given when the model was made (nested), not those left at their defaults."""
+    out: dict[str, Any] = {}
+    for name in model.model_fields_set:
+        value = getattr(model, name)
+        out[name] = _explicit(value) if isinstance(value, BaseModel) else value
+    return out
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

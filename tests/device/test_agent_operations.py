@@ -20,7 +20,7 @@ from device.update_slots import SlotStore
 from images.bundle import generate_keys
 from images.manifest import sha256_file
 from protocol.messages import Command, ConfigDesired, encode
-from tests.device.agent_harness import AgentProcess, Recorder, agent_config
+from tests.device.agent_harness import AgentProcess, Recorder, agent_config, wait_until
 from tests.images.device_harness import bootstrap, probe
 from tests.images.helpers import ServedFile, app_bundle, range_server
 from tests.services import Mosquitto
@@ -120,6 +120,12 @@ def test_restart_agent_exits_with_the_restart_code(tmp_path: Path, mosquitto: Mo
         agent.close()
 
 
+def _started(config: AgentConfig) -> Agent:
+    agent = Agent(config).start()
+    wait_until(agent.link.connected.is_set, 20, "the agent to connect and subscribe")
+    return agent
+
+
 def _inprocess(tmp_path: Path, port: int, **overrides: Any) -> AgentConfig:
     values = agent_config(tmp_path, port, scanner={"type": "fake", "pages": 1},
                           commands={"reboot_command": ["true"]}, **overrides)
@@ -129,7 +135,7 @@ def _inprocess(tmp_path: Path, port: int, **overrides: Any) -> AgentConfig:
 def test_an_open_dossier_holds_reboot_and_update(tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
     """Bad input: a reboot while a dossier is open (rejected; with ``force`` it goes ahead);
     an update while updates are not configured (rejected)."""
-    agent = Agent(_inprocess(tmp_path, mosquitto.port)).start()
+    agent = _started(_inprocess(tmp_path, mosquitto.port))
     try:
         assert agent.session is not None
         agent.session.open()
@@ -153,7 +159,7 @@ def test_last_good_settings_survive_a_restart(tmp_path: Path, mosquitto: Mosquit
     """Bad input: a desired quality threshold out of range and a classifier model that is not
     installed, each rejected with its reason; the agent restarted runs the last good (v1)."""
     config = _inprocess(tmp_path, mosquitto.port)
-    agent = Agent(config).start()
+    agent = _started(config)
     try:
         good = ConfigDesired(device_id=DEVICE, version=1, settings={
             "telemetry_interval_s": 20, "kiosk_language": "en", "scan": {"dpi": 400},
@@ -171,7 +177,7 @@ def test_last_good_settings_survive_a_restart(tmp_path: Path, mosquitto: Mosquit
         assert agent.pipeline is not None and agent.pipeline.config.quality.min_sharpness == 0.5
     finally:
         agent.close()
-    again = Agent(config).start()
+    again = _started(config)
     try:
         assert again.settings.version == 1
         assert again.config.telemetry.interval_s == 20 and again.config.kiosk.language == "en"
