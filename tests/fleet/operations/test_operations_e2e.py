@@ -94,8 +94,10 @@ def test_settings_reach_an_offline_device_and_an_invalid_one_is_rejected(
         view = _settings(fleet)
         assert view["applied"] is False and not view["in_sync"]
         assert "scan.dpi" in view["error"]
-        assert {"path": "scan.dpi", "desired": 100, "reported": 300} in view["diff"]
-        assert agent.settings.version == 2 and agent.settings.current.scan.dpi == 300
+        # The dpi the fleet never set is the local config's (the fake scanner's 75), reported as run.
+        assert {"path": "scan.dpi", "desired": 100, "reported": 75} in view["diff"]
+        assert agent.settings.version == 2
+        assert agent.config.scanner is not None and agent.config.scanner.dpi == 75
         assert agent.config.kiosk.language == "en"  # the last good settings still run
     finally:
         agent.close()
