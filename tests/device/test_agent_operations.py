@@ -20,7 +20,7 @@ from device.update_slots import SlotStore
 from images.bundle import generate_keys
 from images.manifest import sha256_file
 from protocol.messages import Command, ConfigDesired, encode
-from tests.device.agent_harness import AgentProcess, Recorder, agent_config, wait_until
+from tests.device.agent_harness import AgentProcess, Recorder, agent_config
 from tests.images.device_harness import bootstrap, probe
 from tests.images.helpers import ServedFile, app_bundle, range_server
 from tests.services import Mosquitto
@@ -73,7 +73,9 @@ def test_update_restarts_into_the_new_slot_and_the_new_process_reports(
     with range_server() as server:
         server.files["/b.bundle"] = ServedFile(bundle.read_bytes())
         try:
+            before = len(recorder.decoded("telemetry"))
             agent.start()
+            recorder.wait_for(lambda r: len(r.decoded("telemetry")) > before, 20, "the agent subscribed")
             recorder.publish(DESIRED, encode(ConfigDesired(device_id=DEVICE, version=1,
                                                            settings={"maintenance_window": _open_window()})))
             recorder.wait_for(lambda r: any(c.version == 1 and c.applied for c in r.decoded("config/reported")), 20,
@@ -107,7 +109,9 @@ def test_restart_agent_exits_with_the_restart_code(tmp_path: Path, mosquitto: Mo
                           commands={"restart_exit_code": 75})
     agent = AgentProcess(config, tmp_path)
     try:
+        before = len(recorder.decoded("telemetry"))
         agent.start()
+        recorder.wait_for(lambda r: len(r.decoded("telemetry")) > before, 20, "the agent subscribed")
         bad = _command("restart_agent", when="now")
         recorder.publish(CMD, encode(bad))
         recorder.wait_for(lambda r: _acks(r, bad.id) == ["rejected"], 20, "the bad restart's rejection")
@@ -123,9 +127,12 @@ def test_restart_agent_exits_with_the_restart_code(tmp_path: Path, mosquitto: Mo
         agent.close()
 
 
-def _started(config: AgentConfig) -> Agent:
+def _started(config: AgentConfig, recorder: Recorder) -> Agent:
+    """The agent started and subscribed: its first telemetry follows its SUBSCRIBE on the same
+    connection, so once the recorder has it the broker routes commands to the agent."""
+    before = len(recorder.decoded("telemetry"))
     agent = Agent(config).start()
-    wait_until(agent.link.connected.is_set, 20, "the agent to connect and subscribe")
+    recorder.wait_for(lambda r: len(r.decoded("telemetry")) > before, 20, "the agent's first telemetry")
     return agent
 
 
@@ -138,7 +145,7 @@ def _inprocess(tmp_path: Path, port: int, **overrides: Any) -> AgentConfig:
 def test_an_open_dossier_holds_reboot_and_update(tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
     """Bad input: a reboot while a dossier is open (rejected; with ``force`` it goes ahead);
     an update while updates are not configured (rejected)."""
-    agent = _started(_inprocess(tmp_path, mosquitto.port))
+    agent = _started(_inprocess(tmp_path, mosquitto.port), recorder)
     try:
         assert agent.session is not None
         agent.session.open()
@@ -162,7 +169,7 @@ def test_last_good_settings_survive_a_restart(tmp_path: Path, mosquitto: Mosquit
     """Bad input: a desired quality threshold out of range and a classifier model that is not
     installed, each rejected with its reason; the agent restarted runs the last good (v1)."""
     config = _inprocess(tmp_path, mosquitto.port)
-    agent = _started(config)
+    agent = _started(config, recorder)
     try:
         good = ConfigDesired(device_id=DEVICE, version=1, settings={
             "telemetry_interval_s": 20, "kiosk_language": "en", "scan": {"dpi": 400},
@@ -180,7 +187,7 @@ def test_last_good_settings_survive_a_restart(tmp_path: Path, mosquitto: Mosquit
         assert agent.pipeline is not None and agent.pipeline.config.quality.min_sharpness == 0.5
     finally:
         agent.close()
-    again = _started(config)
+    again = _started(config, recorder)
     try:
         assert again.settings.version == 1
         assert again.config.telemetry.interval_s == 20 and again.config.kiosk.language == "en"
