@@ -543,14 +543,15 @@ class Agent:
         if event.kind == "cancelled" and snap.session_id is not None:
             self._release(snap.session_id)
             return
-        if event.kind not in ("page_added", "page_replaced", "page_removed", "named") or snap.session_id is None:
+        if (event.kind not in ("page_added", "page_replaced", "page_removed", "named", "page_retyped")
+                or snap.session_id is None):
             return
         group = snap.session_id
         pages = {p.page_id: p for p in session.pages()}
         if session.snapshot().session_id != group:
             return
         held = self._held.setdefault(group, set())
-        if event.kind == "named":  # the held messages carry the dossier's code from now on
+        if event.kind in ("named", "page_retyped"):  # held messages carry the code and types as they are now
             for page_id in held & set(pages):
                 page = pages[page_id]
 

@@ -325,3 +325,44 @@ def test_walk_in_dossier_held_pages_follow_its_name_and_its_end(tmp_path: Path, 
         assert session.cancel()
         assert agent.outbox.held() == {}
         assert not any(agent.outbox.file_path(sha).exists() for sha in shas)
+
+
+def test_a_type_changed_in_an_open_dossier_survives_kill_9(
+    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder, receiver: FileReceiver
+) -> None:
+    """A citizen changes a page's type on the review screen, then the agent is killed with SIGKILL
+    before the dossier closes: the held page goes out after the restart with the type the citizen
+    chose, not the classifier's. Bad input tried: the kill itself, mid-dossier, after the change."""
+    config = agent_config(tmp_path, mosquitto.port, fleet_url=receiver.url,
+                          scanner={"type": "sane", "device": "test:0", "dpi": 75, "source": "adf", "max_pages": 1},
+                          kiosk={"enabled": True, "port": 0}, pdf={"ocr": "off"})
+    agent = AgentProcess(config, tmp_path, sane_dir)
+    try:
+        agent.start()
+        kiosk = f"http://127.0.0.1:{int((agent.state / 'kiosk.port').read_text())}/api"
+        wait_until(lambda: not agent.status()["busy"] and agent.status()["jobs_queued"] == 0, 30,
+                   "the start-up scanner probe (it holds the scanner)")
+        assert httpx.post(f"{kiosk}/open", json={"code": RECEIPT_CODE}, timeout=10).status_code < 300
+        assert httpx.post(f"{kiosk}/scan", json={}, timeout=10).status_code < 300
+
+        def one_page() -> list[dict[str, Any]]:
+            state = httpx.get(f"{kiosk}/state", timeout=10).json()
+            return list(state["pages"]) if state["state"] == "review" else []
+
+        wait_until(lambda: len(one_page()) == 1, T, "the page in review on the kiosk")
+        page = one_page()[0]
+        chosen = "land_certificate" if page.get("doctype") != "land_certificate" else "household_book"
+        answer = httpx.post(f"{kiosk}/doctype", json={"page_id": page["id"], "doctype": chosen}, timeout=10)
+        assert answer.status_code < 300, answer.text
+        wait_until(lambda: bool(one_page()) and one_page()[0].get("doctype") == chosen, 10, "the new type on screen")
+        assert not recorder.events("page_captured")
+        agent.kill9()
+        agent.start()
+        recorder.wait_for(lambda r: len(r.events("page_captured")) == 1, T, "the held page after the restart")
+        sent = recorder.events("page_captured")[0].page
+        assert sent.page_id == page["id"]
+        assert sent.doctype == chosen
+        assert sent.dossier_code == RECEIPT_CODE
+        assert agent.terminate() == 0
+    finally:
+        agent.close()
