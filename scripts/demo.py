@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -28,6 +29,7 @@ VAR = ROOT / "var" / "demo"
 PY = sys.executable
 DEVICE_ID = "kiosk-demo-01"
 UNIT = "25"  # Phú Thọ's province code under Decision 124/2004 (sample; the unit tree comes later)
+SAMPLE_DPI = 200
 SAMPLE_TYPES = ("dossier_receipt", "application_form", "birth_certificate", "id_card", "receipt")
 
 
@@ -64,7 +66,7 @@ def _http_ok(url: str) -> bool:
 def _render_samples(inbox: Path) -> int:
     """Sample pages rendered by the project's own generator: fictitious people, no real papers."""
     try:
-        import cv2
+        from PIL import Image
 
         from training.generator import render
     except ImportError as exc:
@@ -72,8 +74,10 @@ def _render_samples(inbox: Path) -> int:
         return 0
     inbox.mkdir(parents=True, exist_ok=True)
     for i, doctype in enumerate(SAMPLE_TYPES, 1):
-        image = render(doctype, seed=i, dpi=150)
-        cv2.imwrite(str(inbox / f"sample-{i:02d}-{doctype}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        image = render(doctype, seed=i, dpi=SAMPLE_DPI)
+        # The file says its resolution, as a scanner's would: the pipeline checks >= 200 dpi.
+        Image.fromarray(image[:, :, ::-1]).save(inbox / f"sample-{i:02d}-{doctype}.jpg", quality=92,
+                                                dpi=(SAMPLE_DPI, SAMPLE_DPI))
     return len(SAMPLE_TYPES)
 
 
@@ -81,13 +85,21 @@ def _write_configs(scan_every: float) -> dict[str, Path]:
     paths = {name: VAR / name for name in ("mqtt", "fleet", "device", "sane", "inbox")}
     for p in paths.values():
         p.mkdir(parents=True, exist_ok=True)
+    log_file = VAR / "mosquitto.log"
+    log_file.touch()
+    if os.geteuid() == 0:
+        # Started as root, mosquitto drops to its own user: let that user write its log and sessions.
+        with suppress(KeyError):
+            user = pwd.getpwnam("mosquitto")
+            for path in (paths["mqtt"], log_file):
+                os.chown(path, user.pw_uid, user.pw_gid)
     (VAR / "mosquitto.conf").write_text(
         "listener 1883 127.0.0.1\nallow_anonymous true\npersistence true\n"
         f"persistence_location {paths['mqtt']}/\nlog_dest file {VAR / 'mosquitto.log'}\n"
     )
     (paths["sane"] / "dll.conf").write_text("test\n")
     (paths["sane"] / "test.conf").write_text(
-        'number_of_devices 1\nmode Color\nresolution 100\ntest-picture "Color pattern"\n'
+        'number_of_devices 1\nmode Color\nresolution 200\ntest-picture "Color pattern"\n'
     )
     (VAR / "fleet.yaml").write_text(
         "# The demo's fleet manager: SQLite and the file store under var/demo/fleet.\n"
@@ -101,7 +113,7 @@ def _write_configs(scan_every: float) -> dict[str, Path]:
         "fleet_url: http://127.0.0.1:8000\n"
         f"state_dir: {paths['device']}\n"
         "min_free_bytes: 104857600\n"
-        "scanner:\n  type: sane\n  device: auto\n  source: adf\n  dpi: 100\n  max_pages: 3\n"
+        "scanner:\n  type: sane\n  device: auto\n  source: adf\n  dpi: 200\n  max_pages: 3\n"
         f"folder:\n  path: {paths['inbox']}\n  interval_s: 2\n"
         "telemetry:\n  interval_s: 10\n"
         f"triggers:\n  scan_at_start: true\n  scan_every_s: {scan_every}\n"
