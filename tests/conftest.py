@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import Mosquitto, Postgres, sane_config_dir
+from tests.services import Mosquitto, Postgres, sane_config_dir, tmpfs
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -55,3 +55,10 @@ def artifacts() -> Path:
     """Where tests save screenshots and files a person may want to look at."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs: a disk that really fills up."""
+    with tmpfs(tmp_path / "disk", "4m") as mount_point:
+        yield mount_point

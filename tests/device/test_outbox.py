@@ -5,7 +5,6 @@ damaging what was stored."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from device.errors import OutboxFull
 from device.outbox import Outbox
+from tests.services import tmpfs
 
 TOPIC = "sohoa/v1/kiosk-0001/event"
 
@@ -79,18 +79,9 @@ def test_retry_backoff_and_commands_seen(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    """A 2 MB tmpfs: an outbox whose disk really fills up."""
+    with tmpfs(tmp_path / "disk", "2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_enospc_mid_write_keeps_what_was_stored(tiny_disk: Path) -> None:

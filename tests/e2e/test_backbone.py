@@ -366,22 +366,6 @@ def _publish_during_reconnect(mosquitto: Mosquitto, fleet: FleetProcess) -> None
                "the event published while the fleet was reconnecting")
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MB tmpfs: a disk that really fills up."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs for the device's disk needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs was refused here: {done.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
 
 def test_disk_full_refuses_the_next_scan_and_what_was_captured_arrives(
     tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, small_disk: Path, fleet: FleetProcess
