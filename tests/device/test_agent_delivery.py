@@ -7,34 +7,13 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from protocol.messages import decode
 from tests.device.agent_harness import AgentProcess, FileReceiver, Recorder, agent_config, sane_conf, wait_until
 from tests.services import Mosquitto
 
 DEVICE = "kiosk-test"
-
-
-@pytest.fixture
-def receiver() -> Iterator[FileReceiver]:
-    rx = FileReceiver()
-    try:
-        yield rx
-    finally:
-        rx.close()
-
-
-@pytest.fixture
-def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
-    rec = Recorder(mosquitto.port, DEVICE)
-    try:
-        yield rec
-    finally:
-        rec.close()
 
 
 def _batch_events(rec: Recorder, batch_id: str) -> tuple[list[object], list[object], list[object]]:

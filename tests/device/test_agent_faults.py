@@ -4,11 +4,8 @@ settings from the broker, and a full disk. Each is reported and counted; the age
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from protocol.messages import Command, ConfigDesired, encode
 from tests.device.agent_harness import AgentProcess, Recorder, agent_config, sane_conf, wait_until
@@ -17,15 +14,6 @@ from tests.services import Mosquitto
 DEVICE = "kiosk-test"
 CMD = f"sohoa/v1/{DEVICE}/cmd"
 DESIRED = f"sohoa/v1/{DEVICE}/config/desired"
-
-
-@pytest.fixture
-def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
-    rec = Recorder(mosquitto.port, DEVICE)
-    try:
-        yield rec
-    finally:
-        rec.close()
 
 
 def test_jam_is_reported_and_the_next_scan_works(

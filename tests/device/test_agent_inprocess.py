@@ -7,10 +7,8 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from device.agent import Agent
@@ -21,24 +19,6 @@ from tests.device.agent_harness import FileReceiver, Recorder, agent_config, wai
 from tests.services import Mosquitto
 
 DEVICE = "kiosk-test"
-
-
-@pytest.fixture
-def receiver() -> Iterator[FileReceiver]:
-    rx = FileReceiver()
-    try:
-        yield rx
-    finally:
-        rx.close()
-
-
-@pytest.fixture
-def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
-    rec = Recorder(mosquitto.port, DEVICE)
-    try:
-        yield rec
-    finally:
-        rec.close()
 
 
 def test_folder_ingest_reaches_the_fleet_byte_for_byte(

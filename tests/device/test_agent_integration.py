@@ -33,39 +33,6 @@ RECEIPT = f"{RECEIPT_CODE}|1.000894.000.00.00.H10|001099012345|Giấy khai sinh 
 T = 90.0  # pages through the pipeline, the classifier and the PDF writer on a busy 2-core machine
 
 
-@pytest.fixture
-def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
-    rec = Recorder(mosquitto.port, DEVICE)
-    try:
-        yield rec
-    finally:
-        rec.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[FileReceiver]:
-    rx = FileReceiver()
-    try:
-        yield rx
-    finally:
-        rx.close()
-
-
-@pytest.fixture
-def mock_factory() -> Iterator[Any]:
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    previous = Device.pin_factory
-    factory = MockFactory()
-    Device.pin_factory = factory
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = previous
-
-
 def png(image: np.ndarray, dpi: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).save(buffer, "PNG", dpi=(dpi, dpi))

@@ -1,27 +1,11 @@
-"""One fixture per seam: gpiozero's MockFactory as the pin factory, restored in ``finally``."""
+"""Button tests: small timings and a debounce clock the test moves; the MockFactory pins
+come from ``tests/device/conftest.py``."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 
 from device.buttons import ButtonsConfig
-
-
-@pytest.fixture
-def mock_factory() -> Iterator[object]:
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    previous = Device.pin_factory
-    factory = MockFactory()
-    Device.pin_factory = factory
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = previous
 
 
 @pytest.fixture

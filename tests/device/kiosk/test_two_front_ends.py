@@ -3,11 +3,9 @@ neither can act against a state the other has moved on from."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from device.buttons import ButtonsConfig, CounterButtons
 from device.kiosk import KioskApp, KioskConfig, KioskServer
@@ -16,21 +14,6 @@ from tests.device.session.doubles import ListSource, RecordingSink, page_image
 
 CODE = "000.00.12.H10-260101-0456"
 T = 10.0
-
-
-@pytest.fixture
-def mock_factory() -> Iterator[Any]:
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    previous = Device.pin_factory
-    factory = MockFactory()
-    Device.pin_factory = factory
-    try:
-        yield factory
-    finally:
-        factory.reset()
-        Device.pin_factory = previous
 
 
 def test_screen_and_buttons_share_one_dossier(mock_factory: Any) -> None:
