@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from device.durable import fsync_dir
 from device.errors import OutboxFull
 from protocol.messages import OutboxDepth
 
@@ -99,14 +100,6 @@ def _is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Outbox:
@@ -241,7 +234,7 @@ class Outbox:
         try:
             with self._lock:
                 tmp.replace(final)
-                _fsync_dir(self.files_dir)
+                fsync_dir(self.files_dir)
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     self._db.execute(
@@ -302,7 +295,7 @@ class Outbox:
         try:
             with self._lock:
                 tmp.replace(self.file_path(digest))
-                _fsync_dir(self.files_dir)
+                fsync_dir(self.files_dir)
                 self._db.execute(
                     "INSERT OR REPLACE INTO held (page_id, group_id, sha256, size, content_type, topic, message_id,"
                     " payload, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -28,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from device.durable import atomic_write
 from device.errors import SohoaError
 from protocol.messages import ConfigDesired, ConfigReported
 
@@ -202,25 +201,6 @@ def describe_errors(exc: ValidationError) -> str:
     return "; ".join(lines)[:MAX_ERROR_CHARS]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 ApplyFn = Callable[[RemoteSettings], None]
 """The agent's hook: make the running agent use these settings, or raise to refuse them."""
 
@@ -311,7 +291,7 @@ class SettingsStore:
                     log.exception("restoring the previous settings failed")
                 return self.reported(desired.version, error=f"not applied: {str(exc)[:900]}")
         payload = {"version": desired.version, "settings": parsed.model_dump(mode="json")}
-        _atomic_write(self.path, json.dumps(payload, indent=2).encode())
+        atomic_write(self.path, json.dumps(payload, indent=2).encode())
         self.current, self.version = parsed, desired.version
         log.info("settings v%s applied", desired.version)
         return self.reported(desired.version)

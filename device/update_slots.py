@@ -20,13 +20,13 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from device.durable import atomic_write, fsync_dir
 from device.update_errors import InstallFailed
 
 log = logging.getLogger(__name__)
@@ -58,29 +58,6 @@ class UpdateState(BaseModel):
     to_slot: SlotName
     boots: int = Field(default=0, ge=0, description="Starts of the agent on the trial slot so far")
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so that after a power cut it is either the old or the new content."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def fsync_tree(root: Path) -> None:
