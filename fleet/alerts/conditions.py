@@ -39,6 +39,9 @@ class Condition:
     value: float | None = None
     device_id: str | None = None
     unit_code: str | None = None
+    steady_value: bool = False
+    """The value only grows with time (seconds offline): an open alert keeps the one it opened
+    with, so a condition that merely persists writes nothing."""
 
     @property
     def key(self) -> Key:
@@ -137,10 +140,6 @@ def _backlog_before(session: Session, device: Device, before: datetime) -> int |
     return _backlog(data)
 
 
-def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)}"
-
-
 def check_devices(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float,
                   open_keys: set[Key], findings: Findings) -> None:
     devices = list(session.scalars(select(Device)))
@@ -154,10 +153,12 @@ def check_devices(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_
             gone = (now - since).total_seconds()
             local = since.astimezone(periods.LOCAL)
             if gone >= cfg.offline_after_s:
+                # The message names the moment, not the duration: it stays the same while the
+                # device stays away (the screen shows how long from the device's row).
                 findings.add(Condition(
-                    "offline", severity="error", value=gone,
-                    message_vi=f"Thiết bị {device.id} mất kết nối {_minutes(gone)} phút (từ {local:%H:%M %d/%m})",
-                    message_en=f"Device {device.id} offline for {_minutes(gone)} min (since {local:%H:%M %d/%m} ICT)",
+                    "offline", severity="error", value=gone, steady_value=True,
+                    message_vi=f"Thiết bị {device.id} mất kết nối từ {local:%H:%M %d/%m}",
+                    message_en=f"Device {device.id} offline since {local:%H:%M %d/%m} ICT",
                     **common))
         state = scanner_state(device, faults)
         if state == "jammed":

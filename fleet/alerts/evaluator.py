@@ -1,6 +1,7 @@
 """The periodic evaluator: compares what holds now (:mod:`fleet.alerts.conditions`) with the
-alerts not yet resolved, opens new ones, refreshes those that persist and resolves those whose
-condition cleared; then sends each opening and resolution to the webhook.
+alerts not yet resolved, opens new ones, updates those that persist when what they say changed
+(only those rows are written) and resolves those whose condition cleared; then sends each
+opening and resolution to the webhook.
 
 >>> from fleet.db import make_engine, migrate, session_factory
 >>> engine = make_engine("sqlite://"); migrate(engine)
@@ -50,6 +51,16 @@ def open_key(kind: str, subject: str) -> str:
     return f"{kind}|{subject}"
 
 
+def _refresh(alert: Alert, condition: conditions.Condition, now: datetime) -> None:
+    """Write a persisting alert only when what it says changed (a steady fleet of thousands of
+    offline devices must not rewrite thousands of rows every pass)."""
+    value = alert.value if condition.steady_value else condition.value
+    fresh = (condition.message_vi, condition.message_en, condition.severity, value)
+    if fresh != (alert.message_vi, alert.message_en, alert.severity, alert.value):
+        alert.message_vi, alert.message_en, alert.severity, alert.value = fresh
+        alert.updated_at = now
+
+
 def evaluate(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float) -> list[dict[str, Any]]:
     """One evaluation inside the caller's transaction. Returns the transitions (``event``
     ``opened`` or ``resolved`` with the alert) for the webhook."""
@@ -59,8 +70,7 @@ def evaluate(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeo
     for key, alert in pending.items():
         condition = findings.conditions.get(key)
         if condition is not None:
-            alert.message_vi, alert.message_en = condition.message_vi, condition.message_en
-            alert.value, alert.severity, alert.updated_at = condition.value, condition.severity, now
+            _refresh(alert, condition, now)
         elif alert.kind not in findings.unchecked:
             alert.status, alert.resolved_at, alert.updated_at, alert.open_key = "resolved", now, now, None
             changed.append(("resolved", alert))

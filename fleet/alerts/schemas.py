@@ -19,9 +19,10 @@ class AlertOut(BaseModel):
     severity: str = Field(description="warning or error")
     message_vi: str = Field(description="What is wrong, in Vietnamese")
     message_en: str = Field(description="What is wrong, in English")
-    value: float | None = Field(description="The measured figure (seconds offline, free share, backlog, rate)")
+    value: float | None = Field(description="The measured figure (free share, backlog, rate; for offline "
+                                            "the seconds offline when the alert opened)")
     opened_at: datetime = Field(description="When the condition was first seen")
-    updated_at: datetime = Field(description="Last evaluation that changed or confirmed it")
+    updated_at: datetime = Field(description="Last time it changed (opened, message, value, status)")
     acknowledged_at: datetime | None = Field(description="When an admin acknowledged it")
     acknowledged_by: str | None = Field(description="Who acknowledged it")
     resolved_at: datetime | None = Field(description="When the condition cleared")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from fleet.alerts.config import AlertsConfig
 from fleet.alerts.evaluator import AlertEvaluator
@@ -72,6 +74,22 @@ def fleet(tmp_path: Path, db_url: str, clock: Clock) -> Iterator[TestClient]:
 def evaluator_of(client: TestClient) -> AlertEvaluator:
     evaluator: AlertEvaluator = client.app.state.alerts  # type: ignore[attr-defined]
     return evaluator
+
+
+@contextmanager
+def statements(client: TestClient) -> Iterator[list[str]]:
+    """The SQL statements the fleet's engine runs inside the block (to see what a pass writes)."""
+    engine = state_of(client).engine
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement.lstrip())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def send(client: TestClient, message: Message, received: datetime, channel: Channel | None = None) -> None:

@@ -26,6 +26,7 @@ from tests.fleet.alerts.conftest import (
     page,
     report,
     send,
+    statements,
 )
 
 
@@ -60,10 +61,13 @@ def test_offline_alert_opens_once_and_clears_when_the_device_returns(fleet: Test
     assert alert["status"] == "open" and alert["device_id"] == "kiosk-a" and alert["unit_code"] == "99001"
     assert alert["value"] == 16 * 60
     assert "mất kết nối" in alert["message_vi"] and "offline" in alert["message_en"]
+    assert "từ 09:06 20/03" in alert["message_vi"] and "since 09:06 20/03" in alert["message_en"]
     clock.advance(minutes=10)
-    assert evaluate(fleet) == []  # still offline: the same alert, refreshed
+    with statements(fleet) as written:
+        assert evaluate(fleet) == []  # still offline: the same alert, and nothing about it changed
+    assert not [s for s in written if s.startswith("UPDATE alerts")], written
     [again] = active(fleet)
-    assert again["id"] == alert["id"] and again["value"] == 26 * 60
+    assert again == alert  # not rewritten: same message, value as opened, updated_at as opened
 
     acked = fleet.post(f"/api/v1/alerts/{alert['id']}/acknowledge", json={"by": "it-admin"})
     assert acked.status_code == 200 and acked.json()["status"] == "acknowledged"
