@@ -595,6 +595,8 @@ class Agent:
             self._shown_offline = offline
             buttons.set_offline(offline)
         refusal = "disk_full" if self.outbox.low() or self._still_full() else None
+        if refusal is None and self.session is not None and self.session.snapshot().update_held:
+            refusal = "updating"  # no dossier opens while an update installs
         if refusal != self._shown_refusal:
             self._shown_refusal = refusal
             buttons.refuse_scans(refusal)
@@ -1142,8 +1144,10 @@ class Agent:
         marker.write_text(json.dumps({"command_id": command.id}))
 
         def work() -> None:
+            # The session is the update lock: no dossier opens from the install to the trial's end.
             outcome = updater.run(offer, window=lambda: self.settings.current.maintenance_window,
-                                  is_locked=self.update_locked)
+                                  is_locked=None if self.session is not None else self.update_locked,
+                                  lock=self.session)
             marker.unlink(missing_ok=True)
             last = self._last_update
             detail = last.detail if last is not None and last.rollout_id == offer.rollout_id else None
@@ -1159,7 +1163,7 @@ class Agent:
         """At start: finish an update's trial (or clean an interrupted install) and answer the
         update command that caused it, whose id a real restart kept on disk."""
         assert self.updater is not None
-        outcome: Outcome | None = self.updater.resume()
+        outcome: Outcome | None = self.updater.resume(lock=self.session)
         marker = self.config.state_dir / "update_command.json"
         if outcome is None or not marker.exists():
             return

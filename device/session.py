@@ -111,6 +111,15 @@ class InvalidSessionAction(SessionError, RuntimeError):
         self.state = state
 
 
+class UpdateInProgress(InvalidSessionAction):
+    """No dossier opens while a software update installs (the update lock): the screen and the
+    buttons say so, and the clerk tries again once it is done (a few minutes)."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__("open a dossier", state)
+        self.args = ("a software update is being installed; no dossier can be opened until it is done",)
+
+
 class InvalidDossierCode(SessionError, ValueError):
     """A typed or scanned dossier code does not have the expected shape."""
 
@@ -467,6 +476,8 @@ class SessionSnapshot:
     fault: Fault | None
     capturing: Source | None
     last_closed: ClosedSummary | None
+    update_held: bool = False
+    """An update installs: no dossier can be opened (:meth:`DossierSession.hold_for_update`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,6 +651,7 @@ class DossierSession:
         self._resume_state: State = "open"
         self._last_closed: ClosedSummary | None = None
         self._closed = False
+        self._update_held = False
 
     # -- observing -----------------------------------------------------------------------------
 
@@ -693,6 +705,8 @@ class DossierSession:
             raise InvalidDossierCode(f"a dossier opened via {how} needs a code")
         with self._lock:
             self._require("open a dossier", "idle", "closed")
+            if self._update_held:
+                raise UpdateInProgress(self._state)
             self._session_id = _new_id()
             self._code = code
             self._via = how
@@ -704,6 +718,30 @@ class DossierSession:
         self._flush()
         log.info("dossier session %s opened (%s)", snap.session_id, how)
         return snap
+
+    # -- the update lock -----------------------------------------------------------------------
+
+    def hold_for_update(self) -> bool:
+        """Take the update lock: True when no dossier is open, and then none opens (``open()``
+        raises :class:`UpdateInProgress`) until :meth:`release_update_hold`. False while a
+        dossier is being worked on: the updater waits and tries again.
+
+        >>> s = DossierSession()
+        >>> s.hold_for_update(), s.snapshot().update_held
+        (True, True)
+        >>> s.release_update_hold()
+        """
+        with self._lock:
+            if self._state not in ("idle", "closed"):
+                return False
+            self._update_held = True
+            self._changed.notify_all()
+            return True
+
+    def release_update_hold(self) -> None:
+        with self._lock:
+            self._update_held = False
+            self._changed.notify_all()
 
     def name(self, dossier_code: str) -> SessionSnapshot:
         """Name the open dossier (a walk-in named later, or a correction)."""
@@ -1189,6 +1227,7 @@ class DossierSession:
             fault=self._fault,
             capturing=self._capturing if self._state == "capturing" else None,
             last_closed=self._last_closed,
+            update_held=self._update_held,
         )
 
     def _flush(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from device.update_errors import DownloadFailed
+from device.update_errors import DownloadFailed, OfferWithdrawn
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,11 @@ def download(
     Each attempt asks for the bytes not yet held. A server that ignores ``Range`` (200) starts
     the file over. Raises :class:`DownloadFailed` after ``attempts`` failed tries, when ``stop``
     is set, or when the finished file's sha256 differs from ``expected_sha256`` (the partial
-    file is then deleted, so the next try starts clean).
+    file is then deleted, so the next try starts clean). A 410 answer raises
+    :class:`OfferWithdrawn` at once and drops the partial file: the fleet withdrew the offer.
+
+    ``client`` is the HTTP client to use (e.g. one carrying the device's request signing as its
+    ``auth``); without it a plain one is made for this download.
     """
     stop = stop or threading.Event()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +75,17 @@ def download(
                 raise DownloadFailed("stopped")
             try:
                 total = _attempt(http, url, part, on_progress)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 410:
+                    last_error = f"HTTP {exc.response.status_code}"
+                    log.warning("download attempt %s/%s failed (%s); resuming later", attempt, attempts, last_error)
+                    if attempt < attempts and stop.wait(delay):
+                        raise DownloadFailed("stopped") from None
+                    delay = min(delay * 2, retry_max_s)
+                    continue
+                part.unlink(missing_ok=True)
+                sidecar.unlink(missing_ok=True)
+                raise OfferWithdrawn(f"the fleet withdrew this update offer: {_reason(exc.response)}") from None
             except (httpx.HTTPError, OSError) as exc:
                 last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 log.warning("download attempt %s/%s failed (%s); resuming later", attempt, attempts, last_error)
@@ -91,6 +106,15 @@ def download(
         if own_client:
             http.close()
     raise DownloadFailed(f"download failed after {attempts} attempts: {last_error}")
+
+
+def _reason(response: httpx.Response) -> str:
+    """The fleet's one-line reason (FastAPI's ``{"detail": ...}``), bounded; never the body otherwise."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError, httpx.HTTPError, httpx.StreamError):
+        detail = None
+    return str(detail)[:200] if isinstance(detail, str) else f"HTTP {response.status_code}"
 
 
 def _attempt(
@@ -119,6 +143,8 @@ def _attempt(
             total = int(length) if length and length.isdigit() else None
             offset, mode = 0, "wb"
         else:
+            if int(response.headers.get("content-length") or 0) <= 4096:
+                response.read()  # a short reason (410: why the offer was withdrawn)
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
         done = offset
         with part.open(mode) as f:

@@ -17,3 +17,8 @@ class BundleRefused(UpdateError, ValueError):
 
 class InstallFailed(UpdateError, OSError):
     """Writing the inactive slot failed (disk, pip); the active slot is untouched."""
+
+
+class OfferWithdrawn(DownloadFailed):
+    """The fleet no longer offers this update (410: its rollout was cancelled or halted while the
+    offer waited in the broker or on the device); nothing is installed and nothing is retried."""

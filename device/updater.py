@@ -2,11 +2,14 @@
 
 What happens for one ``update`` command (:meth:`Updater.run`):
 
-1. wait for the maintenance window and the update lock (no open dossier), plus random jitter;
-2. download the bundle with resume (``device/update_download.py``);
+1. wait for the maintenance window and for no open dossier, plus random jitter (reported as
+   ``waiting`` with the reason);
+2. download the bundle with resume (``device/update_download.py``); a fleet that withdrew the
+   offer (cancelled or halted rollout) answers 410 and nothing is installed;
 3. verify the Ed25519 signature and every file's sha256 (``images/manifest.py``) BEFORE
    anything is written outside the download directory; refuse otherwise (never installed);
-4. install into the inactive slot (``device/update_slots.py``), fsync, mark it complete;
+4. take the update lock (:class:`UpdateLock`: no dossier open, and none opens until the trial
+   is over), install into the inactive slot (``device/update_slots.py``), fsync, mark it complete;
 5. record a ``trial`` state, switch ``current`` atomically, call the agent's ``restart``;
 6. run the agent's health checks (broker connected, scanner or camera answers, pipeline and
    model smoke test): all pass -> ``succeeded``; one fails -> switch back, ``rolled_back``.
@@ -22,7 +25,7 @@ Every step is reported as :class:`protocol.messages.UpdateProgress` through ``re
                       health_checks={"broker": link.is_connected, "scanner": agent.probe_scanner})
     updater.resume()                                   # at agent start
     offer = UpdateOffer.from_command(command)          # Command(name="update")
-    updater.run(offer, window=lambda: settings.current.maintenance_window, is_locked=session.is_open)
+    updater.run(offer, window=lambda: settings.current.maintenance_window, lock=session)  # a DossierSession
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -55,9 +59,23 @@ from protocol.messages import Command, UpdateProgress
 log = logging.getLogger(__name__)
 
 Outcome = Literal["succeeded", "rolled_back", "failed"]
-ProgressState = Literal["downloading", "verifying", "installing", "rebooting", "succeeded", "rolled_back", "failed"]
+ProgressState = Literal[
+    "waiting", "downloading", "verifying", "installing", "rebooting", "succeeded", "rolled_back", "failed"
+]
 HealthCheck = Callable[[], bool]
 """Returns True when healthy; False or an exception is a failure (its text is the reason)."""
+WAITING_REPORT_S = 1800
+"""A device still waiting says so again this often (the fleet times out silent devices)."""
+
+
+class UpdateLock(Protocol):
+    """The counter's side of the update lock (:class:`device.session.DossierSession`)."""
+
+    def hold_for_update(self) -> bool:
+        """True when no dossier is open; none opens until :meth:`release_update_hold`."""
+        ...
+
+    def release_update_hold(self) -> None: ...
 
 
 class UpdaterConfig(BaseModel):
@@ -125,8 +143,11 @@ class Updater:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         sleep: Callable[[float], bool] | None = None,
+        http_auth: httpx.Auth | None = None,
     ) -> None:
         self.config = config
+        self.http_auth = http_auth
+        """Given to the download's HTTP client (the device's request signing, once enrolled)."""
         self.device_id = device_id
         self.current_version = current_version
         self._report = report
@@ -183,23 +204,39 @@ class Updater:
         is_locked: Callable[[], bool] | None,
         *,
         jitter: bool = True,
+        offer: UpdateOffer | None = None,
+        hold: UpdateLock | None = None,
     ) -> bool:
-        """Block until the maintenance window is open and no dossier holds the update lock, after
-        a random jitter. Returns False if stopped. The window is read each time (settings change)."""
+        """Block until the maintenance window is open and no dossier is open, after a random
+        jitter. With ``hold``, the update lock is taken atomically at the end (no dossier can
+        open after the check). Returns False if stopped. The window is read each time (settings
+        change). With ``offer``, each new reason to wait is reported as ``waiting``."""
         jitter_s = self._rng.uniform(0, self.config.jitter_max_s) if jitter and self.config.jitter_max_s else 0.0
         if jitter_s and self._sleep(jitter_s):
             return False
+        said: tuple[str, float] | None = None
+
+        def waiting(why: str) -> None:
+            nonlocal said
+            now_s = time.monotonic()
+            if offer is not None and (said is None or said[0] != why or now_s - said[1] >= WAITING_REPORT_S):
+                said = (why, now_s)
+                self._progress(offer, "waiting", detail=why)
+
         while not self._stop.is_set():
             now = self._clock()
             if window is not None:
                 opens = window().next_open(now)
                 if opens > now:
                     log.info("update waits for the maintenance window (opens %s)", opens.isoformat())
+                    waiting(f"maintenance window opens {opens.isoformat(timespec='minutes')}")
                     # Wake up at least every 5 minutes: the window may be changed by settings.
                     if self._sleep(min((opens - now).total_seconds(), 300)):
                         return False
                     continue
-            if is_locked is not None and is_locked():
+            locked = (is_locked is not None and is_locked()) or (hold is not None and not hold.hold_for_update())
+            if locked:
+                waiting("a dossier is open at the counter")
                 if self._sleep(self.config.health_interval_s):
                     return False
                 continue
@@ -214,29 +251,39 @@ class Updater:
         *,
         window: Callable[[], MaintenanceWindow] | None = None,
         is_locked: Callable[[], bool] | None = None,
+        lock: UpdateLock | None = None,
     ) -> Outcome:
         """Carry out one update; returns its outcome (also reported). Never raises for a bad
-        bundle or a failed health check: that is an outcome."""
-        if not self.wait_for_turn(window, is_locked):
+        bundle or a failed health check: that is an outcome. ``lock`` (the dossier session) is
+        held from the install to the end of the trial: no dossier opens meanwhile."""
+        free = is_locked
+        if lock is not None and is_locked is None:
+            def free() -> bool:  # a check only: downloading does not disturb the counter
+                if lock.hold_for_update():
+                    lock.release_update_hold()
+                    return False
+                return True
+        if not self.wait_for_turn(window, free, offer=offer):
             self._progress(offer, "failed", detail="stopped while waiting for the maintenance window")
             return "failed"
         self.busy.set()
+        held = False
         try:
             try:
                 bundle = self._download(offer)
                 try:
                     manifest = self._verify(offer, bundle)
+                    # Installing and restarting disturb the counter: window and lock again, held.
+                    if not self.wait_for_turn(window, is_locked, jitter=False, offer=offer, hold=lock):
+                        self._progress(offer, "failed", detail="stopped before installing")
+                        return "failed"
+                    held = lock is not None
                     to_slot = self._install(offer, bundle, manifest)
                 finally:
                     bundle.unlink(missing_ok=True)  # installed or refused: either way not needed again
             except UpdateError as exc:
                 log.warning("update %s %s failed: %s", offer.rollout_id, offer.version, exc)
                 self._progress(offer, "failed", detail=str(exc))
-                return "failed"
-            # Installing did not disturb the counter; restarting would: check window and lock again.
-            if not self.allowed_now(window, is_locked) and not self.wait_for_turn(window, is_locked, jitter=False):
-                self.slots.clear_state()
-                self._progress(offer, "failed", detail="stopped before switching")
                 return "failed"
             state = UpdateState(
                 phase="trial",
@@ -253,11 +300,14 @@ class Updater:
             # An in-process restart returns here; a real one continues in resume() of the new process.
             return self._trial(state)
         finally:
+            if held and lock is not None:
+                lock.release_update_hold()
             self.busy.clear()
 
-    def resume(self) -> Outcome | None:
+    def resume(self, lock: UpdateLock | None = None) -> Outcome | None:
         """Call once at agent start. Finishes a trial (health check), cleans an interrupted
-        install. Returns the outcome, or None when no update was in flight."""
+        install. Returns the outcome, or None when no update was in flight. ``lock`` is held
+        during the trial (a dossier interrupted by the restart was handed over already)."""
         state = self.slots.load_state()
         if state is None:
             return None
@@ -275,9 +325,12 @@ class Updater:
         if state.boots > self.config.max_trial_boots:
             return self._rollback(state, f"the new slot did not pass its checks in {state.boots - 1} starts")
         self.busy.set()
+        held = lock is not None and lock.hold_for_update()
         try:
             return self._trial(state)
         finally:
+            if held and lock is not None:
+                lock.release_update_hold()
             self.busy.clear()
 
     # --- steps ------------------------------------------------------------------------------------
@@ -294,6 +347,7 @@ class Updater:
                     last[0] = fraction
                     self._progress(offer, "downloading", progress=min(fraction, 1.0))
 
+        client = httpx.Client(timeout=self.config.download_timeout_s, follow_redirects=True, auth=self.http_auth)
         try:
             return download(
                 offer.url,
@@ -305,11 +359,14 @@ class Updater:
                 retry_max_s=self.config.retry_max_s,
                 on_progress=on_progress,
                 stop=self._stop,
+                client=client,
             )
         except DownloadFailed:
             raise
         except OSError as exc:
             raise DownloadFailed(f"cannot write the download: {exc}") from None
+        finally:
+            client.close()
 
     def trusted_keys(self) -> list[Ed25519PublicKey]:
         if self._trusted is None:

@@ -32,14 +32,14 @@ from fleet.errors import FleetError
 
 RolloutStatus = Literal["created", "running", "paused", "halted", "cancelled", "completed"]
 DeviceState = Literal[
-    "pending", "offered", "downloading", "verifying", "installing", "rebooting",
+    "pending", "offered", "waiting", "downloading", "verifying", "installing", "rebooting",
     "succeeded", "rolled_back", "failed", "timed_out",
 ]
 SUCCESS: frozenset[str] = frozenset({"succeeded"})
 FAILURE: frozenset[str] = frozenset({"rolled_back", "failed", "timed_out"})
 TERMINAL: frozenset[str] = SUCCESS | FAILURE
 _ORDER: dict[str, int] = {
-    "pending": 0, "offered": 1, "downloading": 2, "verifying": 3, "installing": 4, "rebooting": 5,
+    "pending": 0, "offered": 1, "waiting": 2, "downloading": 3, "verifying": 4, "installing": 5, "rebooting": 6,
 }
 
 

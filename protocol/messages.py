@@ -283,9 +283,13 @@ class ConfigReported(Message):
 
 
 class UpdateProgress(Message):
+    """Device -> fleet, one per step of an update."""
+
     rollout_id: str = Field(max_length=64)
     version: str = Field(max_length=64)
-    state: Literal["downloading", "verifying", "installing", "rebooting", "succeeded", "rolled_back", "failed"]
+    state: Literal[
+        "waiting", "downloading", "verifying", "installing", "rebooting", "succeeded", "rolled_back", "failed"
+    ] = Field(description="waiting: held until the maintenance window opens or no dossier is open (detail: which)")
     progress: float | None = Field(default=None, ge=0, le=1)
     detail: str | None = Field(default=None, max_length=512)
 

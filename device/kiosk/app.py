@@ -41,6 +41,7 @@ from device.session import (
     PageSource,
     SessionEvent,
     UnknownPage,
+    UpdateInProgress,
     verdict_of,
 )
 
@@ -82,6 +83,8 @@ NOTICES: dict[str, tuple[str, str]] = {
               "The QR code could not be read yet: hold the slip still inside the frame"),
     "busy": ("Vui lòng đợi trong giây lát", "Please wait a moment"),
     "bad_doctype": ("Loại giấy tờ không hợp lệ", "That is not a document type"),
+    "updating": ("Máy đang cập nhật phần mềm, vui lòng đợi vài phút rồi thử lại",
+                 "A software update is being installed: please try again in a few minutes"),
 }
 
 _HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -251,6 +254,8 @@ class KioskApp:
             return
         try:
             self.session.open(code, via="qr")
+        except UpdateInProgress:
+            self._set_notice("updating")
         except SohoaError as exc:  # a malformed code, or a dossier opened meanwhile
             log.info("receipt QR not used: %s", type(exc).__name__)
             self._set_notice("bad_code")
@@ -434,6 +439,9 @@ class KioskApp:
             raise HttpError(400, "bad_doctype") from None
         except UnknownPage:
             raise HttpError(404, "no_such_page") from None
+        except UpdateInProgress:
+            self._set_notice("updating")
+            raise HttpError(409, "updating") from None
         except InvalidSessionAction:
             raise HttpError(409, "busy") from None
         finally:

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from device.session import DossierSession, UpdateInProgress
 from device.settings import MaintenanceWindow
 from device.update_errors import BundleRefused
 from device.update_slots import SlotStore, UpdateState
 from device.updater import HealthCheck, UpdateOffer, Updater
 from images.bundle import build_bundle, generate_keys
 from images.manifest import sha256_file
-from protocol.messages import Command
+from protocol.messages import Command, UpdateProgress
 from tests.images.device_harness import DEVICE_ID, Recorder, bootstrap, config, probe
 from tests.images.helpers import RangeServer, ServedFile, app_bundle, flip_byte, make_wheel, range_server
 
@@ -234,7 +235,8 @@ class FakeClock:
 
 
 def test_waits_for_window_lock_and_jitter(root: Path, keys: tuple[Path, Path]) -> None:
-    """Bad input: an update arriving at 10:00 local with a 01:00-05:00 window, while a dossier is open."""
+    """Bad input: an update arriving at 10:00 local with a 01:00-05:00 window, while a dossier is
+    open. Each reason to wait is reported once as ``waiting`` (not at every look)."""
     clock = FakeClock(datetime(2026, 3, 2, 3, 0, tzinfo=UTC))  # 10:00 in Hanoi (UTC+7)
     opened = {"dossier": True}
     looks: list[datetime] = []
@@ -245,17 +247,22 @@ def test_waits_for_window_lock_and_jitter(root: Path, keys: tuple[Path, Path]) -
             opened["dossier"] = False  # the clerk closes the dossier at the third look
         return opened["dossier"]
 
+    rec = Recorder()
     updater = Updater(
         config(root, keys[1], jitter_max_s=600, health_interval_s=30),
-        device_id=DEVICE_ID, current_version="0.1.0", report=Recorder().report, restart=lambda: None,
+        device_id=DEVICE_ID, current_version="0.1.0", report=rec.report, restart=lambda: None,
         health_checks={}, clock=clock, sleep=clock.sleep, rng=random.Random(7),
     )
     window = MaintenanceWindow(start="01:00", end="05:00")
-    assert updater.wait_for_turn(lambda: window, locked)
+    offer = UpdateOffer(rollout_id="w1", url="http://127.0.0.1:9/x", version="0.2.0")
+    assert updater.wait_for_turn(lambda: window, locked, offer=offer)
     assert 0 < clock.waits[0] <= 600  # the jitter
     assert window.is_open(clock.now)
     assert len(looks) == 3 and all(window.is_open(t) for t in looks)
     assert clock.now.astimezone(window.next_open(clock.now).tzinfo).hour == 1
+    assert [r.state for r in rec.reports] == ["waiting", "waiting"]
+    assert (rec.reports[0].detail or "").startswith("maintenance window opens 2026-03-03T01:00")
+    assert rec.reports[1].detail == "a dossier is open at the counter"
 
 
 @pytest.mark.parametrize("mode", ["strict", "warn"])
@@ -279,21 +286,35 @@ def test_dependency_lock_is_compared_with_the_device(tmp_path: Path, root: Path,
     assert not list((root / "downloads").glob("*.bundle")), "the bundle file is removed once used"
 
 
-def test_a_dossier_opened_during_install_delays_the_switch(tmp_path: Path, root: Path, keys: tuple[Path, Path],
-                                                           server: RangeServer) -> None:
-    """Bad input: a citizen's dossier is opened while the bundle downloads and installs; the
-    restart must wait until it is closed (no jitter the second time)."""
+def test_no_dossier_opens_during_install_and_an_open_one_delays_it(
+    tmp_path: Path, root: Path, keys: tuple[Path, Path], server: RangeServer
+) -> None:
+    """The update lock both ways, with a real dossier session. Bad input: a clerk opens a dossier
+    while the bundle downloads (the install waits, reported ``waiting``, until it is closed), then
+    tries to open one while the bundle installs (refused with UpdateInProgress); once the trial
+    is over dossiers open again."""
     bundle = app_bundle(tmp_path, keys[0], "0.2.0")
     clock = FakeClock(datetime(2026, 3, 2, 20, 0, tzinfo=UTC))  # 03:00 in Hanoi: window open
-    answers = iter([False, True, True, False])  # free at first; opened during install; closed later
+    session = DossierSession(pdf_builder=None)
     events: list[str] = []
-
-    def locked() -> bool:
-        value = next(answers)
-        events.append(f"locked={value}")
-        return value
-
     rec = Recorder()
+
+    def report(message: UpdateProgress) -> None:
+        rec.report(message)
+        if message.state == "downloading" and message.progress == 0.0:
+            session.open()  # a citizen arrives while the bundle downloads
+            events.append("dossier opened")
+        if message.state == "installing" and message.progress == 0.0:
+            with pytest.raises(UpdateInProgress):
+                session.open()
+            assert session.snapshot().update_held
+            events.append("open refused")
+
+    def sleep(seconds: float) -> bool:
+        if seconds == 30 and session.state == "open":
+            session.cancel()  # the clerk finishes with the citizen
+            events.append("dossier closed")
+        return clock.sleep(seconds)
 
     def restart() -> None:
         events.append("restart")
@@ -301,12 +322,16 @@ def test_a_dossier_opened_during_install_delays_the_switch(tmp_path: Path, root:
 
     updater = Updater(
         config(root, keys[1], jitter_max_s=600, health_interval_s=30),
-        device_id=DEVICE_ID, current_version="0.1.0", report=rec.report, restart=restart,
-        health_checks={"smoke": lambda: probe(root) == ("0.2.0", True)}, clock=clock, sleep=clock.sleep,
+        device_id=DEVICE_ID, current_version="0.1.0", report=report, restart=restart,
+        health_checks={"smoke": lambda: probe(root) == ("0.2.0", True)}, clock=clock, sleep=sleep,
         rng=random.Random(3),
     )
     window = MaintenanceWindow(start="01:00", end="05:00")
     offer = UpdateOffer(rollout_id="lock2", url=_serve(server, bundle, "l2"), version="0.2.0")
-    assert updater.run(offer, window=lambda: window, is_locked=locked) == "succeeded"
-    assert events == ["locked=False", "locked=True", "locked=True", "locked=False", "restart"]
+    assert updater.run(offer, window=lambda: window, lock=session) == "succeeded"
+    assert events == ["dossier opened", "dossier closed", "open refused", "restart"]
     assert len(clock.waits) == 2 and clock.waits[1] == 30  # one jitter, then one lock poll
+    assert [r.detail for r in rec.reports if r.state == "waiting"] == ["a dossier is open at the counter"]
+    assert rec.states() == ["downloading", "verifying", "waiting", "installing", "rebooting", "succeeded"]
+    assert not session.snapshot().update_held
+    assert session.open().state == "open"  # released after the trial
