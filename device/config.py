@@ -8,7 +8,8 @@ names only what differs (at least ``device_id`` and ``unit``):
 >>> cfg.scanner.dpi
 300
 
-Secrets never live here; later issues read certificates from the state directory.
+Secrets never live here: the device key and certificate are in ``identity.dir``, the enrollment
+token in ``enrollment.token_file``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from device.session import SessionConfig
 from device.updater import UpdaterConfig
 from protocol.configfile import ConfigError, load_config
 from protocol.topics import DEVICE_ID_PATTERN
+from provisioning.tokens import UNIT_CODE_PATTERN
 
 A4_WIDTH_MM = 210.0
 A4_HEIGHT_MM = 297.0
@@ -196,6 +198,58 @@ class CommandsConfig(_Model):
     log_lines: int = Field(default=2000, ge=10, le=100000, description="Recent log lines 'collect_logs' uploads")
 
 
+class IdentityConfig(_Model):
+    """Where this device's own key and certificate live (issue 6). With it, an enrolled agent
+    talks to the broker over mutual TLS and signs its HTTP requests; without it the agent runs on
+    plain MQTT and unsigned HTTP as before (a development set-up)."""
+
+    dir: Path = Field(
+        default=Path("/var/lib/sohoa/identity"),
+        description="Identity directory (0700): device.key (0600, made here, never sent), device.crt, ca.crt",
+    )
+    renewal_check_s: float = Field(
+        default=24 * 3600, ge=1, le=7 * 24 * 3600, description="How often the certificate's expiry is looked at"
+    )
+    renew_before_days: float = Field(
+        default=30, gt=0, le=3650, description="Ask for a new certificate this many days before the current expires"
+    )
+
+
+class EnrollmentConfig(_Model):
+    """First-boot enrollment: where the fleet is, which unit, and the one-time token. The token
+    itself is a secret: it is read from ``token_file`` (deleted after success), never from here."""
+
+    fleet_url: str = Field(description="Fleet API base URL to enroll with (https://...)")
+    unit_code: str | None = Field(
+        default=None, pattern=UNIT_CODE_PATTERN, description="Unit the token is for; default: the agent's 'unit'"
+    )
+    token_file: Path = Field(description="File in the secrets directory holding the enrollment token text")
+    ca_file: Path | None = Field(default=None, description="The fleet CA certificate baked into the image")
+    ca_pin: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-fA-F]{64}$",
+        description="Or the CA's pin printed with the token (sha256:...): the CA is fetched and checked against it",
+    )
+    timeout_s: float = Field(default=30.0, gt=0, le=600, description="HTTP timeout of one enrollment request")
+    retry_min_s: float = Field(default=2.0, gt=0, description="First delay after a network error")
+    retry_max_s: float = Field(default=300.0, gt=0, description="Longest delay between attempts after network errors")
+
+    @field_validator("fleet_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError("must start with https:// (the token travels in the request)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _trust(self) -> EnrollmentConfig:
+        if (self.ca_file is None) == (self.ca_pin is None):
+            raise ValueError("give exactly one of ca_file and ca_pin")
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError("retry_max_s must be at least retry_min_s")
+        return self
+
+
 class AgentConfig(_Model):
     """The whole agent configuration.
 
@@ -246,6 +300,19 @@ class AgentConfig(_Model):
     updater: UpdaterConfig | None = Field(
         default=None, description="Signed A/B updates (slots under its root); null: 'update' commands are rejected"
     )
+    identity: IdentityConfig | None = Field(
+        default=None,
+        description="This device's key and certificate; null: plain MQTT and unsigned HTTP (development only)",
+    )
+    enrollment: EnrollmentConfig | None = Field(
+        default=None, description="Enroll with the fleet on first start (needs 'identity'); null: enroll by hand"
+    )
+
+    @model_validator(mode="after")
+    def _enrollment_needs_identity(self) -> AgentConfig:
+        if self.enrollment is not None and self.identity is None:
+            raise ValueError("enrollment needs an identity section (where to keep the key and certificate)")
+        return self
 
     @field_validator("fleet_url")
     @classmethod

@@ -5,6 +5,13 @@ commands sent while the device was away wait at the broker, a Last Will that mar
 ``offline`` (retained) and a retained ``online`` on every connect. Callbacks run on paho's
 network thread: they hand work over and return quickly.
 
+With a device identity (issue 6) the link speaks mutual TLS with the device certificate to the
+broker named in the enrollment answer (``mqtts://host:port``). After a failed connect it asks the
+broker why (:func:`provisioning.identity.probe_tls`): a certificate that is revoked, expired or
+from another CA will never be accepted, so the link stops reconnecting and reports it
+(``on_revoked``) instead of retrying forever. :meth:`MqttLink.reconnect` picks up a renewed
+certificate.
+
 >>> link = MqttLink("kiosk-0001", BrokerConfig(), "0.1.0", on_message=print)  # doctest: +SKIP
 >>> link.start(); link.connected.wait(5)  # doctest: +SKIP
 """
@@ -12,10 +19,12 @@ network thread: they hand work over and return quickly.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -25,6 +34,10 @@ from paho.mqtt.properties import Properties
 from device.config import BrokerConfig
 from protocol.messages import Status, encode
 from protocol.topics import Channel, topic
+from provisioning.identity import DeviceIdentity, probe_tls
+
+REFUSED_FOR_GOOD = frozenset({"revoked", "unknown_ca", "expired"})
+"""TLS verdicts after which reconnecting cannot help: the device shows "revoked" instead."""
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +56,12 @@ class MqttLink:
         unit: str | None = None,
         on_connect: Callable[[], None] | None = None,
         on_published: Callable[[int], None] | None = None,
+        identity: DeviceIdentity | None = None,
+        on_revoked: Callable[[str], None] | None = None,
     ) -> None:
+        """``identity``: connect with mutual TLS as this enrolled device (None: plain MQTT, as
+        configured in ``broker``); ``on_revoked(verdict)`` runs once the broker refuses the
+        certificate for good (on a probe thread)."""
         self.device_id = device_id
         self.broker = broker
         self.agent_version = agent_version
@@ -53,6 +71,16 @@ class MqttLink:
         self._on_published = on_published
         self.connected = threading.Event()
         self._closing = False
+        self.identity = identity
+        self._on_revoked = on_revoked
+        self._tls: ssl.SSLContext | None = None
+        self._probing = threading.Lock()
+        self.refused: str | None = None
+        """Why the broker refuses this device for good ("revoked", "expired", "unknown_ca"), once known."""
+        self.gave_up = threading.Event()
+        """Set when the link stopped reconnecting because of :attr:`refused`."""
+        self.connects = 0
+        """Successful connections so far (tests see a reconnect after a renewal)."""
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5
         )
@@ -65,19 +93,96 @@ class MqttLink:
         client.max_inflight_messages_set(broker.max_inflight)
         client.max_queued_messages_set(0)
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         self._client = client
 
+    def address(self) -> tuple[str, int]:
+        """Where the broker is: the enrollment answer's ``broker_url`` for an enrolled device,
+        else ``broker.host``/``broker.port``."""
+        url = self.identity.addresses().get("broker_url") if self.identity is not None else None
+        if url:
+            parts = urlsplit(url)
+            if parts.hostname:
+                return parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        return self.broker.host, self.broker.port
+
+    def _use_tls(self) -> None:
+        """Configure TLS with the identity's current certificate; after a renewal the same
+        context (paho takes one only once) loads the new certificate and key."""
+        assert self.identity is not None
+        files = self.identity.tls_files()
+        if self._tls is None:
+            self._tls = self.identity.ssl_context()
+            self._client.tls_set_context(self._tls)
+        else:
+            self._tls.load_cert_chain(str(files.certfile), str(files.keyfile))
+
     def start(self) -> None:
         """Connect in the background; paho reconnects on its own after a loss."""
+        if self.refused is not None:
+            return
+        if self.identity is not None:
+            self._use_tls()
+        host, port = self.address()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.broker.session_expiry_s
         self._client.connect_async(
-            self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s, clean_start=False, properties=props
+            host, port, keepalive=self.broker.keepalive_s, clean_start=False, properties=props
         )
         self._client.loop_start()
+
+    def reconnect(self) -> None:
+        """Drop the connection and connect again (a renewed certificate takes effect)."""
+        if self.refused is not None:
+            return
+        self._closing = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+        self._closing = False
+        log.info("reconnecting to the broker with the current certificate")
+        self.start()
+
+    def stop_reconnecting(self, reason: str) -> None:
+        """Give up on the broker for good (the fleet refuses this device): no more attempts."""
+        if self.refused is None:
+            self.refused = reason
+        self._closing = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+        self.gave_up.set()
+
+    def _after_failure(self) -> None:
+        """A connection failed: ask the broker why, on a thread of its own (the probe waits for
+        the broker's verdict; paho's network thread must not)."""
+        if self.identity is None or self._closing or self.refused is not None:
+            return
+        if not self._probing.acquire(blocking=False):
+            return  # one probe at a time: its answer covers this failure too
+        threading.Thread(target=self._probe, name="mqtt-tls-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        try:
+            assert self.identity is not None
+            host, port = self.address()
+            try:
+                verdict = probe_tls(host, port, self.identity.ssl_context())
+            except (OSError, ValueError) as exc:  # the identity files themselves are unusable
+                log.error("cannot read this device's certificate: %s", exc)
+                return
+            if verdict not in REFUSED_FOR_GOOD or self._closing:
+                log.debug("TLS probe of the broker: %s", verdict)
+                return
+            log.error("the broker refuses this device's certificate (%s): not reconnecting", verdict)
+            self.stop_reconnecting(verdict)
+        finally:
+            self._probing.release()
+        if self._on_revoked is not None and self.refused is not None:
+            self._on_revoked(self.refused)
 
     # --- paho callbacks (network thread) --------------------------------------------------------
 
@@ -87,7 +192,8 @@ class MqttLink:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
-        log.info("connected to the broker at %s:%s", self.broker.host, self.broker.port)
+        self.connects += 1
+        log.info("connected to the broker at %s:%s%s", *self.address(), " (TLS)" if self.identity else "")
         online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version, unit=self.unit)
         client.publish(topic(self.device_id, Channel.STATUS), encode(online), qos=1, retain=True)
         client.subscribe([(topic(self.device_id, Channel.CMD), 1), (topic(self.device_id, Channel.CONFIG_DESIRED), 1)])
@@ -102,6 +208,10 @@ class MqttLink:
         self.connected.clear()
         if was and not self._closing:
             log.warning("lost the broker (%s); reconnecting", reason_code)
+        self._after_failure()
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._after_failure()
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
