@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleet.alerts.config import AlertsConfig
+from fleet.auth.config import AuthConfig
 from protocol.configfile import load_config
 
 DEFAULT_VAR = Path("var/fleet")
@@ -112,6 +113,7 @@ class FleetConfig(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="MQTT ingest tuning")
     http: HttpConfig = Field(default_factory=HttpConfig, description="API and web page")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert thresholds, interval, webhook")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="Admin sessions, login rate limit, first admin")
 
     @field_validator("database", mode="after")
     @classmethod

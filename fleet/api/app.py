@@ -18,6 +18,7 @@ from fleet import __version__
 from fleet.api.routes import alerts, devices, files, fleet_screen, health, pages, progress, web
 from fleet.api.routes import operations as operations_routes
 from fleet.api.state import FleetState
+from fleet.auth import guard as auth_guard
 from fleet.config import FleetConfig
 from fleet.corrections import api as corrections_api
 from fleet.db import make_engine, migrate, session_factory
@@ -77,4 +78,5 @@ def create_app(
     app.include_router(alerts.router)
     app.include_router(fleet_screen.router)
     app.include_router(corrections_api.router, prefix="/api/v1")
+    auth_guard.install(app)  # login/users/audit routes, the guard every request passes, the audit
     return app

@@ -1,0 +1,75 @@
+"""Which units a principal may see: a province admin everything, anyone with a unit that unit
+and every unit under it (over the tree's whole history, so data of a merged commune stays
+visible to the district it belonged to).
+
+Objects fetched by id outside the scope are answered 404 (their existence does not leak) and
+audited; an explicit ``unit=`` filter outside it is answered 403.
+"""
+
+from typing import Any
+
+from fastapi import HTTPException
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fleet.auth.principal import Principal
+from fleet.progress.models import Unit
+
+
+class OutOfScope(HTTPException):
+    """A 404 for an object outside the principal's units; the guard audits it as a refusal."""
+
+    def __init__(self, what: str = "not found", *, unit_code: str | None = None) -> None:
+        super().__init__(404, what)
+        self.unit_code = unit_code
+
+
+def subtree(session: Session, root: str) -> frozenset[str]:
+    """``root`` and every unit code under it, over every version of the tree."""
+    children: dict[str, set[str]] = {}
+    for code, parent in session.execute(select(Unit.code, Unit.parent_code)):
+        if parent is not None:
+            children.setdefault(parent, set()).add(code)
+    seen = {root}
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return frozenset(seen)
+
+
+def visible_units(session: Session, principal: Principal) -> frozenset[str] | None:
+    """None: every unit (and data with no unit); else the codes the principal may see."""
+    if principal.is_province_admin or (principal.role == "viewer" and principal.unit_code is None):
+        return None
+    if principal.unit_code is None:
+        return frozenset()
+    return subtree(session, principal.unit_code)
+
+
+def in_scope(visible: frozenset[str] | None, unit_code: str | None) -> bool:
+    return visible is None or (unit_code is not None and unit_code in visible)
+
+
+def require_unit(session: Session, principal: Principal, unit_code: str | None) -> None:
+    """Raise :class:`OutOfScope` (404) when ``unit_code`` (an object's unit) is outside the scope."""
+    if not in_scope(visible_units(session, principal), unit_code):
+        raise OutOfScope(unit_code=unit_code)
+
+
+def require_unit_filter(session: Session, principal: Principal, unit_code: str | None) -> frozenset[str] | None:
+    """For a list's ``unit=`` filter: 403 when it names a unit outside the scope. Returns the
+    visible units, to filter the list with."""
+    visible = visible_units(session, principal)
+    if unit_code is not None and not in_scope(visible, unit_code):
+        raise HTTPException(403, "this unit is outside your units")
+    return visible
+
+
+def unit_clause(column: Any, visible: frozenset[str] | None) -> Any:
+    """A WHERE clause keeping rows whose ``column`` is a visible unit (None: no clause needed)."""
+    if visible is None:
+        return None
+    return column.in_(sorted(visible))
