@@ -56,6 +56,7 @@ from device.capture.base import CapturedPage, CaptureSource, ScanRequest
 from device.capture.folder import FolderSource
 from device.capture.sane import IsolatedSaneSource, SaneSource
 from device.config import AgentConfig, FakeScannerConfig, SaneScannerConfig, load
+from device.enroll import IdentityKeeper, IdentityStatus
 from device.errors import CaptureError, ImageRejected, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
 from device.inference.doctype import FallbackClassifier, load_classifier_or_fallback
 from device.inference.pipeline import PagePipeline
@@ -103,6 +104,7 @@ from protocol.messages import (
 )
 from protocol.messages import ScannerFault as ScannerFaultEvent
 from protocol.topics import Channel, topic
+from provisioning.identity import DeviceIdentity
 
 if TYPE_CHECKING:
     from device.buttons import CounterButtons
@@ -338,6 +340,9 @@ class Agent:
         self._full_at: int | None = None
         self.batches: deque[dict[str, Any]] = deque(maxlen=50)
         self.publisher = _Publisher(self.outbox, config.broker.max_inflight)
+        self.identity = DeviceIdentity(config.identity.dir, self.device_id) if config.identity is not None else None
+        self.identity_status = IdentityStatus()
+        self._shown_identity: str | None = None
         self.link = MqttLink(
             self.device_id,
             config.broker,
@@ -346,10 +351,13 @@ class Agent:
             unit=config.unit,
             on_connect=self._on_connect,
             on_published=self.publisher.on_published,
+            identity=self.identity,
+            on_revoked=self._on_revoked,
         )
         self.publisher.link = self.link
         self.uploader = (
-            Uploader(self.outbox, config.fleet_url, self.device_id, config.upload) if config.fleet_url else None
+            Uploader(self.outbox, config.fleet_url, self.device_id, config.upload, identity=self.identity,
+                     on_revoked=self._on_revoked) if config.fleet_url else None
         )
         self.telemetry = TelemetryCollector(
             self.device_id, self.outbox, scanner=self.scanner_info, accepting=lambda: not self.outbox.low()
@@ -422,12 +430,11 @@ class Agent:
                           self.settings.version, exc)
         self._start_session()
         self._open_camera()  # before the link: the first telemetry report already has its state
-        self.link.start()
+        if self.identity is None:
+            self._start_delivery()
+        else:  # enroll first if needed (scans are kept meanwhile), then connect, then renew daily
+            self._spawn("identity", self._keeper().run)
         self._spawn("publisher", self.publisher.run)
-        if self.uploader is not None:
-            self._spawn("uploader", self.uploader.run)
-        else:
-            log.warning("no fleet_url: page files stay in the outbox")
         self._spawn("scan-worker", self._scan_worker)
         self._spawn("inbox", self._inbox_worker)
         self._spawn("ticker", self._ticker)
@@ -464,6 +471,54 @@ class Agent:
             pdf_builder=DossierPdfBuilder(cfg.pdf, unit=cfg.unit, device=cfg.device_id),
         )
         self.session.add_listener(self._on_session)
+
+    # --- identity (issue 6) ------------------------------------------------------------------------
+
+    def _keeper(self) -> IdentityKeeper:
+        cfg = self.config
+        assert self.identity is not None and cfg.identity is not None
+        return IdentityKeeper(self.identity, cfg.identity, cfg.enrollment, unit=cfg.unit, agent_version=__version__,
+                              status=self.identity_status, stop=self._stop, fleet_url=cfg.fleet_url,
+                              on_enrolled=self._start_delivery, on_renewed=self._on_renewed,
+                              on_revoked=self._on_revoked)
+
+    def _start_delivery(self) -> None:
+        """Connect to the broker and start the uploader (once enrolled, when there is an identity)."""
+        if self._stop.is_set():
+            return
+        if self.identity is not None and self.updater is not None:
+            from device.http_auth import DeviceAuth
+
+            self.updater.http_auth = DeviceAuth(self.identity)
+        self.link.start()
+        if self.uploader is not None:
+            self._spawn("uploader", self.uploader.run)
+        else:
+            log.warning("no fleet_url: page files stay in the outbox")
+
+    def _on_renewed(self) -> None:
+        self.link.reconnect()
+        if self.uploader is not None:
+            self.uploader.renewed()
+
+    def _on_revoked(self, reason: str) -> None:
+        """The broker or the fleet refuses this device's certificate for good: stop both links
+        and show "revoked" (status, kiosk, light) instead of retrying forever."""
+        self.identity_status.set("revoked", reason)
+        self.link.stop_reconnecting(reason)
+        if self.uploader is not None:
+            self.uploader.stop()
+
+    def _show_identity(self) -> None:
+        """A revoked or refused identity on the kiosk screen and the light (red until an admin acts)."""
+        problem = self.identity_status.problem()
+        if problem == self._shown_identity:
+            return
+        self._shown_identity = problem
+        if self.kiosk is not None:
+            self.kiosk.app.set_device_problem(problem)
+        if self.buttons is not None:
+            self.buttons.panel.set_attention(problem, slot="identity")
 
     def pages_for(self, kind: Literal["scan", "rescan"]) -> PageSource:
         """The scanner as a dossier session's page source: a feeder batch for Scan, one page for
@@ -587,6 +642,7 @@ class Agent:
 
     def _update_panel(self) -> None:
         """Tell the buttons' light whether the broker is reachable and whether scans are refused."""
+        self._show_identity()
         buttons = self.buttons
         if buttons is None:
             return
@@ -711,6 +767,7 @@ class Agent:
             "buttons": self.buttons is not None,
             "camera": camera.model_dump() if (camera := self.camera_info()) is not None else None,
             "kiosk_port": self.kiosk.port if self.kiosk is not None else None,
+            "identity": self.identity_status.as_dict() if self.identity is not None else None,
         }
 
     def _session_status(self) -> dict[str, Any] | None:

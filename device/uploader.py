@@ -2,6 +2,11 @@
 ``HEAD {fleet}/api/v1/files/{sha256}`` (200: already held), else ``PUT`` the raw bytes with
 ``Content-Type`` and ``X-Sohoa-Device``. The local copy is deleted only after 200/201.
 
+An enrolled device (``identity``) talks HTTPS trusting only the fleet CA and signs every request
+with its key (:class:`device.http_auth.DeviceAuth`; a PUT's body hash is the file's sha256). A
+401 saying ``revoked`` or ``expired`` stops the uploader for good (:attr:`Uploader.revoked`,
+``on_revoked``): files stay in the outbox and nobody retries forever.
+
 >>> uploader = Uploader(outbox, "http://127.0.0.1:8000", "kiosk-0001", UploadConfig())  # doctest: +SKIP
 >>> uploader.upload_due()  # doctest: +SKIP
 3
@@ -14,11 +19,15 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 
 from device.config import UploadConfig
+from device.enroll import REVOKED_REASONS, fleet_base
+from device.http_auth import DeviceAuth
 from device.outbox import Outbox, PendingFile
+from provisioning.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +35,68 @@ log = logging.getLogger(__name__)
 class Uploader:
     """Delivers the outbox's files; call :meth:`run` in a thread, :meth:`stop` to end it."""
 
-    def __init__(self, outbox: Outbox, fleet_url: str, device_id: str, config: UploadConfig) -> None:
+    def __init__(self, outbox: Outbox, fleet_url: str, device_id: str, config: UploadConfig, *,
+                 identity: DeviceIdentity | None = None, on_revoked: Callable[[str], None] | None = None) -> None:
+        """``identity``: sign requests as this enrolled device (its enrollment answer's fleet
+        URL wins over ``fleet_url``); ``on_revoked(reason)`` runs once when the fleet refuses it."""
         self.outbox = outbox
-        self.fleet_url = fleet_url.rstrip("/")
+        self._fleet_url = fleet_url.rstrip("/")
         self.device_id = device_id
         self.config = config
+        self.identity = identity
+        self._on_revoked = on_revoked
         self._stop = threading.Event()
-        self._client = httpx.Client(timeout=config.timeout_s)
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
         self.uploaded = 0
         self.failures = 0
+        self.revoked: str | None = None
+        """Why the fleet refuses this device's certificate ("revoked", "expired"), once it did."""
+
+    @property
+    def fleet_url(self) -> str:
+        if self.identity is None:
+            return self._fleet_url
+        return fleet_base(self.identity, self._fleet_url) or self._fleet_url
+
+    def _http(self) -> httpx.Client:
+        """The HTTP client, made on first use (an identity is read once enrolled)."""
+        with self._lock:
+            if self._client is None:
+                if self.identity is not None:
+                    self._client = httpx.Client(timeout=self.config.timeout_s, verify=self.identity.ssl_context(),
+                                                auth=DeviceAuth(self.identity))
+                else:
+                    self._client = httpx.Client(timeout=self.config.timeout_s)
+            return self._client
+
+    def renewed(self) -> None:
+        """The certificate changed: the next request builds a client with the new one."""
+        with self._lock:
+            old, self._client = self._client, None
+        if old is not None:
+            old.close()
 
     def url(self, sha256: str) -> str:
         return f"{self.fleet_url}/api/v1/files/{sha256}"
+
+    def _refused_for_good(self, response: httpx.Response) -> bool:
+        """A 401 revoked/expired: stop uploading, say so once; True when that happened."""
+        if response.status_code != 401 or self.identity is None:
+            return False
+        try:
+            detail = response.json().get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        if detail not in REVOKED_REASONS:
+            return False
+        if self.revoked is None:
+            self.revoked = str(detail)
+            log.error("the fleet refuses this device's certificate (%s): uploads stop; files stay here", detail)
+            self.stop()
+            if self._on_revoked is not None:
+                self._on_revoked(self.revoked)
+        return True
 
     def _backoff(self, attempts: int) -> float:
         return float(min(self.config.retry_max_s, self.config.retry_min_s * (2 ** min(attempts, 20))))
@@ -46,8 +105,13 @@ class Uploader:
         """Try one file; True when the fleet holds it (and the local copy is gone)."""
         path = self.outbox.file_path(item.sha256)
         url = self.url(item.sha256)
+        if self.revoked is not None:
+            return False
         try:
-            head = self._client.head(url)
+            client = self._http()
+            head = client.head(url)
+            if self._refused_for_good(head):
+                return False
             if head.status_code == 200:
                 self.outbox.file_delivered(item.sha256)
                 return True
@@ -58,8 +122,11 @@ class Uploader:
                 self.outbox.file_delivered(item.sha256)
                 return False
             data = path.read_bytes()
-            response = self._client.put(
-                url, content=data, headers={"Content-Type": item.content_type, "X-Sohoa-Device": self.device_id}
+            # Signed with the file's name as the body hash: a damaged copy cannot pass as the page.
+            auth = DeviceAuth(self.identity, item.sha256) if self.identity is not None else httpx.USE_CLIENT_DEFAULT
+            response = client.put(
+                url, content=data, headers={"Content-Type": item.content_type, "X-Sohoa-Device": self.device_id},
+                auth=auth,
             )
         except httpx.HTTPError as exc:
             self._retry(item, f"fleet unreachable ({type(exc).__name__})")
@@ -67,6 +134,8 @@ class Uploader:
         except OSError as exc:
             log.error("cannot read an outbox file: %s", exc.strerror)
             self._retry(item, "local read failed")
+            return False
+        if self._refused_for_good(response):
             return False
         if response.status_code in (200, 201):
             self.outbox.file_delivered(item.sha256)
@@ -106,7 +175,7 @@ class Uploader:
         return done
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.revoked is None:
             try:
                 self.upload_due()
             except (OSError, sqlite3.Error) as exc:  # e.g. a full disk while recording a retry
@@ -125,4 +194,7 @@ class Uploader:
 
     def close(self) -> None:
         self.stop()
-        self._client.close()
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

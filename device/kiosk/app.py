@@ -87,6 +87,14 @@ NOTICES: dict[str, tuple[str, str]] = {
                  "A software update is being installed: please try again in a few minutes"),
 }
 
+DEVICE_PROBLEMS: dict[str, tuple[str, str]] = {
+    "revoked": ("Thiết bị đã bị thu hồi quyền kết nối, vui lòng liên hệ quản trị viên",
+                "This device has been revoked: please contact the administrator"),
+    "refused": ("Thiết bị chưa đăng ký được với hệ thống, vui lòng liên hệ quản trị viên",
+                "This device could not be enrolled: please contact the administrator"),
+}
+"""What stops the device from delivering anything (issue 6), shown until an administrator acts."""
+
 _HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 _MAX_BODY = 4096
 
@@ -146,6 +154,7 @@ class KioskApp:
         self._retake: str | None = None
         self._guidance: Guidance | None = None
         self._notice: str | None = None
+        self._device_problem: str | None = None
         self._preview: bytes | None = None
         self._preview_seq = 0
         self._last_touch = clock()
@@ -318,6 +327,12 @@ class KioskApp:
             self._last_touch = self._clock()
             self._cond.notify_all()
 
+    def set_device_problem(self, code: str | None) -> None:
+        """The agent says the device is ``revoked`` or ``refused`` (None: all well)."""
+        with self._cond:
+            self._device_problem = code if code in DEVICE_PROBLEMS else None
+            self._cond.notify_all()
+
     def _set_notice(self, notice: str | None) -> None:
         with self._cond:
             self._notice = notice
@@ -328,6 +343,7 @@ class KioskApp:
         with self._cond:
             step, retake, guidance, notice, seq = (self._step, self._retake, self._guidance, self._notice,
                                                    self._preview_seq)
+            problem = self._device_problem
         mode = self._mode()
         pages = [
             {
@@ -373,6 +389,8 @@ class KioskApp:
             "preview_seq": seq if mode != "off" else 0,
             "notice": None if notice is None else {"code": notice, "vi": NOTICES[notice][0], "en": NOTICES[notice][1]},
             "last_closed": closed,
+            "device_problem": None if problem is None else {"code": problem, "vi": DEVICE_PROBLEMS[problem][0],
+                                                            "en": DEVICE_PROBLEMS[problem][1]},
         }
 
     # -- actions -----------------------------------------------------------------------------

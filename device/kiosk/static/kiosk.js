@@ -238,7 +238,8 @@ function render(s) {
   document.body.dataset.screen = screen;
   const alert = document.getElementById("alert");
   let alertText = "";
-  if (s.camera && s.camera.state === "absent") alertText = t("camera_absent");
+  if (s.device_problem) alertText = lang === "en" ? s.device_problem.en : s.device_problem.vi;
+  else if (s.camera && s.camera.state === "absent") alertText = t("camera_absent");
   else if (s.fault) alertText = lang === "en" ? s.fault.en : s.fault.vi;
   alert.textContent = alertText;
   alert.hidden = !alertText;
