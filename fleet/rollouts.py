@@ -215,8 +215,8 @@ class Rollout(BaseModel):
         progress = self.devices.get(device_id)
         if progress is None or progress.state == "pending" or progress.state in TERMINAL:
             return False
-        if state not in TERMINAL and _ORDER.get(state, 0) < _ORDER.get(progress.state, 0):
-            return False
+        if state not in TERMINAL and state != "waiting" and _ORDER.get(state, 0) < _ORDER.get(progress.state, 0):
+            return False  # ("waiting" may come again after the download: for the open dossier)
         progress.state, progress.updated_at, progress.detail = state, at, detail
         return True
 

@@ -124,11 +124,14 @@ def offer_updates(session: Session, rollout: Rollout, row: RolloutRow, now: date
     doc = rollout.model_dump(mode="json")
     if doc != row.doc:  # ticks step every running rollout: write only what changed
         row.doc, row.status, row.updated_at = doc, rollout.status, now
-    if rollout.status == "cancelled":
-        # Offers not yet taken by a device are withdrawn: nothing installs after a cancel.
+    if rollout.status in ("cancelled", "halted"):
+        # Offers not yet taken by a device are withdrawn: nothing installs after a cancel or a
+        # halt. One already in the broker for an offline device is refused by the bundle URL
+        # (410, see fleet/api/routes/operations.py) when the device comes back and acts on it.
         for command in session.scalars(select(CommandRow).where(CommandRow.rollout_id == rollout.rollout_id,
                                                                 CommandRow.state == "queued")):
-            command.state, command.detail, command.updated_at = "rejected", "rollout cancelled before delivery", now
+            command.state, command.updated_at = "rejected", now
+            command.detail = f"rollout {rollout.status} before delivery"
 
 
 class Operations:

@@ -3,11 +3,16 @@
 * ``PUT|GET /settings/{fleet|unit|device}/{key}``: a settings layer (fleet key: ``default``);
   a change recomputes the devices' desired settings (most specific wins) and bumps versions.
 * ``GET /devices/{id}/settings``: desired vs reported, with the differences and the device's
-  reason when it rejected them.
-* ``POST|GET /devices/{id}/commands``, ``GET /commands/{id}``: commands and their states.
+  reason when it rejected them; ``GET /settings?differs=true``: every device's settings state,
+  or only those whose reported settings differ from the desired ones.
+* ``POST|GET /devices/{id}/commands``, ``GET /commands/{id}``, ``GET /commands?state=``: commands
+  and their states.
 * ``PUT|GET /bundles/{name}``: signed update bundles (sha256 computed at upload; served with
-  HTTP Range so devices resume downloads).
-* ``POST /rollouts``, ``GET /rollouts/{id}``, ``POST /rollouts/{id}/{pause|resume|cancel}``.
+  HTTP Range so devices resume downloads). A rollout's offer names it with ``?rollout=<id>``:
+  once that rollout is cancelled or halted the fleet answers 410, so an offer that waited in the
+  broker for an offline device (or on a device for its window) is never installed.
+* ``POST /rollouts``, ``GET /rollouts``, ``GET /rollouts/{id}``,
+  ``POST /rollouts/{id}/{pause|resume|cancel}``.
 
 The router carries its own lifespan: it starts :class:`fleet.operations.service.Operations`
 and hooks it into the ingest writer (``app.include_router(operations.router)`` is all the app does).
@@ -25,10 +30,10 @@ from datetime import timedelta
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.models import Device
@@ -168,6 +173,46 @@ def device_settings(device_id: str, state: StateDep) -> DeviceSettingsOut:
         )
 
 
+class DeviceSettingsRow(BaseModel):
+    device_id: str
+    unit: str | None
+    desired_version: int
+    reported_version: int | None
+    applied: bool | None
+    error: str | None
+    in_sync: bool
+    differences: int = Field(description="Leaf settings where the device runs something else than desired")
+
+
+class SettingsListOut(BaseModel):
+    total: int = Field(description="Devices with settings known to the fleet")
+    differing: int = Field(description="Of those, devices not in sync")
+    devices: list[DeviceSettingsRow]
+
+
+@router.get("/settings")
+def list_settings(
+    session: SessionDep,
+    differs: Annotated[bool, Query(description="Only devices whose reported settings differ from desired")] = False,
+    unit: Annotated[str | None, Query(max_length=64, description="Only devices of this unit code")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> SettingsListOut:
+    """Every device's desired vs reported settings at a glance (not in sync first)."""
+    units: dict[str, str | None] = {d: u for d, u in session.execute(select(Device.id, Device.unit_code))}
+    rows = []
+    for row in session.scalars(select(DeviceConfig).order_by(DeviceConfig.device_id)):
+        if unit is not None and units.get(row.device_id) != unit:
+            continue
+        diff = settings_diff(row.desired, row.reported or {})
+        in_sync = bool(row.applied) and row.reported_version == row.desired_version and not diff
+        rows.append(DeviceSettingsRow(device_id=row.device_id, unit=units.get(row.device_id),
+                                      desired_version=row.desired_version, reported_version=row.reported_version,
+                                      applied=row.applied, error=row.error, in_sync=in_sync, differences=len(diff)))
+    differing = [r for r in rows if not r.in_sync]
+    shown = differing if differs else sorted(rows, key=lambda r: r.in_sync)
+    return SettingsListOut(total=len(rows), differing=len(differing), devices=shown[:limit])
+
+
 # --- commands -----------------------------------------------------------------------------------
 
 
@@ -222,6 +267,25 @@ def list_commands(device_id: str, session: SessionDep) -> list[CommandOut]:
     return [CommandOut.of(r) for r in rows]
 
 
+@router.get("/commands")
+def recent_commands(
+    session: SessionDep,
+    state: Annotated[str | None, Query(max_length=16, description="Only commands in this state")] = None,
+    rollout_id: Annotated[str | None, Query(max_length=64, description="Only the commands of this rollout")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """The latest commands over all devices, newest first, with counts by state."""
+    query = select(CommandRow)
+    counts = select(CommandRow.state, func.count()).group_by(CommandRow.state)
+    if state is not None:
+        query = query.where(CommandRow.state == state)
+    if rollout_id is not None:
+        query = query.where(CommandRow.rollout_id == rollout_id)
+        counts = counts.where(CommandRow.rollout_id == rollout_id)
+    rows = session.scalars(query.order_by(CommandRow.created_at.desc()).limit(limit))
+    return {"states": {s: n for s, n in session.execute(counts)}, "commands": [CommandOut.of(r) for r in rows]}
+
+
 @router.get("/commands/{command_id}")
 def get_command(command_id: str, session: SessionDep) -> CommandOut:
     row = session.get(CommandRow, command_id)
@@ -267,9 +331,24 @@ async def put_bundle(name: BundleName, request: Request, state: StateDep) -> Bun
     return BundleOut(name=name, size=size, sha256=digest.hexdigest())
 
 
-@router.get("/bundles/{name}", name="get_bundle")
-def get_bundle(name: BundleName, state: StateDep) -> FileResponse:
-    """The bundle file; ``Range`` requests are answered with 206 (resumed downloads)."""
+WITHDRAWN = frozenset({"cancelled", "halted"})
+
+
+@router.get("/bundles/{name}", name="get_bundle", responses={410: {"description": "The rollout's offer is withdrawn"}})
+def get_bundle(
+    name: BundleName,
+    state: StateDep,
+    session: SessionDep,
+    rollout: Annotated[str | None, Query(max_length=64, description="The rollout whose offer names this URL")] = None,
+) -> FileResponse:
+    """The bundle file; ``Range`` requests are answered with 206 (resumed downloads). With
+    ``rollout``: 410 once that rollout is cancelled or halted (the device installs nothing)."""
+    if rollout is not None:
+        row = session.get(RolloutRow, rollout)
+        if row is None or row.status in WITHDRAWN:
+            raise HTTPException(410, f"rollout {'unknown' if row is None else row.status}: offer withdrawn")
+        if row.offer.get("url", "").rsplit("?", 1)[0].rsplit("/", 1)[-1] != name:
+            raise HTTPException(410, "this rollout offers another bundle")
     path = bundles_dir(state) / name
     if not path.is_file():
         raise HTTPException(404, "no such bundle")
@@ -307,6 +386,7 @@ def create_rollout(body: RolloutIn, state: StateDep, request: Request) -> dict[s
         url = f"{body.base_url.rstrip('/')}/api/v1/bundles/{body.bundle}"
     else:
         url = str(request.url_for("get_bundle", name=body.bundle))
+    url += f"?rollout={body.rollout_id}"  # the offer stays valid only while the rollout is (410 after)
     offer: dict[str, Any] = {"rollout_id": body.rollout_id, "url": url, "version": body.version, "kind": body.kind}
     if sha256:
         offer["sha256"] = sha256
@@ -334,6 +414,25 @@ def create_rollout(body: RolloutIn, state: StateDep, request: Request) -> dict[s
     if ops is not None:
         ops.wake()
     return {"rollout_id": body.rollout_id, "offer": offer, "summary": summary}
+
+
+@router.get("/rollouts")
+def list_rollouts(
+    session: SessionDep,
+    status: Annotated[str | None, Query(max_length=16, description="Only rollouts in this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[dict[str, Any]]:
+    """Rollouts, newest first, each with its summary (no per-device progress: see one rollout)."""
+    query = select(RolloutRow).order_by(RolloutRow.created_at.desc()).limit(limit)
+    if status is not None:
+        query = query.where(RolloutRow.status == status)
+    out = []
+    for row in session.scalars(query):
+        summary = Rollout.model_validate(row.doc).summary()
+        out.append({"rollout_id": row.id, "version": row.offer.get("version"), "kind": row.offer.get("kind"),
+                    "created_at": row.created_at, "updated_at": row.updated_at,
+                    "devices": sum(p["devices"] for p in summary["phases"]), "summary": summary})
+    return out
 
 
 @router.get("/rollouts/{rollout_id}")

@@ -66,6 +66,17 @@ def test_settings_layers_most_specific_wins_and_versions_bump_only_on_change(api
     assert not view["in_sync"] and view["error"] == "scan.dpi: too high"
     assert {d["path"] for d in view["diff"]} == {"kiosk_language", "scan.dpi"}
     assert api.get("/api/v1/devices/kiosk-9999/settings").status_code == 404
+    # The filter: only devices whose reported settings differ (none of the three reported v-current
+    # except kiosk-0002, which rejected it); then one in sync drops out of the filtered list.
+    _deliver(api, ConfigReported(device_id="kiosk-0001", version=one["desired_version"], applied=True,
+                                 settings={"kiosk_language": "vi", "scan": {"dpi": 400, "colour_mode": "color"}}))
+    listing = api.get("/api/v1/settings").json()
+    assert listing["total"] == 3 and listing["differing"] == 2
+    assert [d["device_id"] for d in listing["devices"]][-1] == "kiosk-0001"  # not in sync first
+    differing = api.get("/api/v1/settings", params={"differs": "true"}).json()["devices"]
+    assert {d["device_id"]: d["differences"] for d in differing} == {"kiosk-0002": 2, "kiosk-0003": 2}
+    assert next(d for d in differing if d["device_id"] == "kiosk-0002")["error"] == "scan.dpi: too high"
+    assert api.get("/api/v1/settings", params={"differs": "true", "unit": "U9"}).json()["devices"] == []
 
 
 def test_command_states_follow_the_device_only_forward(api: TestClient) -> None:
@@ -85,6 +96,9 @@ def test_command_states_follow_the_device_only_forward(api: TestClient) -> None:
              CommandAck(device_id="kiosk-0001", command_id=command["id"], state="in_progress"))
     assert api.get(f"/api/v1/commands/{command['id']}").json()["state"] == "succeeded"
     assert [c["id"] for c in api.get("/api/v1/devices/kiosk-0001/commands").json()] == [command["id"]]
+    recent = api.get("/api/v1/commands").json()
+    assert recent["states"] == {"succeeded": 1} and [c["id"] for c in recent["commands"]] == [command["id"]]
+    assert api.get("/api/v1/commands", params={"state": "queued"}).json()["commands"] == []
 
 
 def test_rollout_pause_resume_cancel_by_hand(api: TestClient, tmp_path: Path) -> None:
@@ -108,7 +122,11 @@ def test_rollout_pause_resume_cancel_by_hand(api: TestClient, tmp_path: Path) ->
     assert api.post("/api/v1/rollouts/r1/pause").status_code == 409
     [offer] = api.get(f"/api/v1/devices/{canary}/commands").json()
     assert offer["name"] == "update" and offer["args"]["sha256"] == up["sha256"]
-    assert offer["args"]["url"].endswith("/api/v1/bundles/app-0.2.0.bundle")
+    assert offer["args"]["url"].endswith("/api/v1/bundles/app-0.2.0.bundle?rollout=r1")
+    assert api.get("/api/v1/bundles/app-0.2.0.bundle", params={"rollout": "r1"}).content == b"bundle bytes"
+    [listed] = api.get("/api/v1/rollouts").json()
+    assert listed["rollout_id"] == "r1" and listed["devices"] == 3 and listed["summary"]["status"] == "paused"
+    assert api.get("/api/v1/rollouts", params={"status": "running"}).json() == []
     _deliver(api, CommandAck(device_id=canary, command_id=offer["id"], state="in_progress"),
              UpdateProgress(device_id=canary, rollout_id="r1", version="0.2.0", state="succeeded"))
     assert api.get("/api/v1/rollouts/r1").json()["summary"]["states"] == {"succeeded": 1, "pending": 2}  # paused
@@ -123,3 +141,8 @@ def test_rollout_pause_resume_cancel_by_hand(api: TestClient, tmp_path: Path) ->
     assert all(states[d] == ("rejected", "rollout cancelled before delivery") for d in withdrawn)
     served = api.get("/api/v1/bundles/app-0.2.0.bundle", headers={"Range": "bytes=7-"})
     assert served.status_code == 206 and served.content == b"bytes"
+    # The cancelled rollout's offer is withdrawn at the bundle URL: a device acting on it late
+    # (the command waited in the broker) gets 410 and installs nothing. So does an unknown rollout.
+    gone = api.get("/api/v1/bundles/app-0.2.0.bundle", params={"rollout": "r1"}, headers={"Range": "bytes=7-"})
+    assert gone.status_code == 410 and "cancelled" in gone.json()["detail"]
+    assert api.get("/api/v1/bundles/app-0.2.0.bundle", params={"rollout": "r-none"}).status_code == 410
