@@ -1,6 +1,7 @@
 """``sohoa-device``: the device agent's command line.
 
     sohoa-device run --config device.yaml
+    sohoa-device enroll --config device.yaml
     sohoa-device validate-config device.yaml
     sohoa-device inspect page1.jpg page2.png --pdf dossier.pdf
 """
@@ -21,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the agent")
     run.add_argument("--config", required=True, help="YAML config file")
+    enr = sub.add_parser("enroll", help="enroll with the fleet now (waits through an admin's approval)")
+    enr.add_argument("--config", required=True, help="YAML config file with identity and enrollment sections")
     val = sub.add_parser("validate-config", help="check a config file; exit 1 on any error")
     val.add_argument("file")
     ins = sub.add_parser("inspect", help="run the page pipeline on image files, one JSON line each")
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
             from device.config import validate_config_main
 
             return validate_config_main(args.file)
+        if args.command == "enroll":
+            from device.enroll import enroll_main
+
+            return enroll_main(args.config)
         if args.command == "inspect":
             from device.inspect import inspect_main
 

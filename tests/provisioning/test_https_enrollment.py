@@ -1,7 +1,7 @@
 """Enrollment, renewal, revocation and signed device requests over real HTTPS.
 
-The API here is a minimal stand-in built only from ``provisioning`` pieces (the fleet's real
-routes come next); it shows the wiring the fleet will use: the server certificate from the CA,
+The API here is the stand-in of :mod:`tests.provisioning.standin`, built only from
+``provisioning`` pieces; it shows the wiring the fleet uses: the server certificate from the CA,
 EnrollmentService for /enroll, RequestVerifier for device calls, the CRL after a revocation.
 """
 
@@ -11,98 +11,25 @@ import datetime as dt
 import hashlib
 import logging
 import ssl
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
-from provisioning.ca import CertificateAuthority, load_crl_serials
-from provisioning.enrollment import EnrollAnswer, EnrollmentService, EnrollRequest, MemoryStore, RenewRequest
-from provisioning.errors import CertificateRejected, CSRRejected, InvalidTransition, ProvisioningError, TokenRejected
+from provisioning.ca import load_crl_serials
+from provisioning.enrollment import EnrollAnswer, EnrollRequest, RenewRequest
 from provisioning.identity import DeviceIdentity
-from provisioning.requestauth import CONTENT_SHA256, RequestVerifier
+from provisioning.requestauth import CONTENT_SHA256
 from provisioning.tokens import issue_token
-from tests.services import free_port, wait_port
-
-STATUS = {TokenRejected: 403, CSRRejected: 422, InvalidTransition: 409, CertificateRejected: 401}
-
-
-def make_app(service: EnrollmentService, verifier: RequestVerifier, store: MemoryStore) -> FastAPI:
-    app = FastAPI()
-
-    @app.exception_handler(ProvisioningError)
-    async def refused(_request: Request, exc: ProvisioningError) -> JSONResponse:
-        code = next((c for t, c in STATUS.items() if isinstance(exc, t)), 400)
-        return JSONResponse({"detail": exc.reason}, status_code=code)
-
-    @app.post("/api/v1/enroll")
-    def enroll(body: EnrollRequest) -> JSONResponse:
-        answer = service.enroll(body)
-        code = {"accepted": 200, "pending": 202, "rejected": 403}[answer.state]
-        return JSONResponse(answer.model_dump(mode="json"), status_code=code)
-
-    async def device(request: Request, body: bytes = b"") -> str:
-        header = request.headers.get("authorization")
-        claimed = header.split("id=", 1)[1].split(",", 1)[0] if header and "id=" in header else ""
-        current = store.latest_certificate(claimed)
-        peer = verifier.verify(header, request.method, request.url.path, hashlib.sha256(body).hexdigest(),
-                               certificate_pem=current.pem if current else None, revoked=store.revoked_serials())
-        return peer.name
-
-    @app.get("/api/v1/devices/{device_id}/pages")
-    async def pages(device_id: str, request: Request) -> dict[str, str]:
-        caller = await device(request)
-        if caller != device_id:
-            raise HTTPException(403, "a device reads only its own pages")
-        return {"device": caller}
-
-    @app.post("/api/v1/devices/{device_id}/certificate")
-    async def renew(device_id: str, request: Request, x_sohoa_content_sha256: str = Header("")) -> EnrollAnswer:
-        body = await request.body()
-        caller = await device(request, body)
-        if caller != device_id:
-            raise HTTPException(403, "a device renews only its own certificate")
-        current = store.latest_certificate(caller)
-        assert current is not None
-        return service.renew(caller, RenewRequest.model_validate_json(body), current.pem)
-
-    return app
-
-
-@dataclass
-class Fleet:
-    url: str
-    ca: CertificateAuthority
-    store: MemoryStore
-    service: EnrollmentService
-    crl: Path
+from tests.provisioning.standin import Fleet, standin_fleet
 
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    ca = CertificateAuthority.create(tmp_path / "ca")
-    cert, key = ca.issue_server(["localhost", "127.0.0.1"], tmp_path / "api", name="api")
-    store = MemoryStore()
-    port = free_port()
-    service = EnrollmentService(ca, store, broker_url="mqtts://127.0.0.1:8883", fleet_url=f"https://127.0.0.1:{port}")
-    app = make_app(service, RequestVerifier(ca), store)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, ssl_certfile=str(cert),
-                                           ssl_keyfile=str(key), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_port(port)
-        yield Fleet(f"https://127.0.0.1:{port}", ca, store, service, ca.write_crl(tmp_path / "crl.pem", []))
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with standin_fleet(tmp_path) as running:
+        yield running
 
 
 def _post_enroll(fleet: Fleet, ident: DeviceIdentity, token: str, unit: str) -> httpx.Response:
