@@ -178,8 +178,12 @@ class Writer:
                 insert_ignore(dialect, Device.__table__),
                 [{"id": i, "first_seen": first[i], "last_seen": last[i], "status": "unknown"} for i in ids],
             )
+            units: dict[str, str | None] = {}
             for device in session.scalars(select(Device).where(Device.id.in_(ids)).with_for_update()):
                 _apply(device, last[device.id], statuses.get(device.id), reports.get(device.id))
+                units[device.id] = device.unit_code
+            for row in pages.values():  # the unit the page was captured for, kept if the device moves
+                row["unit_code"] = units.get(row["device_id"])
             session.flush()
             connection = session.connection()
             if events:

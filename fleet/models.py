@@ -140,8 +140,11 @@ class Page(Base):
     dropped: Mapped[bool] = mapped_column(Boolean, default=False)
     captured_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The device's unit when the page came in: a device moved to another unit keeps its history.
+    unit_code: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_pages_device_captured", "device_id", "captured_at"),)
+    __table_args__ = (Index("ix_pages_device_captured", "device_id", "captured_at"),
+                      Index("ix_pages_unit_captured", "unit_code", "captured_at"))
 
 
 class StoredFile(Base):

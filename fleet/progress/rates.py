@@ -3,7 +3,9 @@ per month or over a range of months.
 
 A dossier counts as digitized once, in the month (Vietnam's time) and the unit of its first
 accepted page: a page with a dossier code that was not dropped and whose quality verdict is not
-a rejection (a page never checked counts). The unit is the one its device reports. Each unit
+a rejection (a page never checked counts). The unit is the page's: its device's unit when the
+page came in (a device moved to another unit leaves its history behind), else, for a page that
+came in before its device had a unit, the device's unit now. Each unit
 is compared with its target (its own, else its tier's, from the latest ``period_from`` not after
 the range's last month, else the directive's default).
 
@@ -108,6 +110,11 @@ def accepted_page() -> ColumnElement[bool]:
                 or_(Page.__table__.c.quality.is_(None), verdict.is_(None), verdict.is_(True)))
 
 
+def page_unit() -> ColumnElement[str | None]:
+    """The unit a page counts for (needs ``Page`` joined with ``Device``)."""
+    return func.coalesce(Page.unit_code, Device.unit_code)
+
+
 def _local_month(column: Any, dialect: str) -> Any:
     if dialect == "sqlite":  # stored as naive UTC text; Vietnam has no daylight saving
         return func.strftime("%Y-%m", column, "+7 hours")
@@ -121,7 +128,7 @@ def digitized_counts(session: Session, start: str, end: str) -> dict[tuple[str |
         select(
             Page.dossier_code.label("dossier"),
             Page.captured_at.label("at"),
-            Device.unit_code.label("unit"),
+            page_unit().label("unit"),
             func.row_number()
             .over(partition_by=Page.dossier_code, order_by=(Page.captured_at, Page.page_id))
             .label("rn"),

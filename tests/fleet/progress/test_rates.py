@@ -3,10 +3,19 @@ page, in Vietnam's month, rolled up the tree; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, text
 
-from tests.fleet.progress.conftest import EXPECTED, fill
+from fleet.db import make_engine, migrate, session_factory
+from fleet.ingest import Incoming, Writer
+from fleet.models import Page
+from protocol.messages import Status, encode
+from protocol.topics import Channel, topic
+from tests.fleet.conftest import state_of
+from tests.fleet.progress.conftest import EXPECTED, P, _page, at, fill
 
 
 def _units(client: TestClient, **params: str) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -99,3 +108,41 @@ def test_bad_ranges_and_unknown_root(filled: TestClient) -> None:
     assert filled.get("/api/v1/progress", params={"from": "2026-1"}).status_code == 422
     assert filled.get("/api/v1/progress", params={"from": "2026-03", "to": "2026-01"}).status_code == 422
     assert filled.get("/api/v1/progress", params={"from": "2026-01", "unit": "98"}).status_code == 404
+
+
+def test_a_device_moved_to_another_unit_keeps_its_history(filled: TestClient) -> None:
+    """Fault tried: kiosk-a (99001) is moved to 99003 after its pages came in and then scans a
+    new dossier. Its January and February pages stay 99001's; only the new dossier is 99003's."""
+    state = state_of(filled)
+    moved = at("2026-02-20")
+    page = _page("kiosk-a", 99, P("M1", at("2026-02-21")))
+    items = [Incoming(topic("kiosk-a", Channel.STATUS),
+                      encode(Status(device_id="kiosk-a", state="online", unit="99003", ts=moved)), received_at=moved),
+             Incoming(topic("kiosk-a", Channel.EVENT), encode(page), received_at=page.ts)]
+    assert Writer(state.sessions, state.metrics).write(items) == 2
+    units = _units(filled, **{"from": "2026-01", "to": "2026-02", "unit": "99"})
+    for code, (received, digitized) in {**EXPECTED, "99003": (10, 4)}.items():
+        assert (units[code]["own"]["received"], units[code]["own"]["digitized"]) == (received, digitized), code
+    assert units["99003"]["trend"][1]["digitized"] == 1  # M1, in February
+
+
+def test_migration_gives_existing_pages_their_device_unit(tmp_path: Path) -> None:
+    """A database from before pages had a unit (0004): its pages get their device's unit on
+    upgrade; a page of a device with no unit stays without one (bad input: no unit at all)."""
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    migrate(engine, "0004_operations")
+    stamp = "2026-01-10 03:00:00.000000"
+    with engine.begin() as conn:
+        for device, unit in (("kiosk-a", "99001"), ("kiosk-n", None)):
+            conn.execute(text("INSERT INTO devices (id, unit_code, first_seen, last_seen, status) "
+                              "VALUES (:id, :unit, :ts, :ts, 'online')"), {"id": device, "unit": unit, "ts": stamp})
+            conn.execute(text(
+                "INSERT INTO pages (page_id, device_id, event_id, batch_id, sequence, side, sha256, size, "
+                "content_type, width, height, source, dropped, captured_at, received_at) VALUES (:p, :d, 'e', 'b', "
+                "1, 'front', '0', 1, 'image/png', 1, 1, 'scanner', false, :ts, :ts)"),
+                {"p": f"page-{device}", "d": device, "ts": stamp})
+    migrate(engine)
+    with session_factory(engine)() as session:
+        found = dict(session.execute(select(Page.device_id, Page.unit_code)).tuples().all())
+    assert found == {"kiosk-a": "99001", "kiosk-n": None}
+    engine.dispose()
