@@ -128,3 +128,32 @@ class ProgressOut(BaseModel):
         return cls(start=p.start, end=p.end, root=p.root, months=p.months, total=FiguresOut.of(p.total),
                    unattributed=p.unattributed, tiers=[TierOut.of(t) for t in p.tiers],
                    units=[UnitProgressOut.of(u) for u in p.units.values()])
+
+
+class DayPagesOut(BaseModel):
+    day: date = Field(description="A day in Vietnam's time")
+    pages: int = Field(description="Pages captured that day")
+    rejected: int = Field(description="Of those, pages the quality check rejected")
+
+
+class PagesPerDayOut(BaseModel):
+    start: str
+    end: str
+    root: str | None = Field(description="Root of the subtree counted (null: every unit)")
+    days: list[DayPagesOut] = Field(description="Every day of the range up to today, in order")
+
+
+class RejectReasonOut(BaseModel):
+    reason: str = Field(description="The quality check's issue code, or unspecified")
+    label_vi: str
+    label_en: str
+    pages: int = Field(description="Rejected pages with this issue (a page with two issues counts under both)")
+
+
+class RejectsOut(BaseModel):
+    start: str
+    end: str
+    root: str | None = Field(description="Root of the subtree counted (null: every unit)")
+    pages: int = Field(description="Pages captured in the range")
+    rejected: int = Field(description="Pages the quality check rejected")
+    reasons: list[RejectReasonOut] = Field(description="Most frequent first")

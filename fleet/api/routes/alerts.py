@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fleet.alerts.evaluator import AlertConflict, AlertEvaluator, acknowledge, alert_dict
 from fleet.alerts.models import KINDS, Alert
-from fleet.alerts.schemas import AcknowledgeIn, AlertOut, TransitionOut
+from fleet.alerts.schemas import AcknowledgeIn, AlertCountsOut, AlertOut, TransitionOut
 from fleet.api.deps import SessionDep, StateDep
 from fleet.api.state import FleetState
+from fleet.auth.scope import subtree
 from fleet.errors import NotFound
 
 
@@ -54,6 +55,7 @@ def list_alerts(
     kind: Annotated[Kind | None, Query(description="Only alerts of this kind")] = None,
     device_id: Annotated[str | None, Query(description="Only alerts about this device")] = None,
     unit: Annotated[str | None, Query(description="Only alerts of this unit code")] = None,
+    under: Annotated[str | None, Query(description="Only alerts of this unit and every unit under it")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[AlertOut]:
@@ -69,8 +71,30 @@ def list_alerts(
         query = query.where(Alert.device_id == device_id)
     if unit is not None:
         query = query.where(Alert.unit_code == unit)
+    if under is not None:
+        query = query.where(Alert.unit_code.in_(sorted(subtree(session, under))))
     query = query.order_by(Alert.opened_at.desc(), Alert.id.desc()).limit(limit).offset(offset)
     return [AlertOut.model_validate(alert_dict(a)) for a in session.scalars(query)]
+
+
+@router.get("/counts")
+def count_alerts(
+    session: SessionDep,
+    under: Annotated[str | None, Query(description="Only alerts of this unit and every unit under it")] = None,
+) -> AlertCountsOut:
+    """Active (open or acknowledged) alerts counted by severity, kind and unit: what the progress
+    dashboard marks its units with."""
+    query = select(Alert.severity, Alert.kind, Alert.unit_code, func.count()).where(Alert.status != "resolved")
+    if under is not None:
+        query = query.where(Alert.unit_code.in_(sorted(subtree(session, under))))
+    out = AlertCountsOut()
+    for severity, kind, unit, n in session.execute(query.group_by(Alert.severity, Alert.kind, Alert.unit_code)):
+        out.total += n
+        out.by_severity[severity] = out.by_severity.get(severity, 0) + n
+        out.by_kind[kind] = out.by_kind.get(kind, 0) + n
+        if unit is not None:
+            out.by_unit[unit] = out.by_unit.get(unit, 0) + n
+    return out
 
 
 @router.get("/{alert_id}")

@@ -1,5 +1,6 @@
 """Digitization progress: ``/api/v1/units``, ``/api/v1/progress`` (targets, dossiers received,
-rates, the periodic report as XLSX/PDF) and the dashboard page at ``/progress``."""
+rates, the series the charts draw, the periodic report as XLSX/PDF) and the dashboard page at
+``/progress``."""
 
 from datetime import date
 from functools import cache
@@ -12,18 +13,24 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
+from fleet.auth.scope import subtree
 from fleet.errors import NotFound
 from fleet.progress import periods
+from fleet.progress.activity import REASONS, pages_per_day, rejects_by_reason
 from fleet.progress.csvio import ImportRejected
 from fleet.progress.models import TIERS, Target, Unit
 from fleet.progress.rates import progress
 from fleet.progress.received import ReceivedRow, import_received, parse_csv
 from fleet.progress.report import build_report, to_pdf, to_xlsx
 from fleet.progress.schemas import (
+    DayPagesOut,
     ImportOut,
+    PagesPerDayOut,
     ProblemOut,
     ProgressOut,
     ReceivedIn,
+    RejectReasonOut,
+    RejectsOut,
     TargetIn,
     TargetOut,
     UnitOut,
@@ -152,6 +159,40 @@ def get_progress(state: StateDep, session: SessionDep, start: FromQ = None, end:
         return ProgressOut.of(progress(session, first, last, unit))
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
+
+
+def _units_under(session: Session, root: str | None) -> frozenset[str] | None:
+    """The codes counted for ``root`` (None: every unit, and pages with none)."""
+    if root is None:
+        return None
+    if session.scalar(select(Unit.code).where(Unit.code == root).limit(1)) is None:
+        raise HTTPException(404, f"no unit {root}")
+    return subtree(session, root)
+
+
+@api.get("/progress/pages-per-day", tags=["progress"])
+def get_pages_per_day(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
+                      unit: UnitQ = None) -> PagesPerDayOut:
+    """Pages captured per day (Vietnam's days, up to today) and how many were rejected, for the
+    subtree: the dashboard's pages-per-day chart."""
+    first, last = _range(state, start, end)
+    units = _units_under(session, unit)
+    days = pages_per_day(session, first, last, units, until=state.now().astimezone(periods.LOCAL).date())
+    return PagesPerDayOut(start=first, end=last, root=unit,
+                          days=[DayPagesOut(day=d.day, pages=d.pages, rejected=d.rejected) for d in days])
+
+
+@api.get("/progress/rejects", tags=["progress"])
+def get_rejects(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
+                unit: UnitQ = None) -> RejectsOut:
+    """Pages the quality check rejected over the range, by reason, for the subtree: the
+    dashboard's rejects chart."""
+    first, last = _range(state, start, end)
+    found = rejects_by_reason(session, first, last, _units_under(session, unit))
+    reasons = [RejectReasonOut(reason=code, label_vi=REASONS.get(code, (code, code))[0],
+                               label_en=REASONS.get(code, (code, code))[1], pages=n)
+               for code, n in found.reasons.items()]
+    return RejectsOut(start=first, end=last, root=unit, pages=found.pages, rejected=found.rejected, reasons=reasons)
 
 
 def _report(state: StateDep, session: Session, start: str | None, end: str | None, unit: str | None,

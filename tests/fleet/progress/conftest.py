@@ -4,12 +4,16 @@ received per unit, and devices that report pages through the fleet's real ingest
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fleet.api.app import create_app
@@ -28,6 +32,7 @@ from protocol.messages import (
 )
 from protocol.topics import Channel, topic
 from tests.fleet.conftest import make_config, state_of
+from tests.services import free_port, wait_port
 
 NOW = datetime(2026, 2, 28, 17, 0, tzinfo=UTC)  # 1 March 2026, 00:00 in Vietnam: January and February are over
 ENROLLED = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
@@ -123,6 +128,21 @@ def fill(client: TestClient) -> None:
     # kiosk-a is still heard from at NOW (online); the others fell silent long ago.
     add(Channel.TELEMETRY, _telemetry("kiosk-a", NOW - timedelta(seconds=30)), NOW - timedelta(seconds=30))
     assert writer.write(items) == len(items)
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """``app`` under uvicorn on a free loopback port, in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="progress-uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_port(port, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 @pytest.fixture

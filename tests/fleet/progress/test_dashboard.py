@@ -5,18 +5,15 @@ fleet's app factory over the known data set: the right rates, drill-down provinc
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from fleet.api.app import create_app
 from tests.fleet.conftest import make_config
-from tests.fleet.progress.conftest import NOW, fill
-from tests.services import free_port, wait_port
+from tests.fleet.progress.conftest import NOW, fill, serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -30,17 +27,8 @@ def served(tmp_path: Path) -> Iterator[str]:
         rows = [("991", "2025-03", 5), ("99001", "2025-03", 10), ("99002", "2025-03", 7), ("99004", "2025-03", 4)]
         assert client.post("/api/v1/progress/received", json=[
             {"unit_code": u, "period": m, "received": n} for u, m, n in rows]).status_code == 200
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config, clock=lambda: NOW), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_port(port, timeout=30)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serve(create_app(config, clock=lambda: NOW)) as url:
+        yield url
 
 
 @pytest.mark.browser

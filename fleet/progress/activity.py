@@ -1,0 +1,114 @@
+"""What the devices did, as series for the dashboard's charts: pages captured per day (and how
+many the quality check rejected), and the rejected pages by reason. Days are Vietnam's; a page
+counts for its unit (:func:`fleet.progress.rates.page_unit`), so a moved device's history stays.
+
+>>> from fleet.db import make_engine, migrate, session_factory
+>>> engine = make_engine("sqlite://"); migrate(engine)
+>>> with session_factory(engine)() as session:
+...     days = pages_per_day(session, "2026-02", "2026-02")
+...     rejects = rejects_by_reason(session, "2026-02", "2026-02")
+>>> len(days), days[0], rejects.rejected
+(28, DayPages(day=datetime.date(2026, 2, 1), pages=0, rejected=0), 0)
+"""
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.orm import Session
+
+from fleet.models import Device, Page
+from fleet.progress import periods
+from fleet.progress.rates import page_unit
+
+REASONS: dict[str, tuple[str, str]] = {
+    "blurry": ("Ảnh mờ", "Blurred"),
+    "too_dark": ("Quá tối", "Too dark"),
+    "too_bright": ("Quá sáng", "Too bright"),
+    "glare": ("Lóa sáng", "Glare"),
+    "skewed": ("Đặt lệch", "Crooked"),
+    "cut_off": ("Thiếu góc, cạnh", "Cut off"),
+    "too_small": ("Giấy quá nhỏ", "Too small"),
+    "low_resolution": ("Độ phân giải thấp", "Low resolution"),
+    "blank": ("Trang trắng", "Blank page"),
+    "unspecified": ("Không ghi lý do", "No reason given"),
+}
+"""Short names of the quality check's issue codes (the device's own messages are sentences for
+the person at the kiosk). A code not listed here is shown as it is."""
+
+
+@dataclass(frozen=True)
+class DayPages:
+    day: date
+    pages: int
+    rejected: int
+
+
+@dataclass
+class Rejects:
+    """Pages captured and rejected in the range, and rejected pages per reason (a page with two
+    issues counts under both; one with none under ``unspecified``)."""
+
+    pages: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _rejected() -> Any:
+    return Page.__table__.c.quality["ok"].as_boolean().is_(False)
+
+
+def _local_day(column: Any, dialect: str) -> Any:
+    if dialect == "sqlite":  # naive UTC text; Vietnam has no daylight saving
+        return func.strftime("%Y-%m-%d", column, "+7 hours")
+    return func.to_char(func.timezone("Asia/Ho_Chi_Minh", column), "YYYY-MM-DD")
+
+
+_Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
+
+
+def _scoped(query: _Q, start: str, end: str, units: Collection[str] | None) -> _Q:
+    lo, hi = periods.utc_bounds(start, end)
+    query = query.where(Page.captured_at >= lo, Page.captured_at < hi)
+    if units is not None:
+        query = query.join(Device, Device.id == Page.device_id).where(page_unit().in_(sorted(units)))
+    return query
+
+
+def pages_per_day(session: Session, start: str, end: str, units: Collection[str] | None = None,
+                  until: date | None = None) -> list[DayPages]:
+    """Every day of the months ``start``..``end`` (up to ``until``, Vietnam's today, when given),
+    with the pages captured for ``units`` (every unit, and none, when None)."""
+    day = _local_day(Page.captured_at, session.get_bind().dialect.name).label("day")
+    query = _scoped(select(day, func.count(), func.sum(case((_rejected(), 1), else_=0))), start, end, units)
+    found = {str(d): (int(n), int(bad or 0)) for d, n, bad in session.execute(query.group_by(day))}
+    last = periods.last_day(end) if until is None else min(periods.last_day(end), until)
+    out: list[DayPages] = []
+    current = periods.first_day(start)
+    while current <= last:
+        pages, rejected = found.get(current.isoformat(), (0, 0))
+        out.append(DayPages(current, pages, rejected))
+        current += timedelta(days=1)
+    return out
+
+
+def rejects_by_reason(session: Session, start: str, end: str, units: Collection[str] | None = None) -> Rejects:
+    """Rejected pages per reason over the range, for ``units`` (every unit when None)."""
+    totals = _scoped(select(func.count(), func.sum(case((_rejected(), 1), else_=0))), start, end, units)
+    pages, rejected = session.execute(totals).one()
+    result = Rejects(pages=int(pages or 0), rejected=int(rejected or 0))
+    # Grouped by the list of issues (a handful of distinct lists), split here: the JSON array
+    # functions differ between SQLite and PostgreSQL, the grouping does not.
+    issues = Page.__table__.c.quality["issues"]
+    query = _scoped(select(issues, func.count()).where(_rejected()), start, end, units).group_by(issues)
+    for listed, n in session.execute(query):
+        if isinstance(listed, str):
+            listed = json.loads(listed)
+        codes = [str(c) for c in listed] if isinstance(listed, list) and listed else ["unspecified"]
+        for code in dict.fromkeys(codes):
+            result.reasons[code] = result.reasons.get(code, 0) + int(n)
+    result.reasons = dict(sorted(result.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+    return result
