@@ -343,6 +343,7 @@ class Agent:
         self.identity = DeviceIdentity(config.identity.dir, self.device_id) if config.identity is not None else None
         self.identity_status = IdentityStatus()
         self._shown_identity: str | None = None
+        self.keeper: IdentityKeeper | None = None
         self.link = MqttLink(
             self.device_id,
             config.broker,
@@ -433,7 +434,8 @@ class Agent:
         if self.identity is None:
             self._start_delivery()
         else:  # enroll first if needed (scans are kept meanwhile), then connect, then renew daily
-            self._spawn("identity", self._keeper().run)
+            self.keeper = self._keeper()
+            self._spawn("identity", self.keeper.run)
         self._spawn("publisher", self.publisher.run)
         self._spawn("scan-worker", self._scan_worker)
         self._spawn("inbox", self._inbox_worker)

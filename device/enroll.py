@@ -144,12 +144,12 @@ def _reason(response: httpx.Response) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return f"http_{response.status_code}"
     if isinstance(body, dict):
+        if body.get("state") == "rejected":
+            return "rejected"  # the admin's free-text reason stays on the fleet's page
         for key in ("detail", "reason"):
             value = body.get(key)
             if isinstance(value, str) and 0 < len(value) <= 64:
                 return value
-        if body.get("state") == "rejected":
-            return "rejected"
     return "invalid_request" if response.status_code == 422 else f"http_{response.status_code}"
 
 

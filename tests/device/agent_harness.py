@@ -169,6 +169,25 @@ def agent_config(tmp: Path, broker_port: int, **overrides: Any) -> dict[str, Any
     return config
 
 
+def enrolled_agent(tmp: Path, fleet_url: str, ca_file: Path, token: str | None = None, *,
+                   unit: str | None = None, identity_dir: Path | None = None) -> dict[str, Any]:
+    """Config overrides for an agent that enrolls with ``fleet_url`` on its first start (issue 6):
+    ``agent_config(tmp, port, **enrolled_agent(tmp, fleet.url, ca_file, token_text))``. The token
+    text (if given) is written to ``tmp/secrets/enrollment.token`` (0600), which the agent deletes
+    once enrolled; the key and certificate go to ``identity_dir`` (default ``tmp/identity``).
+    Once enrolled, the agent uses the broker and fleet URLs of the enrollment answer."""
+    token_file = tmp / "secrets" / "enrollment.token"
+    if token is not None:
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.touch(0o600)
+        token_file.write_text(token)
+    return {
+        "identity": {"dir": str(identity_dir or tmp / "identity")},
+        "enrollment": {"fleet_url": fleet_url, "unit_code": unit, "token_file": str(token_file),
+                       "ca_file": str(ca_file), "retry_min_s": 0.5, "retry_max_s": 2},
+    }
+
+
 class AgentProcess:
     """``python -m device run --config FILE`` as a real process, driven over its loopback API."""
 

@@ -46,7 +46,7 @@ class Fleet:
     enroll_bodies: list[bytes] = field(default_factory=list)
     """Raw bodies of every ``POST /api/v1/enroll`` (tests check no private key is in them)."""
     answers: list[int] = field(default_factory=list)
-    """Status codes of the enrollment answers, in order."""
+    """Status codes of the enrollment answers (refusals included), in order."""
     files: dict[str, bytes] = field(default_factory=dict)
     """Page files stored by ``PUT /api/v1/files/{sha256}``, by sha256."""
     file_uploaders: dict[str, str] = field(default_factory=dict)
@@ -74,6 +74,8 @@ def make_app(service: EnrollmentService, verifier: RequestVerifier, store: Memor
     async def provisioning_error(request: Request, exc: ProvisioningError) -> JSONResponse:
         code = next((c for t, c in STATUS.items() if isinstance(exc, t)), 400)
         refused(request.url.path, exc.reason)
+        if fleet is not None and request.url.path == "/api/v1/enroll":
+            fleet.answers.append(code)
         return JSONResponse({"detail": exc.reason}, status_code=code)
 
     @app.post("/api/v1/enroll")
@@ -146,14 +148,16 @@ def make_app(service: EnrollmentService, verifier: RequestVerifier, store: Memor
 
 @contextmanager
 def standin_fleet(workdir: Path, ca: CertificateAuthority | None = None, *,
-                  broker_url: str = "mqtts://127.0.0.1:8883", poll_s: int = 30) -> Iterator[Fleet]:
-    """The stand-in fleet on a free loopback port over HTTPS (server certificate from ``ca``, a
-    new CA in ``workdir/ca`` if none); ``poll_s`` is the ``Retry-After`` of a pending answer."""
+                  broker_url: str = "mqtts://127.0.0.1:8883", poll_s: int = 30,
+                  port: int | None = None) -> Iterator[Fleet]:
+    """The stand-in fleet on loopback over HTTPS (server certificate from ``ca``, a new CA in
+    ``workdir/ca`` if none) on ``port`` (a free one if None); ``poll_s`` is the ``Retry-After``
+    of a pending answer."""
     if ca is None:
         ca = CertificateAuthority.create(workdir / "ca")
     cert, key = ca.issue_server(["localhost", "127.0.0.1"], workdir / "api", name="api")
     store = MemoryStore()
-    port = free_port()
+    port = port or free_port()
     service = EnrollmentService(ca, store, broker_url=broker_url, fleet_url=f"https://127.0.0.1:{port}")
     service.POLL_SECONDS = poll_s
     fleet = Fleet(f"https://127.0.0.1:{port}", ca, store, service, ca.write_crl(workdir / "api" / "crl.pem", []))
