@@ -12,10 +12,11 @@ False
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleet.alerts.config import AlertsConfig
 from fleet.auth.config import AuthConfig
+from fleet.enroll.config import EnrollmentConfig, PkiConfig
 from protocol.configfile import load_config
 
 DEFAULT_VAR = Path("var/fleet")
@@ -78,6 +79,25 @@ class BrokerConfig(_Section):
         description="Unacknowledged QoS 1 messages the broker may send us at once. Several batches' worth, "
         "so the next batch streams in while one is being written (acks come only after each commit)",
     )
+    ca_file: Path | None = Field(default=None, description="TLS: the fleet CA certificate the broker's is checked with")
+    cert_file: Path | None = Field(
+        default=None,
+        description="TLS: this worker's client certificate (<pki>/ingest/fleet.ingest.crt). Set: connect over TLS "
+        "(port 8883) and use the certificate's CN as client id, as the broker forces",
+    )
+    key_file: Path | None = Field(default=None, description="TLS: the client certificate's key (mode 0600)")
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> "BrokerConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.cert_file is not None and self.ca_file is None:
+            raise ValueError("a client certificate needs ca_file to check the broker's")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.cert_file is not None
 
 
 class IngestConfig(_Section):
@@ -98,6 +118,17 @@ class HttpConfig(_Section):
     host: str = Field(default="127.0.0.1", description="Address the web server listens on")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port")
     page_refresh_s: float = Field(default=3.0, gt=0, description="How often the web page refreshes itself")
+    tls_cert: Path | None = Field(
+        default=None,
+        description="HTTPS certificate (PEM). Unset with pki.ca_dir set: `serve` issues one from the fleet CA",
+    )
+    tls_key: Path | None = Field(default=None, description="HTTPS certificate's key (PEM, mode 0600)")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "HttpConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
 
 class FleetConfig(_Section):
@@ -113,6 +144,8 @@ class FleetConfig(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="MQTT ingest tuning")
     http: HttpConfig = Field(default_factory=HttpConfig, description="API and web page")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert thresholds, interval, webhook")
+    pki: PkiConfig = Field(default_factory=PkiConfig, description="Certificate authority and CRL (enrollment)")
+    enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig, description="Device enrollment")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Admin sessions, login rate limit, first admin")
 
     @field_validator("database", mode="after")

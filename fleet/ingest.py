@@ -35,8 +35,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fleet.config import FleetConfig
+from fleet.config import BrokerConfig, FleetConfig
 from fleet.db import RawJSON, WalCheckpointer, bulk_insert_ignore, insert_ignore
+from fleet.enroll.store import enrolled_units
 from fleet.metrics import FleetMetrics
 from fleet.models import Device, Event, Page, TelemetrySample
 from protocol.errors import ProtocolError
@@ -179,8 +180,11 @@ class Writer:
                 [{"id": i, "first_seen": first[i], "last_seen": last[i], "status": "unknown"} for i in ids],
             )
             units: dict[str, str | None] = {}
+            enrolled = enrolled_units(session, ids)  # an enrolled device's unit is its enrollment's
             for device in session.scalars(select(Device).where(Device.id.in_(ids)).with_for_update()):
                 _apply(device, last[device.id], statuses.get(device.id), reports.get(device.id))
+                if device.id in enrolled and device.unit_code != enrolled[device.id]:
+                    device.unit_code = _enrolled_unit(device.id, enrolled[device.id], statuses.get(device.id))
                 units[device.id] = device.unit_code
             for row in pages.values():  # the unit the page was captured for, kept if the device moves
                 row["unit_code"] = units.get(row["device_id"])
@@ -272,6 +276,13 @@ def _apply(device: Device, seen: datetime, status: tuple[Status, datetime] | Non
         device.last_telemetry_at = report.ts
 
 
+def _enrolled_unit(device_id: str, unit: str, status: tuple[Status, datetime] | None) -> str:
+    """A status may not move an enrolled device to another unit (it could claim any): say so."""
+    if status is not None and status[0].unit and status[0].unit != unit:
+        log.warning("status of %s claims unit %s; it is enrolled in %s, which stays", device_id, status[0].unit, unit)
+    return unit
+
+
 def _page_row(event: PageCaptured, received: datetime) -> dict[str, Any]:
     page = event.page
     return {
@@ -350,8 +361,10 @@ class Ingest:
 
         broker = self.config.broker
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=broker.client_id, protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=_client_id(broker), protocol=mqtt.MQTTv5
         )
+        if broker.tls:
+            client.tls_set(ca_certs=str(broker.ca_file), certfile=str(broker.cert_file), keyfile=str(broker.key_file))
         client.manual_ack_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(broker.reconnect_max_s)))
         client.on_connect = self._on_connect
@@ -507,6 +520,21 @@ class Ingest:
             # packet id may now name another message, so it must not be acknowledged.
             if item.qos > 0 and item.generation == generation:
                 client.ack(item.mid, item.qos)
+
+
+def _client_id(broker: BrokerConfig) -> str:
+    """The configured client id; over TLS the certificate's CN, which the broker forces anyway
+    (``use_username_as_clientid``): the persistent session is kept under that name."""
+    if broker.cert_file is None:
+        return broker.client_id
+    from cryptography import x509
+
+    from provisioning.ca import certificate_name
+
+    name, _ = certificate_name(x509.load_pem_x509_certificate(broker.cert_file.read_bytes()))
+    if name != broker.client_id:
+        log.info("ingest client id is its certificate's CN %s (configured: %s)", name, broker.client_id)
+    return name
 
 
 def _fleet_to_device(topic_name: str) -> bool:

@@ -83,6 +83,7 @@ class Device(Base):
     accepting_scans: Mapped[bool | None] = mapped_column(Boolean)
     last_telemetry: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
     last_telemetry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its certificates revoked (0007_enroll)
 
 
 class Event(Base):

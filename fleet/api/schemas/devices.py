@@ -18,7 +18,10 @@ class DeviceOut(BaseModel):
     id: str = Field(description="Device id")
     unit: str | None = Field(description="Code of the administrative unit it serves (from its status)")
     online: bool = Field(description="Status not offline and heard from within the heartbeat timeout")
-    status: str = Field(description="Last status it (or its Last Will) published: online, offline, unknown")
+    status: str = Field(
+        description="Last status it (or its Last Will) published: online, offline, unknown; or revoked once an "
+        "admin revoked its certificates (the broker and the API refuse it)"
+    )
     status_at: datetime | None = Field(description="When that status was received")
     first_seen: datetime = Field(description="First message received")
     last_seen: datetime = Field(description="Latest message received")
@@ -34,8 +37,8 @@ class DeviceOut(BaseModel):
         return cls(
             id=device.id,
             unit=device.unit_code,
-            online=is_online(device, now, timeout_s),
-            status=device.status,
+            online=device.revoked_at is None and is_online(device, now, timeout_s),
+            status="revoked" if device.revoked_at is not None else device.status,
             status_at=device.status_at,
             first_seen=device.first_seen,
             last_seen=device.last_seen,

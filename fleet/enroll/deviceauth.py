@@ -1,0 +1,98 @@
+"""Device requests authenticated by the device's certificate: a signature per request.
+
+uvicorn does not hand the TLS client certificate to the app, so a device signs each request with
+its certificate's key (``provisioning.requestauth``): ``Authorization: Sohoa-Device id=...,ts=...,
+nonce=...,sig=...`` and ``X-Sohoa-Content-SHA256``. Here the fleet finds the device's newest
+certificate, checks it with the CA (not expired, not revoked), the signature, the clock and the
+nonce. A refusal is 401 with ``detail`` = the reason (``revoked``, ``expired``, ``replayed``,
+``stale``, ``bad_signature``, ``unauthenticated``; a device stops on revoked/expired) and is
+audited; a success names the device in ``request.state.device_id`` for the audit log.
+
+In a route::
+
+    @router.post("/devices/{device_id}/certificate")
+    def renew(device_id: str, peer: DevicePeer) -> ...:
+        require_same_device(request, peer, device_id)
+
+For a body whose hash the route knows (``PUT /files/{sha256}``: the path's sha256), call
+``authenticate_device(request, state, body_sha256=sha256)`` so the signature must cover that hash.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from fleet.api.deps import StateDep
+from fleet.api.state import FleetState
+from fleet.auth.audit import DEVICE_KEY, record
+from fleet.enroll.runtime import runtime_of
+from provisioning.ca import PeerIdentity
+from provisioning.errors import CertificateRejected
+from provisioning.requestauth import CONTENT_SHA256, EMPTY_SHA256, SCHEME, parse_authorization
+
+log = logging.getLogger(__name__)
+
+
+def _signed_path(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def _claimed(request: Request) -> str | None:
+    try:
+        return parse_authorization(request.headers.get("Authorization")).device_id
+    except CertificateRejected:
+        return None
+
+
+def refuse(request: Request, state: FleetState, status: int, reason: str, *, action: str,
+           target: str | None = None, unit_code: str | None = None) -> HTTPException:
+    """Audit a refused device request and return the HTTPException to raise."""
+    with state.sessions.begin() as session:
+        record(session, request, action=action, target=target, unit_code=unit_code, outcome="refused",
+               detail=f"reason={reason}")
+    log.info("device request %s %s refused: %s", request.method, request.url.path, reason)
+    headers = {"WWW-Authenticate": SCHEME} if status == 401 else None
+    return HTTPException(status, reason, headers=headers)
+
+
+def authenticate_device(request: Request, state: FleetState, *, body_sha256: str | None = None) -> PeerIdentity:
+    """The device a signed request comes from, or HTTPException 401 (detail = reason, audited).
+
+    ``body_sha256``: the hash the signature must cover (the request body's, or for a file upload
+    the sha256 in the path); default the ``X-Sohoa-Content-SHA256`` header, which the route must
+    then compare with the body it reads.
+    """
+    runtime = runtime_of(request)
+    header_sha = request.headers.get(CONTENT_SHA256, EMPTY_SHA256).lower()
+    covered = (body_sha256 or header_sha).lower()
+    try:
+        signed = parse_authorization(request.headers.get("Authorization"))
+        if body_sha256 is not None and not hmac.compare_digest(header_sha, covered):
+            raise CertificateRejected("bad_signature", "the body is not the one the request was signed for")
+        current = runtime.store.latest_certificate(signed.device_id)
+        peer = runtime.verifier.verify(signed, request.method, _signed_path(request), covered,
+                                       certificate_pem=current.pem if current else None,
+                                       revoked=runtime.store.revoked_serials(), now=state.now())
+    except CertificateRejected as exc:
+        raise refuse(request, state, 401, exc.reason, action="device.refused", target=_claimed(request)) from None
+    request.scope.setdefault("state", {})[DEVICE_KEY] = peer.name
+    return peer
+
+
+def device_peer(request: Request, state: StateDep) -> PeerIdentity:
+    return authenticate_device(request, state)
+
+
+DevicePeer = Annotated[PeerIdentity, Depends(device_peer)]
+"""The authenticated device (its certificate's CN in ``.name``); 401 otherwise."""
+
+
+def require_same_device(request: Request, state: FleetState, peer: PeerIdentity, device_id: str) -> None:
+    """403 ``not_this_device`` (audited) when a device asks about another device."""
+    if not hmac.compare_digest(peer.name, device_id):
+        raise refuse(request, state, 403, "not_this_device", action="device.refused", target=device_id)

@@ -1,0 +1,195 @@
+""":class:`provisioning.enrollment.EnrollmentStore` over the fleet's database.
+
+Every method is one transaction. ``consume_token`` is the conditional UPDATE that makes a token
+good for exactly ``max_devices`` devices however many kiosks race on it; ``revoked_serials``
+answers ``serial in ...`` with one indexed lookup, so checking a device request does not read
+every revocation.
+
+>>> from fleet.db import make_engine, migrate, session_factory
+>>> engine = make_engine("sqlite://"); migrate(engine)
+>>> store = SqlEnrollmentStore(session_factory(engine))
+>>> store.token("0123456789abcdef") is None, 12345 in store.revoked_serials()
+(True, False)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleet.db import insert_ignore
+from fleet.enroll.models import CertificateRow, EnrollmentRow, EnrollmentTokenRow
+from fleet.models import Device
+from provisioning.ca import CertificateKind, IssuedCertificate, RevokedCertificate
+from provisioning.tokens import Enrollment, EnrollmentState, EnrollmentToken
+
+
+def _token(row: EnrollmentTokenRow) -> EnrollmentToken:
+    return EnrollmentToken(
+        token_id=row.token_id, secret_hash=row.secret_hash, unit_code=row.unit_code, created_at=row.created_at,
+        expires_at=row.expires_at, max_devices=row.max_devices, used=row.used, require_approval=row.require_approval,
+        revoked_at=row.revoked_at, created_by=row.created_by)
+
+
+def _enrollment(row: EnrollmentRow) -> Enrollment:
+    state: EnrollmentState = "accepted" if row.state == "accepted" else "rejected" if row.state == "rejected" \
+        else "pending"
+    return Enrollment(
+        device_id=row.device_id, unit_code=row.unit_code, token_id=row.token_id,
+        public_key_sha256=row.public_key_sha256, state=state, requested_at=row.requested_at,
+        decided_at=row.decided_at, decided_by=row.decided_by, reason=row.reason)
+
+
+def _issued(row: CertificateRow) -> IssuedCertificate:
+    kind: CertificateKind = "device" if row.kind == "device" else "service" if row.kind == "service" else "server"
+    return IssuedCertificate(
+        name=row.name, kind=kind, serial=int(row.serial), not_before=row.not_before, not_after=row.not_after,
+        fingerprint_sha256=row.fingerprint_sha256, public_key_sha256=row.public_key_sha256, pem=row.pem.encode())
+
+
+class _RevokedLookup:
+    """``serial in revoked`` as one primary-key lookup (what verify_client and renew_device ask)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def __contains__(self, serial: object) -> bool:
+        if not isinstance(serial, int):
+            return False
+        with self._sessions() as session:
+            row = session.get(CertificateRow, str(serial))
+            return row is not None and row.revoked_at is not None
+
+
+class SqlEnrollmentStore:
+    """The enrollment state in the fleet database (SQLite or PostgreSQL).
+
+    ``clock`` is the fleet's (tests move it); it decides which revoked certificates have
+    expired and can leave the CRL.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime] | None = None) -> None:
+        self.sessions = sessions
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    # --- tokens --------------------------------------------------------------------------
+
+    def add_token(self, token: EnrollmentToken) -> None:
+        with self.sessions.begin() as session:
+            session.add(EnrollmentTokenRow(**token.model_dump()))
+
+    def token(self, token_id: str) -> EnrollmentToken | None:
+        with self.sessions() as session:
+            row = session.get(EnrollmentTokenRow, token_id)
+            return _token(row) if row is not None else None
+
+    def tokens(self, units: frozenset[str] | None = None, *, limit: int = 500) -> list[EnrollmentToken]:
+        """Newest first; only those of ``units`` unless None (everything)."""
+        query = select(EnrollmentTokenRow).order_by(EnrollmentTokenRow.created_at.desc()).limit(limit)
+        if units is not None:
+            query = query.where(EnrollmentTokenRow.unit_code.in_(sorted(units)))
+        with self.sessions() as session:
+            return [_token(r) for r in session.scalars(query)]
+
+    def revoke_token(self, token_id: str, when: datetime) -> EnrollmentToken | None:
+        """Withdraw a token (kept for the record); None when there is no such token."""
+        with self.sessions.begin() as session:
+            row = session.get(EnrollmentTokenRow, token_id, with_for_update=True)
+            if row is None:
+                return None
+            if row.revoked_at is None:
+                row.revoked_at = when
+            return _token(row)
+
+    def consume_token(self, token_id: str) -> bool:
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(EnrollmentTokenRow)
+                .where(EnrollmentTokenRow.token_id == token_id,
+                       EnrollmentTokenRow.used < EnrollmentTokenRow.max_devices,
+                       EnrollmentTokenRow.revoked_at.is_(None))
+                .values(used=EnrollmentTokenRow.used + 1)
+                .execution_options(synchronize_session=False))
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    # --- enrollments ---------------------------------------------------------------------
+
+    def enrollment(self, device_id: str) -> Enrollment | None:
+        with self.sessions() as session:
+            row = session.get(EnrollmentRow, device_id)
+            return _enrollment(row) if row is not None else None
+
+    def enrollments(self, *, state: str | None = None, units: frozenset[str] | None = None,
+                    limit: int = 500) -> list[Enrollment]:
+        query = select(EnrollmentRow).order_by(EnrollmentRow.requested_at.desc()).limit(limit)
+        if state is not None:
+            query = query.where(EnrollmentRow.state == state)
+        if units is not None:
+            query = query.where(EnrollmentRow.unit_code.in_(sorted(units)))
+        with self.sessions() as session:
+            return [_enrollment(r) for r in session.scalars(query)]
+
+    def save_enrollment(self, enrollment: Enrollment, csr_pem: str) -> None:
+        with self.sessions.begin() as session:
+            session.merge(EnrollmentRow(**enrollment.model_dump(), csr_pem=csr_pem))
+
+    def enrollment_csr(self, device_id: str) -> str | None:
+        with self.sessions() as session:
+            row = session.get(EnrollmentRow, device_id)
+            return row.csr_pem if row is not None else None
+
+    # --- certificates --------------------------------------------------------------------
+
+    def add_certificate(self, issued: IssuedCertificate) -> None:
+        with self.sessions.begin() as session:
+            session.add(CertificateRow(
+                serial=str(issued.serial), name=issued.name, kind=issued.kind, not_before=issued.not_before,
+                not_after=issued.not_after, fingerprint_sha256=issued.fingerprint_sha256,
+                public_key_sha256=issued.public_key_sha256, pem=issued.pem.decode(), issued_at=self.clock()))
+
+    def latest_certificate(self, device_id: str) -> IssuedCertificate | None:
+        query = (select(CertificateRow).where(CertificateRow.name == device_id)
+                 .order_by(CertificateRow.issued_at.desc(), CertificateRow.not_after.desc()).limit(1))
+        with self.sessions() as session:
+            row = session.scalars(query).first()
+            return _issued(row) if row is not None else None
+
+    def revoke_device(self, device_id: str, when: dt.datetime, *, by: str | None = None) -> list[RevokedCertificate]:
+        """Revoke every unrevoked certificate of the device and mark the device revoked (its row is
+        created, with the unit of its enrollment, when it never spoke): one transaction."""
+        with self.sessions.begin() as session:
+            rows = list(session.scalars(select(CertificateRow).where(
+                CertificateRow.name == device_id, CertificateRow.revoked_at.is_(None)).with_for_update()))
+            for row in rows:
+                row.revoked_at, row.revoked_by = when, by
+            enrolled = session.get(EnrollmentRow, device_id)
+            session.execute(insert_ignore(session.get_bind().dialect.name, Device.__table__), [{
+                "id": device_id, "unit_code": enrolled.unit_code if enrolled else None, "first_seen": when,
+                "last_seen": when, "status": "unknown"}])
+            session.execute(update(Device).where(Device.id == device_id, Device.revoked_at.is_(None))
+                            .values(revoked_at=when).execution_options(synchronize_session=False))
+            return [RevokedCertificate(int(r.serial), when) for r in rows]
+
+    def revoked(self) -> Sequence[RevokedCertificate]:
+        query = (select(CertificateRow.serial, CertificateRow.revoked_at)
+                 .where(CertificateRow.revoked_at.is_not(None), CertificateRow.not_after > self.clock())
+                 .order_by(CertificateRow.revoked_at))
+        with self.sessions() as session:
+            return [RevokedCertificate(int(serial), when) for serial, when in session.execute(query) if when]
+
+    def revoked_serials(self) -> _RevokedLookup:
+        return _RevokedLookup(self.sessions)
+
+
+def enrolled_units(session: Session, device_ids: Sequence[str]) -> dict[str, str]:
+    """{device id: unit} of the accepted enrollments among ``device_ids`` (the ingest keeps a
+    device's unit to the one it enrolled in, whatever its status messages claim)."""
+    if not device_ids:
+        return {}
+    query = select(EnrollmentRow.device_id, EnrollmentRow.unit_code).where(
+        EnrollmentRow.device_id.in_(list(device_ids)), EnrollmentRow.state == "accepted")
+    return {device_id: unit for device_id, unit in session.execute(query)}
