@@ -79,6 +79,6 @@ def create_app(
     app.include_router(alerts.router)
     app.include_router(fleet_screen.router)
     app.include_router(corrections_api.router, prefix="/api/v1")
+    enroll_routes.install(app)  # enrollment, certificates, CRL (its lifespan: the CRL timer)
     auth_guard.install(app)  # login/users/audit routes, the guard every request passes, the audit
     return app
-    enroll_routes.install(app)  # enrollment, certificates, CRL (its lifespan: the CRL timer)
