@@ -25,6 +25,7 @@ from fleet.db import make_engine, migrate, session_factory
 from fleet.enroll import routes as enroll_routes
 from fleet.ingest import Ingest
 from fleet.metrics import FleetMetrics
+from fleet.operations import web as operations_web
 from fleet.storage import FileStore
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def create_app(
     app.include_router(web.router)
     app.include_router(progress.router)
     app.include_router(operations_routes.router)  # its lifespan starts fleet operations
+    app.include_router(operations_web.router)  # the /operations page
     app.include_router(alerts.router)
     app.include_router(fleet_screen.router)
     app.include_router(corrections_api.router, prefix="/api/v1")

@@ -14,6 +14,13 @@
 * ``POST /rollouts``, ``GET /rollouts``, ``GET /rollouts/{id}``,
   ``POST /rollouts/{id}/{pause|resume|cancel}``.
 
+Who may do what (``fleet.auth``): every route needs a user; writes an admin. A unit admin (or a
+viewer limited to a unit) sees and acts on the devices of their unit's subtree only: settings of
+their units and devices, commands to their devices, rollouts whose every target is theirs (a
+rollout reaching other units is shown with their devices only, and only a province admin may
+pause, resume or cancel it). The fleet level's settings and bundle uploads are the province
+admin's. Objects outside the scope answer 404, as if absent.
+
 The router carries its own lifespan: it starts :class:`fleet.operations.service.Operations`
 and hooks it into the ingest writer (``app.include_router(operations.router)`` is all the app does).
 """
@@ -34,8 +41,12 @@ from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
+from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
+from fleet.auth.principal import Principal
+from fleet.auth.scope import OutOfScope, in_scope, require_unit, require_unit_filter, visible_units
 from fleet.models import Device
 from fleet.operations.models import CommandRow, DeviceConfig, RolloutRow, SettingsLayer
 from fleet.operations.service import Operations, new_command, offer_updates, recompute_desired
@@ -72,6 +83,39 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(prefix="/api/v1", tags=["operations"], lifespan=lifespan)
 
 
+def _device_units(session: Session) -> dict[str, str | None]:
+    return {d: u for d, u in session.execute(select(Device.id, Device.unit_code))}
+
+
+def _visible_devices(session: Session, user: Principal) -> set[str] | None:
+    """The device ids the user may see (None: every device)."""
+    visible = visible_units(session, user)
+    if visible is None:
+        return None
+    return {d for d, u in _device_units(session).items() if in_scope(visible, u)}
+
+
+def _require_device(session: Session, user: Principal, device_id: str) -> Device:
+    """The device, or 404 when it does not exist or is outside the user's units."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise HTTPException(404, "no such device")
+    require_unit(session, user, device.unit_code)
+    return device
+
+
+def _require_layer(session: Session, user: Principal, scope: str, key: str, *, write: bool) -> None:
+    if scope == "fleet":
+        if write and not user.is_province_admin:
+            raise HTTPException(403, "the fleet level is the province admin's")
+    elif scope == "unit":
+        require_unit(session, user, key)
+    elif session.get(Device, key) is not None:
+        _require_device(session, user, key)
+    elif not user.is_province_admin:
+        raise OutOfScope(unit_code=None)  # a device not enrolled yet: the province admin's
+
+
 def bundles_dir(state: Any) -> FsPath:
     path: FsPath = state.config.storage.dir.parent / "bundles"
     return path
@@ -97,7 +141,7 @@ class LayerOut(BaseModel):
 
 @router.put("/settings/{scope}/{key}")
 def put_settings(scope: Scope, key: Annotated[str, Path(max_length=64)], body: SettingsIn, state: StateDep,
-                 request: Request) -> LayerOut:
+                 request: Request, user: AdminUser) -> LayerOut:
     """Set one level's settings (replaces that level). The devices see them as soon as they
     are online; the device validates them (an invalid value is rejected there, with the reason,
     and shows in ``GET /devices/{id}/settings``)."""
@@ -105,6 +149,7 @@ def put_settings(scope: Scope, key: Annotated[str, Path(max_length=64)], body: S
         raise HTTPException(422, "the fleet level's key is 'default'")
     now = state.now()
     with state.sessions.begin() as session:
+        _require_layer(session, user, scope, key, write=True)
         layer = session.get(SettingsLayer, (scope, key))
         if layer is None:
             layer = SettingsLayer(scope=scope, key=key, settings=body.settings, version=1, updated_at=now)
@@ -122,7 +167,8 @@ def put_settings(scope: Scope, key: Annotated[str, Path(max_length=64)], body: S
 
 
 @router.get("/settings/{scope}/{key}")
-def get_settings(scope: Scope, key: str, session: SessionDep) -> LayerOut:
+def get_settings(scope: Scope, key: str, session: SessionDep, user: CurrentUser) -> LayerOut:
+    _require_layer(session, user, scope, key, write=False)
     layer = session.get(SettingsLayer, (scope, key))
     if layer is None:
         raise HTTPException(404, "no settings at this level")
@@ -149,12 +195,11 @@ class DeviceSettingsOut(BaseModel):
 
 
 @router.get("/devices/{device_id}/settings")
-def device_settings(device_id: str, state: StateDep) -> DeviceSettingsOut:
+def device_settings(device_id: str, state: StateDep, user: CurrentUser) -> DeviceSettingsOut:
     with state.sessions.begin() as session:
+        _require_device(session, user, device_id)
         row = session.get(DeviceConfig, device_id)
         if row is None:
-            if session.get(Device, device_id) is None:
-                raise HTTPException(404, "no such device")
             recompute_desired(session, [device_id], state.now())
             row = session.get(DeviceConfig, device_id)
             assert row is not None
@@ -193,15 +238,17 @@ class SettingsListOut(BaseModel):
 @router.get("/settings")
 def list_settings(
     session: SessionDep,
+    user: CurrentUser,
     differs: Annotated[bool, Query(description="Only devices whose reported settings differ from desired")] = False,
     unit: Annotated[str | None, Query(max_length=64, description="Only devices of this unit code")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> SettingsListOut:
     """Every device's desired vs reported settings at a glance (not in sync first)."""
-    units: dict[str, str | None] = {d: u for d, u in session.execute(select(Device.id, Device.unit_code))}
+    visible = require_unit_filter(session, user, unit)
+    units = _device_units(session)
     rows = []
     for row in session.scalars(select(DeviceConfig).order_by(DeviceConfig.device_id)):
-        if unit is not None and units.get(row.device_id) != unit:
+        if (unit is not None and units.get(row.device_id) != unit) or not in_scope(visible, units.get(row.device_id)):
             continue
         diff = settings_diff(row.desired, row.reported or {})
         in_sync = bool(row.applied) and row.reported_version == row.desired_version and not diff
@@ -245,12 +292,12 @@ class CommandOut(BaseModel):
 
 
 @router.post("/devices/{device_id}/commands", status_code=201)
-def create_command(device_id: str, body: CommandIn, state: StateDep, request: Request) -> CommandOut:
+def create_command(device_id: str, body: CommandIn, state: StateDep, request: Request,
+                   user: AdminUser) -> CommandOut:
     """Queue a command; it waits for the device until its deadline."""
     now = state.now()
     with state.sessions.begin() as session:
-        if session.get(Device, device_id) is None:
-            raise HTTPException(404, "no such device")
+        _require_device(session, user, device_id)
         row = new_command(session, device_id, body.name, body.args, now + timedelta(seconds=body.timeout_s), now)
         session.flush()
         out = CommandOut.of(row)
@@ -261,7 +308,8 @@ def create_command(device_id: str, body: CommandIn, state: StateDep, request: Re
 
 
 @router.get("/devices/{device_id}/commands")
-def list_commands(device_id: str, session: SessionDep) -> list[CommandOut]:
+def list_commands(device_id: str, session: SessionDep, user: CurrentUser) -> list[CommandOut]:
+    _require_device(session, user, device_id)
     rows = session.scalars(select(CommandRow).where(CommandRow.device_id == device_id)
                            .order_by(CommandRow.created_at.desc()).limit(200))
     return [CommandOut.of(r) for r in rows]
@@ -270,6 +318,7 @@ def list_commands(device_id: str, session: SessionDep) -> list[CommandOut]:
 @router.get("/commands")
 def recent_commands(
     session: SessionDep,
+    user: CurrentUser,
     state: Annotated[str | None, Query(max_length=16, description="Only commands in this state")] = None,
     rollout_id: Annotated[str | None, Query(max_length=64, description="Only the commands of this rollout")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
@@ -277,6 +326,10 @@ def recent_commands(
     """The latest commands over all devices, newest first, with counts by state."""
     query = select(CommandRow)
     counts = select(CommandRow.state, func.count()).group_by(CommandRow.state)
+    devices = _visible_devices(session, user)
+    if devices is not None:
+        query = query.where(CommandRow.device_id.in_(sorted(devices)))
+        counts = counts.where(CommandRow.device_id.in_(sorted(devices)))
     if state is not None:
         query = query.where(CommandRow.state == state)
     if rollout_id is not None:
@@ -287,10 +340,11 @@ def recent_commands(
 
 
 @router.get("/commands/{command_id}")
-def get_command(command_id: str, session: SessionDep) -> CommandOut:
+def get_command(command_id: str, session: SessionDep, user: CurrentUser) -> CommandOut:
     row = session.get(CommandRow, command_id)
     if row is None:
         raise HTTPException(404, "no such command")
+    _require_device(session, user, row.device_id)
     return CommandOut.of(row)
 
 
@@ -307,7 +361,7 @@ BundleName = Annotated[str, Path(pattern=BUNDLE_NAME)]
 
 
 @router.put("/bundles/{name}", status_code=201)
-async def put_bundle(name: BundleName, request: Request, state: StateDep) -> BundleOut:
+async def put_bundle(name: BundleName, request: Request, state: StateDep, _user: ProvinceAdmin) -> BundleOut:
     """Upload a bundle (raw body). Its signature is checked by each device, not here."""
     directory = bundles_dir(state)
     directory.mkdir(parents=True, exist_ok=True)
@@ -376,7 +430,8 @@ class RolloutIn(BaseModel):
 
 
 @router.post("/rollouts", status_code=201)
-def create_rollout(body: RolloutIn, state: StateDep, request: Request) -> dict[str, Any]:
+def create_rollout(body: RolloutIn, state: StateDep, request: Request, user: AdminUser) -> dict[str, Any]:
+    """Plan and (by default) start a rollout. A unit admin's targets are only their devices."""
     path = bundles_dir(state) / body.bundle
     if not path.is_file():
         raise HTTPException(404, "no such bundle")
@@ -398,7 +453,9 @@ def create_rollout(body: RolloutIn, state: StateDep, request: Request) -> dict[s
             raise HTTPException(409, "a rollout with this id exists")
         from fleet.operations.service import _parent_of
 
-        devices = [DeviceInfo(device_id=d.id, unit=d.unit_code) for d in session.scalars(select(Device))]
+        visible = visible_units(session, user)
+        devices = [DeviceInfo(device_id=d.id, unit=d.unit_code) for d in session.scalars(select(Device))
+                   if in_scope(visible, d.unit_code)]
         targets = select_targets(devices, body.target, _parent_of(session))
         if not targets:
             raise HTTPException(422, "no device matches the target")
@@ -416,9 +473,22 @@ def create_rollout(body: RolloutIn, state: StateDep, request: Request) -> dict[s
     return {"rollout_id": body.rollout_id, "offer": offer, "summary": summary}
 
 
+def _scoped(rollout: Rollout, visible: set[str] | None) -> Rollout | None:
+    """The rollout as a user limited to ``visible`` devices sees it: only their devices (None
+    when it has none of them). Status, phase and halt reason are the whole rollout's."""
+    if visible is None:
+        return rollout
+    if not visible & set(rollout.devices):
+        return None
+    plan = [[d for d in ids if d in visible] for ids in rollout.plan]
+    return rollout.model_copy(update={"plan": plan,
+                                      "devices": {d: p for d, p in rollout.devices.items() if d in visible}})
+
+
 @router.get("/rollouts")
 def list_rollouts(
     session: SessionDep,
+    user: CurrentUser,
     status: Annotated[str | None, Query(max_length=16, description="Only rollouts in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[dict[str, Any]]:
@@ -427,8 +497,12 @@ def list_rollouts(
     if status is not None:
         query = query.where(RolloutRow.status == status)
     out = []
+    visible = _visible_devices(session, user)
     for row in session.scalars(query):
-        summary = Rollout.model_validate(row.doc).summary()
+        rollout = _scoped(Rollout.model_validate(row.doc), visible)
+        if rollout is None:
+            continue
+        summary = rollout.summary()
         out.append({"rollout_id": row.id, "version": row.offer.get("version"), "kind": row.offer.get("kind"),
                     "created_at": row.created_at, "updated_at": row.updated_at,
                     "devices": sum(p["devices"] for p in summary["phases"]), "summary": summary})
@@ -436,25 +510,34 @@ def list_rollouts(
 
 
 @router.get("/rollouts/{rollout_id}")
-def get_rollout(rollout_id: str, session: SessionDep) -> dict[str, Any]:
+def get_rollout(rollout_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """Summary (per-phase state counts, status, halt reason) and per-device progress."""
     row = session.get(RolloutRow, rollout_id)
     if row is None:
         raise HTTPException(404, "no such rollout")
-    rollout = Rollout.model_validate(row.doc)
+    scoped = _scoped(Rollout.model_validate(row.doc), _visible_devices(session, user))
+    if scoped is None:
+        raise OutOfScope()
+    rollout = scoped
     return {"rollout_id": rollout_id, "offer": row.offer, "summary": rollout.summary(),
+            "phases": [p.model_dump() for p in rollout.phases],
             "devices": {d: p.model_dump(mode="json") for d, p in rollout.devices.items()}}
 
 
 @router.post("/rollouts/{rollout_id}/{action}")
 def control_rollout(rollout_id: str, action: Literal["start", "pause", "resume", "cancel"], state: StateDep,
-                    request: Request) -> dict[str, Any]:
+                    request: Request, user: AdminUser) -> dict[str, Any]:
     now = state.now()
     with state.sessions.begin() as session:
         row = session.get(RolloutRow, rollout_id, with_for_update=True)
         if row is None:
             raise HTTPException(404, "no such rollout")
         rollout = Rollout.model_validate(row.doc)
+        visible = _visible_devices(session, user)
+        if _scoped(rollout, visible) is None:
+            raise OutOfScope()
+        if visible is not None and not set(rollout.devices) <= visible:
+            raise HTTPException(403, "this rollout reaches devices outside your units")
         try:
             getattr(rollout, action)()
         except RolloutStateError as exc:

@@ -3,6 +3,7 @@ and device agents in this process, for the fleet-operations tests."""
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -17,6 +18,7 @@ from device.agent import Agent
 from device.config import AgentConfig
 from fleet.api.app import create_app
 from fleet.config import FleetConfig
+from tests.authn import login_as, make_user
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -37,7 +39,8 @@ def free_port() -> int:
 
 
 class FleetServer:
-    """The fleet app under uvicorn in a thread: devices download bundles from it."""
+    """The fleet app under uvicorn in a thread: devices download bundles from it. :attr:`http`
+    is logged in as a province admin (:attr:`admin`, :attr:`password`)."""
 
     def __init__(self, config: FleetConfig) -> None:
         self.port = free_port()
@@ -49,6 +52,9 @@ class FleetServer:
         self.thread.start()
         wait_until(lambda: self.server.started, 30, "the fleet to serve")
         self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.admin, self.password = "ops-admin", secrets.token_urlsafe(12)
+        make_user(self.app.state.fleet.sessions, name=self.admin, password=self.password, role="province_admin")
+        login_as(self.http, self.admin, self.password)
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return self.http.request(method, f"/api/v1{path}", **kwargs)

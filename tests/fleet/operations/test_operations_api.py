@@ -1,6 +1,7 @@
 """The operations API on the database alone (no broker: nothing is published), on SQLite and
 PostgreSQL: settings layers and versions, commands and their acknowledgements through the ingest
-writer, rollouts paused, resumed and cancelled by hand."""
+writer, rollouts paused, resumed and cancelled by hand; who may see and do what (a province
+admin everything, a unit admin their subtree, a viewer reads)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fleet.ingest import Incoming
 from fleet.operations.models import CommandRow
 from fleet.operations.service import Operations
 from protocol.messages import CommandAck, ConfigReported, Status, UpdateProgress, encode
+from tests.authn import login
 from tests.fleet.conftest import make_config, state_of
 
 DEVICES = ["kiosk-0001", "kiosk-0002", "kiosk-0003"]
@@ -23,6 +25,7 @@ DEVICES = ["kiosk-0001", "kiosk-0002", "kiosk-0003"]
 @pytest.fixture
 def api(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     with TestClient(create_app(make_config(tmp_path, db_url))) as client:
+        login(client)  # a province admin
         yield client
 
 
@@ -146,3 +149,64 @@ def test_rollout_pause_resume_cancel_by_hand(api: TestClient, tmp_path: Path) ->
     gone = api.get("/api/v1/bundles/app-0.2.0.bundle", params={"rollout": "r1"}, headers={"Range": "bytes=7-"})
     assert gone.status_code == 410 and "cancelled" in gone.json()["detail"]
     assert api.get("/api/v1/bundles/app-0.2.0.bundle", params={"rollout": "r-none"}).status_code == 410
+
+
+def _as(client: TestClient, role: str, unit_code: str | None = None) -> dict[str, str]:
+    saved = client.headers.get("Authorization")
+    login(client, role=role, unit_code=unit_code)  # type: ignore[arg-type]
+    headers = {"Authorization": client.headers["Authorization"]}
+    client.headers["Authorization"] = saved or ""
+    return headers
+
+
+def test_unit_admins_see_and_act_on_their_subtree_only_and_viewers_read(api: TestClient) -> None:
+    """Bad input: a unit admin reading, commanding, configuring a device of another unit (404,
+    as if absent), setting the fleet level (403), rolling out to a unit that is not theirs
+    (nothing matches), cancelling a rollout that reaches other units (403); a viewer writing
+    (403); no session at all (401)."""
+    _online(api, unit="U1")
+    _deliver(api, Status(device_id="kiosk-0009", state="online", unit="U2"))
+    api.put("/api/v1/bundles/app-0.2.0.bundle", content=b"bundle bytes")
+    rollout = {"bundle": "app-0.2.0.bundle", "version": "0.2.0", "phases": [{"percent": 100}]}
+    assert api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-all"}).status_code == 201
+    u1 = _as(api, "unit_admin", "U1")
+    viewer = _as(api, "viewer", "U1")
+
+    assert api.get("/api/v1/devices/kiosk-0009/settings", headers=u1).status_code == 404
+    assert api.get("/api/v1/devices/kiosk-0001/settings", headers=u1).status_code == 200
+    assert api.post("/api/v1/devices/kiosk-0009/commands", json={"name": "reboot"}, headers=u1).status_code == 404
+    assert api.put("/api/v1/settings/device/kiosk-0009", json={"settings": {}}, headers=u1).status_code == 404
+    assert api.put("/api/v1/settings/unit/U2", json={"settings": {}}, headers=u1).status_code == 404
+    assert api.put("/api/v1/settings/fleet/default", json={"settings": {}}, headers=u1).status_code == 403
+    assert api.put("/api/v1/settings/unit/U1", json={"settings": {"kiosk_language": "en"}},
+                   headers=u1).status_code == 200
+    assert api.put("/api/v1/bundles/x.bundle", content=b"x", headers=u1).status_code == 403
+    assert {d["device_id"] for d in api.get("/api/v1/settings", headers=u1).json()["devices"]} == set(DEVICES)
+    assert api.get("/api/v1/settings", params={"unit": "U2"}, headers=u1).status_code == 403
+
+    # Rollouts: the province-wide one is seen with U1's devices only, and cannot be cancelled.
+    [seen] = api.get("/api/v1/rollouts", headers=u1).json()
+    assert seen["rollout_id"] == "r-all" and seen["devices"] == 3
+    assert set(api.get("/api/v1/rollouts/r-all", headers=u1).json()["devices"]) == set(DEVICES)
+    assert api.post("/api/v1/rollouts/r-all/cancel", headers=u1).status_code == 403
+    assert api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-u2", "target": {"unit_subtree": "U2"}},
+                    headers=u1).status_code == 422
+    mine = api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-u1"}, headers=u1)
+    assert mine.status_code == 201 and mine.json()["summary"]["states"] == {"offered": 3}
+    assert api.post("/api/v1/rollouts/r-u1/pause", headers=u1).status_code == 200
+    only_u2 = api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-2", "target": {"unit_subtree": "U2"}})
+    assert only_u2.status_code == 201
+    assert api.get("/api/v1/rollouts/r-2", headers=u1).status_code == 404
+    assert "r-2" not in {r["rollout_id"] for r in api.get("/api/v1/rollouts", headers=u1).json()}
+    assert {c["device_id"] for c in api.get("/api/v1/commands", headers=u1).json()["commands"]} == set(DEVICES)
+    [u2_offer] = api.get("/api/v1/devices/kiosk-0009/commands").json()[:1]
+    assert api.get(f"/api/v1/commands/{u2_offer['id']}", headers=u1).status_code == 404
+
+    # A viewer reads their unit's state and changes nothing.
+    assert api.get("/api/v1/rollouts/r-u1", headers=viewer).status_code == 200
+    assert api.get("/api/v1/devices/kiosk-0001/commands", headers=viewer).status_code == 200
+    assert api.post("/api/v1/rollouts/r-u1/resume", headers=viewer).status_code == 403
+    assert api.post("/api/v1/devices/kiosk-0001/commands", json={"name": "reboot"}, headers=viewer).status_code == 403
+    assert api.put("/api/v1/settings/unit/U1", json={"settings": {}}, headers=viewer).status_code == 403
+    api.cookies.clear()  # logging in set a session cookie too
+    assert api.get("/api/v1/rollouts", headers={"Authorization": ""}).status_code == 401
