@@ -4,6 +4,7 @@
     sohoa-fleet validate-config FILE      # every error with file:line, exit 1 on any
     sohoa-fleet migrate [--config FILE]   # bring the database schema up to date
     sohoa-fleet ingest [--config FILE] [--client-id ID]   # one more ingest worker, no HTTP
+    sohoa-fleet user add NAME --role ROLE [--unit CODE]   # an admin user; password from stdin
     sohoa-fleet --version
 """
 
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from fleet import __version__
+from fleet.auth import cli as auth_cli
 from fleet.errors import FleetError
 from protocol.configfile import ConfigError
 
@@ -36,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
     ingest.add_argument("--client-id", help="this worker's MQTT client id, unique and fixed per worker")
+    auth_cli.add_parser(sub)
     return parser
 
 
@@ -83,12 +86,17 @@ def _serve(config_path: Path | None) -> int:
             migrate(engine)
         finally:
             engine.dispose()
+    from fleet.enroll.server import https_files
+
+    tls = https_files(config)  # http.tls_cert/tls_key, or issued from the fleet CA, or None: plain HTTP
+    auth_cli.ensure_initial_admin(config)  # no user at all: `admin`, its password in a 0600 file
     app = create_app(config)
-    log.info("fleet on http://%s:%s, broker %s:%s", config.http.host, config.http.port,
+    log.info("fleet on %s://%s:%s, broker %s:%s", "https" if tls else "http", config.http.host, config.http.port,
              config.broker.host, config.broker.port)
     server = uvicorn.Server(
         uvicorn.Config(app, host=config.http.host, port=config.http.port, log_config=None, access_log=False,
-                       timeout_graceful_shutdown=10)
+                       timeout_graceful_shutdown=10, ssl_certfile=str(tls[0]) if tls else None,
+                       ssl_keyfile=str(tls[1]) if tls else None)
     )
     # uvicorn handles SIGINT and SIGTERM: it stops accepting, finishes requests, then the app's
     # lifespan stops the ingest (writes and acknowledges what it holds) before we return. It
@@ -142,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(args.config)
         if args.command == "ingest":
             return _ingest(args.config, args.client_id)
+        if args.command == "user":
+            return auth_cli.run(args)
         return _validate(args.file)
     except ConfigError as exc:
         for line in exc.errors:

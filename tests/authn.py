@@ -12,11 +12,12 @@ import secrets
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.auth.models import User
-from fleet.auth.passwords import hash_password
 from fleet.auth.principal import Principal, Role
 from fleet.auth.sessions import principal_of
 
@@ -24,6 +25,13 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 _names = itertools.count(1)
+
+# Test users get a cheap argon2id hash (the parameters travel inside the hash, so the fleet
+# verifies it as any other): a login then costs milliseconds, not a quarter second.
+_cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+ADMIN_NAME = "test-admin"
+ADMIN_PASSWORD = "test-admin-password-1"
 
 
 def make_user(
@@ -36,11 +44,23 @@ def make_user(
 ) -> Principal:
     """Insert a user straight into the database (the fleet may run in another thread or process)."""
     with sessions() as session:
-        user = User(name=name, password_hash=hash_password(password), role=role, unit_code=unit_code,
+        user = User(name=name, password_hash=_cheap.hash(password), role=role, unit_code=unit_code,
                     disabled=False, created_at=datetime.now(UTC))
         session.add(user)
         session.commit()
         return principal_of(user)
+
+
+def ensure_admin(sessions: sessionmaker[Session]) -> tuple[str, str]:
+    """The suite's standard province admin (created once per database): (name, password), for
+    a fleet served in a thread or subprocess and logged into with :func:`login_as` or
+    :func:`browser_login`."""
+    with sessions() as session:
+        if session.scalar(select(User.id).where(User.name == ADMIN_NAME)) is None:
+            session.add(User(name=ADMIN_NAME, password_hash=_cheap.hash(ADMIN_PASSWORD), role="province_admin",
+                             unit_code=None, disabled=False, created_at=datetime.now(UTC)))
+            session.commit()
+    return ADMIN_NAME, ADMIN_PASSWORD
 
 
 def login_as(client: Any, name: str, password: str) -> str:

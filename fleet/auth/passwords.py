@@ -28,10 +28,6 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
-def needs_rehash(password_hash: str) -> bool:
-    return _hasher.check_needs_rehash(password_hash)
-
-
 def generate_password() -> str:
     """A random password for a first admin or a reset (about 120 bits)."""
     return secrets.token_urlsafe(15)

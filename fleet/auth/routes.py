@@ -16,7 +16,7 @@ from fleet.auth import audit
 from fleet.auth.config import AuthConfig
 from fleet.auth.deps import CurrentUser, request_token
 from fleet.auth.models import User, UserSession
-from fleet.auth.passwords import hash_password, needs_rehash, verify_password
+from fleet.auth.passwords import hash_password, verify_password
 from fleet.auth.principal import Principal
 from fleet.auth.ratelimit import LOGIN, retry_after
 from fleet.auth.sessions import COOKIE, close_session, open_session, principal_of, token_hash
@@ -107,8 +107,6 @@ def authenticate(request: Request, state: StateDep, form: LoginIn) -> tuple[Prin
             session.commit()
             request.scope.setdefault("state", {})[audit.AUDITED_KEY] = True
             raise HTTPException(401, "wrong name or password", headers={"WWW-Authenticate": "Bearer"})
-        if needs_rehash(user.password_hash):
-            user.password_hash = hash_password(form.password)
         token, expires = open_session(session, user, now, config.session_ttl_s)
         session.add(audit.entry(at=now, action=LOGIN, actor=user.name, actor_kind="user", unit_code=user.unit_code,
                                 outcome="ok", ip=ip))

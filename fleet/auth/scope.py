@@ -53,10 +53,11 @@ def in_scope(visible: frozenset[str] | None, unit_code: str | None) -> bool:
     return visible is None or (unit_code is not None and unit_code in visible)
 
 
-def require_unit(session: Session, principal: Principal, unit_code: str | None) -> None:
-    """Raise :class:`OutOfScope` (404) when ``unit_code`` (an object's unit) is outside the scope."""
+def require_unit(session: Session, principal: Principal, unit_code: str | None, *, detail: str = "not found") -> None:
+    """Raise :class:`OutOfScope` (404) when ``unit_code`` (an object's unit) is outside the scope.
+    Give the ``detail`` the route answers for a missing object, so both read the same."""
     if not in_scope(visible_units(session, principal), unit_code):
-        raise OutOfScope(unit_code=unit_code)
+        raise OutOfScope(detail, unit_code=unit_code)
 
 
 def require_unit_filter(session: Session, principal: Principal, unit_code: str | None) -> frozenset[str] | None:

@@ -9,6 +9,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.api.deps import SessionDep, StateDep
+from fleet.auth.deps import CurrentUser
+from fleet.auth.scope import in_scope, require_unit_filter
 from fleet.corrections.store import Correction, export_zip, latest_corrections
 
 router = APIRouter(prefix="/corrections", tags=["corrections"])
@@ -47,7 +49,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 Device = Annotated[str | None, Query(description="Only corrections made on this device")]
-Unit = Annotated[str | None, Query(description="Only devices of this unit")]
+Unit = Annotated[str | None, Query(description="Only devices of this unit (403 outside your units)")]
 Since = Annotated[datetime | None, Query(description="Latest correction at or after this time")]
 Until = Annotated[datetime | None, Query(description="Latest correction before this time")]
 
@@ -56,6 +58,7 @@ Until = Annotated[datetime | None, Query(description="Latest correction before t
 def list_corrections(
     state: StateDep,
     session: SessionDep,
+    user: CurrentUser,
     device_id: Device = None,
     unit: Unit = None,
     doctype: ClassId = None,
@@ -63,9 +66,11 @@ def list_corrections(
     until: Until = None,
     limit: Annotated[int, Query(ge=1, le=10000, description="At most this many, most recent first")] = 1000,
 ) -> list[CorrectionOut]:
-    """Corrected pages (latest correction of each), most recent first."""
-    found = latest_corrections(session, device_id=device_id, unit=unit, doctype=doctype, since=_aware(since),
-                               until=_aware(until), store=state.store)
+    """Corrected pages (latest correction of each) of your units' devices, most recent first."""
+    visible = require_unit_filter(session, user, unit)
+    found = [c for c in latest_corrections(session, device_id=device_id, unit=unit, doctype=doctype,
+                                           since=_aware(since), until=_aware(until), store=state.store)
+             if in_scope(visible, c.unit)]
     return [_out(c) for c in reversed(found[-limit:])]
 
 
@@ -74,6 +79,7 @@ def list_corrections(
 def export_corrections(
     state: StateDep,
     session: SessionDep,
+    user: CurrentUser,
     device_id: Device = None,
     unit: Unit = None,
     doctype: ClassId = None,
@@ -83,8 +89,10 @@ def export_corrections(
     """The corrected pages whose file is held, under ``pages/<doctype>/<sha256>.<ext>``, and
     ``labels.csv`` (sha256, file, doctype, previous, device, unit, corrected_at), streamed.
     Read back by ``python -m training.train --corrections <unzipped dir>``."""
-    found = latest_corrections(session, device_id=device_id, unit=unit, doctype=doctype, since=_aware(since),
-                               until=_aware(until), store=state.store)
+    visible = require_unit_filter(session, user, unit)
+    found = [c for c in latest_corrections(session, device_id=device_id, unit=unit, doctype=doctype,
+                                           since=_aware(since), until=_aware(until), store=state.store)
+             if in_scope(visible, c.unit)]
     stamp = state.now().strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(export_zip(found, state.store), media_type="application/zip",
                              headers={"Content-Disposition": f'attachment; filename="corrections-{stamp}.zip"'})

@@ -5,9 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.api.schemas import DeviceOut, EventOut
+from fleet.auth.deps import CurrentUser
+from fleet.auth.principal import Principal
+from fleet.auth.scope import require_unit, require_unit_filter
 from fleet.models import Device, Event
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -17,24 +21,35 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 def list_devices(
     state: StateDep,
     session: SessionDep,
+    user: CurrentUser,
     online: Annotated[bool | None, Query(description="Only devices online (true) or offline (false)")] = None,
-    unit: Annotated[str | None, Query(description="Only devices of this unit code")] = None,
+    unit: Annotated[str | None, Query(description="Only devices of this unit code (403 outside your units)")] = None,
 ) -> list[DeviceOut]:
-    """Every device, with its state."""
+    """Every device you may see (a unit's users: their units' devices), with its state."""
+    visible = require_unit_filter(session, user, unit)
     query = select(Device).order_by(Device.id)
     if unit is not None:
         query = query.where(Device.unit_code == unit)
+    if visible is not None:
+        query = query.where(Device.unit_code.in_(sorted(visible)))
     now = state.now()
     timeout = state.config.ingest.heartbeat_timeout_s
     out = [DeviceOut.of(d, now, timeout) for d in session.scalars(query)]
     return out if online is None else [d for d in out if d.online is online]
 
 
-@router.get("/{device_id}")
-def get_device(device_id: str, state: StateDep, session: SessionDep) -> DeviceOut:
+def visible_device(session: Session, user: Principal, device_id: str) -> Device:
+    """The device, or 404 when there is none or it is outside the user's units (audited)."""
     device = session.get(Device, device_id)
     if device is None:
         raise HTTPException(404, "no such device")
+    require_unit(session, user, device.unit_code, detail="no such device")
+    return device
+
+
+@router.get("/{device_id}")
+def get_device(device_id: str, state: StateDep, session: SessionDep, user: CurrentUser) -> DeviceOut:
+    device = visible_device(session, user, device_id)
     return DeviceOut.of(device, state.now(), state.config.ingest.heartbeat_timeout_s, detail=True)
 
 
@@ -42,6 +57,7 @@ def get_device(device_id: str, state: StateDep, session: SessionDep) -> DeviceOu
 def list_events(
     device_id: str,
     session: SessionDep,
+    user: CurrentUser,
     type: Annotated[str | None, Query(description="Only events of this type, e.g. scanner_jammed")] = None,
     since: Annotated[datetime | None, Query(description="Device time at or after this")] = None,
     until: Annotated[datetime | None, Query(description="Device time before this")] = None,
@@ -49,8 +65,7 @@ def list_events(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[EventOut]:
     """The device's events, newest first."""
-    if session.get(Device, device_id) is None:
-        raise HTTPException(404, "no such device")
+    visible_device(session, user, device_id)
     query = select(Event).where(Event.device_id == device_id)
     if type is not None:
         query = query.where(Event.type == type)

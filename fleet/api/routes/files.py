@@ -18,9 +18,11 @@ from sqlalchemy import select
 from fleet.api.deps import SessionDep, StateDep
 from fleet.api.schemas import FileOut
 from fleet.api.state import FleetState
+from fleet.auth.deps import CurrentUser
+from fleet.auth.scope import OutOfScope, visible_units
 from fleet.db import insert_ignore
 from fleet.errors import ChecksumMismatch
-from fleet.models import StoredFile
+from fleet.models import Device, Page, StoredFile
 from fleet.storage import TooLarge
 from protocol.topics import DEVICE_ID_PATTERN
 
@@ -108,7 +110,15 @@ def head_file(sha256: Sha256Path, state: StateDep, session: SessionDep) -> Respo
 
 
 @router.get("/{sha256}", response_class=FileResponse)
-def get_file(sha256: Sha256Path, state: StateDep, session: SessionDep) -> FileResponse:
-    """The file's bytes."""
+def get_file(sha256: Sha256Path, state: StateDep, session: SessionDep, user: CurrentUser) -> FileResponse:
+    """The file's bytes (each download is audited). A unit's users get only files of their units'
+    devices: a page of theirs refers to it, or one of their devices uploaded it."""
     row = _held(state, session, sha256)
+    visible = visible_units(session, user)
+    if visible is not None:
+        devices = select(Page.device_id).where(Page.sha256 == sha256).union(
+            select(StoredFile.uploaded_by).where(StoredFile.sha256 == sha256))
+        units = {u for u in session.scalars(select(Device.unit_code).where(Device.id.in_(devices))) if u is not None}
+        if not units & visible:
+            raise OutOfScope("not held", unit_code=min(units) if units else None)
     return FileResponse(state.store.path(sha256), media_type=row.content_type, headers={"ETag": f'"{sha256}"'})

@@ -6,10 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.api.schemas import PageOut
-from fleet.models import Page, StoredFile
+from fleet.auth.deps import CurrentUser
+from fleet.auth.principal import Principal
+from fleet.auth.scope import require_unit, visible_units
+from fleet.models import Device, Page, StoredFile
 
 router = APIRouter(prefix="/pages", tags=["pages"])
 
@@ -22,6 +26,7 @@ def _out(page: Page, held: bool) -> PageOut:
 @router.get("")
 def list_pages(
     session: SessionDep,
+    user: CurrentUser,
     device_id: Annotated[str | None, Query(description="Only pages from this device")] = None,
     dossier_code: Annotated[str | None, Query(description="Only pages of this dossier")] = None,
     batch_id: Annotated[str | None, Query(description="Only pages of this scan batch")] = None,
@@ -30,8 +35,12 @@ def list_pages(
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[PageOut]:
-    """Pages, newest capture first (within a batch, by sequence)."""
+    """Pages you may see (a unit's users: their units' devices), newest capture first (within a
+    batch, by sequence)."""
     query = select(Page, StoredFile.sha256).outerjoin(StoredFile, StoredFile.sha256 == Page.sha256)
+    visible = visible_units(session, user)
+    if visible is not None:
+        query = query.join(Device, Device.id == Page.device_id).where(Device.unit_code.in_(sorted(visible)))
     if device_id is not None:
         query = query.where(Page.device_id == device_id)
     if dossier_code is not None:
@@ -46,20 +55,26 @@ def list_pages(
     return [_out(page, held is not None) for page, held in session.execute(query)]
 
 
-@router.get("/{page_id}")
-def get_page(page_id: str, session: SessionDep) -> PageOut:
+def visible_page(session: Session, user: Principal, page_id: str) -> Page:
+    """The page, or 404 when there is none or its device is outside the user's units (audited)."""
     page = session.get(Page, page_id)
     if page is None:
         raise HTTPException(404, "no such page")
+    device = session.get(Device, page.device_id)
+    require_unit(session, user, device.unit_code if device is not None else None, detail="no such page")
+    return page
+
+
+@router.get("/{page_id}")
+def get_page(page_id: str, session: SessionDep, user: CurrentUser) -> PageOut:
+    page = visible_page(session, user, page_id)
     return _out(page, session.get(StoredFile, page.sha256) is not None)
 
 
 @router.get("/{page_id}/file", response_class=FileResponse, responses={404: {"description": "not (yet) held"}})
-def get_page_file(page_id: str, state: StateDep, session: SessionDep) -> FileResponse:
-    """The page's file, byte for byte as the device captured it."""
-    page = session.get(Page, page_id)
-    if page is None:
-        raise HTTPException(404, "no such page")
+def get_page_file(page_id: str, state: StateDep, session: SessionDep, user: CurrentUser) -> FileResponse:
+    """The page's file, byte for byte as the device captured it (each download is audited)."""
+    page = visible_page(session, user, page_id)
     path = state.store.path(page.sha256)
     if session.get(StoredFile, page.sha256) is None or not path.is_file():
         raise HTTPException(404, "the page's file has not been uploaded yet")
