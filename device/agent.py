@@ -342,7 +342,7 @@ class Agent:
         self.publisher = _Publisher(self.outbox, config.broker.max_inflight)
         self.identity = DeviceIdentity(config.identity.dir, self.device_id) if config.identity is not None else None
         self.identity_status = IdentityStatus()
-        self._shown_identity: str | None = None
+        self._shown_identity: tuple[str | None, bool, bool] | None = None
         self.keeper: IdentityKeeper | None = None
         self.link = MqttLink(
             self.device_id,
@@ -514,9 +514,10 @@ class Agent:
     def _show_identity(self) -> None:
         """A revoked or refused identity on the kiosk screen and the light (red until an admin acts)."""
         problem = self.identity_status.problem()
-        if problem == self._shown_identity:
+        shown = (problem, self.kiosk is not None, self.buttons is not None)  # front ends start later
+        if shown == self._shown_identity:
             return
-        self._shown_identity = problem
+        self._shown_identity = shown
         if self.kiosk is not None:
             self.kiosk.app.set_device_problem(problem)
         if self.buttons is not None:
