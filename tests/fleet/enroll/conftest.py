@@ -8,16 +8,19 @@ import datetime as dt
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from fleet.api.app import create_app
 from fleet.api.state import FleetState
@@ -147,6 +150,15 @@ def serve_fleet(tmp_path: Path) -> Iterator[Callable[..., HttpsFleet]]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/fleet.db"
+
+
+def new_postgres_database(base_url: str) -> str:
+    """A new, empty database on the suite's PostgreSQL server (dropped with the server)."""
+    name = f"enroll_{uuid.uuid4().hex[:12]}"
+    admin = make_url(base_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
 
 
 def broker_tls(pki: Path, port: int) -> BrokerConfig:

@@ -21,7 +21,7 @@ from provisioning.enrollment import EnrollAnswer, RenewRequest
 from provisioning.files import read_private_key
 from provisioning.identity import DeviceIdentity, check_ca_pin
 from provisioning.requestauth import sign_request
-from tests.fleet.enroll.conftest import OTHER_UNIT, UNIT, HttpsFleet
+from tests.fleet.enroll.conftest import OTHER_UNIT, UNIT, HttpsFleet, new_postgres_database
 
 
 def _token(admin_http: object, unit: str = UNIT, **body: object) -> str:
@@ -63,7 +63,7 @@ def test_token_enroll_certificate_and_reuse(db: str, serve_fleet: Callable[..., 
     'used', audited with the client's address). The certificate's CN is the device id and it
     verifies against the CA the token's pin names; the token text is in one response only."""
     caplog.set_level(logging.DEBUG)
-    url = sqlite_url if db == "sqlite" else request.getfixturevalue("db_url")
+    url = sqlite_url if db == "sqlite" else new_postgres_database(request.getfixturevalue("postgres_url"))
     fleet = serve_fleet(url)
     admin = fleet.admin()
     r = admin.post("/api/v1/enrollment-tokens", json={"unit_code": UNIT, "ttl_hours": 2})
