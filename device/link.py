@@ -22,6 +22,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -165,6 +166,13 @@ class MqttLink:
             return  # one probe at a time: its answer covers this failure too
         threading.Thread(target=self._probe, name="mqtt-tls-probe", daemon=True).start()
 
+    def _certificate_expired(self) -> bool:
+        assert self.identity is not None
+        try:
+            return self.identity.certificate().not_valid_after_utc <= datetime.now(UTC)
+        except (OSError, ValueError):
+            return True
+
     def _probe(self) -> None:
         try:
             assert self.identity is not None
@@ -176,6 +184,12 @@ class MqttLink:
                 return
             if verdict not in REFUSED_FOR_GOOD or self._closing:
                 log.debug("TLS probe of the broker: %s", verdict)
+                return
+            if verdict == "expired" and not self._certificate_expired():
+                # OpenSSL sends the same alert for a lapsed CRL at the broker: that is the
+                # fleet's to fix (and it refuses every device), so keep trying.
+                log.error("the broker answers 'certificate expired' but this device's certificate is valid: "
+                          "its CRL has probably lapsed; still retrying")
                 return
             log.error("the broker refuses this device's certificate (%s): not reconnecting", verdict)
             self.stop_reconnecting(verdict)

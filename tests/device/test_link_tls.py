@@ -163,3 +163,22 @@ def test_renewal_swaps_the_certificate_and_reconnects(site: Site) -> None:
         wait_until(lambda: len(site.fleet.files) == 2, TIMEOUT, "uploads signed with the new key")
         wait_until(lambda: len(site.events("page_captured")) == 2, TIMEOUT, "events after the reconnect")
     assert not site.fleet.refusals
+
+
+def test_a_lapsed_crl_at_the_broker_is_not_taken_for_an_expired_device(site: Site) -> None:
+    """Fault: the fleet's CRL timer failed and the broker's CRL lapsed; the broker then refuses
+    every device with the alert 'certificate expired'. This device's own certificate is valid,
+    so it must not give up (a fleet-wide outage until someone visits every kiosk): it keeps
+    retrying and connects once a fresh CRL is published."""
+    with site.agent() as agent:
+        assert agent.link.connected.wait(TIMEOUT)
+        lapsed = site.ca.crl([], now=dt.datetime.now(dt.UTC) - dt.timedelta(days=8))
+        site.broker.publish_crl(lapsed)
+        site.broker.mosquitto.stop()
+        site.broker.mosquitto.start()
+        log = site.broker.mosquitto
+        wait_until(lambda: log.log_text().count("certificate verify failed") >= 3, TIMEOUT, "refused reconnects")
+        assert not agent.link.gave_up.is_set() and agent.link.refused is None
+        assert agent.status()["identity"]["state"] == "enrolled"
+        site.broker.publish_crl(site.fleet.service.crl_pem())
+        assert agent.link.connected.wait(TIMEOUT), "the agent did not come back once the CRL was fresh"
