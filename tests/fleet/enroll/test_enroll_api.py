@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fleet.auth.models import AuditEntry
-from fleet.enroll.config import EnrollmentConfig
-from provisioning.ca import load_crl_serials
+from fleet.enroll.config import EnrollmentConfig, PkiConfig
+from provisioning.ca import CertificateAuthority, load_crl_serials
 from provisioning.enrollment import EnrollAnswer, RenewRequest
 from provisioning.files import read_private_key
 from provisioning.identity import DeviceIdentity, check_ca_pin
@@ -337,3 +338,29 @@ def test_revoke_scope(serve_fleet: Callable[..., HttpsFleet], sqlite_url: str, t
     assert owner.post("/api/v1/devices/kiosk-a/revoke").status_code == 200
     for http in (admin, stranger, viewer, owner):
         http.close()
+
+
+def test_crl_rewritten_on_a_timer(serve_fleet: Callable[..., HttpsFleet], sqlite_url: str, tmp_path: Path) -> None:
+    """Fault tried: a CRL file that lapsed while the fleet was down (next update in the past).
+    The fleet rewrites it at start, then on its timer (here every ~0.7 s), each time valid 7 days."""
+    pki = tmp_path / "pki"
+    ca = CertificateAuthority.create(pki / "ca")
+    crl_file = pki / "broker" / "crl.pem"
+    ca.write_crl(crl_file, [], now=dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
+    lapsed = x509.load_pem_x509_crl(crl_file.read_bytes()).next_update_utc
+    assert lapsed is not None and lapsed < dt.datetime.now(dt.UTC)
+    fleet = serve_fleet(sqlite_url, pki=PkiConfig(ca_dir=pki / "ca", crl_file=crl_file, crl_refresh_h=0.0002))
+    crl = x509.load_pem_x509_crl(crl_file.read_bytes())
+    assert crl.next_update_utc is not None
+    assert crl.next_update_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=6)
+    deadline = time.monotonic() + 15
+    while True:
+        whys = [a.detail.rsplit("why=", 1)[1] for a in fleet.audit() if a.action == "crl.published" and a.detail]
+        if whys.count("timer") >= 2:
+            break
+        assert time.monotonic() < deadline, f"the timer did not rewrite the CRL: {whys}"
+        time.sleep(0.1)
+    assert whys[0] == "start"
+    with fleet.client() as http:
+        served = x509.load_pem_x509_crl(http.get("/api/v1/pki/crl.pem").content)
+    assert served.next_update_utc is not None and served.last_update_utc >= crl.last_update_utc
