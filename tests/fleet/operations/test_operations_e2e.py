@@ -7,8 +7,9 @@ reported with the device's reason; a command to an offline device waits (queued,
 and runs after the reconnect, another times out at its deadline and stays timed out; the other
 commands (collect_logs uploaded as a file, reboot through a harmless program, restart_agent and
 rotate_certificate refused); an update rollout through a running agent installs a signed bundle
-served by the fleet (Range-capable FileResponse) and reports succeeded; a tampered bundle is
-refused, never installed, and halts the rollout."""
+served by the fleet (Range-capable FileResponse) and reports succeeded, after waiting (reported
+to the fleet as ``waiting``, with the reason) for the dossier open at the counter to close; a
+tampered bundle is refused, never installed, and halts the rollout."""
 
 from __future__ import annotations
 
@@ -162,7 +163,8 @@ def _open_now() -> dict[str, Any]:
 def test_update_rollout_through_a_running_agent(tmp_path: Path, mosquitto: Mosquitto, fleet: FleetServer,
                                                 case: str) -> None:
     """Bad input: the bundle with one byte of its wheel flipped. Refused before anything is
-    written to slot B; the device reports failed and the rollout halts."""
+    written to slot B; the device reports failed and the rollout halts. The good one arrives
+    while a dossier is open: the device waits (the fleet shows why) and installs once it closes."""
     private, public = generate_keys(tmp_path / "keys")
     root = tmp_path / "opt-sohoa"
     bootstrap(root, tmp_path)
@@ -179,10 +181,22 @@ def test_update_rollout_through_a_running_agent(tmp_path: Path, mosquitto: Mosqu
         uploaded = fleet.json("PUT", "/bundles/sohoa-app-0.2.0.bundle", 201, content=bundle.read_bytes())
         ranged = fleet.api("GET", "/bundles/sohoa-app-0.2.0.bundle", headers={"Range": "bytes=10-19"})
         assert ranged.status_code == 206 and ranged.content == bundle.read_bytes()[10:20]
+        assert agent.session is not None
+        if case == "good":
+            agent.session.open()  # a citizen at the counter when the offer arrives
         created = fleet.json("POST", "/rollouts", 201, json={
             "rollout_id": f"r-{case}", "bundle": "sohoa-app-0.2.0.bundle", "version": "0.2.0",
             "target": {"device_ids": [DEVICE]}, "phases": [{"percent": 100}], "base_url": fleet.url})
         assert created["offer"]["sha256"] == uploaded["sha256"]
+        if case == "good":
+            def device() -> dict[str, Any]:
+                progress: dict[str, Any] = fleet.json("GET", "/rollouts/r-good")["devices"][DEVICE]
+                return progress
+
+            wait_until(lambda: device()["state"] == "waiting", 30, "the device to say it waits")
+            assert device()["detail"] == "a dossier is open at the counter"
+            assert SlotStore(root).active() == "a" and agent.session.state == "open"
+            agent.session.cancel()  # the clerk is done: the update may go on
         wait_until(lambda: fleet.json("GET", f"/rollouts/r-{case}")["summary"]["status"] in ("completed", "halted"),
                    120, "the rollout to settle")
         rollout = fleet.json("GET", f"/rollouts/r-{case}")
