@@ -515,11 +515,13 @@ def get_rollout(rollout_id: str, session: SessionDep, user: CurrentUser) -> dict
     row = session.get(RolloutRow, rollout_id)
     if row is None:
         raise HTTPException(404, "no such rollout")
-    scoped = _scoped(Rollout.model_validate(row.doc), _visible_devices(session, user))
-    if scoped is None:
+    whole = Rollout.model_validate(row.doc)
+    visible = _visible_devices(session, user)
+    rollout = _scoped(whole, visible)
+    if rollout is None:
         raise OutOfScope()
-    rollout = scoped
-    return {"rollout_id": rollout_id, "offer": row.offer, "summary": rollout.summary(),
+    can_control = user.is_admin and (visible is None or set(whole.devices) <= visible)
+    return {"rollout_id": rollout_id, "offer": row.offer, "summary": rollout.summary(), "can_control": can_control,
             "phases": [p.model_dump() for p in rollout.phases],
             "devices": {d: p.model_dump(mode="json") for d, p in rollout.devices.items()}}
 

@@ -188,11 +188,14 @@ def test_unit_admins_see_and_act_on_their_subtree_only_and_viewers_read(api: Tes
     [seen] = api.get("/api/v1/rollouts", headers=u1).json()
     assert seen["rollout_id"] == "r-all" and seen["devices"] == 3
     assert set(api.get("/api/v1/rollouts/r-all", headers=u1).json()["devices"]) == set(DEVICES)
+    assert api.get("/api/v1/rollouts/r-all", headers=u1).json()["can_control"] is False
+    assert api.get("/api/v1/rollouts/r-all").json()["can_control"] is True
     assert api.post("/api/v1/rollouts/r-all/cancel", headers=u1).status_code == 403
     assert api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-u2", "target": {"unit_subtree": "U2"}},
                     headers=u1).status_code == 422
     mine = api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-u1"}, headers=u1)
     assert mine.status_code == 201 and mine.json()["summary"]["states"] == {"offered": 3}
+    assert api.get("/api/v1/rollouts/r-u1", headers=u1).json()["can_control"] is True
     assert api.post("/api/v1/rollouts/r-u1/pause", headers=u1).status_code == 200
     only_u2 = api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-2", "target": {"unit_subtree": "U2"}})
     assert only_u2.status_code == 201
@@ -203,7 +206,7 @@ def test_unit_admins_see_and_act_on_their_subtree_only_and_viewers_read(api: Tes
     assert api.get(f"/api/v1/commands/{u2_offer['id']}", headers=u1).status_code == 404
 
     # A viewer reads their unit's state and changes nothing.
-    assert api.get("/api/v1/rollouts/r-u1", headers=viewer).status_code == 200
+    assert api.get("/api/v1/rollouts/r-u1", headers=viewer).json()["can_control"] is False
     assert api.get("/api/v1/devices/kiosk-0001/commands", headers=viewer).status_code == 200
     assert api.post("/api/v1/rollouts/r-u1/resume", headers=viewer).status_code == 403
     assert api.post("/api/v1/devices/kiosk-0001/commands", json={"name": "reboot"}, headers=viewer).status_code == 403
