@@ -17,6 +17,7 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
+from tests.authn import login_as
 from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +42,7 @@ class FleetProcess:
             + (f"  group: {group}\n" if group else "")
             + f"ingest:\n  heartbeat_timeout_s: {heartbeat_timeout_s}\n"
             f"http:\n  port: {self.port}\n"
+            f"auth:\n  initial_admin_file: {workdir}/initial-admin-password\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
@@ -62,6 +64,8 @@ class FleetProcess:
                 raise AssertionError(f"the fleet exited with {self.proc.returncode}:\n{self.logs()}")
             try:
                 if self.http.get("/healthz").json().get("ingest") == "connected":
+                    if "Authorization" not in self.http.headers:  # the admin `serve` created on first start
+                        login_as(self.http, "admin", (self.workdir / "initial-admin-password").read_text().strip())
                     return
             except (httpx.HTTPError, ValueError):
                 pass

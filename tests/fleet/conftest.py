@@ -18,6 +18,7 @@ from fleet.api.app import create_app
 from fleet.api.state import FleetState
 from fleet.config import BrokerConfig, DatabaseConfig, FleetConfig, IngestConfig, StorageConfig
 from fleet.ingest import Ingest
+from tests.authn import login
 from tests.services import Mosquitto
 
 
@@ -67,6 +68,7 @@ def client(fleet_config: FleetConfig) -> Iterator[TestClient]:
     with TestClient(create_app(fleet_config)) as test_client:
         ingest = state_of(test_client).ingest
         assert ingest is not None and ingest.wait_connected(10), "ingest did not connect"
+        login(test_client)  # a province admin
         yield test_client
 
 

@@ -17,6 +17,7 @@ from fleet.ingest import Incoming, Writer
 from fleet.models import StoredFile
 from protocol.messages import Message, encode
 from protocol.topics import Channel, topic
+from tests.authn import login
 from tests.fleet.conftest import make_config, state_of
 from tests.fleet.messages import fault, page_event, status, telemetry
 
@@ -27,6 +28,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
 def api(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     """The app without MQTT ingest (the API's half), 1 MiB upload limit."""
     with TestClient(create_app(make_config(tmp_path, db_url, max_upload_bytes=1024 * 1024))) as client:
+        login(client)  # a province admin
         yield client
 
 

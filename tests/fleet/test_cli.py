@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from fleet.cli import main
+from tests.authn import login_as
 from tests.services import Mosquitto, free_port, wait_port
 
 
@@ -58,6 +59,8 @@ def test_migrate_then_serve_and_stop_on_sigterm(tmp_path: Path, mosquitto: Mosqu
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
             health = http.get("/healthz").json()
             assert health["database"] == "ok"
+            # The first start created `admin`, its password only in a 0600 file under ./var/fleet.
+            login_as(http, "admin", (tmp_path / "var/fleet/initial-admin-password").read_text().strip())
             assert http.get("/api/v1/devices").json() == []
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

@@ -18,6 +18,7 @@ from fleet.ingest import fast_decode
 from fleet.models import Event, Page, TelemetrySample
 from protocol.errors import ProtocolError
 from protocol.messages import MAX_PAYLOAD_BYTES, decode, encode
+from tests.authn import login
 from tests.fleet.conftest import Publisher, ingest_of, make_config, state_of, wait_for
 from tests.fleet.messages import fault, page_event, status, telemetry
 from tests.services import Mosquitto
@@ -119,6 +120,7 @@ def test_retained_status_and_last_will(tmp_path: Path, db_url: str, mosquitto: M
         config = config.model_copy(update={"broker": config.broker.model_copy(update={"group": group})})
         with TestClient(create_app(config)) as client:
             assert ingest_of(client).wait_connected(10)
+            login(client)  # a province admin
 
             def shown() -> dict[str, object]:
                 response = client.get(f"/api/v1/devices/{DEVICE}")
@@ -147,6 +149,7 @@ def test_heartbeat_timeout_makes_a_silent_device_offline(tmp_path: Path, db_url:
     skew = timedelta(0)
     with TestClient(create_app(config, clock=lambda: datetime.now(UTC) + skew)) as client:
         assert ingest_of(client).wait_connected(10)
+        login(client)  # a province admin
         publisher.publish(f"sohoa/v1/{DEVICE}/status", encode(status(DEVICE, "online")), retain=True)
         publisher.publish(f"sohoa/v1/{DEVICE}/telemetry", encode(telemetry(DEVICE, state="jammed", events=3)))
         with state_of(client).sessions() as session:

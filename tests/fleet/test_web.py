@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from fleet.db import make_engine, migrate, session_factory
 from fleet.models import Event
 from protocol.messages import encode
+from tests.authn import browser_login
 from tests.fleet.conftest import Publisher
 from tests.fleet.messages import page_event, status, telemetry
 from tests.services import Mosquitto, free_port, wait_port
@@ -66,7 +67,8 @@ def fleet_process(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[str]:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-def test_web_page_shows_devices_and_pages(fleet_process: str, mosquitto: Mosquitto, artifacts: Path) -> None:
+def test_web_page_shows_devices_and_pages(fleet_process: str, mosquitto: Mosquitto, artifacts: Path,
+                                          tmp_path: Path) -> None:
     """A device comes online, reports a jammed scanner and sends a page: the page at / shows
     it without a reload (it refreshes itself), with the page's image once uploaded."""
     from playwright.sync_api import expect, sync_playwright
@@ -77,6 +79,8 @@ def test_web_page_shows_devices_and_pages(fleet_process: str, mosquitto: Mosquit
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page()
+            password = (tmp_path / "var/fleet/initial-admin-password").read_text().strip()  # `serve` made `admin`
+            browser_login(page, fleet_process, "admin", password)
             page.goto(fleet_process + "/")
             expect(page.locator("#devices")).to_contain_text("Chưa có thiết bị nào", timeout=10_000)
             publisher.publish(f"sohoa/v1/{DEVICE}/status", encode(status(DEVICE, "online")), retain=True)

@@ -34,6 +34,7 @@ from protocol.messages import (
     new_id,
 )
 from protocol.topics import Channel, topic
+from tests.authn import login
 from tests.fleet.conftest import make_config, state_of
 
 T0 = datetime(2026, 3, 20, 2, 0, tzinfo=UTC)  # 09:00 in Vietnam, 20 March: two thirds of the month gone
@@ -68,6 +69,7 @@ def clock() -> Clock:
 def fleet(tmp_path: Path, db_url: str, clock: Clock) -> Iterator[TestClient]:
     """The fleet app (no MQTT) on SQLite or PostgreSQL, its clock at T0."""
     with TestClient(create_app(alerts_config(tmp_path, db_url), clock=clock)) as client:
+        login(client)  # a province admin
         yield client
 
 

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from fleet.alerts.evaluator import AlertEvaluator
 from fleet.api.app import create_app
 from fleet.progress.units import sample_csv
+from tests.authn import login
 from tests.fleet.alerts.conftest import (
     T0,
     Clock,
@@ -223,6 +224,7 @@ def test_periodic_evaluator_runs_by_itself(tmp_path: Path, db_url: str) -> None:
     clock = Clock()
     config = alerts_config(tmp_path, db_url, enabled=True, interval_s=0.05)
     with TestClient(create_app(config, clock=clock)) as client:
+        login(client)  # a province admin
         send(client, offline("kiosk-p", T0), T0)
         clock.advance(hours=1)
         evaluator: AlertEvaluator = evaluator_of(client)

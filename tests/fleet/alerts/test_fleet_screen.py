@@ -27,6 +27,7 @@ from fleet.config import HttpConfig
 from fleet.ingest import Incoming, Writer
 from protocol.messages import Message, encode
 from protocol.topics import Channel, topic
+from tests.authn import browser_login, ensure_admin
 from tests.fleet.alerts.conftest import T0, Clock, alerts_config, jam, offline, online, page, report
 from tests.services import free_port, wait_port
 
@@ -103,6 +104,7 @@ def test_fleet_screen_alert_appears_and_clears(served: Served, artifacts: Path) 
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
             view = browser.new_page(viewport={"width": 1400, "height": 900})
+            browser_login(view, served.url, *ensure_admin(served.app.state.fleet.sessions))
             view.goto(served.url + "/fleet")
             row_b = view.locator('#devices tr[data-device="kiosk-b"]')
             expect(row_b).to_contain_text("Trực tuyến")

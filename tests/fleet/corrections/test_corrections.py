@@ -24,6 +24,7 @@ from fleet.corrections.store import LABEL_COLUMNS
 from fleet.ingest import Incoming, Writer
 from protocol.messages import DoctypeCorrected, Message, PageCaptured, Status, encode
 from protocol.topics import Channel, topic
+from tests.authn import login
 from tests.fleet.conftest import Publisher, make_config, state_of, wait_for
 from tests.fleet.messages import page_event
 
@@ -53,6 +54,7 @@ def upload(client: TestClient, data: bytes, device: str) -> None:
 def api(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     """The fleet app without MQTT (events go in through the ingest's Writer)."""
     with TestClient(create_app(make_config(tmp_path, db_url))) as client:
+        login(client)  # a province admin
         yield client
 
 

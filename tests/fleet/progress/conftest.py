@@ -31,6 +31,7 @@ from protocol.messages import (
     new_id,
 )
 from protocol.topics import Channel, topic
+from tests.authn import login
 from tests.fleet.conftest import make_config, state_of
 from tests.services import free_port, wait_port
 
@@ -149,6 +150,7 @@ def serve(app: FastAPI) -> Iterator[str]:
 def api(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     """The fleet app (no MQTT), its clock at NOW, on SQLite or PostgreSQL."""
     with TestClient(create_app(make_config(tmp_path, db_url), clock=lambda: NOW)) as client:
+        login(client)  # a province admin
         yield client
 
 

@@ -19,6 +19,7 @@ from fleet.api.app import create_app
 from fleet.ingest import Incoming, Writer
 from protocol.messages import QualityVerdict, Status, encode
 from protocol.topics import Channel, topic
+from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login
 from tests.fleet.conftest import make_config, state_of
 from tests.fleet.progress.conftest import NOW, P, _page, at, fill, serve
 
@@ -134,6 +135,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, TestClient]]:
     on a free loopback port; its URL and a client on the same database (to change the data)."""
     config = make_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db")
     with TestClient(create_app(config, clock=lambda: NOW)) as client:
+        login(client)  # a province admin
+        ensure_admin(state_of(client).sessions)  # the browser's
         fill(client)
         add_rejects(client)
         assert len(evaluate(client)) == 3
@@ -162,6 +165,7 @@ def test_charts_and_alerts_on_the_dashboard(served: tuple[str, TestClient], arti
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            browser_login(page, url, ADMIN_NAME, ADMIN_PASSWORD)
             page.goto(url + "/progress?from=2026-01&to=2026-02")
             expect(page.locator("#alerts tbody tr")).to_have_count(3)
             expect(page.locator("#alerts-title")).to_have_text("Cảnh báo đang mở (3)")

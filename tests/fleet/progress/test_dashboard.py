@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fleet.api.app import create_app
-from tests.fleet.conftest import make_config
+from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login
+from tests.fleet.conftest import make_config, state_of
 from tests.fleet.progress.conftest import NOW, fill, serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -23,6 +24,8 @@ def served(tmp_path: Path) -> Iterator[str]:
     """The app over the known data set (SQLite file) on a free loopback port; its URL."""
     config = make_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db")
     with TestClient(create_app(config, clock=lambda: NOW)) as client:
+        login(client)  # a province admin
+        ensure_admin(state_of(client).sessions)  # the browser's
         fill(client)
         rows = [("991", "2025-03", 5), ("99001", "2025-03", 10), ("99002", "2025-03", 7), ("99004", "2025-03", 4)]
         assert client.post("/api/v1/progress/received", json=[
@@ -45,6 +48,7 @@ def test_dashboard_rates_and_drill_down(served: str, artifacts: Path) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            browser_login(page, served, ADMIN_NAME, ADMIN_PASSWORD)
             page.goto(served + "/progress?from=2026-01&to=2026-02")
             province = page.locator('tr[data-code="99"]')
             expect(province.locator("td.rate")).to_have_text("50,0%")
