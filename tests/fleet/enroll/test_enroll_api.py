@@ -321,6 +321,8 @@ def test_renewal_impersonation_and_revocation(serve_fleet: Callable[..., HttpsFl
                      ("crl.published", None, "ok")]:
         assert expected in actions
     assert [x.detail for x in _refusals(fleet, "device.refused") if x.target == "kiosk-a"][-1] == "reason=revoked"
+    listed = admin.get("/api/v1/audit", params={"action": "crl.published"}).json()  # readable through the API
+    assert listed and {e["actor_kind"] for e in listed} == {"user", "system"}
     _assert_no_secret(fleet, caplog, [token], [a, b])
     admin.close()
 
