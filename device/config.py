@@ -15,6 +15,7 @@ token in ``enrollment.token_file``.
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -312,6 +313,9 @@ class AgentConfig(_Model):
     def _enrollment_needs_identity(self) -> AgentConfig:
         if self.enrollment is not None and self.identity is None:
             raise ValueError("enrollment needs an identity section (where to keep the key and certificate)")
+        if self.enrollment is not None and self.enrollment.unit_code is None and not re.match(
+                UNIT_CODE_PATTERN, self.unit):
+            raise ValueError("'unit' is not a unit code the fleet accepts: set enrollment.unit_code")
         return self
 
     @field_validator("fleet_url")

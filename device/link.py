@@ -151,10 +151,7 @@ class MqttLink:
         """Give up on the broker for good (the fleet refuses this device): no more attempts."""
         if self.refused is None:
             self.refused = reason
-        self._closing = True
-        self._client.disconnect()
-        self._client.loop_stop()
-        self.connected.clear()
+        self.close(timeout=2.0)  # still connected (the fleet's API refused first): say offline
         self.gave_up.set()
 
     def _after_failure(self) -> None:

@@ -95,6 +95,8 @@ def test_refused_enrollment_shows_on_status_kiosk_and_light(tmp_path: Path, mock
                                      "ca_pin": "sha256:" + "0" * 64}}, "exactly one of"),
     ({"identity": {}, "enrollment": {"fleet_url": "https://f", "token_file": "/t", "ca_pin": "abc"}}, "ca_pin"),
     ({"identity": {"dirr": "/x"}}, "dirr"),
+    ({"unit": "Xã An Bình", "identity": {}, "enrollment": {"fleet_url": "https://f", "token_file": "/t",
+                                                         "ca_file": "/c"}}, "enrollment.unit_code"),
 ])
 def test_identity_config_errors(tmp_path: Path, section: dict[str, Any], message: str) -> None:
     """Bad input: enrollment without identity, a plain-http fleet (the token would travel in the

@@ -50,6 +50,15 @@ class Site:
                               **overrides)
         return Agent(AgentConfig.model_validate(config), source=source or FakeSource(pages=2))
 
+    def wait_offline(self) -> None:
+        """Until the ingest has received the device's ``offline`` status."""
+        def offline() -> bool:
+            with self.ingest.got:
+                got = list(self.ingest.messages)
+            return any(t == f"sohoa/v1/{DEVICE}/status" and b'"offline"' in p for t, p in got)
+
+        wait_until(offline, TIMEOUT, "an offline status at the ingest")
+
     def events(self, type_: str) -> list[object]:
         with self.ingest.got:
             got = list(self.ingest.messages)
@@ -124,7 +133,8 @@ def test_certificate_revoked_at_the_broker_stops_reconnecting(site: Site) -> Non
 def test_certificate_revoked_at_the_fleet_stops_uploads(site: Site) -> None:
     """Fault: the fleet revokes the device (its API answers 401 'revoked') before the broker
     has the new CRL. The uploader stops at the first refusal instead of retrying every second,
-    the pages stay in the outbox, the MQTT link is closed too and the status says "revoked"."""
+    the pages stay in the outbox, the MQTT link is closed too (after a last 'offline' status, so
+    the fleet does not show it online forever) and the status says "revoked"."""
     with site.agent() as agent:
         assert agent.link.connected.wait(TIMEOUT)
         site.fleet.revoke(DEVICE)
@@ -132,6 +142,8 @@ def test_certificate_revoked_at_the_fleet_stops_uploads(site: Site) -> None:
         assert job.done.wait(TIMEOUT) and job.pages == 2
         wait_until(lambda: agent.status()["identity"]["state"] == "revoked", TIMEOUT, "revoked status")
         assert agent.link.gave_up.is_set() and not agent.link.connected.is_set()
+        # It said goodbye while it still could (the broker's CRL is not updated yet).
+        site.wait_offline()
         refusals = len(site.fleet.refusals)
         assert refusals >= 1 and {r for _, r in site.fleet.refusals} == {"revoked"}
         wait_until(lambda: agent.outbox.depth().files == 2, 5, "pages kept")
