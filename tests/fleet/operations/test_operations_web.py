@@ -4,10 +4,12 @@ broker would deliver them. Shown: rollouts listed with their state; one rollout'
 per-device progress and summary counts following the devices; pause, resume and cancel by an
 admin; a halted rollout with its reason; desired vs reported settings with the differences
 highlighted and the "only differing" filter; commands and their states; English; a viewer sees
-no buttons. Users log in through tests/authn.py. Screenshots in test-artifacts/operations/."""
+no buttons; without a login the page sends to /login. Users log in through the /login form
+(tests/authn.py). Screenshots in test-artifacts/operations/."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import threading
@@ -26,7 +28,7 @@ from fleet.config import HttpConfig
 from fleet.ingest import Incoming, Writer
 from fleet.operations.service import Operations
 from protocol.messages import CommandAck, ConfigReported, Message, Status, UpdateProgress, encode
-from tests.authn import login_as, make_user
+from tests.authn import browser_login, login_as, make_user
 from tests.fleet.conftest import make_config
 from tests.services import free_port, wait_port
 
@@ -40,20 +42,18 @@ class Served:
     url: str
     app: FastAPI
     http: httpx.Client
-    token: str = ""
 
-    def login(self, role: str) -> str:
-        """A new user with ``role`` logged in through the API; their session token."""
+    def user(self, role: str) -> tuple[str, str]:
+        """A new user with ``role``: (name, password)."""
         name, password = f"{role}-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
         make_user(self.app.state.fleet.sessions, name=name, password=password, role=role)  # type: ignore[arg-type]
-        with httpx.Client(base_url=self.url, timeout=30) as http:
-            return login_as(http, name, password)
+        return name, password
 
-    def browser(self, browser: Browser, token: str) -> Page:
-        """A page whose browser carries a user's session cookie."""
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        context.add_cookies([{"name": "sohoa_session", "value": token, "url": self.url}])
-        return context.new_page()
+    def browser(self, browser: Browser, role: str) -> Page:
+        """A fresh browser context logged in through the /login form as a new user with ``role``."""
+        page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        browser_login(page, self.url, *self.user(role))
+        return page
 
     def deliver(self, *messages: Message) -> None:
         state = self.app.state.fleet
@@ -94,8 +94,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         url = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=url, timeout=30) as http:
             served = Served(url, app, http)
-            served.token = served.login("province_admin")
-            http.headers["Authorization"] = f"Bearer {served.token}"
+            login_as(http, *served.user("province_admin"))
             yield served
     finally:
         server.should_exit = True
@@ -151,7 +150,10 @@ def test_operations_page_rollouts_settings_commands(served: Served, artifacts: P
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
-            view = served.browser(browser, served.token)
+            anonymous = browser.new_page()
+            anonymous.goto(served.url + "/operations?view=settings")
+            expect(anonymous).to_have_url(re.compile(r"/login\?next="))  # nobody reads it without a login
+            view = served.browser(browser, "province_admin")
             view.goto(served.url + "/operations")
             expect(view.locator("#rollouts tbody tr")).to_have_count(2)
             good_row = view.locator('#rollouts tr[data-rollout="r-good"]')
@@ -254,7 +256,7 @@ def test_operations_page_rollouts_settings_commands(served: Served, artifacts: P
             view.screenshot(path=str(shots / "rollout-cancelled-en.png"), full_page=True)
 
             # A viewer reads the same page without the buttons.
-            viewer = served.browser(browser, served.login("viewer"))
+            viewer = served.browser(browser, "viewer")
             viewer.goto(served.url + "/operations?rollout=r-bad")
             expect(viewer.locator("body")).to_have_attribute("data-role", "viewer")
             expect(viewer.locator("#halt")).to_be_visible()
