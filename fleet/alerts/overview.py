@@ -9,6 +9,7 @@ and one device with its event timeline, latest pages and alerts.
 []
 """
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,13 +72,17 @@ def _pending_alerts(session: Session, device_id: str | None = None) -> dict[str,
 
 
 def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit: str | None = None,
-            online: bool | None = None, q: str | None = None, limit: int | None = None) -> dict[str, Any]:
-    """The devices (optionally of one unit, online/offline only, id or unit containing ``q``):
-    those with open alerts first, then offline ones, then by id; at most ``limit`` rows, with
-    the counts over all that matched (a province has thousands: the screen shows the first)."""
+            online: bool | None = None, q: str | None = None, limit: int | None = None,
+            units: Collection[str] | None = None) -> dict[str, Any]:
+    """The devices (optionally of one unit, or of ``units``, online/offline only, id or unit
+    containing ``q``): those with open alerts first, then offline ones, then by id; at most
+    ``limit`` rows, with the counts over all that matched (a province has thousands: the screen
+    shows the first)."""
     query = select(Device)
     if unit is not None:
         query = query.where(Device.unit_code == unit)
+    if units is not None:
+        query = query.where(Device.unit_code.in_(sorted(units)))
     if q:
         pattern = f"%{q.replace('%', '').replace('_', '')}%"
         query = query.where(or_(Device.id.ilike(pattern), Device.unit_code.ilike(pattern)))

@@ -30,7 +30,8 @@ class AlertOut(BaseModel):
 
 class AcknowledgeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    by: str | None = Field(default=None, max_length=64, description="Who acknowledges (an admin's name or id)")
+    by: str | None = Field(default=None, max_length=64,
+                           description="Not used: the logged-in user is recorded (accepted from older clients)")
 
 
 class TransitionOut(BaseModel):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from fleet.errors import NotFound
@@ -111,8 +112,11 @@ def accepted_page() -> ColumnElement[bool]:
 
 
 def page_unit() -> ColumnElement[str | None]:
-    """The unit a page counts for (needs ``Page`` joined with ``Device``)."""
-    return func.coalesce(Page.unit_code, Device.unit_code)
+    """The unit a page counts for: its own, else (a page from before its device had a unit) its
+    device's now. The device is looked up only for such pages (COALESCE stops at the first
+    value), so counting does not join every page with its device."""
+    device_unit = select(Device.unit_code).where(Device.id == Page.device_id).scalar_subquery()
+    return func.coalesce(Page.unit_code, device_unit)
 
 
 def _local_month(column: Any, dialect: str) -> Any:
@@ -121,26 +125,31 @@ def _local_month(column: Any, dialect: str) -> Any:
     return func.to_char(func.timezone("Asia/Ho_Chi_Minh", column), "YYYY-MM")
 
 
+def first_accepted_pages(dialect: str) -> Any:
+    """One row per digitized dossier: ``dossier``, ``at`` (its first accepted page's capture
+    time) and ``unit`` (that page's unit). Per dialect, the cheapest exact form: SQLite takes the
+    bare columns of a MIN() aggregate from the row holding the minimum; PostgreSQL has DISTINCT
+    ON. (A window ``row_number()`` over every page cost three times as much.)"""
+    unit = page_unit().label("unit")
+    if dialect == "sqlite":
+        query = (select(Page.dossier_code.label("dossier"), func.min(Page.captured_at).label("at"), unit)
+                 .where(accepted_page()).group_by(Page.dossier_code))
+    else:
+        query = (select(Page.dossier_code.label("dossier"), Page.captured_at.label("at"), unit)
+                 .where(accepted_page()).ext(distinct_on(Page.dossier_code))
+                 .order_by(Page.dossier_code, Page.captured_at, Page.page_id))
+    return query.subquery()
+
+
 def digitized_counts(session: Session, start: str, end: str) -> dict[tuple[str | None, str], int]:
     """{(unit code, month): dossiers whose first accepted page is in that month and unit}."""
     lo, hi = periods.utc_bounds(start, end)
-    first = (
-        select(
-            Page.dossier_code.label("dossier"),
-            Page.captured_at.label("at"),
-            page_unit().label("unit"),
-            func.row_number()
-            .over(partition_by=Page.dossier_code, order_by=(Page.captured_at, Page.page_id))
-            .label("rn"),
-        )
-        .join(Device, Device.id == Page.device_id)
-        .where(accepted_page())
-        .subquery()
-    )
-    month = _local_month(first.c.at, session.get_bind().dialect.name).label("month")
+    dialect = session.get_bind().dialect.name
+    first = first_accepted_pages(dialect)
+    month = _local_month(first.c.at, dialect).label("month")
     query = (
         select(first.c.unit, month, func.count())
-        .where(first.c.rn == 1, first.c.at >= lo, first.c.at < hi)
+        .where(first.c.at >= lo, first.c.at < hi)
         .group_by(first.c.unit, month)
     )
     return {(unit, str(m)): int(n) for unit, m, n in session.execute(query)}

@@ -1,6 +1,7 @@
 """The fleet screen at ``/fleet`` (Vietnamese / English, no build step) and the data it draws:
 ``/api/v1/fleet/devices`` (every device, its state, pages today, reject rate, open alerts) and
-``/api/v1/fleet/devices/{id}`` (one device's event timeline, latest pages and alerts)."""
+``/api/v1/fleet/devices/{id}`` (one device's event timeline, latest pages and alerts). A user
+with a unit sees the devices of their unit's subtree (another device: 404)."""
 
 from functools import cache
 from importlib import resources
@@ -11,7 +12,10 @@ from fastapi.responses import HTMLResponse
 
 from fleet.alerts import overview
 from fleet.api.deps import SessionDep, StateDep
+from fleet.auth.deps import CurrentUser
+from fleet.auth.scope import require_unit, require_unit_filter
 from fleet.errors import NotFound
+from fleet.models import Device
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1/fleet", tags=["fleet screen"])
@@ -21,20 +25,27 @@ api = APIRouter(prefix="/api/v1/fleet", tags=["fleet screen"])
 def fleet_devices(
     state: StateDep,
     session: SessionDep,
+    user: CurrentUser,
     unit: Annotated[str | None, Query(description="Only devices of this unit code")] = None,
     online: Annotated[bool | None, Query(description="Only devices online (true) or offline (false)")] = None,
     q: Annotated[str | None, Query(max_length=64, description="Only devices whose id or unit contains this")] = None,
     limit: Annotated[int | None, Query(ge=1, le=100000, description="At most this many rows")] = None,
 ) -> dict[str, Any]:
     """The devices as the fleet screen shows them, those with open alerts first, then offline
-    ones; with counts (total, online, offline, with_alerts) over all that matched."""
+    ones; with counts (total, online, offline, with_alerts) over all that matched. Only the
+    devices of your units (403 for a ``unit`` outside them)."""
+    visible = require_unit_filter(session, user, unit)
     return overview.devices(session, state.now(), state.config.ingest.heartbeat_timeout_s, unit=unit,
-                            online=online, q=q, limit=limit)
+                            online=online, q=q, limit=limit, units=visible)
 
 
 @api.get("/devices/{device_id}", responses={404: {"description": "No such device"}})
-def fleet_device(device_id: str, state: StateDep, session: SessionDep) -> dict[str, Any]:
+def fleet_device(device_id: str, state: StateDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """One device: its state, event timeline (newest first), latest pages and alerts."""
+    found = session.get(Device, device_id)
+    if found is None:
+        raise HTTPException(404, "no such device")
+    require_unit(session, user, found.unit_code, detail="no such device")
     try:
         return overview.device(session, device_id, state.now(), state.config.ingest.heartbeat_timeout_s)
     except NotFound:
@@ -47,7 +58,7 @@ def _page() -> str:
 
 
 @router.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
-def fleet_screen(state: StateDep) -> HTMLResponse:
+def fleet_screen(state: StateDep, _: CurrentUser) -> HTMLResponse:
     """The fleet screen; ``?device=<id>`` opens one device, ``?lang=en`` English."""
     html = _page().replace("__REFRESH_MS__", str(int(state.config.http.page_refresh_s * 1000)))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

@@ -1,6 +1,11 @@
 """Digitization progress: ``/api/v1/units``, ``/api/v1/progress`` (targets, dossiers received,
 rates, the series the charts draw, the periodic report as XLSX/PDF) and the dashboard page at
-``/progress``."""
+``/progress``.
+
+Scope: a user with a unit (unit admin, or a viewer limited to one) sees that unit's subtree: a
+request without ``unit=`` is rooted at their unit, one naming a unit outside it is refused (403);
+they may set their subtree's units' own targets and dossiers received. The unit tree and the
+tiers' targets are the province admin's."""
 
 from datetime import date
 from functools import cache
@@ -13,7 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
-from fleet.auth.scope import subtree
+from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
+from fleet.auth.principal import Principal
+from fleet.auth.scope import require_unit_filter, subtree, visible_units
 from fleet.errors import NotFound
 from fleet.progress import periods
 from fleet.progress.activity import REASONS, pages_per_day, rejects_by_reason
@@ -52,6 +59,17 @@ def _rejected(exc: ImportRejected) -> HTTPException:
     return HTTPException(422, {"message": "nothing imported", "problems": problems})
 
 
+def _root(session: Session, user: Principal, unit: str | None) -> str | None:
+    """The subtree a request is about: ``unit``, else the user's own unit (None: every
+    province, for those who may see everything). 403 for a unit outside the user's."""
+    visible = require_unit_filter(session, user, unit)
+    if unit is not None or visible is None:
+        return unit
+    if user.unit_code is None:
+        raise HTTPException(403, "your account has no unit")
+    return user.unit_code
+
+
 def _range(state: StateDep, start: str | None, end: str | None) -> tuple[str, str]:
     start = start or periods.of(state.now())
     end = end or start
@@ -63,7 +81,7 @@ def _range(state: StateDep, start: str | None, end: str | None) -> tuple[str, st
 
 
 @api.get("/units", tags=["progress"])
-def list_units(session: SessionDep,
+def list_units(session: SessionDep, _: CurrentUser,
                on: Annotated[date | None, Query(description="Only units valid on this day")] = None,
                tier: Annotated[str | None, Query(description="Only this tier")] = None) -> list[UnitOut]:
     """Every unit record (with its history), or those valid on a day."""
@@ -77,7 +95,7 @@ def list_units(session: SessionDep,
 
 @api.post("/units/import", tags=["progress"], openapi_extra=CSV_BODY,
           responses={422: {"description": "Bad rows, line by line; nothing imported"}})
-async def import_units_csv(request: Request, state: StateDep) -> ImportOut:
+async def import_units_csv(request: Request, state: StateDep, _: ProvinceAdmin) -> ImportOut:
     """The unit tree as CSV (code,name,tier,parent_code,valid_from,valid_to): all or nothing."""
     data = await request.body()
     with state.sessions() as session:
@@ -89,17 +107,23 @@ async def import_units_csv(request: Request, state: StateDep) -> ImportOut:
 
 
 @api.get("/progress/targets", tags=["progress"])
-def list_targets(session: SessionDep) -> list[TargetOut]:
-    """Targets per tier and per unit, with the month each starts."""
+def list_targets(session: SessionDep, user: CurrentUser) -> list[TargetOut]:
+    """Targets per tier and per unit (the units you may see), with the month each starts."""
+    visible = visible_units(session, user)
     query = select(Target).order_by(Target.tier, Target.unit_code, Target.period_from)
-    return [TargetOut.of(t) for t in session.scalars(query)]
+    return [TargetOut.of(t) for t in session.scalars(query)
+            if visible is None or t.unit_code is None or t.unit_code in visible]
 
 
 @api.put("/progress/targets", tags=["progress"])
-def set_target(target: TargetIn, session: SessionDep) -> TargetOut:
-    """Set a tier's target, or one unit's own, from a month on (replaces the same scope+month)."""
+def set_target(target: TargetIn, session: SessionDep, user: AdminUser) -> TargetOut:
+    """Set a tier's target (province admin), or one unit's own (its admins too), from a month on
+    (replaces the same scope+month)."""
     if (target.tier is None) == (target.unit_code is None):
         raise HTTPException(422, "give either tier or unit_code")
+    if target.tier is not None and not user.is_province_admin:
+        raise HTTPException(403, "a tier's target is the province admin's")
+    require_unit_filter(session, user, target.unit_code)
     try:
         periods.check(target.period_from)
     except periods.BadPeriod as exc:
@@ -119,7 +143,11 @@ def set_target(target: TargetIn, session: SessionDep) -> TargetOut:
     return TargetOut.of(row)
 
 
-def _store_received(session: Session, state: StateDep, rows: list[ReceivedRow]) -> ImportOut:
+def _store_received(session: Session, state: StateDep, user: Principal, rows: list[ReceivedRow]) -> ImportOut:
+    visible = visible_units(session, user)
+    outside = sorted({r.unit_code for r in rows if visible is not None and r.unit_code not in visible})
+    if outside:
+        raise HTTPException(403, f"units outside your units: {', '.join(outside[:10])}; nothing stored")
     try:
         result = import_received(session, rows, now=state.now)
     except ImportRejected as exc:
@@ -130,15 +158,15 @@ def _store_received(session: Session, state: StateDep, rows: list[ReceivedRow]) 
 @api.post("/progress/received", tags=["progress"],
           responses={422: {"description": "Bad items (line = item number + 1); nothing stored"}})
 def post_received(items: Annotated[list[ReceivedIn], Body()], session: SessionDep,
-                  state: StateDep) -> ImportOut:
+                  state: StateDep, user: AdminUser) -> ImportOut:
     """Dossiers received per unit per month from the one-stop system; re-sending replaces."""
     rows = [ReceivedRow(i + 2, it.unit_code, it.period, it.received) for i, it in enumerate(items)]
-    return _store_received(session, state, rows)
+    return _store_received(session, state, user, rows)
 
 
 @api.post("/progress/received/import", tags=["progress"], openapi_extra=CSV_BODY,
           responses={422: {"description": "Bad rows, line by line; nothing imported"}})
-async def import_received_csv(request: Request, state: StateDep) -> ImportOut:
+async def import_received_csv(request: Request, state: StateDep, user: AdminUser) -> ImportOut:
     """The same as CSV (unit_code,period,received)."""
     data = await request.body()
     with state.sessions() as session:
@@ -146,19 +174,23 @@ async def import_received_csv(request: Request, state: StateDep) -> ImportOut:
             rows = parse_csv(data)
         except ImportRejected as exc:
             raise _rejected(exc) from exc
-        return _store_received(session, state, rows)
+        return _store_received(session, state, user, rows)
 
 
 @api.get("/progress", tags=["progress"])
-def get_progress(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
+def get_progress(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                  unit: UnitQ = None) -> ProgressOut:
     """Received, digitized, rate, target and status for every unit of the subtree, rolled up,
     with the trend month by month."""
     first, last = _range(state, start, end)
+    root = _root(session, user, unit)
     try:
-        return ProgressOut.of(progress(session, first, last, unit))
+        found = progress(session, first, last, root)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
+    if visible_units(session, user) is not None:
+        found.unattributed = 0  # a province-wide figure, not one of the user's units
+    return ProgressOut.of(found)
 
 
 def _units_under(session: Session, root: str | None) -> frozenset[str] | None:
@@ -171,11 +203,12 @@ def _units_under(session: Session, root: str | None) -> frozenset[str] | None:
 
 
 @api.get("/progress/pages-per-day", tags=["progress"])
-def get_pages_per_day(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
-                      unit: UnitQ = None) -> PagesPerDayOut:
+def get_pages_per_day(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None,
+                      end: ToQ = None, unit: UnitQ = None) -> PagesPerDayOut:
     """Pages captured per day (Vietnam's days, up to today) and how many were rejected, for the
     subtree: the dashboard's pages-per-day chart."""
     first, last = _range(state, start, end)
+    unit = _root(session, user, unit)
     units = _units_under(session, unit)
     days = pages_per_day(session, first, last, units, until=state.now().astimezone(periods.LOCAL).date())
     return PagesPerDayOut(start=first, end=last, root=unit,
@@ -183,11 +216,12 @@ def get_pages_per_day(state: StateDep, session: SessionDep, start: FromQ = None,
 
 
 @api.get("/progress/rejects", tags=["progress"])
-def get_rejects(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
+def get_rejects(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                 unit: UnitQ = None) -> RejectsOut:
     """Pages the quality check rejected over the range, by reason, for the subtree: the
     dashboard's rejects chart."""
     first, last = _range(state, start, end)
+    unit = _root(session, user, unit)
     found = rejects_by_reason(session, first, last, _units_under(session, unit))
     reasons = [RejectReasonOut(reason=code, label_vi=REASONS.get(code, (code, code))[0],
                                label_en=REASONS.get(code, (code, code))[1], pages=n)
@@ -212,17 +246,17 @@ def _report(state: StateDep, session: Session, start: str | None, end: str | Non
 
 
 @api.get("/progress/report.xlsx", tags=["progress"], response_class=Response)
-def report_xlsx(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
+def report_xlsx(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                 unit: UnitQ = None) -> Response:
     """The periodic report ("Báo cáo định kỳ") as an Excel workbook."""
-    return _report(state, session, start, end, unit, "xlsx")
+    return _report(state, session, start, end, _root(session, user, unit), "xlsx")
 
 
 @api.get("/progress/report.pdf", tags=["progress"], response_class=Response)
-def report_pdf(state: StateDep, session: SessionDep, start: FromQ = None, end: ToQ = None,
+def report_pdf(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                unit: UnitQ = None) -> Response:
     """The periodic report as PDF."""
-    return _report(state, session, start, end, unit, "pdf")
+    return _report(state, session, start, end, _root(session, user, unit), "pdf")
 
 
 @cache
@@ -231,7 +265,7 @@ def _page() -> str:
 
 
 @router.get("/progress", response_class=HTMLResponse, include_in_schema=False)
-def dashboard(state: StateDep) -> HTMLResponse:
+def dashboard(state: StateDep, _: CurrentUser) -> HTMLResponse:
     """The progress dashboard (Vietnamese / English), drawing from ``/api/v1/progress``."""
     html = _page().replace("__THIS_MONTH__", periods.of(state.now())).replace("__TIERS__", ",".join(TIERS))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
