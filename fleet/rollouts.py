@@ -154,6 +154,19 @@ class Step:
     completed: bool = False
 
 
+class HaltInfo(BaseModel):
+    """The numbers behind ``halt_reason``: ``errors`` (failed or rolled back reached the error
+    threshold) or ``below_success`` (the phase finished under its success threshold)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["errors", "below_success"]
+    phase: int = Field(ge=1)
+    total: int
+    succeeded: int
+    failed: int
+    threshold: float
+
+
 class Rollout(BaseModel):
     """One rollout's state. Mutated only through its methods; serialise with ``model_dump_json``."""
 
@@ -166,6 +179,7 @@ class Rollout(BaseModel):
     device_timeout_s: float = Field(default=6 * 3600, gt=0, description="Offered and silent this long: timed out")
     devices: dict[str, DeviceProgress] = Field(default_factory=dict)
     halt_reason: str | None = None
+    halt: HaltInfo | None = Field(default=None, description="Why it halted, as data (pages word it in their language)")
 
     @model_validator(mode="after")
     def _consistent(self) -> Rollout:
@@ -250,6 +264,8 @@ class Rollout(BaseModel):
                     f"phase {self.phase_index + 1}: {bad} of {total} devices failed or rolled back "
                     f"(threshold {spec.error_threshold:.0%})"
                 )
+                self.halt = HaltInfo(kind="errors", phase=self.phase_index + 1, total=total, succeeded=ok,
+                                     failed=bad, threshold=spec.error_threshold)
                 return Step(timed_out=timed_out, advanced_to=advanced_to, halted=self.halt_reason)
             finished = all(self.devices[d].state in TERMINAL for d in self.plan[self.phase_index])
             reached = total == 0 or ok / total >= spec.success_threshold
@@ -266,6 +282,8 @@ class Rollout(BaseModel):
                     f"phase {self.phase_index + 1} finished with {ok} of {total} succeeded, "
                     f"below its threshold {spec.success_threshold:.0%}"
                 )
+                self.halt = HaltInfo(kind="below_success", phase=self.phase_index + 1, total=total, succeeded=ok,
+                                     failed=bad, threshold=spec.success_threshold)
                 return Step(timed_out=timed_out, advanced_to=advanced_to, halted=self.halt_reason)
             break
         offer = [d for d in self.plan[self.phase_index] if self.devices[d].state == "pending"]
@@ -287,7 +305,8 @@ class Rollout(BaseModel):
         for progress in self.devices.values():
             totals[progress.state] = totals.get(progress.state, 0) + 1
         return {"rollout_id": self.rollout_id, "status": self.status, "phase": self.phase_index + 1,
-                "halt_reason": self.halt_reason, "states": totals, "phases": per_phase}
+                "halt_reason": self.halt_reason, "halt": None if self.halt is None else self.halt.model_dump(),
+                "states": totals, "phases": per_phase}
 
 
 # --- settings -------------------------------------------------------------------------------------

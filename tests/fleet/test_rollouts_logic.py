@@ -95,6 +95,8 @@ def test_failing_canary_halts_with_no_later_device_touched() -> None:
     fleet = Fleet(rollout, lambda _d: "rolled_back")
     fleet.run()
     assert rollout.status == "halted" and "phase 1" in (rollout.halt_reason or "")
+    assert rollout.summary()["halt"] == {"kind": "errors", "phase": 1, "total": len(rollout.plan[0]),
+                                         "succeeded": 0, "failed": len(rollout.plan[0]), "threshold": 0.1}
     assert fleet.touched == rollout.plan[0]
     later = [d for ids in rollout.plan[1:] for d in ids]
     assert all(rollout.devices[d].state == "pending" and rollout.devices[d].offered_at is None for d in later)

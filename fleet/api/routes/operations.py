@@ -509,8 +509,18 @@ def list_rollouts(
     return out
 
 
+_ATTENTION = {"failed": 0, "rolled_back": 0, "timed_out": 0, "downloading": 1, "verifying": 1, "installing": 1,
+              "rebooting": 1, "waiting": 2, "offered": 2, "pending": 3, "succeeded": 4}
+
+
 @router.get("/rollouts/{rollout_id}")
-def get_rollout(rollout_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+def get_rollout(
+    rollout_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    limit: Annotated[int | None, Query(ge=1, le=100000, description="At most this many devices, "
+                                       "those needing attention first (failed, then updating)")] = None,
+) -> dict[str, Any]:
     """Summary (per-phase state counts, status, halt reason) and per-device progress."""
     row = session.get(RolloutRow, rollout_id)
     if row is None:
@@ -521,9 +531,11 @@ def get_rollout(rollout_id: str, session: SessionDep, user: CurrentUser) -> dict
     if rollout is None:
         raise OutOfScope()
     can_control = user.is_admin and (visible is None or set(whole.devices) <= visible)
+    devices = sorted(rollout.devices.items(), key=lambda item: (_ATTENTION.get(item[1].state, 5), item[1].phase,
+                                                                 item[0]))[:limit]
     return {"rollout_id": rollout_id, "offer": row.offer, "summary": rollout.summary(), "can_control": can_control,
-            "phases": [p.model_dump() for p in rollout.phases],
-            "devices": {d: p.model_dump(mode="json") for d, p in rollout.devices.items()}}
+            "phases": [p.model_dump() for p in rollout.phases], "devices_total": len(rollout.devices),
+            "devices": {d: p.model_dump(mode="json") for d, p in devices}}
 
 
 @router.post("/rollouts/{rollout_id}/{action}")

@@ -135,6 +135,8 @@ def test_rollout_pause_resume_cancel_by_hand(api: TestClient, tmp_path: Path) ->
     assert api.get("/api/v1/rollouts/r1").json()["summary"]["states"] == {"succeeded": 1, "pending": 2}  # paused
     assert api.post("/api/v1/rollouts/r1/resume").status_code == 200
     assert api.get("/api/v1/rollouts/r1").json()["summary"]["states"] == {"succeeded": 1, "offered": 2}
+    first = api.get("/api/v1/rollouts/r1", params={"limit": 1}).json()  # those needing attention first
+    assert first["devices_total"] == 3 and [p["state"] for p in first["devices"].values()] == ["offered"]
     assert api.post("/api/v1/rollouts/r1/cancel").status_code == 200
     assert api.post("/api/v1/rollouts/r1/resume").status_code == 409
     with state_of(api).sessions() as session:

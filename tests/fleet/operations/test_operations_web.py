@@ -206,7 +206,7 @@ def test_operations_page_rollouts_settings_commands(served: Served, artifacts: P
             view.screenshot(path=str(shots / "rollout-cancelled.png"), full_page=True)
 
             view.goto(served.url + "/operations?rollout=r-bad")
-            expect(view.locator("#halt")).to_contain_text("phase 1: 1 of 1 devices failed or rolled back")
+            expect(view.locator("#halt")).to_contain_text("giai đoạn 1: 1/1 thiết bị lỗi hoặc đã quay lại bản cũ")
             expect(view.locator('#rollout-devices tr[data-state="pending"]')).to_have_count(4)
             expect(view.locator("#pause")).to_be_disabled()
             expect(view.locator("#cancel")).to_be_enabled()
@@ -253,13 +253,15 @@ def test_operations_page_rollouts_settings_commands(served: Served, artifacts: P
             view.goto(served.url + "/operations?rollout=r-good&lang=en")
             expect(view.locator("#rollout-status .badge")).to_have_text("Cancelled")
             expect(view.locator("#title")).to_have_text("Rollout r-good")
+            expect(view.locator("#devices-shown")).to_have_text("")  # all 5 shown
             view.screenshot(path=str(shots / "rollout-cancelled-en.png"), full_page=True)
 
             # A viewer reads the same page without the buttons.
             viewer = served.browser(browser, "viewer")
-            viewer.goto(served.url + "/operations?rollout=r-bad")
+            viewer.goto(served.url + "/operations?rollout=r-bad&lang=en")
             expect(viewer.locator("body")).to_have_attribute("data-role", "viewer")
-            expect(viewer.locator("#halt")).to_be_visible()
+            expect(viewer.locator("#halt")).to_contain_text(
+                "phase 1: 1 of 1 devices failed or rolled back (halt threshold 10%)")
             expect(viewer.locator("#controls")).to_be_hidden()
             viewer.screenshot(path=str(shots / "rollout-halted-viewer.png"), full_page=True)
         finally:
