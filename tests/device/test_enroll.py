@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from device.cli import main
-from device.config import EnrollmentConfig
-from device.enroll import Enroller, EnrollmentRefused, IdentityStatus, Stopped
+from device.config import EnrollmentConfig, IdentityConfig
+from device.enroll import Enroller, EnrollmentRefused, IdentityKeeper, IdentityStatus, Stopped
 from device.http_auth import DeviceAuth
 from provisioning.ca import CertificateAuthority
 from provisioning.identity import DeviceIdentity, ca_pin
@@ -251,3 +251,29 @@ def test_signed_upload_verified_and_a_changed_body_refused(tmp_path: Path, fleet
     r = httpx.put(f"{fleet.url}/api/v1/files/{sha}", content=page, verify=ident.ssl_context(),
                   headers={"X-Sohoa-Content-SHA256": sha})
     assert r.status_code == 401 and r.json()["detail"] == "unauthenticated"
+
+
+def test_keeper_enrolls_then_checks_renewal_on_its_timer(tmp_path: Path, fleet: Fleet) -> None:
+    """The keeper's own loop: it enrolls, reports ``on_enrolled`` once, then on its timer (1 s
+    here) finds the certificate inside a renewal window wider than its life (400 days) and
+    renews it with a signed request, calling ``on_renewed`` (the agent reconnects MQTT there).
+    Fault looked for: a renewal that keeps the old key (the key must rotate)."""
+    ident = DeviceIdentity(tmp_path / "identity", DEVICE)
+    status = IdentityStatus()
+    enrolled, renewed = threading.Event(), threading.Event()
+    stop = threading.Event()
+    keeper = IdentityKeeper(ident, IdentityConfig(dir=ident.directory, renewal_check_s=1, renew_before_days=400),
+                            _config(tmp_path, fleet, _token(fleet)), unit=UNIT, agent_version="t", status=status,
+                            stop=stop, on_enrolled=enrolled.set, on_renewed=renewed.set)
+    thread = threading.Thread(target=keeper.run)
+    thread.start()
+    try:
+        assert enrolled.wait(10) and status.state == "enrolled"
+        first_key, first_serial = ident.key_path.read_bytes(), ident.certificate().serial_number
+        assert renewed.wait(10), "no renewal on the timer"
+        assert ident.certificate().serial_number != first_serial and ident.key_path.read_bytes() != first_key
+        assert not (ident.directory / DeviceIdentity.NEXT_KEY).exists()
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
