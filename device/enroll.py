@@ -361,7 +361,7 @@ class IdentityKeeper:
             log.error("enrollment refused: %s", exc)
             self.status.set("refused", exc.reason)
             return False
-        except (Stopped, KeyFileError, OSError) as exc:
+        except (Stopped, KeyFileError, OSError, ValueError) as exc:  # ValueError: a request the model refuses
             if not isinstance(exc, Stopped):
                 log.error("enrollment failed: %s", exc)
                 self.status.set("unenrolled", type(exc).__name__)
