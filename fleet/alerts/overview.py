@@ -11,7 +11,7 @@ and one device with its event timeline, latest pages and alerts.
 
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -36,7 +36,7 @@ def _unit_names(session: Session, now: datetime) -> dict[str, str]:
 
 
 def _row(device: Device, now: datetime, heartbeat_timeout_s: float, faults: dict[tuple[str, str], datetime],
-         stats: DayStats | None, names: dict[str, str], alerts: list[Alert]) -> dict[str, Any]:
+         stats: DayStats | None, names: dict[str, str], alerts: list[dict[str, Any]]) -> dict[str, Any]:
     online = is_online(device, now, heartbeat_timeout_s)
     if online:
         since = device.status_at if device.status == "online" and device.status_at else device.first_seen
@@ -57,17 +57,21 @@ def _row(device: Device, now: datetime, heartbeat_timeout_s: float, faults: dict
         "accepting_scans": device.accepting_scans,
         "pages_today": stats.pages if stats else 0, "rejected_today": stats.rejected if stats else 0,
         "reject_rate": stats.reject_rate if stats else None,
-        "alerts": [{"id": a.id, "kind": a.kind, "status": a.status, "severity": a.severity} for a in alerts],
+        "alerts": alerts,
     }
 
 
-def _pending_alerts(session: Session, device_id: str | None = None) -> dict[str, list[Alert]]:
-    query = select(Alert).where(Alert.status != "resolved", Alert.device_id.is_not(None)).order_by(Alert.opened_at)
+def _pending_alerts(session: Session, device_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """{device: its alerts not yet resolved (id, kind, status, severity), oldest first}: the
+    columns only, not thousands of ORM objects."""
+    query = (select(Alert.device_id, Alert.id, Alert.kind, Alert.status, Alert.severity)
+             .where(Alert.status != "resolved", Alert.device_id.is_not(None)).order_by(Alert.opened_at))
     if device_id is not None:
         query = query.where(Alert.device_id == device_id)
-    out: dict[str, list[Alert]] = {}
-    for alert in session.scalars(query):
-        out.setdefault(alert.device_id or "", []).append(alert)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for device, alert_id, kind, status, severity in session.execute(query):
+        out.setdefault(device or "", []).append({"id": alert_id, "kind": kind, "status": status,
+                                                  "severity": severity})
     return out
 
 
@@ -77,29 +81,34 @@ def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit
     """The devices (optionally of one unit, or of ``units``, online/offline only, id or unit
     containing ``q``): those with open alerts first, then offline ones, then by id; at most
     ``limit`` rows, with the counts over all that matched (a province has thousands: the screen
-    shows the first)."""
-    query = select(Device)
+    shows the first). Ordering and counts read three columns of every device; only the rows
+    shown are loaded whole."""
+    where: list[Any] = []
     if unit is not None:
-        query = query.where(Device.unit_code == unit)
+        where.append(Device.unit_code == unit)
     if units is not None:
-        query = query.where(Device.unit_code.in_(sorted(units)))
+        where.append(Device.unit_code.in_(sorted(units)))
     if q:
         pattern = f"%{q.replace('%', '').replace('_', '')}%"
-        query = query.where(or_(Device.id.ilike(pattern), Device.unit_code.ilike(pattern)))
+        where.append(or_(Device.id.ilike(pattern), Device.unit_code.ilike(pattern)))
     alerts = _pending_alerts(session)
-    found = [(d, is_online(d, now, heartbeat_timeout_s)) for d in session.scalars(query)]
+    # A row carries the two columns is_online reads.
+    found = [(row.id, is_online(cast(Device, row), now, heartbeat_timeout_s))
+             for row in session.execute(select(Device.id, Device.status, Device.last_seen).where(*where))]
     if online is not None:
         found = [(d, up) for d, up in found if up is online]
-    found.sort(key=lambda pair: (pair[0].id not in alerts, pair[1], pair[0].id))
-    shown = found if limit is None else found[:limit]
+    found.sort(key=lambda pair: (pair[0] not in alerts, pair[1], pair[0]))
+    shown = [d for d, _ in (found if limit is None else found[:limit])]
+    whole = select(Device).where(Device.id.in_(shown)) if limit is not None else select(Device).where(*where)
+    loaded = {d.id: d for d in session.scalars(whole)}
     faults = latest_faults(session, now)
-    stats = pages_today(session, now, [d.id for d, _ in shown] if limit is not None else None)
+    stats = pages_today(session, now, shown if limit is not None else None)
     names = _unit_names(session, now)
     return {
         "now": now.isoformat(), "total": len(found), "online": sum(up for _, up in found),
-        "offline": sum(not up for _, up in found), "with_alerts": sum(d.id in alerts for d, _ in found),
-        "devices": [_row(d, now, heartbeat_timeout_s, faults, stats.get(d.id), names, alerts.get(d.id, []))
-                    for d, _ in shown],
+        "offline": sum(not up for _, up in found), "with_alerts": sum(d in alerts for d, _ in found),
+        "devices": [_row(loaded[d], now, heartbeat_timeout_s, faults, stats.get(d), names, alerts.get(d, []))
+                    for d in shown],
     }
 
 

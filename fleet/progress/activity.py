@@ -97,18 +97,21 @@ def pages_per_day(session: Session, start: str, end: str, units: Collection[str]
 
 def rejects_by_reason(session: Session, start: str, end: str, units: Collection[str] | None = None) -> Rejects:
     """Rejected pages per reason over the range, for ``units`` (every unit when None)."""
-    totals = _scoped(select(func.count(), func.sum(case((_rejected(), 1), else_=0))), start, end, units)
-    pages, rejected = session.execute(totals).one()
-    result = Rejects(pages=int(pages or 0), rejected=int(rejected or 0))
-    # Grouped by the list of issues (a handful of distinct lists), split here: the JSON array
-    # functions differ between SQLite and PostgreSQL, the grouping does not.
+    # One pass, grouped by the list of issues (a handful of distinct lists) and split here: the
+    # JSON array functions differ between SQLite and PostgreSQL, the grouping does not.
     issues = Page.__table__.c.quality["issues"]
-    query = _scoped(select(issues, func.count()).where(_rejected()), start, end, units).group_by(issues)
-    for listed, n in session.execute(query):
+    rejected = func.sum(case((_rejected(), 1), else_=0))
+    query = _scoped(select(issues, func.count(), rejected), start, end, units).group_by(issues)
+    result = Rejects()
+    for listed, n, bad in session.execute(query):
+        result.pages += int(n)
+        if not bad:
+            continue
+        result.rejected += int(bad)
         if isinstance(listed, str):
             listed = json.loads(listed)
         codes = [str(c) for c in listed] if isinstance(listed, list) and listed else ["unspecified"]
         for code in dict.fromkeys(codes):
-            result.reasons[code] = result.reasons.get(code, 0) + int(n)
+            result.reasons[code] = result.reasons.get(code, 0) + int(bad)
     result.reasons = dict(sorted(result.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
     return result

@@ -177,9 +177,9 @@ async def import_received_csv(request: Request, state: StateDep, user: AdminUser
         return _store_received(session, state, user, rows)
 
 
-@api.get("/progress", tags=["progress"])
+@api.get("/progress", tags=["progress"], response_model=ProgressOut)
 def get_progress(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
-                 unit: UnitQ = None) -> ProgressOut:
+                 unit: UnitQ = None) -> Response:
     """Received, digitized, rate, target and status for every unit of the subtree, rolled up,
     with the trend month by month."""
     first, last = _range(state, start, end)
@@ -190,7 +190,8 @@ def get_progress(state: StateDep, session: SessionDep, user: CurrentUser, start:
         raise HTTPException(404, str(exc)) from exc
     if visible_units(session, user) is not None:
         found.unattributed = 0  # a province-wide figure, not one of the user's units
-    return ProgressOut.of(found)
+    # Serialized once here: letting FastAPI validate the 3,000-unit model again costs ~0.1 s.
+    return Response(ProgressOut.of(found).model_dump_json(), media_type="application/json")
 
 
 def _units_under(session: Session, root: str | None) -> frozenset[str] | None:
