@@ -24,6 +24,7 @@ from fleet.config import DatabaseConfig, FleetConfig, IngestConfig, StorageConfi
 from fleet.db import bulk_insert_ignore, make_engine, migrate
 from fleet.models import Device, Page, TelemetrySample
 from fleet.progress.models import Received, Unit
+from tests.authn import login
 from tests.services import Postgres
 
 MONTHS = ("2026-01", "2026-02", "2026-03")
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 config = FleetConfig(database=DatabaseConfig(url=url), ingest=IngestConfig(enabled=False),
                                      storage=StorageConfig(dir=Path(tmp) / "files"))
                 with TestClient(create_app(config, clock=lambda: NOW)) as client:
+                    login(client)  # a province admin (the API needs a session since #6)
                     requests = [
                         ("GET /progress (the page)", "/progress"),
                         ("GET /api/v1/progress, every unit, one month", "/api/v1/progress?from=2026-03"),
