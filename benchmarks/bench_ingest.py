@@ -20,8 +20,6 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy import func, select
 
+from benchmarks.fleetdata import database
 from benchmarks.harness import machine
 from fleet.config import BrokerConfig, DatabaseConfig, FleetConfig, IngestConfig
 from fleet.db import make_engine, migrate, session_factory
@@ -41,7 +40,7 @@ from fleet.metrics import FleetMetrics
 from fleet.models import Event
 from protocol.messages import Page, PageCaptured, encode, new_id
 from protocol.topics import Channel, topic
-from tests.services import Mosquitto, Postgres
+from tests.services import Mosquitto
 
 DEVICES = 20
 
@@ -225,19 +224,6 @@ def _drain_in_processes(configs: list[FleetConfig], sessions: Any, before: int, 
     return elapsed
 
 
-@contextmanager
-def _database(kind: str, workdir: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{workdir}/bench.db"
-        return
-    pg = Postgres(workdir / "pg")
-    pg.start()
-    try:
-        yield pg.url
-    finally:
-        pg.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_ingest", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-n", "--messages", type=int, default=20000, help="events per run (bounded)")
@@ -262,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         try:
             for kind in kinds:
-                with _database(kind, workdir) as url:
+                with database(kind, workdir) as url:
                     for workers in worker_counts:
                         runs = [
                             _ingest_rate(url, broker.port, _events(args.messages), f"bench-{kind}-{workers}-{r}",
