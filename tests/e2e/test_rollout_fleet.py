@@ -1,8 +1,9 @@
 """Rollouts driven by the FLEET (issue 7, "must be shown"): the fleet served by uvicorn with its
 ingest and operations driver on a real mosquitto, and 20 light simulated kiosks in this process,
 each a real MQTT client (persistent session) running the real device updater on its own A/B
-slots and downloading from the fleet's bundle endpoint. The test only uses the fleet's API:
-``PUT /bundles``, ``POST /rollouts``, ``GET /rollouts/{id}``, ``POST /rollouts/{id}/cancel``.
+slots and downloading from the fleet's bundle endpoint (with a viewer's session: they are not
+enrolled). The test only uses the fleet's API: ``PUT /bundles``, ``POST /rollouts``,
+``GET /rollouts/{id}``, ``POST /rollouts/{id}/cancel``.
 
 Shown:
 - a good bundle rolls through 5% / 20% / 100%: every device ends on slot B at 0.2.0, and no
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -60,7 +62,7 @@ class SimDevice:
     """A kiosk reduced to what updating needs: an MQTT link as the agent keeps it (persistent
     session, retained status with a Last Will, acks) and the real updater on its own slots."""
 
-    def __init__(self, device_id: str, root: Path, public_key: Path, port: int) -> None:
+    def __init__(self, device_id: str, root: Path, public_key: Path, port: int, http_auth: httpx.Auth) -> None:
         self.device_id, self.root, self.port = device_id, root, port
         self.seen = Seen()
         self._ids: set[str] = set()
@@ -72,6 +74,7 @@ class SimDevice:
             restart=lambda: None,
             health_checks={"broker": lambda: self.connected.is_set(),
                            "smoke": lambda: (probe(root) or ("", False))[1]},
+            http_auth=http_auth,
         )
         self.workers: list[threading.Thread] = []
         self.client: mqtt.Client | None = None
@@ -190,10 +193,11 @@ def rig(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Rig]:
     bootstrap(template, tmp_path)
     devices: dict[str, SimDevice] = {}
     try:
+        auth = fleet.download_auth()
         for device_id in DEVICES:
             root = tmp_path / "devices" / device_id
             shutil.copytree(template, root, symlinks=True)
-            devices[device_id] = SimDevice(device_id, root, public, mosquitto.port)
+            devices[device_id] = SimDevice(device_id, root, public, mosquitto.port, auth)
             devices[device_id].connect()
         for device in devices.values():
             assert device.subscribed.wait(20), f"{device.device_id} did not subscribe"

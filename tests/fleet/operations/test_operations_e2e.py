@@ -171,6 +171,8 @@ def test_update_rollout_through_a_running_agent(tmp_path: Path, mosquitto: Mosqu
     updater = {"root": str(root), "public_keys": [str(public)], "jitter_max_s": 0, "retry_min_s": 0.01,
                "retry_max_s": 0.05, "health_timeout_s": 20, "health_interval_s": 0.1, "lock_check": "off"}
     agent = start_agent(agent_config(tmp_path, DEVICE, mosquitto.port, fleet.url, updater=updater))
+    assert agent.updater is not None
+    agent.updater.http_auth = fleet.download_auth()  # not enrolled: it downloads with a viewer's session
     try:
         _known(fleet)
         fleet.json("PUT", f"/settings/device/{DEVICE}", json={"settings": {"maintenance_window": _open_now()}})
