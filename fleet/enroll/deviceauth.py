@@ -29,6 +29,8 @@ from fastapi import Depends, HTTPException, Request
 from fleet.api.deps import StateDep
 from fleet.api.state import FleetState
 from fleet.auth.audit import DEVICE_KEY, record
+from fleet.auth.deps import current_user
+from fleet.auth.principal import Principal
 from fleet.enroll.runtime import runtime_of
 from provisioning.ca import PeerIdentity
 from provisioning.errors import CertificateRejected
@@ -90,6 +92,16 @@ def device_peer(request: Request, state: StateDep) -> PeerIdentity:
 
 DevicePeer = Annotated[PeerIdentity, Depends(device_peer)]
 """The authenticated device (its certificate's CN in ``.name``); 401 otherwise."""
+
+
+def device_or_user(request: Request, state: FleetState, *, body_sha256: str | None = None
+                   ) -> PeerIdentity | Principal:
+    """For a route a device or a user may call (``GET /bundles/{name}``, ``HEAD /files/{sha256}``):
+    a signed device request (``Authorization: Sohoa-Device ...``) is checked as the device's,
+    anything else as a user's session (401 when neither)."""
+    if request.headers.get("Authorization", "").startswith(SCHEME + " "):
+        return authenticate_device(request, state, body_sha256=body_sha256)
+    return current_user(request)
 
 
 def require_same_device(request: Request, state: FleetState, peer: PeerIdentity, device_id: str) -> None:

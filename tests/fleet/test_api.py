@@ -9,15 +9,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from fleet.api.app import create_app
+from fleet.auth.models import AuditEntry
 from fleet.ingest import Incoming, Writer
 from fleet.models import StoredFile
 from protocol.messages import Message, encode
 from protocol.topics import Channel, topic
+from provisioning.files import read_private_key
+from provisioning.requestauth import sign_request
 from tests.authn import login
+from tests.devices import TestDevice, enroll_device, with_pki
 from tests.fleet.conftest import make_config, state_of
 from tests.fleet.messages import fault, page_event, status, telemetry
 
@@ -26,10 +31,17 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
 
 @pytest.fixture
 def api(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
-    """The app without MQTT ingest (the API's half), 1 MiB upload limit."""
-    with TestClient(create_app(make_config(tmp_path, db_url, max_upload_bytes=1024 * 1024))) as client:
+    """The app without MQTT ingest (the API's half), 1 MiB upload limit, with a CA (devices enroll)."""
+    config = with_pki(make_config(tmp_path, db_url, max_upload_bytes=1024 * 1024), tmp_path)
+    with TestClient(create_app(config)) as client:
         login(client)  # a province admin
         yield client
+
+
+@pytest.fixture
+def kiosk(api: TestClient, tmp_path: Path) -> TestDevice:
+    """kiosk-0001, enrolled in unit 26734 (the unit its status messages name)."""
+    return enroll_device(api, "kiosk-0001", "26734", tmp_path)
 
 
 def feed(client: TestClient, *messages: tuple[Channel, Message]) -> None:
@@ -38,9 +50,8 @@ def feed(client: TestClient, *messages: tuple[Channel, Message]) -> None:
     assert writer.write(items) == len(items)
 
 
-def put(client: TestClient, data: bytes, sha: str | None = None, device: str = "kiosk-0001") -> tuple[int, dict]:  # type: ignore[type-arg]
-    response = client.put(f"/api/v1/files/{sha or hashlib.sha256(data).hexdigest()}", content=data,
-                          headers={"Content-Type": "image/png", "X-Sohoa-Device": device})
+def put(client: TestClient, device: TestDevice, data: bytes, sha: str | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+    response = device.put_file(client, data, sha256=sha)
     return response.status_code, response.json()
 
 
@@ -49,34 +60,88 @@ def stored_files(client: TestClient) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
 
-def test_upload_is_idempotent_and_checksum_verified(api: TestClient) -> None:
+def test_upload_is_idempotent_and_checksum_verified(api: TestClient, kiosk: TestDevice) -> None:
     """Bad input tried: a body whose sha256 is not the one in the path (one byte changed),
-    a body over the size limit, a path that is not a sha256, no device header."""
+    a body over the size limit, a path that is not a sha256, an unsigned upload."""
     sha = hashlib.sha256(PNG).hexdigest()
     assert api.head(f"/api/v1/files/{sha}").status_code == 404
-    code, body = put(api, PNG)
+    code, body = put(api, kiosk, PNG)
     assert code == 201 and body["sha256"] == sha and body["size"] == len(PNG) and body["uploaded_by"] == "kiosk-0001"
-    assert put(api, PNG)[0] == 200
+    assert put(api, kiosk, PNG)[0] == 200
     head = api.head(f"/api/v1/files/{sha}")
     assert head.status_code == 200 and head.headers["x-sohoa-size"] == str(len(PNG))
     assert api.get(f"/api/v1/files/{sha}").content == PNG
     assert stored_files(api) == [state_of(api).store.path(sha)]
 
     tampered = PNG[:-1] + b"\x00"
-    code, body = put(api, tampered, sha=hashlib.sha256(b"something else").hexdigest())
+    code, body = put(api, kiosk, tampered, sha=hashlib.sha256(b"something else").hexdigest())
     assert code == 400 and "sha256" in body["detail"]
     assert stored_files(api) == [state_of(api).store.path(sha)]  # nothing new, no temporary left
     with state_of(api).sessions() as session:
         assert session.scalar(select(func.count()).select_from(StoredFile)) == 1
 
     big = b"x" * (1024 * 1024 + 1)
-    assert put(api, big)[0] == 413
+    assert put(api, kiosk, big)[0] == 413
     assert stored_files(api) == [state_of(api).store.path(sha)]
-    assert api.put("/api/v1/files/not-a-sha", content=b"x", headers={"X-Sohoa-Device": "kiosk-0001"}).status_code == 422
-    assert api.put(f"/api/v1/files/{sha}", content=PNG).status_code == 422
+    assert api.put("/api/v1/files/not-a-sha", content=b"x", auth=kiosk.auth("0" * 64)).status_code == 422
+    unsigned = api.put(f"/api/v1/files/{sha}", content=PNG, headers={"X-Sohoa-Device": "kiosk-0001"})
+    assert unsigned.status_code == 401 and unsigned.json()["detail"] == "unauthenticated"
 
 
-def test_page_file_download_is_byte_identical(api: TestClient) -> None:
+def test_upload_is_the_signing_devices_own(api: TestClient, kiosk: TestDevice, tmp_path: Path) -> None:
+    """A device cannot upload on behalf of another. Bad input tried: kiosk-0002 naming kiosk-0001
+    in the old X-Sohoa-Device header (ignored: the uploader is the signer), kiosk-0002 signing with
+    its own key but claiming kiosk-0001's id (bad_signature), a signature replayed for a second
+    upload (replayed), a signature for one file's hash sent with another path (bad_signature), a
+    user's session instead of a device's signature (unauthenticated), a revoked device (revoked);
+    each refusal is in the audit log with its reason, and nothing refused is stored."""
+    other = enroll_device(api, "kiosk-0002", "26734", tmp_path)
+    sha = hashlib.sha256(PNG).hexdigest()
+    r = api.put(f"/api/v1/files/{sha}", content=PNG, auth=other.auth(sha),
+                headers={"X-Sohoa-Device": "kiosk-0001", "Content-Type": "image/png"})
+    assert r.status_code == 201 and r.json()["uploaded_by"] == "kiosk-0002"
+
+    def refused(data: bytes, headers: dict[str, str], path_sha: str | None = None) -> str:
+        response = api.put(f"/api/v1/files/{path_sha or hashlib.sha256(data).hexdigest()}", content=data,
+                           headers=headers)
+        assert response.status_code == 401, response.text
+        detail: str = response.json()["detail"]
+        return detail
+
+    page = b"another page of kiosk-0001"
+    page_sha = hashlib.sha256(page).hexdigest()
+    key = read_private_key(other.identity.key_path)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    forged = sign_request(key, "kiosk-0001", "PUT", f"/api/v1/files/{page_sha}", page_sha)
+    assert refused(page, forged) == "bad_signature"
+    signed = kiosk.identity.sign_request("PUT", f"/api/v1/files/{page_sha}", page_sha)
+    assert api.put(f"/api/v1/files/{page_sha}", content=page, headers=signed).status_code == 201
+    assert refused(page, signed) == "replayed"
+    third = b"a third page"
+    moved = kiosk.identity.sign_request("PUT", f"/api/v1/files/{page_sha}", page_sha)
+    assert refused(third, moved) == "bad_signature"  # the signature names the path's file, not this one
+    assert refused(third, {"Authorization": api.headers["Authorization"]}) == "unauthenticated"
+    assert api.head(f"/api/v1/files/{hashlib.sha256(third).hexdigest()}").status_code == 404
+    anonymous = TestClient(api.app)  # no session cookie, no token: the app opened by ``api`` already
+    assert anonymous.head(f"/api/v1/files/{sha}").status_code == 401
+    assert api.head(f"/api/v1/files/{sha}", auth=kiosk.auth()).status_code == 200  # the uploader asks, signed
+
+    assert api.post("/api/v1/devices/kiosk-0002/revoke").status_code == 200
+    assert refused(third, dict(other.identity.sign_request("PUT", f"/api/v1/files/{hashlib.sha256(third).hexdigest()}",
+                                                           hashlib.sha256(third).hexdigest()))) == "revoked"
+    with state_of(api).sessions() as session:
+        assert session.scalar(select(func.count()).select_from(StoredFile)) == 2
+        reasons = [(a.target, a.detail) for a in session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "device.refused").order_by(AuditEntry.id))]
+    assert reasons == [("kiosk-0001", "reason=bad_signature"), ("kiosk-0001", "reason=replayed"),
+                       ("kiosk-0001", "reason=bad_signature"), (None, "reason=unauthenticated"),
+                       ("kiosk-0002", "reason=revoked")]
+    audit = api.get("/api/v1/audit", params={"limit": 200}).json()
+    assert sum(1 for a in audit if a["action"] == "device.refused") == 5
+    assert any(a["action"] == "HEAD /api/v1/files/{sha256}" and a["outcome"] == "401" for a in audit)
+
+
+def test_page_file_download_is_byte_identical(api: TestClient, kiosk: TestDevice) -> None:
     """The metadata arrives before the file (either order is allowed): the file is reported
     missing (404) until uploaded, then served byte for byte with its content type."""
     event = page_event("kiosk-0001", PNG)
@@ -84,7 +149,7 @@ def test_page_file_download_is_byte_identical(api: TestClient) -> None:
     page_id = event.page.page_id
     assert api.get(f"/api/v1/pages/{page_id}").json()["file_available"] is False
     assert api.get(f"/api/v1/pages/{page_id}/file").status_code == 404
-    assert put(api, PNG)[0] == 201
+    assert put(api, kiosk, PNG)[0] == 201
     page = api.get(f"/api/v1/pages/{page_id}").json()
     assert page["file_available"] is True
     download = api.get(page["file_url"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,7 +20,8 @@ from sqlalchemy import func, select
 from fleet.db import make_engine, migrate, session_factory
 from fleet.models import Event
 from protocol.messages import encode
-from tests.authn import browser_login
+from tests.authn import browser_login, login_as
+from tests.devices import enroll_device
 from tests.fleet.conftest import Publisher
 from tests.fleet.messages import page_event, status, telemetry
 from tests.services import Mosquitto, free_port, wait_port
@@ -47,15 +49,17 @@ PNG = _png()
 
 @pytest.fixture
 def fleet_process(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[str]:
-    """`sohoa-fleet serve` on a free port, its SQLite and files under tmp_path; its URL."""
+    """`sohoa-fleet serve` on a free port, its SQLite and files under tmp_path, with a CA in
+    tmp_path/pki/ca (devices enroll; the API is served over HTTPS from it); its URL."""
     port = free_port()
     config = tmp_path / "fleet.yaml"
-    config.write_text(f"http:\n  port: {port}\n  page_refresh_s: 0.5\nbroker:\n  port: {mosquitto.port}\n")
+    config.write_text(f"http:\n  port: {port}\n  page_refresh_s: 0.5\nbroker:\n  port: {mosquitto.port}\n"
+                      f"pki:\n  ca_dir: {tmp_path}/pki/ca\n")
     proc = subprocess.Popen([sys.executable, "-m", "fleet", "serve", "--config", str(config)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, timeout=30)
-        yield f"http://127.0.0.1:{port}"
+        yield f"https://127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -78,7 +82,7 @@ def test_web_page_shows_devices_and_pages(fleet_process: str, mosquitto: Mosquit
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
-            page = browser.new_page()
+            page = browser.new_context(ignore_https_errors=True).new_page()  # the fleet CA is not Chromium's
             password = (tmp_path / "var/fleet/initial-admin-password").read_text().strip()  # `serve` made `admin`
             browser_login(page, fleet_process, "admin", password)
             page.goto(fleet_process + "/")
@@ -92,9 +96,13 @@ def test_web_page_shows_devices_and_pages(fleet_process: str, mosquitto: Mosquit
             card = page.locator(f'[data-page="{event.page.page_id}"]')
             expect(card).to_contain_text("Đang tải tệp lên", timeout=15_000)
             expect(card).to_contain_text("H13-260101-0042")
-            upload = httpx.put(f"{fleet_process}/api/v1/files/{event.page.sha256}", content=PNG,
-                               headers={"Content-Type": "image/png", "X-Sohoa-Device": DEVICE})
-            assert upload.status_code == 201
+            trust = ssl.create_default_context(cafile=str(tmp_path / "pki/ca/ca.crt"))
+            with httpx.Client(base_url=fleet_process, verify=trust) as http:
+                login_as(http, "admin", password)
+                kiosk = enroll_device(http, DEVICE, "26734", tmp_path)
+                http.headers.pop("Authorization")
+                upload = kiosk.put_file(http, PNG)  # signed by the device's key
+            assert upload.status_code == 201, upload.text
             image = card.locator("img")
             expect(image).to_have_count(1, timeout=15_000)
             page.wait_for_function("img => img.complete && img.naturalWidth === 248", arg=image.element_handle())

@@ -1,9 +1,13 @@
 """``/api/v1/files/{sha256}``: page files, content-addressed and idempotent.
 
-A device ``PUT``s the raw bytes under their sha256 (header ``X-Sohoa-Device``). The body is
-streamed to a temporary file and hashed; 201 when stored, 200 when already held, 400 when
-the content does not match the sha256 (nothing is stored), 413 over the size limit. The
-device deletes its copy only after 200 or 201.
+A device ``PUT``s the raw bytes under their sha256, in a request signed with its certificate's
+key (:mod:`fleet.enroll.deviceauth`; the signature covers the path's sha256, and the body must
+hash to it): the uploader recorded is the certificate's name, never a header the device could
+choose (401 with the reason when the signature, certificate or clock is wrong, or the device is
+revoked). The body is streamed to a temporary file and hashed; 201 when stored, 200 when already
+held, 400 when the content does not match the sha256 (nothing is stored), 413 over the size
+limit. The device deletes its copy only after 200 or 201. ``HEAD`` (is it held?) answers a
+device or a user; ``GET`` (the bytes) a user, within their units.
 """
 
 import logging
@@ -19,12 +23,13 @@ from fleet.api.deps import SessionDep, StateDep
 from fleet.api.schemas import FileOut
 from fleet.api.state import FleetState
 from fleet.auth.deps import CurrentUser
+from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, visible_units
 from fleet.db import insert_ignore
+from fleet.enroll.deviceauth import authenticate_device, device_or_user
 from fleet.errors import ChecksumMismatch
 from fleet.models import Device, Page, StoredFile
 from fleet.storage import TooLarge
-from protocol.topics import DEVICE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,7 @@ def _record(state: FleetState, sha256: str, size: int, content_type: str, device
         200: {"description": "Already held (idempotent repeat)"},
         201: {"description": "Stored"},
         400: {"description": "The content's sha256 is not the one in the path: nothing stored"},
+        401: {"description": "Not a valid signed device request (detail: the reason, e.g. revoked)"},
         413: {"description": "Larger than the fleet accepts"},
     },
 )
@@ -62,10 +68,11 @@ async def put_file(
     request: Request,
     response: Response,
     state: StateDep,
-    x_sohoa_device: Annotated[str, Header(pattern=DEVICE_ID_PATTERN, description="Uploading device's id")],
     content_type: Annotated[str, Header(max_length=64)] = "application/octet-stream",
 ) -> FileOut:
-    """Store a page file under its sha256."""
+    """Store a page file under its sha256, uploaded by the device whose certificate signed the request."""
+    peer = await run_in_threadpool(lambda: authenticate_device(request, state, body_sha256=sha256))
+    device = peer.name
     limit = state.config.storage.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -81,14 +88,14 @@ async def put_file(
         raise HTTPException(413, f"larger than {limit} bytes") from None
     except ChecksumMismatch:
         state.metrics.upload_rejected.labels(reason="checksum").inc()
-        log.warning("upload from %s refused: content does not match its sha256", x_sohoa_device)
+        log.warning("upload from %s refused: content does not match its sha256", device)
         raise HTTPException(400, "the content's sha256 differs from the one in the path; nothing stored") from None
     finally:
         pending.abort()
-    inserted, row = await run_in_threadpool(_record, state, sha256, pending.size, content_type, x_sohoa_device)
+    inserted, row = await run_in_threadpool(_record, state, sha256, pending.size, content_type, device)
     if created or inserted:
         state.metrics.files_stored.inc()
-        log.info("stored file %s from %s (%d bytes)", sha256[:12], x_sohoa_device, pending.size)
+        log.info("stored file %s from %s (%d bytes)", sha256[:12], device, pending.size)
     else:
         response.status_code = 200
     return FileOut.model_validate(row)
@@ -101,10 +108,25 @@ def _held(state: FleetState, session: SessionDep, sha256: str) -> StoredFile:
     return row
 
 
+def _require_visible(session: SessionDep, user: Principal, sha256: str) -> None:
+    """OutOfScope (404) unless a page of the user's units refers to the file, or one of their devices uploaded it."""
+    visible = visible_units(session, user)
+    if visible is not None:
+        devices = select(Page.device_id).where(Page.sha256 == sha256).union(
+            select(StoredFile.uploaded_by).where(StoredFile.sha256 == sha256))
+        units = {u for u in session.scalars(select(Device.unit_code).where(Device.id.in_(devices))) if u is not None}
+        if not units & visible:
+            raise OutOfScope("not held", unit_code=min(units) if units else None)
+
+
 @router.head("/{sha256}", responses={200: {"description": "Held"}, 404: {"description": "Not held"}})
-def head_file(sha256: Sha256Path, state: StateDep, session: SessionDep) -> Response:
-    """200 when the fleet holds the file, 404 otherwise (the body is empty either way)."""
+def head_file(sha256: Sha256Path, request: Request, state: StateDep, session: SessionDep) -> Response:
+    """200 when the fleet holds the file, 404 otherwise (the body is empty either way). Asked by a
+    device before uploading (signed) or by a user (within their units)."""
+    caller = device_or_user(request, state)
     row = _held(state, session, sha256)
+    if isinstance(caller, Principal):
+        _require_visible(session, caller, sha256)
     return Response(status_code=200, headers={"X-Sohoa-Size": str(row.size), "ETag": f'"{sha256}"'},
                     media_type=row.content_type)
 
@@ -114,11 +136,5 @@ def get_file(sha256: Sha256Path, state: StateDep, session: SessionDep, user: Cur
     """The file's bytes (each download is audited). A unit's users get only files of their units'
     devices: a page of theirs refers to it, or one of their devices uploaded it."""
     row = _held(state, session, sha256)
-    visible = visible_units(session, user)
-    if visible is not None:
-        devices = select(Page.device_id).where(Page.sha256 == sha256).union(
-            select(StoredFile.uploaded_by).where(StoredFile.sha256 == sha256))
-        units = {u for u in session.scalars(select(Device.unit_code).where(Device.id.in_(devices))) if u is not None}
-        if not units & visible:
-            raise OutOfScope("not held", unit_code=min(units) if units else None)
+    _require_visible(session, user, sha256)
     return FileResponse(state.store.path(sha256), media_type=row.content_type, headers={"ETag": f'"{sha256}"'})

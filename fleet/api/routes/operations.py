@@ -47,6 +47,7 @@ from fleet.api.deps import SessionDep, StateDep
 from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
 from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, in_scope, require_unit, require_unit_filter, visible_units
+from fleet.enroll.deviceauth import device_or_user
 from fleet.models import Device
 from fleet.operations.models import CommandRow, DeviceConfig, RolloutRow, SettingsLayer
 from fleet.operations.service import Operations, new_command, offer_updates, recompute_desired
@@ -393,10 +394,13 @@ def get_bundle(
     name: BundleName,
     state: StateDep,
     session: SessionDep,
+    request: Request,
     rollout: Annotated[str | None, Query(max_length=64, description="The rollout whose offer names this URL")] = None,
 ) -> FileResponse:
     """The bundle file; ``Range`` requests are answered with 206 (resumed downloads). With
-    ``rollout``: 410 once that rollout is cancelled or halted (the device installs nothing)."""
+    ``rollout``: 410 once that rollout is cancelled or halted (the device installs nothing).
+    For a device (a request signed with its certificate's key) or a user; 401 otherwise."""
+    device_or_user(request, state)
     if rollout is not None:
         row = session.get(RolloutRow, rollout)
         if row is None or row.status in WITHDRAWN:

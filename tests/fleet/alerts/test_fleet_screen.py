@@ -6,7 +6,6 @@ test-artifacts/fleet/."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
 import threading
@@ -27,7 +26,8 @@ from fleet.config import HttpConfig
 from fleet.ingest import Incoming, Writer
 from protocol.messages import Message, encode
 from protocol.topics import Channel, topic
-from tests.authn import browser_login, ensure_admin
+from tests.authn import browser_login, ensure_admin, login_as
+from tests.devices import enroll_device, with_pki
 from tests.fleet.alerts.conftest import T0, Clock, alerts_config, jam, offline, online, page, report
 from tests.services import free_port, wait_port
 
@@ -50,6 +50,7 @@ class Served:
     url: str
     app: FastAPI
     clock: Clock
+    tmp: Path
 
     def send(self, message: Message, channel: Channel) -> None:
         state = self.app.state.fleet
@@ -65,7 +66,7 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     """The app (SQLite file, clock at T0, page refreshing every 0.3 s) on a free loopback port."""
     clock = Clock()
-    config = alerts_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db").model_copy(
+    config = with_pki(alerts_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db"), tmp_path).model_copy(
         update={"http": HttpConfig(page_refresh_s=0.3)})
     app = create_app(config, clock=clock)
     port = free_port()
@@ -74,7 +75,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     thread.start()
     try:
         wait_port(port, timeout=30)
-        yield Served(f"http://127.0.0.1:{port}", app, clock)
+        yield Served(f"http://127.0.0.1:{port}", app, clock, tmp_path)
     finally:
         server.should_exit = True
         thread.join(30)
@@ -91,8 +92,11 @@ def test_fleet_screen_alert_appears_and_clears(served: Served, artifacts: Path) 
     shots = artifacts / "fleet"
     shots.mkdir(parents=True, exist_ok=True)
     png = _png()
-    upload = httpx.put(f"{served.url}/api/v1/files/{hashlib.sha256(png).hexdigest()}", content=png,
-                       headers={"Content-Type": "image/png", "X-Sohoa-Device": "kiosk-a"})
+    with httpx.Client(base_url=served.url) as http:
+        login_as(http, *ensure_admin(served.app.state.fleet.sessions))
+        kiosk_a = enroll_device(http, "kiosk-a", "99001", served.tmp, clock=served.clock)
+        http.headers.pop("Authorization")
+        upload = kiosk_a.put_file(http, png)  # signed by kiosk-a's key, at the fleet's (test) time
     assert upload.status_code in (200, 201), upload.text
     for device in ("kiosk-a", "kiosk-b"):
         served.send(online(device, T0), Channel.STATUS)

@@ -6,7 +6,6 @@ suite's PostgreSQL."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import zipfile
 from collections.abc import Iterator
@@ -20,13 +19,16 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from fleet.api.app import create_app
+from fleet.config import FleetConfig
 from fleet.corrections.store import LABEL_COLUMNS
 from fleet.ingest import Incoming, Writer
 from protocol.messages import DoctypeCorrected, Message, PageCaptured, Status, encode
 from protocol.topics import Channel, topic
 from tests.authn import login
+from tests.devices import TestDevice, enroll_device, with_pki
 from tests.fleet.conftest import Publisher, make_config, state_of, wait_for
 from tests.fleet.messages import page_event
+from tests.services import Mosquitto
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 DOSSIER = "000.00.12.H10-261102-0001"
@@ -44,18 +46,24 @@ def correction(device: str, page: PageCaptured, doctype: str, when: datetime, pr
                             previous=previous, doctype=doctype, by=by)
 
 
-def upload(client: TestClient, data: bytes, device: str) -> None:
-    response = client.put(f"/api/v1/files/{hashlib.sha256(data).hexdigest()}", content=data,
-                          headers={"X-Sohoa-Device": device, "Content-Type": "image/png"})
+def upload(client: TestClient, data: bytes, device: TestDevice) -> None:
+    response = device.put_file(client, data)
     assert response.status_code == 201, response.text
 
 
 @pytest.fixture
 def api(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
-    """The fleet app without MQTT (events go in through the ingest's Writer)."""
-    with TestClient(create_app(make_config(tmp_path, db_url))) as client:
+    """The fleet app without MQTT (events go in through the ingest's Writer), with a CA: devices
+    enroll and sign their uploads."""
+    with TestClient(create_app(with_pki(make_config(tmp_path, db_url), tmp_path))) as client:
         login(client)  # a province admin
         yield client
+
+
+@pytest.fixture
+def fleet_config(tmp_path: Path, db_url: str, mosquitto: Mosquitto) -> FleetConfig:
+    """The conftest's ``client`` with a CA (the uploading device enrolls)."""
+    return with_pki(make_config(tmp_path, db_url, mosquitto), tmp_path)
 
 
 def test_list_and_export(api: TestClient, tmp_path: Path) -> None:
@@ -82,8 +90,9 @@ def test_list_and_export(api: TestClient, tmp_path: Path) -> None:
     items = [Incoming(topic(m.device_id, Channel.STATUS if isinstance(m, Status) else Channel.EVENT), encode(m))
              for m in messages]
     assert writer.write(items) == len(items)
+    kiosk_a = enroll_device(api, "kiosk-a", "26734", tmp_path)
     for name in ("a", "b", "d"):
-        upload(api, data[name], "kiosk-a")
+        upload(api, data[name], kiosk_a)
 
     listed = api.get("/api/v1/corrections").json()
     assert [c["page_id"] for c in listed] == [pages[n].page.page_id for n in ("a", "c", "b")]  # most recent first
@@ -138,7 +147,7 @@ def test_empty_export(api: TestClient) -> None:
     assert archive.read("labels.csv").decode() == ",".join(LABEL_COLUMNS) + "\n"
 
 
-def test_correction_over_mqtt(client: TestClient, publisher: Publisher) -> None:
+def test_correction_over_mqtt(client: TestClient, publisher: Publisher, tmp_path: Path) -> None:
     """A device publishes a page and its correction to the real broker; the ingest stores both
     and the correction is listed with the page's file once uploaded."""
     blob = png(77)
@@ -151,7 +160,7 @@ def test_correction_over_mqtt(client: TestClient, publisher: Publisher) -> None:
         return len(client.get("/api/v1/corrections").json()) == 1
 
     wait_for(client, listed)
-    upload(client, blob, "kiosk-m")
+    upload(client, blob, enroll_device(client, "kiosk-m", "26734", tmp_path))
     [entry] = client.get("/api/v1/corrections").json()
     assert (entry["page_id"], entry["doctype"], entry["by"], entry["file_available"]) == (
         page.page.page_id, "household_book", "citizen", True)
