@@ -1,36 +1,60 @@
-"""``make demo``: the whole system on one machine, on embedded defaults.
+"""``make demo``: the whole system on one machine, enrolled and over TLS, in one command.
 
-Starts mosquitto on 127.0.0.1:1883, the fleet manager on http://127.0.0.1:8000 and one virtual
-kiosk that scans through the SANE ``test`` backend (enabled by a SANE_CONFIG_DIR of its own: no
-system file is touched) and imports a few sample pages the project renders itself. Everything
-lives under ``var/demo/``; Ctrl-C stops it all.
+Creates (or reloads) a local certificate authority with ``python -m provisioning init``, starts
+mosquitto with the mutual-TLS configuration it writes (127.0.0.1:8883, client certificates and a
+per-device ACL), the fleet manager over HTTPS (https://127.0.0.1:8000, ingest over TLS as
+``fleet.ingest``), then, as the fleet's first admin, creates an enrollment token for unit 25
+through the API and starts one virtual kiosk that enrolls with it. The kiosk scans through the
+SANE ``test`` backend (its own SANE_CONFIG_DIR: no system file is touched) and imports a few
+sample pages the project renders itself. The demo waits until the kiosk is enrolled, online and
+its pages are at the fleet, then prints the URL and the admin's first-login name and password
+(on the terminal only). Everything lives under ``var/demo/``; a second run reuses it (the kiosk
+is already enrolled), ``--fresh`` starts over. Ctrl-C or SIGTERM stops it all.
 
-    python -m scripts.demo [--fresh] [--scan-every 30]
+    python -m scripts.demo [--fresh] [--scan-every 60]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pwd
 import shutil
 import signal
 import socket
+import ssl
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+from fleet.auth.cli import INITIAL_ADMIN
+from provisioning.identity import DeviceIdentity
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "demo"
+PKI = VAR / "pki"
 PY = sys.executable
 DEVICE_ID = "kiosk-demo-01"
 UNIT = "25"  # Phú Thọ's province code under Decision 124/2004 (sample; the unit tree comes later)
+HTTP_PORT = 8000
+MQTT_PORT = 8883
+FLEET_URL = f"https://127.0.0.1:{HTTP_PORT}"
 SAMPLE_DPI = 200
 SAMPLE_TYPES = ("dossier_receipt", "application_form", "birth_certificate", "id_card", "receipt")
+KIOSK_TIMEOUT_S = 300.0
+
+
+class DemoError(Exception):
+    """Something the demo needs did not happen: one line for the user, the logs say more."""
 
 
 def _port_free(port: int) -> bool:
@@ -42,25 +66,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _wait(what: str, check: object, timeout: float = 30.0) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with suppress(OSError):
-            if check():
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"demo: {what} did not come up within {timeout:.0f} s (logs in {VAR})")
-
-
 def _tcp_open(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
-
-
-def _http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - fixed loopback URL
-        return bool(resp.status == 200)
 
 
 def _render_samples(inbox: Path) -> int:
@@ -74,43 +82,86 @@ def _render_samples(inbox: Path) -> int:
         return 0
     inbox.mkdir(parents=True, exist_ok=True)
     for i, doctype in enumerate(SAMPLE_TYPES, 1):
+        path = inbox / f"sample-{i:02d}-{doctype}.jpg"
         image = render(doctype, seed=i, dpi=SAMPLE_DPI)
         # The file says its resolution, as a scanner's would: the pipeline checks >= 200 dpi.
-        Image.fromarray(image[:, :, ::-1]).save(inbox / f"sample-{i:02d}-{doctype}.jpg", quality=92,
-                                                dpi=(SAMPLE_DPI, SAMPLE_DPI))
+        Image.fromarray(image[:, :, ::-1]).save(path, quality=92, dpi=(SAMPLE_DPI, SAMPLE_DPI))
     return len(SAMPLE_TYPES)
 
 
+def _mosquitto_can_reach(path: Path) -> bool:
+    """Whether the ``mosquitto`` user (which mosquitto drops to when started as root) can enter
+    every directory down to ``path``: a checkout under /root (0700) would hide its key."""
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return True  # no such user: mosquitto stays root (or runs as whoever started it)
+    groups = {user.pw_gid} | {g for g in os.getgrouplist(user.pw_name, user.pw_gid)}
+    for directory in (path, *path.parents):
+        st = directory.stat()
+        if st.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def _provision() -> Path:
+    """``python -m provisioning init`` (idempotent: the CA key is created once, 0600, never
+    replaced); returns the broker's mosquitto.conf. Its paths are absolute: as root, the broker
+    files are handed to the ``mosquitto`` user, which must be able to walk down to them."""
+    PKI.mkdir(parents=True, exist_ok=True)
+    args = [PY, "-m", "provisioning", "init", str(PKI), "--bind", "127.0.0.1", "--tls-port", str(MQTT_PORT),
+            "--host", "localhost", "--host", "127.0.0.1"]
+    if os.geteuid() == 0:
+        for directory in (VAR, PKI):  # ours: let the broker's user pass through (ca/ stays 0700)
+            directory.chmod(directory.stat().st_mode | stat.S_IXOTH)
+        if not _mosquitto_can_reach(PKI):
+            print(f"demo: the 'mosquitto' user cannot enter {ROOT}; the demo broker runs as root")
+            args += ["--run-as", "root"]
+    with (VAR / "provisioning.log").open("ab") as log:
+        done = subprocess.run(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise DemoError(f"python -m provisioning init failed; see {VAR / 'provisioning.log'}")
+    return PKI / "broker" / "mosquitto.conf"
+
+
 def _write_configs(scan_every: float) -> dict[str, Path]:
-    paths = {name: VAR / name for name in ("mqtt", "fleet", "device", "sane", "inbox")}
+    paths = {name: VAR / name for name in ("fleet", "device", "sane", "inbox")}
     for p in paths.values():
         p.mkdir(parents=True, exist_ok=True)
-    log_file = VAR / "mosquitto.log"
-    log_file.touch()
-    if os.geteuid() == 0:
-        # Started as root, mosquitto drops to its own user: let that user write its log and sessions.
-        with suppress(KeyError):
-            user = pwd.getpwnam("mosquitto")
-            for path in (paths["mqtt"], log_file):
-                os.chown(path, user.pw_uid, user.pw_gid)
-    (VAR / "mosquitto.conf").write_text(
-        "listener 1883 127.0.0.1\nallow_anonymous true\npersistence true\n"
-        f"persistence_location {paths['mqtt']}/\nlog_dest file {VAR / 'mosquitto.log'}\n"
-    )
+    paths["identity"] = paths["device"] / "identity"
+    paths["token"] = VAR / "secrets" / "enrollment.token"
+    paths["admin_password"] = paths["fleet"] / "initial-admin-password"
     (paths["sane"] / "dll.conf").write_text("test\n")
     (paths["sane"] / "test.conf").write_text(
         'number_of_devices 1\nmode Color\nresolution 200\ntest-picture "Color pattern"\n'
     )
     (VAR / "fleet.yaml").write_text(
-        "# The demo's fleet manager: SQLite and the file store under var/demo/fleet.\n"
+        "# The demo's fleet manager: SQLite and the file store under var/demo/fleet, HTTPS with a\n"
+        "# certificate from the demo CA, ingest over mutual TLS, enrollment on.\n"
         f"database:\n  url: sqlite:///{paths['fleet']}/fleet.db\n"
         f"storage:\n  dir: {paths['fleet']}/files\n"
+        f"broker:\n  host: 127.0.0.1\n  port: {MQTT_PORT}\n  client_id: fleet.ingest\n"
+        f"  ca_file: {PKI}/ca/ca.crt\n  cert_file: {PKI}/ingest/fleet.ingest.crt\n"
+        f"  key_file: {PKI}/ingest/fleet.ingest.key\n"
         "ingest:\n  heartbeat_timeout_s: 45\n"
+        f"http:\n  host: 127.0.0.1\n  port: {HTTP_PORT}\n"
+        f"pki:\n  ca_dir: {PKI}/ca\n  crl_file: {PKI}/broker/crl.pem\n  broker_pid_file: {VAR}/mosquitto.pid\n"
+        f"enrollment:\n  broker_url: mqtts://127.0.0.1:{MQTT_PORT}\n  public_url: {FLEET_URL}\n"
+        f"auth:\n  cookie_secure: true\n  initial_admin_file: {paths['admin_password']}\n"
     )
     (VAR / "device.yaml").write_text(
         "# The demo's virtual kiosk: the SANE test backend's feeder and a folder of sample pages.\n"
+        "# It enrolls on its first start with the token the demo puts in secrets/, then talks\n"
+        "# mutual TLS to the broker and signs its uploads.\n"
         f"device_id: {DEVICE_ID}\nunit: '{UNIT}'\n"
-        "fleet_url: http://127.0.0.1:8000\n"
+        f"fleet_url: {FLEET_URL}\n"
+        f"broker:\n  host: 127.0.0.1\n  port: {MQTT_PORT}\n"
         f"state_dir: {paths['device']}\n"
         "min_free_bytes: 104857600\n"
         "scanner:\n  type: sane\n  device: auto\n  source: adf\n  dpi: 200\n  max_pages: 3\n"
@@ -118,78 +169,223 @@ def _write_configs(scan_every: float) -> dict[str, Path]:
         "telemetry:\n  interval_s: 10\n"
         f"triggers:\n  scan_at_start: true\n  scan_every_s: {scan_every}\n"
         "usb_watch:\n  enabled: false\n"
+        f"identity:\n  dir: {paths['identity']}\n"
+        f"enrollment:\n  fleet_url: {FLEET_URL}\n  unit_code: '{UNIT}'\n  token_file: {paths['token']}\n"
+        f"  ca_file: {PKI}/ca/ca.crt\n  retry_min_s: 1\n  retry_max_s: 10\n"
     )
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fresh", action="store_true", help="forget the previous demo's data first")
-    parser.add_argument("--scan-every", type=float, default=60.0, help="seconds between scanner batches")
-    args = parser.parse_args(argv)
+class Fleet:
+    """The demo's HTTPS client of the fleet API, trusting only the demo CA."""
 
-    if args.fresh and VAR.exists():
-        shutil.rmtree(VAR)
-    for port, who in ((1883, "the MQTT broker"), (8000, "the fleet manager")):
-        if not _port_free(port):
-            print(f"demo: port {port} on 127.0.0.1 is taken; stop what uses it ({who} needs it)", file=sys.stderr)
-            return 1
-    paths = _write_configs(args.scan_every)
-    samples = _render_samples(paths["inbox"])
+    def __init__(self) -> None:
+        self.context = ssl.create_default_context(cafile=str(PKI / "ca" / "ca.crt"))
+        self.token: str | None = None
 
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(FLEET_URL + path, method=method, headers=headers,  # noqa: S310 - loopback
+                                         data=None if body is None else json.dumps(body).encode())
+        with urllib.request.urlopen(request, context=self.context, timeout=timeout) as resp:  # noqa: S310
+            return json.loads(resp.read() or b"null")
 
-    def start(name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> None:
-        log = (VAR / f"{name}.log").open("ab")
-        procs.append((name, subprocess.Popen(cmd, cwd=ROOT, env={**env, **(extra_env or {})},
-                                             stdout=log, stderr=subprocess.STDOUT)))
+    def healthy(self) -> bool:
+        self.call("GET", "/healthz", timeout=2)
+        return True
 
-    stopping = False
+    def login(self, name: str, password: str) -> bool:
+        try:
+            self.token = str(self.call("POST", "/api/v1/auth/login", {"name": name, "password": password})["token"])
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 429):
+                return False
+            raise
+        return True
 
-    def stop(_sig: int = 0, _frame: FrameType | None = None) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        start("mosquitto", [mosquitto, "-c", str(VAR / "mosquitto.conf")])
-        _wait("mosquitto", lambda: _tcp_open(1883))
-        start("fleet", [PY, "-m", "fleet", "serve", "--config", str(VAR / "fleet.yaml")])
-        _wait("the fleet manager", lambda: _http_ok("http://127.0.0.1:8000/healthz"), timeout=60)
-        start("device", [PY, "-m", "device", "run", "--config", str(VAR / "device.yaml")],
-              {"SANE_CONFIG_DIR": str(paths["sane"])})
-        print(
-            "\nSohoa demo is running.\n"
-            "  Fleet manager:  http://127.0.0.1:8000/       (devices and the latest pages)\n"
-            "  API docs:       http://127.0.0.1:8000/docs\n"
-            "  Metrics:        http://127.0.0.1:8000/metrics\n"
-            "  MQTT broker:    mqtt://127.0.0.1:1883\n"
-            f"  Virtual kiosk:  {DEVICE_ID}, scanning the SANE test backend every {args.scan_every:.0f} s"
-            f"{f' and importing {samples} sample pages' if samples else ''}\n"
-            f"  Logs and data:  {VAR}\n"
-            "Press Ctrl-C to stop.\n",
-            flush=True,
-        )
-        while not stopping:
-            for name, proc in procs:
-                if proc.poll() is not None:
-                    print(f"demo: {name} stopped (exit {proc.returncode}); see {VAR / (name + '.log')}",
-                          file=sys.stderr)
-                    stopping = True
-            time.sleep(0.5)
-    finally:
-        for _name, proc in reversed(procs):
+class Demo:
+    """The demo's processes, started in order and stopped in reverse (kiosk, fleet, broker)."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.stopping = False
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def on_signal(self, _sig: int = 0, _frame: FrameType | None = None) -> None:
+        self.stopping = True
+
+    def start(self, name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with (VAR / f"{name}.log").open("ab") as log:
+            # Its own process group: Ctrl-C reaches only the demo, which stops the parts in order.
+            proc = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=log,
+                                    stderr=subprocess.STDOUT, process_group=0)
+        self.procs.append((name, proc))
+        return proc
+
+    def check(self) -> None:
+        """Raise when a part has stopped on its own."""
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise DemoError(f"{name} stopped (exit {proc.returncode}); see {VAR / (name + '.log')}")
+
+    def wait(self, what: str, ready: Callable[[], bool], timeout: float = 30.0) -> bool:
+        """Poll ``ready`` until it holds (True), the user stops the demo (False) or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not self.stopping:
+            self.check()
+            with suppress(OSError, ValueError, KeyError):
+                if ready():
+                    return True
+            if time.monotonic() > deadline:
+                raise DemoError(f"{what} did not happen within {timeout:.0f} s (logs in {VAR})")
+            time.sleep(0.3)
+        return False
+
+    def stop_all(self) -> None:
+        for name, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
                 try:
-                    proc.wait(15)
+                    proc.wait(20)
                 except subprocess.TimeoutExpired:
+                    print(f"demo: {name} did not stop within 20 s; killed", file=sys.stderr)
                     proc.kill()
+                    proc.wait()
+        (VAR / "mosquitto.pid").unlink(missing_ok=True)
+
+
+def _write_token(path: Path, token: str) -> None:
+    """The enrollment token into the kiosk's secrets directory (0700), file 0600 from the first
+    byte; the agent deletes it once enrolled."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+
+
+def _first_admin(fleet: Fleet, password_file: Path) -> str | None:
+    """Log in as the first admin with the password ``serve`` wrote; None when that file is gone
+    or no longer holds the password (an admin changed it)."""
+    try:
+        password = password_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return password if fleet.login(INITIAL_ADMIN, password) else None
+
+
+def _kiosk_row(fleet: Fleet) -> dict[str, Any] | None:
+    rows: list[dict[str, Any]] = fleet.call("GET", "/api/v1/devices")
+    return next((row for row in rows if row.get("id") == DEVICE_ID), None)
+
+
+def _pages_held(fleet: Fleet) -> int:
+    rows: list[dict[str, Any]] = fleet.call("GET", f"/api/v1/pages?device_id={DEVICE_ID}&limit=1000")
+    return sum(1 for row in rows if row.get("file_available"))
+
+
+def _run(demo: Demo, scan_every: float, started: float) -> None:
+    for port, who in ((MQTT_PORT, "the MQTT broker"), (HTTP_PORT, "the fleet manager")):
+        if not _port_free(port):
+            raise DemoError(f"port {port} on 127.0.0.1 is taken; stop what uses it ({who} needs it)")
+    VAR.mkdir(parents=True, exist_ok=True)
+    paths = _write_configs(scan_every)
+    samples = _render_samples(paths["inbox"])
+    broker_conf = _provision()
+    print(f"demo: certificate authority in {PKI / 'ca'} (key 0600), broker configuration {broker_conf}")
+
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    broker = demo.start("mosquitto", [mosquitto, "-c", str(broker_conf)])
+    (VAR / "mosquitto.pid").write_text(f"{broker.pid}\n")  # the fleet SIGHUPs it after a revocation
+    if not demo.wait("mosquitto listening on 8883", lambda: _tcp_open(MQTT_PORT)):
+        return
+    demo.start("fleet", [PY, "-m", "fleet", "serve", "--config", str(VAR / "fleet.yaml")])
+    fleet = Fleet()
+    if not demo.wait(f"the fleet manager at {FLEET_URL}", fleet.healthy, timeout=90):
+        return
+
+    password = _first_admin(fleet, paths["admin_password"])
+    identity = DeviceIdentity(paths["identity"], DEVICE_ID)
+    if not identity.is_enrolled():
+        if password is None:
+            raise DemoError(f"cannot sign in as {INITIAL_ADMIN!r} to create the kiosk's enrollment token "
+                            f"({paths['admin_password']} is gone or outdated); run `make demo` with --fresh "
+                            f"(python -m scripts.demo --fresh)")
+        issued = fleet.call("POST", "/api/v1/enrollment-tokens",
+                            {"unit_code": UNIT, "ttl_hours": 1, "max_devices": 1, "require_approval": False})
+        _write_token(paths["token"], str(issued["token"]))
+        print(f"demo: enrollment token {issued['token_id']} for unit {UNIT} created as {INITIAL_ADMIN!r}")
+
+    demo.start("device", [PY, "-m", "device", "run", "--config", str(VAR / "device.yaml")],
+               {"SANE_CONFIG_DIR": str(paths["sane"])})
+    if not demo.wait("the kiosk's enrollment", identity.is_enrolled, timeout=KIOSK_TIMEOUT_S):
+        return
+    print(f"demo: {DEVICE_ID} enrolled ({time.monotonic() - started:.0f} s)")
+
+    def online() -> bool:
+        row = _kiosk_row(fleet)
+        return row is not None and bool(row["online"]) and row.get("unit") == UNIT
+
+    if not demo.wait(f"{DEVICE_ID} online at the fleet", online, timeout=KIOSK_TIMEOUT_S):
+        return
+    print(f"demo: {DEVICE_ID} online at the fleet, unit {UNIT} ({time.monotonic() - started:.0f} s)")
+    if not demo.wait("the first pages at the fleet", lambda: _pages_held(fleet) > 0, timeout=KIOSK_TIMEOUT_S):
+        return
+    print(f"demo: pages arriving at the fleet ({_pages_held(fleet)} so far, first after "
+          f"{time.monotonic() - started:.0f} s)")
+
+    if password is not None:
+        sign_in = f"name {INITIAL_ADMIN}   password {password}   (change it after signing in)"
+    else:
+        sign_in = f"as {INITIAL_ADMIN} with the password you set (the first one was changed)"
+    ca = PKI / "ca" / "ca.crt"
+    print(
+        "\nSohoa demo is running.\n"
+        f"  Fleet manager:  {FLEET_URL}/        (devices and the latest pages)\n"
+        f"  Sign in:        {sign_in}\n"
+        f"  HTTPS:          certificate from the demo CA {ca}: import it in the browser or accept the warning;\n"
+        f"                  curl --cacert {ca} {FLEET_URL}/healthz\n"
+        f"  API docs:       {FLEET_URL}/docs\n"
+        f"  MQTT broker:    mqtts://127.0.0.1:{MQTT_PORT} (client certificates from the demo CA, per-device ACL)\n"
+        f"  Virtual kiosk:  {DEVICE_ID}, unit {UNIT}, enrolled; scans the SANE test backend every {scan_every:.0f} s"
+        f"{f' and imported {samples} sample pages' if samples else ''}\n"
+        f"  Logs and data:  {VAR}\n"
+        "Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+    while not demo.stopping:
+        demo.check()
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fresh", action="store_true", help="forget the previous demo (CA, data, enrollment) first")
+    parser.add_argument("--scan-every", type=float, default=60.0, help="seconds between scanner batches")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    if args.fresh and VAR.exists():
+        shutil.rmtree(VAR)
+    demo = Demo()
+    signal.signal(signal.SIGINT, demo.on_signal)
+    signal.signal(signal.SIGTERM, demo.on_signal)
+    code = 0
+    try:
+        _run(demo, args.scan_every, started)
+    except DemoError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        demo.stop_all()
         print("demo: stopped.")
-    return 0
+    return code
 
 
 if __name__ == "__main__":
