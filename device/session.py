@@ -743,6 +743,11 @@ class DossierSession:
             self._update_held = False
             self._changed.notify_all()
 
+    def dossier_open(self) -> bool:
+        """A dossier is being worked on (not idle, not closed): an update waits."""
+        with self._lock:
+            return self._state not in ("idle", "closed")
+
     def name(self, dossier_code: str) -> SessionSnapshot:
         """Name the open dossier (a walk-in named later, or a correction)."""
         code = self._check_code(dossier_code)

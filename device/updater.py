@@ -77,6 +77,10 @@ class UpdateLock(Protocol):
 
     def release_update_hold(self) -> None: ...
 
+    def dossier_open(self) -> bool:
+        """A dossier is being worked on (a check only; nothing is held)."""
+        ...
+
 
 class UpdaterConfig(BaseModel):
     """Where the slots live and how patient the updater is."""
@@ -256,13 +260,8 @@ class Updater:
         """Carry out one update; returns its outcome (also reported). Never raises for a bad
         bundle or a failed health check: that is an outcome. ``lock`` (the dossier session) is
         held from the install to the end of the trial: no dossier opens meanwhile."""
-        free = is_locked
-        if lock is not None and is_locked is None:
-            def free() -> bool:  # a check only: downloading does not disturb the counter
-                if lock.hold_for_update():
-                    lock.release_update_hold()
-                    return False
-                return True
+        # Downloading does not disturb the counter: only checked here, held from the install on.
+        free = is_locked if is_locked is not None or lock is None else lock.dossier_open
         if not self.wait_for_turn(window, free, offer=offer):
             self._progress(offer, "failed", detail="stopped while waiting for the maintenance window")
             return "failed"
