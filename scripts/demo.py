@@ -17,6 +17,7 @@ is already enrolled), ``--fresh`` starts over. Ctrl-C or SIGTERM stops it all.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import pwd
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from contextlib import suppress
@@ -280,17 +282,24 @@ def _first_admin(fleet: Fleet, password_file: Path) -> str | None:
     return password if fleet.login(INITIAL_ADMIN, password) else None
 
 
-def _kiosk_row(fleet: Fleet) -> dict[str, Any] | None:
+def _kiosk_online(fleet: Fleet, since: dt.datetime) -> bool:
+    """The kiosk is online in unit 25 and the fleet heard from it during this run (a second run
+    finds last run's row)."""
     rows: list[dict[str, Any]] = fleet.call("GET", "/api/v1/devices")
-    return next((row for row in rows if row.get("id") == DEVICE_ID), None)
+    row = next((row for row in rows if row.get("id") == DEVICE_ID), None)
+    return (row is not None and bool(row["online"]) and row.get("unit") == UNIT
+            and dt.datetime.fromisoformat(row["last_seen"]) >= since)
 
 
-def _pages_held(fleet: Fleet) -> int:
-    rows: list[dict[str, Any]] = fleet.call("GET", f"/api/v1/pages?device_id={DEVICE_ID}&limit=1000")
+def _pages_held(fleet: Fleet, since: dt.datetime) -> int:
+    """Pages captured during this run whose files reached the fleet."""
+    query = urllib.parse.urlencode({"device_id": DEVICE_ID, "since": since.isoformat(), "limit": 1000})
+    rows: list[dict[str, Any]] = fleet.call("GET", f"/api/v1/pages?{query}")
     return sum(1 for row in rows if row.get("file_available"))
 
 
 def _run(demo: Demo, scan_every: float, started: float) -> None:
+    run_since = dt.datetime.now(dt.UTC).replace(microsecond=0)
     for port, who in ((MQTT_PORT, "the MQTT broker"), (HTTP_PORT, "the fleet manager")):
         if not _port_free(port):
             raise DemoError(f"port {port} on 127.0.0.1 is taken; stop what uses it ({who} needs it)")
@@ -312,7 +321,8 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
 
     password = _first_admin(fleet, paths["admin_password"])
     identity = DeviceIdentity(paths["identity"], DEVICE_ID)
-    if not identity.is_enrolled():
+    enrolled_before = identity.is_enrolled()
+    if not enrolled_before:
         if password is None:
             raise DemoError(f"cannot sign in as {INITIAL_ADMIN!r} to create the kiosk's enrollment token "
                             f"({paths['admin_password']} is gone or outdated); run `make demo` with --fresh "
@@ -324,21 +334,25 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
 
     demo.start("device", [PY, "-m", "device", "run", "--config", str(VAR / "device.yaml")],
                {"SANE_CONFIG_DIR": str(paths["sane"])})
-    if not demo.wait("the kiosk's enrollment", identity.is_enrolled, timeout=KIOSK_TIMEOUT_S):
+    if enrolled_before:
+        print(f"demo: {DEVICE_ID} enrolled on an earlier run (certificate in {paths['identity']})")
+    elif not demo.wait("the kiosk's enrollment", identity.is_enrolled, timeout=KIOSK_TIMEOUT_S):
         return
-    print(f"demo: {DEVICE_ID} enrolled ({time.monotonic() - started:.0f} s)")
+    else:
+        print(f"demo: {DEVICE_ID} enrolled ({time.monotonic() - started:.0f} s)")
 
-    def online() -> bool:
-        row = _kiosk_row(fleet)
-        return row is not None and bool(row["online"]) and row.get("unit") == UNIT
-
-    if not demo.wait(f"{DEVICE_ID} online at the fleet", online, timeout=KIOSK_TIMEOUT_S):
-        return
-    print(f"demo: {DEVICE_ID} online at the fleet, unit {UNIT} ({time.monotonic() - started:.0f} s)")
-    if not demo.wait("the first pages at the fleet", lambda: _pages_held(fleet) > 0, timeout=KIOSK_TIMEOUT_S):
-        return
-    print(f"demo: pages arriving at the fleet ({_pages_held(fleet)} so far, first after "
-          f"{time.monotonic() - started:.0f} s)")
+    if password is None:  # enrolled on an earlier run, and the admin has changed the password since
+        print("demo: not checking the kiosk through the API (the first admin's password was changed)")
+    else:
+        if not demo.wait(f"{DEVICE_ID} online at the fleet", lambda: _kiosk_online(fleet, run_since),
+                         timeout=KIOSK_TIMEOUT_S):
+            return
+        print(f"demo: {DEVICE_ID} online at the fleet, unit {UNIT} ({time.monotonic() - started:.0f} s)")
+        if not demo.wait("the first pages at the fleet", lambda: _pages_held(fleet, run_since) > 0,
+                         timeout=KIOSK_TIMEOUT_S):
+            return
+        print(f"demo: pages arriving at the fleet ({_pages_held(fleet, run_since)} so far, first after "
+              f"{time.monotonic() - started:.0f} s)")
 
     if password is not None:
         sign_in = f"name {INITIAL_ADMIN}   password {password}   (change it after signing in)"
