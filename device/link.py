@@ -6,7 +6,8 @@ commands sent while the device was away wait at the broker, a Last Will that mar
 network thread: they hand work over and return quickly.
 
 With a device identity (issue 6) the link speaks mutual TLS with the device certificate to the
-broker named in the enrollment answer (``mqtts://host:port``). After a failed connect it asks the
+broker named in the enrollment answer (``mqtts://host:port``; a fleet may name a plain
+``mqtt://`` broker on loopback, for tests and a one-machine demo). After a failed connect it asks the
 broker why (:func:`provisioning.identity.probe_tls`): a certificate that is revoked, expired or
 from another CA will never be accepted, so the link stops reconnecting and reports it
 (``on_revoked``) instead of retrying forever. :meth:`MqttLink.reconnect` picks up a renewed
@@ -110,6 +111,14 @@ class MqttLink:
                 return parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         return self.broker.host, self.broker.port
 
+    def uses_tls(self) -> bool:
+        """Mutual TLS for an enrolled device, unless the fleet named a plain ``mqtt://`` broker
+        (the fleet allows that only on loopback: tests, a one-machine demo)."""
+        if self.identity is None:
+            return False
+        url = self.identity.addresses().get("broker_url")
+        return not (url and urlsplit(url).scheme == "mqtt")
+
     def _use_tls(self) -> None:
         """Configure TLS with the identity's current certificate; after a renewal the same
         context (paho takes one only once) loads the new certificate and key."""
@@ -125,7 +134,7 @@ class MqttLink:
         """Connect in the background; paho reconnects on its own after a loss."""
         if self.refused is not None:
             return
-        if self.identity is not None:
+        if self.uses_tls():
             self._use_tls()
         host, port = self.address()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -157,7 +166,7 @@ class MqttLink:
     def _after_failure(self) -> None:
         """A connection failed: ask the broker why, on a thread of its own (the probe waits for
         the broker's verdict; paho's network thread must not)."""
-        if self.identity is None or self._closing or self.refused is not None:
+        if not self.uses_tls() or self._closing or self.refused is not None:
             return
         if not self._probing.acquire(blocking=False):
             return  # one probe at a time: its answer covers this failure too
@@ -204,7 +213,7 @@ class MqttLink:
             log.warning("broker refused the connection: %s", reason_code)
             return
         self.connects += 1
-        log.info("connected to the broker at %s:%s%s", *self.address(), " (TLS)" if self.identity else "")
+        log.info("connected to the broker at %s:%s%s", *self.address(), " (TLS)" if self.uses_tls() else "")
         online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version, unit=self.unit)
         client.publish(topic(self.device_id, Channel.STATUS), encode(online), qos=1, retain=True)
         client.subscribe([(topic(self.device_id, Channel.CMD), 1), (topic(self.device_id, Channel.CONFIG_DESIRED), 1)])

@@ -19,10 +19,13 @@ False
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from provisioning.ca import CRL_VALIDITY
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class PkiConfig(BaseModel):
@@ -86,7 +89,8 @@ class EnrollmentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     broker_url: str | None = Field(
-        default=None, description="mqtts://host:port devices connect to (default: mqtts://<broker.host>:8883)"
+        default=None, description="mqtts://host:port devices connect to (default: mqtts://<broker.host>:8883); "
+        "mqtt://127.0.0.1:port (plain, no device certificate at the broker) only for tests and a one-machine demo"
     )
     public_url: str | None = Field(
         default=None,
@@ -103,6 +107,8 @@ class EnrollmentConfig(BaseModel):
     @field_validator("broker_url")
     @classmethod
     def _mqtts(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("mqtts://"):
-            raise ValueError("the broker URL is mqtts://host:port")
-        return value
+        if value is None or value.startswith("mqtts://"):
+            return value
+        if value.startswith("mqtt://") and urlsplit(value).hostname in LOOPBACK:
+            return value  # plain MQTT on this machine only: tests and a one-machine demo
+        raise ValueError("the broker URL is mqtts://host:port (plain mqtt:// only on 127.0.0.1/localhost)")

@@ -5,6 +5,7 @@ database on the suite's PostgreSQL), driven only through its HTTP API, as a user
 from __future__ import annotations
 
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -17,7 +18,9 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
+from provisioning.ca import CertificateAuthority
 from tests.authn import login_as
+from tests.devices import issue_token
 from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,14 +28,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 class FleetProcess:
     """``sohoa-fleet serve --config FILE``; ``stop()`` then ``start()`` keeps the same port,
-    database, file store and MQTT client id (so the broker keeps its session for it)."""
+    database, file store and MQTT client id (so the broker keeps its session for it).
+
+    The fleet has its own CA (``workdir/pki/ca``, made here as ``serve`` would on its first
+    start): it serves HTTPS with a certificate from it, devices enroll with a token
+    (:meth:`enrollment_token`) and sign their uploads. Enrolled devices are told the plain
+    loopback broker (``mqtt://127.0.0.1:<port>``): these tests are about the backbone, not the
+    broker's TLS (tests/e2e/test_security.py is)."""
 
     def __init__(self, workdir: Path, broker_port: int, db_url: str | None = None,
                  heartbeat_timeout_s: float = 60.0, group: str | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"
         self.db_url = db_url or f"sqlite:///{workdir}/fleet.db"
         self.config = workdir / "fleet.yaml"
         self.config.write_text(
@@ -41,12 +50,17 @@ class FleetProcess:
             f"broker:\n  port: {broker_port}\n  client_id: e2e-fleet-{uuid.uuid4().hex[:8]}\n"
             + (f"  group: {group}\n" if group else "")
             + f"ingest:\n  heartbeat_timeout_s: {heartbeat_timeout_s}\n"
-            f"http:\n  port: {self.port}\n"
+            f"http:\n  host: 127.0.0.1\n  port: {self.port}\n"
             f"auth:\n  initial_admin_file: {workdir}/initial-admin-password\n"
+            f"pki:\n  ca_dir: {workdir}/pki/ca\n"
+            f"enrollment:\n  broker_url: mqtt://127.0.0.1:{broker_port}\n  public_url: {self.url}\n"
         )
+        CertificateAuthority.open(workdir / "pki" / "ca")
+        self.ca_file = workdir / "pki" / "ca" / "ca.crt"
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.http = httpx.Client(base_url=self.url, timeout=10,
+                                 verify=ssl.create_default_context(cafile=str(self.ca_file)))
 
     @property
     def log(self) -> Path:
@@ -97,6 +111,10 @@ class FleetProcess:
                          for n in range(1, self.runs + 1))
 
     # --- the API, as a client sees it -------------------------------------------------------
+
+    def enrollment_token(self, unit_code: str, **body: Any) -> str:
+        """A new enrollment token's text for ``unit_code`` (the fleet must be running)."""
+        return issue_token(self.http, unit_code, **body)
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.http.get(path, params=params)

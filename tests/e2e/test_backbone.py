@@ -27,11 +27,12 @@ import pytest
 from PIL import Image
 
 from protocol.messages import ScannerFault, encode
-from tests.device.agent_harness import AgentProcess, Recorder, agent_config, sane_conf, wait_until
+from tests.device.agent_harness import AgentProcess, Recorder, agent_config, enrolled_agent, sane_conf, wait_until
 from tests.e2e.fleet_harness import FleetProcess, fresh_postgres_database
 from tests.services import Mosquitto
 
 DEVICE = "kiosk-e2e"
+UNIT = "000.00.00.H01"  # the unit agent_config gives the agent
 EVENT_TOPIC = f"sohoa/v1/{DEVICE}/event"
 
 pytestmark = pytest.mark.timeout(180)
@@ -58,9 +59,11 @@ def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
 
 def _agent(tmp_path: Path, mosquitto: Mosquitto, fleet: FleetProcess, sane_dir: Path | None,
            **overrides: Any) -> AgentProcess:
+    """The agent, enrolling on its first start with a token of the (running) fleet for its unit."""
+    enrolled = enrolled_agent(tmp_path, fleet.url, fleet.ca_file, fleet.enrollment_token(UNIT))
     config = agent_config(tmp_path, mosquitto.port, device_id=DEVICE, fleet_url=fleet.url,
                           upload={"retry_min_s": 0.2, "retry_max_s": 1.0}, telemetry={"interval_s": 1},
-                          **overrides)
+                          **enrolled, **overrides)
     return AgentProcess(config, tmp_path, sane_dir)
 
 
@@ -132,9 +135,10 @@ def test_adf_batch_of_ten_arrives_in_the_fleet(
     if database == "postgresql":
         db_url = fresh_postgres_database(request.getfixturevalue("postgres_url"))
     fleet = FleetProcess(tmp_path / "fleet", mosquitto.port, db_url=db_url)
-    agent = _agent(tmp_path, mosquitto, fleet, sane_dir)
+    agent: AgentProcess | None = None
     try:
-        fleet.start()
+        fleet.start()  # first: the agent's enrollment token comes from it
+        agent = _agent(tmp_path, mosquitto, fleet, sane_dir)
         agent.start()
         result = agent.scan(source="adf")
         assert result["outcome"] == "complete" and result["pages"] == 10, (result, agent.logs())
@@ -165,7 +169,8 @@ def test_adf_batch_of_ten_arrives_in_the_fleet(
         assert agent.terminate() == 0
         wait_until(lambda: (fleet.device(DEVICE) or {}).get("online") is False, 10, "offline after SIGTERM")
     finally:
-        agent.close()
+        if agent is not None:
+            agent.close()
         fleet.close()
 
 

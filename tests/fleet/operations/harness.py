@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -18,6 +19,7 @@ from device.agent import Agent
 from device.config import AgentConfig
 from fleet.api.app import create_app
 from fleet.config import FleetConfig
+from fleet.enroll.server import https_files
 from tests.authn import login_as, make_user
 
 
@@ -53,18 +55,35 @@ class BearerAuth(httpx.Auth):
 
 class FleetServer:
     """The fleet app under uvicorn in a thread: devices download bundles from it. :attr:`http`
-    is logged in as a province admin (:attr:`admin`, :attr:`password`)."""
+    is logged in as a province admin (:attr:`admin`, :attr:`password`). With ``pki.ca_dir`` in
+    the config, it serves HTTPS from its CA (as ``sohoa-fleet serve`` does) at the public URL it
+    tells enrolled devices; :attr:`ca_file` is the CA to trust."""
 
     def __init__(self, config: FleetConfig) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        tls: tuple[Path, Path] | None = None
+        self.ca_file: Path | None = None
+        ca_dir = config.pki.ca_dir
+        if ca_dir is not None:
+            config = config.model_copy(update={
+                "http": config.http.model_copy(update={"host": "127.0.0.1", "port": self.port}),
+                "enrollment": config.enrollment.model_copy(update={"public_url": f"https://127.0.0.1:{self.port}"}),
+            })
+            tls = https_files(config)
+            self.ca_file = ca_dir / "ca.crt"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.app = create_app(config)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+                                                    log_level="warning", lifespan="on",
+                                                    ssl_certfile=str(tls[0]) if tls else None,
+                                                    ssl_keyfile=str(tls[1]) if tls else None))
         self.thread = threading.Thread(target=self.server.run, name="fleet-uvicorn", daemon=True)
         self.thread.start()
         wait_until(lambda: self.server.started, 30, "the fleet to serve")
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.verify: ssl.SSLContext | bool = True
+        if self.ca_file is not None:
+            self.verify = ssl.create_default_context(cafile=str(self.ca_file))
+        self.http = httpx.Client(base_url=self.url, timeout=30, verify=self.verify)
         self.admin, self.password = "ops-admin", secrets.token_urlsafe(12)
         make_user(self.app.state.fleet.sessions, name=self.admin, password=self.password, role="province_admin")
         login_as(self.http, self.admin, self.password)
@@ -73,7 +92,7 @@ class FleetServer:
         """For unenrolled simulated devices' bundle downloads: a viewer's session (read only)."""
         name, password = f"bundle-reader-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
         make_user(self.app.state.fleet.sessions, name=name, password=password, role="viewer")
-        with httpx.Client(base_url=self.url, timeout=30) as http:
+        with httpx.Client(base_url=self.url, timeout=30, verify=self.verify) as http:
             return BearerAuth(login_as(http, name, password))
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

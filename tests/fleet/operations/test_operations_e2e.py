@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 
 from device.update_slots import SlotStore
+from fleet.enroll.config import EnrollmentConfig
 from fleet.operations.service import Operations
 from images.bundle import generate_keys
+from tests.devices import enroll_device, with_pki
 from tests.fleet.conftest import make_config
 from tests.fleet.operations.harness import FleetServer, agent_config, start_agent, wait_until
 from tests.images.device_harness import bootstrap, probe
@@ -38,6 +40,20 @@ DEVICE = "kiosk-ops-1"
 def fleet(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[FleetServer]:
     server = FleetServer(make_config(tmp_path / "fleet", f"sqlite:///{tmp_path}/fleet.db", mosquitto,
                                      client_id="fleet-ops-test"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def enrolled_fleet(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[FleetServer]:
+    """The fleet with its CA, over HTTPS: an agent enrolled with it uploads signed files. It tells
+    enrolled devices the plain loopback broker (this file is not about the broker's TLS)."""
+    config = with_pki(make_config(tmp_path / "fleet", f"sqlite:///{tmp_path}/fleet.db", mosquitto,
+                                  client_id="fleet-ops-test"), tmp_path / "fleet")
+    config = config.model_copy(update={"enrollment": EnrollmentConfig(broker_url=f"mqtt://127.0.0.1:{mosquitto.port}")})
+    server = FleetServer(config)
     try:
         yield server
     finally:
@@ -105,12 +121,16 @@ def test_settings_reach_an_offline_device_and_an_invalid_one_is_rejected(
 
 
 def test_commands_wait_for_an_offline_device_or_time_out(
-    tmp_path: Path, mosquitto: Mosquitto, fleet: FleetServer
+    tmp_path: Path, mosquitto: Mosquitto, enrolled_fleet: FleetServer
 ) -> None:
     """Bad input: a command whose 1 s deadline passes while the device is away (timed_out,
     and the device's late refusal does not change that); restart_agent on an agent that cannot
-    restart itself; rotate_certificate before enrollment; reboot args it does not take."""
-    config = agent_config(tmp_path, DEVICE, mosquitto.port, fleet.url)
+    restart itself; rotate_certificate (this agent version does not rotate on command); reboot
+    args it does not take. The agent is enrolled: its collect_logs upload is signed."""
+    fleet = enrolled_fleet
+    kiosk = enroll_device(fleet.http, DEVICE, "000.00.00.H01", tmp_path)
+    config = agent_config(tmp_path, DEVICE, mosquitto.port, fleet.url,
+                          identity={"dir": str(kiosk.identity.directory)})
     agent = start_agent(config)
     _known(fleet)
     agent.close()
