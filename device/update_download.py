@@ -108,6 +108,21 @@ def download(
     raise DownloadFailed(f"download failed after {attempts} attempts: {last_error}")
 
 
+def withdrawn(url: str, client: httpx.Client) -> str | None:
+    """Ask the fleet whether the offer behind ``url`` still stands (one byte, ``Range: bytes=0-0``):
+    the reason when it answers 410, else None. A fleet that cannot be reached withdraws nothing:
+    the bundle in hand is verified and signed, and the link at a commune may be down for hours."""
+    try:
+        with client.stream("GET", url, headers={"Range": "bytes=0-0"}) as response:
+            if response.status_code != 410:
+                return None
+            response.read()
+            return _reason(response)
+    except httpx.HTTPError as exc:
+        log.info("could not ask whether the update offer still stands (%s); going on", type(exc).__name__)
+        return None
+
+
 def _reason(response: httpx.Response) -> str:
     """The fleet's one-line reason (FastAPI's ``{"detail": ...}``), bounded; never the body otherwise."""
     try:

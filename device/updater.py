@@ -5,7 +5,8 @@ What happens for one ``update`` command (:meth:`Updater.run`):
 1. wait for the maintenance window and for no open dossier, plus random jitter (reported as
    ``waiting`` with the reason);
 2. download the bundle with resume (``device/update_download.py``); a fleet that withdrew the
-   offer (cancelled or halted rollout) answers 410 and nothing is installed;
+   offer (cancelled or halted rollout) answers 410 and nothing is installed (asked again before
+   installing when the device had to wait for the counter after the download);
 3. verify the Ed25519 signature and every file's sha256 (``images/manifest.py``) BEFORE
    anything is written outside the download directory; refuse otherwise (never installed);
 4. take the update lock (:class:`UpdateLock`: no dossier open, and none opens until the trial
@@ -49,8 +50,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device.settings import MaintenanceWindow
-from device.update_download import download
-from device.update_errors import BundleRefused, DownloadFailed, InstallFailed, UpdateError
+from device.update_download import download, withdrawn
+from device.update_errors import BundleRefused, DownloadFailed, InstallFailed, OfferWithdrawn, UpdateError
 from device.update_slots import SlotName, SlotStore, UpdateState
 from images.errors import BundleError
 from images.manifest import Manifest, extract_payload, load_public_key, verify_bundle, version_at_least
@@ -167,6 +168,8 @@ class Updater:
         self.busy = threading.Event()
         """Set while an update is being installed or tried: the agent refuses new dossiers then."""
         self._trusted: list[Ed25519PublicKey] | None = None
+        self.waited = False
+        """The last :meth:`wait_for_turn` had to wait (window closed or a dossier open)."""
 
     def close(self) -> None:
         self._stop.set()
@@ -219,9 +222,11 @@ class Updater:
         if jitter_s and self._sleep(jitter_s):
             return False
         said: tuple[str, float] | None = None
+        self.waited = False
 
         def waiting(why: str) -> None:
             nonlocal said
+            self.waited = True
             now_s = time.monotonic()
             if offer is not None and (said is None or said[0] != why or now_s - said[1] >= WAITING_REPORT_S):
                 said = (why, now_s)
@@ -277,6 +282,8 @@ class Updater:
                         self._progress(offer, "failed", detail="stopped before installing")
                         return "failed"
                     held = lock is not None
+                    if self.waited:  # the wait may have been long: was the offer withdrawn meanwhile?
+                        self._still_offered(offer)
                     to_slot = self._install(offer, bundle, manifest)
                 finally:
                     bundle.unlink(missing_ok=True)  # installed or refused: either way not needed again
@@ -366,6 +373,12 @@ class Updater:
             raise DownloadFailed(f"cannot write the download: {exc}") from None
         finally:
             client.close()
+
+    def _still_offered(self, offer: UpdateOffer) -> None:
+        with httpx.Client(timeout=self.config.download_timeout_s, follow_redirects=True, auth=self.http_auth) as client:
+            reason = withdrawn(offer.url, client)
+        if reason is not None:
+            raise OfferWithdrawn(f"the fleet withdrew this update offer: {reason}")
 
     def trusted_keys(self) -> list[Ed25519PublicKey]:
         if self._trusted is None:

@@ -13,7 +13,8 @@ Shown:
 - a bundle with a flipped byte, and one signed with a key the devices do not trust, are refused
   by every one of the 20 devices (one phase, halting only when all failed) and never installed;
 - a device that is offline when its rollout is cancelled gets the offer from the broker on its
-  return and installs nothing (the fleet answers 410 for the withdrawn offer).
+  return and installs nothing (the fleet answers 410 for the withdrawn offer); nor does one that
+  had downloaded the bundle and was waiting for the open dossier at its counter to close.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from device.session import DossierSession
 from device.update_slots import SlotStore
 from device.updater import UpdateOffer, Updater
 from fleet.operations.service import Operations
@@ -65,6 +67,8 @@ class SimDevice:
     def __init__(self, device_id: str, root: Path, public_key: Path, port: int, http_auth: httpx.Auth) -> None:
         self.device_id, self.root, self.port = device_id, root, port
         self.seen = Seen()
+        self.counter = DossierSession(pdf_builder=None)  # the update lock, as on a kiosk
+        self.on_report: Callable[[UpdateProgress], None] = lambda _m: None
         self._ids: set[str] = set()
         self._lock = threading.Lock()
         self.connected = threading.Event()
@@ -137,7 +141,7 @@ class SimDevice:
         offer = UpdateOffer.from_command(command)
 
         def work() -> None:
-            outcome = self.updater.run(offer)
+            outcome = self.updater.run(offer, lock=self.counter)
             self._ack(command.id, "succeeded" if outcome == "succeeded" else "failed", outcome)
 
         worker = threading.Thread(target=work, name=f"update-{self.device_id}", daemon=True)
@@ -145,15 +149,19 @@ class SimDevice:
         worker.start()
 
     def _report(self, message: UpdateProgress) -> None:
+        self.on_report(message)
         self.seen.reports.append(message)
         if message.state == "succeeded":
             self.seen.succeeded_at = time.monotonic()
         self._publish(Channel.UPDATE, encode(message))
 
     def close(self) -> None:
+        if self.counter.dossier_open():
+            self.counter.cancel()
         for worker in self.workers:
             worker.join(timeout=60)
         self.disconnect()
+        self.counter.close()
 
 
 @dataclass
@@ -311,3 +319,37 @@ def test_cancelled_offer_waiting_in_the_broker_is_not_installed(rig: Rig) -> Non
     assert not list((device.root / "downloads").glob("*"))
     assert rig.fleet.json("GET", f"/commands/{offer['id']}")["state"] == "rejected"  # the late ack changes nothing
     assert rig.progress("r-cancel")["summary"]["status"] == "cancelled"
+
+
+def test_offer_cancelled_while_the_device_waits_to_install_is_not_installed(rig: Rig) -> None:
+    """Bad input: the clerk opens a dossier just as the bundle is verified, so the device holds the
+    downloaded bundle and waits (reported ``waiting``); the rollout is cancelled meanwhile. When the
+    dossier closes the device asks the fleet again, hears 410, and installs nothing."""
+    device = rig.devices["kiosk-0008"]
+
+    def open_a_dossier(message: UpdateProgress) -> None:
+        if message.state == "verifying" and not device.counter.dossier_open():
+            device.counter.open()
+
+    device.on_report = open_a_dossier
+    rig.upload("sohoa-app-0.2.0.bundle", app_bundle(rig.tmp, rig.private, "0.2.0"))
+    rig.rollout("r-late-cancel", "sohoa-app-0.2.0.bundle", [{"percent": 100}], device_ids=["kiosk-0008"])
+
+    def state() -> dict[str, Any]:
+        progress: dict[str, Any] = rig.progress("r-late-cancel")["devices"]["kiosk-0008"]
+        return progress
+
+    wait_until(lambda: state()["state"] == "waiting", 30, "the device to wait for the dossier")
+    assert state()["detail"] == "a dossier is open at the counter"
+    rig.fleet.json("POST", "/rollouts/r-late-cancel/cancel")
+    device.counter.cancel()  # the clerk is done
+    wait_until(lambda: device.seen.reports[-1].state == "failed", 30, "the device to give the update up")
+    states = [r.state for r in device.seen.reports]
+    assert [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s] == [
+        "downloading", "verifying", "waiting", "failed"]
+    reason = device.seen.reports[-1].detail or ""
+    assert "withdrew" in reason and "cancelled" in reason, reason
+    store = SlotStore(device.root)
+    assert store.active() == "a" and not store.slot_dir("b").exists() and probe(device.root) == ("0.1.0", True)
+    assert not list((device.root / "downloads").glob("*.bundle"))
+    assert not device.counter.snapshot().update_held and device.counter.open().state == "open"
