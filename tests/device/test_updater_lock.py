@@ -1,18 +1,24 @@
 """The update lock seen from the counter: while an update holds the dossier session, the kiosk
-screen and the clerk's buttons refuse to open a dossier and say why; with a dossier open the
+screen and the clerk's buttons refuse to open a dossier and say why (the running agent's light
+carries the reason ``updating``); with a dossier open the
 update cannot take the lock. (The updater's side, waiting and holding from install to the end
 of the trial, is in test_updater.py.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
+from device.agent import Agent
 from device.buttons import ButtonsConfig, CounterButtons
+from device.config import AgentConfig
 from device.kiosk.app import HttpError, KioskApp
 from device.kiosk.config import KioskConfig
 from device.session import DossierSession, PageSource, UpdateInProgress
+from tests.device.agent_harness import agent_config, wait_until
+from tests.services import Mosquitto
 
 T = 5.0
 
@@ -65,3 +71,30 @@ def test_buttons_refuse_a_dossier_while_an_update_installs(mock_factory: Any) ->
     finally:
         buttons.close()
         session.close()
+
+
+def test_agent_light_says_updating_while_the_lock_is_held(tmp_path: Path, mosquitto: Mosquitto,
+                                                          mock_factory: Any) -> None:
+    """The running agent's wiring: while the session is held for an update the status light
+    carries the reason ``updating`` and Scan is refused before it reaches the session; released,
+    the reason clears and Scan opens a dossier again. Bad input: Scan pressed during the hold."""
+    config = AgentConfig.model_validate(agent_config(
+        tmp_path, mosquitto.port, scanner={"type": "fake", "pages": 1, "width": 200, "height": 280},
+        local_api={"enabled": False},
+        buttons={"enabled": True, "debounce_s": 0.0, "long_press_s": 5, "feedback_time_scale": 0.05}))
+    with Agent(config, pin_factory=mock_factory) as agent:
+        assert agent.buttons is not None and agent.session is not None
+        buttons, session = agent.buttons, agent.session
+        assert session.hold_for_update()
+        wait_until(lambda: "updating" in buttons.panel.attention, T, "the light to say an update installs")
+        scan = mock_factory.pin(config.buttons.scan_pin)
+        scan.drive_low()
+        scan.drive_high()
+        wait_until(lambda: "refused scan: updating" in buttons.history, T, "the refused Scan")
+        buttons.wait_idle(T)
+        assert session.state == "idle"
+        session.release_update_hold()
+        wait_until(lambda: "updating" not in buttons.panel.attention, T, "the reason to clear")
+        scan.drive_low()
+        scan.drive_high()
+        session.wait_for(lambda s: s.state in ("open", "capturing", "review"), T)
