@@ -40,6 +40,7 @@ from fleet.db import RawJSON, WalCheckpointer, bulk_insert_ignore, insert_ignore
 from fleet.enroll.store import enrolled_units
 from fleet.metrics import FleetMetrics
 from fleet.models import Device, Event, Page, TelemetrySample
+from fleet.progress import digitized
 from protocol.errors import ProtocolError
 from protocol.messages import (
     EVENT_ADAPTER,
@@ -196,6 +197,7 @@ class Writer:
                     self.metrics.duplicates.inc(len(known))
                 bulk_insert_ignore(connection, Event.__table__, list(events.values()))
             bulk_insert_ignore(connection, Page.__table__, list(pages.values()))
+            digitized.record(connection, pages.values())  # dossiers' first accepted pages
             bulk_insert_ignore(connection, TelemetrySample.__table__, list(samples.values()))
             for hook in self.hooks:
                 hook(session, [decoded for _, decoded in batch])

@@ -64,3 +64,18 @@ class Received(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (CheckConstraint("count >= 0", name="count_positive"),)
+
+
+class DigitizedDossier(Base):
+    """A dossier with at least one accepted page: when and for which unit its first accepted page
+    was captured (ties broken by page id). Kept by the ingest as pages arrive, in any order
+    (:mod:`fleet.progress.digitized`), so counting digitized dossiers reads one row per dossier
+    instead of ranking every page."""
+
+    __tablename__ = "dossiers_digitized"
+
+    dossier_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    page_id: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(64))
+    unit_code: Mapped[str | None] = mapped_column(String(64))

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from fleet.errors import NotFound
 from fleet.models import Device, Page
 from fleet.progress import periods
-from fleet.progress.models import TIERS, Received, Target, Unit
+from fleet.progress.models import TIERS, DigitizedDossier, Received, Target, Unit
 from fleet.progress.units import units_in
 
 DEFAULT_TARGETS: dict[str, float] = {"province": 0.50, "district": 0.40, "commune": 0.35}
@@ -125,34 +125,41 @@ def _local_month(column: Any, dialect: str) -> Any:
     return func.to_char(func.timezone("Asia/Ho_Chi_Minh", column), "YYYY-MM")
 
 
-def first_accepted_pages(dialect: str) -> Any:
-    """One row per digitized dossier: ``dossier``, ``at`` (its first accepted page's capture
-    time) and ``unit`` (that page's unit). Per dialect, the cheapest exact form: SQLite takes the
-    bare columns of a MIN() aggregate from the row holding the minimum; PostgreSQL has DISTINCT
-    ON. (A window ``row_number()`` over every page cost three times as much.)"""
-    unit = page_unit().label("unit")
+def first_accepted_pages(dialect: str, *, with_page: bool = False) -> Any:
+    """One row per digitized dossier from the pages themselves: ``dossier``, ``at`` (its first
+    accepted page's capture time) and ``unit`` (that page's unit); with ``with_page`` also
+    ``page_id``, ``device_id`` and ``own_unit`` (the page's recorded unit, maybe null). Per
+    dialect, the cheapest exact form: SQLite takes the bare columns of a MIN() aggregate from the
+    row holding the minimum; PostgreSQL has DISTINCT ON. (A window ``row_number()`` over every
+    page cost three times as much on SQLite.) :func:`digitized_counts` reads the table the ingest
+    keeps instead; this is for rebuilding it."""
+    columns: list[Any] = [page_unit().label("unit")]
+    if with_page:
+        columns += [Page.page_id.label("page_id"), Page.device_id.label("device_id"),
+                    Page.unit_code.label("own_unit")]
     if dialect == "sqlite":
-        query = (select(Page.dossier_code.label("dossier"), func.min(Page.captured_at).label("at"), unit)
+        query = (select(Page.dossier_code.label("dossier"), func.min(Page.captured_at).label("at"), *columns)
                  .where(accepted_page()).group_by(Page.dossier_code))
     else:
-        query = (select(Page.dossier_code.label("dossier"), Page.captured_at.label("at"), unit)
+        query = (select(Page.dossier_code.label("dossier"), Page.captured_at.label("at"), *columns)
                  .where(accepted_page()).ext(distinct_on(Page.dossier_code))
                  .order_by(Page.dossier_code, Page.captured_at, Page.page_id))
     return query.subquery()
 
 
 def digitized_counts(session: Session, start: str, end: str) -> dict[tuple[str | None, str], int]:
-    """{(unit code, month): dossiers whose first accepted page is in that month and unit}."""
+    """{(unit code, month): dossiers whose first accepted page is in that month and unit}, from
+    the table the ingest keeps (:mod:`fleet.progress.digitized`)."""
     lo, hi = periods.utc_bounds(start, end)
     dialect = session.get_bind().dialect.name
-    first = first_accepted_pages(dialect)
-    month = _local_month(first.c.at, dialect).label("month")
-    query = (
-        select(first.c.unit, month, func.count())
-        .where(first.c.at >= lo, first.c.at < hi)
-        .group_by(first.c.unit, month)
-    )
-    return {(unit, str(m)): int(n) for unit, m, n in session.execute(query)}
+    table = DigitizedDossier.__table__.c
+    device_unit = select(Device.unit_code).where(Device.id == table.device_id).scalar_subquery()
+    unit = func.coalesce(table.unit_code, device_unit).label("unit")
+    month = _local_month(table.first_at, dialect).label("month")
+    query = (select(unit, month, func.count())
+             .where(table.first_at >= lo, table.first_at < hi)
+             .group_by(unit, month))
+    return {(u, str(m)): int(n) for u, m, n in session.connection().execute(query)}
 
 
 def received_counts(session: Session, start: str, end: str) -> dict[tuple[str, str], int]:

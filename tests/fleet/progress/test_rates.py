@@ -12,10 +12,12 @@ from sqlalchemy import select, text
 from fleet.db import make_engine, migrate, session_factory
 from fleet.ingest import Incoming, Writer
 from fleet.models import Page
-from protocol.messages import Status, encode
+from fleet.progress.digitized import rebuild
+from fleet.progress.models import DigitizedDossier
+from protocol.messages import PageCaptured, Status, encode
 from protocol.topics import Channel, topic
 from tests.fleet.conftest import state_of
-from tests.fleet.progress.conftest import EXPECTED, P, _page, at, fill
+from tests.fleet.progress.conftest import EXPECTED, NOW, P, _page, at, fill
 
 
 def _units(client: TestClient, **params: str) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -128,7 +130,8 @@ def test_a_device_moved_to_another_unit_keeps_its_history(filled: TestClient) ->
 
 def test_migration_gives_existing_pages_their_device_unit(tmp_path: Path) -> None:
     """A database from before pages had a unit (0004): its pages get their device's unit on
-    upgrade; a page of a device with no unit stays without one (bad input: no unit at all)."""
+    upgrade, and their dossiers are counted digitized; a page of a device with no unit stays
+    without one (bad input: no unit at all)."""
     engine = make_engine(f"sqlite:///{tmp_path}/old.db")
     migrate(engine, "0004_operations")
     stamp = "2026-01-10 03:00:00.000000"
@@ -138,11 +141,46 @@ def test_migration_gives_existing_pages_their_device_unit(tmp_path: Path) -> Non
                               "VALUES (:id, :unit, :ts, :ts, 'online')"), {"id": device, "unit": unit, "ts": stamp})
             conn.execute(text(
                 "INSERT INTO pages (page_id, device_id, event_id, batch_id, sequence, side, sha256, size, "
-                "content_type, width, height, source, dropped, captured_at, received_at) VALUES (:p, :d, 'e', 'b', "
-                "1, 'front', '0', 1, 'image/png', 1, 1, 'scanner', false, :ts, :ts)"),
-                {"p": f"page-{device}", "d": device, "ts": stamp})
+                "content_type, width, height, source, dropped, captured_at, received_at, dossier_code) VALUES (:p, "
+                ":d, 'e', 'b', 1, 'front', '0', 1, 'image/png', 1, 1, 'scanner', false, :ts, :ts, :dossier)"),
+                {"p": f"page-{device}", "d": device, "ts": stamp, "dossier": f"H-{device}"})
     migrate(engine)
     with session_factory(engine)() as session:
-        found = dict(session.execute(select(Page.device_id, Page.unit_code)).tuples().all())
+        found = dict(session.execute(select(Page.device_id, Page.unit_code)).all())
+        dossiers = session.execute(select(DigitizedDossier.dossier_code, DigitizedDossier.unit_code)).all()
     assert found == {"kiosk-a": "99001", "kiosk-n": None}
+    assert sorted(dossiers, key=str) == [("H-kiosk-a", "99001"), ("H-kiosk-n", None)]  # 0008 filled its table
     engine.dispose()
+
+
+def test_a_late_earlier_page_moves_its_dossier_and_a_redelivery_changes_nothing(filled: TestClient) -> None:
+    """Faults tried: a dossier's pages arrive out of order (the later page, at 99003 in February,
+    first; then an earlier one from 99001 in January, delivered late by store-and-forward), the
+    same page delivered twice, a later accepted page after that. The dossier counts once, in the
+    month and unit of its first accepted page; the table the ingest keeps equals one rebuilt from
+    every page."""
+    state = state_of(filled)
+    late = _page("kiosk-c", 300, P("L1", at("2026-02-15")))
+    early = _page("kiosk-a", 301, P("L1", at("2026-01-20")))
+    later = _page("kiosk-c", 302, P("L1", at("2026-02-16")))
+
+    def deliver(*pages: PageCaptured) -> None:
+        items = [Incoming(topic(p.device_id, Channel.EVENT), encode(p), received_at=NOW) for p in pages]
+        assert Writer(state.sessions, state.metrics).write(items) == len(items)
+
+    def counts() -> tuple[int, int, int, int]:
+        units = _units(filled, **{"from": "2026-01", "to": "2026-02", "unit": "99"})
+        return (units["99001"]["trend"][0]["digitized"], units["99001"]["trend"][1]["digitized"],
+                units["99003"]["trend"][0]["digitized"], units["99003"]["trend"][1]["digitized"])
+
+    before = counts()
+    deliver(late)
+    assert counts() == (before[0], before[1], before[2], before[3] + 1)
+    deliver(early, early, later)
+    assert counts() == (before[0] + 1, before[1], before[2], before[3])
+    with state.sessions() as session:
+        kept = sorted(session.execute(select(DigitizedDossier.__table__)).all(), key=str)
+        rebuild(session.connection())
+        rebuilt = sorted(session.execute(select(DigitizedDossier.__table__)).all(), key=str)
+        session.rollback()
+    assert kept == rebuilt and len(kept) == 18  # 16 of the data set, N1 (no unit), L1
