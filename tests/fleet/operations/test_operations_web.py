@@ -247,6 +247,12 @@ def test_operations_page_rollouts_settings_commands(served: Served, artifacts: P
             expect(withdrawn.filter(has_text="rollout cancelled before delivery")).to_have_count(5)
             expect(withdrawn.filter(has_text="rollout halted before delivery")).to_have_count(1)
             view.screenshot(path=str(shots / "commands.png"), full_page=True)
+            view.locator("#state-filter").select_option("rejected")
+            expect(view.locator("#commands tbody tr")).to_have_count(7)  # the reboot and 6 withdrawn offers
+            view.locator("#state-filter").select_option("succeeded")
+            expect(view.locator("#commands tbody tr")).to_have_count(1)  # the "no commands" row
+            expect(view.locator("#commands tbody")).to_contain_text("Chưa có lệnh nào.")
+            view.locator("#state-filter").select_option("")
             view.locator("#lang").click()
             expect(reboot).to_contain_text("Reboot")
             expect(view.locator("#sum-c-rejected")).to_contain_text("Rejected")
