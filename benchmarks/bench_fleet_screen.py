@@ -128,14 +128,21 @@ def _pages(app: Any, state: FleetState, filled: Filled, table: Table, repeat: in
             if not answer.ok or not any(c.get("name") == COOKIE for c in context.cookies(url)):
                 raise SystemExit(f"login failed: {answer.status}")
             for label, path, done, arg in pages:
-                def load(path: str = path, done: str = done, arg: Any = arg) -> None:
+                samples: list[float] = []
+                for run in range(repeat + 1):  # the first is a warm-up
                     tab = context.new_page()
                     try:
+                        start = time.perf_counter()
                         tab.goto(url + path, wait_until="commit")
                         tab.wait_for_function(done, arg=arg, timeout=60_000)
+                        if run:
+                            samples.append((time.perf_counter() - start) * 1000)
+                        # Untimed: let the page's other requests finish, so the next load does not
+                        # share the server with this one's leftovers.
+                        tab.wait_for_load_state("networkidle")
                     finally:
                         tab.close()
-                table.row(label, measure(load, repeat=repeat, warmup=1))
+                table.row(label, Stats(samples))
         finally:
             browser.close()
 

@@ -43,6 +43,7 @@ class AlertCountsOut(BaseModel):
     """Active alerts (open or acknowledged), counted."""
 
     total: int = Field(default=0, description="Active alerts")
+    by_status: dict[str, int] = Field(default_factory=dict, description="open / acknowledged -> count")
     by_severity: dict[str, int] = Field(default_factory=dict, description="error / warning -> count")
     by_kind: dict[str, int] = Field(default_factory=dict, description="Kind -> count")
     by_unit: dict[str, int] = Field(default_factory=dict, description="Unit code -> count (alerts with a unit)")

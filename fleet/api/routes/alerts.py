@@ -102,12 +102,15 @@ def count_alerts(
     """Active (open or acknowledged) alerts counted by severity, kind and unit: what the progress
     dashboard marks its units with."""
     scope = _scope(session, user, None, under)
-    query = select(Alert.severity, Alert.kind, Alert.unit_code, func.count()).where(Alert.status != "resolved")
+    query = (select(Alert.status, Alert.severity, Alert.kind, Alert.unit_code, func.count())
+             .where(Alert.status != "resolved")
+             .group_by(Alert.status, Alert.severity, Alert.kind, Alert.unit_code))
     if scope is not None:
         query = query.where(Alert.unit_code.in_(sorted(scope)))
     out = AlertCountsOut()
-    for severity, kind, unit, n in session.execute(query.group_by(Alert.severity, Alert.kind, Alert.unit_code)):
+    for status, severity, kind, unit, n in session.execute(query):
         out.total += n
+        out.by_status[status] = out.by_status.get(status, 0) + n
         out.by_severity[severity] = out.by_severity.get(severity, 0) + n
         out.by_kind[kind] = out.by_kind.get(kind, 0) + n
         if unit is not None:

@@ -124,7 +124,7 @@ def test_alerts_of_a_subtree_and_their_counts(filled: TestClient) -> None:
     assert get(filled, "/api/v1/alerts", status="active", under="99001") == []
     assert get(filled, "/api/v1/alerts", status="active", under="12") == []
     counts = get(filled, "/api/v1/alerts/counts", under="99")
-    assert counts == {"total": 2, "by_severity": {"error": 2}, "by_kind": {"offline": 2},
+    assert counts == {"total": 2, "by_status": {"open": 2}, "by_severity": {"error": 2}, "by_kind": {"offline": 2},
                       "by_unit": {"99": 1, "99003": 1}}
     assert get(filled, "/api/v1/alerts/counts")["total"] == 3
 
