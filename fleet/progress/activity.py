@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from fleet.models import Page
 from fleet.progress import periods
-from fleet.progress.rates import page_unit
+from fleet.progress.rates import page_in_units
 
 REASONS: dict[str, tuple[str, str]] = {
     "blurry": ("Ảnh mờ", "Blurred"),
@@ -74,7 +74,7 @@ def _scoped(query: _Q, start: str, end: str, units: Collection[str] | None) -> _
     lo, hi = periods.utc_bounds(start, end)
     query = query.where(Page.captured_at >= lo, Page.captured_at < hi)
     if units is not None:
-        query = query.where(page_unit().in_(sorted(units)))
+        query = query.where(page_in_units(units))
     return query
 
 
