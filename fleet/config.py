@@ -86,11 +86,20 @@ class BrokerConfig(_Section):
         "(port 8883) and use the certificate's CN as client id, as the broker forces",
     )
     key_file: Path | None = Field(default=None, description="TLS: the client certificate's key (mode 0600)")
+    ops_cert_file: Path | None = Field(
+        default=None,
+        description="TLS: the operations publisher's own client certificate (commands, desired settings), e.g. "
+        "<pki>/ingest/fleet.ops.crt from `provisioning init --ingest fleet.ingest --ingest fleet.ops`. The broker "
+        "makes the CN the client id, so it cannot share the ingest's certificate. Unset with TLS: not published",
+    )
+    ops_key_file: Path | None = Field(default=None, description="TLS: the operations certificate's key (mode 0600)")
 
     @model_validator(mode="after")
     def _tls_files(self) -> "BrokerConfig":
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
+        if (self.ops_cert_file is None) != (self.ops_key_file is None):
+            raise ValueError("ops_cert_file and ops_key_file go together")
         if self.cert_file is not None and self.ca_file is None:
             raise ValueError("a client certificate needs ca_file to check the broker's")
         return self

@@ -159,6 +159,15 @@ class Operations:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.reconnect_delay_set(1, int(max(1, broker.reconnect_max_s)))
+        self.can_connect = True
+        if broker.tls:  # mutual TLS with its own identity: the broker makes the CN the client id
+            if broker.ops_cert_file is None or broker.ops_key_file is None:
+                log.error("the broker needs a client certificate and broker.ops_cert_file/ops_key_file are unset: "
+                          "commands and desired settings are not published")
+                self.can_connect = False
+            else:
+                self.client.tls_set(ca_certs=str(broker.ca_file), certfile=str(broker.ops_cert_file),
+                                    keyfile=str(broker.ops_key_file))
 
     @staticmethod
     def command_rank(state: str) -> int:
@@ -168,8 +177,9 @@ class Operations:
 
     def start(self) -> None:
         broker = self.config.broker
-        self.client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s)
-        self.client.loop_start()
+        if self.can_connect:
+            self.client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s)
+            self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name="fleet-operations", daemon=True)
         self._thread.start()
 

@@ -37,26 +37,45 @@ class FleetProcess:
     broker's TLS (tests/e2e/test_security.py is)."""
 
     def __init__(self, workdir: Path, broker_port: int, db_url: str | None = None,
-                 heartbeat_timeout_s: float = 60.0, group: str | None = None) -> None:
+                 heartbeat_timeout_s: float = 60.0, group: str | None = None, *,
+                 pki: Path | None = None, broker_pid_file: Path | None = None) -> None:
+        """``pki``: a ``python -m provisioning init`` directory whose mutual-TLS broker listens on
+        ``broker_port``: the ingest connects as ``fleet.ingest`` (the operations publisher as
+        ``fleet.ops`` when init made that identity too), devices are told
+        ``mqtts://127.0.0.1:<broker_port>``, a revocation rewrites its CRL and SIGHUPs
+        ``broker_pid_file``. Without it the fleet's CA is ``workdir/pki/ca`` and the broker plain."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.db_url = db_url or f"sqlite:///{workdir}/fleet.db"
         self.config = workdir / "fleet.yaml"
+        ca_dir = (pki or workdir / "pki") / "ca"
+        if pki is None:
+            broker = f"broker:\n  port: {broker_port}\n  client_id: e2e-fleet-{uuid.uuid4().hex[:8]}\n"
+            tls = f"pki:\n  ca_dir: {ca_dir}\nenrollment:\n  broker_url: mqtt://127.0.0.1:{broker_port}\n"
+        else:
+            broker = (f"broker:\n  port: {broker_port}\n  client_id: fleet.ingest\n  ca_file: {ca_dir}/ca.crt\n"
+                      f"  cert_file: {pki}/ingest/fleet.ingest.crt\n  key_file: {pki}/ingest/fleet.ingest.key\n")
+            if (pki / "ingest" / "fleet.ops.crt").exists():  # `provisioning init ... --ingest fleet.ops`
+                broker += (f"  ops_cert_file: {pki}/ingest/fleet.ops.crt\n"
+                           f"  ops_key_file: {pki}/ingest/fleet.ops.key\n")
+            tls = (f"pki:\n  ca_dir: {ca_dir}\n  crl_file: {pki}/broker/crl.pem\n"
+                   + (f"  broker_pid_file: {broker_pid_file}\n" if broker_pid_file else "")
+                   + f"enrollment:\n  broker_url: mqtts://127.0.0.1:{broker_port}\n")
         self.config.write_text(
             f"database:\n  url: {self.db_url}\n"
             f"storage:\n  dir: {workdir}/files\n  fsync: false\n"
-            f"broker:\n  port: {broker_port}\n  client_id: e2e-fleet-{uuid.uuid4().hex[:8]}\n"
+            + broker
             + (f"  group: {group}\n" if group else "")
             + f"ingest:\n  heartbeat_timeout_s: {heartbeat_timeout_s}\n"
             f"http:\n  host: 127.0.0.1\n  port: {self.port}\n"
             f"auth:\n  initial_admin_file: {workdir}/initial-admin-password\n"
-            f"pki:\n  ca_dir: {workdir}/pki/ca\n"
-            f"enrollment:\n  broker_url: mqtt://127.0.0.1:{broker_port}\n  public_url: {self.url}\n"
+            + tls
+            + f"  public_url: {self.url}\n"
         )
-        CertificateAuthority.open(workdir / "pki" / "ca")
-        self.ca_file = workdir / "pki" / "ca" / "ca.crt"
+        CertificateAuthority.open(ca_dir)
+        self.ca_file = ca_dir / "ca.crt"
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
         self.http = httpx.Client(base_url=self.url, timeout=10,
