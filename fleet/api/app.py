@@ -22,6 +22,7 @@ from fleet.auth import guard as auth_guard
 from fleet.config import FleetConfig
 from fleet.corrections import api as corrections_api
 from fleet.db import make_engine, migrate, session_factory
+from fleet.enroll import brokerlog
 from fleet.enroll import routes as enroll_routes
 from fleet.ingest import Ingest
 from fleet.metrics import FleetMetrics
@@ -82,5 +83,6 @@ def create_app(
     app.include_router(fleet_screen.router)
     app.include_router(corrections_api.router, prefix="/api/v1")
     enroll_routes.install(app)  # enrollment, certificates, CRL (its lifespan: the CRL timer)
+    app.include_router(brokerlog.router)  # its lifespan audits the broker's ACL refusals
     auth_guard.install(app)  # login/users/audit routes, the guard every request passes, the audit
     return app

@@ -63,6 +63,12 @@ class PkiConfig(BaseModel):
         description="Directory with optional secret files: ca_passphrase (the CA key's passphrase) and "
         "token_pepper (key of the enrollment tokens' hashes). Never put them in this file",
     )
+    broker_log_file: Path | None = Field(
+        default=None,
+        description="The broker's log (<dir>/broker/mosquitto.log): a device's attempts outside its own topics "
+        "found there are recorded in the audit log (broker.publish_denied / broker.subscribe_denied). Unset: not read",
+    )
+    broker_log_scan_s: float = Field(default=10.0, gt=0, le=3600, description="Seconds between two reads of it")
     server_cert_dir: Path | None = Field(
         default=None,
         description="Where `serve` issues the API's HTTPS certificate from the CA when http.tls_cert is unset "

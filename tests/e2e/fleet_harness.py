@@ -43,7 +43,8 @@ class FleetProcess:
         ``broker_port``: the ingest connects as ``fleet.ingest`` (the operations publisher as
         ``fleet.ops`` when init made that identity too), devices are told
         ``mqtts://127.0.0.1:<broker_port>``, a revocation rewrites its CRL and SIGHUPs
-        ``broker_pid_file``. Without it the fleet's CA is ``workdir/pki/ca`` and the broker plain."""
+        ``broker_pid_file``, the broker's ACL refusals in its log are audited. Without it the
+        fleet's CA is ``workdir/pki/ca`` and the broker plain."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -61,6 +62,7 @@ class FleetProcess:
                 broker += (f"  ops_cert_file: {pki}/ingest/fleet.ops.crt\n"
                            f"  ops_key_file: {pki}/ingest/fleet.ops.key\n")
             tls = (f"pki:\n  ca_dir: {ca_dir}\n  crl_file: {pki}/broker/crl.pem\n"
+                   f"  broker_log_file: {pki}/broker/mosquitto.log\n  broker_log_scan_s: 0.5\n"
                    + (f"  broker_pid_file: {broker_pid_file}\n" if broker_pid_file else "")
                    + f"enrollment:\n  broker_url: mqtts://127.0.0.1:{broker_port}\n")
         self.config.write_text(

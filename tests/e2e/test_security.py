@@ -6,7 +6,8 @@ configuration ``python -m provisioning init`` writes, the fleet as a real HTTPS 
 Shown, in one run (each step says the fault or bad input it tries):
 - device A's certificate cannot publish on or subscribe to device B's topics: the broker drops
   the publishes (PUBACK 135), delivers nothing of B's to A, the fleet's view of B is unchanged,
-  and the broker's log holds each attempt (:func:`provisioning.broker.scan_log`);
+  and the broker's log holds each attempt (:func:`provisioning.broker.scan_log`), which the fleet
+  records in its audit log (``broker.publish_denied`` / ``broker.subscribe_denied``);
 - a reused, an expired and a wrong-unit token are refused (403 with the reason, audited);
 - revoking A through the API: the fleet rewrites the CRL and SIGHUPs the broker, which then
   refuses A's TLS handshake; the API answers A's signed upload 401 ``revoked``; A's agent (also
@@ -205,6 +206,9 @@ def test_no_device_speaks_for_another_and_every_refusal_is_seen(
                      AclViolation(A, "subscribe", f"sohoa/v1/{B}/#")):
             assert seen in violations, (seen, violations)
         assert not [v for v in violations if v.client == B]
+        wait_until(lambda: {(e["action"], e["target"]) for e in fleet.get("/api/v1/audit", actor=A, action="broker.*")}
+                   >= {("broker.publish_denied", topic(B, Channel.STATUS)),
+                       ("broker.subscribe_denied", f"sohoa/v1/{B}/#")}, 10, "the fleet to audit A's attempts")
         a.start()
         wait_until(lambda: _online(fleet, A), 20, "A back online")
 

@@ -1,0 +1,110 @@
+"""The broker's ACL refusals in the fleet's audit log.
+
+mosquitto logs every denied PUBLISH and every SUBSCRIBE (it grants a subscription outside the
+client's ACL, then delivers nothing: the log line is the only trace);
+:func:`provisioning.broker.scan_log` picks out a device's attempts outside its own
+``sohoa/v1/<id>/``. With ``pki.broker_log_file`` set, the fleet reads what the broker appended
+since its last look, every ``pki.broker_log_scan_s``, and records each attempt as
+``broker.publish_denied`` / ``broker.subscribe_denied`` (actor: the device, target: the topic,
+unit: the device's), so an admin finds it in ``GET /api/v1/audit``. It starts at the end of the
+file: attempts from before the fleet started are in the broker's log only. A log rotated (shorter
+than where it was read to) is read from its start.
+
+>>> import tempfile, pathlib
+>>> log = pathlib.Path(tempfile.mkdtemp()) / "mosquitto.log"
+>>> _ = log.write_text("1: old line\\n")
+>>> watch = BrokerLogWatch(log)
+>>> denied = "2: Denied PUBLISH from kiosk-a (d0, q1, r0, m1, 'sohoa/v1/kiosk-b/event', ... (3 bytes))"
+>>> _ = log.open("a").write(denied + "\\n2: half")
+>>> [(v.client, v.action, v.topic) for v in watch.new_violations()]
+[('kiosk-a', 'publish', 'sohoa/v1/kiosk-b/event')]
+>>> watch.new_violations()
+[]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from fleet.api.state import FleetState
+from fleet.auth.models import AuditEntry
+from fleet.models import Device
+from provisioning.broker import AclViolation, scan_log
+
+log = logging.getLogger(__name__)
+
+_MAX_READ = 4 * 1024 * 1024  # one look reads at most this much (a flood of lines waits for the next)
+
+
+class BrokerLogWatch:
+    """New lines of the broker's log since the last call, as ACL violations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def new_violations(self) -> list[AclViolation]:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:  # rotated or truncated
+            self.offset = 0
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            chunk = f.read(min(size - self.offset, _MAX_READ))
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []  # no complete line yet
+        self.offset += end + 1
+        return scan_log(chunk[: end + 1].decode("utf-8", errors="replace").splitlines())
+
+
+def record_violations(state: FleetState, violations: list[AclViolation]) -> None:
+    """One audit entry per attempt."""
+    if not violations:
+        return
+    with state.sessions.begin() as session:
+        for v in violations:
+            device = session.get(Device, v.client)
+            session.add(AuditEntry(at=state.now(), actor=v.client[:128], actor_kind="device",
+                                   action=f"broker.{v.action}_denied", target=v.topic[:500],
+                                   unit_code=device.unit_code if device is not None else None,
+                                   outcome="refused", detail="outside its own topics (broker ACL)"))
+    log.warning("broker refused %d attempt(s) outside a device's own topics: %s", len(violations),
+                ", ".join(sorted({f"{v.client} {v.action}" for v in violations})))
+
+
+async def _watch(state: FleetState, watch: BrokerLogWatch, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            found = await run_in_threadpool(watch.new_violations)
+            await run_in_threadpool(record_violations, state, found)
+        except Exception:  # an unreadable log or a database hiccup: the next look tries again, loudly
+            log.exception("could not read the broker's log for ACL refusals")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: FleetState = app.state.fleet
+    path = state.config.pki.broker_log_file
+    task: asyncio.Task[None] | None = None
+    if path is not None:
+        task = asyncio.create_task(_watch(state, BrokerLogWatch(path), state.config.pki.broker_log_scan_s))
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+
+
+router = APIRouter(lifespan=lifespan)
+"""No routes: its lifespan runs the watch (``app.include_router(brokerlog.router)``)."""
