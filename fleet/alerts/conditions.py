@@ -11,7 +11,7 @@ hold at ``now``, keyed by (kind, subject). The evaluator turns them into alerts.
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -142,7 +142,10 @@ def _backlog_before(session: Session, device: Device, before: datetime) -> int |
 
 def check_devices(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float,
                   open_keys: set[Key], findings: Findings) -> None:
-    devices = list(session.scalars(select(Device)))
+    # The columns the checks read, as rows (10,000 ORM objects cost more than the checks).
+    columns = (Device.id, Device.unit_code, Device.status, Device.status_at, Device.last_seen, Device.scanner_state,
+               Device.accepting_scans, Device.last_telemetry, Device.last_telemetry_at)
+    devices = [cast(Device, row) for row in session.execute(select(*columns))]
     faults = latest_faults(session, now)
     today = pages_today(session, now)
     for device in devices:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,38 +51,49 @@ def open_key(kind: str, subject: str) -> str:
     return f"{kind}|{subject}"
 
 
-def _refresh(alert: Alert, condition: conditions.Condition, now: datetime) -> None:
-    """Write a persisting alert only when what it says changed (a steady fleet of thousands of
-    offline devices must not rewrite thousands of rows every pass)."""
+def _changed(alert: Any, condition: conditions.Condition) -> dict[str, Any] | None:
+    """What to write on a persisting alert, or None when what it says is unchanged (a steady
+    fleet of thousands of offline devices must not rewrite thousands of rows every pass)."""
     value = alert.value if condition.steady_value else condition.value
-    fresh = (condition.message_vi, condition.message_en, condition.severity, value)
-    if fresh != (alert.message_vi, alert.message_en, alert.severity, alert.value):
-        alert.message_vi, alert.message_en, alert.severity, alert.value = fresh
-        alert.updated_at = now
+    fresh = {"message_vi": condition.message_vi, "message_en": condition.message_en,
+             "severity": condition.severity, "value": value}
+    if tuple(fresh.values()) == (alert.message_vi, alert.message_en, alert.severity, alert.value):
+        return None
+    return fresh
 
 
 def evaluate(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float) -> list[dict[str, Any]]:
     """One evaluation inside the caller's transaction. Returns the transitions (``event``
-    ``opened`` or ``resolved`` with the alert) for the webhook."""
-    pending = {(a.kind, a.subject): a for a in session.scalars(select(Alert).where(Alert.status != "resolved"))}
+    ``opened`` or ``resolved`` with the alert) for the webhook. The alerts not yet resolved are
+    read as columns (there may be thousands); only those that change are written."""
+    columns = (Alert.id, Alert.kind, Alert.subject, Alert.message_vi, Alert.message_en, Alert.severity, Alert.value)
+    pending = {(a.kind, a.subject): a for a in session.execute(select(*columns).where(Alert.status != "resolved"))}
     findings = conditions.current(session, now, cfg, heartbeat_timeout_s, set(pending))
-    changed: list[tuple[str, Alert]] = []
+    resolved: list[int] = []
     for key, alert in pending.items():
         condition = findings.conditions.get(key)
         if condition is not None:
-            _refresh(alert, condition, now)
+            fresh = _changed(alert, condition)
+            if fresh is not None:
+                session.execute(update(Alert).where(Alert.id == alert.id).values(**fresh, updated_at=now))
         elif alert.kind not in findings.unchecked:
-            alert.status, alert.resolved_at, alert.updated_at, alert.open_key = "resolved", now, now, None
-            changed.append(("resolved", alert))
+            resolved.append(alert.id)
+    changed: list[tuple[str, Alert]] = []
+    for start in range(0, len(resolved), 500):
+        ids = resolved[start:start + 500]
+        session.execute(update(Alert).where(Alert.id.in_(ids))
+                        .values(status="resolved", resolved_at=now, updated_at=now, open_key=None))
+        changed += [("resolved", a) for a in session.scalars(select(Alert).where(Alert.id.in_(ids))
+                                                                .execution_options(populate_existing=True))]
     for key, condition in findings.conditions.items():
         if key in pending:
             continue
-        alert = Alert(kind=condition.kind, subject=condition.subject, device_id=condition.device_id,
-                      unit_code=condition.unit_code, status="open", open_key=open_key(*key),
-                      severity=condition.severity, message_vi=condition.message_vi,
-                      message_en=condition.message_en, value=condition.value, opened_at=now, updated_at=now)
-        session.add(alert)
-        changed.append(("opened", alert))
+        opened = Alert(kind=condition.kind, subject=condition.subject, device_id=condition.device_id,
+                       unit_code=condition.unit_code, status="open", open_key=open_key(*key),
+                       severity=condition.severity, message_vi=condition.message_vi,
+                       message_en=condition.message_en, value=condition.value, opened_at=now, updated_at=now)
+        session.add(opened)
+        changed.append(("opened", opened))
     session.flush()
     return [{"event": event, "alert": alert_dict(alert)} for event, alert in changed]
 
