@@ -492,6 +492,7 @@ class Agent:
             from device.http_auth import DeviceAuth
 
             self.updater.http_auth = DeviceAuth(self.identity)
+            self.updater.http_verify = self.identity.ssl_context()  # the fleet's certificate is from our CA
         self.link.start()
         if self.uploader is not None:
             self._spawn("uploader", self.uploader.run)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -149,10 +150,13 @@ class Updater:
         rng: random.Random | None = None,
         sleep: Callable[[float], bool] | None = None,
         http_auth: httpx.Auth | None = None,
+        http_verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.config = config
         self.http_auth = http_auth
         """Given to the download's HTTP client (the device's request signing, once enrolled)."""
+        self.http_verify = http_verify
+        """How the download's client checks the fleet's certificate (the fleet's CA, once enrolled)."""
         self.device_id = device_id
         self.current_version = current_version
         self._report = report
@@ -353,7 +357,7 @@ class Updater:
                     last[0] = fraction
                     self._progress(offer, "downloading", progress=min(fraction, 1.0))
 
-        client = httpx.Client(timeout=self.config.download_timeout_s, follow_redirects=True, auth=self.http_auth)
+        client = self._client()
         try:
             return download(
                 offer.url,
@@ -374,8 +378,12 @@ class Updater:
         finally:
             client.close()
 
+    def _client(self) -> httpx.Client:
+        return httpx.Client(timeout=self.config.download_timeout_s, follow_redirects=True, auth=self.http_auth,
+                            verify=self.http_verify)
+
     def _still_offered(self, offer: UpdateOffer) -> None:
-        with httpx.Client(timeout=self.config.download_timeout_s, follow_redirects=True, auth=self.http_auth) as client:
+        with self._client() as client:
             reason = withdrawn(offer.url, client)
         if reason is not None:
             raise OfferWithdrawn(f"the fleet withdrew this update offer: {reason}")

@@ -1,9 +1,9 @@
 """Rollouts driven by the FLEET (issue 7, "must be shown"): the fleet served by uvicorn with its
 ingest and operations driver on a real mosquitto, and 20 light simulated kiosks in this process,
-each a real MQTT client (persistent session) running the real device updater on its own A/B
-slots and downloading from the fleet's bundle endpoint (with a viewer's session: they are not
-enrolled). The test only uses the fleet's API: ``PUT /bundles``, ``POST /rollouts``,
-``GET /rollouts/{id}``, ``POST /rollouts/{id}/cancel``.
+each enrolled through the fleet's API (its own key and certificate), a real MQTT client
+(persistent session) running the real device updater on its own A/B slots and downloading from
+the fleet's bundle endpoint over HTTPS with requests signed by its key. The test only uses the
+fleet's API: ``PUT /bundles``, ``POST /rollouts``, ``GET /rollouts/{id}``, ``POST .../cancel``.
 
 Shown:
 - a good bundle rolls through 5% / 20% / 100%: every device ends on slot B at 0.2.0, and no
@@ -20,6 +20,7 @@ Shown:
 from __future__ import annotations
 
 import shutil
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ from fleet.operations.service import Operations
 from images.bundle import generate_keys
 from protocol.messages import Command, CommandAck, Status, UpdateProgress, decode, encode
 from protocol.topics import Channel, topic
+from tests.devices import enroll_device, with_pki
 from tests.fleet.conftest import make_config
 from tests.fleet.operations.harness import FleetServer, wait_until
 from tests.images.device_harness import bootstrap, config, probe
@@ -64,7 +66,8 @@ class SimDevice:
     """A kiosk reduced to what updating needs: an MQTT link as the agent keeps it (persistent
     session, retained status with a Last Will, acks) and the real updater on its own slots."""
 
-    def __init__(self, device_id: str, root: Path, public_key: Path, port: int, http_auth: httpx.Auth) -> None:
+    def __init__(self, device_id: str, root: Path, public_key: Path, port: int, http_auth: httpx.Auth,
+                 http_verify: ssl.SSLContext | bool) -> None:
         self.device_id, self.root, self.port = device_id, root, port
         self.seen = Seen()
         self.counter = DossierSession(pdf_builder=None)  # the update lock, as on a kiosk
@@ -79,6 +82,7 @@ class SimDevice:
             health_checks={"broker": lambda: self.connected.is_set(),
                            "smoke": lambda: (probe(root) or ("", False))[1]},
             http_auth=http_auth,
+            http_verify=http_verify,
         )
         self.workers: list[threading.Thread] = []
         self.client: mqtt.Client | None = None
@@ -194,18 +198,18 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Rig]:
-    fleet = FleetServer(make_config(tmp_path / "fleet", f"sqlite:///{tmp_path}/fleet.db", mosquitto,
-                                    client_id="fleet-rollout-e2e"))
+    config = make_config(tmp_path / "fleet", f"sqlite:///{tmp_path}/fleet.db", mosquitto, client_id="fleet-rollout-e2e")
+    fleet = FleetServer(with_pki(config, tmp_path / "fleet"))
     private, public = generate_keys(tmp_path / "keys")
     template = tmp_path / "template"
     bootstrap(template, tmp_path)
     devices: dict[str, SimDevice] = {}
     try:
-        auth = fleet.download_auth()
         for device_id in DEVICES:
             root = tmp_path / "devices" / device_id
             shutil.copytree(template, root, symlinks=True)
-            devices[device_id] = SimDevice(device_id, root, public, mosquitto.port, auth)
+            signer = enroll_device(fleet.http, device_id, UNIT, tmp_path / "identities").auth()
+            devices[device_id] = SimDevice(device_id, root, public, mosquitto.port, signer, fleet.verify)
             devices[device_id].connect()
         for device in devices.values():
             assert device.subscribed.wait(20), f"{device.device_id} did not subscribe"

@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +38,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-class BearerAuth(httpx.Auth):
-    """A user's session on a device's download client: ``GET /bundles`` takes a device's signed
-    request or a user's session. Simulated devices here are not enrolled (no certificate), so
-    they fetch with a viewer's session; the signed path is tested with enrollment (#6)."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        yield request
 
 
 class FleetServer:
@@ -87,13 +74,6 @@ class FleetServer:
         self.admin, self.password = "ops-admin", secrets.token_urlsafe(12)
         make_user(self.app.state.fleet.sessions, name=self.admin, password=self.password, role="province_admin")
         login_as(self.http, self.admin, self.password)
-
-    def download_auth(self) -> BearerAuth:
-        """For unenrolled simulated devices' bundle downloads: a viewer's session (read only)."""
-        name, password = f"bundle-reader-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
-        make_user(self.app.state.fleet.sessions, name=name, password=password, role="viewer")
-        with httpx.Client(base_url=self.url, timeout=30, verify=self.verify) as http:
-            return BearerAuth(login_as(http, name, password))
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return self.http.request(method, f"/api/v1{path}", **kwargs)

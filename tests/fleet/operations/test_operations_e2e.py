@@ -180,19 +180,21 @@ def _open_now() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("case", ["good", "tampered"])
-def test_update_rollout_through_a_running_agent(tmp_path: Path, mosquitto: Mosquitto, fleet: FleetServer,
+def test_update_rollout_through_a_running_agent(tmp_path: Path, mosquitto: Mosquitto, enrolled_fleet: FleetServer,
                                                 case: str) -> None:
     """Bad input: the bundle with one byte of its wheel flipped. Refused before anything is
     written to slot B; the device reports failed and the rollout halts. The good one arrives
-    while a dossier is open: the device waits (the fleet shows why) and installs once it closes."""
+    while a dossier is open: the device waits (the fleet shows why) and installs once it closes.
+    The agent is enrolled: it downloads over HTTPS (the fleet's CA) with signed requests."""
+    fleet = enrolled_fleet
+    kiosk = enroll_device(fleet.http, DEVICE, "000.00.00.H01", tmp_path)
     private, public = generate_keys(tmp_path / "keys")
     root = tmp_path / "opt-sohoa"
     bootstrap(root, tmp_path)
     updater = {"root": str(root), "public_keys": [str(public)], "jitter_max_s": 0, "retry_min_s": 0.01,
                "retry_max_s": 0.05, "health_timeout_s": 20, "health_interval_s": 0.1, "lock_check": "off"}
-    agent = start_agent(agent_config(tmp_path, DEVICE, mosquitto.port, fleet.url, updater=updater))
-    assert agent.updater is not None
-    agent.updater.http_auth = fleet.download_auth()  # not enrolled: it downloads with a viewer's session
+    agent = start_agent(agent_config(tmp_path, DEVICE, mosquitto.port, fleet.url, updater=updater,
+                                     identity={"dir": str(kiosk.identity.directory)}))
     try:
         _known(fleet)
         fleet.json("PUT", f"/settings/device/{DEVICE}", json={"settings": {"maintenance_window": _open_now()}})
