@@ -169,7 +169,7 @@ def test_operations_page_rollouts_settings_commands(served: Served, artifacts: P
             expect(view.locator("#title")).to_have_text("Đợt triển khai r-good")
             canary_row = view.locator(f'#rollout-devices tr[data-device="{canary}"]')
             expect(canary_row).to_have_attribute("data-state", "waiting")
-            expect(canary_row).to_contain_text("maintenance window opens")
+            expect(canary_row).to_contain_text("Chờ khung giờ bảo trì (mở lúc 01:00:00 26-11)")  # said in Vietnamese
             expect(view.locator("#sum-pending b")).to_have_text("4")
             for state in ("downloading", "installing", "succeeded"):
                 served.progress("r-good", canary, state)
@@ -244,8 +244,8 @@ def test_operations_page_rollouts_settings_commands(served: Served, artifacts: P
             expect(reboot).to_contain_text("a dossier is open")
             # The offers never taken were withdrawn: 5 by the cancel, the halted rollout's canary's by the halt.
             withdrawn = view.locator('#commands tr[data-state="rejected"]')
-            expect(withdrawn.filter(has_text="rollout cancelled before delivery")).to_have_count(5)
-            expect(withdrawn.filter(has_text="rollout halted before delivery")).to_have_count(1)
+            expect(withdrawn.filter(has_text="Đợt đã hủy trước khi thiết bị nhận lệnh")).to_have_count(5)
+            expect(withdrawn.filter(has_text="Đợt đã tự dừng trước khi thiết bị nhận lệnh")).to_have_count(1)
             view.screenshot(path=str(shots / "commands.png"), full_page=True)
             view.locator("#state-filter").select_option("rejected")
             expect(view.locator("#commands tbody tr")).to_have_count(7)  # the reboot and 6 withdrawn offers
@@ -255,6 +255,7 @@ def test_operations_page_rollouts_settings_commands(served: Served, artifacts: P
             view.locator("#state-filter").select_option("")
             view.locator("#lang").click()
             expect(reboot).to_contain_text("Reboot")
+            expect(withdrawn.filter(has_text="rollout cancelled before delivery")).to_have_count(5)  # English as sent
             expect(view.locator("#sum-c-rejected")).to_contain_text("Rejected")
             view.goto(served.url + "/operations?rollout=r-good&lang=en")
             expect(view.locator("#rollout-status .badge")).to_have_text("Cancelled")
