@@ -79,12 +79,13 @@ def _requests(client: TestClient, filled: Filled, table: Table, repeat: int) -> 
         ("GET /api/v1/alerts?status=active&limit=500 (what /fleet asks)", "/api/v1/alerts?status=active&limit=500"),
         (f"GET /api/v1/fleet/devices/{filled.device} (device page)", f"/api/v1/fleet/devices/{filled.device}"),
         (f"GET /api/v1/progress?from={month} (what /progress asks)", f"/api/v1/progress?from={month}"),
-        ("GET /api/v1/progress/pages-per-day, every unit, one month", f"/api/v1/progress/pages-per-day?from={month}"),
-        ("GET /api/v1/progress/rejects, every unit, one month", f"/api/v1/progress/rejects?from={month}"),
+        ("GET /api/v1/progress/activity, every unit, one month (the charts' series, what /progress asks)",
+         f"/api/v1/progress/activity?from={month}"),
         ("GET /api/v1/alerts?status=active&limit=50 (what /progress asks)", "/api/v1/alerts?status=active&limit=50"),
         ("GET /api/v1/alerts/counts (what /progress asks)", "/api/v1/alerts/counts"),
-        (f"GET /api/v1/progress/pages-per-day, province {p}, three months",
-         f"/api/v1/progress/pages-per-day?from={MONTHS[0]}&to={month}&unit={p}"),
+        (f"GET /api/v1/progress?unit={p}, three months", f"/api/v1/progress?from={MONTHS[0]}&to={month}&unit={p}"),
+        (f"GET /api/v1/progress/activity?unit={p}, three months",
+         f"/api/v1/progress/activity?from={MONTHS[0]}&to={month}&unit={p}"),
         (f"GET /api/v1/alerts/counts?under={p}", f"/api/v1/alerts/counts?under={p}"),
     ]
     for label, path in requests:

@@ -78,40 +78,57 @@ def _scoped(query: _Q, start: str, end: str, units: Collection[str] | None) -> _
     return query
 
 
-def pages_per_day(session: Session, start: str, end: str, units: Collection[str] | None = None,
-                  until: date | None = None) -> list[DayPages]:
-    """Every day of the months ``start``..``end`` (up to ``until``, Vietnam's today, when given),
-    with the pages captured for ``units`` (every unit, and none, when None)."""
+@dataclass(frozen=True)
+class Activity:
+    """Both series of a range, from one pass over its pages."""
+
+    days: list[DayPages]
+    rejects: Rejects
+
+
+def activity(session: Session, start: str, end: str, units: Collection[str] | None = None,
+             until: date | None = None) -> Activity:
+    """Every day of the months ``start``..``end`` (up to ``until``, Vietnam's today, when given)
+    with the pages captured for ``units`` (every unit, and none, when None) and how many were
+    rejected; and the rejected pages by reason. One pass, grouped by day and by the list of
+    issues (a handful of distinct lists), split here: reading the quality verdict's JSON is most
+    of the cost, and the JSON array functions differ between SQLite and PostgreSQL while the
+    grouping does not."""
     day = _local_day(Page.captured_at, session.get_bind().dialect.name).label("day")
-    query = _scoped(select(day, func.count(), func.sum(case((_rejected(), 1), else_=0))), start, end, units)
-    found = {str(d): (int(n), int(bad or 0)) for d, n, bad in session.execute(query.group_by(day))}
-    last = periods.last_day(end) if until is None else min(periods.last_day(end), until)
-    out: list[DayPages] = []
-    current = periods.first_day(start)
-    while current <= last:
-        pages, rejected = found.get(current.isoformat(), (0, 0))
-        out.append(DayPages(current, pages, rejected))
-        current += timedelta(days=1)
-    return out
-
-
-def rejects_by_reason(session: Session, start: str, end: str, units: Collection[str] | None = None) -> Rejects:
-    """Rejected pages per reason over the range, for ``units`` (every unit when None)."""
-    # One pass, grouped by the list of issues (a handful of distinct lists) and split here: the
-    # JSON array functions differ between SQLite and PostgreSQL, the grouping does not.
     issues = Page.__table__.c.quality["issues"]
-    rejected = func.sum(case((_rejected(), 1), else_=0))
-    query = _scoped(select(issues, func.count(), rejected), start, end, units).group_by(issues)
-    result = Rejects()
-    for listed, n, bad in session.execute(query):
-        result.pages += int(n)
-        if not bad:
+    bad = func.sum(case((_rejected(), 1), else_=0))
+    query = _scoped(select(day, issues, func.count(), bad), start, end, units).group_by(day, issues)
+    per_day: dict[str, tuple[int, int]] = {}
+    rejects = Rejects()
+    for d, listed, n, rejected in session.execute(query):
+        pages, before = per_day.get(str(d), (0, 0))
+        per_day[str(d)] = (pages + int(n), before + int(rejected or 0))
+        rejects.pages += int(n)
+        if not rejected:
             continue
-        result.rejected += int(bad)
+        rejects.rejected += int(rejected)
         if isinstance(listed, str):
             listed = json.loads(listed)
         codes = [str(c) for c in listed] if isinstance(listed, list) and listed else ["unspecified"]
         for code in dict.fromkeys(codes):
-            result.reasons[code] = result.reasons.get(code, 0) + int(bad)
-    result.reasons = dict(sorted(result.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
-    return result
+            rejects.reasons[code] = rejects.reasons.get(code, 0) + int(rejected)
+    rejects.reasons = dict(sorted(rejects.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+    last = periods.last_day(end) if until is None else min(periods.last_day(end), until)
+    days: list[DayPages] = []
+    current = periods.first_day(start)
+    while current <= last:
+        pages, rejected = per_day.get(current.isoformat(), (0, 0))
+        days.append(DayPages(current, pages, rejected))
+        current += timedelta(days=1)
+    return Activity(days, rejects)
+
+
+def pages_per_day(session: Session, start: str, end: str, units: Collection[str] | None = None,
+                  until: date | None = None) -> list[DayPages]:
+    """The days of :func:`activity`."""
+    return activity(session, start, end, units, until).days
+
+
+def rejects_by_reason(session: Session, start: str, end: str, units: Collection[str] | None = None) -> Rejects:
+    """The rejects of :func:`activity` (every day of the range)."""
+    return activity(session, start, end, units).rejects

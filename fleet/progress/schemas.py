@@ -157,3 +157,8 @@ class RejectsOut(BaseModel):
     pages: int = Field(description="Pages captured in the range")
     rejected: int = Field(description="Pages the quality check rejected")
     reasons: list[RejectReasonOut] = Field(description="Most frequent first")
+
+
+class ActivityOut(BaseModel):
+    pages_per_day: PagesPerDayOut
+    rejects: RejectsOut

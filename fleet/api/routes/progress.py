@@ -23,13 +23,14 @@ from fleet.auth.principal import Principal
 from fleet.auth.scope import require_unit_filter, subtree, visible_units
 from fleet.errors import NotFound
 from fleet.progress import periods
-from fleet.progress.activity import REASONS, pages_per_day, rejects_by_reason
+from fleet.progress.activity import REASONS, DayPages, Rejects, activity, pages_per_day, rejects_by_reason
 from fleet.progress.csvio import ImportRejected
 from fleet.progress.models import TIERS, Target, Unit
 from fleet.progress.rates import progress
 from fleet.progress.received import ReceivedRow, import_received, parse_csv
 from fleet.progress.report import build_report, to_pdf, to_xlsx
 from fleet.progress.schemas import (
+    ActivityOut,
     DayPagesOut,
     ImportOut,
     PagesPerDayOut,
@@ -203,6 +204,17 @@ def _units_under(session: Session, root: str | None) -> frozenset[str] | None:
     return subtree(session, root)
 
 
+def _days(found: list[DayPages]) -> list[DayPagesOut]:
+    return [DayPagesOut(day=d.day, pages=d.pages, rejected=d.rejected) for d in found]
+
+
+def _rejects(first: str, last: str, root: str | None, found: Rejects) -> RejectsOut:
+    reasons = [RejectReasonOut(reason=code, label_vi=REASONS.get(code, (code, code))[0],
+                               label_en=REASONS.get(code, (code, code))[1], pages=n)
+               for code, n in found.reasons.items()]
+    return RejectsOut(start=first, end=last, root=root, pages=found.pages, rejected=found.rejected, reasons=reasons)
+
+
 @api.get("/progress/pages-per-day", tags=["progress"])
 def get_pages_per_day(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None,
                       end: ToQ = None, unit: UnitQ = None) -> PagesPerDayOut:
@@ -210,10 +222,8 @@ def get_pages_per_day(state: StateDep, session: SessionDep, user: CurrentUser, s
     subtree: the dashboard's pages-per-day chart."""
     first, last = _range(state, start, end)
     unit = _root(session, user, unit)
-    units = _units_under(session, unit)
-    days = pages_per_day(session, first, last, units, until=state.now().astimezone(periods.LOCAL).date())
-    return PagesPerDayOut(start=first, end=last, root=unit,
-                          days=[DayPagesOut(day=d.day, pages=d.pages, rejected=d.rejected) for d in days])
+    days = pages_per_day(session, first, last, _units_under(session, unit), until=_today(state))
+    return PagesPerDayOut(start=first, end=last, root=unit, days=_days(days))
 
 
 @api.get("/progress/rejects", tags=["progress"])
@@ -223,11 +233,23 @@ def get_rejects(state: StateDep, session: SessionDep, user: CurrentUser, start: 
     dashboard's rejects chart."""
     first, last = _range(state, start, end)
     unit = _root(session, user, unit)
-    found = rejects_by_reason(session, first, last, _units_under(session, unit))
-    reasons = [RejectReasonOut(reason=code, label_vi=REASONS.get(code, (code, code))[0],
-                               label_en=REASONS.get(code, (code, code))[1], pages=n)
-               for code, n in found.reasons.items()]
-    return RejectsOut(start=first, end=last, root=unit, pages=found.pages, rejected=found.rejected, reasons=reasons)
+    return _rejects(first, last, unit, rejects_by_reason(session, first, last, _units_under(session, unit)))
+
+
+@api.get("/progress/activity", tags=["progress"])
+def get_activity(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
+                 unit: UnitQ = None) -> ActivityOut:
+    """Both chart series at once (pages per day up to today, and rejects by reason over the
+    range) from one pass over the pages: what the dashboard asks for."""
+    first, last = _range(state, start, end)
+    unit = _root(session, user, unit)
+    found = activity(session, first, last, _units_under(session, unit), until=_today(state))
+    pages = PagesPerDayOut(start=first, end=last, root=unit, days=_days(found.days))
+    return ActivityOut(pages_per_day=pages, rejects=_rejects(first, last, unit, found.rejects))
+
+
+def _today(state: StateDep) -> date:
+    return state.now().astimezone(periods.LOCAL).date()
 
 
 def _report(state: StateDep, session: Session, start: str | None, end: str | None, unit: str | None,

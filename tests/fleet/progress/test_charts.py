@@ -82,6 +82,8 @@ def test_pages_per_day_and_rejects_for_a_known_data_set(filled: TestClient) -> N
 
     rejects = get(filled, "/api/v1/progress/rejects", **{"from": "2026-01", "to": "2026-02", "unit": "99"})
     assert (rejects["pages"], rejects["rejected"]) == (36, 7)
+    both = get(filled, "/api/v1/progress/activity", **{"from": "2026-01", "to": "2026-02", "unit": "99"})
+    assert both == {"pages_per_day": body, "rejects": rejects}  # what the dashboard asks for, in one pass
     assert [(r["reason"], r["pages"]) for r in rejects["reasons"]] == [
         ("glare", 4), ("blurry", 2), ("skewed", 1), ("unspecified", 1)]
     assert rejects["reasons"][0]["label_vi"] == "Lóa sáng" and rejects["reasons"][0]["label_en"] == "Glare"
@@ -90,7 +92,7 @@ def test_pages_per_day_and_rejects_for_a_known_data_set(filled: TestClient) -> N
     january = get(filled, "/api/v1/progress/rejects", **{"from": "2026-01", "unit": "99"})
     assert (january["rejected"], january["reasons"]) == (0, [])
 
-    for path in ("/api/v1/progress/pages-per-day", "/api/v1/progress/rejects"):
+    for path in ("/api/v1/progress/pages-per-day", "/api/v1/progress/rejects", "/api/v1/progress/activity"):
         assert filled.get(path, params={"from": "2026-01", "unit": "98"}).status_code == 404
         assert filled.get(path, params={"from": "2026-1"}).status_code == 422
         assert filled.get(path, params={"from": "2026-03", "to": "2026-01"}).status_code == 422
