@@ -53,6 +53,8 @@ FLEET_URL = f"https://127.0.0.1:{HTTP_PORT}"
 SAMPLE_DPI = 200
 SAMPLE_TYPES = ("dossier_receipt", "application_form", "birth_certificate", "id_card", "receipt")
 KIOSK_TIMEOUT_S = 300.0
+INGEST_ID = "fleet.ingest"  # the fleet's MQTT identities (certificate CNs under var/demo/pki/ingest)
+OPS_ID = "fleet.ops"
 
 
 class DemoError(Exception):
@@ -117,8 +119,11 @@ def _provision() -> Path:
     replaced); returns the broker's mosquitto.conf. Its paths are absolute: as root, the broker
     files are handed to the ``mosquitto`` user, which must be able to walk down to them."""
     PKI.mkdir(parents=True, exist_ok=True)
+    # Two fleet identities: the ingest's and the operations publisher's (commands, settings); the
+    # broker makes a certificate's CN the client id, so they cannot share one. A PKI from an earlier
+    # demo without fleet.ops gets it here: init issues the identities that are missing.
     args = [PY, "-m", "provisioning", "init", str(PKI), "--bind", "127.0.0.1", "--tls-port", str(MQTT_PORT),
-            "--host", "localhost", "--host", "127.0.0.1"]
+            "--host", "localhost", "--host", "127.0.0.1", "--ingest", INGEST_ID, "--ingest", OPS_ID]
     if os.geteuid() == 0:
         for directory in (VAR, PKI):  # ours: let the broker's user pass through (ca/ stays 0700)
             directory.chmod(directory.stat().st_mode | stat.S_IXOTH)
@@ -145,12 +150,13 @@ def _write_configs(scan_every: float) -> dict[str, Path]:
     )
     (VAR / "fleet.yaml").write_text(
         "# The demo's fleet manager: SQLite and the file store under var/demo/fleet, HTTPS with a\n"
-        "# certificate from the demo CA, ingest over mutual TLS, enrollment on.\n"
+        "# certificate from the demo CA, ingest and operations over mutual TLS, enrollment on.\n"
         f"database:\n  url: sqlite:///{paths['fleet']}/fleet.db\n"
         f"storage:\n  dir: {paths['fleet']}/files\n"
-        f"broker:\n  host: 127.0.0.1\n  port: {MQTT_PORT}\n  client_id: fleet.ingest\n"
-        f"  ca_file: {PKI}/ca/ca.crt\n  cert_file: {PKI}/ingest/fleet.ingest.crt\n"
-        f"  key_file: {PKI}/ingest/fleet.ingest.key\n"
+        f"broker:\n  host: 127.0.0.1\n  port: {MQTT_PORT}\n  client_id: {INGEST_ID}\n"
+        f"  ca_file: {PKI}/ca/ca.crt\n  cert_file: {PKI}/ingest/{INGEST_ID}.crt\n"
+        f"  key_file: {PKI}/ingest/{INGEST_ID}.key\n"
+        f"  ops_cert_file: {PKI}/ingest/{OPS_ID}.crt\n  ops_key_file: {PKI}/ingest/{OPS_ID}.key\n"
         "ingest:\n  heartbeat_timeout_s: 45\n"
         f"http:\n  host: 127.0.0.1\n  port: {HTTP_PORT}\n"
         f"pki:\n  ca_dir: {PKI}/ca\n  crl_file: {PKI}/broker/crl.pem\n  broker_pid_file: {VAR}/mosquitto.pid\n"
