@@ -1,9 +1,11 @@
 """Page files to the fleet over HTTP, idempotent by sha256 (see the device <-> fleet contract):
 ``HEAD {fleet}/api/v1/files/{sha256}`` (200: already held), else ``PUT`` the raw bytes with
-``Content-Type`` and ``X-Sohoa-Device``. The local copy is deleted only after 200/201.
+``Content-Type``. The local copy is deleted only after 200/201.
 
 An enrolled device (``identity``) talks HTTPS trusting only the fleet CA and signs every request
-with its key (:class:`device.http_auth.DeviceAuth`; a PUT's body hash is the file's sha256). A
+with its key (:class:`device.http_auth.DeviceAuth`; a PUT's body hash is the file's sha256): the
+signature says which device it is. Unsigned (development, no identity), the PUT names the device
+in ``X-Sohoa-Device`` instead, which the fleet does not trust. A
 401 saying ``revoked`` or ``expired`` stops the uploader for good (:attr:`Uploader.revoked`,
 ``on_revoked``): files stay in the outbox and nobody retries forever.
 
@@ -122,12 +124,14 @@ class Uploader:
                 self.outbox.file_delivered(item.sha256)
                 return False
             data = path.read_bytes()
-            # Signed with the file's name as the body hash: a damaged copy cannot pass as the page.
-            auth = DeviceAuth(self.identity, item.sha256) if self.identity is not None else httpx.USE_CLIENT_DEFAULT
-            response = client.put(
-                url, content=data, headers={"Content-Type": item.content_type, "X-Sohoa-Device": self.device_id},
-                auth=auth,
-            )
+            if self.identity is not None:
+                # Signed with the file's name as the body hash: a damaged copy cannot pass as the page.
+                # The signature names the device; a header claiming it would prove nothing.
+                response = client.put(url, content=data, headers={"Content-Type": item.content_type},
+                                      auth=DeviceAuth(self.identity, item.sha256))
+            else:
+                response = client.put(url, content=data, headers={"Content-Type": item.content_type,
+                                                                  "X-Sohoa-Device": self.device_id})
         except httpx.HTTPError as exc:
             self._retry(item, f"fleet unreachable ({type(exc).__name__})")
             return False

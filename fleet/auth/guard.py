@@ -169,9 +169,7 @@ class AuthGuard:
         if out_of_scope is not None:
             detail, unit = "outside the user's units", None if out_of_scope == "-" else str(out_of_scope)
         elif status in (401, 403):
-            claimed = request.headers.get("x-sohoa-device")
-            if claimed and kind == "device":
-                detail = f"{detail or ''} (claimed device {claimed[:64]})".strip()
+            pass  # a device is named only by its signature (deviceauth audits those refusals with it)
         elif kind == "user" and template in DOWNLOADS and method == "GET":
             action = f"download {template}"
         elif kind == "user" and method in WRITES:

@@ -3,6 +3,7 @@ local copy only after 200/201, skips the body when the fleet already holds the f
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -12,9 +13,16 @@ from typing import Any
 
 import pytest
 
-from device.config import UploadConfig
+from device.config import EnrollmentConfig, UploadConfig
+from device.enroll import Enroller
 from device.outbox import Outbox
 from device.uploader import Uploader
+from provisioning.identity import DeviceIdentity
+from provisioning.tokens import issue_token
+from tests.device.agent_harness import enrolled_agent
+from tests.provisioning.standin import standin_fleet
+
+UNIT = "00001"
 
 
 class Fleet:
@@ -131,3 +139,26 @@ def test_unreachable_fleet_keeps_the_file(outbox: Outbox) -> None:
         assert uploader.failures == 1 and outbox.pending_files() == []  # postponed
     finally:
         uploader.close()
+
+
+def test_signed_upload_names_the_device_only_by_its_signature(outbox: Outbox, tmp_path: Path) -> None:
+    """An enrolled uploader against the stand-in HTTPS fleet: the PUT is signed and carries no
+    X-Sohoa-Device header (a name anyone could write; the unsigned PUT above still sends it).
+    The fleet records the signer as the uploader."""
+    with standin_fleet(tmp_path / "fleet") as fleet:
+        text, token = issue_token(UNIT, ttl=dt.timedelta(hours=1))
+        fleet.store.tokens[token.token_id] = token
+        assert fleet.ca.cert_path is not None
+        identity = DeviceIdentity(tmp_path / "identity", "kiosk-0001")
+        config = EnrollmentConfig.model_validate(
+            enrolled_agent(tmp_path, fleet.url, fleet.ca.cert_path, text.get_secret_value())["enrollment"])
+        Enroller(identity, config, unit_code=UNIT).enroll(threading.Event())
+        sha = _add(outbox, b"\x89PNG a signed page")
+        uploader = Uploader(outbox, "http://127.0.0.1:9", "kiosk-0001", UploadConfig(), identity=identity)
+        try:
+            assert uploader.upload_due() == 1  # to the enrollment answer's fleet URL, not the config's
+        finally:
+            uploader.close()
+        assert fleet.file_uploaders[sha] == "kiosk-0001"
+        sent = fleet.file_headers[sha]
+        assert "authorization" in sent and "x-sohoa-device" not in sent, sorted(sent)

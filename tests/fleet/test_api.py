@@ -93,7 +93,8 @@ def test_upload_is_the_signing_devices_own(api: TestClient, kiosk: TestDevice, t
     in the old X-Sohoa-Device header (ignored: the uploader is the signer), kiosk-0002 signing with
     its own key but claiming kiosk-0001's id (bad_signature), a signature replayed for a second
     upload (replayed), a signature for one file's hash sent with another path (bad_signature), a
-    user's session instead of a device's signature (unauthenticated), a revoked device (revoked);
+    user's session instead of a device's signature (unauthenticated), a revoked device (revoked),
+    an anonymous HEAD naming kiosk-0001 in X-Sohoa-Device (401; the name is not put in the audit log);
     each refusal is in the audit log with its reason, and nothing refused is stored."""
     other = enroll_device(api, "kiosk-0002", "26734", tmp_path)
     sha = hashlib.sha256(PNG).hexdigest()
@@ -123,7 +124,9 @@ def test_upload_is_the_signing_devices_own(api: TestClient, kiosk: TestDevice, t
     assert refused(third, {"Authorization": api.headers["Authorization"]}) == "unauthenticated"
     assert api.head(f"/api/v1/files/{hashlib.sha256(third).hexdigest()}").status_code == 404
     anonymous = TestClient(api.app)  # no session cookie, no token: the app opened by ``api`` already
-    assert anonymous.head(f"/api/v1/files/{sha}").status_code == 401
+    # The old X-Sohoa-Device header proves nothing (anyone can write any id there): the refusal's
+    # audit entry does not repeat the name it claims.
+    assert anonymous.head(f"/api/v1/files/{sha}", headers={"X-Sohoa-Device": "kiosk-0001"}).status_code == 401
     assert api.head(f"/api/v1/files/{sha}", auth=kiosk.auth()).status_code == 200  # the uploader asks, signed
 
     assert api.post("/api/v1/devices/kiosk-0002/revoke").status_code == 200
@@ -138,7 +141,8 @@ def test_upload_is_the_signing_devices_own(api: TestClient, kiosk: TestDevice, t
                        ("kiosk-0002", "reason=revoked")]
     audit = api.get("/api/v1/audit", params={"limit": 200}).json()
     assert sum(1 for a in audit if a["action"] == "device.refused") == 5
-    assert any(a["action"] == "HEAD /api/v1/files/{sha256}" and a["outcome"] == "401" for a in audit)
+    head_refused = [a for a in audit if a["action"] == "HEAD /api/v1/files/{sha256}" and a["outcome"] == "401"]
+    assert len(head_refused) == 1 and "kiosk-0001" not in (head_refused[0]["detail"] or ""), head_refused
 
 
 def test_page_file_download_is_byte_identical(api: TestClient, kiosk: TestDevice) -> None:

@@ -51,6 +51,8 @@ class Fleet:
     """Page files stored by ``PUT /api/v1/files/{sha256}``, by sha256."""
     file_uploaders: dict[str, str] = field(default_factory=dict)
     """Which verified device stored each file."""
+    file_headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The request headers of the PUT that stored each file (lower-case names)."""
     refusals: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason) of every device request refused."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -141,6 +143,7 @@ def make_app(service: EnrollmentService, verifier: RequestVerifier, store: Memor
             known = sha256 in fleet.files
             fleet.files[sha256] = body
             fleet.file_uploaders[sha256] = caller
+            fleet.file_headers[sha256] = dict(request.headers)
         return Response(status_code=200 if known else 201)
 
     return app
