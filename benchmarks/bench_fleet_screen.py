@@ -76,7 +76,7 @@ def _requests(client: TestClient, filled: Filled, table: Table, repeat: int) -> 
     p = filled.province
     requests = [
         ("GET /api/v1/fleet/devices?limit=300 (what /fleet asks)", "/api/v1/fleet/devices?limit=300"),
-        ("GET /api/v1/alerts?status=active&limit=500 (what /fleet asks)", "/api/v1/alerts?status=active&limit=500"),
+        ("GET /api/v1/alerts?status=active&limit=100 (what /fleet asks)", "/api/v1/alerts?status=active&limit=100"),
         (f"GET /api/v1/fleet/devices/{filled.device} (device page)", f"/api/v1/fleet/devices/{filled.device}"),
         (f"GET /api/v1/progress?from={month} (what /progress asks)", f"/api/v1/progress?from={month}"),
         ("GET /api/v1/progress/activity, every unit, one month (the charts' series, what /progress asks)",
