@@ -356,9 +356,13 @@ class Agent:
             on_revoked=self._on_revoked,
         )
         self.publisher.link = self.link
+        self.fleet_url = config.fleet_url or (config.enrollment.fleet_url if config.enrollment else None)
+        """The fleet's URL from the config; an enrolled device prefers the one its enrollment answer named."""
         self.uploader = (
-            Uploader(self.outbox, config.fleet_url, self.device_id, config.upload, identity=self.identity,
-                     on_revoked=self._on_revoked) if config.fleet_url else None
+            Uploader(self.outbox, self.fleet_url, self.device_id, config.upload, identity=self.identity,
+                     on_revoked=self._on_revoked)
+            # Enrolled (or enrolling) devices upload to the fleet they enrolled with unless told not to.
+            if config.upload.enabled and (self.fleet_url is not None or self.identity is not None) else None
         )
         self.telemetry = TelemetryCollector(
             self.device_id, self.outbox, scanner=self.scanner_info, accepting=lambda: not self.outbox.low()
@@ -480,7 +484,7 @@ class Agent:
         cfg = self.config
         assert self.identity is not None and cfg.identity is not None
         return IdentityKeeper(self.identity, cfg.identity, cfg.enrollment, unit=cfg.unit, agent_version=__version__,
-                              status=self.identity_status, stop=self._stop, fleet_url=cfg.fleet_url,
+                              status=self.identity_status, stop=self._stop, fleet_url=self.fleet_url,
                               on_enrolled=self._start_delivery, on_renewed=self._on_renewed,
                               on_revoked=self._on_revoked)
 
@@ -494,10 +498,12 @@ class Agent:
             self.updater.http_auth = DeviceAuth(self.identity)
             self.updater.http_verify = self.identity.ssl_context()  # the fleet's certificate is from our CA
         self.link.start()
-        if self.uploader is not None:
+        if self.uploader is not None and self.uploader.fleet_url:
             self._spawn("uploader", self.uploader.run)
+        elif not self.config.upload.enabled:
+            log.info("uploads are disabled (upload.enabled: false): page files stay in the outbox")
         else:
-            log.warning("no fleet_url: page files stay in the outbox")
+            log.warning("no fleet URL (fleet_url, or the enrollment's): page files stay in the outbox")
 
     def _on_renewed(self) -> None:
         self.link.reconnect()
@@ -1308,8 +1314,8 @@ class Agent:
 
     def _cmd_collect_logs(self, command: Command) -> None:
         CollectLogsArgs.model_validate(command.args)
-        if self.uploader is None:
-            self._ack(command.id, "rejected", "no fleet_url: files cannot be uploaded")
+        if self.uploader is None or not self.uploader.fleet_url:
+            self._ack(command.id, "rejected", "uploads are disabled or no fleet URL: files cannot be uploaded")
             return
         archive = io.BytesIO()
         with tarfile.open(fileobj=archive, mode="w:gz") as tar:

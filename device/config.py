@@ -137,6 +137,11 @@ class TelemetryConfig(_Model):
 
 
 class UploadConfig(_Model):
+    enabled: bool = Field(
+        default=True,
+        description="Send page files to the fleet; false keeps them in the outbox whatever fleet_url and the "
+        "enrollment say (files collected another way)",
+    )
     timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout for one file")
     retry_min_s: float = Field(default=1.0, gt=0, description="First delay after a failed upload")
     retry_max_s: float = Field(default=300.0, gt=0, description="Longest delay between upload attempts")
@@ -264,7 +269,10 @@ class AgentConfig(_Model):
     )
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker")
     fleet_url: str | None = Field(
-        default="http://127.0.0.1:8000", description="Fleet manager base URL for page files; null keeps files here"
+        default="http://127.0.0.1:8000",
+        description="Fleet manager base URL for page files. An enrolled device uploads to the fleet its enrollment "
+        "answer named (this URL, else enrollment.fleet_url, only when that answer had none); null with no identity "
+        "keeps files here. upload.enabled: false keeps them here in every case",
     )
     state_dir: Path = Field(default=Path("/var/lib/sohoa"), description="Outbox database and page files live here")
     min_free_bytes: int = Field(

@@ -37,12 +37,15 @@ log = logging.getLogger(__name__)
 class Uploader:
     """Delivers the outbox's files; call :meth:`run` in a thread, :meth:`stop` to end it."""
 
-    def __init__(self, outbox: Outbox, fleet_url: str, device_id: str, config: UploadConfig, *,
+    def __init__(self, outbox: Outbox, fleet_url: str | None, device_id: str, config: UploadConfig, *,
                  identity: DeviceIdentity | None = None, on_revoked: Callable[[str], None] | None = None) -> None:
         """``identity``: sign requests as this enrolled device (its enrollment answer's fleet
-        URL wins over ``fleet_url``); ``on_revoked(reason)`` runs once when the fleet refuses it."""
+        URL wins over ``fleet_url``, which may then be None); ``on_revoked(reason)`` runs once
+        when the fleet refuses it."""
+        if fleet_url is None and identity is None:
+            raise ValueError("an uploader needs a fleet URL or an identity whose enrollment names one")
         self.outbox = outbox
-        self._fleet_url = fleet_url.rstrip("/")
+        self._fleet_url = (fleet_url or "").rstrip("/")
         self.device_id = device_id
         self.config = config
         self.identity = identity
@@ -57,9 +60,10 @@ class Uploader:
 
     @property
     def fleet_url(self) -> str:
+        """Where files go ("" for an identity not enrolled yet and no configured URL)."""
         if self.identity is None:
             return self._fleet_url
-        return fleet_base(self.identity, self._fleet_url) or self._fleet_url
+        return fleet_base(self.identity, self._fleet_url or None) or ""
 
     def _http(self) -> httpx.Client:
         """The HTTP client, made on first use (an identity is read once enrolled)."""

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from device.agent import Agent
+from device.capture.base import ScanRequest
 from device.capture.fake import FakeSource
 from device.config import AgentConfig
 from protocol.configfile import ConfigError, load_config
@@ -85,6 +86,34 @@ def test_refused_enrollment_shows_on_status_kiosk_and_light(tmp_path: Path, mock
             assert not agent.link.connected.wait(2)
             assert fleet.answers == [403]  # asked once, no retry loop
     assert (tmp_path / "secrets" / "enrollment.token").exists()
+
+
+def test_enrolled_agent_uploads_to_the_fleet_it_enrolled_with(tmp_path: Path) -> None:
+    """An agent whose own config has no ``fleet_url`` (null) enrolls, then uploads its pages,
+    signed, to the fleet the enrollment answer named. Fault looked for: the files staying in the
+    outbox for lack of a configured URL. ``upload.enabled: false`` is the one way to keep them:
+    that agent has no uploader even though it is enrolled."""
+    ca = CertificateAuthority.create(tmp_path / "ca")
+    assert ca.cert_path is not None
+    text, token = issue_token(UNIT, ttl=dt.timedelta(hours=1))
+    with standin_fleet(tmp_path / "fleet", ca) as fleet:
+        fleet.store.tokens[token.token_id] = token
+        values = agent_config(tmp_path, 1, scanner={"type": "fake"},
+                              **enrolled_agent(tmp_path, fleet.url, ca.cert_path, text.get_secret_value()))
+        assert values["fleet_url"] is None
+        config = AgentConfig.model_validate(values)
+        with Agent(config, source=FakeSource(pages=2)) as agent:
+            wait_until(lambda: agent.status()["identity"]["state"] == "enrolled", 20, "enrolled")
+            agent.request_scan(ScanRequest())
+            wait_until(lambda: len(fleet.files) == 2, 30, "both pages at the fleet")
+            assert set(fleet.file_uploaders.values()) == {DEVICE}
+            wait_until(lambda: agent.status()["outbox"]["files"] == 0, 10, "the outbox to let go of the files")
+        kept = config.model_copy(update={"upload": config.upload.model_copy(update={"enabled": False})})
+        idle = Agent(kept, source=FakeSource(pages=1))  # not started: only what it was built with
+        try:
+            assert idle.uploader is None
+        finally:
+            idle.close()
 
 
 @pytest.mark.parametrize(("section", "message"), [
