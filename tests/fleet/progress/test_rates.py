@@ -3,11 +3,9 @@ page, in Vietnam's month, rolled up the tree; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import JSON, column, insert, select, table, text
 
 from fleet.db import make_engine, migrate, session_factory
 from fleet.ingest import Incoming, Writer
@@ -128,28 +126,38 @@ def test_a_device_moved_to_another_unit_keeps_its_history(filled: TestClient) ->
     assert units["99003"]["trend"][1]["digitized"] == 1  # M1, in February
 
 
-def test_migration_gives_existing_pages_their_device_unit(tmp_path: Path) -> None:
+def test_migration_gives_existing_pages_their_device_unit(db_url: str) -> None:
     """A database from before pages had a unit (0004): its pages get their device's unit on
-    upgrade, and their dossiers are counted digitized; a page of a device with no unit stays
-    without one (bad input: no unit at all)."""
-    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    upgrade, and 0008 counts their dossiers digitized from the first accepted page. Bad input
+    tried: a device with no unit, a dossier whose first page was rejected (its second counts), a
+    dossier with only a dropped page (not digitized), a verdict without ``ok`` (counts)."""
+    engine = make_engine(db_url)
     migrate(engine, "0004_operations")
-    stamp = "2026-01-10 03:00:00.000000"
+    # The pages table as 0004 had it (the model has columns added since).
+    old_pages = table("pages", *(column(n) for n in (
+        "page_id", "device_id", "event_id", "batch_id", "sequence", "side", "sha256", "size", "content_type", "width",
+        "height", "source", "dropped", "captured_at", "received_at", "dossier_code")), column("quality", JSON))
+    rejected, good = {"ok": False, "issues": ["blurry"]}, {"ok": True, "issues": []}
+    pages = [("p1", "kiosk-a", "H1", rejected, False, "2026-01-02"), ("p2", "kiosk-a", "H1", good, False, "2026-01-03"),
+             ("p3", "kiosk-a", "H1", good, False, "2026-01-04"), ("p4", "kiosk-n", "H2", {"issues": []}, False,
+             "2026-01-05"), ("p5", "kiosk-a", "H3", good, True, "2026-01-01")]
     with engine.begin() as conn:
         for device, unit in (("kiosk-a", "99001"), ("kiosk-n", None)):
             conn.execute(text("INSERT INTO devices (id, unit_code, first_seen, last_seen, status) "
-                              "VALUES (:id, :unit, :ts, :ts, 'online')"), {"id": device, "unit": unit, "ts": stamp})
-            conn.execute(text(
-                "INSERT INTO pages (page_id, device_id, event_id, batch_id, sequence, side, sha256, size, "
-                "content_type, width, height, source, dropped, captured_at, received_at, dossier_code) VALUES (:p, "
-                ":d, 'e', 'b', 1, 'front', '0', 1, 'image/png', 1, 1, 'scanner', false, :ts, :ts, :dossier)"),
-                {"p": f"page-{device}", "d": device, "ts": stamp, "dossier": f"H-{device}"})
+                              "VALUES (:id, :unit, :ts, :ts, 'online')"),
+                         {"id": device, "unit": unit, "ts": "2026-01-01 00:00:00.000000"})
+        conn.execute(insert(old_pages), [
+            {"page_id": page_id, "device_id": device, "event_id": "e", "batch_id": "b", "sequence": 1, "side": "front",
+             "sha256": "0", "size": 1, "content_type": "image/png", "width": 1, "height": 1, "source": "scanner",
+             "dropped": dropped, "captured_at": f"{day} 03:00:00.000000", "received_at": f"{day} 03:00:00.000000",
+             "dossier_code": dossier, "quality": quality} for page_id, device, dossier, quality, dropped, day in pages])
     migrate(engine)
     with session_factory(engine)() as session:
-        found = dict(session.execute(select(Page.device_id, Page.unit_code)).all())
-        dossiers = session.execute(select(DigitizedDossier.dossier_code, DigitizedDossier.unit_code)).all()
-    assert found == {"kiosk-a": "99001", "kiosk-n": None}
-    assert sorted(dossiers, key=str) == [("H-kiosk-a", "99001"), ("H-kiosk-n", None)]  # 0008 filled its table
+        found = dict(session.execute(select(Page.page_id, Page.unit_code)).all())
+        dossiers = session.execute(select(DigitizedDossier.dossier_code, DigitizedDossier.page_id,
+                                          DigitizedDossier.unit_code).order_by(DigitizedDossier.dossier_code)).all()
+    assert found == {"p1": "99001", "p2": "99001", "p3": "99001", "p4": None, "p5": "99001"}
+    assert [tuple(d) for d in dossiers] == [("H1", "p2", "99001"), ("H2", "p4", None)]
     engine.dispose()
 
 
