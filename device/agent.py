@@ -56,7 +56,7 @@ from device.capture.base import CapturedPage, CaptureSource, ScanRequest
 from device.capture.folder import FolderSource
 from device.capture.sane import IsolatedSaneSource, SaneSource
 from device.config import AgentConfig, FakeScannerConfig, SaneScannerConfig, load
-from device.enroll import IdentityKeeper, IdentityStatus
+from device.enroll import CertificateRevoked, IdentityKeeper, IdentityStatus, RenewalFailed
 from device.errors import CaptureError, ImageRejected, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
 from device.inference.doctype import FallbackClassifier, load_classifier_or_fallback
 from device.inference.pipeline import PagePipeline
@@ -104,6 +104,7 @@ from protocol.messages import (
 )
 from protocol.messages import ScannerFault as ScannerFaultEvent
 from protocol.topics import Channel, topic
+from provisioning.errors import KeyFileError
 from provisioning.identity import DeviceIdentity
 
 if TYPE_CHECKING:
@@ -156,6 +157,12 @@ class ForceArgs(BaseModel):
 
 class CollectLogsArgs(BaseModel):
     """``collect_logs`` takes no arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RotateCertificateArgs(BaseModel):
+    """``rotate_certificate`` takes no arguments."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -1162,12 +1169,11 @@ class Agent:
             "restart_agent": self._cmd_restart_agent,
             "reboot": self._cmd_reboot,
             "collect_logs": self._cmd_collect_logs,
+            "rotate_certificate": self._cmd_rotate_certificate,
         }.get(command.name)
         if handler is None:
-            # rotate_certificate: certificates come with enrollment (issue 6), not there yet.
             self._refuse("cmd", "unsupported", command.name)
-            self._ack(command.id, "rejected", "not enrolled" if command.name == "rotate_certificate"
-                      else f"{command.name} is not supported by this agent version")
+            self._ack(command.id, "rejected", f"{command.name} is not supported by this agent version")
             return
         try:
             handler(command)
@@ -1311,6 +1317,36 @@ class Agent:
                 self._ack(command.id, "succeeded", "reboot requested")
 
         self._spawn(f"reboot-{command.id[:8]}", work)
+
+    def _cmd_rotate_certificate(self, command: Command) -> None:
+        """A new key and certificate now (signed with the current ones), then MQTT reconnects
+        with them; the ack goes out over the new connection. The old certificate is not revoked
+        (it expires on its date; the fleet takes signed requests only from the newest)."""
+        RotateCertificateArgs.model_validate(command.args)
+        keeper, identity = self.keeper, self.identity
+        if keeper is None or identity is None or not identity.is_enrolled():
+            self._refuse("cmd", "not_enrolled", command.name)
+            self._ack(command.id, "rejected", "not enrolled")
+            return
+        problem = self.identity_status.problem()
+        if problem is not None:
+            self._refuse("cmd", "not_enrolled", f"{command.name}: certificate {problem}")
+            self._ack(command.id, "rejected", f"certificate {problem}")
+            return
+        self._ack(command.id, "in_progress")
+
+        def work() -> None:
+            try:
+                serial = keeper.rotate()
+            except CertificateRevoked as exc:
+                self._ack(command.id, "failed", f"the fleet refuses this certificate ({exc.reason})")
+            except (RenewalFailed, KeyFileError, OSError, ValueError) as exc:
+                log.warning("certificate rotation failed: %s", exc)
+                self._ack(command.id, "failed", f"certificate not rotated: {str(exc)[:300]}")
+            else:
+                self._ack(command.id, "succeeded", f"new certificate serial={serial:x}")
+
+        self._spawn(f"rotate-{command.id[:8]}", work)
 
     def _cmd_collect_logs(self, command: Command) -> None:
         CollectLogsArgs.model_validate(command.args)

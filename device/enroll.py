@@ -341,6 +341,7 @@ class IdentityKeeper:
         self._on_renewed = on_renewed or (lambda: None)
         self._on_revoked = on_revoked or (lambda _reason: None)
         self.renewals = 0
+        self._renewing = threading.Lock()  # the timer's renewal and a rotate_certificate command, one at a time
 
     def ensure_enrolled(self) -> bool:
         """True once the device holds a certificate; False when it cannot (refused, stopped, not
@@ -372,11 +373,31 @@ class IdentityKeeper:
     def check_renewal(self, now: dt.datetime | None = None) -> bool:
         """Renew when the certificate is within ``renew_before_days`` of expiry; True if renewed.
         Raises :class:`RenewalFailed`; a revoked certificate sets the status and returns False."""
+        with self._renewing:
+            if self.status.problem() is not None:
+                return False
+            if not self.identity.needs_renewal(now=now, window=dt.timedelta(days=self.config.renew_before_days)):
+                return False
+            return self._renew(now)
+
+    def rotate(self, now: dt.datetime | None = None) -> int:
+        """A new key and certificate now, whatever the expiry (the ``rotate_certificate`` command);
+        returns the new certificate's serial. Raises :class:`CertificateRevoked` when the fleet
+        refuses the current certificate (the status then says so) and :class:`RenewalFailed`
+        otherwise (the current key and certificate stay in use). The previous certificate is not
+        revoked: it expires on its own date, and the fleet takes signed requests only from the
+        newest one."""
+        with self._renewing:
+            problem = self.status.problem()
+            if problem is not None:
+                raise CertificateRevoked(problem)
+            if not self._renew(now):
+                raise CertificateRevoked(self.status.problem() or "revoked")
+            serial: int = self.identity.certificate().serial_number
+            return serial
+
+    def _renew(self, now: dt.datetime | None) -> bool:
         ident = self.identity
-        if self.status.problem() is not None:
-            return False
-        if not ident.needs_renewal(now=now, window=dt.timedelta(days=self.config.renew_before_days)):
-            return False
         if ident.certificate().not_valid_after_utc <= (now or dt.datetime.now(dt.UTC)):
             # An expired certificate cannot authenticate a renewal: only a new token helps.
             self._revoked("expired")

@@ -84,7 +84,7 @@ def test_malformed_commands_and_settings_are_refused_and_counted(
             _command(name="self_destruct"),
             _command(deadline=deadline_past),
             _command(args={"max_pages": "many"}),
-            _command(name="rotate_certificate"),  # not enrolled yet (issue 6): rejected
+            _command(name="rotate_certificate"),  # no identity (issue 6): rejected 'not enrolled'
         ]
         for payload in bad_cmds:
             recorder.publish(CMD, payload)
@@ -110,7 +110,7 @@ def test_malformed_commands_and_settings_are_refused_and_counted(
             "cmd:invalid": 1,
             "cmd:expired": 1,
             "cmd:invalid_args": 1,
-            "cmd:unsupported": 1,
+            "cmd:not_enrolled": 1,
             "config/desired:malformed_json": 1,
             "config/desired:invalid": 2,
         }

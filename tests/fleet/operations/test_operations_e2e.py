@@ -125,8 +125,8 @@ def test_commands_wait_for_an_offline_device_or_time_out(
 ) -> None:
     """Bad input: a command whose 1 s deadline passes while the device is away (timed_out,
     and the device's late refusal does not change that); restart_agent on an agent that cannot
-    restart itself; rotate_certificate (this agent version does not rotate on command); reboot
-    args it does not take. The agent is enrolled: its collect_logs upload is signed."""
+    restart itself; reboot args it does not take. The agent is enrolled: its collect_logs upload
+    is signed (rotate_certificate has its own test below)."""
     fleet = enrolled_fleet
     kiosk = enroll_device(fleet.http, DEVICE, "000.00.00.H01", tmp_path)
     config = agent_config(tmp_path, DEVICE, mosquitto.port, fleet.url,
@@ -151,15 +151,13 @@ def test_commands_wait_for_an_offline_device_or_time_out(
         assert _command(fleet, late["id"])["state"] == "timed_out"
 
         ids = {name: fleet.json("POST", f"/devices/{DEVICE}/commands", 201, json={"name": name})["id"]
-               for name in ("collect_logs", "reboot", "restart_agent", "rotate_certificate")}
+               for name in ("collect_logs", "reboot", "restart_agent")}
         bad = fleet.json("POST", f"/devices/{DEVICE}/commands", 201, json={"name": "reboot", "args": {"now": 1}})
         final = {"succeeded", "failed", "rejected", "timed_out"}
         pending = [*ids.values(), bad["id"]]
         wait_until(lambda: all(_command(fleet, c)["state"] in final for c in pending), 30, "the commands to finish")
         assert _command(fleet, ids["reboot"])["state"] == "succeeded"
         assert _command(fleet, ids["restart_agent"])["state"] == "rejected"
-        assert _command(fleet, ids["rotate_certificate"])["state"] == "rejected"
-        assert _command(fleet, ids["rotate_certificate"])["detail"] == "not enrolled"
         assert _command(fleet, bad["id"])["state"] == "rejected"
         logs = _command(fleet, ids["collect_logs"])
         assert logs["state"] == "succeeded", logs
@@ -171,6 +169,58 @@ def test_commands_wait_for_an_offline_device_or_time_out(
         assert names == ["logs/agent.log", "logs/status.json"] and "cmd: expired" in log_text
     finally:
         agent.close()
+
+
+def test_rotate_certificate_through_a_running_agent(
+    tmp_path: Path, mosquitto: Mosquitto, enrolled_fleet: FleetServer
+) -> None:
+    """``rotate_certificate`` to an enrolled agent: it makes a new key, the fleet issues a new
+    certificate (another serial, audited as a renewal naming the previous one), the agent
+    reconnects and says ``succeeded``; its next upload is signed with the new key, which the fleet
+    accepts only because it holds the new certificate (it takes signed requests from a device's
+    newest certificate only). The previous certificate is not revoked: it stays valid until it
+    expires. Bad input: the same command to an agent with no identity (rejected 'not enrolled')
+    and with an argument it does not take (rejected)."""
+    fleet = enrolled_fleet
+    kiosk = enroll_device(fleet.http, DEVICE, "000.00.00.H01", tmp_path)
+    runtime = fleet.app.state.enroll
+    before = kiosk.identity.certificate().serial_number
+    assert runtime.store.latest_certificate(DEVICE).serial == before
+    agent = start_agent(agent_config(tmp_path, DEVICE, mosquitto.port, fleet.url,
+                                     identity={"dir": str(kiosk.identity.directory)}))
+    plain = start_agent(agent_config(tmp_path, "kiosk-ops-2", mosquitto.port, fleet.url))
+    try:
+        _known(fleet)
+        _known(fleet, "kiosk-ops-2")
+        rotate = fleet.json("POST", f"/devices/{DEVICE}/commands", 201, json={"name": "rotate_certificate"})
+        bad = fleet.json("POST", f"/devices/{DEVICE}/commands", 201,
+                         json={"name": "rotate_certificate", "args": {"now": True}})
+        unenrolled = fleet.json("POST", "/devices/kiosk-ops-2/commands", 201, json={"name": "rotate_certificate"})
+        final = {"succeeded", "failed", "rejected", "timed_out"}
+        pending = [rotate["id"], bad["id"], unenrolled["id"]]
+        wait_until(lambda: all(_command(fleet, c)["state"] in final for c in pending), 30, "the commands to finish")
+        done = _command(fleet, rotate["id"])
+        assert done["state"] == "succeeded", done
+        after = kiosk.identity.certificate().serial_number
+        assert after != before and done["detail"] == f"new certificate serial={after:x}"
+        assert runtime.store.latest_certificate(DEVICE).serial == after
+        assert before not in runtime.store.revoked_serials()
+        audit = fleet.json("GET", "/audit", params={"limit": 200})
+        assert any(a["action"] == "certificate.renewed" and f"previous={before:x}" in (a["detail"] or "")
+                   for a in audit), [a["action"] for a in audit]
+        assert _command(fleet, bad["id"])["state"] == "rejected"
+        assert _command(fleet, unenrolled["id"])["state"] == "rejected"
+        assert _command(fleet, unenrolled["id"])["detail"] == "not enrolled"
+
+        # The agent goes on with the new key: a signed upload after the rotation is accepted.
+        logs = fleet.json("POST", f"/devices/{DEVICE}/commands", 201, json={"name": "collect_logs"})
+        wait_until(lambda: _command(fleet, logs["id"])["state"] in final, 30, "collect_logs after the rotation")
+        sha256 = _command(fleet, logs["id"])["detail"].split("sha256=")[1].split()[0]
+        wait_until(lambda: fleet.api("GET", f"/files/{sha256}").status_code == 200, 30, "the upload signed anew")
+        assert agent.link.connected.is_set()
+    finally:
+        agent.close()
+        plain.close()
 
 
 def _open_now() -> dict[str, Any]:
