@@ -5,6 +5,10 @@ the figures we keep go to ``benchmarks/RESULTS.md``.
 
     python -m benchmarks.run                 # all
     python -m benchmarks.run ingest pipeline # some
+    python -m benchmarks.run fleet_screen    # /fleet and /progress in Chromium, alerts (10,000 devices)
+
+A new ``bench_<name>.py`` is picked up by its file name; shared data helpers live beside them
+without the prefix (``fleetdata.py``: the fleet's databases and the province-scale data set).
 """
 
 import importlib
