@@ -111,11 +111,14 @@ def latest_corrections(
         Device.id.in_({e.device_id for e, _ in latest.values()})))}
     shas = {p["sha256"] for _, p in latest.values()}
     files = {f.sha256: f.content_type for f in session.scalars(select(StoredFile).where(StoredFile.sha256.in_(shas)))}
-    pages = {p.page_id: p.content_type for p in session.scalars(select(Page).where(Page.page_id.in_(list(latest))))}
+    pages = {p.page_id: p for p in session.scalars(select(Page).where(Page.page_id.in_(list(latest))))}
     out: list[Correction] = []
     for page_id, (event, payload) in latest.items():
         sha256 = payload["sha256"]
-        unit_code = devices.get(event.device_id)
+        page = pages.get(page_id)
+        # The unit the page came in under (a device moved since keeps its history where it was);
+        # the device's unit now only for a page without one.
+        unit_code = page.unit_code if page is not None and page.unit_code is not None else devices.get(event.device_id)
         held = sha256 in files and (store is None or store.has(sha256))
         correction = Correction(
             page_id=page_id,
@@ -127,7 +130,7 @@ def latest_corrections(
             unit=unit_code,
             corrected_at=event.ts,
             event_id=event.id,
-            content_type=files.get(sha256) or pages.get(page_id),
+            content_type=files.get(sha256) or (page.content_type if page is not None else None),
             file_available=held,
             corrections=counts[page_id],
         )

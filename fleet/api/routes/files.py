@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from fleet.api.deps import SessionDep, StateDep
+from fleet.api.routes.pages import page_unit
 from fleet.api.schemas import FileOut
 from fleet.api.state import FleetState
 from fleet.auth.deps import CurrentUser
@@ -109,14 +110,20 @@ def _held(state: FleetState, session: SessionDep, sha256: str) -> StoredFile:
 
 
 def _require_visible(session: SessionDep, user: Principal, sha256: str) -> None:
-    """OutOfScope (404) unless a page of the user's units refers to the file, or one of their devices uploaded it."""
+    """OutOfScope (404) unless a page of the user's units refers to the file (by the page's own
+    unit, see :func:`fleet.api.routes.pages.page_in_units`), or, for a file no page refers to
+    (collected logs), one of their devices uploaded it."""
     visible = visible_units(session, user)
-    if visible is not None:
-        devices = select(Page.device_id).where(Page.sha256 == sha256).union(
-            select(StoredFile.uploaded_by).where(StoredFile.sha256 == sha256))
-        units = {u for u in session.scalars(select(Device.unit_code).where(Device.id.in_(devices))) if u is not None}
-        if not units & visible:
-            raise OutOfScope("not held", unit_code=min(units) if units else None)
+    if visible is None:
+        return
+    pages = list(session.scalars(select(Page).where(Page.sha256 == sha256)))
+    if pages:
+        units = {u for u in (page_unit(session, page) for page in pages) if u is not None}
+    else:
+        uploader = select(StoredFile.uploaded_by).where(StoredFile.sha256 == sha256).scalar_subquery()
+        units = {u for u in session.scalars(select(Device.unit_code).where(Device.id == uploader)) if u is not None}
+    if not units & visible:
+        raise OutOfScope("not held", unit_code=min(units) if units else None)
 
 
 @router.head("/{sha256}", responses={200: {"description": "Held"}, 404: {"description": "Not held"}})

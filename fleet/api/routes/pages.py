@@ -1,11 +1,12 @@
 """``/api/v1/pages``: captured pages, filtered, and their files."""
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
@@ -16,6 +17,23 @@ from fleet.auth.scope import require_unit, visible_units
 from fleet.models import Device, Page, StoredFile
 
 router = APIRouter(prefix="/pages", tags=["pages"])
+
+
+def page_in_units(units: Collection[str]) -> ColumnElement[bool]:
+    """Pages of one of ``units``: a page belongs to the unit it came in under (``pages.unit_code``,
+    kept when its device moves to another unit); only a page from before that column, or from a
+    device without a unit then, goes by its device's unit now."""
+    codes = sorted(units)
+    device_unit = select(Device.unit_code).where(Device.id == Page.device_id).scalar_subquery()
+    return or_(Page.unit_code.in_(codes), and_(Page.unit_code.is_(None), device_unit.in_(codes)))
+
+
+def page_unit(session: Session, page: Page) -> str | None:
+    """The unit ``page`` belongs to (see :func:`page_in_units`)."""
+    if page.unit_code is not None:
+        return page.unit_code
+    device = session.get(Device, page.device_id)
+    return device.unit_code if device is not None else None
 
 
 def _out(page: Page, held: bool) -> PageOut:
@@ -35,12 +53,12 @@ def list_pages(
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[PageOut]:
-    """Pages you may see (a unit's users: their units' devices), newest capture first (within a
-    batch, by sequence)."""
+    """Pages you may see (a unit's users: pages that came in under their units), newest capture
+    first (within a batch, by sequence)."""
     query = select(Page, StoredFile.sha256).outerjoin(StoredFile, StoredFile.sha256 == Page.sha256)
     visible = visible_units(session, user)
     if visible is not None:
-        query = query.join(Device, Device.id == Page.device_id).where(Device.unit_code.in_(sorted(visible)))
+        query = query.where(page_in_units(visible))
     if device_id is not None:
         query = query.where(Page.device_id == device_id)
     if dossier_code is not None:
@@ -56,12 +74,11 @@ def list_pages(
 
 
 def visible_page(session: Session, user: Principal, page_id: str) -> Page:
-    """The page, or 404 when there is none or its device is outside the user's units (audited)."""
+    """The page, or 404 when there is none or it is outside the user's units (audited)."""
     page = session.get(Page, page_id)
     if page is None:
         raise HTTPException(404, "no such page")
-    device = session.get(Device, page.device_id)
-    require_unit(session, user, device.unit_code if device is not None else None, detail="no such page")
+    require_unit(session, user, page_unit(session, page), detail="no such page")
     return page
 
 
