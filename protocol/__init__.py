@@ -2,7 +2,9 @@
 
 Both ``device`` and ``fleet`` import this package and nothing else defines topics or
 message shapes. Changing a model here changes the contract: regenerate ``docs/protocol.md``
-with ``python -m protocol.docs --write`` (a test fails when it is stale).
+with ``python -m protocol.docs --write`` (a test fails when it is stale). An additive change (a
+new optional field) keeps ``SCHEMA_VERSION`` and receivers ignore what they do not know; a breaking
+one bumps it (the rules: :mod:`protocol.messages`).
 """
 
 from protocol.errors import ProtocolError

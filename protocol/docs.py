@@ -86,6 +86,10 @@ def render() -> str:
         "Page files are not sent over MQTT: the device uploads them over HTTP to "
         "`PUT /api/v1/files/{sha256}` and the `page_captured` event names them by sha256.",
         "",
+        "## Compatibility",
+        "",
+        *(f"- {rule}" for rule in m.COMPATIBILITY_RULES),
+        "",
         "## Messages",
         "",
     ]

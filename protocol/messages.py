@@ -5,10 +5,36 @@ at-least-once: receivers deduplicate on it), the device id and the device's time
 >>> raw = encode(Status(device_id="kiosk-0001", state="online", agent_version="0.1.0"))
 >>> decode("sohoa/v1/kiosk-0001/status", raw).message.state
 'online'
+
+Compatibility (staged rollouts run newer agents beside an older fleet, and a newer fleet beside
+older agents):
+
+- An *additive* change (a new optional field, in a message or in a nested object) keeps
+  ``schema_version``. A receiver ignores fields it does not know: :func:`decode` drops them,
+  validates the rest, and names them in :attr:`Decoded.ignored` (paths, never values) so the
+  receiver can count them. The models themselves keep ``extra="forbid"``: what a program builds
+  with a mistyped field still fails, in its tests.
+- A *breaking* change (a field removed, renamed, made required or given another type or
+  meaning) bumps ``schema_version``; a receiver refuses a version it does not know (reason
+  ``schema_version``). A new event ``type`` or command name is neither: its receiver is upgraded
+  first (an older fleet refuses an unknown event as ``invalid``, an older agent rejects an
+  unknown command in its ``cmd/ack``).
+- Only unknown fields are forgiven: a known field with a bad value, a missing required field or
+  an unknown event type still refuses the whole message (reason ``invalid``), and so does an
+  unknown field whose name no contract would use (not ``snake_case`` ASCII of at most
+  64 characters, e.g. data sent as a key) or more than :data:`MAX_UNKNOWN_FIELDS` of them.
+- The open dictionaries are not envelope: a device refuses a command argument or a setting it
+  does not know, with a reason the fleet shows (``cmd/ack`` detail, ``config/reported`` error),
+  because ignoring what it was asked to do would be silently wrong.
+
+>>> payload = raw.replace(b'"unit"', b'"battery_percent":87,"unit"')
+>>> decode("sohoa/v1/kiosk-0001/status", payload).ignored
+('battery_percent',)
 """
 
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,6 +49,28 @@ from protocol.topics import DEVICE_ID_PATTERN, Channel, parse_topic
 SCHEMA_VERSION: Literal[1] = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
 """Larger payloads are refused unread: page images travel over HTTP, not MQTT."""
+
+MAX_UNKNOWN_FIELDS = 16
+"""More unknown fields than this in one message is not an additive change: the message is refused."""
+FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+"""What a contract field name looks like; an unknown field named otherwise refuses the message."""
+
+COMPATIBILITY_RULES = (
+    "Additive changes (a new optional field, in a message or a nested object) keep "
+    "`schema_version`: receivers ignore fields they do not know and count them (the fleet: "
+    "`sohoa_fleet_unknown_fields_total{type,field}`). Models still forbid unknown fields for "
+    "what a program builds itself, so a typo fails in its tests.",
+    "Breaking changes (a field removed, renamed, made required, given another type or meaning) bump "
+    "`schema_version`; an unknown version is refused (`schema_version`). A new event `type` or command "
+    "name is neither: its receiver is upgraded first (an older fleet refuses an unknown event as "
+    "`invalid`, an older agent rejects an unknown command in its `cmd/ack`).",
+    "Only unknown fields are forgiven: a bad value in a known field, a missing required field or an "
+    "unknown event type refuses the message (`invalid`), as does an unknown field not named in "
+    f"`snake_case` ASCII of at most 64 characters, or more than {MAX_UNKNOWN_FIELDS} of them.",
+    "Command `args` and desired `settings` are not envelope: a device refuses an argument or a "
+    "setting it does not know, with the reason in `cmd/ack` `detail` or `config/reported` `error`.",
+)
+"""The rules above, as ``docs/protocol.md`` states them."""
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="The device's id, as in its topics")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex sha256 of a file")]
@@ -312,6 +360,9 @@ class Decoded:
     device_id: str
     channel: Channel
     message: Message
+    ignored: tuple[str, ...] = ()
+    """Unknown fields dropped (a newer sender's additive change), as paths: ``page.quality.x``,
+    ``documents[].x``. Names only, never values."""
 
 
 def encode(message: Message) -> bytes:
@@ -319,9 +370,11 @@ def encode(message: Message) -> bytes:
     return message.model_dump_json(exclude_none=False).encode()
 
 
-def decode(topic_name: str, payload: bytes) -> Decoded:
+def decode(topic_name: str, payload: bytes, *, strict: bool = False) -> Decoded:
     """Check and parse one MQTT message. Raises :class:`ProtocolError` with a stable reason.
 
+    Unknown fields are dropped and named in :attr:`Decoded.ignored` (the contract's
+    compatibility rule, see the module docstring); ``strict=True`` refuses them instead.
     The payload is never echoed in the error: it may hold personal data.
     """
     device_id, channel = parse_topic(topic_name)
@@ -336,15 +389,70 @@ def decode(topic_name: str, payload: bytes) -> Decoded:
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ProtocolError("schema_version", f"schema_version {str(version)[:16]!r}, expected {SCHEMA_VERSION}")
+    ignored: tuple[str, ...] = ()
     try:
-        message: Message
-        if channel is Channel.EVENT:
-            message = EVENT_ADAPTER.validate_python(raw)
-        else:
-            message = _CHANNEL_MODEL[channel].model_validate(raw)
+        message = _validate(channel, raw)
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})[:5]
-        raise ProtocolError("invalid", f"fields {fields}") from None
+        if strict:
+            raise _invalid(exc) from None
+        ignored = _drop_unknown(channel, raw, exc)
+        try:
+            message = _validate(channel, raw)
+        except ValidationError as again:
+            raise _invalid(again) from None
     if message.device_id != device_id:
         raise ProtocolError("device_mismatch", "device_id differs from the topic")
-    return Decoded(device_id, channel, message)
+    return Decoded(device_id, channel, message, ignored)
+
+
+def _validate(channel: Channel, raw: dict[str, Any]) -> Message:
+    if channel is Channel.EVENT:
+        return EVENT_ADAPTER.validate_python(raw)
+    return _CHANNEL_MODEL[channel].model_validate(raw)
+
+
+def _invalid(exc: ValidationError) -> ProtocolError:
+    """The ``invalid`` error naming at most five fields; a key that is not a field name (it may be
+    data sent as a key) shows as ``?``."""
+    fields = sorted({
+        ".".join(str(p) if isinstance(p, int) or FIELD_NAME.match(p) else "?" for p in err["loc"])
+        for err in exc.errors()
+    })[:5]
+    return ProtocolError("invalid", f"fields {fields}")
+
+
+def _drop_unknown(channel: Channel, raw: dict[str, Any], exc: ValidationError) -> tuple[str, ...]:
+    """Remove from ``raw`` the fields ``exc`` says are unknown; their paths, sorted.
+
+    Raises the ``invalid`` :class:`ProtocolError` unless every error is an unknown field with a
+    contract-like name (a bad value beside an unknown field refuses the message as before).
+    """
+    errors = exc.errors()
+    if len(errors) > MAX_UNKNOWN_FIELDS or any(err["type"] != "extra_forbidden" for err in errors):
+        raise _invalid(exc)
+    paths: set[str] = set()
+    for err in errors:
+        # An event's errors start with its type (the discriminated union's tag), not a key.
+        loc = err["loc"][1:] if channel is Channel.EVENT else err["loc"]
+        name = loc[-1] if loc else None
+        if not isinstance(name, str) or not FIELD_NAME.match(name):
+            raise _invalid(exc)
+        parent: Any = raw
+        for step in loc[:-1]:
+            try:
+                parent = parent[step]
+            except (KeyError, IndexError, TypeError):
+                raise _invalid(exc) from None
+        if not isinstance(parent, dict) or name not in parent:
+            raise _invalid(exc)
+        del parent[name]
+        paths.add(_path(loc))
+    return tuple(sorted(paths))
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """``("documents", 0, "x")`` -> ``documents[].x``: one name for the field, whatever the index."""
+    out = ""
+    for step in loc:
+        out += "[]" if isinstance(step, int) else ("." if out else "") + step
+    return out
