@@ -145,7 +145,9 @@ def check_devices(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_
     # The columns the checks read, as rows (10,000 ORM objects cost more than the checks).
     columns = (Device.id, Device.unit_code, Device.status, Device.status_at, Device.last_seen, Device.scanner_state,
                Device.accepting_scans, Device.last_telemetry, Device.last_telemetry_at)
-    devices = [cast(Device, row) for row in session.execute(select(*columns))]
+    # A revoked device is cut off on purpose: its silence is expected and its last telemetry is
+    # stale, so it raises nothing (and its open alerts resolve on this pass).
+    devices = [cast(Device, row) for row in session.execute(select(*columns).where(Device.revoked_at.is_(None)))]
     faults = latest_faults(session, now)
     today = pages_today(session, now)
     for device in devices:

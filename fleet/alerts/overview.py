@@ -37,8 +37,11 @@ def _unit_names(session: Session, now: datetime) -> dict[str, str]:
 
 def _row(device: Device, now: datetime, heartbeat_timeout_s: float, faults: dict[tuple[str, str], datetime],
          stats: DayStats | None, names: dict[str, str], alerts: list[dict[str, Any]]) -> dict[str, Any]:
-    online = is_online(device, now, heartbeat_timeout_s)
-    if online:
+    revoked = device.revoked_at is not None
+    online = not revoked and is_online(device, now, heartbeat_timeout_s)
+    if device.revoked_at is not None:
+        since = device.revoked_at
+    elif online:
         since = device.status_at if device.status == "online" and device.status_at else device.first_seen
     else:
         since = offline_since(device)
@@ -47,7 +50,7 @@ def _row(device: Device, now: datetime, heartbeat_timeout_s: float, faults: dict
     free, total = telemetry.get("disk_free_bytes"), telemetry.get("disk_total_bytes")
     return {
         "id": device.id, "unit": device.unit_code, "unit_name": names.get(device.unit_code or ""),
-        "online": online, "since": since.isoformat(), "last_seen": device.last_seen.isoformat(),
+        "online": online, "revoked": revoked, "since": since.isoformat(), "last_seen": device.last_seen.isoformat(),
         "version": device.agent_version, "scanner_state": scanner_state(device, faults),
         "scanner_model": device.scanner_model,
         "camera_state": camera.get("state") if isinstance(camera, dict) else None,
@@ -75,11 +78,18 @@ def _pending_alerts(session: Session, device_id: str | None = None) -> dict[str,
     return out
 
 
+def _state(row: Any, now: datetime, heartbeat_timeout_s: float) -> str:
+    if row.revoked_at is not None:
+        return "revoked"
+    return "online" if is_online(cast(Device, row), now, heartbeat_timeout_s) else "offline"
+
+
 def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit: str | None = None,
             online: bool | None = None, q: str | None = None, limit: int | None = None,
             units: Collection[str] | None = None) -> dict[str, Any]:
     """The devices (optionally of one unit, or of ``units``, online/offline only, id or unit
-    containing ``q``): those with open alerts first, then offline ones, then by id; at most
+    containing ``q``): those with open alerts first, then offline ones, then online ones,
+    revoked ones last, then by id; at most
     ``limit`` rows, with the counts over all that matched (a province has thousands: the screen
     shows the first). Ordering and counts read three columns of every device; only the rows
     shown are loaded whole."""
@@ -92,12 +102,15 @@ def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit
         pattern = f"%{q.replace('%', '').replace('_', '')}%"
         where.append(or_(Device.id.ilike(pattern), Device.unit_code.ilike(pattern)))
     alerts = _pending_alerts(session)
-    # A row carries the two columns is_online reads.
-    found = [(row.id, is_online(cast(Device, row), now, heartbeat_timeout_s))
-             for row in session.execute(select(Device.id, Device.status, Device.last_seen).where(*where))]
+    # A row carries the columns is_online reads. A revoked device is neither online nor offline
+    # (it is expected to be silent): it comes last and has its own count.
+    found = [(row.id, _state(row, now, heartbeat_timeout_s))
+             for row in session.execute(select(Device.id, Device.status, Device.last_seen, Device.revoked_at)
+                                        .where(*where))]
     if online is not None:
-        found = [(d, up) for d, up in found if up is online]
-    found.sort(key=lambda pair: (pair[0] not in alerts, pair[1], pair[0]))
+        found = [(d, state) for d, state in found if state == ("online" if online else "offline")]
+    order = {"offline": 0, "online": 1, "revoked": 2}
+    found.sort(key=lambda pair: (pair[0] not in alerts, order[pair[1]], pair[0]))
     shown = [d for d, _ in (found if limit is None else found[:limit])]
     whole = select(Device).where(Device.id.in_(shown)) if limit is not None else select(Device).where(*where)
     loaded = {d.id: d for d in session.scalars(whole)}
@@ -105,8 +118,9 @@ def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit
     stats = pages_today(session, now, shown if limit is not None else None)
     names = _unit_names(session, now)
     return {
-        "now": now.isoformat(), "total": len(found), "online": sum(up for _, up in found),
-        "offline": sum(not up for _, up in found), "with_alerts": sum(d in alerts for d, _ in found),
+        "now": now.isoformat(), "total": len(found), "online": sum(s == "online" for _, s in found),
+        "offline": sum(s == "offline" for _, s in found), "revoked": sum(s == "revoked" for _, s in found),
+        "with_alerts": sum(d in alerts for d, _ in found),
         "devices": [_row(loaded[d], now, heartbeat_timeout_s, faults, stats.get(d), names, alerts.get(d, []))
                     for d in shown],
     }

@@ -27,13 +27,15 @@ def fleet_devices(
     session: SessionDep,
     user: CurrentUser,
     unit: Annotated[str | None, Query(description="Only devices of this unit code")] = None,
-    online: Annotated[bool | None, Query(description="Only devices online (true) or offline (false)")] = None,
+    online: Annotated[bool | None, Query(
+        description="Only devices online (true) or offline (false); a revoked device is neither")] = None,
     q: Annotated[str | None, Query(max_length=64, description="Only devices whose id or unit contains this")] = None,
     limit: Annotated[int | None, Query(ge=1, le=100000, description="At most this many rows")] = None,
 ) -> dict[str, Any]:
     """The devices as the fleet screen shows them, those with open alerts first, then offline
-    ones; with counts (total, online, offline, with_alerts) over all that matched. Only the
-    devices of your units (403 for a ``unit`` outside them)."""
+    ones, revoked ones last; with counts (total, online, offline, revoked, with_alerts) over all
+    that matched. A device whose certificates were revoked has ``revoked`` true and is not online.
+    Only the devices of your units (403 for a ``unit`` outside them)."""
     visible = require_unit_filter(session, user, unit)
     return overview.devices(session, state.now(), state.config.ingest.heartbeat_timeout_s, unit=unit,
                             online=online, q=q, limit=limit, units=visible)
