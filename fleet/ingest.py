@@ -11,7 +11,11 @@ session's *shared* subscriptions when it restarts, which is why one worker uses 
 Messages are acknowledged by hand, only after the transaction holding them has committed: a
 crash at any point means redelivery, never loss, and writes are idempotent on message id, so
 redelivery means no duplicates. A message that does not fit the contract is counted by reason,
-logged without its payload, acknowledged (so it is not redelivered forever) and dropped.
+logged without its payload, acknowledged (so it is not redelivered forever) and dropped. A
+message whose only fault is fields this fleet does not know (a newer agent's additive change,
+see :mod:`protocol.messages`) is kept: the fields are counted in
+``sohoa_fleet_unknown_fields_total{type,field}``, each new name logged once, and events and
+telemetry samples are stored as sent, so the new fields are there for a newer fleet.
 
 >>> from fleet.config import BrokerConfig, FleetConfig
 >>> Ingest.subscriptions(FleetConfig())
@@ -38,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fleet.config import BrokerConfig, FleetConfig
 from fleet.db import RawJSON, WalCheckpointer, bulk_insert_ignore, insert_ignore
 from fleet.enroll.store import enrolled_units
-from fleet.metrics import FleetMetrics
+from fleet.metrics import MAX_UNKNOWN_FIELD_LABELS, OTHER_FIELD, FleetMetrics
 from fleet.models import Device, Event, Page, TelemetrySample
 from fleet.progress import digitized
 from protocol.errors import ProtocolError
@@ -105,10 +109,14 @@ class Writer:
         good: list[tuple[Incoming, Decoded]] = []
         for item in items:
             try:
-                good.append((item, fast_decode(item.topic, item.payload)))
+                decoded = fast_decode(item.topic, item.payload)
             except ProtocolError as exc:
                 self.metrics.rejected.labels(reason=exc.reason).inc()
                 log.warning("rejected a message (%s): %s", exc.reason, exc.detail)
+                continue
+            if decoded.ignored:
+                self._unknown_fields(decoded)
+            good.append((item, decoded))
         if not good:
             return 0
         try:
@@ -130,6 +138,17 @@ class Writer:
                 log.error("could not store a %s message from %s (%s)", pair[1].channel.value,
                           pair[1].device_id, type(exc).__name__)
         return stored
+
+    def _unknown_fields(self, decoded: Decoded) -> None:
+        """Count fields ignored in a kept message; log each (type, field) the first time only."""
+        kind = str(getattr(decoded.message, "type", decoded.channel.value))
+        for field in self.metrics.count_unknown_fields(kind, decoded.ignored):
+            if field == OTHER_FIELD:
+                log.warning("more than %d unknown fields seen: further ones are counted as %s, not logged",
+                            MAX_UNKNOWN_FIELD_LABELS, OTHER_FIELD)
+            else:
+                log.warning("%s messages carry a field this fleet does not know, ignored: %s (first from %s; "
+                            "a newer agent?)", kind, field, decoded.device_id)
 
     def _store(self, batch: Sequence[tuple[Incoming, Decoded]]) -> None:
         now = utcnow()

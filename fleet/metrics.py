@@ -1,6 +1,9 @@
 """Prometheus metrics of one fleet process, in their own registry (one per app, so several
 apps in one test process do not collide)."""
 
+import threading
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from protocol.errors import RejectReason
@@ -14,6 +17,11 @@ REJECT_REASONS: tuple[RejectReason | str, ...] = (
     "device_mismatch",
     "store_failed",
 )
+
+MAX_UNKNOWN_FIELD_LABELS = 200
+"""Distinct (type, field) pairs the unknown-fields counter labels; later ones count as ``_other``
+(a device could otherwise invent names without end)."""
+OTHER_FIELD = "_other"
 
 
 class FleetMetrics:
@@ -61,3 +69,35 @@ class FleetMetrics:
         self.upload_rejected = Counter(
             "sohoa_fleet_uploads_rejected", "Uploads refused, by reason", ["reason"], registry=self.registry
         )
+        self.unknown_fields = Counter(
+            "sohoa_fleet_unknown_fields",
+            "Fields ignored in messages that were kept (a newer agent's additive change), by message type "
+            f"and field path; past {MAX_UNKNOWN_FIELD_LABELS} pairs the field is {OTHER_FIELD}",
+            ["type", "field"],
+            registry=self.registry,
+        )
+        self._unknown_seen: set[tuple[str, str]] = set()
+        self._unknown_lock = threading.Lock()
+
+    def count_unknown_fields(self, kind: str, fields: Iterable[str]) -> list[str]:
+        """Count the fields a message of ``kind`` carried that this fleet ignored; returns those
+        seen for the first time (the caller logs each once), ``_other`` once when the cap is hit.
+
+        >>> metrics = FleetMetrics()
+        >>> metrics.count_unknown_fields("telemetry", ["battery_percent"])
+        ['battery_percent']
+        >>> metrics.count_unknown_fields("telemetry", ["battery_percent"])
+        []
+        """
+        new: list[str] = []
+        with self._unknown_lock:
+            for field in fields:
+                label = field
+                if (kind, field) not in self._unknown_seen:
+                    if len(self._unknown_seen) >= MAX_UNKNOWN_FIELD_LABELS:
+                        label = OTHER_FIELD
+                    if (kind, label) not in self._unknown_seen:
+                        self._unknown_seen.add((kind, label))
+                        new.append(label)
+                self.unknown_fields.labels(type=kind, field=label).inc()
+        return new

@@ -242,3 +242,50 @@ def test_fast_decode_agrees_with_the_protocol() -> None:
         with pytest.raises(ProtocolError) as fast:
             fast_decode(name, payload)
         assert fast.value.reason == slow.value.reason
+
+
+def test_a_newer_agents_unknown_fields_are_ignored_counted_and_kept(
+    client: TestClient, mosquitto: Mosquitto, publisher: Publisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue #7, staged rollouts. Input tried: what a newer agent sends with schema_version 1, a
+    Telemetry with a new top-level and a new nested field (twice, with mosquitto_pub) and a
+    page_captured event with new fields at its top and in its page (with paho); then the same
+    Telemetry with a new field AND a bad value. The first three are stored, the new fields
+    counted per message in sohoa_fleet_unknown_fields_total and logged once per name, never
+    with their values; the event is stored as sent (new fields kept for a newer fleet); the
+    fourth is still refused as invalid."""
+    secret = "079123456789"  # looks like a CCCD number: an unknown field's value must never be logged
+    telemetry_topic = f"sohoa/v1/{DEVICE}/telemetry"
+    bad = json.loads(encode(telemetry(DEVICE)))
+    bad["battery_percent"] = 80
+    bad["cpu_percent"] = "lots"
+    mosquitto_pub(mosquitto, telemetry_topic, message=json.dumps(bad))
+    for _ in range(2):
+        newer = json.loads(encode(telemetry(DEVICE)))
+        newer["battery_percent"] = 87
+        newer["scanner"]["firmware"] = secret
+        mosquitto_pub(mosquitto, telemetry_topic, message=json.dumps(newer))
+    event = page_event(DEVICE, b"page from a canary")
+    sent = json.loads(encode(event))
+    sent["operator_hint"] = secret
+    sent["page"]["rotation_deg"] = 90
+    publisher.publish(EVENT_TOPIC, json.dumps(sent).encode())
+
+    with state_of(client).sessions() as session:
+        wait_for(client, lambda: session.get(Event, event.id) is not None and count(client, TelemetrySample) == 2)
+        stored = session.get(Event, event.id)
+        assert stored is not None and stored.payload["page"]["rotation_deg"] == 90
+    assert count(client, Page) == 1
+    unknown = "sohoa_fleet_unknown_fields_total"
+    assert metric(client, unknown, type="telemetry", field="battery_percent") == 2
+    assert metric(client, unknown, type="telemetry", field="scanner.firmware") == 2
+    assert metric(client, unknown, type="page_captured", field="operator_hint") == 1
+    assert metric(client, unknown, type="page_captured", field="page.rotation_deg") == 1
+    assert metric(client, "sohoa_fleet_messages_rejected_total", reason="invalid") == 1
+    assert metric(client, "sohoa_fleet_messages_ingested_total", channel="telemetry") == 2
+    device = client.get(f"/api/v1/devices/{DEVICE}").json()
+    assert device["version"] == "0.1.0" and device["scanner_state"] == "ready"  # the telemetry was applied
+    lines = [r.getMessage() for r in caplog.records if "does not know" in r.getMessage()]
+    assert sorted(line.split("ignored: ")[1].split(" ")[0] for line in lines) == [
+        "battery_percent", "operator_hint", "page.rotation_deg", "scanner.firmware"]
+    assert secret not in caplog.text
