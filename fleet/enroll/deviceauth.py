@@ -31,10 +31,10 @@ from fleet.api.state import FleetState
 from fleet.auth.audit import DEVICE_KEY, record
 from fleet.auth.deps import current_user
 from fleet.auth.principal import Principal
-from fleet.enroll.runtime import runtime_of
+from fleet.enroll.runtime import EnrollRuntime, runtime_of
 from provisioning.ca import PeerIdentity
 from provisioning.errors import CertificateRejected
-from provisioning.requestauth import CONTENT_SHA256, EMPTY_SHA256, SCHEME, parse_authorization
+from provisioning.requestauth import CONTENT_SHA256, EMPTY_SHA256, SCHEME, SignedRequest, parse_authorization
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,36 @@ def authenticate_device(request: Request, state: FleetState, *, body_sha256: str
         signed = parse_authorization(request.headers.get("Authorization"))
         if body_sha256 is not None and not hmac.compare_digest(header_sha, covered):
             raise CertificateRejected("bad_signature", "the body is not the one the request was signed for")
-        current = runtime.store.latest_certificate(signed.device_id)
-        peer = runtime.verifier.verify(signed, request.method, _signed_path(request), covered,
-                                       certificate_pem=current.pem if current else None,
-                                       revoked=runtime.store.revoked_serials(), now=state.now())
+        peer = _verify_with_recent(runtime, state, signed, request.method, _signed_path(request), covered)
     except CertificateRejected as exc:
         raise refuse(request, state, 401, exc.reason, action="device.refused", target=_claimed(request)) from None
     request.scope.setdefault("state", {})[DEVICE_KEY] = peer.name
     return peer
+
+
+def _verify_with_recent(runtime: EnrollRuntime, state: FleetState, signed: SignedRequest, method: str, path: str,
+                        covered: str) -> PeerIdentity:
+    """Check the signature against the device's newest certificate, then the ones before it.
+
+    A renewal issued here but never stored by the device (crash, dropped link) leaves the device
+    signing with its previous key; refusing it would lock the device out of renewing again. Only a
+    bad signature moves on to an older certificate: a revoked or expired newest one is final."""
+    revoked = runtime.store.revoked_serials()
+    recent = runtime.store.recent_certificates(signed.device_id)
+    if not recent:
+        raise CertificateRejected("unauthenticated", "no certificate on record for this device")
+    first: CertificateRejected | None = None
+    for cert in recent:
+        try:
+            return runtime.verifier.verify(signed, method, path, covered, certificate_pem=cert.pem,
+                                           revoked=revoked, now=state.now())
+        except CertificateRejected as exc:
+            if first is None:
+                first = exc
+            if exc.reason != "bad_signature":
+                break
+    assert first is not None
+    raise first
 
 
 def device_peer(request: Request, state: StateDep) -> PeerIdentity:

@@ -152,11 +152,19 @@ class SqlEnrollmentStore:
                 public_key_sha256=issued.public_key_sha256, pem=issued.pem.decode(), issued_at=self.clock()))
 
     def latest_certificate(self, device_id: str) -> IssuedCertificate | None:
+        recent = self.recent_certificates(device_id, limit=1)
+        return recent[0] if recent else None
+
+    def recent_certificates(self, device_id: str, *, limit: int = 3) -> list[IssuedCertificate]:
+        """The device's newest certificates, newest first (revoked or not: the verifier decides).
+
+        More than the newest, because a renewal can be issued here and lost on the way back (the
+        device crashed or the link dropped before it stored it): the device still signs with the
+        previous key, which must keep working until it expires or is revoked."""
         query = (select(CertificateRow).where(CertificateRow.name == device_id)
-                 .order_by(CertificateRow.issued_at.desc(), CertificateRow.not_after.desc()).limit(1))
+                 .order_by(CertificateRow.issued_at.desc(), CertificateRow.not_after.desc()).limit(limit))
         with self.sessions() as session:
-            row = session.scalars(query).first()
-            return _issued(row) if row is not None else None
+            return [_issued(row) for row in session.scalars(query)]
 
     def revoke_device(self, device_id: str, when: dt.datetime, *, by: str | None = None) -> list[RevokedCertificate]:
         """Revoke every unrevoked certificate of the device and mark the device revoked (its row is

@@ -399,3 +399,44 @@ def test_web_page_shows_revoked(serve_fleet: Callable[..., HttpsFleet], sqlite_u
             expect(page.locator('[data-device="kiosk-b"]')).not_to_contain_text("Revoked")
         finally:
             browser.close()
+
+
+def test_renewal_lost_on_the_way_back_keeps_the_device_in(serve_fleet: Callable[..., HttpsFleet], sqlite_url: str,
+                                                           tmp_path: Path) -> None:
+    """Fault tried: the fleet issues a renewal but the device never stores it (crash or dropped
+    link before ``store``). The device still signs with its previous key: its requests and its next
+    renewal are accepted (the previous certificate is still valid), and a key that was never the
+    device's is still refused. Revocation then ends both certificates."""
+    fleet = serve_fleet(sqlite_url)
+    admin = fleet.admin()
+    a = _enrolled(fleet, _token(admin), tmp_path, "kiosk-a")
+    first_serial = a.certificate().serial_number
+
+    status, lost = _renew(fleet, a, "kiosk-a")  # issued by the fleet ...
+    assert status == 200 and lost["certificate_pem"]
+    assert a.certificate().serial_number == first_serial  # ... but never stored by the device
+
+    status, answer = _renew(fleet, a, "kiosk-a")  # signed with the previous key: accepted
+    assert status == 200, answer
+    renewed = EnrollAnswer.model_validate(answer)
+    assert renewed.certificate_pem and renewed.ca_pem
+    a.store(renewed.certificate_pem.encode(), renewed.ca_pem.encode())
+    assert a.certificate().serial_number != first_serial
+    issued = [x.detail for x in fleet.audit() if x.action == "certificate.renewed"]
+    assert (issued[-1] or "").endswith(f"previous={first_serial:x}")  # renewed from the certificate that signed
+
+    stranger = DeviceIdentity(tmp_path / "stranger", "kiosk-a")  # a key the fleet never certified
+    stranger.csr()
+    body = RenewRequest(csr_pem=a.csr(rotate=False).decode()).model_dump_json().encode()
+    path = "/api/v1/devices/kiosk-a/certificate"
+    stranger_key = read_private_key(stranger.key_path)
+    assert isinstance(stranger_key, ec.EllipticCurvePrivateKey)
+    forged = sign_request(stranger_key, "kiosk-a", "POST", path, hashlib.sha256(body).hexdigest())
+    with fleet.client() as http:
+        r = http.post(path, content=body, headers={**forged, "Content-Type": "application/json"})
+    assert (r.status_code, r.json()["detail"]) == (401, "bad_signature")
+
+    assert admin.post("/api/v1/devices/kiosk-a/revoke").status_code == 200
+    status, answer = _renew(fleet, a, "kiosk-a", rotate=False)
+    assert (status, answer["detail"]) == (401, "revoked")
+    admin.close()
