@@ -66,10 +66,12 @@ def test_malformed_commands_and_settings_are_refused_and_counted(
 ) -> None:
     """Sent on ``cmd``: bytes that are not JSON, a JSON list, a wrong schema version, a 1 MB
     payload, a command naming another device, an unknown command name, an expired deadline,
-    bad ``test_scan`` arguments, an unsupported command, and one command delivered twice. Sent
-    on ``config/desired``: not JSON, a setting the fleet may not change (``broker``) and an
-    invalid value (dpi 0). Each is refused and counted (nothing crashes, refused commands with a
-    readable id get a ``rejected`` ack); a valid command and valid settings right after work."""
+    bad ``test_scan`` arguments, an argument this agent does not know (a newer fleet's, #7), an
+    unsupported command, and one command delivered twice. Sent on ``config/desired``: not JSON, a
+    setting the fleet may not change (``broker``) and an invalid value (dpi 0). Each is refused and
+    counted (nothing crashes, refused commands with a readable id get a ``rejected`` ack); a valid
+    command and valid settings right after work, though each carries an envelope field this agent
+    does not know (a newer fleet's additive change: ignored, #7)."""
     config = agent_config(tmp_path, mosquitto.port, scanner={"type": "fake", "pages": 3})
     agent = AgentProcess(config, tmp_path)
     try:
@@ -84,6 +86,7 @@ def test_malformed_commands_and_settings_are_refused_and_counted(
             _command(name="self_destruct"),
             _command(deadline=deadline_past),
             _command(args={"max_pages": "many"}),
+            _command(args={"max_pages": 1, "priority": "high"}),
             _command(name="rotate_certificate"),  # no identity (issue 6): rejected 'not enrolled'
         ]
         for payload in bad_cmds:
@@ -93,10 +96,13 @@ def test_malformed_commands_and_settings_are_refused_and_counted(
         recorder.publish(DESIRED, encode(ConfigDesired(device_id=DEVICE, version=2, settings={"scan": {"dpi": 0}})))
         good = Command(device_id=DEVICE, name="test_scan", deadline=datetime.now(UTC) + timedelta(minutes=5),
                        args={"max_pages": 2})
-        recorder.publish(CMD, encode(good))
+        newer_good = json.loads(encode(good))
+        newer_good["issued_by"] = "admin-01"  # an envelope field from a newer fleet
+        recorder.publish(CMD, json.dumps(newer_good).encode())
         recorder.publish(CMD, encode(good))  # redelivery: must not scan twice
-        recorder.publish(DESIRED, encode(ConfigDesired(device_id=DEVICE, version=3,
-                                                       settings={"telemetry_interval_s": 30})))
+        desired = json.loads(encode(ConfigDesired(device_id=DEVICE, version=3, settings={"telemetry_interval_s": 30})))
+        desired["merged_from"] = ["fleet", "unit"]
+        recorder.publish(DESIRED, json.dumps(desired).encode())
         recorder.wait_for(lambda r: any(a.command_id == good.id and a.state == "succeeded"
                                         for a in r.decoded("cmd/ack")), 30, "the good command's success")
         recorder.wait_for(lambda r: any(c.version == 3 for c in r.decoded("config/reported")), 30, "config version 3")
@@ -109,7 +115,7 @@ def test_malformed_commands_and_settings_are_refused_and_counted(
             "cmd:device_mismatch": 1,
             "cmd:invalid": 1,
             "cmd:expired": 1,
-            "cmd:invalid_args": 1,
+            "cmd:invalid_args": 2,
             "cmd:not_enrolled": 1,
             "config/desired:malformed_json": 1,
             "config/desired:invalid": 2,
@@ -123,6 +129,7 @@ def test_malformed_commands_and_settings_are_refused_and_counted(
         acks = recorder.decoded("cmd/ack")
         rejected = {a.command_id for a in acks if a.state == "rejected"}
         assert len(rejected) >= 5  # every refused command whose id could be read
+        assert any(a.state == "rejected" and "priority" in (a.detail or "") for a in acks)  # the unknown arg, named
         assert [a.state for a in acks if a.command_id == good.id] == ["in_progress", "succeeded"]
         assert not agent.exited()
         assert "Traceback" not in agent.logs()
