@@ -289,3 +289,18 @@ def test_a_newer_agents_unknown_fields_are_ignored_counted_and_kept(
     assert sorted(line.split("ignored: ")[1].split(" ")[0] for line in lines) == [
         "battery_percent", "operator_hint", "page.rotation_deg", "scanner.firmware"]
     assert secret not in caplog.text
+
+
+def test_unknown_field_labels_are_capped() -> None:
+    """Bad input tried: a device inventing more field names than the metric may label. Past the
+    cap every new name counts as _other (reported for logging once), known ones keep counting."""
+    from fleet.metrics import MAX_UNKNOWN_FIELD_LABELS, OTHER_FIELD, FleetMetrics
+
+    metrics = FleetMetrics()
+    names = [f"field_{i}" for i in range(MAX_UNKNOWN_FIELD_LABELS + 5)]
+    first = metrics.count_unknown_fields("telemetry", names)
+    assert first == [*names[:MAX_UNKNOWN_FIELD_LABELS], OTHER_FIELD]
+    assert metrics.count_unknown_fields("telemetry", ["brand_new", names[0]]) == []
+    counter = metrics.unknown_fields
+    assert counter.labels(type="telemetry", field=OTHER_FIELD)._value.get() == 6
+    assert counter.labels(type="telemetry", field=names[0])._value.get() == 2
