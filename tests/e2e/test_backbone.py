@@ -311,7 +311,8 @@ def test_bad_messages_are_rejected_counted_and_ingest_goes_on(
     """``mosquitto_pub`` sends the running fleet process: malformed JSON, an event with
     schema_version 99, a 1 MB payload, and a valid event on a topic outside the contract
     (``sohoa/v1/<id>/bogus``). Each is counted once under its reason in ``/metrics``, none is
-    stored, the fleet keeps running, and a valid event published right after is listed."""
+    stored, the fleet keeps running, and a valid event published right after is listed. So is
+    one from a newer agent with a field this fleet does not know (#7): kept, the field counted."""
     valid = json.loads(encode(ScannerFault(device_id=DEVICE, type="scanner_jammed", severity="warning",
                                            message="Document feeder jammed")))
     wrong_version = {**valid, "id": "00000000-0000-4000-8000-000000000001", "schema_version": 99}
@@ -323,11 +324,15 @@ def test_bad_messages_are_rejected_counted_and_ingest_goes_on(
     _mosquitto_pub(mosquitto, f"sohoa/v1/{DEVICE}/bogus",
                    message=json.dumps({**valid, "id": "00000000-0000-4000-8000-000000000003"}))
     _mosquitto_pub(mosquitto, EVENT_TOPIC, message=json.dumps(valid))
-    wait_until(lambda: [e["id"] for e in fleet.events(DEVICE)] == [valid["id"]], 15, "the valid event")
+    newer = {**valid, "id": "00000000-0000-4000-8000-000000000004", "feeder_cycles": 1234}
+    _mosquitto_pub(mosquitto, EVENT_TOPIC, message=json.dumps(newer))
+    wait_until(lambda: sorted(e["id"] for e in fleet.events(DEVICE)) == sorted([valid["id"], newer["id"]]), 15,
+               "the valid events")
+    assert fleet.metric("sohoa_fleet_unknown_fields_total", type="scanner_jammed", field="feeder_cycles") == 1
     for reason in ("malformed_json", "schema_version", "too_large", "unknown_topic"):
         wait_until(lambda r=reason: fleet.metric("sohoa_fleet_messages_rejected_total", reason=r) == 1, 5,  # type: ignore[misc]
                    f"rejected{{reason={reason}}} == 1")
-    assert fleet.metric("sohoa_fleet_messages_ingested_total", channel="event") == 1
+    assert fleet.metric("sohoa_fleet_messages_ingested_total", channel="event") == 2
     assert fleet.http.get("/healthz").json()["ingest"] == "connected"
     assert fleet.proc is not None and fleet.proc.poll() is None
 
