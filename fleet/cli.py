@@ -5,6 +5,7 @@
     sohoa-fleet migrate [--config FILE]   # bring the database schema up to date
     sohoa-fleet ingest [--config FILE] [--client-id ID]   # one more ingest worker, no HTTP
     sohoa-fleet user add NAME --role ROLE [--unit CODE]   # an admin user; password from stdin
+    sohoa-fleet token issue|list|revoke, enrollment list|accept|reject, device revoke   # see fleet/enroll/cli.py
     sohoa-fleet --version
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from fleet import __version__
 from fleet.auth import cli as auth_cli
+from fleet.enroll import cli as enroll_cli
 from fleet.errors import FleetError
 from protocol.configfile import ConfigError
 
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
     ingest.add_argument("--client-id", help="this worker's MQTT client id, unique and fixed per worker")
     auth_cli.add_parser(sub)
+    enroll_cli.add_parsers(sub)
     return parser
 
 
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not debug:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        if args.command in enroll_cli.COMMANDS:  # their output is what they print
+            logging.getLogger().setLevel(logging.WARNING)
     try:
         if args.command == "serve":
             return _serve(args.config)
@@ -152,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return _ingest(args.config, args.client_id)
         if args.command == "user":
             return auth_cli.run(args)
+        if args.command in enroll_cli.COMMANDS:
+            return enroll_cli.run(args)
         return _validate(args.file)
     except ConfigError as exc:
         for line in exc.errors:

@@ -18,7 +18,7 @@ from fleet.auth.principal import Principal
 
 log = logging.getLogger(__name__)
 
-ActorKind = Literal["user", "device", "anonymous"]
+ActorKind = Literal["user", "device", "anonymous", "system"]  # system: the fleet itself, the CLI
 
 PRINCIPAL_KEY = "principal"  # request.state.principal: the Principal resolved by the guard
 DEVICE_KEY = "device_id"  # request.state.device_id: set by device authentication when it succeeds

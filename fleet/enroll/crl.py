@@ -45,10 +45,20 @@ class CrlPublisher:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._pem: bytes | None = None
+        self._file_mtime: int | None = None
 
     def current_pem(self) -> bytes:
-        """The CRL last published (what the broker holds); signed now if none was yet."""
+        """The CRL last published (what the broker holds); signed now if none was yet. With a
+        ``crl_file``, that file as it is now: ``sohoa-fleet device revoke`` rewrites it from
+        another process, and this copy must not lag behind the broker's."""
         with self._lock:
+            if self.crl_file is not None:
+                try:
+                    mtime = self.crl_file.stat().st_mtime_ns
+                    if mtime != self._file_mtime:
+                        self._pem, self._file_mtime = self.crl_file.read_bytes(), mtime
+                except OSError:
+                    pass  # not written yet (or gone): the copy in memory, or a fresh one
             if self._pem is None:
                 self._pem = self.ca.crl(self.store.revoked(), now=self.clock())
             return self._pem

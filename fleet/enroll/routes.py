@@ -40,18 +40,18 @@ from fleet.api.deps import StateDep
 from fleet.api.state import FleetState
 from fleet.auth.audit import record
 from fleet.auth.deps import AdminUser
-from fleet.auth.models import AuditEntry
 from fleet.auth.scope import require_unit, visible_units
+from fleet.enroll import admin
+from fleet.enroll.admin import audit_issued, request_auditor, system_auditor
 from fleet.enroll.crl import Published
 from fleet.enroll.deviceauth import DevicePeer, refuse, require_same_device
 from fleet.enroll.runtime import EnrollRuntime, open_runtime, runtime_of
-from fleet.models import Device
 from provisioning.ca import IssuedCertificate
 from provisioning.enrollment import EnrollAnswer, EnrollRequest, RenewRequest
 from provisioning.errors import CertificateRejected, CSRRejected, InvalidTransition, ProvisioningError, TokenRejected
 from provisioning.identity import ca_pin
 from provisioning.requestauth import CONTENT_SHA256, EMPTY_SHA256
-from provisioning.tokens import UNIT_CODE_PATTERN, Enrollment, EnrollmentToken, issue_token, parse_token
+from provisioning.tokens import UNIT_CODE_PATTERN, Enrollment, EnrollmentToken, parse_token
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +98,10 @@ async def provisioning_refused(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": exc.reason}, status_code=status, headers=headers)
 
 
-def _audit_publish(state: FleetState, published: Published, request: Request | None, why: str) -> None:
-    detail = f"revoked={published.revoked} broker_reloaded={published.broker_reloaded} why={why}"
-    with state.sessions.begin() as session:
-        if request is not None:
-            record(session, request, action="crl.published", detail=detail)
-        else:  # the timer: no request, the fleet itself acts
-            session.add(AuditEntry(at=state.now(), actor="fleet", actor_kind="system", action="crl.published",
-                                   outcome="ok", detail=detail))
-
-
 def publish_crl(state: FleetState, runtime: EnrollRuntime, why: str, request: Request | None = None) -> Published:
-    """Sign and write the CRL, SIGHUP the broker, audit it."""
-    published = runtime.crl.publish()
-    _audit_publish(state, published, request, why)
-    return published
+    """Sign and write the CRL, SIGHUP the broker, audit it (as the request's user, else as the fleet)."""
+    audit = request_auditor(request) if request is not None else system_auditor("fleet", state.now)
+    return admin.publish_crl(runtime, state.sessions, audit, why)
 
 
 async def _crl_timer(state: FleetState, runtime: EnrollRuntime, interval_s: float) -> None:
@@ -188,9 +177,7 @@ def _enroll(state: FleetState, runtime: EnrollRuntime, request: Request, body: E
 
 def _audit_issued(session: Session, request: Request, issued: IssuedCertificate | None, unit: str | None,
                   action: str, detail: str = "") -> None:
-    if issued is not None:
-        record(session, request, action=action, target=issued.name, unit_code=unit,
-               detail=f"serial={issued.serial:x} not_after={issued.not_after.isoformat()} {detail}".strip())
+    audit_issued(session, request_auditor(request), issued, unit, action, detail)
 
 
 _ENROLL_BODY = {"requestBody": {"required": True, "content": {"application/json": {
@@ -289,9 +276,7 @@ class TokenOut(BaseModel):
 
     @classmethod
     def of(cls, token: EnrollmentToken, now: dt.datetime) -> TokenOut:
-        state: Literal["active", "expired", "used", "revoked"] = (
-            "revoked" if token.revoked_at is not None else "used" if token.used >= token.max_devices
-            else "expired" if now >= token.expires_at else "active")
+        state = admin.token_state(token, now)
         return cls(state=state, **token.model_dump(exclude={"secret_hash"}))
 
 
@@ -305,18 +290,17 @@ class TokenIssued(TokenOut):
 def create_token(body: TokenIn, user: AdminUser, state: StateDep, request: Request, response: Response) -> TokenIssued:
     """A one-time enrollment token for a unit (a unit admin: its own unit or one under it)."""
     runtime = runtime_of(request)
-    if body.ttl_hours > state.config.enrollment.max_token_ttl_h:
-        raise HTTPException(422, f"ttl_hours is at most {state.config.enrollment.max_token_ttl_h}")
     now = state.now()
     with state.sessions() as session:
         require_unit(session, user, body.unit_code)
-    text, token = issue_token(body.unit_code, ttl=dt.timedelta(hours=body.ttl_hours), max_devices=body.max_devices,
-                              require_approval=body.require_approval, created_by=user.name, now=now,
-                              pepper=runtime.pepper)
-    runtime.store.add_token(token)
-    _audit(state, request, action="token.created", target=f"token {token.token_id}", unit_code=token.unit_code,
-           detail=f"max_devices={token.max_devices} require_approval={token.require_approval} "
-                  f"expires_at={token.expires_at.isoformat()}")
+    try:
+        text, token = admin.create_token(
+            runtime, state.sessions, request_auditor(request), unit_code=body.unit_code,
+            ttl=dt.timedelta(hours=body.ttl_hours), max_devices=body.max_devices,
+            require_approval=body.require_approval, created_by=user.name,
+            max_ttl_h=state.config.enrollment.max_token_ttl_h, now=now)
+    except admin.TokenTtlTooLong as exc:
+        raise HTTPException(422, str(exc)) from None
     response.headers["Cache-Control"] = "no-store"
     out = TokenOut.of(token, now)
     return TokenIssued(**out.model_dump(), token=text.get_secret_value(), ca_pin=ca_pin(runtime.ca.certificate_pem),
@@ -341,10 +325,10 @@ def revoke_token(token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")], user
     token = runtime.store.token(token_id)
     with state.sessions() as session:
         require_unit(session, user, token.unit_code if token else None)
-    revoked = runtime.store.revoke_token(token_id, state.now()) if token else None
+    revoked = admin.withdraw_token(runtime, state.sessions, request_auditor(request), token_id, state.now()) \
+        if token else None
     if revoked is None:
         raise HTTPException(404, "not found")
-    _audit(state, request, action="token.revoked", target=f"token {token_id}", unit_code=revoked.unit_code)
     return TokenOut.of(revoked, state.now())
 
 
@@ -395,13 +379,8 @@ def _decide(device_id: str, accept: bool, user: AdminUser, state: FleetState, re
     if current is None:
         raise HTTPException(404, "not found")
     _about(request, "enrollment.refused", target=device_id, unit=current.unit_code)
-    decided = runtime.service.decide(device_id, accept=accept, by=user.name, reason=reason, now=state.now())
-    with state.sessions.begin() as session:
-        record(session, request, action=f"enrollment.{decided.state}", target=device_id, unit_code=decided.unit_code,
-               detail=f"token={decided.token_id}" + (f" reason={reason}" if reason else ""))
-        if accept:
-            _audit_issued(session, request, runtime.store.latest_certificate(device_id), decided.unit_code,
-                          "certificate.issued")
+    decided = admin.decide(runtime, state.sessions, request_auditor(request), device_id, accept=accept,
+                           by=user.name, reason=reason, now=state.now())
     return EnrollmentOut.of(decided)
 
 
@@ -472,19 +451,13 @@ def revoke_device(device_id: Annotated[str, DEVICE_ID], user: AdminUser, state: 
     """Revoke every certificate of the device: the broker refuses it after the CRL is rewritten (now),
     the API at once; the device shows 'revoked'. Re-admitting it takes a new token."""
     runtime = runtime_of(request)
-    enrollment = runtime.store.enrollment(device_id)
+    known, unit = admin.device_unit(runtime, state.sessions, device_id)
     with state.sessions() as session:
-        device = session.get(Device, device_id)
-        unit = enrollment.unit_code if enrollment else device.unit_code if device else None
-        known = enrollment is not None or runtime.store.latest_certificate(device_id) is not None
         require_unit(session, user, unit if known else None)
     if not known:
         raise HTTPException(404, "not found")
-    revoked = runtime.store.revoke_device(device_id, state.now(), by=user.name)
-    serials = [f"{r.serial:x}" for r in revoked]
-    _audit(state, request, action="certificate.revoked", target=device_id, unit_code=unit,
-           detail=f"serials={','.join(serials) or 'none (already revoked)'}")
-    published = publish_crl(state, runtime, f"revoked {device_id}", request)
+    serials, published = admin.revoke_device(runtime, state.sessions, request_auditor(request), device_id,
+                                             unit=unit, by=user.name, now=state.now())
     log.info("device %s revoked by %s (%d certificate(s))", device_id, user.name, len(serials))
     return RevokedOut(device_id=device_id, revoked_serials=serials, crl_published=True,
                       broker_reloaded=published.broker_reloaded)
