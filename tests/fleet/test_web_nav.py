@@ -255,3 +255,28 @@ def test_logout_ends_the_session(browser: Browser, served: Served, shots: Path) 
         expect(page).to_have_url(re.compile(re.escape(served.url) + r"/login\?next=%2Ffleet$"))
     finally:
         page.context.close()
+
+
+def test_a_session_ended_elsewhere_sends_the_page_to_login(browser: Browser, served: Served) -> None:
+    """The session is logged out from outside the page (another tab, an expired session): the
+    page's next refresh is answered 401 and the bar sends it to /login, to come back to the
+    same page. Bad input tried: the page keeps polling with the dead session."""
+    from playwright.sync_api import expect
+
+    page = _signed_in(browser, served, ADMIN_NAME, ADMIN_PASSWORD)
+    try:
+        page.goto(served.url + "/fleet?lang=en")
+        _ready(page)
+        [cookie] = [c for c in page.context.cookies(served.url) if c.get("name") == "sohoa_session"]
+        with httpx.Client(base_url=served.url, cookies={"sohoa_session": cookie["value"]}) as http:
+            assert http.post("/api/v1/auth/logout").status_code == 204
+        expect(page).to_have_url(served.url + "/login?next=%2Ffleet%3Flang%3Den", timeout=10_000)
+        page.goto(served.url + "/login?next=%2Ffleet%3Flang%3Den")
+        page.fill("input[name=name]", ADMIN_NAME)
+        page.fill("input[name=password]", ADMIN_PASSWORD)
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        expect(page).to_have_url(served.url + "/fleet?lang=en")
+        expect(page.locator("#sohoa-nav-user")).to_have_text(f"{ADMIN_NAME} · Province admin")
+    finally:
+        page.context.close()

@@ -72,10 +72,26 @@
     }
   }
 
+  let leaving = false;
+  const toLogin = (next) => {
+    if (leaving) return;
+    leaving = true;
+    location.assign(next ? "/login?next=" + encodeURIComponent(location.pathname + location.search) : "/login");
+  };
+  // A page's refresh answered 401: the session ended (expired, or logged out in another tab).
+  // Rather than an error line repeating every few seconds, back to the login, then here.
+  const pageFetch = window.fetch.bind(window);
+  window.fetch = async (...args) => {
+    const response = await pageFetch(...args);
+    if (response.status === 401 && new URL(response.url || location.href).origin === location.origin) toLogin(true);
+    return response;
+  };
+
   logout.addEventListener("click", async () => {
     logout.disabled = true;
+    leaving = true;  // its own 401 (a session already gone) must not add ?next=
     try {
-      await fetch("/api/v1/auth/logout", {method: "POST", credentials: "same-origin"});
+      await pageFetch("/api/v1/auth/logout", {method: "POST", credentials: "same-origin"});
     } finally {
       location.assign("/login");  // the session is over (or was already): sign in again
     }
@@ -87,9 +103,9 @@
     label();
     // Follow the page's own language toggle (each page sets <html lang> when it changes).
     new MutationObserver(label).observe(document.documentElement, {attributes: true, attributeFilter: ["lang"]});
-    fetch("/api/v1/auth/me", {credentials: "same-origin"}).then(async (r) => {
-      if (r.status === 401) {  // the session ended elsewhere: back to the login, then here
-        location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+    pageFetch("/api/v1/auth/me", {credentials: "same-origin"}).then(async (r) => {
+      if (r.status === 401) {
+        toLogin(true);
         return;
       }
       if (!r.ok) return;
