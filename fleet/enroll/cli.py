@@ -26,6 +26,7 @@ import json
 import os
 import pwd
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -214,11 +215,17 @@ def _snippet(ctx: _Context, args: argparse.Namespace, token_id: str, expires_at:
 
 
 def _prepare_out(directory: Path) -> None:
-    """DIR (0700) ready for a new token: refuse to overwrite one written before."""
-    if (directory / TOKEN_FILE).exists():
-        raise Refused(f"{directory / TOKEN_FILE} exists: choose another --out directory or delete it first")
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory.chmod(0o700)  # an existing directory too: the token goes in it
+    """DIR (0700) ready for a new token: made here, or an existing one only its owner can enter
+    (never chmod a directory someone else chose, /tmp say); a token written before is not replaced."""
+    if directory.is_dir():
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if mode & 0o077:
+            raise Refused(f"{directory} is open to other users (mode {mode:o}): give a new directory, it is made 0700")
+        if (directory / TOKEN_FILE).exists():
+            raise Refused(f"{directory / TOKEN_FILE} exists: choose another --out directory or delete it first")
+        return
+    directory.mkdir(mode=0o700, parents=True)
+    directory.chmod(0o700)  # whatever the umask
 
 
 def _issue(ctx: _Context, args: argparse.Namespace) -> int:

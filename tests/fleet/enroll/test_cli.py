@@ -156,7 +156,8 @@ def test_token_shown_once_never_stored_and_revoked_token_refused(site: Site, tmp
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """The token text is in stdout once and in no database row (audit included); after
     ``token revoke`` an enrollment with it is refused 403 'revoked'. Bad input: revoking an
-    unknown token id (exit 2, audited), a malformed one (usage), and a lifetime above the limit."""
+    unknown token id (exit 2, audited), a malformed one (usage), a lifetime above the limit, and
+    --out naming an existing directory other users can enter (refused, left as it was)."""
     text, token_id = _issue(site, capsys, "--ttl", "12h")
     secret = text.split(".")[2]
     dump = "\n".join(sqlite3.connect(site.db).iterdump())
@@ -189,6 +190,13 @@ def test_token_shown_once_never_stored_and_revoked_token_refused(site: Site, tmp
     assert "at most 720 h" in err and not TOKEN_TEXT.search(out)
     assert len(site.audit("token.created")) == 2  # the refused one too, outcome refused
     assert site.audit("token.created")[-1].outcome == "refused"
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    assert main(["token", "issue", "--unit", UNIT, "--out", str(shared), "--config", str(site.config)]) == 2
+    assert "open to other users" in capsys.readouterr().err
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755 and not any(shared.iterdir())  # untouched, no token issued
+    assert len(site.audit("token.created")) == 2
 
 
 def test_enrollment_accept_and_reject(site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
