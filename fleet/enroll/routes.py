@@ -426,7 +426,9 @@ async def renew_certificate(device_id: Annotated[str, DEVICE_ID], peer: DevicePe
 
 def _renew(state: FleetState, runtime: EnrollRuntime, request: Request, device_id: str, body: RenewRequest,
            old_serial: int) -> EnrollAnswer:
-    current = runtime.store.latest_certificate(device_id)
+    # Renew from the certificate that signed the request (the newest, or the one before it when
+    # the device never stored its last renewal).
+    current = next((c for c in runtime.store.recent_certificates(device_id) if c.serial == old_serial), None)
     if current is None:
         raise CertificateRejected("unauthenticated", "no certificate on record for this device")
     answer = runtime.service.renew(device_id, body, current.pem, now=state.now())
