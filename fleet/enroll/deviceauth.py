@@ -2,8 +2,9 @@
 
 uvicorn does not hand the TLS client certificate to the app, so a device signs each request with
 its certificate's key (``provisioning.requestauth``): ``Authorization: Sohoa-Device id=...,ts=...,
-nonce=...,sig=...`` and ``X-Sohoa-Content-SHA256``. Here the fleet finds the device's newest
-certificate, checks it with the CA (not expired, not revoked), the signature, the clock and the
+nonce=...,sig=...`` and ``X-Sohoa-Content-SHA256``. Here the fleet checks the signature against
+the device's newest certificate (and, only on a bad signature, the two before it: a renewal lost
+on its way back), the certificate with the CA (not expired, not revoked), the clock and the
 nonce. A refusal is 401 with ``detail`` = the reason (``revoked``, ``expired``, ``replayed``,
 ``stale``, ``bad_signature``, ``unauthenticated``; a device stops on revoked/expired) and is
 audited; a success names the device in ``request.state.device_id`` for the audit log.

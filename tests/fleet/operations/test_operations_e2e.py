@@ -177,9 +177,9 @@ def test_rotate_certificate_through_a_running_agent(
     """``rotate_certificate`` to an enrolled agent: it makes a new key, the fleet issues a new
     certificate (another serial, audited as a renewal naming the previous one), the agent
     reconnects and says ``succeeded``; its next upload is signed with the new key, which the fleet
-    accepts only because it holds the new certificate (it takes signed requests from a device's
-    newest certificate only). The previous certificate is not revoked: it stays valid until it
-    expires. Bad input: the same command to an agent with no identity (rejected 'not enrolled')
+    accepts only because it holds the new certificate. The previous certificate is not revoked:
+    it stays valid until it expires (the fleet still takes a signature by it, for a renewal lost
+    on its way back). Bad input: the same command to an agent with no identity (rejected 'not enrolled')
     and with an argument it does not take (rejected)."""
     fleet = enrolled_fleet
     kiosk = enroll_device(fleet.http, DEVICE, "000.00.00.H01", tmp_path)
