@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.auth import audit
@@ -139,14 +140,20 @@ def login(request: Request, response: Response, state: StateDep, form: LoginForm
     return LoginOut(token=token, expires_at=expires)
 
 
-@router.post("/logout", status_code=204)
-def logout(request: Request, user: CurrentUser, state: StateDep, session: SessionDep) -> Response:
-    """End this session (the token stops working at once) and clear the cookie."""
+def end_session(session: Session, request: Request, user: Principal) -> None:
+    """End the request's session (its token stops working at once) and audit the logout; the
+    API's logout and the web pages' logout button both go through here."""
     token = request_token(request)
     if token is not None:
         close_session(session, token)
     audit.record(session, request, action="auth.logout", target=f"user {user.user_id}")
     session.commit()
+
+
+@router.post("/logout", status_code=204)
+def logout(request: Request, user: CurrentUser, state: StateDep, session: SessionDep) -> Response:
+    """End this session (the token stops working at once) and clear the cookie."""
+    end_session(session, request, user)
     response = Response(status_code=204)
     clear_cookie(response, auth_config(state))
     return response

@@ -9,10 +9,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fleet.api.deps import SessionDep, StateDep
-from fleet.auth import audit
-from fleet.auth.deps import CurrentUser, request_token
-from fleet.auth.routes import LoginIn, authenticate, clear_cookie, login_form, set_cookie
-from fleet.auth.sessions import close_session
+from fleet.auth.deps import CurrentUser
+from fleet.auth.routes import LoginIn, authenticate, clear_cookie, end_session, login_form, set_cookie
 
 router = APIRouter(include_in_schema=False)
 
@@ -110,11 +108,7 @@ def login_submit(request: Request, state: StateDep,
 @router.post("/logout")
 def logout_submit(request: Request, user: CurrentUser, state: StateDep, session: SessionDep) -> Response:
     """The logout button of the web pages: end the session, back to the login page."""
-    token = request_token(request)
-    if token is not None:
-        close_session(session, token)
-    audit.record(session, request, action="auth.logout", target=f"user {user.user_id}")
-    session.commit()
+    end_session(session, request, user)
     response = RedirectResponse("/login", status_code=303)
     clear_cookie(response, state.config.auth)
     return response
