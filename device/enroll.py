@@ -385,8 +385,8 @@ class IdentityKeeper:
         returns the new certificate's serial. Raises :class:`CertificateRevoked` when the fleet
         refuses the current certificate (the status then says so) and :class:`RenewalFailed`
         otherwise (the current key and certificate stay in use). The previous certificate is not
-        revoked: it expires on its own date, and the fleet takes signed requests only from the
-        newest one."""
+        revoked: it expires on its own date (the fleet still takes a signature by it, for a
+        renewal that was issued but lost on its way back)."""
         with self._renewing:
             problem = self.status.problem()
             if problem is not None:
