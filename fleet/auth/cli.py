@@ -7,7 +7,6 @@
 import argparse
 import getpass
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from fleet.auth.passwords import generate_password, hash_password
 from fleet.auth.principal import ROLES
 from fleet.config import FleetConfig
 from fleet.errors import FleetError
+from provisioning.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +91,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_secret(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only (0600 from the first byte)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
-
-
 def ensure_initial_admin(config: FleetConfig) -> Path | None:
     """When the database has no user at all, create ``admin`` (province admin) with a random
     password written to ``auth.initial_admin_file`` (mode 0600); returns that path, or None when
@@ -119,7 +106,7 @@ def ensure_initial_admin(config: FleetConfig) -> Path | None:
                 return None
             password = generate_password()
             path = config.auth.initial_admin_file
-            write_secret(path, f"{password}\n")
+            write_atomic(path, f"{password}\n".encode(), 0o600)
             create_user(session, name=INITIAL_ADMIN, password=password, role="province_admin", unit_code=None)
     finally:
         engine.dispose()
