@@ -26,7 +26,7 @@ from fleet.progress import periods
 from fleet.progress.activity import REASONS, DayPages, Rejects, activity, pages_per_day, rejects_by_reason
 from fleet.progress.csvio import ImportRejected
 from fleet.progress.models import TIERS, Target, Unit
-from fleet.progress.rates import progress
+from fleet.progress.rates import Progress, progress
 from fleet.progress.received import ReceivedRow, import_received, parse_csv
 from fleet.progress.report import build_report, to_pdf, to_xlsx
 from fleet.progress.schemas import (
@@ -189,10 +189,16 @@ def get_progress(state: StateDep, session: SessionDep, user: CurrentUser, start:
         found = progress(session, first, last, root)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
-    if visible_units(session, user) is not None:
-        found.unattributed = 0  # a province-wide figure, not one of the user's units
+    _hide_unattributed(session, user, found)
     # Serialized once here: letting FastAPI validate the 3,000-unit model again costs ~0.1 s.
     return Response(ProgressOut.of(found).model_dump_json(), media_type="application/json")
+
+
+def _hide_unattributed(session: Session, user: Principal, found: Progress) -> None:
+    """``unattributed`` counts dossiers outside the subtree too: a province-wide figure, not one
+    of a scoped user's units (neither on the dashboard nor in the report)."""
+    if visible_units(session, user) is not None:
+        found.unattributed = 0
 
 
 def _units_under(session: Session, root: str | None) -> frozenset[str] | None:
@@ -252,14 +258,16 @@ def _today(state: StateDep) -> date:
     return state.now().astimezone(periods.LOCAL).date()
 
 
-def _report(state: StateDep, session: Session, start: str | None, end: str | None, unit: str | None,
-            kind: str) -> Response:
+def _report(state: StateDep, session: Session, user: Principal, start: str | None, end: str | None,
+            unit: str | None, kind: str) -> Response:
     first, last = _range(state, start, end)
+    unit = _root(session, user, unit)
     try:
         report = build_report(session, first, last, unit, now=state.now(),
                               heartbeat_timeout_s=state.config.ingest.heartbeat_timeout_s)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
+    _hide_unattributed(session, user, report.progress)
     name = f"bao-cao-dinh-ky_{unit or 'all'}_{first}_{last}.{kind}"
     if kind == "xlsx":
         body, media = to_xlsx(report), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -272,14 +280,14 @@ def _report(state: StateDep, session: Session, start: str | None, end: str | Non
 def report_xlsx(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                 unit: UnitQ = None) -> Response:
     """The periodic report ("Báo cáo định kỳ") as an Excel workbook."""
-    return _report(state, session, start, end, _root(session, user, unit), "xlsx")
+    return _report(state, session, user, start, end, unit, "xlsx")
 
 
 @api.get("/progress/report.pdf", tags=["progress"], response_class=Response)
 def report_pdf(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                unit: UnitQ = None) -> Response:
     """The periodic report as PDF."""
-    return _report(state, session, start, end, _root(session, user, unit), "pdf")
+    return _report(state, session, user, start, end, unit, "pdf")
 
 
 @cache
