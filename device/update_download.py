@@ -76,32 +76,28 @@ def download(
             try:
                 total = _attempt(http, url, part, on_progress)
             except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 410:
-                    last_error = f"HTTP {exc.response.status_code}"
-                    log.warning("download attempt %s/%s failed (%s); resuming later", attempt, attempts, last_error)
-                    if attempt < attempts and stop.wait(delay):
-                        raise DownloadFailed("stopped") from None
-                    delay = min(delay * 2, retry_max_s)
-                    continue
-                part.unlink(missing_ok=True)
-                sidecar.unlink(missing_ok=True)
-                raise OfferWithdrawn(f"the fleet withdrew this update offer: {_reason(exc.response)}") from None
+                if exc.response.status_code == 410:
+                    part.unlink(missing_ok=True)
+                    sidecar.unlink(missing_ok=True)
+                    raise OfferWithdrawn(f"the fleet withdrew this update offer: {_reason(exc.response)}") from None
+                last_error = f"HTTP {exc.response.status_code}"
             except (httpx.HTTPError, OSError) as exc:
                 last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                log.warning("download attempt %s/%s failed (%s); resuming later", attempt, attempts, last_error)
-                if attempt < attempts and stop.wait(delay):
-                    raise DownloadFailed("stopped") from None
-                delay = min(delay * 2, retry_max_s)
-                continue
-            if total is not None and part.stat().st_size != total:
-                last_error = f"got {part.stat().st_size} of {total} bytes"
-                continue
-            if expected_sha256 is not None and _sha256(part) != expected_sha256:
-                part.unlink(missing_ok=True)
-                raise DownloadFailed("the downloaded bundle's sha256 differs from the one announced")
-            part.replace(dest)
-            sidecar.unlink(missing_ok=True)
-            return dest
+            else:
+                if total is not None and part.stat().st_size != total:
+                    last_error = f"got {part.stat().st_size} of {total} bytes"
+                    continue
+                if expected_sha256 is not None and _sha256(part) != expected_sha256:
+                    part.unlink(missing_ok=True)
+                    raise DownloadFailed("the downloaded bundle's sha256 differs from the one announced")
+                part.replace(dest)
+                sidecar.unlink(missing_ok=True)
+                return dest
+            # A failed attempt (any but 410): wait, then resume from what the .part holds.
+            log.warning("download attempt %s/%s failed (%s); resuming later", attempt, attempts, last_error)
+            if attempt < attempts and stop.wait(delay):
+                raise DownloadFailed("stopped")
+            delay = min(delay * 2, retry_max_s)
     finally:
         if own_client:
             http.close()
