@@ -44,6 +44,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
+from fleet.api.routes.devices import visible_device
 from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
 from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, in_scope, require_unit, require_unit_filter, visible_units
@@ -96,15 +97,6 @@ def _visible_devices(session: Session, user: Principal) -> set[str] | None:
     return {d for d, u in _device_units(session).items() if in_scope(visible, u)}
 
 
-def _require_device(session: Session, user: Principal, device_id: str) -> Device:
-    """The device, or 404 when it does not exist or is outside the user's units."""
-    device = session.get(Device, device_id)
-    if device is None:
-        raise HTTPException(404, "no such device")
-    require_unit(session, user, device.unit_code)
-    return device
-
-
 def _require_layer(session: Session, user: Principal, scope: str, key: str, *, write: bool) -> None:
     if scope == "fleet":
         if write and not user.is_province_admin:
@@ -112,9 +104,9 @@ def _require_layer(session: Session, user: Principal, scope: str, key: str, *, w
     elif scope == "unit":
         require_unit(session, user, key)
     elif session.get(Device, key) is not None:
-        _require_device(session, user, key)
+        visible_device(session, user, key)
     elif not user.is_province_admin:
-        raise OutOfScope(unit_code=None)  # a device not enrolled yet: the province admin's
+        raise OutOfScope("no such device")  # a device not enrolled yet: the province admin's
 
 
 def bundles_dir(state: Any) -> FsPath:
@@ -198,7 +190,7 @@ class DeviceSettingsOut(BaseModel):
 @router.get("/devices/{device_id}/settings")
 def device_settings(device_id: str, state: StateDep, user: CurrentUser) -> DeviceSettingsOut:
     with state.sessions.begin() as session:
-        _require_device(session, user, device_id)
+        visible_device(session, user, device_id)
         row = session.get(DeviceConfig, device_id)
         if row is None:
             recompute_desired(session, [device_id], state.now())
@@ -298,7 +290,7 @@ def create_command(device_id: str, body: CommandIn, state: StateDep, request: Re
     """Queue a command; it waits for the device until its deadline."""
     now = state.now()
     with state.sessions.begin() as session:
-        _require_device(session, user, device_id)
+        visible_device(session, user, device_id)
         row = new_command(session, device_id, body.name, body.args, now + timedelta(seconds=body.timeout_s), now)
         session.flush()
         out = CommandOut.of(row)
@@ -310,7 +302,7 @@ def create_command(device_id: str, body: CommandIn, state: StateDep, request: Re
 
 @router.get("/devices/{device_id}/commands")
 def list_commands(device_id: str, session: SessionDep, user: CurrentUser) -> list[CommandOut]:
-    _require_device(session, user, device_id)
+    visible_device(session, user, device_id)
     rows = session.scalars(select(CommandRow).where(CommandRow.device_id == device_id)
                            .order_by(CommandRow.created_at.desc()).limit(200))
     return [CommandOut.of(r) for r in rows]
@@ -345,7 +337,8 @@ def get_command(command_id: str, session: SessionDep, user: CurrentUser) -> Comm
     row = session.get(CommandRow, command_id)
     if row is None:
         raise HTTPException(404, "no such command")
-    _require_device(session, user, row.device_id)
+    device = session.get(Device, row.device_id)
+    require_unit(session, user, device.unit_code if device is not None else None, detail="no such command")
     return CommandOut.of(row)
 
 
@@ -533,7 +526,7 @@ def get_rollout(
     visible = _visible_devices(session, user)
     rollout = _scoped(whole, visible)
     if rollout is None:
-        raise OutOfScope()
+        raise OutOfScope("no such rollout")
     can_control = user.is_admin and (visible is None or set(whole.devices) <= visible)
     devices = sorted(rollout.devices.items(), key=lambda item: (_ATTENTION.get(item[1].state, 5), item[1].phase,
                                                                  item[0]))[:limit]
@@ -553,7 +546,7 @@ def control_rollout(rollout_id: str, action: Literal["start", "pause", "resume",
         rollout = Rollout.model_validate(row.doc)
         visible = _visible_devices(session, user)
         if _scoped(rollout, visible) is None:
-            raise OutOfScope()
+            raise OutOfScope("no such rollout")
         if visible is not None and not set(rollout.devices) <= visible:
             raise HTTPException(403, "this rollout reaches devices outside your units")
         try:

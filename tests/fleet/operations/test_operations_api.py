@@ -165,7 +165,8 @@ def test_unit_admins_see_and_act_on_their_subtree_only_and_viewers_read(api: Tes
     """Bad input: a unit admin reading, commanding, configuring a device of another unit (404,
     as if absent), setting the fleet level (403), rolling out to a unit that is not theirs
     (nothing matches), cancelling a rollout that reaches other units (403); a viewer writing
-    (403); no session at all (401)."""
+    (403); no session at all (401). Each 404 for another unit's object reads as the one for an
+    object that does not exist (its existence must not show)."""
     _online(api, unit="U1")
     _deliver(api, Status(device_id="kiosk-0009", state="online", unit="U2"))
     api.put("/api/v1/bundles/app-0.2.0.bundle", content=b"bundle bytes")
@@ -206,6 +207,15 @@ def test_unit_admins_see_and_act_on_their_subtree_only_and_viewers_read(api: Tes
     assert {c["device_id"] for c in api.get("/api/v1/commands", headers=u1).json()["commands"]} == set(DEVICES)
     [u2_offer] = api.get("/api/v1/devices/kiosk-0009/commands").json()[:1]
     assert api.get(f"/api/v1/commands/{u2_offer['id']}", headers=u1).status_code == 404
+    for theirs, absent in [("/api/v1/commands/" + u2_offer["id"], "/api/v1/commands/no-such-command"),
+                           ("/api/v1/rollouts/r-2", "/api/v1/rollouts/no-such-rollout"),
+                           ("/api/v1/devices/kiosk-0009/settings", "/api/v1/devices/kiosk-9999/settings"),
+                           ("/api/v1/devices/kiosk-0009/commands", "/api/v1/devices/kiosk-9999/commands"),
+                           ("/api/v1/settings/device/kiosk-0009", "/api/v1/settings/device/kiosk-9999")]:
+        answers = [api.get(path, headers=u1) for path in (theirs, absent)]
+        assert [(a.status_code, a.json()) for a in answers] == [(404, answers[1].json())] * 2, theirs
+    assert api.post("/api/v1/rollouts/r-2/cancel", headers=u1).json() == \
+        api.post("/api/v1/rollouts/no-such-rollout/cancel", headers=u1).json()
 
     # A viewer reads their unit's state and changes nothing.
     assert api.get("/api/v1/rollouts/r-u1", headers=viewer).json()["can_control"] is False
