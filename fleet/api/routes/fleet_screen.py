@@ -12,10 +12,10 @@ from fastapi.responses import HTMLResponse
 
 from fleet.alerts import overview
 from fleet.api.deps import SessionDep, StateDep
+from fleet.api.routes.devices import visible_device
 from fleet.auth.deps import CurrentUser
-from fleet.auth.scope import require_unit, require_unit_filter
+from fleet.auth.scope import require_unit_filter
 from fleet.errors import NotFound
-from fleet.models import Device
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1/fleet", tags=["fleet screen"])
@@ -44,10 +44,7 @@ def fleet_devices(
 @api.get("/devices/{device_id}", responses={404: {"description": "No such device"}})
 def fleet_device(device_id: str, state: StateDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """One device: its state, event timeline (newest first), latest pages and alerts."""
-    found = session.get(Device, device_id)
-    if found is None:
-        raise HTTPException(404, "no such device")
-    require_unit(session, user, found.unit_code, detail="no such device")
+    visible_device(session, user, device_id)
     try:
         return overview.device(session, device_id, state.now(), state.config.ingest.heartbeat_timeout_s)
     except NotFound:
