@@ -131,7 +131,7 @@ def _managed(session: Session, admin: Principal, user_id: int) -> User:
     if not admin.is_province_admin and (
         user.role == "province_admin" or not in_scope(visible_units(session, admin), user.unit_code)
     ):
-        raise OutOfScope(unit_code=user.unit_code)
+        raise OutOfScope("no such user", unit_code=user.unit_code)  # read as a missing one
     return user
 
 

@@ -50,7 +50,8 @@ def test_user_administration_by_role(app_client: TestClient, caplog: pytest.LogC
     post({"name": "boss", "password": SECRET, "role": "province_admin"}, 403)
     post({"name": "far", "password": SECRET, "role": "viewer", "unit_code": "99004"}, 403)
     assert {u["name"] for u in app_client.get("/api/v1/users").json()} == {"lan", "mai"}
-    assert app_client.get(f"/api/v1/users/{other['id']}").status_code == 404
+    outside = app_client.get(f"/api/v1/users/{other['id']}")
+    assert (outside.status_code, outside.json()) == (404, app_client.get("/api/v1/users/999999").json())
     assert app_client.patch(f"/api/v1/users/{other['id']}", json={"disabled": True}).status_code == 404
     assert app_client.patch(f"/api/v1/users/{viewer['id']}", json={"unit_code": "99004"}).status_code == 403
     assert app_client.patch(f"/api/v1/users/{district['id']}", json={"role": "viewer"}).status_code == 409
