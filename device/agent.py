@@ -1321,7 +1321,8 @@ class Agent:
     def _cmd_rotate_certificate(self, command: Command) -> None:
         """A new key and certificate now (signed with the current ones), then MQTT reconnects
         with them; the ack goes out over the new connection. The old certificate is not revoked
-        (it expires on its date; the fleet takes signed requests only from the newest)."""
+        (it expires on its date; the fleet still takes a signature by it, for a renewal lost on
+        its way back)."""
         RotateCertificateArgs.model_validate(command.args)
         keeper, identity = self.keeper, self.identity
         if keeper is None or identity is None or not identity.is_enrolled():
