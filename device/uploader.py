@@ -5,9 +5,10 @@
 An enrolled device (``identity``) talks HTTPS trusting only the fleet CA and signs every request
 with its key (:class:`device.http_auth.DeviceAuth`; a PUT's body hash is the file's sha256): the
 signature says which device it is. Unsigned (development, no identity), the PUT names the device
-in ``X-Sohoa-Device`` instead, which the fleet does not trust. A
-401 saying ``revoked`` or ``expired`` stops the uploader for good (:attr:`Uploader.revoked`,
-``on_revoked``): files stay in the outbox and nobody retries forever.
+in ``X-Sohoa-Device`` instead: only a development stand-in takes that; the fleet answers 401 to
+unsigned uploads, so the files stay in the outbox and are retried with backoff. A 401 saying
+``revoked`` or ``expired`` stops the uploader for good (:attr:`Uploader.revoked`, ``on_revoked``):
+files stay in the outbox and nobody retries forever.
 
 >>> uploader = Uploader(outbox, "http://127.0.0.1:8000", "kiosk-0001", UploadConfig())  # doctest: +SKIP
 >>> uploader.upload_due()  # doctest: +SKIP
