@@ -111,7 +111,7 @@ def _held(state: FleetState, session: SessionDep, sha256: str) -> StoredFile:
 
 def _require_visible(session: SessionDep, user: Principal, sha256: str) -> None:
     """OutOfScope (404) unless a page of the user's units refers to the file (by the page's own
-    unit, see :func:`fleet.api.routes.pages.page_in_units`), or, for a file no page refers to
+    unit, see :func:`fleet.progress.rates.page_in_units`), or, for a file no page refers to
     (collected logs), one of their devices uploaded it."""
     visible = visible_units(session, user)
     if visible is None:

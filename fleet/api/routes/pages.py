@@ -1,12 +1,11 @@
 """``/api/v1/pages``: captured pages, filtered, and their files."""
 
-from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
@@ -15,21 +14,15 @@ from fleet.auth.deps import CurrentUser
 from fleet.auth.principal import Principal
 from fleet.auth.scope import require_unit, visible_units
 from fleet.models import Device, Page, StoredFile
+from fleet.progress.rates import page_in_units
 
 router = APIRouter(prefix="/pages", tags=["pages"])
 
 
-def page_in_units(units: Collection[str]) -> ColumnElement[bool]:
-    """Pages of one of ``units``: a page belongs to the unit it came in under (``pages.unit_code``,
-    kept when its device moves to another unit); only a page from before that column, or from a
-    device without a unit then, goes by its device's unit now."""
-    codes = sorted(units)
-    device_unit = select(Device.unit_code).where(Device.id == Page.device_id).scalar_subquery()
-    return or_(Page.unit_code.in_(codes), and_(Page.unit_code.is_(None), device_unit.in_(codes)))
-
-
 def page_unit(session: Session, page: Page) -> str | None:
-    """The unit ``page`` belongs to (see :func:`page_in_units`)."""
+    """The unit ``page`` belongs to: the one it came in under (``pages.unit_code``, kept when its
+    device moves), else, for a page from before that column or from a device without a unit then,
+    its device's now (:func:`fleet.progress.rates.page_unit` in SQL)."""
     if page.unit_code is not None:
         return page.unit_code
     device = session.get(Device, page.device_id)
