@@ -83,13 +83,16 @@ def record_violations(state: FleetState, violations: list[AclViolation]) -> None
 
 
 async def _watch(state: FleetState, watch: BrokerLogWatch, interval_s: float) -> None:
+    pending: list[AclViolation] = []  # read from the log but not yet in the audit log
     while True:
         await asyncio.sleep(interval_s)
         try:
-            found = await run_in_threadpool(watch.new_violations)
-            await run_in_threadpool(record_violations, state, found)
+            pending += await run_in_threadpool(watch.new_violations)
+            await run_in_threadpool(record_violations, state, pending)
+            pending = []
         except Exception:  # an unreadable log or a database hiccup: the next look tries again, loudly
-            log.exception("could not read the broker's log for ACL refusals")
+            log.exception("could not read the broker's log for ACL refusals (%d kept for the next look)",
+                          len(pending))
 
 
 @asynccontextmanager
