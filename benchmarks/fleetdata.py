@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fleet.db import bulk_insert_ignore, make_engine, migrate
+from fleet.db import bulk_insert, make_engine, migrate
 from fleet.models import Device, Page, TelemetrySample
 from fleet.progress import digitized
 from fleet.progress.models import Received, Unit
@@ -116,7 +116,7 @@ def fill(url: str, units: int, devices: int, pages: int, seed: int = 7) -> Fille
                             (Device.__table__, device_rows), (Page.__table__, page_rows),
                             (TelemetrySample.__table__, telemetry)):
             for i in range(0, len(rows), 20000):
-                bulk_insert_ignore(conn, table, rows[i:i + 20000])
+                bulk_insert(conn, table, rows[i:i + 20000])
         digitized.rebuild(conn)  # what the ingest keeps as pages arrive
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:

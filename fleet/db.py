@@ -185,11 +185,17 @@ def _converter(column_type: Any, dialect: str) -> Callable[[Any], Any] | None:
     return None
 
 
-def bulk_insert_ignore(connection: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """``INSERT ... ON CONFLICT DO NOTHING`` of many rows in one driver ``executemany``, with
-    values converted once per column (see :func:`_converter`). Rows share their keys."""
+def bulk_insert(connection: Connection, table: Any, rows: Sequence[dict[str, Any]],
+                on_conflict: str = "DO NOTHING") -> int:
+    """``INSERT ... ON CONFLICT <on_conflict>`` of many rows in one driver ``executemany``, with
+    values converted once per column (see :func:`_converter`). Rows share their keys. Returns the
+    rows the database reports written (inserted, or updated by an upsert): for the default
+    ``DO NOTHING``, the rows that were not there yet.
+
+    ``on_conflict`` is SQL from our own code (e.g. ``("id") DO UPDATE SET ...``), never from input:
+    the same text works on SQLite and PostgreSQL when it quotes names and uses ``excluded``."""
     if not rows:
-        return
+        return 0
     dialect = connection.dialect.name
     if dialect not in ("sqlite", "postgresql"):
         raise DatabaseError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
@@ -198,7 +204,7 @@ def bulk_insert_ignore(connection: Connection, table: Any, rows: Sequence[dict[s
     columns = ", ".join(f'"{n}"' for n in names)
     placeholders = ", ".join([marker] * len(names))
     # Table and column names come from our own metadata, values go as parameters.
-    sql = f'INSERT INTO "{table.name}" ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING'  # noqa: S608
+    sql = f'INSERT INTO "{table.name}" ({columns}) VALUES ({placeholders}) ON CONFLICT {on_conflict}'  # noqa: S608
     converters = [(i, conv) for i, n in enumerate(names) if (conv := _converter(table.c[n].type, dialect))]
     params: list[tuple[Any, ...]] = []
     for row in rows:
@@ -206,7 +212,8 @@ def bulk_insert_ignore(connection: Connection, table: Any, rows: Sequence[dict[s
         for i, conv in converters:
             values[i] = conv(values[i])
         params.append(tuple(values))
-    connection.exec_driver_sql(sql, params)
+    # Both drivers sum an executemany's row counts (sqlite3's changes(), psycopg's command tuples).
+    return int(connection.exec_driver_sql(sql, params).rowcount)
 
 
 def insert_ignore(dialect: str, table: Any) -> Any:

@@ -35,13 +35,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.config import BrokerConfig, FleetConfig
-from fleet.db import RawJSON, WalCheckpointer, bulk_insert_ignore, insert_ignore
-from fleet.enroll.store import enrolled_units
+from fleet.db import RawJSON, WalCheckpointer, bulk_insert, insert_ignore
+from fleet.enroll.models import EnrollmentRow
 from fleet.metrics import MAX_UNKNOWN_FIELD_LABELS, OTHER_FIELD, FleetMetrics
 from fleet.models import Device, Event, Page, TelemetrySample
 from fleet.progress import digitized
@@ -200,24 +200,22 @@ class Writer:
                 [{"id": i, "first_seen": first[i], "last_seen": last[i], "status": "unknown"} for i in ids],
             )
             units: dict[str, str | None] = {}
-            enrolled = enrolled_units(session, ids)  # an enrolled device's unit is its enrollment's
-            for device in session.scalars(select(Device).where(Device.id.in_(ids)).with_for_update()):
+            for device, enrolled in session.execute(_devices_and_enrollments(ids)):
                 _apply(device, last[device.id], statuses.get(device.id), reports.get(device.id))
-                if device.id in enrolled and device.unit_code != enrolled[device.id]:
-                    device.unit_code = _enrolled_unit(device.id, enrolled[device.id], statuses.get(device.id))
+                if enrolled is not None and device.unit_code != enrolled:
+                    device.unit_code = _enrolled_unit(device.id, enrolled, statuses.get(device.id))
                 units[device.id] = device.unit_code
             for row in pages.values():  # the unit the page was captured for, kept if the device moves
                 row["unit_code"] = units.get(row["device_id"])
             session.flush()
             connection = session.connection()
-            if events:
-                known = set(session.scalars(select(Event.id).where(Event.id.in_(list(events)))))
-                if known:
-                    self.metrics.duplicates.inc(len(known))
-                bulk_insert_ignore(connection, Event.__table__, list(events.values()))
-            bulk_insert_ignore(connection, Page.__table__, list(pages.values()))
+            # An event already stored (a redelivery) is the one row its insert leaves alone.
+            known = len(events) - bulk_insert(connection, Event.__table__, list(events.values()))
+            if known:
+                self.metrics.duplicates.inc(known)
+            bulk_insert(connection, Page.__table__, list(pages.values()))
             digitized.record(connection, pages.values())  # dossiers' first accepted pages
-            bulk_insert_ignore(connection, TelemetrySample.__table__, list(samples.values()))
+            bulk_insert(connection, TelemetrySample.__table__, list(samples.values()))
             for hook in self.hooks:
                 hook(session, [decoded for _, decoded in batch])
         committed = utcnow()
@@ -295,6 +293,14 @@ def _apply(device: Device, seen: datetime, status: tuple[Status, datetime] | Non
         device.accepting_scans = report.accepting_scans
         device.last_telemetry = report.model_dump(mode="json")
         device.last_telemetry_at = report.ts
+
+
+def _devices_and_enrollments(ids: list[str]) -> Select[Device, str]:
+    """The batch's devices, locked, each with the unit of its accepted enrollment or None (an
+    enrolled device's unit is its enrollment's, whatever its status messages claim): one query."""
+    enrollment = (EnrollmentRow.device_id == Device.id) & (EnrollmentRow.state == "accepted")
+    return (select(Device, EnrollmentRow.unit_code).outerjoin(EnrollmentRow, enrollment)
+            .where(Device.id.in_(ids)).with_for_update(of=Device))
 
 
 def _enrolled_unit(device_id: str, unit: str, status: tuple[Status, datetime] | None) -> str:

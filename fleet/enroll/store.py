@@ -192,12 +192,3 @@ class SqlEnrollmentStore:
     def revoked_serials(self) -> _RevokedLookup:
         return _RevokedLookup(self.sessions)
 
-
-def enrolled_units(session: Session, device_ids: Sequence[str]) -> dict[str, str]:
-    """{device id: unit} of the accepted enrollments among ``device_ids`` (the ingest keeps a
-    device's unit to the one it enrolled in, whatever its status messages claim)."""
-    if not device_ids:
-        return {}
-    query = select(EnrollmentRow.device_id, EnrollmentRow.unit_code).where(
-        EnrollmentRow.device_id.in_(list(device_ids)), EnrollmentRow.state == "accepted")
-    return {device_id: unit for device_id, unit in session.execute(query)}

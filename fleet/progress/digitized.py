@@ -11,12 +11,11 @@ table from the pages (after a bulk load that bypassed the ingest).
 """
 
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, or_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, delete, insert
 
-from fleet.db import DatabaseError
+from fleet.db import bulk_insert
 from fleet.progress.models import DigitizedDossier
 from fleet.progress.rates import first_accepted_pages
 
@@ -43,19 +42,20 @@ def record(connection: Connection, pages: Iterable[dict[str, Any]]) -> int:
             first[row["dossier_code"]] = row
     if not first:
         return 0
-    dialect = connection.dialect.name
-    if dialect not in ("sqlite", "postgresql"):
-        raise DatabaseError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
-    table = cast(Table, DigitizedDossier.__table__)
-    stmt = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
-    earlier = or_(stmt.excluded.first_at < table.c.first_at,
-                  (stmt.excluded.first_at == table.c.first_at) & (stmt.excluded.page_id < table.c.page_id))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.dossier_code],
-        set_={c: stmt.excluded[c] for c in ("first_at", "page_id", "device_id", "unit_code")},
-        where=earlier)
-    connection.execute(stmt, sorted(first.values(), key=lambda r: r["dossier_code"]))
+    bulk_insert(connection, DigitizedDossier.__table__, sorted(first.values(), key=lambda r: r["dossier_code"]),
+                on_conflict=_TOWARDS_EARLIER)
     return len(first)
+
+
+def _towards_earlier() -> str:
+    """The upsert's conflict clause: the kept row moves only to an earlier page (time, then page id)."""
+    table = DigitizedDossier.__tablename__
+    kept = ", ".join(f'"{c}" = excluded."{c}"' for c in ("first_at", "page_id", "device_id", "unit_code"))
+    return (f'("dossier_code") DO UPDATE SET {kept} WHERE excluded."first_at" < "{table}"."first_at" '
+            f'OR (excluded."first_at" = "{table}"."first_at" AND excluded."page_id" < "{table}"."page_id")')
+
+
+_TOWARDS_EARLIER = _towards_earlier()
 
 
 def rebuild(connection: Connection) -> None:

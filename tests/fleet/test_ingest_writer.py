@@ -1,0 +1,111 @@
+"""The ingest's database half (:class:`fleet.ingest.Writer`) on SQLite and PostgreSQL, without a
+broker: what its driver-level statements must keep doing (issue 2's fast path, issue 8's kept
+dossiers, issue 6's enrolled units)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleet.db import make_engine, migrate, session_factory
+from fleet.enroll.models import EnrollmentRow
+from fleet.ingest import Incoming, Writer
+from fleet.metrics import FleetMetrics
+from fleet.models import Device, Event, Page
+from fleet.progress.digitized import rebuild
+from fleet.progress.models import DigitizedDossier
+from protocol.messages import Message, PageCaptured, encode
+from protocol.topics import Channel, topic
+from tests.fleet.messages import page_event, status
+
+AT = datetime(2026, 1, 20, 3, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(db_url)
+    migrate(engine)
+    try:
+        yield session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def _incoming(*messages: Message) -> list[Incoming]:
+    return [Incoming(topic(m.device_id, Channel.EVENT if isinstance(m, PageCaptured) else Channel.STATUS), encode(m))
+            for m in messages]
+
+
+def _page(device: str, page_id: str, dossier: str, captured_at: datetime) -> PageCaptured:
+    event = page_event(device, page_id.encode(), dossier_code=dossier, captured_at=captured_at)
+    return event.model_copy(update={"page": event.page.model_copy(update={"page_id": page_id})})
+
+
+def test_redelivered_events_are_counted_once_each(sessions: sessionmaker[Session]) -> None:
+    """Bad input tried: a committed batch delivered again whole, with one new event and one
+    event twice inside the redelivered batch. The duplicate counter (now the insert's row count,
+    not a lookup) says exactly how many events were already stored, on both databases."""
+    metrics = FleetMetrics()
+    writer = Writer(sessions, metrics)
+    a, b, c = (page_event("kiosk-0001", bytes([i])) for i in range(3))
+    assert writer.write(_incoming(a, b)) == 2
+    assert metrics.registry.get_sample_value("sohoa_fleet_messages_duplicate_total") == 0
+    assert writer.write(_incoming(a, b, c, a)) == 4
+    assert metrics.registry.get_sample_value("sohoa_fleet_messages_duplicate_total") == 2
+    with sessions() as session:
+        assert sorted(session.scalars(select(Event.id))) == sorted([a.id, b.id, c.id])
+        assert len(session.scalars(select(Page.page_id)).all()) == 3
+
+
+def test_kept_dossier_moves_only_to_an_earlier_page_ties_by_page_id(sessions: sessionmaker[Session]) -> None:
+    """Faults tried: pages of one dossier captured at the same instant arriving in the wrong page-id
+    order across batches, a later page (smaller page id) alone, a redelivery, and an earlier page last. The kept
+    row is always the earliest page (ties: the smaller page id), equal to one rebuilt from pages."""
+    writer = Writer(sessions, FleetMetrics())
+
+    def kept() -> tuple[str, str]:
+        with sessions() as session:
+            row = session.get_one(DigitizedDossier, "D1")
+            return row.page_id, row.device_id
+
+    assert writer.write(_incoming(_page("kiosk-0002", "page-bbbb", "D1", AT))) == 1
+    assert kept() == ("page-bbbb", "kiosk-0002")
+    tie = _page("kiosk-0001", "page-aaaa", "D1", AT)
+    assert writer.write(_incoming(tie, _page("kiosk-0003", "page-cccc", "D1", AT))) == 2
+    assert kept() == ("page-aaaa", "kiosk-0001")
+    assert writer.write(_incoming(_page("kiosk-0003", "page-0000", "D1", AT.replace(hour=4)))) == 1
+    assert kept() == ("page-aaaa", "kiosk-0001")  # a smaller page id, but later
+    assert writer.write(_incoming(tie)) == 1
+    assert kept() == ("page-aaaa", "kiosk-0001")
+    assert writer.write(_incoming(_page("kiosk-0004", "page-zzzz", "D1", AT.replace(hour=2)))) == 1
+    assert kept() == ("page-zzzz", "kiosk-0004")
+    with sessions() as session:
+        before = session.execute(select(DigitizedDossier.__table__)).all()
+        rebuild(session.connection())
+        assert session.execute(select(DigitizedDossier.__table__)).all() == before
+        session.rollback()
+
+
+def test_an_enrolled_device_keeps_its_enrollments_unit(sessions: sessionmaker[Session]) -> None:
+    """Bad input tried: status messages claiming unit 26734 from a device enrolled (accepted) in
+    99001 and from one whose enrollment is only pending. The accepted enrollment's unit wins and
+    goes on its pages; the pending one does not count."""
+    with sessions.begin() as session:
+        for device, state in (("kiosk-0001", "accepted"), ("kiosk-0002", "pending")):
+            session.add(EnrollmentRow(device_id=device, unit_code="99001", token_id="t", public_key_sha256="0" * 64,
+                                      state=state, requested_at=AT, csr_pem="-"))
+    writer = Writer(sessions, FleetMetrics())
+    pages = [page_event(d, d.encode(), dossier_code=f"U-{d}") for d in ("kiosk-0001", "kiosk-0002", "kiosk-0003")]
+    messages = [status(d, "online") for d in ("kiosk-0001", "kiosk-0002", "kiosk-0003")]
+    assert writer.write(_incoming(*messages, *pages)) == 6
+    with sessions() as session:
+        assert dict(session.execute(select(Device.id, Device.unit_code)).all()) == {
+            "kiosk-0001": "99001", "kiosk-0002": "26734", "kiosk-0003": "26734"}
+        assert dict(session.execute(select(Page.device_id, Page.unit_code)).all()) == {
+            "kiosk-0001": "99001", "kiosk-0002": "26734", "kiosk-0003": "26734"}
+        assert dict(session.execute(select(DigitizedDossier.device_id, DigitizedDossier.unit_code)).all()) \
+            == {"kiosk-0001": "99001", "kiosk-0002": "26734", "kiosk-0003": "26734"}
