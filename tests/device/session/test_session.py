@@ -438,8 +438,7 @@ def test_real_pdf_writer(tmp_path: Path) -> None:
 
     from device.session import DossierPdfBuilder
 
-    if DossierPdfBuilder.find_module() is None:
-        pytest.skip("device/pdf.py is not there yet")
+    assert DossierPdfBuilder.find_module() is not None, "device/dossier_pdf.py lost its write_pdf/PdfPage/DossierInfo"
     rng = np.random.default_rng(5)
     paper = np.full((600, 420, 3), 235, np.uint8)
     paper[100:500:20, 40:380] = rng.integers(0, 60, size=(20, 340, 3), dtype=np.uint8)  # lines of "text"
