@@ -23,6 +23,7 @@ from fleet.errors import NotFound
 from fleet.models import Device, Event, Page, StoredFile, is_online
 from fleet.progress import periods
 from fleet.progress.models import Unit
+from fleet.progress.rates import page_in_units
 
 _EVENT_DETAIL = ("batch_id", "outcome", "pages", "reason", "message", "doctype", "previous", "agent_version",
                  "dossier_code", "source")
@@ -127,8 +128,11 @@ def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit
 
 
 def device(session: Session, device_id: str, now: datetime, heartbeat_timeout_s: float, *,
-           events: int = 50, pages: int = 24) -> dict[str, Any]:
-    """One device: its row, newest events (a timeline), newest pages and its alerts."""
+           events: int = 50, pages: int = 24, units: Collection[str] | None = None) -> dict[str, Any]:
+    """One device: its row, newest events (a timeline), newest pages and its alerts.
+
+    ``units``: the viewer's units (None: all); only pages that came in under one of them are
+    listed, so a device moved here does not show the pages it took for its previous unit."""
     found = session.get(Device, device_id)
     if found is None:
         raise NotFound(f"no device {device_id}")
@@ -147,6 +151,8 @@ def device(session: Session, device_id: str, now: datetime, heartbeat_timeout_s:
     latest = []
     query = (select(Page, StoredFile.sha256).outerjoin(StoredFile, StoredFile.sha256 == Page.sha256)
              .where(Page.device_id == device_id).order_by(Page.captured_at.desc(), Page.page_id).limit(pages))
+    if units is not None:
+        query = query.where(page_in_units(units))
     for page, held in session.execute(query):
         quality = page.quality or {}
         latest.append({

@@ -14,7 +14,7 @@ from fleet.alerts import overview
 from fleet.api.deps import SessionDep, StateDep
 from fleet.api.routes.devices import visible_device
 from fleet.auth.deps import CurrentUser
-from fleet.auth.scope import require_unit_filter
+from fleet.auth.scope import require_unit_filter, visible_units
 from fleet.errors import NotFound
 
 router = APIRouter()
@@ -46,7 +46,8 @@ def fleet_device(device_id: str, state: StateDep, session: SessionDep, user: Cur
     """One device: its state, event timeline (newest first), latest pages and alerts."""
     visible_device(session, user, device_id)
     try:
-        return overview.device(session, device_id, state.now(), state.config.ingest.heartbeat_timeout_s)
+        return overview.device(session, device_id, state.now(), state.config.ingest.heartbeat_timeout_s,
+                               units=visible_units(session, user))
     except NotFound:
         raise HTTPException(404, "no such device") from None
 

@@ -77,7 +77,13 @@ def _moved_device(app_client: TestClient) -> None:
     assert _sees(app_client, world.other.page_id, world.other.sha256) == nothing
     assert [c["unit"] for c in app_client.get("/api/v1/corrections").json()] == ["99001"]
 
+    # The fleet screen's device page (the kiosk is in 99004 now, under 992) lists only the pages
+    # the viewer may open: district 991 sees the kiosk's old page there, 992 only the later one.
+    assert app_client.get(f"/api/v1/fleet/devices/{old.device_id}").status_code == 404  # not its device now
+
     login(app_client, role="viewer", unit_code="992", name="district-992")
+    listed = [p["page_id"] for p in app_client.get(f"/api/v1/fleet/devices/{old.device_id}").json()["pages"]]
+    assert listed == [later.page_id]  # not old.page_id, which came in under 99001
     assert _sees(app_client, old.page_id, old.sha256) == nothing
     assert _sees(app_client, later.page_id, later.sha256) == everything
     assert _sees(app_client, world.other.page_id, world.other.sha256) == everything  # by its device's unit
