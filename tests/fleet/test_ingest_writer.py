@@ -46,19 +46,21 @@ def _page(device: str, page_id: str, dossier: str, captured_at: datetime) -> Pag
 
 
 def test_redelivered_events_are_counted_once_each(sessions: sessionmaker[Session]) -> None:
-    """Bad input tried: a committed batch delivered again whole, with one new event and one
-    event twice inside the redelivered batch. The duplicate counter (now the insert's row count,
-    not a lookup) says exactly how many events were already stored, on both databases."""
+    """Bad input tried: a committed batch of 150 pages (more than one SQLite statement holds: 142 events,
+    47 pages) delivered again whole, with one new event and one event twice inside the
+    redelivered batch. The duplicate counter (the inserts' row count, not a lookup) says exactly
+    how many events were already stored, on both databases, and every row is there once."""
     metrics = FleetMetrics()
     writer = Writer(sessions, metrics)
-    a, b, c = (page_event("kiosk-0001", bytes([i])) for i in range(3))
-    assert writer.write(_incoming(a, b)) == 2
+    first = [page_event("kiosk-0001", i.to_bytes(2, "big"), sequence=i + 1) for i in range(150)]
+    new = page_event("kiosk-0002", b"new")
+    assert writer.write(_incoming(*first)) == 150
     assert metrics.registry.get_sample_value("sohoa_fleet_messages_duplicate_total") == 0
-    assert writer.write(_incoming(a, b, c, a)) == 4
-    assert metrics.registry.get_sample_value("sohoa_fleet_messages_duplicate_total") == 2
+    assert writer.write(_incoming(*first, new, first[0])) == 152
+    assert metrics.registry.get_sample_value("sohoa_fleet_messages_duplicate_total") == 150
     with sessions() as session:
-        assert sorted(session.scalars(select(Event.id))) == sorted([a.id, b.id, c.id])
-        assert len(session.scalars(select(Page.page_id)).all()) == 3
+        assert sorted(session.scalars(select(Event.id))) == sorted(e.id for e in [*first, new])
+        assert sorted(session.scalars(select(Page.page_id))) == sorted(e.page.page_id for e in [*first, new])
 
 
 def test_kept_dossier_moves_only_to_an_earlier_page_ties_by_page_id(sessions: sessionmaker[Session]) -> None:
