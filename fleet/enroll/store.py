@@ -25,6 +25,7 @@ from fleet.db import insert_ignore
 from fleet.enroll.models import CertificateRow, EnrollmentRow, EnrollmentTokenRow
 from fleet.models import Device
 from provisioning.ca import CertificateKind, IssuedCertificate, RevokedCertificate
+from provisioning.errors import CertificateRejected
 from provisioning.tokens import Enrollment, EnrollmentState, EnrollmentToken
 
 
@@ -145,7 +146,16 @@ class SqlEnrollmentStore:
     # --- certificates --------------------------------------------------------------------
 
     def add_certificate(self, issued: IssuedCertificate) -> None:
+        """Keep an issued certificate; a device's is refused (``revoked``) when the device was
+        revoked meanwhile. Both this and :meth:`revoke_device` start with :func:`_lock_device`, so
+        a renewal racing a revocation either lands before it (and is revoked with the others) or
+        sees it (and is refused): it never slips past the CRL."""
         with self.sessions.begin() as session:
+            if issued.kind == "device":
+                _lock_device(session, issued.name)
+                revoked = session.scalar(select(Device.revoked_at).where(Device.id == issued.name))
+                if revoked is not None:
+                    raise CertificateRejected("revoked", "the device was revoked while its certificate was issued")
             session.add(CertificateRow(
                 serial=str(issued.serial), name=issued.name, kind=issued.kind, not_before=issued.not_before,
                 not_after=issued.not_after, fingerprint_sha256=issued.fingerprint_sha256,
@@ -170,16 +180,19 @@ class SqlEnrollmentStore:
         """Revoke every unrevoked certificate of the device and mark the device revoked (its row is
         created, with the unit of its enrollment, when it never spoke): one transaction."""
         with self.sessions.begin() as session:
-            rows = list(session.scalars(select(CertificateRow).where(
-                CertificateRow.name == device_id, CertificateRow.revoked_at.is_(None)).with_for_update()))
-            for row in rows:
-                row.revoked_at, row.revoked_by = when, by
+            # The lock first (it orders us against add_certificate), then the certificates: one
+            # stored before we got the lock is in the list below.
+            _lock_device(session, device_id)
             enrolled = session.get(EnrollmentRow, device_id)
             session.execute(insert_ignore(session.get_bind().dialect.name, Device.__table__), [{
                 "id": device_id, "unit_code": enrolled.unit_code if enrolled else None, "first_seen": when,
                 "last_seen": when, "status": "unknown"}])
             session.execute(update(Device).where(Device.id == device_id, Device.revoked_at.is_(None))
                             .values(revoked_at=when).execution_options(synchronize_session=False))
+            rows = list(session.scalars(select(CertificateRow).where(
+                CertificateRow.name == device_id, CertificateRow.revoked_at.is_(None)).with_for_update()))
+            for row in rows:
+                row.revoked_at, row.revoked_by = when, by
             return [RevokedCertificate(int(r.serial), when) for r in rows]
 
     def revoked(self) -> Sequence[RevokedCertificate]:
@@ -192,3 +205,11 @@ class SqlEnrollmentStore:
     def revoked_serials(self) -> _RevokedLookup:
         return _RevokedLookup(self.sessions)
 
+
+
+def _lock_device(session: Session, device_id: str) -> None:
+    """Serialize certificate writes of one device: a no-op UPDATE of its enrollment row, the
+    first statement of the transaction, takes that row's lock on PostgreSQL and the database's
+    write lock on SQLite (whose reads before a first write run outside any transaction)."""
+    session.execute(update(EnrollmentRow).where(EnrollmentRow.device_id == device_id)
+                    .values(decided_by=EnrollmentRow.decided_by).execution_options(synchronize_session=False))
