@@ -40,7 +40,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.config import BrokerConfig, FleetConfig
-from fleet.db import RawJSON, WalCheckpointer, bulk_insert, insert_ignore
+from fleet.db import RawJSON, WalCheckpointer, bulk_insert
 from fleet.enroll.models import EnrollmentRow
 from fleet.metrics import MAX_UNKNOWN_FIELD_LABELS, OTHER_FIELD, FleetMetrics
 from fleet.models import Device, Event, Page, TelemetrySample
@@ -193,12 +193,9 @@ class Writer:
                     "id": msg.id, "device_id": device_id, "ts": msg.ts, "data": RawJSON(item.payload.decode())
                 }
         with self.sessions.begin() as session:
-            dialect = session.get_bind().dialect.name
             ids = sorted(first)
-            session.execute(
-                insert_ignore(dialect, Device.__table__),
-                [{"id": i, "first_seen": first[i], "last_seen": last[i], "status": "unknown"} for i in ids],
-            )
+            bulk_insert(session.connection(), Device.__table__,
+                        [{"id": i, "first_seen": first[i], "last_seen": last[i], "status": "unknown"} for i in ids])
             units: dict[str, str | None] = {}
             for device, enrolled in session.execute(_devices_and_enrollments(ids)):
                 _apply(device, last[device.id], statuses.get(device.id), reports.get(device.id))
