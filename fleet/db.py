@@ -187,23 +187,27 @@ def _converter(column_type: Any, dialect: str) -> Callable[[Any], Any] | None:
 
 def bulk_insert(connection: Connection, table: Any, rows: Sequence[dict[str, Any]],
                 on_conflict: str = "DO NOTHING") -> int:
-    """``INSERT ... ON CONFLICT <on_conflict>`` of many rows, with values converted once per column
-    (see :func:`_converter`), without SQLAlchemy's per-value machinery. Rows share their keys and
-    must not conflict with each other. Returns the rows the database reports written (inserted,
-    or updated by an upsert): for the default ``DO NOTHING``, the rows that were not there yet.
+    """``INSERT ... ON CONFLICT <on_conflict>`` of many rows in one driver ``executemany``, with
+    values converted once per column (see :func:`_converter`), without SQLAlchemy's per-value
+    machinery. Rows share their keys. Returns the rows the database reports written (inserted, or
+    updated by an upsert): for the default ``DO NOTHING``, the rows that were not there yet.
 
     ``on_conflict`` is SQL from our own code (e.g. ``("id") DO UPDATE SET ...``), never from input:
     the same text works on SQLite and PostgreSQL when it quotes names and uses ``excluded``.
 
-    PostgreSQL gets one driver ``executemany`` (psycopg pipelines it). SQLite gets multi-row
-    ``VALUES`` statements instead: its driver releases the GIL around every statement step, so
-    an ``executemany`` of 500 rows hands the GIL to the MQTT thread and back 500 times."""
+    (Multi-row ``VALUES`` statements on SQLite, tried to spare the GIL hand-off around each row's
+    statement step, made the in-process ingest no cheaper in bench_ingest: executemany stays.)"""
     if not rows:
         return 0
     dialect = connection.dialect.name
     if dialect not in ("sqlite", "postgresql"):
         raise DatabaseError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
     names = list(rows[0])
+    marker = "?" if dialect == "sqlite" else "%s"
+    columns = ", ".join(f'"{n}"' for n in names)
+    placeholders = ", ".join([marker] * len(names))
+    # Table and column names come from our own metadata, values go as parameters.
+    sql = f'INSERT INTO "{table.name}" ({columns}) VALUES ({placeholders}) ON CONFLICT {on_conflict}'  # noqa: S608
     converters = [(i, conv) for i, n in enumerate(names) if (conv := _converter(table.c[n].type, dialect))]
     params: list[tuple[Any, ...]] = []
     for row in rows:
@@ -211,25 +215,8 @@ def bulk_insert(connection: Connection, table: Any, rows: Sequence[dict[str, Any
         for i, conv in converters:
             values[i] = conv(values[i])
         params.append(tuple(values))
-    columns = ", ".join(f'"{n}"' for n in names)
-    # Table and column names come from our own metadata, values go as parameters.
-    insert = f'INSERT INTO "{table.name}" ({columns}) VALUES '  # noqa: S608
-    if dialect == "postgresql":
-        sql = f"{insert}({', '.join(['%s'] * len(names))}) ON CONFLICT {on_conflict}"
-        # psycopg sums an executemany's row counts.
-        return int(connection.exec_driver_sql(sql, params).rowcount)
-    one = f"({', '.join('?' * len(names))})"
-    per = max(1, _SQLITE_MAX_PARAMS // len(names))
-    written = 0
-    for start in range(0, len(params), per):
-        chunk = params[start:start + per]
-        sql = f"{insert}{', '.join([one] * len(chunk))} ON CONFLICT {on_conflict}"
-        written += int(connection.exec_driver_sql(sql, tuple(v for values in chunk for v in values)).rowcount)
-    return written
-
-
-_SQLITE_MAX_PARAMS = 999
-"""Parameters per SQLite statement: the lowest limit any SQLite build has (3.32+ allow 32766)."""
+    # Both drivers sum an executemany's row counts (sqlite3's changes(), psycopg's command tuples).
+    return int(connection.exec_driver_sql(sql, params).rowcount)
 
 
 def insert_ignore(dialect: str, table: Any) -> Any:

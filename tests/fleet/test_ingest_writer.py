@@ -46,10 +46,10 @@ def _page(device: str, page_id: str, dossier: str, captured_at: datetime) -> Pag
 
 
 def test_redelivered_events_are_counted_once_each(sessions: sessionmaker[Session]) -> None:
-    """Bad input tried: a committed batch of 150 pages (more than one SQLite statement holds: 142 events,
-    47 pages) delivered again whole, with one new event and one event twice inside the
-    redelivered batch. The duplicate counter (the inserts' row count, not a lookup) says exactly
-    how many events were already stored, on both databases, and every row is there once."""
+    """Bad input tried: a committed batch of 150 pages delivered again whole, with one new event
+    and one event twice inside the redelivered batch. The duplicate counter (the insert's row
+    count, not a lookup) says exactly how many events were already stored, on both databases,
+    and every row is there once."""
     metrics = FleetMetrics()
     writer = Writer(sessions, metrics)
     first = [page_event("kiosk-0001", i.to_bytes(2, "big"), sequence=i + 1) for i in range(150)]
