@@ -520,10 +520,11 @@ class Agent:
     def _on_revoked(self, reason: str) -> None:
         """The broker or the fleet refuses this device's certificate for good: stop both links
         and show "revoked" (status, kiosk, light) instead of retrying forever."""
-        self.identity_status.set("revoked", reason)
+        # Links first: whoever sees "revoked" (status, kiosk, a test) can rely on no more attempts.
         self.link.stop_reconnecting(reason)
         if self.uploader is not None:
             self.uploader.stop()
+        self.identity_status.set("revoked", reason)
 
     def _show_identity(self) -> None:
         """A revoked or refused identity on the kiosk screen and the light (red until an admin acts)."""
