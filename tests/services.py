@@ -211,6 +211,44 @@ class ConfiguredMosquitto:
 
 
 @contextmanager
+def provisioned_mosquitto(workdir: Path, *ingest: str) -> Iterator[tuple[Path, ConfiguredMosquitto, Path]]:
+    """(pki dir, mosquitto running the TLS configuration ``python -m provisioning init`` wrote, its
+    pid file for the fleet's SIGHUP). ``ingest``: service identities to issue (default: its own)."""
+    from provisioning.cli import main as provisioning_main
+
+    pki, port = workdir / "pki", free_port()
+    args = ["init", str(pki), "--tls-port", str(port), "--bind", "127.0.0.1"]
+    for name in ingest:
+        args += ["--ingest", name]
+    if os.geteuid() == 0:
+        args += ["--run-as", "root"]  # pytest's tmp dirs are 0700 root: the mosquitto user could not enter
+    assert provisioning_main(args) == 0
+    broker = ConfiguredMosquitto(pki / "broker" / "mosquitto.conf", port, pki / "broker" / "mosquitto.log")
+    broker.start()
+    try:
+        assert broker.proc is not None
+        pid_file = workdir / "mosquitto.pid"
+        pid_file.write_text(f"{broker.proc.pid}\n")
+        yield pki, broker, pid_file
+    finally:
+        broker.stop()
+
+
+def stop_process(proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> int:
+    """SIGTERM and wait for a clean exit (its return code); a process that ignores it is killed
+    and the test fails: a clean stop is part of what the programs promise."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"{what} did not stop within {timeout:.0f} s on SIGTERM") from None
+    return int(proc.returncode)
+
+
+@contextmanager
 def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
     """A real, small file system that really fills up (``size`` as mount takes it, e.g. ``4m``).
     Skips the test where mounting is not allowed (not root, or a sandbox that refuses it)."""

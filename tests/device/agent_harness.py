@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from protocol.messages import decode
+from tests.services import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -240,15 +241,7 @@ class AgentProcess:
 
     def terminate(self, timeout: float = 30) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("the agent did not stop within the timeout on SIGTERM") from None
-        return int(self.proc.returncode)
+        return stop_process(self.proc, "the agent", timeout)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -4,7 +4,6 @@ database on the suite's PostgreSQL), driven only through its HTTP API, as a user
 
 from __future__ import annotations
 
-import signal
 import ssl
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from sqlalchemy.engine import make_url
 from provisioning.ca import CertificateAuthority
 from tests.authn import login_as
 from tests.devices import issue_token
-from tests.services import free_port
+from tests.services import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,15 +110,7 @@ class FleetProcess:
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM: the fleet writes and acknowledges what it holds, then exits."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("the fleet did not stop on SIGTERM") from None
-        return int(self.proc.returncode)
+        return stop_process(self.proc, "the fleet", timeout)
 
     def close(self) -> None:
         self.http.close()

@@ -35,7 +35,6 @@ from fleet.db import make_engine, session_factory
 from protocol.messages import Status, encode
 from protocol.topics import Channel, topic
 from provisioning.broker import AclViolation, scan_log
-from provisioning.cli import main as provisioning_main
 from provisioning.identity import DeviceIdentity, probe_tls
 from provisioning.tokens import parse_token
 from tests.authn import login_as, make_user
@@ -44,7 +43,7 @@ from tests.devices import TestDevice, enroll_request
 from tests.e2e.fleet_harness import FleetProcess
 from tests.fleet.messages import fault
 from tests.provisioning.conftest import Client, connect
-from tests.services import ConfiguredMosquitto, free_port
+from tests.services import ConfiguredMosquitto, provisioned_mosquitto
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -55,22 +54,10 @@ A, B = "kiosk-a", "kiosk-b"
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[tuple[Path, ConfiguredMosquitto, Path]]:
-    """(pki dir, mosquitto running the configuration `provisioning init` wrote, its pid file)."""
-    pki, port = tmp_path / "pki", free_port()
-    args = ["init", str(pki), "--tls-port", str(port), "--bind", "127.0.0.1", "--ingest", "fleet.ingest",
-            "--ingest", "fleet.ops"]  # the fleet's operations publisher has its own identity
-    if os.geteuid() == 0:
-        args += ["--run-as", "root"]  # pytest's tmp dirs are 0700 root: the mosquitto user could not enter
-    assert provisioning_main(args) == 0
-    mosquitto = ConfiguredMosquitto(pki / "broker" / "mosquitto.conf", port, pki / "broker" / "mosquitto.log")
-    mosquitto.start()
-    try:
-        assert mosquitto.proc is not None
-        pid_file = tmp_path / "mosquitto.pid"
-        pid_file.write_text(f"{mosquitto.proc.pid}\n")
-        yield pki, mosquitto, pid_file
-    finally:
-        mosquitto.stop()
+    """(pki dir, mosquitto running the configuration `provisioning init` wrote, its pid file); the
+    fleet's operations publisher has its own identity."""
+    with provisioned_mosquitto(tmp_path, "fleet.ingest", "fleet.ops") as running:
+        yield running
 
 
 class Responses:

@@ -4,7 +4,6 @@ and a revocation through the API reaches the broker (CRL file rewritten, SIGHUP)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,32 +15,19 @@ from fleet.enroll.config import EnrollmentConfig, PkiConfig
 from fleet.models import Device, Event
 from protocol.messages import Status, encode
 from protocol.topics import Channel, topic
-from provisioning.cli import main as provisioning_main
 from provisioning.enrollment import EnrollAnswer
 from provisioning.identity import DeviceIdentity, probe_tls
 from tests.fleet.enroll.conftest import UNIT, HttpsFleet, broker_tls
 from tests.fleet.messages import fault
 from tests.provisioning.conftest import connect
-from tests.services import ConfiguredMosquitto, free_port
+from tests.services import ConfiguredMosquitto, free_port, provisioned_mosquitto
 
 
 @pytest.fixture
 def initialized_broker(tmp_path: Path) -> Iterator[tuple[Path, ConfiguredMosquitto, Path]]:
     """(pki dir, running broker, its pid file) from `python -m provisioning init`."""
-    pki, port = tmp_path / "pki", free_port()
-    args = ["init", str(pki), "--tls-port", str(port), "--bind", "127.0.0.1"]
-    if os.geteuid() == 0:
-        args += ["--run-as", "root"]  # pytest's tmp dirs are 0700 root: the mosquitto user could not enter
-    assert provisioning_main(args) == 0
-    broker = ConfiguredMosquitto(pki / "broker" / "mosquitto.conf", port, pki / "broker" / "mosquitto.log")
-    broker.start()
-    try:
-        assert broker.proc is not None
-        pid_file = tmp_path / "mosquitto.pid"
-        pid_file.write_text(f"{broker.proc.pid}\n")
-        yield pki, broker, pid_file
-    finally:
-        broker.stop()
+    with provisioned_mosquitto(tmp_path) as running:
+        yield running
 
 
 def test_ingest_over_tls_unit_from_enrollment_and_revocation_at_the_broker(
