@@ -7,9 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
+from fleet.api.state import FleetState
 from fleet.auth.deps import CurrentUser
+from fleet.auth.principal import Principal
 from fleet.auth.scope import in_scope, require_unit_filter
 from fleet.corrections.store import Correction, export_zip, latest_corrections
 
@@ -54,6 +57,16 @@ Since = Annotated[datetime | None, Query(description="Latest correction at or af
 Until = Annotated[datetime | None, Query(description="Latest correction before this time")]
 
 
+def _visible(state: FleetState, session: Session, user: Principal, device_id: str | None, unit: str | None,
+             doctype: str | None, since: datetime | None, until: datetime | None) -> list[Correction]:
+    """The latest correction of each page matching the filters, within the user's units (403 for
+    a ``unit`` outside them), oldest first."""
+    visible = require_unit_filter(session, user, unit)
+    return [c for c in latest_corrections(session, device_id=device_id, unit=unit, doctype=doctype,
+                                          since=_aware(since), until=_aware(until), store=state.store)
+            if in_scope(visible, c.unit)]
+
+
 @router.get("")
 def list_corrections(
     state: StateDep,
@@ -67,10 +80,7 @@ def list_corrections(
     limit: Annotated[int, Query(ge=1, le=10000, description="At most this many, most recent first")] = 1000,
 ) -> list[CorrectionOut]:
     """Corrected pages (latest correction of each) of your units' devices, most recent first."""
-    visible = require_unit_filter(session, user, unit)
-    found = [c for c in latest_corrections(session, device_id=device_id, unit=unit, doctype=doctype,
-                                           since=_aware(since), until=_aware(until), store=state.store)
-             if in_scope(visible, c.unit)]
+    found = _visible(state, session, user, device_id, unit, doctype, since, until)
     return [_out(c) for c in reversed(found[-limit:])]
 
 
@@ -89,10 +99,7 @@ def export_corrections(
     """The corrected pages whose file is held, under ``pages/<doctype>/<sha256>.<ext>``, and
     ``labels.csv`` (sha256, file, doctype, previous, device, unit, corrected_at), streamed.
     Read back by ``python -m training.train --corrections <unzipped dir>``."""
-    visible = require_unit_filter(session, user, unit)
-    found = [c for c in latest_corrections(session, device_id=device_id, unit=unit, doctype=doctype,
-                                           since=_aware(since), until=_aware(until), store=state.store)
-             if in_scope(visible, c.unit)]
+    found = _visible(state, session, user, device_id, unit, doctype, since, until)
     stamp = state.now().strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(export_zip(found, state.store), media_type="application/zip",
                              headers={"Content-Disposition": f'attachment; filename="corrections-{stamp}.zip"'})
