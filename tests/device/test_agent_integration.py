@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,15 +189,13 @@ def test_buttons_drive_a_dossier_into_the_outbox(
         assert agent.outbox.held() == {}  # held while open, released once filed
 
 
-def test_open_dossier_survives_kill_9(
-    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder, receiver: FileReceiver
-) -> None:
-    """``never lose a page``: a dossier opened and scanned from the kiosk screen is still open
-    (nothing sent yet) when the agent is killed with SIGKILL. At the next start its pages, held on
-    disk since capture, go out as ``page_captured`` events with the dossier code, byte for byte.
-    Bad input tried: the kill itself, mid-dossier; a second identical restart (nothing twice)."""
+@contextmanager
+def _dossier_scanned_on_kiosk(tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, receiver: FileReceiver, *,
+                              pages: int) -> Iterator[tuple[AgentProcess, str]]:
+    """The agent as a process with its kiosk screen, a dossier opened there with the receipt's
+    code and one feeder scan of ``pages`` pages started: (the agent, the kiosk API's URL)."""
     config = agent_config(tmp_path, mosquitto.port, fleet_url=receiver.url,
-                          scanner={"type": "sane", "device": "test:0", "dpi": 75, "source": "adf", "max_pages": 3},
+                          scanner={"type": "sane", "device": "test:0", "dpi": 75, "source": "adf", "max_pages": pages},
                           kiosk={"enabled": True, "port": 0}, pdf={"ocr": "off"})
     agent = AgentProcess(config, tmp_path, sane_dir)
     try:
@@ -206,6 +205,19 @@ def test_open_dossier_survives_kill_9(
                    "the start-up scanner probe (it holds the scanner)")
         assert httpx.post(f"{kiosk}/open", json={"code": RECEIPT_CODE}, timeout=10).status_code < 300
         assert httpx.post(f"{kiosk}/scan", json={}, timeout=10).status_code < 300
+        yield agent, kiosk
+    finally:
+        agent.close()
+
+
+def test_open_dossier_survives_kill_9(
+    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder, receiver: FileReceiver
+) -> None:
+    """``never lose a page``: a dossier opened and scanned from the kiosk screen is still open
+    (nothing sent yet) when the agent is killed with SIGKILL. At the next start its pages, held on
+    disk since capture, go out as ``page_captured`` events with the dossier code, byte for byte.
+    Bad input tried: the kill itself, mid-dossier; a second identical restart (nothing twice)."""
+    with _dossier_scanned_on_kiosk(tmp_path, mosquitto, sane_dir, receiver, pages=3) as (agent, kiosk):
 
         def reviewed() -> bool:
             state = httpx.get(f"{kiosk}/state", timeout=10).json()
@@ -224,8 +236,6 @@ def test_open_dossier_survives_kill_9(
         agent.start()  # a second start finds nothing held any more
         assert agent.terminate() == 0
         assert len(recorder.events("page_captured")) == 3
-    finally:
-        agent.close()
 
 
 def test_validate_config_names_file_and_line_in_the_new_sections(tmp_path: Path) -> None:
@@ -300,17 +310,7 @@ def test_a_type_changed_in_an_open_dossier_survives_kill_9(
     """A citizen changes a page's type on the review screen, then the agent is killed with SIGKILL
     before the dossier closes: the held page goes out after the restart with the type the citizen
     chose, not the classifier's. Bad input tried: the kill itself, mid-dossier, after the change."""
-    config = agent_config(tmp_path, mosquitto.port, fleet_url=receiver.url,
-                          scanner={"type": "sane", "device": "test:0", "dpi": 75, "source": "adf", "max_pages": 1},
-                          kiosk={"enabled": True, "port": 0}, pdf={"ocr": "off"})
-    agent = AgentProcess(config, tmp_path, sane_dir)
-    try:
-        agent.start()
-        kiosk = f"http://127.0.0.1:{int((agent.state / 'kiosk.port').read_text())}/api"
-        wait_until(lambda: not agent.status()["busy"] and agent.status()["jobs_queued"] == 0, 30,
-                   "the start-up scanner probe (it holds the scanner)")
-        assert httpx.post(f"{kiosk}/open", json={"code": RECEIPT_CODE}, timeout=10).status_code < 300
-        assert httpx.post(f"{kiosk}/scan", json={}, timeout=10).status_code < 300
+    with _dossier_scanned_on_kiosk(tmp_path, mosquitto, sane_dir, receiver, pages=1) as (agent, kiosk):
 
         def one_page() -> list[dict[str, Any]]:
             state = httpx.get(f"{kiosk}/state", timeout=10).json()
@@ -331,5 +331,3 @@ def test_a_type_changed_in_an_open_dossier_survives_kill_9(
         assert sent.doctype == chosen
         assert sent.dossier_code == RECEIPT_CODE
         assert agent.terminate() == 0
-    finally:
-        agent.close()
