@@ -411,11 +411,19 @@ class IsolatedSaneSource(CaptureSource):
         self._end_child()
         return ScannerGone(f"the scanner driver stopped unexpectedly (exit code {code})")
 
+    def _send(self, message: tuple[Any, ...]) -> None:
+        """A child that died between our liveness check and this write (a broken pipe) is the
+        same crash as one that dies while we wait for its reply."""
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError):
+            raise self._crashed() from None
+
     def _receive(self, timeout: float) -> tuple[Any, ...]:
         deadline = time.monotonic() + timeout
         while True:
             if self._stop.is_set() and not self._stop_sent:
-                self._conn.send(("stop",))
+                self._send(("stop",))
                 self._stop_sent = True
             try:
                 if self._conn.poll(0.2):
@@ -439,7 +447,7 @@ class IsolatedSaneSource(CaptureSource):
         """Start the child and open the device in it (NoScanner/ScannerGone when it cannot)."""
         self._stop_sent = True
         self._start_child()
-        self._conn.send(("open",))
+        self._send(("open",))
         reply = self._receive(self.reply_timeout_s)
         self._raise_for(reply)
         self._model = reply[1]
@@ -448,7 +456,7 @@ class IsolatedSaneSource(CaptureSource):
         self._stop.clear()
         self._stop_sent = False
         self._start_child()
-        self._conn.send(("scan", request.source, request.max_pages))
+        self._send(("scan", request.source, request.max_pages))
         finished = False
         try:
             while True:
