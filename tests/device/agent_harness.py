@@ -221,6 +221,12 @@ class AgentProcess:
         assert not self.exited(), self.log.read_text()
         self.port = int(port_file.read_text())
 
+    def kiosk_url(self) -> str:
+        """The kiosk screen's base URL, once it listens (the agent opens its local endpoint, which
+        start() waits for, a moment before the kiosk's)."""
+        wait_until(lambda: self.status()["kiosk_port"] is not None, 30, "the kiosk screen's port")
+        return f"http://127.0.0.1:{self.status()['kiosk_port']}"
+
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
 

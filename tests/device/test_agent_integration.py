@@ -84,7 +84,8 @@ def test_run_scans_through_the_pipeline_and_serves_the_kiosk(
             assert hashlib.sha256(receiver.files[page.sha256]).hexdigest() == page.sha256
             assert len(receiver.files[page.sha256]) == page.size
 
-        port = int((agent.state / "kiosk.port").read_text())
+        port = int(agent.kiosk_url().rsplit(":", 1)[1])
+        assert (agent.state / "kiosk.port").read_text() == f"{port}\n"
         screen = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert screen.status_code == 200 and screen.headers["content-type"].startswith("text/html")
         state = httpx.get(f"http://127.0.0.1:{port}/api/state", timeout=10)
@@ -200,7 +201,7 @@ def _dossier_scanned_on_kiosk(tmp_path: Path, mosquitto: Mosquitto, sane_dir: Pa
     agent = AgentProcess(config, tmp_path, sane_dir)
     try:
         agent.start()
-        kiosk = f"http://127.0.0.1:{int((agent.state / 'kiosk.port').read_text())}/api"
+        kiosk = f"{agent.kiosk_url()}/api"
         wait_until(lambda: not agent.status()["busy"] and agent.status()["jobs_queued"] == 0, 30,
                    "the start-up scanner probe (it holds the scanner)")
         assert httpx.post(f"{kiosk}/open", json={"code": RECEIPT_CODE}, timeout=10).status_code < 300

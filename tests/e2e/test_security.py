@@ -235,7 +235,7 @@ def test_no_device_speaks_for_another_and_every_refusal_is_seen(
         a.start()  # a rebooted kiosk: its reconnect is refused by the broker itself
         wait_until(lambda: a.status()["identity"] == {"state": "revoked", "reason": "revoked"}, 20,
                    "A's restarted agent to say revoked")
-        kiosk_state = f"http://127.0.0.1:{a.status()['kiosk_port']}/api/state"
+        kiosk_state = f"{a.kiosk_url()}/api/state"
         wait_until(lambda: (httpx.get(kiosk_state, timeout=5).json()["device_problem"] or {}).get("code") == "revoked",
                    10, "A's kiosk screen to say revoked")
         assert "thu hồi" in httpx.get(kiosk_state, timeout=5).json()["device_problem"]["vi"]
