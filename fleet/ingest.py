@@ -15,7 +15,10 @@ logged without its payload, acknowledged (so it is not redelivered forever) and 
 message whose only fault is fields this fleet does not know (a newer agent's additive change,
 see :mod:`protocol.messages`) is kept: the fields are counted in
 ``sohoa_fleet_unknown_fields_total{type,field}``, each new name logged once, and events and
-telemetry samples are stored as sent, so the new fields are there for a newer fleet.
+telemetry samples are stored as sent, so the new fields are there for a newer fleet. A device
+whose certificate is revoked but whose connection is still up (brokers check certificates only at
+the handshake) is refused here: its messages are counted (``reason="revoked"``), acknowledged and
+dropped, and an audit entry says so, at most once a minute per device.
 
 >>> from fleet.config import BrokerConfig, FleetConfig
 >>> Ingest.subscriptions(FleetConfig())
@@ -39,6 +42,7 @@ from sqlalchemy import Engine, Select, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fleet.auth.models import AuditEntry
 from fleet.config import BrokerConfig, FleetConfig
 from fleet.db import RawJSON, WalCheckpointer, bulk_insert
 from fleet.enroll.models import EnrollmentRow
@@ -102,6 +106,7 @@ class Writer:
         self.metrics = metrics
         self.hooks: list[Callable[[Session, list[Decoded]], None]] = []
         """Called inside each batch's transaction with its messages (fleet operations: acks, reports)."""
+        self._revoked_audited: dict[str, float] = {}  # device: when its refusal was last audited
 
     def write(self, items: Sequence[Incoming]) -> int:
         """Write what fits the contract; count and drop the rest. Returns messages stored.
@@ -120,8 +125,7 @@ class Writer:
         if not good:
             return 0
         try:
-            self._store(good)
-            return len(good)
+            return len(good) - self._store(good)
         except Exception as exc:
             if _is_connection_error(exc):
                 raise
@@ -129,8 +133,7 @@ class Writer:
         stored = 0
         for pair in good:
             try:
-                self._store([pair])
-                stored += 1
+                stored += 1 - self._store([pair])
             except Exception as exc:
                 if _is_connection_error(exc):
                     raise
@@ -138,6 +141,21 @@ class Writer:
                 log.error("could not store a %s message from %s (%s)", pair[1].channel.value,
                           pair[1].device_id, type(exc).__name__)
         return stored
+
+    def _audit_revoked(self, session: Session, revoked: dict[str, str | None],
+                       batch: Sequence[tuple[Incoming, Decoded]]) -> None:
+        """An audit entry per revoked device still publishing, at most one a minute each."""
+        now = time.monotonic()
+        for device_id, unit in revoked.items():
+            last = self._revoked_audited.get(device_id)
+            if last is not None and now - last < 60:
+                continue
+            self._revoked_audited[device_id] = now
+            count = sum(1 for _, decoded in batch if decoded.device_id == device_id)
+            session.add(AuditEntry(at=utcnow(), actor=device_id[:128], actor_kind="device",
+                                   action="ingest.revoked_refused", target=f"{count} message(s)",
+                                   unit_code=unit, outcome="refused",
+                                   detail="certificate revoked; still connected to the broker (refused at ingest)"))
 
     def _unknown_fields(self, decoded: Decoded) -> None:
         """Count fields ignored in a kept message; log each (type, field) the first time only."""
@@ -150,8 +168,12 @@ class Writer:
                 log.warning("%s messages carry a field this fleet does not know, ignored: %s (first from %s; "
                             "a newer agent?)", kind, field, decoded.device_id)
 
-    def _store(self, batch: Sequence[tuple[Incoming, Decoded]]) -> None:
+    def _store(self, batch: Sequence[tuple[Incoming, Decoded]]) -> int:
+        """Write the batch in one transaction; returns how many of its messages were refused
+        because their device's certificate is revoked (a revoked kiosk that is still connected:
+        the broker checks certificates only when a client connects)."""
         now = utcnow()
+        received_batch = batch
         events: dict[str, dict[str, Any]] = {}
         pages: dict[str, dict[str, Any]] = {}
         samples: dict[str, dict[str, Any]] = {}
@@ -197,11 +219,21 @@ class Writer:
             bulk_insert(session.connection(), Device.__table__,
                         [{"id": i, "first_seen": first[i], "last_seen": last[i], "status": "unknown"} for i in ids])
             units: dict[str, str | None] = {}
+            revoked: dict[str, str | None] = {}  # device: its unit
             for device, enrolled in session.execute(_devices_and_enrollments(ids)):
+                if device.revoked_at is not None:
+                    revoked[device.id] = device.unit_code
+                    continue
                 _apply(device, last[device.id], statuses.get(device.id), reports.get(device.id))
                 if enrolled is not None and device.unit_code != enrolled:
                     device.unit_code = _enrolled_unit(device.id, enrolled, statuses.get(device.id))
                 units[device.id] = device.unit_code
+            if revoked:
+                events, pages, samples = (
+                    {key: row for key, row in rows.items() if row["device_id"] not in revoked}
+                    for rows in (events, pages, samples))
+                self._audit_revoked(session, revoked, batch)
+                batch = [pair for pair in batch if pair[1].device_id not in revoked]
             for row in pages.values():  # the unit the page was captured for, kept if the device moves
                 row["unit_code"] = units.get(row["device_id"])
             session.flush()
@@ -215,6 +247,11 @@ class Writer:
             bulk_insert(connection, TelemetrySample.__table__, list(samples.values()))
             for hook in self.hooks:
                 hook(session, [decoded for _, decoded in batch])
+        refused = len(received_batch) - len(batch)
+        if refused:
+            self.metrics.rejected.labels(reason="revoked").inc(refused)
+            log.warning("refused %d messages from revoked devices still connected: %s", refused,
+                        ", ".join(sorted(revoked)))
         committed = utcnow()
         per_channel: dict[Channel, int] = {}
         oldest: datetime | None = None
@@ -231,6 +268,7 @@ class Writer:
             self.metrics.lag.observe(lag)
             self.metrics.last_lag.set(lag)
         self.metrics.batches.inc()
+        return refused
 
 
 _FAST_MODELS: dict[Channel, type[Status] | type[Telemetry]] = {Channel.STATUS: Status, Channel.TELEMETRY: Telemetry}

@@ -1,6 +1,6 @@
 """The ingest's database half (:class:`fleet.ingest.Writer`) on SQLite and PostgreSQL, without a
 broker: what its driver-level statements must keep doing (issue 2's fast path, issue 8's kept
-dossiers, issue 6's enrolled units)."""
+dossiers, issue 6's enrolled units and revoked devices)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fleet.auth.models import AuditEntry
 from fleet.db import make_engine, migrate, session_factory
 from fleet.enroll.models import EnrollmentRow
 from fleet.ingest import Incoming, Writer
 from fleet.metrics import FleetMetrics
-from fleet.models import Device, Event, Page
+from fleet.models import Device, Event, Page, TelemetrySample
 from fleet.progress.digitized import rebuild
 from fleet.progress.models import DigitizedDossier
 from protocol.messages import Message, PageCaptured, encode
 from protocol.topics import Channel, topic
-from tests.fleet.messages import page_event, status
+from tests.fleet.messages import page_event, status, telemetry
 
 AT = datetime(2026, 1, 20, 3, 0, tzinfo=UTC)
 
@@ -111,3 +112,33 @@ def test_an_enrolled_device_keeps_its_enrollments_unit(sessions: sessionmaker[Se
             "kiosk-0001": "99001", "kiosk-0002": "26734", "kiosk-0003": "26734"}
         assert dict(session.execute(select(DigitizedDossier.device_id, DigitizedDossier.unit_code)).all()) \
             == {"kiosk-0001": "99001", "kiosk-0002": "26734", "kiosk-0003": "26734"}
+
+
+def test_a_revoked_device_still_connected_is_refused_at_ingest(sessions: sessionmaker[Session]) -> None:
+    """Bad input tried: a kiosk revoked while its MQTT connection stays up (the broker checks the
+    certificate only at the handshake) keeps publishing a status, a page event and telemetry, in
+    a batch with a healthy kiosk's page. Nothing of the revoked kiosk is stored or changes its
+    row; the healthy page is stored; the refusals are counted by reason and audited, once a minute
+    per device however many batches it sends."""
+    with sessions.begin() as session:
+        session.add(Device(id="kiosk-0001", unit_code="99001", first_seen=AT, last_seen=AT, status="unknown",
+                           revoked_at=AT))
+    metrics = FleetMetrics()
+    writer = Writer(sessions, metrics)
+    revoked = [status("kiosk-0001", "online"), page_event("kiosk-0001", b"stolen", dossier_code="R-1")]
+    sample = telemetry("kiosk-0001")
+    healthy = page_event("kiosk-0002", b"fine", dossier_code="H-1")
+    batch = [*_incoming(*revoked, healthy), Incoming(topic("kiosk-0001", Channel.TELEMETRY), encode(sample))]
+    assert writer.write(batch) == 1
+    assert writer.write(_incoming(page_event("kiosk-0001", b"again", dossier_code="R-2"))) == 0
+    rejected = metrics.registry.get_sample_value("sohoa_fleet_messages_rejected_total", {"reason": "revoked"})
+    assert rejected == 4
+    with sessions() as session:
+        assert list(session.scalars(select(Page.device_id))) == ["kiosk-0002"]
+        assert list(session.scalars(select(Event.device_id))) == ["kiosk-0002"]
+        assert session.scalars(select(TelemetrySample)).first() is None
+        device = session.get_one(Device, "kiosk-0001")
+        assert (device.status, device.last_seen.replace(tzinfo=UTC), device.unit_code) == ("unknown", AT, "99001")
+        audits = list(session.scalars(select(AuditEntry).where(AuditEntry.action == "ingest.revoked_refused")))
+        assert [(a.actor, a.actor_kind, a.unit_code, a.outcome, a.target) for a in audits] == [
+            ("kiosk-0001", "device", "99001", "refused", "3 message(s)")]
