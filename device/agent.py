@@ -786,6 +786,7 @@ class Agent:
             "camera": camera.model_dump() if (camera := self.camera_info()) is not None else None,
             "kiosk_port": self.kiosk.port if self.kiosk is not None else None,
             "identity": self.identity_status.as_dict() if self.identity is not None else None,
+            "broker_refusal": self.link.broker_refusal,
         }
 
     def _session_status(self) -> dict[str, Any] | None:

@@ -55,6 +55,11 @@ class BrokerConfig(_Model):
     )
     reconnect_min_s: float = Field(default=1.0, gt=0, description="First reconnect delay after a lost connection")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay (doubles up to this)")
+    refused_retry_max_s: float = Field(
+        default=300.0, gt=0,
+        description="Longest reconnect delay while the broker refuses this device's certificate for what may be "
+                    "its own fault ('unknown CA': no CRL for our CA; 'expired' with a valid certificate: a lapsed CRL)",
+    )
     shutdown_flush_s: float = Field(
         default=3.0, ge=0, le=60, description="On a clean stop, wait this long for queued events to reach the broker"
     )
@@ -66,6 +71,8 @@ class BrokerConfig(_Model):
     def _delays(self) -> BrokerConfig:
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        if self.refused_retry_max_s < self.reconnect_min_s:
+            raise ValueError("refused_retry_max_s must be at least reconnect_min_s")
         return self
 
 

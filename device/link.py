@@ -8,10 +8,11 @@ network thread: they hand work over and return quickly.
 With a device identity (issue 6) the link speaks mutual TLS with the device certificate to the
 broker named in the enrollment answer (``mqtts://host:port``; a fleet may name a plain
 ``mqtt://`` broker on loopback, for tests and a one-machine demo). After a failed connect it asks the
-broker why (:func:`provisioning.identity.probe_tls`): a certificate that is revoked, expired or
-from another CA will never be accepted, so the link stops reconnecting and reports it
-(``on_revoked``) instead of retrying forever. :meth:`MqttLink.reconnect` picks up a renewed
-certificate.
+broker why (:func:`provisioning.identity.probe_tls`): a certificate that is revoked or expired
+will never be accepted, so the link stops reconnecting and reports it (``on_revoked``) instead of
+retrying forever. "Unknown CA" is not taken as final: OpenSSL says the same when the broker lacks
+our CA's CRL, a fleet-side fault that would otherwise strand every kiosk; the link retries slowly.
+:meth:`MqttLink.reconnect` picks up a renewed certificate.
 
 >>> link = MqttLink("kiosk-0001", BrokerConfig(), "0.1.0", on_message=print)  # doctest: +SKIP
 >>> link.start(); link.connected.wait(5)  # doctest: +SKIP
@@ -38,8 +39,9 @@ from protocol.messages import Status, encode
 from protocol.topics import Channel, topic
 from provisioning.identity import DeviceIdentity, probe_tls
 
-REFUSED_FOR_GOOD = frozenset({"revoked", "unknown_ca", "expired"})
-"""TLS verdicts after which reconnecting cannot help: the device shows "revoked" instead."""
+REFUSED_FOR_GOOD = frozenset({"revoked", "expired"})
+"""TLS verdicts after which reconnecting cannot help: the device shows "revoked" instead
+("expired" only when this device's certificate really has; see :meth:`MqttLink._probe`)."""
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,10 @@ class MqttLink:
         self._probing = threading.Lock()
         self.refused: str | None = None
         """Why the broker refuses this device for good ("revoked", "expired", "unknown_ca"), once known."""
+        self.broker_refusal: str | None = None
+        """What the broker last answered to a refused connect that may be the fleet's fault
+        ("unknown_ca", "expired" with a valid certificate): the link keeps retrying, slowly, and
+        forgets it on the next connect. For ``GET /status``."""
         self.gave_up = threading.Event()
         """Set when the link stopped reconnecting because of :attr:`refused`."""
         self.connects = 0
@@ -188,14 +194,21 @@ class MqttLink:
             except (OSError, ValueError) as exc:  # the identity files themselves are unusable
                 log.error("cannot read this device's certificate: %s", exc)
                 return
-            if verdict not in REFUSED_FOR_GOOD or self._closing:
-                log.debug("TLS probe of the broker: %s", verdict)
+            if self._closing:
                 return
-            if verdict == "expired" and not self._certificate_expired():
-                # OpenSSL sends the same alert for a lapsed CRL at the broker: that is the
-                # fleet's to fix (and it refuses every device), so keep trying.
-                log.error("the broker answers 'certificate expired' but this device's certificate is valid: "
-                          "its CRL has probably lapsed; still retrying")
+            if verdict == "unknown_ca" or (verdict == "expired" and not self._certificate_expired()):
+                # Both may be the fleet's fault, refusing every device at once: OpenSSL alerts
+                # "expired" for a lapsed CRL at the broker and "unknown CA" when the broker has no
+                # CRL for our CA (another CA's CRL file, an empty one). Giving up would strand
+                # every kiosk until someone visits it; a device that really is from another CA
+                # costs the broker one handshake every few minutes.
+                if self.broker_refusal != verdict:
+                    log.error("the broker refuses this device's certificate (%s) although it may be the broker's "
+                              "CRL at fault; retrying every %d s at most", verdict, self._slow_retry_s())
+                self._retry_slowly(verdict)
+                return
+            if verdict not in REFUSED_FOR_GOOD:
+                log.debug("TLS probe of the broker: %s", verdict)
                 return
             log.error("the broker refuses this device's certificate (%s): not reconnecting", verdict)
             self.stop_reconnecting(verdict)
@@ -203,6 +216,14 @@ class MqttLink:
             self._probing.release()
         if self._on_revoked is not None and self.refused is not None:
             self._on_revoked(self.refused)
+
+    def _slow_retry_s(self) -> int:
+        return max(1, round(self.broker.refused_retry_max_s))
+
+    def _retry_slowly(self, verdict: str) -> None:
+        self.broker_refusal = verdict
+        self._client.reconnect_delay_set(min_delay=max(1, round(self.broker.reconnect_min_s)),
+                                         max_delay=self._slow_retry_s())
 
     # --- paho callbacks (network thread) --------------------------------------------------------
 
@@ -212,6 +233,11 @@ class MqttLink:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
+        if self.broker_refusal is not None:
+            log.info("the broker accepts this device's certificate again")
+            self.broker_refusal = None
+            self._client.reconnect_delay_set(min_delay=max(1, round(self.broker.reconnect_min_s)),
+                                             max_delay=max(1, round(self.broker.reconnect_max_s)))
         self.connects += 1
         log.info("connected to the broker at %s:%s%s", *self.address(), " (TLS)" if self.uses_tls() else "")
         online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version, unit=self.unit)

@@ -232,7 +232,8 @@ def probe_tls(host: str, port: int, context: ssl.SSLContext, *, server_hostname:
 
     paho only logs "connection lost" when the broker drops a revoked client; the TLS alert the
     broker sent says ``certificate revoked``. The agent calls this after a failed connect and
-    stops retrying (and shows "revoked") on ``revoked`` / ``unknown_ca`` / ``expired``.
+    stops retrying (and shows "revoked") on ``revoked``, and on ``expired`` when its certificate
+    has; ``unknown_ca`` (also what a broker without our CA's CRL says) only slows its retries.
     ``ok`` means no refusal within ``settle`` seconds. Never logs or returns anything secret.
     """
     try:

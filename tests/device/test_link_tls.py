@@ -177,12 +177,32 @@ def test_renewal_swaps_the_certificate_and_reconnects(site: Site) -> None:
     assert not site.fleet.refusals
 
 
+def test_a_broker_without_our_crl_is_not_taken_for_a_foreign_ca(site: Site) -> None:
+    """Fault: the broker's CRL file is replaced by another CA's CRL (a copy from the wrong site);
+    OpenSSL then finds no CRL for our CA and refuses every device with the alert 'unknown CA'.
+    The device must not give up for good (every kiosk stranded until someone visits it): it
+    says what the broker answers, retries (slowly), and connects once the right CRL is back."""
+    other = CertificateAuthority.create(site.tmp / "other-ca", name="Another Site CA")
+    with site.agent(broker={"port": 1, "reconnect_min_s": 1, "reconnect_max_s": 1, "refused_retry_max_s": 2}) as agent:
+        assert agent.link.connected.wait(TIMEOUT)
+        site.broker.publish_crl(other.crl([]))
+        site.broker.mosquitto.stop()
+        site.broker.mosquitto.start()
+        wait_until(lambda: agent.status()["broker_refusal"] == "unknown_ca", TIMEOUT, "the refusal on the status")
+        assert "certificate verify failed" in site.broker.mosquitto.log_text()
+        assert not agent.link.gave_up.is_set() and agent.link.refused is None
+        assert agent.status()["identity"]["state"] == "enrolled"
+        site.broker.publish_crl(site.fleet.service.crl_pem())
+        assert agent.link.connected.wait(TIMEOUT), "the agent did not come back once the CRL was right"
+        wait_until(lambda: agent.status()["broker_refusal"] is None, TIMEOUT, "the refusal forgotten")
+
+
 def test_a_lapsed_crl_at_the_broker_is_not_taken_for_an_expired_device(site: Site) -> None:
     """Fault: the fleet's CRL timer failed and the broker's CRL lapsed; the broker then refuses
     every device with the alert 'certificate expired'. This device's own certificate is valid,
     so it must not give up (a fleet-wide outage until someone visits every kiosk): it keeps
     retrying and connects once a fresh CRL is published."""
-    with site.agent() as agent:
+    with site.agent(broker={"port": 1, "reconnect_min_s": 1, "reconnect_max_s": 1, "refused_retry_max_s": 2}) as agent:
         assert agent.link.connected.wait(TIMEOUT)
         lapsed = site.ca.crl([], now=dt.datetime.now(dt.UTC) - dt.timedelta(days=8))
         site.broker.publish_crl(lapsed)
@@ -192,5 +212,6 @@ def test_a_lapsed_crl_at_the_broker_is_not_taken_for_an_expired_device(site: Sit
         wait_until(lambda: log.log_text().count("certificate verify failed") >= 3, TIMEOUT, "refused reconnects")
         assert not agent.link.gave_up.is_set() and agent.link.refused is None
         assert agent.status()["identity"]["state"] == "enrolled"
+        wait_until(lambda: agent.status()["broker_refusal"] == "expired", TIMEOUT, "the refusal on the status")
         site.broker.publish_crl(site.fleet.service.crl_pem())
         assert agent.link.connected.wait(TIMEOUT), "the agent did not come back once the CRL was fresh"
