@@ -68,6 +68,11 @@ class BrokerConfig(BaseModel):
         None, ge=1, le=65535,
         description="DEMO ONLY: an anonymous, ACL-free plain MQTT listener on 127.0.0.1 at this port.")
     persistence_dir: Path | None = Field(None, description="Where mosquitto keeps sessions and queued messages.")
+    autosave_interval_s: int = Field(
+        2, ge=1, le=1800,
+        description="How often mosquitto writes its sessions and queued messages to disk. Devices delete an event "
+                    "once the broker acknowledges it, so a broker crash loses what arrived since the last save for "
+                    "a fleet that was away; mosquitto's own default is 1800 s.")
     log_file: Path | None = Field(None, description="Log file (default: syslog).")
     log_debug: bool = Field(
         True, description="log_type all: mosquitto logs a denied PUBLISH only at debug level. Topics and sizes are "
@@ -126,7 +131,8 @@ def render_mosquitto_conf(cfg: BrokerConfig) -> str:
     if cfg.run_as_user:
         g.append(f"user {cfg.run_as_user}")
     if cfg.persistence_dir is not None:
-        g += ["persistence true", f"persistence_location {cfg.persistence_dir}/"]
+        g += ["persistence true", f"persistence_location {cfg.persistence_dir}/",
+              f"autosave_interval {cfg.autosave_interval_s}"]
     g.append(f"log_dest file {cfg.log_file}" if cfg.log_file else "log_dest syslog")
     g += ["log_timestamp true", "connection_messages true"]
     g += ["log_type all"] if cfg.log_debug else ["log_type error", "log_type warning", "log_type notice",

@@ -202,6 +202,13 @@ class ConfiguredMosquitto:
                 self.proc.wait()
         self.proc = None
 
+    def kill9(self) -> None:
+        """A crash: SIGKILL, so nothing is saved on the way out."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
     def __enter__(self) -> ConfiguredMosquitto:
         self.start()
         return self

@@ -12,6 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -117,8 +118,10 @@ class Client:
         self.client.loop_stop()
 
 
-def make_client(port: int, client_id: str, ca: Path, cert: Path | None, key: Path | None) -> Client:
-    """Connect over TLS (client certificate optional) and wait until CONNACK or a refusal."""
+def make_client(port: int, client_id: str, ca: Path, cert: Path | None, key: Path | None, *,
+                session_expiry_s: int | None = None) -> Client:
+    """Connect over TLS (client certificate optional) and wait until CONNACK or a refusal;
+    ``session_expiry_s``: resume (or start) a persistent session kept that long."""
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     c.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None, keyfile=str(key) if key else None)
     rec = Client(c)
@@ -147,14 +150,20 @@ def make_client(port: int, client_id: str, ca: Path, cert: Path | None, key: Pat
 
     c.on_connect, c.on_disconnect, c.on_message = on_connect, on_disconnect, on_message
     c.on_publish, c.on_subscribe = on_publish, on_subscribe
-    c.connect_async("127.0.0.1", port)
+    if session_expiry_s is None:
+        c.connect_async("127.0.0.1", port)
+    else:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = session_expiry_s
+        c.connect_async("127.0.0.1", port, clean_start=False, properties=props)
     c.loop_start()
     return rec
 
 
-def connect(port: int, client_id: str, ca: Path, cert: Path | None, key: Path | None) -> Client:
+def connect(port: int, client_id: str, ca: Path, cert: Path | None, key: Path | None, *,
+            session_expiry_s: int | None = None) -> Client:
     """A connected client, or TimeoutError."""
-    rec = make_client(port, client_id, ca, cert, key)
+    rec = make_client(port, client_id, ca, cert, key, session_expiry_s=session_expiry_s)
     if not rec.connected.wait(TIMEOUT):
         rec.close()
         raise TimeoutError(f"{client_id} did not connect")
