@@ -373,7 +373,7 @@ class IsolatedSaneSource(CaptureSource):
 
         # A write to a child that just died must raise, not kill us: SIGPIPE is thread-directed,
         # so blocking it in this thread is enough whatever a backend did to its disposition.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+        caller_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
 
         if self._process is not None and (self._started_with != self.config or not self._process.is_alive()):
             self._end_child()
@@ -384,7 +384,15 @@ class IsolatedSaneSource(CaptureSource):
         process = context.Process(
             target=_child_main, args=(child, self.config.model_dump_json()), name="sohoa-sane", daemon=True
         )
-        process.start()
+        try:
+            process.start()
+        finally:
+            # The first start also starts multiprocessing's resource tracker, which *unblocks*
+            # SIGINT and SIGTERM in this thread (CPython 3.11 resource_tracker.ensure_running), and
+            # every thread started from here on would inherit that: the agent, which takes them
+            # only in its main thread's sigtimedwait, would then die on SIGTERM without its clean
+            # stop. Put the caller's mask back.
+            signal.pthread_sigmask(signal.SIG_SETMASK, caller_mask | {signal.SIGPIPE})
         child.close()
         self._process, self._conn, self._started_with = process, parent, self.config
 

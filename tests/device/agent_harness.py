@@ -227,6 +227,25 @@ class AgentProcess:
         wait_until(lambda: self.status()["kiosk_port"] is not None, 30, "the kiosk screen's port")
         return f"http://127.0.0.1:{self.status()['kiosk_port']}"
 
+    def threads_taking(self, signo: int) -> list[str]:
+        """The agent's threads, other than its main one, that do not block ``signo`` (from /proc).
+        The agent takes SIGTERM/SIGINT only in its main thread's sigtimedwait (which unblocks
+        them while it waits, so /proc shows the main thread taking them): any other thread that
+        does not block them would let the default action end the agent without its clean stop."""
+        assert self.proc is not None
+        unblocked = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            if task.name == str(self.proc.pid):
+                continue
+            try:
+                fields = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines()
+                              if ":\t" in line)
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            if not int(fields["SigBlk"], 16) & (1 << (signo - 1)):
+                unblocked.append(f"{fields['Name'].strip()} ({task.name})")
+        return unblocked
+
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
 

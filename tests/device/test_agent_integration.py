@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,9 @@ def test_run_scans_through_the_pipeline_and_serves_the_kiosk(
         assert camera is not None and camera.state in ("closed", "ready"), camera
         result = agent.scan(source="adf", max_pages=3)
         assert result["outcome"] == "complete" and result["pages"] == 3, result
+        # The scanner's child process is running: starting it (and multiprocessing's resource
+        # tracker with it) left every thread of the agent blocking SIGTERM and SIGINT.
+        assert agent.threads_taking(signal.SIGTERM) == [] and agent.threads_taking(signal.SIGINT) == []
         batch = result["batch_id"]
         recorder.wait_for(lambda r: len([e for e in r.events("page_captured") if e.page.batch_id == batch]) == 3,
                           T, "three page events")
