@@ -94,13 +94,15 @@ def statements(client: TestClient) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
-def send(client: TestClient, message: Message, received: datetime, channel: Channel | None = None) -> None:
-    """One message through the fleet's ingest writer, received at ``received``."""
+def send(client: TestClient, message: Message, received: datetime, channel: Channel | None = None, *,
+         stored: int = 1) -> None:
+    """One message through the fleet's ingest writer, received at ``received``; ``stored``: 0 for
+    one the writer must refuse."""
     if channel is None:
         channel = {Status: Channel.STATUS, Telemetry: Channel.TELEMETRY}.get(type(message), Channel.EVENT)
     state = state_of(client)
     item = Incoming(topic(message.device_id, channel), encode(message), received_at=received)
-    assert Writer(state.sessions, state.metrics).write([item]) == 1
+    assert Writer(state.sessions, state.metrics).write([item]) == stored
 
 
 def online(device: str, at: datetime, unit: str | None = "99001") -> Status:

@@ -43,9 +43,10 @@ def _screen(client: TestClient, **params: Any) -> dict[str, Any]:
 
 def test_revoked_device_is_revoked_not_offline_and_raises_no_alert(
         fleet_pki: tuple[TestClient, Clock], tmp_path: Path) -> None:
-    """Bad input tried: revoking a device the fleet never enrolled (404, nothing changes); a
-    stale 'online' status and a telemetry with a nearly full disk from the revoked device
-    arriving after the revocation (still revoked, still no alert); an hour more of silence."""
+    """Bad input tried: revoking a device the fleet never enrolled (404, nothing changes); an
+    'online' status and a telemetry with a nearly full disk from the revoked device arriving
+    after the revocation (refused at ingest: still revoked, still no alert); an hour more of
+    silence."""
     client, clock = fleet_pki
     enroll_device(client, "kiosk-r", "99001", tmp_path, clock=clock)
     for device in ("kiosk-r", "kiosk-b"):
@@ -62,10 +63,11 @@ def test_revoked_device_is_revoked_not_offline_and_raises_no_alert(
     assert revoked.status_code == 200, revoked.text
     assert _evaluate(client) == [("resolved", "offline", "device:kiosk-r")]
 
-    # A stale message from before the revocation, delivered late: a nearly full disk, "online".
+    # Messages after the revocation (a stale one delivered late, or the device still connected):
+    # "online", a nearly full disk. The ingest refuses them.
     late = clock.advance(minutes=1)
-    send(client, online("kiosk-r", late), late)
-    send(client, report("kiosk-r", late, free=10**8), late)
+    send(client, online("kiosk-r", late), late, stored=0)
+    send(client, report("kiosk-r", late, free=10**8), late, stored=0)
     clock.advance(hours=1)
     assert _evaluate(client) == []
     active = client.get("/api/v1/alerts", params={"status": "active"}).json()
