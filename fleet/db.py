@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Connection, Engine, create_engine, event
+from sqlalchemy import JSON, Boolean, Connection, Engine, create_engine, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -227,3 +227,11 @@ def insert_ignore(dialect: str, table: Any) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     raise DatabaseError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+
+
+def hour_bucket(column: Any, dialect: str) -> Any:
+    """The hour a time column falls in, as an SQL expression (what counts a device's hours of
+    availability, and what telemetry thinning keeps one sample of)."""
+    if dialect == "sqlite":
+        return func.strftime("%Y-%m-%d %H", column)
+    return func.date_trunc("hour", column)

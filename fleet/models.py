@@ -115,6 +115,16 @@ class TelemetrySample(Base):
     __table_args__ = (Index("ix_telemetry_device_ts", "device_id", "ts"),)
 
 
+class MaintenanceMark(Base):
+    """How far a periodic maintenance job has got (e.g. telemetry thinned up to a time), so the
+    next pass starts there instead of reading the whole history again."""
+
+    __tablename__ = "maintenance_marks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Page(Base):
     """A captured page's metadata (from its ``page_captured`` event). The file is in ``files``
     under ``sha256`` once uploaded; either may arrive first."""

@@ -27,6 +27,7 @@ from fleet.enroll import routes as enroll_routes
 from fleet.ingest import Ingest
 from fleet.metrics import FleetMetrics
 from fleet.operations import web as operations_web
+from fleet.retention import router as retention_router
 from fleet.storage import FileStore
 
 log = logging.getLogger(__name__)
@@ -84,5 +85,6 @@ def create_app(
     app.include_router(corrections_api.router, prefix="/api/v1")
     enroll_routes.install(app)  # enrollment, certificates, CRL (its lifespan: the CRL timer)
     app.include_router(brokerlog.router)  # its lifespan audits the broker's ACL refusals
+    app.include_router(retention_router)  # its lifespan thins and drops old telemetry
     auth_guard.install(app)  # login/users/audit routes, the guard every request passes, the audit
     return app

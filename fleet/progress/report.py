@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from fleet.db import hour_bucket
 from fleet.errors import FleetError
 from fleet.models import Device, TelemetrySample, is_online
 from fleet.progress import periods
@@ -78,12 +78,6 @@ class PeriodicReport:
         return sum(values) / len(values) if values else None
 
 
-def _hour(column: Any, dialect: str) -> Any:
-    if dialect == "sqlite":
-        return func.strftime("%Y-%m-%d %H", column)
-    return func.date_trunc("hour", column)
-
-
 def device_availability(session: Session, unit_codes: set[str], start: str, end: str, now: datetime,
                         heartbeat_timeout_s: float) -> list[DeviceAvailability]:
     lo, hi = periods.utc_bounds(start, end)
@@ -91,7 +85,7 @@ def device_availability(session: Session, unit_codes: set[str], start: str, end:
     devices = list(session.scalars(select(Device).where(Device.unit_code.in_(unit_codes)).order_by(Device.id)))
     if not devices:
         return []
-    hour = _hour(TelemetrySample.ts, session.get_bind().dialect.name)
+    hour = hour_bucket(TelemetrySample.ts, session.get_bind().dialect.name)
     query = (select(TelemetrySample.device_id, func.count(func.distinct(hour)))
              .where(TelemetrySample.device_id.in_([d.id for d in devices]),
                     TelemetrySample.ts >= lo, TelemetrySample.ts < hi)
