@@ -4,6 +4,7 @@
     sohoa-fleet validate-config FILE      # every error with file:line, exit 1 on any
     sohoa-fleet migrate [--config FILE]   # bring the database schema up to date
     sohoa-fleet ingest [--config FILE] [--client-id ID]   # one more ingest worker, no HTTP
+    sohoa-fleet retention [--config FILE]  # one telemetry retention pass now (e.g. after an upgrade)
     sohoa-fleet user add NAME --role ROLE [--unit CODE]   # an admin user; password from stdin
     sohoa-fleet token issue|list|revoke, enrollment list|accept|reject, device revoke   # see fleet/enroll/cli.py
     sohoa-fleet --version
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
     ingest.add_argument("--client-id", help="this worker's MQTT client id, unique and fixed per worker")
+    retention = sub.add_parser(
+        "retention", help="thin and drop old telemetry now, as `serve` does every retention.interval_s")
+    retention.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
     auth_cli.add_parser(sub)
     enroll_cli.add_parsers(sub)
     return parser
@@ -129,6 +133,27 @@ def _migrate(config_path: Path | None) -> int:
     return 0
 
 
+def _retention(config_path: Path | None) -> int:
+    from datetime import UTC, datetime
+
+    from fleet.config import load
+    from fleet.db import make_engine, migrate, session_factory
+    from fleet.retention import run_retention
+
+    config = load(config_path)
+    engine = make_engine(config.database.url)
+    try:
+        if config.database.migrate_on_start:
+            migrate(engine)
+        done = run_retention(session_factory(engine), config.retention, datetime.now(UTC))
+    finally:
+        engine.dispose()
+    until = done.thinned_until.isoformat() if done.thinned_until else "-"
+    print(f"telemetry: {done.thinned} reports thinned (one per device-hour before {until}), "
+          f"{done.dropped} dropped for age, {done.devices} devices, {done.seconds:.1f} s")
+    return 0
+
+
 def _validate(path: Path) -> int:
     from fleet.config import load
 
@@ -155,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(args.config)
         if args.command == "ingest":
             return _ingest(args.config, args.client_id)
+        if args.command == "retention":
+            return _retention(args.config)
         if args.command == "user":
             return auth_cli.run(args)
         if args.command in enroll_cli.COMMANDS:

@@ -82,3 +82,39 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("sohoa-fleet: cannot migrate"), result.stderr
     debug = run("migrate", cwd=tmp_path, env={"SOHOA_FLEET_DATABASE_URL": url, "DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_retention_pass_from_the_command_line(tmp_path: Path) -> None:
+    """``sohoa-fleet retention`` as an admin runs it after an upgrade: three reports of one hour
+    ten days ago and one from today → the hour keeps its first, today's stays. Bad input tried: an
+    age limit inside the full-detail window (one line naming the key, exit 1, nothing deleted)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from fleet.db import make_engine, migrate, session_factory
+    from fleet.models import Device, TelemetrySample
+
+    url = f"sqlite:///{tmp_path}/fleet.db"
+    engine = make_engine(url)
+    migrate(engine)
+    now = datetime.now(UTC)
+    old = (now - timedelta(days=10)).replace(minute=5, second=0, microsecond=0)
+    with session_factory(engine).begin() as session:
+        session.add(Device(id="kiosk-1", first_seen=old, last_seen=now, status="online"))
+        session.flush()
+        for n, ts in enumerate([old, old + timedelta(minutes=20), old + timedelta(minutes=40), now]):
+            session.add(TelemetrySample(id=f"0000000{n}", device_id="kiosk-1", ts=ts, data={}))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"database:\n  url: {url}\nretention:\n  telemetry_full_days: 7\n  telemetry_keep_days: 5\n")
+    result = run("retention", "--config", str(bad), cwd=tmp_path)
+    assert result.returncode == 1 and "retention" in result.stderr and "Traceback" not in result.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text(f"database:\n  url: {url}\n")
+    result = run("retention", "--config", str(good), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "telemetry: 2 reports thinned" in result.stdout and "0 dropped for age, 1 devices" in result.stdout
+    with session_factory(engine)() as session:
+        assert list(session.scalars(select(TelemetrySample.id).order_by(TelemetrySample.id))) == ["00000000",
+                                                                                                   "00000003"]
+    engine.dispose()
