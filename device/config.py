@@ -103,7 +103,8 @@ class SaneScannerConfig(_Model):
     )
     isolate: bool = Field(
         default=True,
-        description="Run the SANE driver in a child process: a driver that crashes costs a restart, not the agent",
+        description="Run the SANE driver in a child process: a driver that crashes, or hangs in sane_cancel after a "
+                    "fault (sanei_thread's asynchronous cancel), costs a restart of the child, not the agent",
     )
     options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,

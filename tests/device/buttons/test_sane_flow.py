@@ -14,7 +14,7 @@ import pytest
 
 from device.buttons import ButtonsConfig, CounterButtons
 from device.capture.base import ScanRequest
-from device.capture.sane import SaneSource
+from device.capture.sane import IsolatedSaneSource
 from device.config import SaneScannerConfig
 from device.inference.pipeline import PagePipeline
 from device.outbox import Outbox
@@ -36,9 +36,10 @@ def press(factory: Any, pin_name: int | str, clock: FakeClock) -> None:
 
 
 @pytest.fixture
-def scanner(sane_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SaneSource]:
+def scanner(sane_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IsolatedSaneSource]:
+    """The driver in its child process, as the agent runs it (a jam's cancel can hang in-process)."""
     monkeypatch.setenv("SANE_CONFIG_DIR", str(sane_dir))
-    source = SaneSource(SaneScannerConfig(device="auto", source="adf", dpi=75))
+    source = IsolatedSaneSource(SaneScannerConfig(device="auto", source="adf", dpi=75))
     try:
         yield source
     finally:
@@ -46,7 +47,7 @@ def scanner(sane_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SaneSou
 
 
 def test_button_dossier_on_sane_test_backend(
-    mock_factory: Any, buttons_config: ButtonsConfig, clock: FakeClock, scanner: SaneSource, sane_dir: Path,
+    mock_factory: Any, buttons_config: ButtonsConfig, clock: FakeClock, scanner: IsolatedSaneSource, sane_dir: Path,
     tmp_path: Path,
 ) -> None:
     """Bad inputs tried: a jam reported by the scanner in the middle of the second dossier's
