@@ -13,10 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.api.app import create_app
 from fleet.api.state import FleetState
 from fleet.config import BrokerConfig, DatabaseConfig, FleetConfig, IngestConfig, StorageConfig
+from fleet.db import make_engine, migrate, session_factory
 from fleet.ingest import Ingest
 from tests.authn import login
 from tests.services import Mosquitto
@@ -38,6 +40,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     finally:
         with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on that database, migrated to the head (the fleet's tables without the app)."""
+    engine = make_engine(db_url)
+    migrate(engine)
+    try:
+        yield session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 def make_config(

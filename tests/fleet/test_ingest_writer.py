@@ -4,15 +4,12 @@ dossiers, issue 6's enrolled units and revoked devices)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.auth.models import AuditEntry
-from fleet.db import make_engine, migrate, session_factory
 from fleet.enroll.models import EnrollmentRow
 from fleet.ingest import Incoming, Writer
 from fleet.metrics import FleetMetrics
@@ -24,16 +21,6 @@ from protocol.topics import Channel, topic
 from tests.fleet.messages import page_event, status, telemetry
 
 AT = datetime(2026, 1, 20, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    try:
-        yield session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 def _incoming(*messages: Message) -> list[Incoming]:

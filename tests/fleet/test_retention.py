@@ -5,7 +5,6 @@ oldest dropped, recent ones untouched, and a pass that finds nothing to do delet
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +13,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.config import FleetConfig, RetentionConfig
-from fleet.db import make_engine, migrate, session_factory
 from fleet.models import Device, MaintenanceMark, TelemetrySample
 from fleet.progress.report import device_availability
 from fleet.retention import THINNED_MARK, run_retention
@@ -22,16 +20,6 @@ from fleet.retention import THINNED_MARK, run_retention
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 START = datetime(2026, 2, 1, tzinfo=UTC)
 UNIT = "99001"
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    migrate(engine)
-    try:
-        yield session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 def _id(ts: datetime) -> str:
