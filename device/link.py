@@ -95,9 +95,6 @@ class MqttLink:
         client.will_set(
             topic(device_id, Channel.STATUS), encode(Status(device_id=device_id, state="offline")), qos=1, retain=True
         )
-        client.reconnect_delay_set(
-            min_delay=max(1, round(broker.reconnect_min_s)), max_delay=max(1, round(broker.reconnect_max_s))
-        )
         client.max_inflight_messages_set(broker.max_inflight)
         client.max_queued_messages_set(0)
         client.on_connect = self._handle_connect
@@ -106,6 +103,7 @@ class MqttLink:
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         self._client = client
+        self._reconnect_delays(broker.reconnect_max_s)
 
     def address(self) -> tuple[str, int]:
         """Where the broker is: the enrollment answer's ``broker_url`` for an enrolled device,
@@ -220,10 +218,14 @@ class MqttLink:
     def _slow_retry_s(self) -> int:
         return max(1, round(self.broker.refused_retry_max_s))
 
+    def _reconnect_delays(self, longest_s: float) -> None:
+        """paho's reconnect delay: from ``reconnect_min_s``, doubling up to ``longest_s``."""
+        self._client.reconnect_delay_set(min_delay=max(1, round(self.broker.reconnect_min_s)),
+                                         max_delay=max(1, round(longest_s)))
+
     def _retry_slowly(self, verdict: str) -> None:
         self.broker_refusal = verdict
-        self._client.reconnect_delay_set(min_delay=max(1, round(self.broker.reconnect_min_s)),
-                                         max_delay=self._slow_retry_s())
+        self._reconnect_delays(self.broker.refused_retry_max_s)
 
     # --- paho callbacks (network thread) --------------------------------------------------------
 
@@ -236,8 +238,7 @@ class MqttLink:
         if self.broker_refusal is not None:
             log.info("the broker accepts this device's certificate again")
             self.broker_refusal = None
-            self._client.reconnect_delay_set(min_delay=max(1, round(self.broker.reconnect_min_s)),
-                                             max_delay=max(1, round(self.broker.reconnect_max_s)))
+            self._reconnect_delays(self.broker.reconnect_max_s)
         self.connects += 1
         log.info("connected to the broker at %s:%s%s", *self.address(), " (TLS)" if self.uses_tls() else "")
         online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version, unit=self.unit)
