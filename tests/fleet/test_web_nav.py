@@ -92,6 +92,12 @@ def _signed_in(browser: Browser, served: Served, name: str, password: str) -> Pa
     return page
 
 
+def _session_cookie(page: Page, served: Served) -> str:
+    """The session token the browser holds for the fleet."""
+    [cookie] = [c for c in page.context.cookies(served.url) if c.get("name") == "sohoa_session"]
+    return str(cookie["value"])
+
+
 def _ready(page: Page) -> None:
     """The nav has heard who is signed in."""
     page.wait_for_selector("body[data-nav-ready='1']", timeout=15_000)
@@ -242,8 +248,7 @@ def test_logout_ends_the_session(browser: Browser, served: Served, shots: Path) 
     try:
         page.goto(served.url + "/operations")
         _ready(page)
-        [cookie] = [c for c in page.context.cookies(served.url) if c.get("name") == "sohoa_session"]
-        with httpx.Client(base_url=served.url, cookies={"sohoa_session": cookie["value"]}) as http:
+        with httpx.Client(base_url=served.url, cookies={"sohoa_session": _session_cookie(page, served)}) as http:
             before = http.get("/api/v1/auth/me")
             assert before.status_code == 200 and before.json()["name"] == ADMIN_NAME
             page.locator("#sohoa-logout").click()
@@ -267,8 +272,7 @@ def test_a_session_ended_elsewhere_sends_the_page_to_login(browser: Browser, ser
     try:
         page.goto(served.url + "/fleet?lang=en")
         _ready(page)
-        [cookie] = [c for c in page.context.cookies(served.url) if c.get("name") == "sohoa_session"]
-        with httpx.Client(base_url=served.url, cookies={"sohoa_session": cookie["value"]}) as http:
+        with httpx.Client(base_url=served.url, cookies={"sohoa_session": _session_cookie(page, served)}) as http:
             assert http.post("/api/v1/auth/logout").status_code == 204
         expect(page).to_have_url(served.url + "/login?next=%2Ffleet%3Flang%3Den", timeout=10_000)
         page.goto(served.url + "/login?next=%2Ffleet%3Flang%3Den")
