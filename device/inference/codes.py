@@ -11,18 +11,28 @@ becomes a ``Code`` of kind ``unreadable`` with a reason; nothing here raises on 
 'cccd'
 >>> parse_text("QRCode", "001099012345|garbage").kind
 'unreadable'
+
+A slip's QR comes in several shapes (the separator and even the content are not fixed by the
+circular), read by the rules of :class:`ReceiptRules`: the fields form, a code alone, or a look-up
+URL with the code in its path or query:
+
+>>> parse_text("QRCode", "000.00.12.H10-260101-0001").dossier_code
+'000.00.12.H10-260101-0001'
+>>> parse_text("QRCode", "https://dichvucong.gov.vn/tra-cuu?maHoSo=000.00.12.H10-260101-0001").dossier_code
+'000.00.12.H10-260101-0001'
 """
 
 import datetime as dt
 import json
 import logging
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from device.inference.geometry import shrink, to_gray
 
@@ -46,12 +56,59 @@ _RECEIPT_KEYS = {
 }
 
 
+ReceiptForm = Literal["fields", "code_only", "url"]
+
+
+class ReceiptRules(BaseModel):
+    """Which QR contents name a dossier. The circular fixes what a slip's QR holds, not how:
+    provinces' one-stop systems print the four fields, the code alone, or a look-up URL.
+
+    >>> rules = ReceiptRules(forms=["fields"])
+    >>> parse_text("QRCode", "000.00.12.H10-260101-0001", rules).kind
+    'other'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    forms: list[ReceiptForm] = Field(
+        default=["fields", "code_only", "url"],
+        description="QR shapes taken as a receipt slip: 'fields' (dossier code, procedure code, applicant id, "
+        "document name; any separator, JSON or key=value), 'code_only' (the QR holds only a dossier code), "
+        "'url' (a look-up URL on one of url_hosts with the code in its query or path)",
+    )
+    code_pattern: str = Field(
+        default=r"\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}-\d{6}-\d{4,6}",
+        description="Regular expression (whole match) of a dossier code standing alone, in the 'code_only' and 'url' "
+        "forms, where nothing else says the text is a dossier code (the national form: agency code, YYMMDD, sequence)",
+    )
+    url_hosts: list[str] = Field(
+        default_factory=lambda: ["gov.vn"],
+        description="Hosts whose look-up URLs name a dossier: a host matches itself and its subdomains",
+    )
+    url_query_keys: list[str] = Field(
+        default_factory=lambda: ["maHoSo", "ma_ho_so", "mahoso", "soHoSo", "so_ho_so", "hoso", "dossier_code", "code"],
+        description="Query parameters (case-insensitive) that may hold the dossier code in a look-up URL",
+    )
+
+    @field_validator("code_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
 class CodesConfig(BaseModel):
     """How pages are searched for codes."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Look for QR codes and barcodes on every page")
+    receipt: ReceiptRules = Field(
+        default_factory=ReceiptRules, description="Which QR contents name a dossier (the receipt slip)"
+    )
     short_side: int = Field(
         1240, ge=300, description="Short side in pixels the page is reduced to before decoding (150 dpi on A4)"
     )
@@ -135,21 +192,18 @@ def _split_receipt(text: str) -> list[str] | dict[str, str] | None:
         return {str(k).lower(): str(v) for k, v in obj.items()} if isinstance(obj, dict) else None
     for sep in ("|", ";", "\n", "\t", ","):
         parts = [p.strip() for p in stripped.split(sep)]
+        if len(parts) >= 2 and all("=" in p or ":" in p for p in parts if p):
+            pairs = {}
+            for p in parts:
+                key, _, value = p.replace(":", "=", 1).partition("=")
+                pairs[key.strip().lower()] = value.strip()
+            return pairs
         if len(parts) >= 4:
-            if all("=" in p or ":" in p for p in parts if p):
-                pairs = {}
-                for p in parts:
-                    key, _, value = p.replace(":", "=", 1).partition("=")
-                    pairs[key.strip().lower()] = value.strip()
-                return pairs
             return parts
     return None
 
 
-def parse_receipt(text: str) -> dict[str, str] | None:
-    """Dossier code, procedure code, applicant id and document name from a dossier receipt QR
-    (Circular 01/2023/TT-VPCP), whatever the separator; None if it is not one. Raises
-    ValueError when it has the shape of one but a required part is missing or malformed."""
+def _fields_form(text: str) -> dict[str, str] | None:
     split = _split_receipt(text)
     if split is None:
         return None
@@ -157,37 +211,69 @@ def parse_receipt(text: str) -> dict[str, str] | None:
         fields: dict[str, str] = {}
         for name, keys in _RECEIPT_KEYS.items():
             for key in keys:
-                if key in split:
+                if split.get(key):
                     fields[name] = split[key]
                     break
-        if "dossier_code" not in fields:
+        return fields if "dossier_code" in fields else None
+    # Only a first field shaped like a dossier code makes a list a receipt: other codes
+    # (shop receipts, e-invoices) also hold separated fields.
+    if not _DOSSIER_CODE.fullmatch(split[0]) or not re.search(r"\d", split[0]):
+        return None
+    names = RECEIPT_FIELDS[1:]
+    rest = [*split[1 : len(names)], " ".join(p for p in split[len(names) :] if p)]
+    return {"dossier_code": split[0]} | {n: v for n, v in zip(names, rest, strict=True) if v}
+
+
+def _url_form(text: str, rules: ReceiptRules) -> dict[str, str] | None:
+    url = urllib.parse.urlsplit(text.strip())
+    host = (url.hostname or "").lower()
+    if url.scheme not in ("http", "https") or not any(host == h or host.endswith("." + h) for h in rules.url_hosts):
+        return None
+    pattern = re.compile(rules.code_pattern)
+    keys = {k.lower() for k in rules.url_query_keys}
+    for key, value in urllib.parse.parse_qsl(url.query):
+        if key.lower() in keys and pattern.fullmatch(value.strip()):
+            return {"dossier_code": value.strip()}
+    for segment in reversed(url.path.split("/")):
+        if pattern.fullmatch(urllib.parse.unquote(segment)):
+            return {"dossier_code": urllib.parse.unquote(segment)}
+    return None
+
+
+def parse_receipt(text: str, rules: ReceiptRules | None = None) -> dict[str, str] | None:
+    """The fields a dossier receipt QR (Circular 01/2023/TT-VPCP) holds, by ``rules``: always the
+    dossier code, and the procedure code, applicant id and document name when the slip gives
+    them. None if it is not a receipt's code. Raises ValueError when it has the shape of one but
+    its dossier code is malformed.
+
+    >>> parse_receipt("H10.25-0001|1.000123||Tờ khai")
+    {'dossier_code': 'H10.25-0001', 'procedure_code': '1.000123', 'document_name': 'Tờ khai'}
+    """
+    rules = rules or ReceiptRules()
+    fields: dict[str, str] | None = None
+    if "url" in rules.forms and "://" in text:
+        fields = _url_form(text, rules)
+        if fields is None:
             return None
-    else:
-        # Only a first field shaped like a dossier code makes a list a receipt: other codes
-        # (shop receipts, e-invoices) also hold separated fields.
-        if not _DOSSIER_CODE.fullmatch(split[0]) or not re.search(r"\d", split[0]):
-            return None
-        fields = {
-            "dossier_code": split[0],
-            "procedure_code": split[1],
-            "applicant_id": split[2],
-            "document_name": " ".join(p for p in split[3:] if p) if len(split) > 4 else split[3],
-        }
-    missing = [n for n in RECEIPT_FIELDS if not fields.get(n)]
-    if missing:
-        raise ValueError(f"the dossier receipt code lacks {', '.join(missing)}")
+    if fields is None and "code_only" in rules.forms and re.fullmatch(rules.code_pattern, text.strip()):
+        fields = {"dossier_code": text.strip()}
+    if fields is None and "fields" in rules.forms:
+        fields = _fields_form(text)
+    if fields is None:
+        return None
     if not _DOSSIER_CODE.fullmatch(fields["dossier_code"]):
         raise ValueError("the dossier code in the receipt code is malformed")
     return fields
 
 
-def parse_text(fmt: str, text: str) -> Code:
-    """Classify decoded ``text``: a CCCD, a dossier receipt, some other code, or unreadable."""
+def parse_text(fmt: str, text: str, rules: ReceiptRules | None = None) -> Code:
+    """Classify decoded ``text``: a CCCD, a dossier receipt (by ``rules``), some other code, or
+    unreadable."""
     try:
         cccd = parse_cccd(text)
         if cccd is not None:
             return Code("cccd", fmt, cccd)
-        receipt = parse_receipt(text)
+        receipt = parse_receipt(text, rules)
         if receipt is not None:
             return Code("dossier_receipt", fmt, receipt)
     except ValueError as exc:
@@ -239,7 +325,7 @@ def read_codes(image: NDArray[np.uint8], config: CodesConfig | None = None) -> l
             reason = f"unreadable code: damaged or partly hidden ({kind})"
             code = Code("unreadable", fmt, error=reason, position=position)
         else:
-            parsed = parse_text(fmt, b.text)
+            parsed = parse_text(fmt, b.text, config.receipt)
             code = Code(parsed.kind, parsed.format, parsed.fields, parsed.text, parsed.error, position)
         # The reader can report one symbol twice (two binarizations): keep it once.
         centre = (round(sum(c[0] for c in position) / 80), round(sum(c[1] for c in position) / 80))
@@ -249,4 +335,3 @@ def read_codes(image: NDArray[np.uint8], config: CodesConfig | None = None) -> l
             codes.append(code)
     log.debug("found %s code(s): %s", len(codes), [c.kind for c in codes])
     return codes
-

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from device.inference import synthetic
-from device.inference.codes import Code, parse_cccd, parse_receipt, parse_text, read_codes
+from device.inference.codes import Code, ReceiptRules, parse_cccd, parse_receipt, parse_text, read_codes
 from device.inference.pipeline import PagePipeline, PipelineConfig
 
 RECEIPT = "000.00.10.H10-250101-0001|1.000894.000.00.00.H10|001099012345|Giấy khai sinh bản sao"
@@ -58,7 +58,6 @@ def test_cccd_six_fields() -> None:
         "001099012345|123456789|Nguyễn Thị Hoa",  # cut short
         "001099012345|123456789|Nguyễn Thị Hoa|31021990|Nữ|Hà Nội|20042021",  # 31 February
         "001099012345|12345|Nguyễn Thị Hoa|15031990|Nữ|Hà Nội|20042021",  # old id not 9 digits
-        "H10.25-0001|1.000123||Tờ khai",  # receipt without applicant id
         '{"ma_ho_so": "H10 25 0001", "ma_thu_tuc": "1.1", "cccd": "1", "ten_giay_to": "x"}',  # spaces
     ],
 )
@@ -137,3 +136,64 @@ def test_code_json_form_hides_applicant_id() -> None:
     """The receipt's applicant id is personal: masked unless asked for."""
     code = Code("dossier_receipt", "QRCode", {"dossier_code": "X1", "applicant_id": "001099012345"})
     assert code.as_dict()["fields"]["applicant_id"] == "***"
+
+
+CODE = "000.00.12.H10-260101-0001"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "H10.25-0001|1.000123||Tờ khai",
+            {"dossier_code": "H10.25-0001", "procedure_code": "1.000123", "document_name": "Tờ khai"},
+        ),
+        (CODE, {"dossier_code": CODE}),
+        (f"  {CODE}\n", {"dossier_code": CODE}),
+        (f"https://dichvucong.gov.vn/p/home/dvc-tra-cuu-ho-so.html?maHoSo={CODE}", {"dossier_code": CODE}),
+        (f"https://motcua.bacgiang.gov.vn/tra-cuu/{CODE}", {"dossier_code": CODE}),
+        (f"https://motcua.bacgiang.gov.vn/tra-cuu?MAHOSO={CODE}&lang=vi", {"dossier_code": CODE}),
+        ('{"ma_ho_so": "H10.25-9", "ma_thu_tuc": "", "cccd": "", "ten_giay_to": ""}', {"dossier_code": "H10.25-9"}),
+    ],
+)
+def test_receipt_forms_name_the_dossier(text: str, expected: dict[str, str]) -> None:
+    """A slip without an applicant id, a QR holding only the code, a look-up URL with the code in
+    its query or path: each names the dossier, with only the fields the slip gives."""
+    assert parse_receipt(text) == expected
+    assert parse_text("QRCode", text).dossier_code == expected["dossier_code"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://dichvucong.gov.vn/p/home/dvc-tra-cuu-ho-so.html",  # the portal, no code in it
+        f"https://example.com/tra-cuu?maHoSo={CODE}",  # a foreign host: not taken
+        f"http://dichvucong.gov.vn.example.com/{CODE}",  # a look-alike host
+        "BL-2025-000123",  # a fee receipt's number: not the national dossier code form
+        "H10.25-0001",  # a code alone not in the configured form
+        f"{CODE}X",
+    ],
+)
+def test_lookalike_codes_are_not_taken_for_a_dossier(text: str) -> None:
+    """Only the configured hosts and code form name a dossier: anything else stays 'other'."""
+    assert parse_text("QRCode", text).kind == "other"
+
+
+def test_receipt_rules_are_configurable() -> None:
+    """A province whose slips hold only the code in its own form, looked up on its own host; the
+    URL form switched off leaves URLs as 'other'."""
+    rules = ReceiptRules(forms=["code_only"], code_pattern=r"HS-\d{8}")
+    assert parse_text("QRCode", "HS-20260101", rules).dossier_code == "HS-20260101"
+    assert parse_text("QRCode", CODE, rules).kind == "other"
+    assert parse_text("QRCode", f"https://dichvucong.gov.vn/x?maHoSo={CODE}", rules).kind == "other"
+    assert parse_text("QRCode", RECEIPT, rules).kind == "other"
+    hosts = ReceiptRules(url_hosts=["motcua.example.vn"])
+    assert parse_text("QRCode", f"https://motcua.example.vn/{CODE}", hosts).dossier_code == CODE
+    with pytest.raises(ValueError, match="not a regular expression"):
+        ReceiptRules(code_pattern="(")
+
+
+def test_a_malformed_code_in_a_key_value_slip_is_unreadable_not_taken() -> None:
+    """Key-value slips whose dossier code has spaces: said unreadable to the clerk."""
+    code = parse_text("QRCode", "dossier_code=H10 25 7; procedure_code=1.2")
+    assert code.kind == "unreadable" and code.error and "malformed" in code.error
