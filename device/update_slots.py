@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device.durable import atomic_write, fsync_dir
 from device.update_errors import InstallFailed
+from images.launcher import ROLLBACK_FILE as LAUNCHER_ROLLBACK_FILE
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,24 @@ class SlotStore:
 
     def save_state(self, state: UpdateState) -> None:
         atomic_write(self.state_path, state.model_dump_json().encode())
+
+    def take_launcher_rollback(self, state: UpdateState) -> str | None:
+        """The reason the launcher (``images/launcher.py``) switched back from ``state``'s trial
+        slot, consuming its record; None when it did not."""
+        path = self.root / LAUNCHER_ROLLBACK_FILE
+        try:
+            record = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            record = None
+        path.unlink(missing_ok=True)
+        fsync_dir(self.root)
+        if not isinstance(record, dict) or record.get("rollout_id") != state.rollout_id:
+            return None
+        if state.phase != "trial" or self.active() != state.from_slot:
+            return None
+        return str(record.get("reason") or "the new slot did not start")
 
     def clear_state(self) -> None:
         with contextlib.suppress(FileNotFoundError):

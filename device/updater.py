@@ -322,6 +322,13 @@ class Updater:
         if state is None:
             return None
         active = self.slots.active()
+        launcher = self.slots.take_launcher_rollback(state)
+        if launcher is not None:
+            # The new slot never got this far (it failed at import, say): the launcher switched back.
+            log.warning("update %s rolled back by the launcher: %s", state.version, launcher)
+            self.slots.clear_state()
+            self._progress(state, "rolled_back", detail=launcher)
+            return "rolled_back"
         if state.phase == "installing" or active != state.to_slot:
             # Power cut before the switch: current still names the working slot.
             log.warning("update %s was interrupted before the switch; staying on slot %s", state.version, active)
