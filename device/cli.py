@@ -3,6 +3,7 @@
     sohoa-device run --config device.yaml
     sohoa-device enroll --config device.yaml
     sohoa-device validate-config device.yaml
+    sohoa-device firstboot [--boot /boot/firmware] [--data /var/lib/sohoa]
     sohoa-device inspect page1.jpg page2.png --pdf dossier.pdf
 """
 
@@ -26,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     enr.add_argument("--config", required=True, help="YAML config file with identity and enrollment sections")
     val = sub.add_parser("validate-config", help="check a config file; exit 1 on any error")
     val.add_argument("file")
+    first = sub.add_parser("firstboot", help="take the enrollment files from the boot partition (the image runs it)")
+    first.description = "options: --boot DIR --data DIR --base-config FILE (see device/firstboot.py)"
     ins = sub.add_parser("inspect", help="run the page pipeline on image files, one JSON line each")
     ins.add_argument("files", nargs="+")
     ins.add_argument("--pdf", help="also write the pages as one PDF")
@@ -34,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "firstboot":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = os.environ.get("DEBUG") == "1"
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -49,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             from device.enroll import enroll_main
 
             return enroll_main(args.config)
+        if args.command == "firstboot":
+            from device.firstboot import main as firstboot_main
+
+            return firstboot_main(extra)
         if args.command == "inspect":
             from device.inspect import inspect_main
 
