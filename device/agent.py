@@ -49,7 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from device import __version__
 from device.capture.base import CapturedPage, CaptureSource, ScanRequest
@@ -73,11 +73,12 @@ from device.session import (
     SessionEvent,
     verdict_of,
 )
-from device.settings import RemoteSettings, SettingsStore
+from device.settings import SettingsStore
 from device.telemetry import TelemetryCollector
 from device.update_errors import BundleRefused
-from device.updater import Outcome, UpdateOffer, Updater
+from device.updater import Outcome, Updater, offer_from
 from device.uploader import Uploader
+from protocol.commands import ForceArgs, NoArgs, TestScanArgs, error_fields
 from protocol.errors import ProtocolError
 from protocol.messages import (
     AgentStarted,
@@ -103,6 +104,7 @@ from protocol.messages import (
     new_id,
 )
 from protocol.messages import ScannerFault as ScannerFaultEvent
+from protocol.settings import RemoteSettings
 from protocol.topics import Channel, topic
 from provisioning.errors import KeyFileError
 from provisioning.identity import DeviceIdentity
@@ -138,33 +140,6 @@ def make_source(config: AgentConfig) -> CaptureSource | None:
             pages=scanner.pages, width=scanner.width, height=scanner.height, dpi=scanner.dpi, noise=scanner.noise
         )
     return None
-
-
-class TestScanArgs(BaseModel):
-    """Arguments of the ``test_scan`` command."""
-
-    model_config = ConfigDict(extra="forbid")
-    source: Literal["flatbed", "adf", "folder"] | None = Field(default=None, description="Override the source")
-    max_pages: int | None = Field(default=None, ge=1, le=10000, description="Stop after this many images")
-
-
-class ForceArgs(BaseModel):
-    """Arguments of ``reboot`` and ``restart_agent``."""
-
-    model_config = ConfigDict(extra="forbid")
-    force: bool = Field(default=False, description="Go ahead even while a dossier is open at the counter")
-
-
-class CollectLogsArgs(BaseModel):
-    """``collect_logs`` takes no arguments."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class RotateCertificateArgs(BaseModel):
-    """``rotate_certificate`` takes no arguments."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class _LogRing(logging.Handler):
@@ -1180,7 +1155,7 @@ class Agent:
         try:
             handler(command)
         except ValidationError as exc:
-            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
+            fields = error_fields(exc)
             self._refuse("cmd", "invalid_args", f"fields {fields}")
             self._ack(command.id, "rejected", f"invalid args {fields}")
 
@@ -1206,7 +1181,7 @@ class Agent:
             self._ack(command.id, "rejected", "updates are not configured on this device")
             return
         try:
-            offer = UpdateOffer.from_command(command)
+            offer = offer_from(command)
         except BundleRefused as exc:
             self._refuse("cmd", "invalid_args", "update")
             self._ack(command.id, "rejected", str(exc)[:512])
@@ -1325,7 +1300,7 @@ class Agent:
         with them; the ack goes out over the new connection. The old certificate is not revoked
         (it expires on its date; the fleet still takes a signature by it, for a renewal lost on
         its way back)."""
-        RotateCertificateArgs.model_validate(command.args)
+        NoArgs.model_validate(command.args)
         keeper, identity = self.keeper, self.identity
         if keeper is None or identity is None or not identity.is_enrolled():
             self._refuse("cmd", "not_enrolled", command.name)
@@ -1352,7 +1327,7 @@ class Agent:
         self._spawn(f"rotate-{command.id[:8]}", work)
 
     def _cmd_collect_logs(self, command: Command) -> None:
-        CollectLogsArgs.model_validate(command.args)
+        NoArgs.model_validate(command.args)
         if self.uploader is None or not self.uploader.fleet_url:
             self._ack(command.id, "rejected", "uploads are disabled or no fleet URL: files cannot be uploaded")
             return

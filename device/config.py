@@ -344,17 +344,6 @@ class AgentConfig(_Model):
         return value.rstrip("/")
 
 
-REMOTE_SETTINGS = frozenset({"scan", "quality", "classifier", "telemetry_interval_s", "kiosk_language",
-                             "maintenance_window"})
-"""Top-level keys the fleet may change through ``config/desired``: exactly the fields of
-:class:`device.settings.RemoteSettings` (scanner dpi and colour, quality thresholds, classifier,
-telemetry interval, kiosk language, maintenance window). Identity, broker and paths stay local: a
-bad remote value there could cut the device off. ``min_free_bytes`` and ``triggers`` (remotely
-settable in issue 2) are local now: the disk floor protects pages not yet delivered and depends
-on the device's own disk, so it is set with the device's image, not fleet-wide; ``triggers`` are
-the demo's timed scans, not something to switch on across a fleet of counters."""
-
-
 def load(path: Path | str) -> AgentConfig:
     """Read and validate a config file; :class:`ConfigError` lists every problem with file:line."""
     return load_config(AgentConfig, Path(path))

@@ -22,11 +22,11 @@ it runs step 6 for a pending trial, and cleans up an install a power cut interru
 Every step is reported as :class:`protocol.messages.UpdateProgress` through ``report``::
 
     updater = Updater(cfg, device_id="kiosk-0001", current_version=__version__,
-                      report=outbox.put_update, restart=agent.restart,
-                      health_checks={"broker": link.is_connected, "scanner": agent.probe_scanner})
-    updater.resume()                                   # at agent start
-    offer = UpdateOffer.from_command(command)          # Command(name="update")
-    updater.run(offer, window=lambda: settings.current.maintenance_window, lock=session)  # a DossierSession
+                      report=emit_progress, restart=restart_agent,
+                      health_checks={"broker": link.connected.is_set})
+    updater.resume(lock=session)                       # at agent start; session: a DossierSession
+    offer = offer_from(command)                        # Command(name="update")
+    updater.run(offer, window=lambda: settings.current.maintenance_window, lock=session)
 """
 
 from __future__ import annotations
@@ -50,13 +50,14 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from device.settings import MaintenanceWindow
 from device.update_download import download, withdrawn
 from device.update_errors import BundleRefused, DownloadFailed, InstallFailed, OfferWithdrawn, UpdateError
 from device.update_slots import SlotName, SlotStore, UpdateState
 from images.errors import BundleError
 from images.manifest import Manifest, extract_payload, load_public_key, verify_bundle, version_at_least
+from protocol.commands import UpdateOffer, error_fields
 from protocol.messages import Command, UpdateProgress
+from protocol.settings import MaintenanceWindow
 
 log = logging.getLogger(__name__)
 
@@ -111,26 +112,13 @@ class UpdaterConfig(BaseModel):
     python: str = Field(default=sys.executable, description="Interpreter whose pip installs the wheels")
 
 
-class UpdateOffer(BaseModel):
-    """The ``args`` of an ``update`` command."""
-
-    model_config = ConfigDict(extra="forbid")
-    rollout_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Names the download file too")
-    url: str = Field(pattern=r"^https?://", max_length=2048, description="Where the bundle is served")
-    version: str = Field(max_length=64, description="Version the bundle carries (checked against its manifest)")
-    kind: Literal["app", "model"] = "app"
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the bundle file")
-    allow_downgrade: bool = Field(
-        default=False, description="Install an older version than the one running (a deliberate step back)"
-    )
-
-    @classmethod
-    def from_command(cls, command: Command) -> UpdateOffer:
-        try:
-            return cls.model_validate(command.args)
-        except ValidationError as exc:
-            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
-            raise BundleRefused(f"update command arguments invalid: {fields}") from None
+def offer_from(command: Command) -> UpdateOffer:
+    """The offer an ``update`` command carries; :class:`BundleRefused` names the fields that
+    do not fit."""
+    try:
+        return UpdateOffer.model_validate(command.args)
+    except ValidationError as exc:
+        raise BundleRefused(f"update command arguments invalid: {error_fields(exc)}") from None
 
 
 class Updater:

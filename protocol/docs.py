@@ -12,7 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from protocol import commands as c
 from protocol import messages as m
+from protocol import settings as st
 from protocol.topics import FLEET_TO_DEVICE, ROOT, Channel
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -104,6 +106,20 @@ def render() -> str:
     nested: tuple[type[BaseModel], ...] = (m.Page, m.QualityVerdict, m.ScannerInfo, m.CameraInfo, m.OutboxDepth,
                                            m.DossierDocument)
     for model in nested:
+        out += _model_table(model)
+    out += ["## Command arguments", "",
+            "The `args` of a `Command`, by its `name`. Both sides check them with "
+            "`protocol.commands.parse_args`: the fleet before it publishes, the device when it acts.", "",
+            "| command | arguments |", "| --- | --- |"]
+    out += [f"| `{name}` | {model.__name__} |" for name, model in c.COMMAND_ARGS.items()]
+    out.append("")
+    for model in dict.fromkeys(c.COMMAND_ARGS.values()):
+        out += _model_table(model)
+    out += ["## Remote settings", "",
+            "The `settings` of `config/desired` and `config/reported`. Both sides check them with "
+            "`protocol.settings.parse_settings`; a key left out keeps the device's local value.", ""]
+    for model in (st.RemoteSettings, st.ScanSettings, st.QualityThresholds, st.ClassifierSettings,
+                  st.MaintenanceWindow):
         out += _model_table(model)
     return "\n".join(out).rstrip() + "\n"
 

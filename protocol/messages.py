@@ -23,9 +23,11 @@ older agents):
   an unknown event type still refuses the whole message (reason ``invalid``), and so does an
   unknown field whose name no contract would use (not ``snake_case`` ASCII of at most
   64 characters, e.g. data sent as a key) or more than :data:`MAX_UNKNOWN_FIELDS` of them.
-- The open dictionaries are not envelope: a device refuses a command argument or a setting it
-  does not know, with a reason the fleet shows (``cmd/ack`` detail, ``config/reported`` error),
-  because ignoring what it was asked to do would be silently wrong.
+- The open dictionaries are not envelope: command arguments (:mod:`protocol.commands`) and
+  remote settings (:mod:`protocol.settings`) forbid unknown keys. The fleet checks them before it
+  publishes; a device refuses an argument or a setting it does not know, with a reason the fleet
+  shows (``cmd/ack`` detail, ``config/reported`` error), because ignoring what it was asked to do
+  would be silently wrong. So devices learn a new argument or setting before the fleet offers it.
 
 >>> payload = raw.replace(b'"unit"', b'"battery_percent":87,"unit"')
 >>> decode("sohoa/v1/kiosk-0001/status", payload).ignored
@@ -67,8 +69,11 @@ COMPATIBILITY_RULES = (
     "Only unknown fields are forgiven: a bad value in a known field, a missing required field or an "
     "unknown event type refuses the message (`invalid`), as does an unknown field not named in "
     f"`snake_case` ASCII of at most 64 characters, or more than {MAX_UNKNOWN_FIELDS} of them.",
-    "Command `args` and desired `settings` are not envelope: a device refuses an argument or a "
-    "setting it does not know, with the reason in `cmd/ack` `detail` or `config/reported` `error`.",
+    "Command `args` and desired `settings` are not envelope: their models (Command arguments, "
+    "Remote settings below) forbid unknown keys on both sides. The fleet refuses them before "
+    "publishing; a device refuses an argument or a setting it does not know, with the reason in "
+    "`cmd/ack` `detail` or `config/reported` `error`. A new argument or setting is an additive "
+    "change for the devices first: they are upgraded before the fleet offers it.",
 )
 """The rules above, as ``docs/protocol.md`` states them."""
 
@@ -296,7 +301,7 @@ AnyEvent = Annotated[
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 
-# --- commands and settings (room for fleet operations) ------------------------------------------
+# --- commands and settings (their arguments: protocol.commands, protocol.settings) -------------
 
 CommandName = Literal["reboot", "restart_agent", "test_scan", "collect_logs", "rotate_certificate", "update"]
 CommandState = Literal["delivered", "in_progress", "succeeded", "failed", "timed_out", "rejected"]
@@ -307,7 +312,9 @@ class Command(Message):
 
     name: CommandName
     deadline: AwareDatetime = Field(description="Not to be started after this")
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="The command's arguments, as its model in Command arguments says"
+    )
 
 
 class CommandAck(Message):
@@ -320,7 +327,7 @@ class ConfigDesired(Message):
     """Retained. The settings the fleet wants this device to run, with a version."""
 
     version: int = Field(ge=0)
-    settings: dict[str, Any]
+    settings: dict[str, Any] = Field(description="Remote settings (RemoteSettings keys); a key left out stays local")
 
 
 class ConfigReported(Message):

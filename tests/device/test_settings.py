@@ -1,19 +1,17 @@
 """Remote settings on the device: valid desired settings are applied and kept on disk; invalid
-ones are rejected with the reason and the last good settings stay; the maintenance window
-reads local time and may wrap past midnight."""
+ones are rejected with the reason and the last good settings stay."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from device.config import AgentConfig, SaneScannerConfig
-from device.settings import MaintenanceWindow, RemoteSettings, SettingsStore, agent_config_overrides
+from device.settings import SettingsStore, agent_config_overrides
 from protocol.messages import ConfigDesired, ConfigReported, decode, encode
+from protocol.settings import RemoteSettings
 
 DEVICE = "kiosk-0001"
 
@@ -114,34 +112,6 @@ def test_damaged_file_means_defaults(tmp_path: Path) -> None:
     path.write_text('{"version": 3, "settings": {"scan": ')
     store = SettingsStore(path, device_id=DEVICE)
     assert store.current == RemoteSettings() and store.version is None
-
-
-def test_maintenance_window_local_time_wrapping_midnight() -> None:
-    window = MaintenanceWindow(start="23:00", end="02:00", timezone="Asia/Ho_Chi_Minh", days=[0, 1, 2, 3, 4])
-    # 2026-11-23 is a Monday. 23:30 Monday in Hanoi = 16:30 UTC.
-    monday_night = datetime(2026, 11, 23, 16, 30, tzinfo=UTC)
-    assert window.is_open(monday_night)
-    closes = window.closes_at(monday_night)
-    assert closes is not None and (closes.day, closes.hour) == (24, 2)
-    # Tuesday 01:30 local (still Monday's window).
-    assert window.is_open(datetime(2026, 11, 23, 18, 30, tzinfo=UTC))
-    # Tuesday 12:00 local: closed, next opening Tuesday 23:00 local.
-    noon = datetime(2026, 11, 24, 5, 0, tzinfo=UTC)
-    assert not window.is_open(noon) and window.closes_at(noon) is None
-    nxt = window.next_open(noon)
-    assert (nxt.day, nxt.hour) == (24, 23)
-    # Friday 23:30 opens (Friday is listed); Saturday 23:30 does not; next is Monday 23:00.
-    assert window.is_open(datetime(2026, 11, 27, 16, 30, tzinfo=UTC))
-    saturday = datetime(2026, 11, 28, 16, 30, tzinfo=UTC)
-    assert not window.is_open(saturday)
-    assert (window.next_open(saturday).day, window.next_open(saturday).hour) == (30, 23)
-
-
-def test_window_rejects_bad_days() -> None:
-    """Bad input: day 7 and no day at all."""
-    for days in ([7], []):
-        with pytest.raises(ValidationError):
-            MaintenanceWindow(days=days)
 
 
 def test_overrides_merge_into_the_agent_config() -> None:

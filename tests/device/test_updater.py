@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from device.session import DossierSession, UpdateInProgress
-from device.settings import MaintenanceWindow
 from device.update_errors import BundleRefused
 from device.update_slots import SlotStore, UpdateState
-from device.updater import HealthCheck, UpdateOffer, Updater
+from device.updater import HealthCheck, Updater, offer_from
 from images.bundle import build_bundle, generate_keys
 from images.manifest import sha256_file
+from protocol.commands import UpdateOffer
 from protocol.messages import Command, UpdateProgress
+from protocol.settings import MaintenanceWindow
 from tests.images.device_harness import DEVICE_ID, Recorder, bootstrap, config, probe
 from tests.images.helpers import RangeServer, ServedFile, app_bundle, flip_byte, make_wheel, range_server
 
@@ -214,9 +215,9 @@ def test_update_command_arguments() -> None:
     deadline = datetime.now(UTC) + timedelta(hours=1)
     good = Command(device_id=DEVICE_ID, name="update", deadline=deadline,
                    args={"rollout_id": "r", "url": "http://127.0.0.1/x", "version": "0.2.0"})
-    assert UpdateOffer.from_command(good).kind == "app"
+    assert offer_from(good).kind == "app"
     with pytest.raises(BundleRefused, match="url"):
-        UpdateOffer.from_command(Command(device_id=DEVICE_ID, name="update", deadline=deadline,
+        offer_from(Command(device_id=DEVICE_ID, name="update", deadline=deadline,
                                          args={"rollout_id": "r", "version": "1"}))
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from device.update_download import download
 from device.update_errors import DownloadFailed
-from device.updater import UpdateOffer, Updater
+from device.updater import Updater
 from images.bundle import generate_keys
+from protocol.commands import UpdateOffer
 from tests.images.device_harness import DEVICE_ID, Recorder, bootstrap, config
 from tests.images.helpers import RangeServer, ServedFile, app_bundle, range_server
 

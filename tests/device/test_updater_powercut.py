@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from device.update_slots import SlotStore
-from device.updater import UpdateOffer, Updater
+from device.updater import Updater
 from images.bundle import generate_keys
+from protocol.commands import UpdateOffer
 from tests.images.device_harness import DEVICE_ID, Recorder, bootstrap, config, probe
 from tests.images.helpers import RangeServer, ServedFile, app_bundle, range_server
 
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, sys
 from pathlib import Path
-from device.updater import Updater, UpdateOffer, UpdaterConfig
+from device.updater import Updater, UpdaterConfig
+from protocol.commands import UpdateOffer
 
 stop_at = sys.argv[3]
 

@@ -37,7 +37,7 @@ from paho.mqtt.properties import Properties
 
 from device.session import DossierSession
 from device.update_slots import SlotStore
-from device.updater import UpdateOffer, Updater
+from device.updater import Updater, offer_from
 from fleet.operations.service import Operations
 from images.bundle import generate_keys
 from protocol.messages import Command, CommandAck, Status, UpdateProgress, decode, encode
@@ -142,7 +142,7 @@ class SimDevice:
             self._ack(command.id, "rejected", "not simulated")
             return
         self._ack(command.id, "in_progress")
-        offer = UpdateOffer.from_command(command)
+        offer = offer_from(command)
 
         def work() -> None:
             outcome = self.updater.run(offer, lock=self.counter)
