@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from device.update_slots import SlotStore
-from device.updater import UpdateOffer, Updater
+from device.updater import Updater
 from images import launcher
 from images.bundle import generate_keys
 from images.manifest import sha256_file
+from protocol.commands import UpdateOffer
 from tests.images.device_harness import DEVICE_ID, Recorder, bootstrap, config, probe
 from tests.images.helpers import RangeServer, ServedFile, app_bundle, range_server
 
