@@ -36,9 +36,15 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from protocol.messages import MAX_PAYLOAD_BYTES
 from protocol.topics import DEVICE_TO_FLEET, FLEET_TO_DEVICE, ROOT, Channel, is_valid_device_id
 from provisioning.ca import FLEET_INGEST, is_service_name
 from provisioning.files import write_public
+
+
+PACKET_OVERHEAD_BYTES = 1024
+"""Room for an MQTT PUBLISH's fixed header, topic (``sohoa/v1/<64-char id>/<channel>``), packet id and
+MQTT v5 properties on top of the protocol's largest payload."""
 
 
 class BrokerConfig(BaseModel):
@@ -67,6 +73,11 @@ class BrokerConfig(BaseModel):
     plain_loopback_port: int | None = Field(
         None, ge=1, le=65535,
         description="DEMO ONLY: an anonymous, ACL-free plain MQTT listener on 127.0.0.1 at this port.")
+    max_packet_bytes: int = Field(
+        MAX_PAYLOAD_BYTES + PACKET_OVERHEAD_BYTES, ge=MAX_PAYLOAD_BYTES + PACKET_OVERHEAD_BYTES, le=16 * 1024 * 1024,
+        description="mosquitto's max_packet_size: a client sending a larger packet is disconnected by the broker, "
+                    "before any subscriber (the ingest) receives a byte of it. At least the protocol's largest "
+                    "payload plus the topic and header.")
     persistence_dir: Path | None = Field(None, description="Where mosquitto keeps sessions and queued messages.")
     autosave_interval_s: int = Field(
         2, ge=1, le=1800,
@@ -133,6 +144,8 @@ def render_mosquitto_conf(cfg: BrokerConfig) -> str:
     if cfg.persistence_dir is not None:
         g += ["persistence true", f"persistence_location {cfg.persistence_dir}/",
               f"autosave_interval {cfg.autosave_interval_s}"]
+    g += ["# A device cannot make the broker (and the ingest) swallow more than one protocol message.",
+          f"max_packet_size {cfg.max_packet_bytes}"]
     g.append(f"log_dest file {cfg.log_file}" if cfg.log_file else "log_dest syslog")
     g += ["log_timestamp true", "connection_messages true"]
     g += ["log_type all"] if cfg.log_debug else ["log_type error", "log_type warning", "log_type notice",

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.broker import AclViolation, scan_log
+from protocol.messages import MAX_PAYLOAD_BYTES
+from provisioning.broker import PACKET_OVERHEAD_BYTES, AclViolation, scan_log
 from provisioning.ca import CertificateAuthority, RevokedCertificate, reload_broker
 from provisioning.identity import DeviceIdentity, probe_tls
 from tests.provisioning.conftest import TIMEOUT, Client, Pki, connect, make_client
@@ -224,4 +225,29 @@ def test_events_queued_for_the_fleet_survive_a_broker_crash(pki: Pki, tls_broker
         for i in range(20):
             ingest.wait_message("sohoa/v1/kiosk-a/event", f"event-{i}".encode())
     finally:
+        ingest.close()
+
+
+def test_broker_disconnects_a_device_sending_more_than_one_message_can_hold(
+        pki: Pki, tls_broker: ConfiguredMosquitto) -> None:
+    """Bad input: kiosk-a publishes one byte over the protocol's payload limit plus the broker's
+    header allowance. The broker cuts it off (max_packet_size) and the ingest never receives the
+    payload; a payload of exactly the protocol's limit still goes through."""
+    ingest = _ingest(pki, tls_broker)
+    a = _device(pki, tls_broker, "kiosk-a")
+    try:
+        largest = b"x" * MAX_PAYLOAD_BYTES
+        assert a.publish("sohoa/v1/kiosk-a/event", largest) == 0
+        ingest.wait_message("sohoa/v1/kiosk-a/event", largest)
+        a.client.publish("sohoa/v1/kiosk-a/event", b"y" * (MAX_PAYLOAD_BYTES + PACKET_OVERHEAD_BYTES + 1), qos=1)
+        assert a.disconnected.wait(TIMEOUT), "the broker kept a client that sent an oversized packet"
+        b = _device(pki, tls_broker, "kiosk-b")
+        try:
+            assert b.publish("sohoa/v1/kiosk-b/event", b"after") == 0
+            ingest.wait_message("sohoa/v1/kiosk-b/event", b"after")
+        finally:
+            b.close()
+        assert all(not payload.startswith(b"y") for _, payload in ingest.messages)
+    finally:
+        a.close()
         ingest.close()
