@@ -56,6 +56,7 @@ from device.capture.base import CapturedPage, CaptureSource, ScanRequest
 from device.capture.folder import FolderSource
 from device.capture.sane import IsolatedSaneSource, SaneSource
 from device.config import AgentConfig, FakeScannerConfig, SaneScannerConfig, load
+from device.durable import atomic_write
 from device.enroll import CertificateRevoked, IdentityKeeper, IdentityStatus, RenewalFailed
 from device.errors import CaptureError, ImageRejected, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
 from device.inference.doctype import FallbackClassifier, load_classifier_or_fallback
@@ -1191,7 +1192,7 @@ class Agent:
             return
         self._ack(command.id, "in_progress")
         marker = self.config.state_dir / "update_command.json"
-        marker.write_text(json.dumps({"command_id": command.id}))
+        atomic_write(marker, json.dumps({"command_id": command.id}).encode())
 
         def work() -> None:
             # The session is the update lock: no dossier opens from the install to the trial's end.
@@ -1359,9 +1360,7 @@ class Agent:
         elif self.settings.version != before:
             # Which keys the fleet set (settings.json holds every key): survives restarts.
             explicit = self.config.state_dir / "settings_given.json"
-            tmp = explicit.with_suffix(".tmp")
-            tmp.write_text(json.dumps(desired.settings))
-            tmp.replace(explicit)
+            atomic_write(explicit, json.dumps(desired.settings).encode())
         self.config_version = self.settings.version
         self.emit(reported.model_copy(update={"settings": self._running_settings(reported.settings)}),
                   Channel.CONFIG_REPORTED)

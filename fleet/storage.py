@@ -2,7 +2,9 @@
 
 A file is written to a temporary name in the store's own file system, hashed while it is
 written, fsynced, checked against the sha256 it was sent under, and only then renamed into
-place (atomic) and its directory fsynced: a crash leaves either the whole file or nothing.
+place (atomic) and its directory fsynced, as are the ``aa/`` and ``aa/bb/`` folders when this file
+created them (:mod:`fleet.durable`): a crash leaves either the whole file or nothing, and a 201 is
+only sent for a file that survives one.
 
 >>> import tempfile, hashlib
 >>> store = FileStore(Path(tempfile.mkdtemp()))
@@ -26,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from fleet.durable import place
 from fleet.errors import ChecksumMismatch, FleetError
 
 log = logging.getLogger(__name__)
@@ -39,14 +42,6 @@ class TooLarge(FleetError, ValueError):
 
 def is_sha256(text: str) -> bool:
     return bool(_SHA256.match(text))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PendingFile:
@@ -87,11 +82,8 @@ class PendingFile:
         if self._store.fsync:
             os.fsync(self._fh.fileno())
         self._fh.close()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp.replace(final)
+        place(self._tmp, final, fsync=self._store.fsync)
         self._done = True
-        if self._store.fsync:
-            _fsync_dir(final.parent)
         log.debug("stored %s (%s bytes)", self.sha256, self.size)
         return True
 

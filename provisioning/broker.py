@@ -41,7 +41,6 @@ from protocol.topics import DEVICE_TO_FLEET, FLEET_TO_DEVICE, ROOT, Channel, is_
 from provisioning.ca import FLEET_INGEST, is_service_name
 from provisioning.files import write_public
 
-
 PACKET_OVERHEAD_BYTES = 1024
 """Room for an MQTT PUBLISH's fixed header, topic (``sohoa/v1/<64-char id>/<channel>``), packet id and
 MQTT v5 properties on top of the protocol's largest payload."""

@@ -21,6 +21,7 @@ from images.bundle import generate_keys
 from images.manifest import sha256_file
 from protocol.messages import Command, ConfigDesired, encode
 from tests.device.agent_harness import AgentProcess, Recorder, agent_config
+from tests.durability import record_fsyncs
 from tests.images.device_harness import bootstrap, probe
 from tests.images.helpers import ServedFile, app_bundle, range_server
 from tests.services import Mosquitto
@@ -195,3 +196,31 @@ def test_last_good_settings_survive_a_restart(tmp_path: Path, mosquitto: Mosquit
         assert again.status()["config_version"] == 1
     finally:
         again.close()
+
+
+def test_the_agents_state_files_survive_a_power_cut(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which keys the fleet set (``settings_given.json``) and which command an update answers
+    (``update_command.json``) are written to a temporary name, fsynced, renamed and their folder
+    fsynced: after a cut the agent finds the old or the new file, never an empty one."""
+    _private, public = generate_keys(tmp_path / "keys")
+    root = tmp_path / "opt-sohoa"
+    bootstrap(root, tmp_path)
+    updater = {"root": str(root), "public_keys": [str(public)], "jitter_max_s": 0, "retry_min_s": 0.01,
+               "retry_max_s": 0.05, "lock_check": "off"}
+    config = _inprocess(tmp_path, mosquitto.port, updater=updater)
+    synced = record_fsyncs(monkeypatch)
+    agent = _started(config, recorder)
+    try:
+        recorder.publish(DESIRED, encode(ConfigDesired(device_id=DEVICE, version=1,
+                                                       settings={"maintenance_window": _open_window()})))
+        recorder.wait_for(lambda r: any(c.version == 1 and c.applied for c in r.decoded("config/reported")), 20,
+                          "the applied settings")
+        assert any(p.name.startswith(".settings_given.json.") for p in synced)
+        update = _command("update", rollout_id="r1", url="http://127.0.0.1:9/x.bundle", version="0.2.0")
+        recorder.publish(CMD, encode(update))
+        recorder.wait_for(lambda r: "in_progress" in _acks(r, update.id), 20, "the update's start")
+        assert any(p.name.startswith(".update_command.json.") for p in synced)
+        assert config.state_dir in synced
+    finally:
+        agent.close()

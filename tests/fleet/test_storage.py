@@ -14,6 +14,7 @@ from fleet.db import current_revision, head_revision, make_engine, migrate
 from fleet.errors import ChecksumMismatch
 from fleet.models import Base
 from fleet.storage import FileStore, TooLarge
+from tests.durability import record_fsyncs
 
 
 def test_migrations_build_exactly_the_models(db_url: str) -> None:
@@ -53,3 +54,17 @@ def test_file_store_verifies_and_leaves_nothing_behind(tmp_path: Path) -> None:
         store.path("../../etc/passwd")
     assert list((tmp_path / "tmp").iterdir()) == []
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [store.path(sha)]
+
+
+def test_a_stored_file_survives_a_power_cut_with_its_new_folders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first file under aa/bb/ creates both folders: before the store says 'stored' (and the
+    device deletes its copy), the file, its folder entry and both new folders' entries are fsynced."""
+    store = FileStore(tmp_path)
+    synced = record_fsyncs(monkeypatch)
+    data = b"first page"
+    sha = hashlib.sha256(data).hexdigest()
+    assert store.put_bytes(sha, data)
+    final = store.path(sha)
+    assert any(p.parent == tmp_path / "tmp" for p in synced), "the content itself was not fsynced"
+    assert {final.parent, final.parent.parent, tmp_path} <= set(synced)

@@ -48,6 +48,7 @@ from fleet.api.routes.devices import visible_device
 from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
 from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, in_scope, require_unit, require_unit_filter, visible_units
+from fleet.durable import atomic_write, place
 from fleet.enroll.deviceauth import device_or_user
 from fleet.models import Device
 from fleet.operations.models import CommandRow, DeviceConfig, RolloutRow, SettingsLayer
@@ -372,8 +373,8 @@ async def put_bundle(name: BundleName, request: Request, state: StateDep, _user:
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        FsPath(tmp).replace(directory / name)
-        (directory / f"{name}.sha256").write_text(digest.hexdigest() + "\n")
+        place(FsPath(tmp), directory / name)
+        atomic_write(directory / f"{name}.sha256", (digest.hexdigest() + "\n").encode())
     finally:
         FsPath(tmp).unlink(missing_ok=True)
     return BundleOut(name=name, size=size, sha256=digest.hexdigest())

@@ -17,6 +17,7 @@ from fleet.operations.models import CommandRow
 from fleet.operations.service import Operations
 from protocol.messages import CommandAck, ConfigReported, Status, UpdateProgress, encode
 from tests.authn import login
+from tests.durability import record_fsyncs
 from tests.fleet.conftest import make_config, state_of
 
 DEVICES = ["kiosk-0001", "kiosk-0002", "kiosk-0003"]
@@ -225,3 +226,18 @@ def test_unit_admins_see_and_act_on_their_subtree_only_and_viewers_read(api: Tes
     assert api.put("/api/v1/settings/unit/U1", json={"settings": {}}, headers=viewer).status_code == 403
     api.cookies.clear()  # logging in set a session cookie too
     assert api.get("/api/v1/rollouts", headers={"Authorization": ""}).status_code == 401
+
+
+def test_an_uploaded_bundle_and_its_sha256_survive_a_power_cut(
+        api: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundle and its ``.sha256`` are each written to a temporary name, fsynced and renamed
+    into place, and the folder is fsynced: a cut never leaves a half-written checksum beside a
+    whole bundle (devices would then refuse a good bundle)."""
+    synced = record_fsyncs(monkeypatch)
+    up = api.put("/api/v1/bundles/app-0.3.0.bundle", content=b"bundle bytes")
+    assert up.status_code == 201
+    directory = next(p.parent for p in tmp_path.rglob("app-0.3.0.bundle"))
+    assert (directory / "app-0.3.0.bundle.sha256").read_text() == up.json()["sha256"] + "\n"
+    assert any(p.name.startswith(".app-0.3.0.bundle.sha256.") for p in synced), "checksum not written atomically"
+    assert synced.count(directory) >= 2
+    assert not [p for p in directory.iterdir() if p.name.startswith(".")]
