@@ -23,6 +23,16 @@ class AuthConfig(BaseModel):
         default=5, ge=1, le=1000,
         description="Failed logins for one name from one address within the window before logins are refused (429)",
     )
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, le=100_000,
+        description="Failed logins from one address, whatever the names tried, within the window before that "
+                    "address is refused (429)",
+    )
+    login_max_failures_per_name: int = Field(
+        default=20, ge=1, le=100_000,
+        description="Failed logins for one name, from whatever addresses, within the window before that name is "
+                    "refused (429; the right password too, until the window moves on)",
+    )
     login_window_s: float = Field(
         default=15 * 60.0, gt=0, le=24 * 3600, description="The window over which failed logins are counted"
     )

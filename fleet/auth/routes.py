@@ -19,7 +19,7 @@ from fleet.auth.deps import CurrentUser, request_token
 from fleet.auth.models import User, UserSession
 from fleet.auth.passwords import hash_password, verify_password
 from fleet.auth.principal import Principal
-from fleet.auth.ratelimit import LOGIN, retry_after
+from fleet.auth.ratelimit import ATTEMPT, LOGIN, retry_after
 from fleet.auth.sessions import COOKIE, close_session, open_session, principal_of, token_hash
 
 log = logging.getLogger(__name__)
@@ -94,23 +94,25 @@ def authenticate(request: Request, state: StateDep, form: LoginIn) -> tuple[Prin
     ip = audit.client_ip(request)
     now = state.now()
     with state.sessions() as session:
-        wait = retry_after(session, config, form.name, ip, now)
+        # Committed before it is counted: concurrent tries see each other (see fleet.auth.ratelimit).
+        attempt = audit.entry(at=now, action=LOGIN, actor=form.name, actor_kind="anonymous", outcome=ATTEMPT, ip=ip)
+        session.add(attempt)
+        session.commit()
+        wait = retry_after(session, config, form.name, ip, now, attempt_id=attempt.id)
         if wait is not None:
-            session.add(audit.entry(at=now, action=LOGIN, actor=form.name, actor_kind="anonymous",
-                                    outcome="rate_limited", ip=ip))
+            attempt.outcome = "rate_limited"
             session.commit()
             raise HTTPException(429, "too many failed logins; try again later", headers={"Retry-After": str(wait)})
         user = session.scalar(select(User).where(User.name == form.name))
         ok = verify_password(user.password_hash if user is not None else None, form.password)
         if user is None or not ok or user.disabled:
-            session.add(audit.entry(at=now, action=LOGIN, actor=form.name, actor_kind="anonymous", outcome="failed",
-                                    detail="disabled" if ok and user is not None else None, ip=ip))
+            attempt.outcome = "failed"
+            attempt.detail = "disabled" if ok and user is not None else None
             session.commit()
             request.scope.setdefault("state", {})[audit.AUDITED_KEY] = True
             raise HTTPException(401, "wrong name or password", headers={"WWW-Authenticate": "Bearer"})
         token, expires = open_session(session, user, now, config.session_ttl_s)
-        session.add(audit.entry(at=now, action=LOGIN, actor=user.name, actor_kind="user", unit_code=user.unit_code,
-                                outcome="ok", ip=ip))
+        attempt.actor, attempt.actor_kind, attempt.unit_code, attempt.outcome = user.name, "user", user.unit_code, "ok"
         session.commit()
         principal = principal_of(user)
     request.scope.setdefault("state", {})[audit.AUDITED_KEY] = True

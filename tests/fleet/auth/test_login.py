@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,56 @@ def test_login_rate_limit_per_name_and_address(tmp_path: Path, db_url: str, cloc
         with state_of(client).sessions() as session:
             limited = session.scalars(select(AuditEntry).where(AuditEntry.outcome == "rate_limited")).all()
         assert [(e.actor, e.client_ip) for e in limited] == [("minh", "203.0.113.7"), ("minh", "203.0.113.7")]
+
+
+def test_login_rate_limit_per_address_across_names_and_per_name_across_addresses(
+        tmp_path: Path, db_url: str, clock: Clock) -> None:
+    """Bad input: one address guessing a different name each time (never two failures for one
+    name), then many addresses guessing one name (never two failures from one address). Each
+    pattern is refused (429, right password included) once over its own limit; other names and
+    other addresses are not held by it."""
+    auth = AuthConfig(login_max_failures=5, login_max_failures_per_address=8, login_max_failures_per_name=6,
+                      login_window_s=900)
+    with open_app(tmp_path, db_url, clock, auth) as client:
+        sessions = state_of(client).sessions
+        for name in ("minh", "lan", "hoa"):
+            make_user(sessions, name=name, password=PASSWORD, role="viewer")
+        for i in range(8):
+            clock.advance(1)
+            assert client.post("/api/v1/auth/login", json={"name": f"guess-{i}", "password": "x"}).status_code == 401
+        blocked = client.post("/api/v1/auth/login", json={"name": "minh", "password": PASSWORD})
+        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) == 900 - 7
+    with open_app(tmp_path, db_url, clock, auth, address="198.51.100.9") as elsewhere:
+        assert elsewhere.post("/api/v1/auth/login", json={"name": "minh", "password": PASSWORD}).status_code == 200
+
+    for i in range(6):
+        clock.advance(1)
+        with open_app(tmp_path, db_url, clock, auth, address=f"192.0.2.{10 + i}") as spread:
+            assert spread.post("/api/v1/auth/login", json={"name": "lan", "password": "x"}).status_code == 401
+    with open_app(tmp_path, db_url, clock, auth, address="192.0.2.99") as fresh:
+        assert fresh.post("/api/v1/auth/login", json={"name": "lan", "password": PASSWORD}).status_code == 429
+        assert fresh.post("/api/v1/auth/login", json={"name": "hoa", "password": PASSWORD}).status_code == 200
+    clock.advance(900)
+    with open_app(tmp_path, db_url, clock, auth, address="192.0.2.99") as later:
+        assert later.post("/api/v1/auth/login", json={"name": "lan", "password": PASSWORD}).status_code == 200
+
+
+def test_login_rate_limit_holds_under_simultaneous_guesses(tmp_path: Path, db_url: str, clock: Clock) -> None:
+    """Bad input: 16 wrong passwords for one name from one address sent at the same moment. The
+    limit is 5: at most 5 are checked (401), every other one is refused (429) before its password
+    is looked at, and no try is left counted as in progress."""
+    auth = AuthConfig(login_max_failures=5, login_window_s=900)
+    with open_app(tmp_path, db_url, clock, auth) as client:
+        make_user(state_of(client).sessions, name="minh", password=PASSWORD, role="viewer")
+        start = threading.Barrier(16)
+
+        def guess(i: int) -> int:
+            start.wait(10)
+            return client.post("/api/v1/auth/login", json={"name": "minh", "password": f"guess-{i}"}).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(guess, range(16)))
+        assert codes.count(401) <= 5 and codes.count(401) + codes.count(429) == 16, codes
+        with state_of(client).sessions() as session:
+            outcomes = session.scalars(select(AuditEntry.outcome).where(AuditEntry.action == "auth.login")).all()
+        assert sorted(set(outcomes)) == ["failed", "rate_limited"]
