@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
@@ -20,8 +20,11 @@ from fleet.auth.deps import AdminUser
 from fleet.auth.models import AuditEntry, User
 from fleet.auth.passwords import hash_password
 from fleet.auth.principal import Principal, Role
+from fleet.auth.ratelimit import LOGIN
 from fleet.auth.scope import OutOfScope, in_scope, visible_units
 from fleet.auth.sessions import close_all
+from fleet.enroll.models import EnrollmentRow
+from fleet.models import Device
 from fleet.progress.models import Unit
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -123,6 +126,18 @@ def _check_grant(session: Session, admin: Principal, role: Role, unit_code: str 
         raise HTTPException(403, "a unit admin manages only viewers and unit admins of their own units")
 
 
+def is_device_name(session: Session, name: str) -> bool:
+    """Whether ``name`` is the id of a device the fleet knows or is enrolling (in any unit).
+
+    The shape alone cannot tell: ``minh`` is as valid a device id as ``kiosk-0001``. A user named
+    like a device would read, in a list filtered by actor, as that device; the audit log also
+    scopes by actor kind, so even an older clash leaks nothing, but the two stay distinct here.
+    """
+    known = select(Device.id).where(Device.id == name).union(
+        select(EnrollmentRow.device_id).where(EnrollmentRow.device_id == name))
+    return session.execute(known.limit(1)).first() is not None
+
+
 def _managed(session: Session, admin: Principal, user_id: int) -> User:
     """The user, when ``admin`` may manage them; 404 (audited) otherwise."""
     user = session.get(User, user_id)
@@ -146,6 +161,8 @@ def create_user(
     password = _check_password(state, body.password)
     if session.scalar(select(User.id).where(User.name == body.name)) is not None:
         raise HTTPException(409, "a user with this name exists")
+    if is_device_name(session, body.name):
+        raise HTTPException(409, "this name is a device's id: a user may not take it")
     user = User(name=body.name, password_hash=hash_password(password), role=body.role, unit_code=body.unit_code,
                 disabled=False, created_at=state.now())
     session.add(user)
@@ -226,8 +243,13 @@ def list_audit(
     query = select(AuditEntry)
     if not admin.is_province_admin:
         visible = sorted(visible_units(session, admin) or frozenset())
+        # By actor kind and name (a user's name is unique and never changes): a device whose id
+        # happens to be one of these names is not one of these users.
         names = select(User.name).where(User.unit_code.in_(visible))
-        query = query.where(or_(AuditEntry.unit_code.in_(visible), AuditEntry.actor.in_(names)))
+        query = query.where(or_(
+            AuditEntry.unit_code.in_(visible),
+            and_(AuditEntry.actor_kind == "user", AuditEntry.actor.in_(names)),
+            and_(AuditEntry.actor_kind == "anonymous", AuditEntry.action == LOGIN, AuditEntry.actor.in_(names))))
     if since is not None:
         query = query.where(AuditEntry.at >= _aware(since))
     if until is not None:

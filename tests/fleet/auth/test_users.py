@@ -8,8 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
+from fleet.auth.audit import entry as audit_entry
 from fleet.auth.models import User
-from tests.authn import login, login_as
+from tests.authn import login, login_as, make_user
 from tests.fleet.auth.conftest import state_of
 from tests.fleet.auth.world import build_world
 
@@ -121,3 +122,31 @@ def test_login_page_and_logout(app_client: TestClient) -> None:
     assert out.status_code == 303 and out.headers["location"] == "/login"
     assert app_client.get("/", follow_redirects=False).status_code == 303
     assert app_client.get("/api/v1/auth/me").status_code == 401
+
+
+def test_audit_is_scoped_by_actor_kind_and_device_ids_are_not_user_names(app_client: TestClient) -> None:
+    """Bad input: a unit admin of district 991 creates a viewer named like the device of commune
+    99004 (district 992): refused (409). A user of that name that exists anyway (made before the
+    rule) does not make the device's audit entries, in the other district, visible to the unit
+    admin; their own viewers' entries still are."""
+    world = build_world(app_client)
+    state = state_of(app_client)
+    make_user(state.sessions, name="lan", password=SECRET, role="unit_admin", unit_code="991")
+    with state.sessions() as session:
+        session.add(audit_entry(at=state.now(), action="file.upload", actor=world.other.device_id,
+                                actor_kind="device", target=f"file {world.other.sha256}", outcome="201"))
+        session.commit()
+    login_as(app_client, "lan", SECRET)
+    refused = app_client.post("/api/v1/users", json={"name": world.other.device_id, "password": SECRET,
+                                                     "role": "viewer", "unit_code": "99001"})
+    assert refused.status_code == 409, refused.text
+    assert app_client.post("/api/v1/users", json={"name": "mai", "password": SECRET, "role": "viewer",
+                                                  "unit_code": "99001"}).status_code == 201
+    make_user(state.sessions, name=world.other.device_id, password=SECRET, role="viewer", unit_code="99001")
+    entries = app_client.get("/api/v1/audit", params={"limit": 1000}).json()
+    assert not [e for e in entries if e["actor"] == world.other.device_id and e["action"] == "file.upload"]
+    assert ("user.create", "lan") in {(e["action"], e["actor"]) for e in entries}
+    with TestClient(app_client.app, client=("198.51.100.21", 1)) as viewer:
+        login_as(viewer, "mai", SECRET)
+    assert ("auth.login", "mai") in {(e["action"], e["actor"])
+                                     for e in app_client.get("/api/v1/audit", params={"limit": 1000}).json()}
