@@ -173,7 +173,7 @@ def test_login_rate_limit_holds_under_simultaneous_guesses(tmp_path: Path, db_ur
 
         def guess(i: int) -> int:
             start.wait(10)
-            return client.post("/api/v1/auth/login", json={"name": "minh", "password": f"guess-{i}"}).status_code
+            return int(client.post("/api/v1/auth/login", json={"name": "minh", "password": f"guess-{i}"}).status_code)
 
         with ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(guess, range(16)))
