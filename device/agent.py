@@ -75,6 +75,7 @@ from device.session import (
     verdict_of,
 )
 from device.settings import SettingsStore
+from device.systemd import SystemdNotifier, WatchdogFeeder, agent_liveness
 from device.telemetry import TelemetryCollector
 from device.update_errors import BundleRefused
 from device.updater import Outcome, Updater, offer_from
@@ -1624,18 +1625,24 @@ def run_main(config_path: str) -> int:
         return 1
     restart = threading.Event()
     agent.restart_hook = restart.set
+    systemd = SystemdNotifier.from_environment()
+    watchdog = WatchdogFeeder(systemd, agent_liveness())
     try:
         try:
             agent.start()
         except OSError as exc:  # e.g. the local endpoint's port is taken
             log.error("cannot start: %s", exc)
             return 1
+        systemd.ready(f"agent {__version__} running as {config.device_id}")
+        watchdog.start()
         while not restart.is_set():
             info = signal.sigtimedwait(signals, 0.5)
             if info is not None:
                 log.info("signal %s: stopping", signal.Signals(info.si_signo).name)
                 break
     finally:
+        systemd.stopping()
+        watchdog.close()
         agent.close()
     if restart.is_set():
         log.info("restarting (exit code %s)", config.commands.restart_exit_code)

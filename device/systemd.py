@@ -120,6 +120,24 @@ class Liveness:
         """Watch a thread: dead once it has ended."""
         self.add(name, thread.is_alive)
 
+    def named_threads(self, name: str, *prefixes: str) -> None:
+        """Watch threads by name (``threading.enumerate()``): once a thread whose name starts with
+        one of ``prefixes`` has been seen, one such thread must stay alive. Before that (a loop
+        started later, such as the MQTT link's after enrollment) it counts as alive."""
+        seen = [False] * len(prefixes)
+
+        def alive() -> bool:
+            names = [t.name for t in threading.enumerate() if t.is_alive()]
+            for i, prefix in enumerate(prefixes):
+                running = any(n.startswith(prefix) for n in names)
+                if running:
+                    seen[i] = True
+                elif seen[i]:
+                    return False
+            return True
+
+        self.add(name, alive)
+
     def heartbeat(self, name: str, *, max_age_s: float) -> Callable[[], None]:
         """A ``beat()`` for a loop to call each turn; the loop is dead when the last beat is
         older than ``max_age_s``. Counts as alive from now on."""
@@ -216,4 +234,15 @@ class WatchdogFeeder:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def agent_liveness() -> Liveness:
+    """The agent's loops that the watchdog vouches for, by their threads' names: capture (the
+    scan worker), delivery (the outbox publisher and the page uploader) and the MQTT link (paho's
+    network loop). A loop that dies stops the feeding; a whole agent that hangs stops it anyway."""
+    liveness = Liveness()
+    liveness.named_threads("capture", "scan-worker")
+    liveness.named_threads("delivery", "publisher", "uploader")
+    liveness.named_threads("link", "paho-mqtt-client-")
+    return liveness
 

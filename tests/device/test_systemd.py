@@ -143,3 +143,22 @@ def test_feeder_thread_feeds_periodically_and_stops(systemd: tuple[FakeSystemd, 
             assert listener.receive() == ["WATCHDOG=1"]
     assert not feeder.running
     notifier.close()
+
+
+def test_threads_watched_by_name_once_seen() -> None:
+    liveness = Liveness()
+    liveness.named_threads("delivery", "test-publisher", "test-uploader")
+    assert liveness.dead() == []  # neither started yet
+    stop = threading.Event()
+    publisher = threading.Thread(target=stop.wait, name="test-publisher")
+    publisher.start()
+    try:
+        assert liveness.dead() == []
+        uploader = threading.Thread(target=stop.wait, name="test-uploader-1")
+        uploader.start()
+        assert liveness.dead() == []
+    finally:
+        stop.set()
+    publisher.join(5)
+    uploader.join(5)
+    assert liveness.dead() == ["delivery"]
