@@ -57,7 +57,7 @@ from device.capture.folder import FolderSource
 from device.capture.sane import IsolatedSaneSource, SaneSource
 from device.config import AgentConfig, FakeScannerConfig, SaneScannerConfig, load
 from device.durable import atomic_write
-from device.enroll import CertificateRevoked, IdentityKeeper, IdentityStatus, RenewalFailed
+from device.enroll import CertificateRevoked, IdentityKeeper, IdentityStatus, RenewalFailed, fleet_base
 from device.errors import CaptureError, ImageRejected, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
 from device.inference.doctype import FallbackClassifier, load_classifier_or_fallback
 from device.inference.pipeline import PagePipeline
@@ -392,6 +392,7 @@ class Agent:
                 restart=self._restart_for_update,
                 health_checks=self._health_checks(),
                 stop=self._stop,
+                fleet_url=self.fleet_url,
             )
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -481,6 +482,7 @@ class Agent:
 
             self.updater.http_auth = DeviceAuth(self.identity)
             self.updater.http_verify = self.identity.ssl_context()  # the fleet's certificate is from our CA
+            self.updater.fleet_url = fleet_base(self.identity, self.fleet_url)  # offers come from it only
         self.link.start()
         if self.uploader is not None and self.uploader.fleet_url:
             self._spawn("uploader", self.uploader.run)

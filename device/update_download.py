@@ -44,6 +44,7 @@ def download(
     on_progress: Callable[[int, int | None], None] | None = None,
     stop: threading.Event | None = None,
     client: httpx.Client | None = None,
+    max_bytes: int | None = None,
 ) -> Path:
     """Fetch ``url`` into ``dest``, resuming a partial download; return ``dest``.
 
@@ -52,6 +53,9 @@ def download(
     is set, or when the finished file's sha256 differs from ``expected_sha256`` (the partial
     file is then deleted, so the next try starts clean). A 410 answer raises
     :class:`OfferWithdrawn` at once and drops the partial file: the fleet withdrew the offer.
+
+    ``max_bytes``: a bundle announced as larger, or growing larger, is abandoned at once
+    (:class:`DownloadFailed`, partial file dropped), whether or not a sha256 was announced.
 
     ``client`` is the HTTP client to use (e.g. one carrying the device's request signing as its
     ``auth``); without it a plain one is made for this download.
@@ -74,13 +78,17 @@ def download(
             if stop.is_set():
                 raise DownloadFailed("stopped")
             try:
-                total = _attempt(http, url, part, on_progress)
+                total = _attempt(http, url, part, on_progress, max_bytes)
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code == 410:
                     part.unlink(missing_ok=True)
                     sidecar.unlink(missing_ok=True)
                     raise OfferWithdrawn(f"the fleet withdrew this update offer: {_reason(exc.response)}") from None
                 last_error = f"HTTP {exc.response.status_code}"
+            except TooLarge as exc:
+                part.unlink(missing_ok=True)
+                sidecar.unlink(missing_ok=True)
+                raise DownloadFailed(str(exc)) from None
             except (httpx.HTTPError, OSError) as exc:
                 last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
             else:
@@ -128,8 +136,13 @@ def _reason(response: httpx.Response) -> str:
     return str(detail)[:200] if isinstance(detail, str) else f"HTTP {response.status_code}"
 
 
+class TooLarge(DownloadFailed):
+    """The bundle is over the download's size cap."""
+
+
 def _attempt(
-    http: httpx.Client, url: str, part: Path, on_progress: Callable[[int, int | None], None] | None
+    http: httpx.Client, url: str, part: Path, on_progress: Callable[[int, int | None], None] | None,
+    max_bytes: int | None = None,
 ) -> int | None:
     """One GET from the current offset; returns the full size when the server said it."""
     offset = part.stat().st_size if part.exists() else 0
@@ -157,11 +170,15 @@ def _attempt(
             if int(response.headers.get("content-length") or 0) <= 4096:
                 response.read()  # a short reason (410: why the offer was withdrawn)
             raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
+        if max_bytes is not None and total is not None and total > max_bytes:
+            raise TooLarge(f"the bundle is {total} bytes, over this device's limit of {max_bytes}")
         done = offset
         with part.open(mode) as f:
             for chunk in response.iter_bytes():  # as they arrive: a cut keeps every byte received
-                f.write(chunk)
                 done += len(chunk)
+                if max_bytes is not None and done > max_bytes:
+                    raise TooLarge(f"the bundle grew over this device's limit of {max_bytes} bytes")
+                f.write(chunk)
                 if on_progress is not None:
                     on_progress(done, total)
             f.flush()

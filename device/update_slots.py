@@ -5,6 +5,7 @@ Layout under the updater's root (``/opt/sohoa`` on a kiosk)::
     slots/a/  slots/b/        app/site-packages, app/wheels, app/requirements.lock, model/, slot.json
     current -> slots/a        switched atomically (new symlink, rename over, fsync the directory)
     update_state.json         the update in flight (installing / trial), fsynced
+    version_floor             the highest signed floor of a bundle that passed its trial
 
 A slot is complete only when its ``slot.json`` exists: it is written last, after every file was
 fsynced. The agent runs ``current/app/site-packages`` (PYTHONPATH) and loads its classifier from
@@ -30,12 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from device.durable import atomic_write, fsync_dir
 from device.update_errors import InstallFailed
 from images.launcher import ROLLBACK_FILE as LAUNCHER_ROLLBACK_FILE
+from images.manifest import version_at_least
 
 log = logging.getLogger(__name__)
 
 SlotName = Literal["a", "b"]
 SLOTS: tuple[SlotName, SlotName] = ("a", "b")
 SLOT_FILE = "slot.json"
+VERSION_FLOOR_FILE = "version_floor"
+"""The signed version floor the device keeps (see :meth:`SlotStore.version_floor`)."""
 
 
 class SlotInfo(BaseModel):
@@ -59,6 +63,8 @@ class UpdateState(BaseModel):
     from_slot: SlotName
     to_slot: SlotName
     boots: int = Field(default=0, ge=0, description="Starts of the agent on the trial slot so far")
+    version_floor: str | None = Field(
+        default=None, description="The bundle's signed version floor, raised once the trial passes")
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -213,6 +219,24 @@ class SlotStore:
         if state.phase != "trial" or self.active() != state.from_slot:
             return None
         return str(record.get("reason") or "the new slot did not start")
+
+    # --- the version floor -----------------------------------------------------------------------
+
+    def version_floor(self) -> str | None:
+        """The highest signed floor of any app bundle that passed its trial here: no app bundle
+        older than this is installed again. None when no bundle set one."""
+        try:
+            text = (self.root / VERSION_FLOOR_FILE).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def raise_version_floor(self, floor: str) -> None:
+        """Record ``floor`` (durably) unless a higher one is recorded already."""
+        current = self.version_floor()
+        if current is not None and version_at_least(current, floor):
+            return
+        atomic_write(self.root / VERSION_FLOOR_FILE, f"{floor}\n".encode())
 
     def clear_state(self) -> None:
         with contextlib.suppress(FileNotFoundError):

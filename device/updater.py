@@ -22,7 +22,7 @@ it runs step 6 for a pending trial, and cleans up an install a power cut interru
 Every step is reported as :class:`protocol.messages.UpdateProgress` through ``report``::
 
     updater = Updater(cfg, device_id="kiosk-0001", current_version=__version__,
-                      report=emit_progress, restart=restart_agent,
+                      report=emit_progress, restart=restart_agent, fleet_url="https://fleet.example",
                       health_checks={"broker": link.connected.is_set})
     updater.resume(lock=session)                       # at agent start; session: a DossierSession
     offer = offer_from(command)                        # Command(name="update")
@@ -110,6 +110,12 @@ class UpdaterConfig(BaseModel):
         description="Compare the bundle's dependency lock with what is installed: strict refuses a mismatch",
     )
     python: str = Field(default=sys.executable, description="Interpreter whose pip installs the wheels")
+    max_bundle_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1024,
+        description="A download larger than this is abandoned, announced sha256 or not (the fleet's own limit)")
+    allow_http: bool = Field(
+        default=False,
+        description="DEVELOPMENT ONLY: accept http:// offers (still only from the fleet's own host)")
 
 
 def offer_from(command: Command) -> UpdateOffer:
@@ -139,8 +145,11 @@ class Updater:
         sleep: Callable[[float], bool] | None = None,
         http_auth: httpx.Auth | None = None,
         http_verify: ssl.SSLContext | bool = True,
+        fleet_url: str | None = None,
     ) -> None:
         self.config = config
+        self.fleet_url = fleet_url
+        """The fleet this device belongs to: offers are downloaded from its host only."""
         self.http_auth = http_auth
         """Given to the download's HTTP client (the device's request signing, once enrolled)."""
         self.http_verify = http_verify
@@ -266,6 +275,7 @@ class Updater:
         held = False
         try:
             try:
+                self._check_source(offer)
                 bundle = self._download(offer)
                 try:
                     manifest = self._verify(offer, bundle)
@@ -290,6 +300,7 @@ class Updater:
                 kind=manifest.kind,
                 from_slot=self.slots.active(),
                 to_slot=to_slot,
+                version_floor=manifest.version_floor if manifest.kind == "app" else None,
             )
             self.slots.save_state(state)
             self.slots.switch(to_slot)
@@ -340,6 +351,22 @@ class Updater:
 
     # --- steps ------------------------------------------------------------------------------------
 
+    def _check_source(self, offer: UpdateOffer) -> None:
+        """Refuse an offer served from anywhere but the fleet's own host over HTTPS: a signature
+        keeps a foreign bundle out, not a foreign server's stream of bytes (nor the device's
+        request signature, sent with every download, away from a host that would collect it)."""
+        if self.fleet_url is None:
+            raise BundleRefused("no fleet URL on this device: update offers cannot be checked")
+        try:
+            url, fleet = httpx.URL(offer.url), httpx.URL(self.fleet_url)
+        except (httpx.InvalidURL, TypeError):
+            raise BundleRefused("the offer's URL is not a URL") from None
+        schemes = {"https", "http"} if self.config.allow_http else {"https"}
+        if url.scheme not in schemes:
+            raise BundleRefused(f"update offers must use HTTPS, not {url.scheme or 'no scheme'}")
+        if not url.host or url.host != fleet.host or url.userinfo:
+            raise BundleRefused("the offer's URL is not on this device's fleet")
+
     def _download(self, offer: UpdateOffer) -> Path:
         self._progress(offer, "downloading", progress=0.0)
         dest = self.downloads / f"{offer.rollout_id}.bundle"
@@ -365,6 +392,7 @@ class Updater:
                 on_progress=on_progress,
                 stop=self._stop,
                 client=client,
+                max_bytes=self.config.max_bundle_bytes,
             )
         except DownloadFailed:
             raise
@@ -374,7 +402,8 @@ class Updater:
             client.close()
 
     def _client(self) -> httpx.Client:
-        return httpx.Client(timeout=self.config.download_timeout_s, follow_redirects=True, auth=self.http_auth,
+        # No redirects: the fleet serves its bundles itself, and a redirect could leave its origin.
+        return httpx.Client(timeout=self.config.download_timeout_s, follow_redirects=False, auth=self.http_auth,
                             verify=self.http_verify)
 
     def _still_offered(self, offer: UpdateOffer) -> None:
@@ -404,8 +433,15 @@ class Updater:
             )
         info = self.slots.info(self.slots.active())
         running = self.current_version if manifest.kind == "app" else (info.model_version if info else None)
-        if running is not None and not offer.allow_downgrade and not version_at_least(manifest.version, running):
-            raise BundleRefused(f"{manifest.version} is older than the running {running} (no downgrade asked)")
+        if running is not None and not version_at_least(manifest.version, running):
+            if not offer.allow_downgrade:
+                raise BundleRefused(f"{manifest.version} is older than the running {running} (no downgrade asked)")
+            if not manifest.allows_downgrade:
+                raise BundleRefused(f"{manifest.version} is older than the running {running} and its signed "
+                                    "manifest does not allow a downgrade")
+        floor = self.slots.version_floor()
+        if manifest.kind == "app" and not version_at_least(manifest.version, floor):
+            raise BundleRefused(f"{manifest.version} is below this device's version floor {floor}")
         if not version_at_least(running, manifest.min_previous_version):
             raise BundleRefused(f"needs at least {manifest.min_previous_version}; this device runs {running}")
         if manifest.kind == "app":
@@ -493,6 +529,8 @@ class Updater:
         failure = self.health_check()
         if failure is not None:
             return self._rollback(state, failure)
+        if state.version_floor is not None:
+            self.slots.raise_version_floor(state.version_floor)
         self.slots.clear_state()
         log.info("update %s succeeded on slot %s", state.version, state.to_slot)
         self._progress(state, "succeeded", detail=f"running slot {state.to_slot}")

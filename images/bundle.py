@@ -114,6 +114,8 @@ def build_bundle(
     lock: Path | None = None,
     model: Path | None = None,
     min_previous_version: str | None = None,
+    allows_downgrade: bool = False,
+    version_floor: str | None = None,
     project: Path = PROJECT_ROOT,
     unsigned: bool = False,
 ) -> Path:
@@ -147,6 +149,8 @@ def build_bundle(
             version=model_version if kind == "model" and model_version and version == "auto" else version,
             min_previous_version=min_previous_version,
             model_version=model_version,
+            allows_downgrade=allows_downgrade,
+            version_floor=version_floor,
             key_id=key_id(key.public_key()) if key is not None else None,
             files=[entry for entry, _ in sources],
         )
@@ -170,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--lock", type=Path, help="dependency lock instead of this environment's pip freeze")
     p_build.add_argument("--model", type=Path, help="classifier .tflite (labels/version files beside it)")
     p_build.add_argument("--min-previous-version", help="refuse devices running an older version")
+    p_build.add_argument("--allows-downgrade", action="store_true",
+                         help="signed consent to install over a newer version (when the offer asks for it)")
+    p_build.add_argument("--version-floor", help="devices that ran this bundle refuse older app bundles for good")
     p_build.add_argument("--project", type=Path, default=PROJECT_ROOT, help="project to build the wheel from")
     p_verify = sub.add_parser("verify", help="check a bundle's signature and hashes")
     p_verify.add_argument("bundle", type=Path)
@@ -190,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 lock=args.lock,
                 model=args.model,
                 min_previous_version=args.min_previous_version,
+                allows_downgrade=args.allows_downgrade,
+                version_floor=args.version_floor,
                 project=args.project,
             )
             sys.stdout.write(f"{out}\n")

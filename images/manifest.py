@@ -28,12 +28,12 @@ import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Literal
+from typing import IO, Literal, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from images.errors import BundleInvalid, HashMismatch, SignatureInvalid, SigningKeyError
 
@@ -84,6 +84,16 @@ class Manifest(_Model):
     model_version: str | None = Field(
         default=None, max_length=64, description="Version of the model, when one is included"
     )
+    allows_downgrade: bool = Field(
+        default=False,
+        description="Signed consent to install this bundle over a newer version: a device steps back only when the "
+                    "offer asks (allow_downgrade) and the bundle says so",
+    )
+    version_floor: str | None = Field(
+        default=None, max_length=64,
+        description="Once this bundle runs, the device refuses any app bundle older than this, signed downgrade or "
+                    "not (a security fix that must not be undone)",
+    )
     created_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC), description="When it was built")
     key_id: str | None = Field(default=None, max_length=64, description="Fingerprint of the signing key (key_id())")
     files: list[FileEntry] = Field(description="Every payload file; the bundle holds nothing else")
@@ -96,9 +106,17 @@ class Manifest(_Model):
             raise ValueError("a file is listed twice")
         return value
 
+    @model_validator(mode="after")
+    def _floor_not_above_version(self) -> Self:
+        if self.version_floor is not None and not version_at_least(self.version, self.version_floor):
+            raise ValueError("version_floor is above the bundle's own version")
+        return self
+
     def canonical(self) -> bytes:
-        """The exact bytes that are signed and stored as manifest.json."""
-        return self.model_dump_json(indent=2).encode()
+        """The exact bytes that are signed and stored as manifest.json. Fields added since the
+        first devices shipped are left out when unset, so those devices still take such bundles."""
+        unset = {name for name in ("allows_downgrade", "version_floor") if not getattr(self, name)}
+        return self.model_dump_json(indent=2, exclude=unset).encode()
 
     def by_role(self, role: FileRole) -> list[FileEntry]:
         return [f for f in self.files if f.role == role]

@@ -67,11 +67,14 @@ def test_update_restarts_into_the_new_slot_and_the_new_process_reports(
     bootstrap(root, tmp_path)
     bundle = app_bundle(tmp_path, private, "0.2.0")
     updater = {"root": str(root), "public_keys": [str(public)], "jitter_max_s": 0, "retry_min_s": 0.01,
-               "retry_max_s": 0.05, "health_timeout_s": 20, "health_interval_s": 0.1, "lock_check": "off"}
-    config = agent_config(tmp_path, mosquitto.port, scanner={"type": "fake", "pages": 1}, updater=updater,
-                          commands={"restart_exit_code": 75, "update_restart": "exit"})
-    agent = AgentProcess(config, tmp_path)
+               "retry_max_s": 0.05, "health_timeout_s": 20, "health_interval_s": 0.1, "lock_check": "off",
+               "allow_http": True}
     with range_server() as server:
+        # The bundle server stands in for the fleet: offers are downloaded from the fleet's host only.
+        config = agent_config(tmp_path, mosquitto.port, scanner={"type": "fake", "pages": 1}, updater=updater,
+                              commands={"restart_exit_code": 75, "update_restart": "exit"},
+                              fleet_url=server.base_url, upload={"enabled": False})
+        agent = AgentProcess(config, tmp_path)
         server.files["/b.bundle"] = ServedFile(bundle.read_bytes())
         try:
             before = len(recorder.decoded("telemetry"))

@@ -21,7 +21,7 @@ from images.manifest import sha256_file
 from protocol.commands import UpdateOffer
 from protocol.messages import Command, UpdateProgress
 from protocol.settings import MaintenanceWindow
-from tests.images.device_harness import DEVICE_ID, Recorder, bootstrap, config, probe
+from tests.images.device_harness import DEVICE_ID, FLEET_URL, Recorder, bootstrap, config, probe
 from tests.images.helpers import RangeServer, ServedFile, app_bundle, flip_byte, make_wheel, range_server
 
 
@@ -59,6 +59,7 @@ def _updater(
         report=rec.report,
         restart=rec.restart,
         health_checks=health,
+        fleet_url=FLEET_URL,
     )
 
 
@@ -251,7 +252,7 @@ def test_waits_for_window_lock_and_jitter(root: Path, keys: tuple[Path, Path]) -
     rec = Recorder()
     updater = Updater(
         config(root, keys[1], jitter_max_s=600, health_interval_s=30),
-        device_id=DEVICE_ID, current_version="0.1.0", report=rec.report, restart=lambda: None,
+        device_id=DEVICE_ID, current_version="0.1.0", report=rec.report, restart=lambda: None, fleet_url=FLEET_URL,
         health_checks={}, clock=clock, sleep=clock.sleep, rng=random.Random(7),
     )
     window = MaintenanceWindow(start="01:00", end="05:00")
@@ -323,7 +324,7 @@ def test_no_dossier_opens_during_install_and_an_open_one_delays_it(
 
     updater = Updater(
         config(root, keys[1], jitter_max_s=600, health_interval_s=30),
-        device_id=DEVICE_ID, current_version="0.1.0", report=report, restart=restart,
+        device_id=DEVICE_ID, current_version="0.1.0", report=report, restart=restart, fleet_url=FLEET_URL,
         health_checks={"smoke": lambda: probe(root) == ("0.2.0", True)}, clock=clock, sleep=sleep,
         rng=random.Random(3),
     )

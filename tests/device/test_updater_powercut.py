@@ -21,7 +21,7 @@ from device.update_slots import SlotStore
 from device.updater import Updater
 from images.bundle import generate_keys
 from protocol.commands import UpdateOffer
-from tests.images.device_harness import DEVICE_ID, Recorder, bootstrap, config, probe
+from tests.images.device_harness import DEVICE_ID, FLEET_URL, Recorder, bootstrap, config, probe
 from tests.images.helpers import RangeServer, ServedFile, app_bundle, range_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def restart():
 cfg = UpdaterConfig.model_validate_json(Path(sys.argv[1]).read_text())
 offer = UpdateOffer.model_validate_json(Path(sys.argv[2]).read_text())
 Updater(cfg, device_id="kiosk-0001", current_version="0.1.0", report=report, restart=restart,
-        health_checks={}).run(offer)
+        health_checks={}, fleet_url="http://127.0.0.1").run(offer)
 """
 
 
@@ -116,7 +116,8 @@ def test_power_cut_during_install_comes_back_on_the_old_slot(tmp_path: Path, ser
 
     rec = Recorder()
     updater = Updater(config(root, pub), device_id=DEVICE_ID, current_version="0.1.0", report=rec.report,
-                      restart=rec.restart, health_checks={"smoke": lambda: probe(root) == ("0.2.0", True)})
+                      restart=rec.restart, fleet_url=FLEET_URL,
+                      health_checks={"smoke": lambda: probe(root) == ("0.2.0", True)})
     assert updater.resume() == "failed"
     assert rec.reports[-1].state == "failed" and "interrupted" in (rec.reports[-1].detail or "")
     assert store.active() == "a" and store.verify("a") == [] and store.load_state() is None
@@ -146,7 +147,8 @@ def test_power_cut_after_switch_finishes_the_trial_at_next_start(tmp_path: Path,
 
     rec = Recorder()
     updater = Updater(config(root, pub), device_id=DEVICE_ID, current_version="0.2.0", report=rec.report,
-                      restart=rec.restart, health_checks={"smoke": lambda: (probe(root) or ("", False))[1]})
+                      restart=rec.restart, fleet_url=FLEET_URL,
+                      health_checks={"smoke": lambda: (probe(root) or ("", False))[1]})
     outcome = updater.resume()
     assert outcome == ("succeeded" if healthy else "rolled_back")
     assert store.active() == ("b" if healthy else "a")

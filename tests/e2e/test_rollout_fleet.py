@@ -45,7 +45,7 @@ from protocol.topics import Channel, topic
 from tests.devices import enroll_device, with_pki
 from tests.fleet.conftest import make_config
 from tests.fleet.operations.harness import FleetServer, wait_until
-from tests.images.device_harness import bootstrap, config, probe
+from tests.images.device_harness import FLEET_URL, bootstrap, config, probe
 from tests.images.helpers import app_bundle, flip_byte
 from tests.services import Mosquitto
 
@@ -83,6 +83,7 @@ class SimDevice:
                            "smoke": lambda: (probe(root) or ("", False))[1]},
             http_auth=http_auth,
             http_verify=http_verify,
+            fleet_url=FLEET_URL,
         )
         self.workers: list[threading.Thread] = []
         self.client: mqtt.Client | None = None

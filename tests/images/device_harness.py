@@ -45,6 +45,10 @@ def bootstrap(root: Path, work: Path) -> None:
     SlotStore(root).bootstrap(source, version="0.1.0", model_version="1.0")
 
 
+FLEET_URL = "http://127.0.0.1"
+"""The fleet the test updaters belong to: the loopback servers that offer bundles."""
+
+
 def config(root: Path, public_key: Path, **overrides: object) -> UpdaterConfig:
     values: dict[str, object] = {
         "root": root,
@@ -55,6 +59,7 @@ def config(root: Path, public_key: Path, **overrides: object) -> UpdaterConfig:
         "health_timeout_s": 0.5,
         "health_interval_s": 0.05,
         "lock_check": "off",
+        "allow_http": True,  # the loopback test servers speak plain HTTP (still only from the fleet's origin)
     }
     values.update(overrides)
     return UpdaterConfig.model_validate(values)

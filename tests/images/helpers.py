@@ -51,6 +51,8 @@ def app_bundle(
     min_previous_version: str | None = None,
     model: Path | None = None,
     unsigned: bool = False,
+    allows_downgrade: bool = False,
+    version_floor: str | None = None,
 ) -> Path:
     """A signed app bundle whose wheel is ``sohoa_probe`` at ``version`` with module text ``body``."""
     work = tmp / f"build-{version}-{abs(hash(body))}"
@@ -67,6 +69,8 @@ def app_bundle(
         model=model,
         min_previous_version=min_previous_version,
         unsigned=unsigned,
+        allows_downgrade=allows_downgrade,
+        version_floor=version_floor,
     )
 
 
@@ -86,6 +90,8 @@ class ServedFile:
     """If set, the next GET sends full headers but only this many bytes, then drops the link (once)."""
     ignore_range: bool = False
     """Answer 200 with the whole file even when asked for a range (some proxies do)."""
+    hide_length: bool = False
+    """Send no Content-Length: the body ends when the connection closes (as a hostile server may)."""
 
 
 @dataclass
@@ -134,6 +140,12 @@ def range_server() -> Iterator[RangeServer]:
             else:
                 self.send_response(200)
             body = data[start:]
+            if served.hide_length:
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+                return
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Content-Type", "application/octet-stream")
             self.end_headers()

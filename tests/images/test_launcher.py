@@ -19,7 +19,7 @@ from images import launcher
 from images.bundle import generate_keys
 from images.manifest import sha256_file
 from protocol.commands import UpdateOffer
-from tests.images.device_harness import DEVICE_ID, Recorder, bootstrap, config, probe
+from tests.images.device_harness import DEVICE_ID, FLEET_URL, Recorder, bootstrap, config, probe
 from tests.images.helpers import RangeServer, ServedFile, app_bundle, range_server
 
 LAUNCHER = Path(launcher.__file__)
@@ -58,7 +58,8 @@ def updater(root: Path, pub: Path, rec: Recorder) -> Updater:
         raise ProcessReplaced
 
     return Updater(config(root, pub, max_trial_boots=3), device_id=DEVICE_ID, current_version="0.1.0",
-                   report=rec.report, restart=restart, health_checks={"smoke": lambda: probe(root) is not None})
+                   report=rec.report, restart=restart, fleet_url=FLEET_URL,
+                   health_checks={"smoke": lambda: probe(root) is not None})
 
 
 def install_on_trial(tmp_path: Path, root: Path, server: RangeServer, body: str) -> tuple[Path, Recorder]:
