@@ -47,7 +47,7 @@ from fleet.config import BrokerConfig, FleetConfig
 from fleet.db import RawJSON, WalCheckpointer, bulk_insert
 from fleet.enroll.models import EnrollmentRow
 from fleet.metrics import MAX_UNKNOWN_FIELD_LABELS, OTHER_FIELD, FleetMetrics
-from fleet.models import Device, Event, Page, TelemetrySample
+from fleet.models import Device, Event, Page, StoredFile, TelemetrySample
 from fleet.progress import digitized
 from protocol.errors import ProtocolError
 from protocol.messages import (
@@ -234,6 +234,15 @@ class Writer:
                     for rows in (events, pages, samples))
                 self._audit_revoked(session, revoked, batch)
                 batch = [pair for pair in batch if pair[1].device_id not in revoked]
+            foreign = _foreign_files(session, pages)
+            if foreign:
+                # A device may name only files it uploaded itself: HEAD /files tells any device
+                # whether a hash is held, and a page would hand that file to its own unit.
+                for page_id, uploader in foreign.items():
+                    row = pages.pop(page_id)
+                    log.warning("page %s from %s names file %s uploaded by %s: page refused", page_id,
+                                row["device_id"], str(row["sha256"])[:12], uploader)
+                self.metrics.rejected.labels(reason="foreign_file").inc(len(foreign))
             for row in pages.values():  # the unit the page was captured for, kept if the device moves
                 row["unit_code"] = units.get(row["device_id"])
             session.flush()
@@ -343,6 +352,18 @@ def _enrolled_unit(device_id: str, unit: str, status: tuple[Status, datetime] | 
     if status is not None and status[0].unit and status[0].unit != unit:
         log.warning("status of %s claims unit %s; it is enrolled in %s, which stays", device_id, status[0].unit, unit)
     return unit
+
+
+def _foreign_files(session: Session, pages: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Pages (by page id) whose file the fleet holds as uploaded by another device: page id ->
+    the uploader. A file not held yet is not foreign: the page event often arrives first."""
+    if not pages:
+        return {}
+    shas = {str(row["sha256"]) for row in pages.values()}
+    held = session.execute(select(StoredFile.sha256, StoredFile.uploaded_by).where(StoredFile.sha256.in_(shas)))
+    uploaders = {sha: who for sha, who in held.tuples() if who is not None}
+    return {page_id: uploaders[row["sha256"]] for page_id, row in pages.items()
+            if row["sha256"] in uploaders and uploaders[row["sha256"]] != row["device_id"]}
 
 
 def _page_row(event: PageCaptured, received: datetime) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from fleet.auth.models import AuditEntry
 from fleet.enroll.models import EnrollmentRow
 from fleet.ingest import Incoming, Writer
 from fleet.metrics import FleetMetrics
-from fleet.models import Device, Event, Page, TelemetrySample
+from fleet.models import Device, Event, Page, StoredFile, TelemetrySample
 from fleet.progress.digitized import rebuild
 from fleet.progress.models import DigitizedDossier
 from protocol.messages import Message, PageCaptured, encode
@@ -129,3 +129,24 @@ def test_a_revoked_device_still_connected_is_refused_at_ingest(sessions: session
         audits = list(session.scalars(select(AuditEntry).where(AuditEntry.action == "ingest.revoked_refused")))
         assert [(a.actor, a.actor_kind, a.unit_code, a.outcome, a.target) for a in audits] == [
             ("kiosk-0001", "device", "99001", "refused", "3 message(s)")]
+
+
+def test_a_page_may_name_only_a_file_its_own_device_uploaded(sessions: sessionmaker[Session]) -> None:
+    """Bad input: kiosk-b (another unit) sends a page event naming a file kiosk-a uploaded (its
+    hash learnt from HEAD /files). The page is refused and counted (``foreign_file``), the event
+    itself kept; kiosk-a's own page of that file, and a page whose file is not held yet, go in."""
+    metrics = FleetMetrics()
+    writer = Writer(sessions, metrics)
+    mine = page_event("kiosk-a", b"page of unit A")
+    with sessions.begin() as session:
+        session.add(StoredFile(sha256=mine.page.sha256, size=mine.page.size, content_type="image/png",
+                               stored_at=AT, uploaded_by="kiosk-a"))
+    theirs = page_event("kiosk-b", b"page of unit A")
+    assert theirs.page.sha256 == mine.page.sha256
+    early = page_event("kiosk-b", b"not uploaded yet")
+    writer.write(_incoming(theirs, early, mine))
+    with sessions() as session:
+        pages = {(p.device_id, p.sha256) for p in session.scalars(select(Page))}
+        assert session.get(Event, theirs.id) is not None
+    assert pages == {("kiosk-a", mine.page.sha256), ("kiosk-b", early.page.sha256)}
+    assert metrics.registry.get_sample_value("sohoa_fleet_messages_rejected_total", {"reason": "foreign_file"}) == 1
