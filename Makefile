@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make demo` and `make test`. Each sets up what it needs.
-.PHONY: setup demo test lint typecheck bench model docs clean
+.PHONY: setup demo test fuzz lint typecheck bench model docs clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,6 +15,10 @@ test: setup
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
 	@$(PY) -m pytest -q
+
+# The bad-input suite at length: thousands of generated hostile inputs per surface (minutes).
+fuzz: setup
+	@SOHOA_FUZZ=long $(PY) -m pytest -q -m fuzz -p no:cacheprovider
 
 lint: setup
 	@$(VENV)/bin/ruff check .

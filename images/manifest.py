@@ -224,13 +224,11 @@ def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> by
 
 def _members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
     members: dict[str, tarfile.TarInfo] = {}
-    for member in tar.getmembers():
-        if member.isdir():
-            continue
+    for member in tar.getmembers():  # only what write_bundle writes: regular files, each once
         if member.name in members:
             raise BundleInvalid(f"{member.name[:64]!r} appears twice")
         if not member.isfile():
-            raise BundleInvalid(f"{member.name[:64]!r} is not a regular file (links and devices are refused)")
+            raise BundleInvalid(f"{member.name[:64]!r} is not a regular file (links, folders and devices are refused)")
         members[member.name] = member
     return members
 

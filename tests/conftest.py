@@ -62,3 +62,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MB tmpfs: a disk that really fills up."""
     with tmpfs(tmp_path / "disk", "4m") as mount_point:
         yield mount_point
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The bad-input suite's figures: hostile inputs tried per surface."""
+    from tests.fuzzing import write_tally
+
+    write_tally(Path(str(session.config.rootpath)) / "test-artifacts")

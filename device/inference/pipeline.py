@@ -105,6 +105,8 @@ def load_image(path: Path, max_pixels: int = 80_000_000) -> LoadedImage:
         raise ImageRejected(f"{path.name}: not an image file we can read ({type(exc).__name__})") from None
     except OSError as exc:
         raise ImageRejected(f"{path.name}: cannot read: {exc.strerror or exc}") from None
+    except Exception as exc:  # Pillow answers a hostile header with any of a dozen types
+        raise ImageRejected(f"{path.name}: not an image file we can read ({type(exc).__name__})") from None
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"{path.name}: {width}x{height} pixels is more than the {max_pixels:,} this device will decode"
@@ -123,7 +125,7 @@ def load_image(path: Path, max_pixels: int = 80_000_000) -> LoadedImage:
             with Image.open(path) as im:
                 im.load()
                 rgb = np.asarray(im.convert("RGB"))
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except Exception as exc:  # as above: damaged data surfaces as any type
             raise ImageRejected(f"{path.name}: the image data is damaged ({type(exc).__name__})") from None
         image = np.ascontiguousarray(rgb[..., ::-1])
     return LoadedImage(image, dpi)
@@ -188,7 +190,7 @@ def _edge_ink(mask: Img) -> float:
     a, b = max(1, round(h * 0.003)), max(2, round(h * 0.012))
     c, d = max(1, round(w * 0.003)), max(2, round(w * 0.012))
     strips = [mask[a:b, :], mask[h - b : h - a, :], mask[:, c:d], mask[:, w - d : w - c]]
-    return max(float(s.mean()) / 255.0 for s in strips if s.size)
+    return max((float(s.mean()) / 255.0 for s in strips if s.size), default=0.0)  # a tiny image has no strips
 
 
 def _effective_dpi(flat_size: tuple[float, float], file_dpi: float | None, scale_to_file: float) -> float:
