@@ -70,6 +70,12 @@ def _file(name: str, blob: bytes) -> tuple[tarfile.TarInfo, bytes]:
     return info, blob
 
 
+def _declared(name: str, size: int) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info, b""
+
+
 Trick = Callable[[list[tuple[tarfile.TarInfo, bytes | None]]], list[tuple[tarfile.TarInfo, bytes | None]]]
 
 
@@ -97,8 +103,7 @@ TRICKS: dict[str, Trick] = {
     "payload as char device": _replace_payload(lambda n: _special(n, tarfile.CHRTYPE)),
     "payload as block device": _replace_payload(lambda n: _special(n, tarfile.BLKTYPE)),
     "payload as fifo": _replace_payload(lambda n: _special(n, tarfile.FIFOTYPE)),
-    "payload as contiguous file": _replace_payload(lambda n: (lambda i: (i, None))(
-        (lambda t: (setattr(t, "type", tarfile.CONTTYPE), t)[1])(tarfile.TarInfo(n)))),
+    "payload as contiguous file": _replace_payload(lambda n: _special(n, tarfile.CONTTYPE)),
     "payload as directory": _replace_payload(lambda n: _special(n, tarfile.DIRTYPE)),
     "extra symlink": _append(_special("payload/evil", tarfile.SYMTYPE, "/")),
     "extra hardlink": _append(_special("payload/evil", tarfile.LNKTYPE, "/etc/passwd")),
@@ -126,7 +131,7 @@ TRICKS: dict[str, Trick] = {
     "payload grown": lambda ms: [(m, b) if not m.name.endswith(".tflite") else _file(m.name, (b or b"") + b"\0")
                                  for m, b in ms],
     "directory named .. ": _prepend(_special("..", tarfile.DIRTYPE)),
-    "huge declared size": _append((lambda t: (setattr(t, "size", 2**40), (t, b"")))(tarfile.TarInfo("payload/big"))[1]),
+    "huge declared size": _append(_declared("payload/big", 2**40)),
 }
 
 
