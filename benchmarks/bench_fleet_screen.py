@@ -28,7 +28,7 @@ from fleet.alerts.config import AlertsConfig
 from fleet.alerts.evaluator import AlertEvaluator
 from fleet.alerts.models import Alert
 from fleet.api.app import create_app
-from fleet.api.state import FleetState
+from fleet.api.state import FleetState, fleet_state
 from fleet.auth.sessions import COOKIE
 from fleet.config import DatabaseConfig, FleetConfig, IngestConfig, StorageConfig
 from tests.authn import login_as, make_user
@@ -161,8 +161,9 @@ def run(kind: str, url: str, tmp: Path, args: argparse.Namespace) -> list[str]:
     table = Table(kind)
     app = create_app(config, clock=lambda: NOW)
     with TestClient(app) as client:
-        state: FleetState = app.state.fleet
-        _alerts(state, app.state.alerts, table, args.repeat)
+        state = fleet_state(app)
+        assert state.services.alerts is not None
+        _alerts(state, state.services.alerts, table, args.repeat)
         with state.sessions() as session:
             active = session.scalar(select(func.count()).select_from(Alert).where(Alert.status != "resolved"))
         print(f"| {kind} | (active alerts after the passes: {active}) | |")

@@ -24,13 +24,11 @@ to where it has thinned, so a pass reads only what aged since the last one. A pa
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
 from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -151,20 +149,3 @@ class RetentionRunner:
         if self._thread is not None:
             self._thread.join(60)
             self._thread = None
-
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state = app.state.fleet
-    runner = RetentionRunner(state.config.retention, state.sessions, clock=state.now)
-    app.state.retention = runner
-    if state.config.retention.enabled:
-        runner.start()
-    try:
-        yield
-    finally:
-        runner.close()
-
-
-router = APIRouter(lifespan=_lifespan)
-"""No routes: its lifespan runs the retention passes (``app.include_router(retention.router)``)."""

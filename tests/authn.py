@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fleet.api.state import fleet_state
 from fleet.auth.models import User
 from fleet.auth.principal import Principal, Role
 from fleet.auth.sessions import principal_of
@@ -82,7 +83,7 @@ def login(
 ) -> Principal:
     """Create a user with ``role`` in the app's database and log ``client`` in as them.
     Call it inside ``with TestClient(app) as client:`` (the database is migrated on opening)."""
-    state = client.app.state.fleet  # type: ignore[attr-defined]
+    state = fleet_state(client.app)
     name = name or f"{role.replace('_', '-')}-{next(_names)}-{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(16)
     principal = make_user(state.sessions, name=name, password=password, role=role, unit_code=unit_code)

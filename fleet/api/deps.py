@@ -3,15 +3,15 @@
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from fleet.api.state import FleetState
+from fleet.api.state import FleetState, fleet_state
+from fleet.enroll.runtime import EnrollRuntime
 
 
 def get_state(request: Request) -> FleetState:
-    state: FleetState = request.app.state.fleet
-    return state
+    return fleet_state(request.app)
 
 
 StateDep = Annotated[FleetState, Depends(get_state)]
@@ -23,3 +23,11 @@ def get_session(state: StateDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def runtime_of(request: Request) -> EnrollRuntime:
+    """The app's enrollment runtime; 503 when this fleet has no CA configured (or is not open)."""
+    runtime = fleet_state(request.app).services.enroll
+    if runtime is None:
+        raise HTTPException(503, "enrollment is not configured on this fleet (pki.ca_dir)")
+    return runtime

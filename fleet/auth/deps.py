@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
+from fleet.api.state import fleet_state
 from fleet.auth.audit import PRINCIPAL_KEY
 from fleet.auth.principal import Principal
 from fleet.auth.sessions import COOKIE, resolve
@@ -35,7 +36,7 @@ def resolve_request(request: Request) -> Principal | None:
     token = request_token(request)
     if token is None:
         return None
-    fleet = request.app.state.fleet
+    fleet = fleet_state(request.app)
     with fleet.sessions() as session:
         principal = resolve(session, token, fleet.now())
     if principal is not None:

@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fleet.api.state import fleet_state
 from fleet.auth import audit, routes, users, web
 from fleet.auth.deps import request_token, resolve_request
 from fleet.auth.principal import Principal
@@ -177,7 +178,7 @@ class AuthGuard:
         else:
             return
         who, actor_kind, actor_unit = audit.request_actor(request)
-        fleet = request.app.state.fleet
+        fleet = fleet_state(request.app)
         row = audit.entry(at=fleet.now(), action=action, actor=who, actor_kind=actor_kind, target=request.url.path,
                           unit_code=unit if unit is not None else actor_unit, outcome=str(status), detail=detail,
                           ip=audit.client_ip(request))

@@ -25,15 +25,15 @@ than where it was read to) is read from its start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from fleet.api.state import FleetState
 from fleet.auth.models import AuditEntry
 from fleet.models import Device
 from provisioning.broker import AclViolation, scan_log
@@ -67,14 +67,15 @@ class BrokerLogWatch:
         return scan_log(chunk[: end + 1].decode("utf-8", errors="replace").splitlines())
 
 
-def record_violations(state: FleetState, violations: list[AclViolation]) -> None:
+def record_violations(sessions: sessionmaker[Session], clock: Callable[[], datetime],
+                      violations: list[AclViolation]) -> None:
     """One audit entry per attempt."""
     if not violations:
         return
-    with state.sessions.begin() as session:
+    with sessions.begin() as session:
         for v in violations:
             device = session.get(Device, v.client)
-            session.add(AuditEntry(at=state.now(), actor=v.client[:128], actor_kind="device",
+            session.add(AuditEntry(at=clock(), actor=v.client[:128], actor_kind="device",
                                    action=f"broker.{v.action}_denied", target=v.topic[:500],
                                    unit_code=device.unit_code if device is not None else None,
                                    outcome="refused", detail="outside its own topics (broker ACL)"))
@@ -82,32 +83,59 @@ def record_violations(state: FleetState, violations: list[AclViolation]) -> None
                 ", ".join(sorted({f"{v.client} {v.action}" for v in violations})))
 
 
-async def _watch(state: FleetState, watch: BrokerLogWatch, interval_s: float) -> None:
-    pending: list[AclViolation] = []  # read from the log but not yet in the audit log
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            pending += await run_in_threadpool(watch.new_violations)
-            await run_in_threadpool(record_violations, state, pending)
-            pending = []
-        except Exception:  # an unreadable log or a database hiccup: the next look tries again, loudly
-            log.exception("could not read the broker's log for ACL refusals (%d kept for the next look)",
-                          len(pending))
+class BrokerLogAudit:
+    """Looks at the broker's log every ``interval_s`` (an asyncio task of the app's event loop)
+    and records what it finds with :func:`record_violations`. ``start`` inside a running loop,
+    ``stop`` when done; the fleet's services do both.
+
+    >>> import asyncio, tempfile, pathlib
+    >>> from fleet.db import make_engine, migrate, session_factory
+    >>> engine = make_engine("sqlite://"); migrate(engine)
+    >>> audit = BrokerLogAudit(pathlib.Path(tempfile.mkdtemp()) / "none.log", session_factory(engine), 60)
+    >>> async def run() -> bool:
+    ...     audit.start()
+    ...     running = audit.running
+    ...     await audit.stop()
+    ...     return running and not audit.running
+    >>> asyncio.run(run())
+    True
+    """
+
+    def __init__(self, path: Path, sessions: sessionmaker[Session], interval_s: float, *,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.watch = BrokerLogWatch(path)
+        self.sessions = sessions
+        self.interval_s = interval_s
+        self.clock = clock or _utcnow
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="broker-log-audit")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        pending: list[AclViolation] = []  # read from the log but not yet in the audit log
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                pending += await run_in_threadpool(self.watch.new_violations)
+                await run_in_threadpool(record_violations, self.sessions, self.clock, pending)
+                pending = []
+            except Exception:  # an unreadable log or a database hiccup: the next look tries again, loudly
+                log.exception("could not read the broker's log for ACL refusals (%d kept for the next look)",
+                              len(pending))
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state: FleetState = app.state.fleet
-    path = state.config.pki.broker_log_file
-    task: asyncio.Task[None] | None = None
-    if path is not None:
-        task = asyncio.create_task(_watch(state, BrokerLogWatch(path), state.config.pki.broker_log_scan_s))
-    try:
-        yield
-    finally:
-        if task is not None:
-            task.cancel()
-
-
-router = APIRouter(lifespan=lifespan)
-"""No routes: its lifespan runs the watch (``app.include_router(brokerlog.router)``)."""
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -27,12 +27,12 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from fleet.api.deps import StateDep
+from fleet.api.deps import StateDep, runtime_of
 from fleet.api.state import FleetState
 from fleet.auth.audit import DEVICE_KEY, record
 from fleet.auth.deps import current_user
 from fleet.auth.principal import Principal
-from fleet.enroll.runtime import EnrollRuntime, runtime_of
+from fleet.enroll.runtime import EnrollRuntime
 from provisioning.ca import PeerIdentity
 from provisioning.errors import CertificateRejected
 from provisioning.requestauth import CONTENT_SHA256, EMPTY_SHA256, SCHEME, SignedRequest, parse_authorization

@@ -11,8 +11,8 @@
 
 :func:`install` adds the router and the one handler turning ``ProvisioningError`` into answers
 (``TokenRejected`` 403, ``CSRRejected`` 422, ``InvalidTransition`` 409, ``CertificateRejected``
-401, ``detail`` = the stable reason), audited with the client's address. The router's lifespan
-loads the CA and rewrites the CRL at start and every ``pki.crl_refresh_h``.
+401, ``detail`` = the stable reason), audited with the client's address. The CA is loaded
+and the CRL kept fresh by the fleet's services (:mod:`fleet.api.services`).
 
 Secrets: the body of ``/enroll`` is never logged, and its validation errors never echo it; a
 token's text is in exactly one response, the one creating it.
@@ -20,14 +20,11 @@ token's text is in exactly one response, the one creating it.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import hmac
 import logging
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Path, Query, Request, Response
@@ -36,16 +33,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from fleet.api.deps import StateDep
-from fleet.api.state import FleetState
+from fleet.api.deps import StateDep, runtime_of
+from fleet.api.state import FleetState, fleet_state
 from fleet.auth.audit import record
 from fleet.auth.deps import AdminUser
 from fleet.auth.scope import require_unit, visible_units
 from fleet.enroll import admin
-from fleet.enroll.admin import audit_issued, request_auditor, system_auditor
-from fleet.enroll.crl import Published
+from fleet.enroll.admin import audit_issued, request_auditor
 from fleet.enroll.deviceauth import DevicePeer, refuse, require_same_device
-from fleet.enroll.runtime import EnrollRuntime, open_runtime, runtime_of
+from fleet.enroll.runtime import EnrollRuntime
 from provisioning.ca import IssuedCertificate
 from provisioning.enrollment import EnrollAnswer, EnrollRequest, RenewRequest
 from provisioning.errors import CertificateRejected, CSRRejected, InvalidTransition, ProvisioningError, TokenRejected
@@ -78,11 +74,6 @@ def _audit(state: FleetState, request: Request, **fields: Any) -> None:
         record(session, request, **fields)
 
 
-def _fleet(request: Request) -> FleetState:
-    fleet: FleetState = request.app.state.fleet
-    return fleet
-
-
 async def provisioning_refused(request: Request, exc: Exception) -> Response:
     """The one mapping of provisioning errors to HTTP answers; audits the refusal."""
     assert isinstance(exc, ProvisioningError)
@@ -90,48 +81,16 @@ async def provisioning_refused(request: Request, exc: Exception) -> Response:
     info: dict[str, Any] = request.scope.get("state", {})
     extra = info.get(_AUDIT_DETAIL)
     detail = f"reason={exc.reason}" + (f" {extra}" if extra else "")
-    await run_in_threadpool(_audit, _fleet(request), request, action=info.get(_AUDIT_ACTION) or "provisioning.refused",
-                            target=info.get(_AUDIT_TARGET), unit_code=info.get(_AUDIT_UNIT), outcome="refused",
+    await run_in_threadpool(_audit, fleet_state(request.app), request,
+                            action=info.get(_AUDIT_ACTION) or "provisioning.refused", target=info.get(_AUDIT_TARGET),
+                            unit_code=info.get(_AUDIT_UNIT), outcome="refused",
                             detail=detail)
     log.info("%s %s refused: %s", request.method, request.url.path, exc.reason)
     headers = {"WWW-Authenticate": "Sohoa-Device"} if status == 401 else None
     return JSONResponse({"detail": exc.reason}, status_code=status, headers=headers)
 
 
-def publish_crl(state: FleetState, runtime: EnrollRuntime, why: str, request: Request | None = None) -> Published:
-    """Sign and write the CRL, SIGHUP the broker, audit it (as the request's user, else as the fleet)."""
-    audit = request_auditor(request) if request is not None else system_auditor("fleet", state.now)
-    return admin.publish_crl(runtime, state.sessions, audit, why)
-
-
-async def _crl_timer(state: FleetState, runtime: EnrollRuntime, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await run_in_threadpool(publish_crl, state, runtime, "timer")
-        except Exception:  # a full disk or a database hiccup: the next tick tries again, loudly
-            log.exception("could not publish the CRL")
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state: FleetState = app.state.fleet
-    runtime = await run_in_threadpool(open_runtime, state.config, state.sessions, state.now)
-    app.state.enroll = runtime
-    timer: asyncio.Task[None] | None = None
-    if runtime is not None:
-        # At start: a CRL left to lapse while the fleet was down locks every device out of the broker.
-        await run_in_threadpool(publish_crl, state, runtime, "start")
-        timer = asyncio.create_task(_crl_timer(state, runtime, state.config.pki.crl_refresh_h * 3600))
-    try:
-        yield
-    finally:
-        if timer is not None:
-            timer.cancel()
-        app.state.enroll = None
-
-
-router = APIRouter(prefix="/api/v1", tags=["enrollment"], lifespan=lifespan)
+router = APIRouter(prefix="/api/v1", tags=["enrollment"])
 
 
 def install(app: FastAPI) -> None:

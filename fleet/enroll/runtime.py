@@ -1,6 +1,6 @@
 """What enrollment holds while the app runs: the CA, the store, the service, the request
-verifier, the CRL publisher and the rate limiter. Built by the enrollment router's lifespan when
-``pki.ca_dir`` is set, kept in ``app.state.enroll``.
+verifier, the CRL publisher and the rate limiter. Opened by the fleet's services when
+``pki.ca_dir`` is set (:class:`fleet.api.services.FleetServices`).
 
 >>> from fleet.config import FleetConfig
 >>> broker_url(FleetConfig()), public_url(FleetConfig())
@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from fastapi import HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.config import FleetConfig
@@ -67,11 +66,3 @@ def open_runtime(config: FleetConfig, sessions: sessionmaker[Session],
              public_url(config))
     return EnrollRuntime(ca, store, service, RequestVerifier(ca), crl,
                          RateLimiter(config.enrollment.rate_per_minute), pepper)
-
-
-def runtime_of(request: Request) -> EnrollRuntime:
-    """The app's enrollment runtime; 503 when this fleet has no CA configured."""
-    runtime: EnrollRuntime | None = getattr(request.app.state, "enroll", None)
-    if runtime is None:
-        raise HTTPException(503, "enrollment is not configured on this fleet (pki.ca_dir)")
-    return runtime

@@ -38,7 +38,7 @@ from paho.mqtt.properties import Properties
 from device.session import DossierSession
 from device.update_slots import SlotStore
 from device.updater import Updater, offer_from
-from fleet.operations.service import Operations
+from fleet.api.state import fleet_state
 from images.bundle import generate_keys
 from protocol.messages import Command, CommandAck, Status, UpdateProgress, decode, encode
 from protocol.topics import Channel, topic
@@ -216,7 +216,8 @@ def rig(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Rig]:
             assert device.subscribed.wait(20), f"{device.device_id} did not subscribe"
         wait_until(lambda: all(d["id"] in devices for d in fleet.json("GET", "/devices"))
                    and len(fleet.json("GET", "/devices")) == len(DEVICES), 30, "the fleet to know the 20 devices")
-        ops: Operations = fleet.app.state.operations
+        ops = fleet_state(fleet.app).services.operations
+        assert ops is not None
         assert ops.connected.wait(20), "the fleet's operations driver did not connect"
         yield Rig(fleet, devices, private, public, tmp_path)
     finally:
@@ -303,7 +304,8 @@ def test_cancelled_offer_waiting_in_the_broker_is_not_installed(rig: Rig) -> Non
     and must install nothing (the fleet answers 410 for the withdrawn offer)."""
     device = rig.devices["kiosk-0007"]
     device.disconnect()
-    ops: Operations = rig.fleet.app.state.operations
+    ops = fleet_state(rig.fleet.app).services.operations
+    assert ops is not None
     rig.upload("sohoa-app-0.2.0.bundle", app_bundle(rig.tmp, rig.private, "0.2.0"))
     rig.rollout("r-cancel", "sohoa-app-0.2.0.bundle", [{"percent": 100}], device_ids=["kiosk-0007"])
     ops.tick()  # published (QoS 1, acknowledged by the broker) into the device's session

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.api.app import create_app
-from fleet.api.state import FleetState
+from fleet.api.state import FleetState, fleet_state
 from fleet.config import BrokerConfig, DatabaseConfig, FleetConfig, IngestConfig, StorageConfig
 from fleet.db import make_engine, migrate, session_factory
 from fleet.ingest import Ingest
@@ -79,19 +79,19 @@ def fleet_config(tmp_path: Path, db_url: str, mosquitto: Mosquitto) -> FleetConf
 def client(fleet_config: FleetConfig) -> Iterator[TestClient]:
     """The app opened (migrated, ingest connected to the test broker) through TestClient."""
     with TestClient(create_app(fleet_config)) as test_client:
-        ingest = state_of(test_client).ingest
+        ingest = state_of(test_client).services.ingest
         assert ingest is not None and ingest.wait_connected(10), "ingest did not connect"
         login(test_client)  # a province admin
         yield test_client
 
 
 def state_of(test_client: TestClient) -> FleetState:
-    state: FleetState = test_client.app.state.fleet  # type: ignore[attr-defined]
+    state = fleet_state(test_client.app)
     return state
 
 
 def ingest_of(test_client: TestClient) -> Ingest:
-    ingest = state_of(test_client).ingest
+    ingest = state_of(test_client).services.ingest
     assert ingest is not None
     return ingest
 

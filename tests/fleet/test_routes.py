@@ -23,7 +23,7 @@ def _app() -> FastAPI:
 
 def _routes(app: FastAPI) -> list[tuple[str, str]]:
     """(method, path template) of every route, in the order the app matches them."""
-    return [(method, route.path) for route in iter_route_contexts(app.router.routes)
+    return [(method, str(route.path)) for route in iter_route_contexts(app.router.routes)
             for method in sorted(route.methods or ())]
 
 

@@ -1,12 +1,9 @@
-"""``/api/v1/alerts``: list and filter alerts, acknowledge one, evaluate now. Opening the app
-starts the periodic evaluator (this router's lifespan, nested in the app's, so it runs after
-the migrations and stops before the database is closed)."""
+"""``/api/v1/alerts``: list and filter alerts, acknowledge one, evaluate now (with the
+evaluator the fleet's services run, :class:`fleet.api.services.FleetServices`)."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Literal, get_args
 
-from fastapi import APIRouter, Body, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -14,28 +11,12 @@ from fleet.alerts.evaluator import AlertConflict, AlertEvaluator, acknowledge, a
 from fleet.alerts.models import KINDS, Alert
 from fleet.alerts.schemas import AcknowledgeIn, AlertCountsOut, AlertOut, TransitionOut
 from fleet.api.deps import SessionDep, StateDep
-from fleet.api.state import FleetState
 from fleet.auth.deps import AdminUser, CurrentUser
 from fleet.auth.principal import Principal
 from fleet.auth.scope import in_scope, require_unit, require_unit_filter, subtree
 from fleet.errors import NotFound
 
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state: FleetState = app.state.fleet
-    evaluator = AlertEvaluator(state.config.alerts, state.sessions, clock=state.now,
-                               heartbeat_timeout_s=state.config.ingest.heartbeat_timeout_s)
-    app.state.alerts = evaluator
-    if state.config.alerts.enabled:
-        evaluator.start()
-    try:
-        yield
-    finally:
-        evaluator.close()
-
-
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], lifespan=_lifespan)
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 Kind = Literal["offline", "scanner_jammed", "scanner_cover_open", "disk_low", "outbox_backlog", "reject_rate",
                "behind_pace"]
@@ -43,8 +24,8 @@ if set(get_args(Kind)) != set(KINDS):
     raise ImportError("alert kinds of the API and of the table differ")
 
 
-def evaluator_of(request: Request) -> AlertEvaluator:
-    evaluator: AlertEvaluator | None = getattr(request.app.state, "alerts", None)
+def evaluator_of(state: StateDep) -> AlertEvaluator:
+    evaluator = state.services.alerts
     if evaluator is None:
         raise HTTPException(503, "the alert evaluator is not running (app not started)")
     return evaluator
@@ -151,9 +132,9 @@ def acknowledge_alert(alert_id: int, state: StateDep, session: SessionDep, user:
 
 
 @router.post("/evaluate")
-def evaluate_now(request: Request, session: SessionDep, user: AdminUser) -> list[TransitionOut]:
+def evaluate_now(state: StateDep, session: SessionDep, user: AdminUser) -> list[TransitionOut]:
     """Evaluate the alerts now rather than at the next interval; returns what opened or resolved
     (in your units)."""
     visible = _scope(session, user, None, None)
-    return [TransitionOut.model_validate(t) for t in evaluator_of(request).run_once()
+    return [TransitionOut.model_validate(t) for t in evaluator_of(state).run_once()
             if in_scope(visible, t["alert"]["unit_code"])]

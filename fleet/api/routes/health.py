@@ -16,7 +16,7 @@ router = APIRouter(tags=["health"])
 def healthz(state: StateDep, session: SessionDep) -> dict[str, object]:
     """200 with the parts' states; the database must answer."""
     session.execute(text("SELECT 1"))
-    ingest = state.ingest
+    ingest = state.services.ingest
     return {
         "status": "ok",
         "database": "ok",

@@ -20,9 +20,6 @@ their units and devices, commands to their devices, rollouts whose every target 
 rollout reaching other units is shown with their devices only, and only a province admin may
 pause, resume or cancel it). The fleet level's settings and bundle uploads are the province
 admin's. Objects outside the scope answer 404, as if absent.
-
-The router carries its own lifespan: it starts :class:`fleet.operations.service.Operations`
-and hooks it into the ingest writer (``app.include_router(operations.router)`` is all the app does).
 """
 
 from __future__ import annotations
@@ -31,13 +28,11 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
@@ -45,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.api.routes.devices import visible_device
+from fleet.api.state import FleetState
 from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
 from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, in_scope, require_unit, require_unit_filter, visible_units
@@ -52,7 +48,7 @@ from fleet.durable import atomic_write, place
 from fleet.enroll.deviceauth import device_or_user
 from fleet.models import Device
 from fleet.operations.models import CommandRow, DeviceConfig, RolloutRow, SettingsLayer
-from fleet.operations.service import Operations, new_command, offer_updates, recompute_desired
+from fleet.operations.service import new_command, offer_updates, recompute_desired
 from fleet.rollouts import DeviceInfo, PhaseSpec, Rollout, RolloutStateError, Target, select_targets, settings_diff
 from protocol.messages import CommandName
 
@@ -62,28 +58,13 @@ BUNDLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.bundle$"
 MAX_BUNDLE_BYTES = 1024 * 1024 * 1024
 
 
-def _operations(request: Request) -> Operations | None:
-    ops: Operations | None = getattr(request.app.state, "operations", None)
-    return ops
+def _wake_operations(state: FleetState) -> None:
+    """Have the operations driver publish what was just written (when the app runs)."""
+    if state.services.operations is not None:
+        state.services.operations.wake()
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    state = app.state.fleet
-    ops = Operations(state.config, state.sessions, clock=state.now)
-    app.state.operations = ops
-    if state.ingest is not None:
-        state.ingest.writer.hooks.append(ops.hook)
-        ops.start()
-    try:
-        yield
-    finally:
-        if state.ingest is not None:
-            ops.stop()
-        app.state.operations = None
-
-
-router = APIRouter(prefix="/api/v1", tags=["operations"], lifespan=lifespan)
+router = APIRouter(prefix="/api/v1", tags=["operations"])
 
 
 def _device_units(session: Session) -> dict[str, str | None]:
@@ -154,9 +135,7 @@ def put_settings(scope: Scope, key: Annotated[str, Path(max_length=64)], body: S
         session.flush()
         changed = recompute_desired(session, [key] if scope == "device" else None, now)
         out = LayerOut(scope=scope, key=key, settings=layer.settings, version=layer.version, devices_changed=changed)
-    ops = _operations(request)
-    if ops is not None:
-        ops.wake()
+    _wake_operations(state)
     return out
 
 
@@ -295,9 +274,7 @@ def create_command(device_id: str, body: CommandIn, state: StateDep, request: Re
         row = new_command(session, device_id, body.name, body.args, now + timedelta(seconds=body.timeout_s), now)
         session.flush()
         out = CommandOut.of(row)
-    ops = _operations(request)
-    if ops is not None:
-        ops.wake()
+    _wake_operations(state)
     return out
 
 
@@ -465,9 +442,7 @@ def create_rollout(body: RolloutIn, state: StateDep, request: Request, user: Adm
             rollout.start()
             offer_updates(session, rollout, row, now)
         summary = rollout.summary()
-    ops = _operations(request)
-    if ops is not None:
-        ops.wake()
+    _wake_operations(state)
     return {"rollout_id": body.rollout_id, "offer": offer, "summary": summary}
 
 
@@ -556,7 +531,5 @@ def control_rollout(rollout_id: str, action: Literal["start", "pause", "resume",
             raise HTTPException(409, str(exc)) from None
         offer_updates(session, rollout, row, now)
         summary = rollout.summary()
-    ops = _operations(request)
-    if ops is not None:
-        ops.wake()
+    _wake_operations(state)
     return {"rollout_id": rollout_id, "summary": summary}

@@ -17,6 +17,7 @@ from sqlalchemy import event
 from fleet.alerts.config import AlertsConfig
 from fleet.alerts.evaluator import AlertEvaluator
 from fleet.api.app import create_app
+from fleet.api.state import fleet_state
 from fleet.config import FleetConfig
 from fleet.ingest import Incoming, Writer
 from protocol.messages import (
@@ -74,7 +75,8 @@ def fleet(tmp_path: Path, db_url: str, clock: Clock) -> Iterator[TestClient]:
 
 
 def evaluator_of(client: TestClient) -> AlertEvaluator:
-    evaluator: AlertEvaluator = client.app.state.alerts  # type: ignore[attr-defined]
+    evaluator = fleet_state(client.app).services.alerts
+    assert evaluator is not None
     return evaluator
 
 

@@ -20,8 +20,8 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image, ImageDraw
 
-from fleet.alerts.evaluator import AlertEvaluator
 from fleet.api.app import create_app
+from fleet.api.state import fleet_state
 from fleet.config import HttpConfig
 from fleet.ingest import Incoming, Writer
 from protocol.messages import Message, encode
@@ -53,12 +53,13 @@ class Served:
     tmp: Path
 
     def send(self, message: Message, channel: Channel) -> None:
-        state = self.app.state.fleet
+        state = fleet_state(self.app)
         item = Incoming(topic(message.device_id, channel), encode(message), received_at=self.clock.now)
         assert Writer(state.sessions, state.metrics).write([item]) == 1
 
     def evaluate(self) -> list[str]:
-        evaluator: AlertEvaluator = self.app.state.alerts
+        evaluator = fleet_state(self.app).services.alerts
+        assert evaluator is not None
         return [f"{t['event']}:{t['alert']['kind']}" for t in evaluator.run_once()]
 
 
@@ -93,7 +94,7 @@ def test_fleet_screen_alert_appears_and_clears(served: Served, artifacts: Path) 
     shots.mkdir(parents=True, exist_ok=True)
     png = _png()
     with httpx.Client(base_url=served.url) as http:
-        login_as(http, *ensure_admin(served.app.state.fleet.sessions))
+        login_as(http, *ensure_admin(fleet_state(served.app).sessions))
         kiosk_a = enroll_device(http, "kiosk-a", "99001", served.tmp, clock=served.clock)
         http.headers.pop("Authorization")
         upload = kiosk_a.put_file(http, png)  # signed by kiosk-a's key, at the fleet's (test) time
@@ -108,7 +109,7 @@ def test_fleet_screen_alert_appears_and_clears(served: Served, artifacts: Path) 
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
             view = browser.new_page(viewport={"width": 1400, "height": 900})
-            browser_login(view, served.url, *ensure_admin(served.app.state.fleet.sessions))
+            browser_login(view, served.url, *ensure_admin(fleet_state(served.app).sessions))
             view.goto(served.url + "/fleet")
             row_b = view.locator('#devices tr[data-device="kiosk-b"]')
             expect(row_b).to_contain_text("Trực tuyến")

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fleet.api.app import create_app
-from fleet.api.state import FleetState
+from fleet.api.state import FleetState, fleet_state
 from fleet.auth.config import AuthConfig
 from tests.fleet.conftest import make_config
 
@@ -51,5 +51,5 @@ def app_client(tmp_path: Path, clock: Clock) -> Iterator[TestClient]:
 
 
 def state_of(client: TestClient) -> FleetState:
-    state: FleetState = client.app.state.fleet  # type: ignore[attr-defined]
+    state = fleet_state(client.app)
     return state

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
 
-from fleet.api.state import FleetState
+from fleet.api.state import FleetState, fleet_state
 from fleet.models import Device, Event, Page, StoredFile
 from fleet.progress.units import import_units, sample_csv
 
@@ -56,7 +56,7 @@ class World:
 
 
 def build_world(client: TestClient) -> World:
-    state: FleetState = client.app.state.fleet  # type: ignore[attr-defined]
+    state = fleet_state(client.app)
     with state.sessions() as session:
         import_units(session, sample_csv())
     return World(mine=_hold(state, "99001", 1), other=_hold(state, "99004", 2))

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from fleet.api.app import create_app
-from fleet.api.state import FleetState
+from fleet.api.state import FleetState, fleet_state
 from fleet.auth.models import AuditEntry
 from fleet.config import BrokerConfig, FleetConfig, HttpConfig
 from fleet.enroll.config import EnrollmentConfig, PkiConfig
@@ -61,7 +61,7 @@ class HttpsFleet:
 
     @property
     def state(self) -> FleetState:
-        state: FleetState = self.app.state.fleet
+        state = fleet_state(self.app)
         return state
 
     @property

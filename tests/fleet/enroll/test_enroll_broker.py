@@ -42,7 +42,7 @@ def test_ingest_over_tls_unit_from_enrollment_and_revocation_at_the_broker(
         pki=PkiConfig(ca_dir=pki / "ca", crl_file=pki / "broker" / "crl.pem", broker_pid_file=pid_file),
         enrollment=EnrollmentConfig(public_url=f"https://127.0.0.1:{port}",
                                     broker_url=f"mqtts://127.0.0.1:{broker.port}"))
-    ingest = fleet.state.ingest
+    ingest = fleet.state.services.ingest
     assert ingest is not None and ingest.wait_connected(10), "the ingest did not connect over TLS"
     assert "fleet.ingest" in broker.log_text()
 

@@ -18,6 +18,7 @@ import uvicorn
 from device.agent import Agent
 from device.config import AgentConfig
 from fleet.api.app import create_app
+from fleet.api.state import fleet_state
 from fleet.config import FleetConfig
 from fleet.enroll.server import https_files
 from tests.authn import login_as, make_user
@@ -72,7 +73,7 @@ class FleetServer:
             self.verify = ssl.create_default_context(cafile=str(self.ca_file))
         self.http = httpx.Client(base_url=self.url, timeout=30, verify=self.verify)
         self.admin, self.password = "ops-admin", secrets.token_urlsafe(12)
-        make_user(self.app.state.fleet.sessions, name=self.admin, password=self.password, role="province_admin")
+        make_user(fleet_state(self.app).sessions, name=self.admin, password=self.password, role="province_admin")
         login_as(self.http, self.admin, self.password)
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

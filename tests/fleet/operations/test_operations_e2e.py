@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from device.update_slots import SlotStore
+from fleet.api.state import fleet_state
 from fleet.enroll.config import EnrollmentConfig
 from fleet.operations.service import Operations
 from images.bundle import generate_keys
@@ -61,7 +62,8 @@ def enrolled_fleet(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[FleetServer
 
 
 def _ops(fleet: FleetServer) -> Operations:
-    ops: Operations = fleet.app.state.operations
+    ops = fleet_state(fleet.app).services.operations
+    assert ops is not None
     return ops
 
 
@@ -183,9 +185,11 @@ def test_rotate_certificate_through_a_running_agent(
     and with an argument it does not take (rejected)."""
     fleet = enrolled_fleet
     kiosk = enroll_device(fleet.http, DEVICE, "000.00.00.H01", tmp_path)
-    runtime = fleet.app.state.enroll
+    runtime = fleet_state(fleet.app).services.enroll
+    assert runtime is not None
     before = kiosk.identity.certificate().serial_number
-    assert runtime.store.latest_certificate(DEVICE).serial == before
+    first = runtime.store.latest_certificate(DEVICE)
+    assert first is not None and first.serial == before
     agent = start_agent(agent_config(tmp_path, DEVICE, mosquitto.port, fleet.url,
                                      identity={"dir": str(kiosk.identity.directory)}))
     plain = start_agent(agent_config(tmp_path, "kiosk-ops-2", mosquitto.port, fleet.url))
@@ -203,7 +207,8 @@ def test_rotate_certificate_through_a_running_agent(
         assert done["state"] == "succeeded", done
         after = kiosk.identity.certificate().serial_number
         assert after != before and done["detail"] == f"new certificate serial={after:x}"
-        assert runtime.store.latest_certificate(DEVICE).serial == after
+        renewed = runtime.store.latest_certificate(DEVICE)
+        assert renewed is not None and renewed.serial == after
         assert before not in runtime.store.revoked_serials()
         audit = fleet.json("GET", "/audit", params={"limit": 200})
         assert any(a["action"] == "certificate.renewed" and f"previous={before:x}" in (a["detail"] or "")

@@ -24,9 +24,9 @@ from fastapi import FastAPI
 from playwright.sync_api import Browser, Page
 
 from fleet.api.app import create_app
+from fleet.api.state import fleet_state
 from fleet.config import HttpConfig
 from fleet.ingest import Incoming, Writer
-from fleet.operations.service import Operations
 from protocol.messages import CommandAck, ConfigReported, Message, Status, UpdateProgress, encode
 from tests.authn import browser_login, login_as, make_user
 from tests.fleet.conftest import make_config
@@ -46,7 +46,7 @@ class Served:
     def user(self, role: str) -> tuple[str, str]:
         """A new user with ``role``: (name, password)."""
         name, password = f"{role}-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
-        make_user(self.app.state.fleet.sessions, name=name, password=password, role=role)  # type: ignore[arg-type]
+        make_user(fleet_state(self.app).sessions, name=name, password=password, role=role)  # type: ignore[arg-type]
         return name, password
 
     def browser(self, browser: Browser, role: str) -> Page:
@@ -56,8 +56,9 @@ class Served:
         return page
 
     def deliver(self, *messages: Message) -> None:
-        state = self.app.state.fleet
-        ops: Operations = self.app.state.operations
+        state = fleet_state(self.app)
+        ops = fleet_state(self.app).services.operations
+        assert ops is not None
         writer = Writer(state.sessions, state.metrics)
         writer.hooks.append(ops.hook)
         items = [Incoming(f"sohoa/v1/{m.device_id}/{_CHANNEL[type(m)]}", encode(m)) for m in messages]
