@@ -15,17 +15,15 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from fleet import __version__
-from fleet.api.routes import alerts, devices, files, fleet_screen, health, pages, progress, web
-from fleet.api.routes import operations as operations_routes
+from fleet.api import routes
 from fleet.api.state import FleetState
 from fleet.auth import guard as auth_guard
 from fleet.config import FleetConfig
-from fleet.corrections import api as corrections_api
 from fleet.db import make_engine, migrate, session_factory
-from fleet.enroll import routes as enroll_routes
+from fleet.enroll.requests import provisioning_refused
 from fleet.metrics import FleetMetrics
-from fleet.operations import web as operations_web
 from fleet.storage import FileStore
+from provisioning.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +64,7 @@ def create_app(
         lifespan=lifespan,
     )
     state.attach(app)
-    app.include_router(health.router)
-    app.include_router(devices.router, prefix="/api/v1")
-    app.include_router(pages.router, prefix="/api/v1")
-    app.include_router(files.router, prefix="/api/v1")
-    app.include_router(web.router)
-    app.include_router(progress.router)
-    app.include_router(operations_routes.router)
-    app.include_router(operations_web.router)  # the /operations page
-    app.include_router(alerts.router)
-    app.include_router(fleet_screen.router)
-    app.include_router(corrections_api.router, prefix="/api/v1")
-    enroll_routes.install(app)  # enrollment, certificates, CRL
-    auth_guard.install(app)  # login/users/audit routes, the guard every request passes, the audit
+    app.include_router(routes.router)
+    app.add_exception_handler(ProvisioningError, provisioning_refused)
+    auth_guard.install(app)  # the guard every request passes and the audit (reads the routes above)
     return app

@@ -112,6 +112,11 @@ class FleetServices:
                                              clock=clock)
             self.broker_log.start()
 
+    def wake_operations(self) -> None:
+        """Have the operations driver publish what a request just wrote (when the app runs)."""
+        if self.operations is not None:
+            self.operations.wake()
+
     async def stop(self) -> None:
         """Stop what runs, in the reverse order; safe to call twice."""
         if self.broker_log is not None:

@@ -32,7 +32,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet.api.state import fleet_state
-from fleet.auth import audit, routes, users, web
+from fleet.auth import audit
 from fleet.auth.deps import request_token, resolve_request
 from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope
@@ -214,12 +214,8 @@ ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 
 def install(app: FastAPI) -> None:
-    """Add the auth routes, the guard and the audit to ``app`` (call once, in the app factory,
-    after every router is included: the guard reads the routes' path templates)."""
-    app.include_router(routes.router)
-    app.include_router(users.router)
-    app.include_router(users.audit_router)
-    app.include_router(web.router)
+    """Add the guard and the audit to ``app`` (call once, in the app factory, after every router
+    is included: the guard reads the routes' path templates)."""
     handler: ExceptionHandler = _out_of_scope
     app.add_exception_handler(OutOfScope, handler)
     app.add_middleware(AuthGuard, fastapi_app=app)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.auth.principal import Principal
+from fleet.models import Device, Page
 from fleet.progress.models import Unit
 
 
@@ -74,3 +75,30 @@ def unit_clause(column: Any, visible: frozenset[str] | None) -> Any:
     if visible is None:
         return None
     return column.in_(sorted(visible))
+
+
+def visible_device(session: Session, principal: Principal, device_id: str) -> Device:
+    """The device, or 404 when there is none or it is outside the principal's units (audited)."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise HTTPException(404, "no such device")
+    require_unit(session, principal, device.unit_code, detail="no such device")
+    return device
+
+
+def visible_devices(session: Session, principal: Principal) -> set[str] | None:
+    """The ids of the devices the principal may see (None: every device)."""
+    visible = visible_units(session, principal)
+    if visible is None:
+        return None
+    return {d for d, u in session.execute(select(Device.id, Device.unit_code)) if in_scope(visible, u)}
+
+
+def page_unit(session: Session, page: Page) -> str | None:
+    """The unit ``page`` belongs to: the one it came in under (``pages.unit_code``, kept when its
+    device moves), else, for a page from before that column or from a device without a unit then,
+    its device's now (:func:`fleet.progress.rates.page_unit` in SQL)."""
+    if page.unit_code is not None:
+        return page.unit_code
+    device = session.get(Device, page.device_id)
+    return device.unit_code if device is not None else None

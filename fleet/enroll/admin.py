@@ -1,4 +1,4 @@
-"""What an admin does to enrollment, shared by the API (:mod:`fleet.enroll.routes`) and the
+"""What an admin does to enrollment, shared by the API (``fleet/api/routes/``) and the
 command line (:mod:`fleet.enroll.cli`): issue and withdraw tokens, decide enrollments, revoke a
 device and publish the CRL. Each action writes its audit entry through an :class:`Auditor`: the
 API's records the request's user and address, the command line's the operating-system user

@@ -1,6 +1,7 @@
-"""Fleet operations (issue 7): desired settings per fleet, unit and device; remote commands with
+"""Fleet operations: desired settings per fleet, unit and device; remote commands with
 deadlines and acknowledged states; signed update bundles rolled out in phases.
 
-``models`` holds the tables, ``service`` the MQTT side (retained ``config/desired``, ``cmd``
+``models`` holds the tables; ``service`` the MQTT side (retained ``config/desired``, ``cmd``
 out; ``cmd/ack``, ``config/reported``, ``update``, ``status`` in, through a hook in the ingest
-writer) and the rollout driver; the API is ``fleet/api/routes/operations.py``."""
+writer) and the rollout driver; ``settings``, ``commands``, ``bundles`` and ``rollouts`` what the
+API does (their routes: the modules of the same names in ``fleet/api/routes/``)."""

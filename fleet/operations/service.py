@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fleet.config import FleetConfig
 from fleet.models import Device
 from fleet.operations.models import CommandRow, DeviceConfig, RolloutRow, SettingsLayer
+from fleet.progress.units import unit_parents
 from fleet.rollouts import Rollout, effective_settings, settings_fingerprint
 from protocol.messages import (
     Command,
@@ -55,14 +56,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _parent_of(session: Session) -> dict[str, str | None]:
-    try:
-        from fleet.progress.models import Unit
-    except ImportError:  # pragma: no cover - the progress tables ship with the fleet
-        return {}
-    return {code: parent for code, parent in session.execute(select(Unit.code, Unit.parent_code))}
-
-
 def recompute_desired(session: Session, device_ids: Iterable[str] | None, now: datetime) -> list[str]:
     """Recompute the effective desired settings of these devices (None: every device known);
     bump the version of those whose settings changed. Returns the ids bumped."""
@@ -75,7 +68,7 @@ def recompute_desired(session: Session, device_ids: Iterable[str] | None, now: d
         wanted = set(units_of) | set(own) | set(session.scalars(select(DeviceConfig.device_id)))
     else:
         wanted = set(device_ids)
-    parent_of = _parent_of(session) if units else {}
+    parent_of = unit_parents(session) if units else {}
     bumped = []
     for device_id in sorted(wanted):
         settings = effective_settings(fleet_layer, units_of.get(device_id), units, parent_of, own.get(device_id))
@@ -127,7 +120,7 @@ def offer_updates(session: Session, rollout: Rollout, row: RolloutRow, now: date
     if rollout.status in ("cancelled", "halted"):
         # Offers not yet taken by a device are withdrawn: nothing installs after a cancel or a
         # halt. One already in the broker for an offline device is refused by the bundle URL
-        # (410, see fleet/api/routes/operations.py) when the device comes back and acts on it.
+        # (410, see fleet/api/routes/bundles.py) when the device comes back and acts on it.
         for command in session.scalars(select(CommandRow).where(CommandRow.rollout_id == rollout.rollout_id,
                                                                 CommandRow.state == "queued")):
             command.state, command.updated_at = "rejected", now

@@ -3,9 +3,10 @@
 from datetime import date
 from typing import Literal
 
+from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.progress.csvio import LineProblem
+from fleet.progress.csvio import ImportRejected, LineProblem
 from fleet.progress.models import Target, Unit
 from fleet.progress.rates import Figures, Progress, TierTotal, UnitProgress
 
@@ -162,3 +163,13 @@ class RejectsOut(BaseModel):
 class ActivityOut(BaseModel):
     pages_per_day: PagesPerDayOut
     rejects: RejectsOut
+
+
+CSV_BODY = {"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}}
+"""The OpenAPI request body of the CSV imports."""
+
+
+def import_rejected(exc: ImportRejected) -> HTTPException:
+    """A refused CSV import as 422 with ``detail = {"message", "problems": [{"line", "message"}...]}``."""
+    problems = [ProblemOut.of(p).model_dump() for p in exc.problems]
+    return HTTPException(422, {"message": "nothing imported", "problems": problems})

@@ -160,3 +160,8 @@ def units_in(session: Session, start: date, end: date) -> dict[str, Unit]:
 def valid_on(session: Session, day: date) -> dict[str, Unit]:
     """The units valid on ``day``."""
     return units_in(session, day, day)
+
+
+def unit_parents(session: Session) -> dict[str, str | None]:
+    """Every unit code (over the tree's history) with its parent's code."""
+    return {code: parent for code, parent in session.execute(select(Unit.code, Unit.parent_code))}

@@ -16,7 +16,7 @@ from fleet.auth.principal import Principal
 from fleet.auth.scope import in_scope, require_unit, require_unit_filter, subtree
 from fleet.errors import NotFound
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 Kind = Literal["offline", "scanner_jammed", "scanner_cover_open", "disk_low", "outbox_backlog", "reject_rate",
                "behind_pace"]

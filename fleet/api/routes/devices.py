@@ -3,15 +3,13 @@
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.api.schemas import DeviceOut, EventOut
 from fleet.auth.deps import CurrentUser
-from fleet.auth.principal import Principal
-from fleet.auth.scope import require_unit, require_unit_filter
+from fleet.auth.scope import require_unit_filter, visible_device
 from fleet.models import Device, Event
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -36,15 +34,6 @@ def list_devices(
     timeout = state.config.ingest.heartbeat_timeout_s
     out = [DeviceOut.of(d, now, timeout) for d in session.scalars(query)]
     return out if online is None else [d for d in out if d.online is online]
-
-
-def visible_device(session: Session, user: Principal, device_id: str) -> Device:
-    """The device, or 404 when there is none or it is outside the user's units (audited)."""
-    device = session.get(Device, device_id)
-    if device is None:
-        raise HTTPException(404, "no such device")
-    require_unit(session, user, device.unit_code, detail="no such device")
-    return device
 
 
 @router.get("/{device_id}")

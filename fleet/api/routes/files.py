@@ -20,12 +20,11 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from fleet.api.deps import SessionDep, StateDep
-from fleet.api.routes.pages import page_unit
 from fleet.api.schemas import FileOut
 from fleet.api.state import FleetState
 from fleet.auth.deps import CurrentUser
 from fleet.auth.principal import Principal
-from fleet.auth.scope import OutOfScope, visible_units
+from fleet.auth.scope import OutOfScope, page_unit, visible_units
 from fleet.db import insert_ignore
 from fleet.enroll.deviceauth import authenticate_device, device_or_user
 from fleet.errors import ChecksumMismatch

@@ -1,27 +1,22 @@
-"""The fleet screen at ``/fleet`` (Vietnamese / English, no build step) and the data it draws:
+"""The data the fleet screen (``/fleet``, :mod:`fleet.api.routes.web`) draws:
 ``/api/v1/fleet/devices`` (every device, its state, pages today, reject rate, open alerts) and
 ``/api/v1/fleet/devices/{id}`` (one device's event timeline, latest pages and alerts). A user
 with a unit sees the devices of their unit's subtree (another device: 404)."""
 
-from functools import cache
-from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import HTMLResponse
 
 from fleet.alerts import overview
 from fleet.api.deps import SessionDep, StateDep
-from fleet.api.routes.devices import visible_device
 from fleet.auth.deps import CurrentUser
-from fleet.auth.scope import require_unit_filter, visible_units
+from fleet.auth.scope import require_unit_filter, visible_device, visible_units
 from fleet.errors import NotFound
 
-router = APIRouter()
-api = APIRouter(prefix="/api/v1/fleet", tags=["fleet screen"])
+router = APIRouter(prefix="/fleet", tags=["fleet screen"])
 
 
-@api.get("/devices")
+@router.get("/devices")
 def fleet_devices(
     state: StateDep,
     session: SessionDep,
@@ -41,7 +36,7 @@ def fleet_devices(
                             online=online, q=q, limit=limit, units=visible)
 
 
-@api.get("/devices/{device_id}", responses={404: {"description": "No such device"}})
+@router.get("/devices/{device_id}", responses={404: {"description": "No such device"}})
 def fleet_device(device_id: str, state: StateDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     """One device: its state, event timeline (newest first), latest pages and alerts."""
     visible_device(session, user, device_id)
@@ -50,18 +45,3 @@ def fleet_device(device_id: str, state: StateDep, session: SessionDep, user: Cur
                                units=visible_units(session, user))
     except NotFound:
         raise HTTPException(404, "no such device") from None
-
-
-@cache
-def _page() -> str:
-    return resources.files("fleet.alerts").joinpath("fleet.html").read_text(encoding="utf-8")
-
-
-@router.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
-def fleet_screen(state: StateDep, _: CurrentUser) -> HTMLResponse:
-    """The fleet screen; ``?device=<id>`` opens one device, ``?lang=en`` English."""
-    html = _page().replace("__REFRESH_MS__", str(int(state.config.http.page_refresh_s * 1000)))
-    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
-
-
-router.include_router(api)

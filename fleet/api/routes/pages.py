@@ -12,21 +12,11 @@ from fleet.api.deps import SessionDep, StateDep
 from fleet.api.schemas import PageOut
 from fleet.auth.deps import CurrentUser
 from fleet.auth.principal import Principal
-from fleet.auth.scope import require_unit, visible_units
-from fleet.models import Device, Page, StoredFile
+from fleet.auth.scope import page_unit, require_unit, visible_units
+from fleet.models import Page, StoredFile
 from fleet.progress.rates import page_in_units
 
 router = APIRouter(prefix="/pages", tags=["pages"])
-
-
-def page_unit(session: Session, page: Page) -> str | None:
-    """The unit ``page`` belongs to: the one it came in under (``pages.unit_code``, kept when its
-    device moves), else, for a page from before that column or from a device without a unit then,
-    its device's now (:func:`fleet.progress.rates.page_unit` in SQL)."""
-    if page.unit_code is not None:
-        return page.unit_code
-    device = session.get(Device, page.device_id)
-    return device.unit_code if device is not None else None
 
 
 def _out(page: Page, held: bool) -> PageOut:

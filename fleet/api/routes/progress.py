@@ -1,6 +1,6 @@
-"""Digitization progress: ``/api/v1/units``, ``/api/v1/progress`` (targets, dossiers received,
-rates, the series the charts draw, the periodic report as XLSX/PDF) and the dashboard page at
-``/progress``.
+"""Digitization progress: ``/api/v1/progress`` (targets, dossiers received, rates, the series
+the charts draw, the periodic report as XLSX/PDF). The dashboard page at ``/progress`` is in
+:mod:`fleet.api.routes.web`, the unit tree in :mod:`fleet.api.routes.units`.
 
 Scope: a user with a unit (unit admin, or a viewer limited to one) sees that unit's subtree: a
 request without ``unit=`` is rooted at their unit, one naming a unit outside it is refused (403);
@@ -8,56 +8,47 @@ they may set their subtree's units' own targets and dossiers received. The unit 
 tiers' targets are the province admin's."""
 
 from datetime import date
-from functools import cache
-from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
-from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
+from fleet.auth.deps import AdminUser, CurrentUser
 from fleet.auth.principal import Principal
 from fleet.auth.scope import require_unit_filter, subtree, visible_units
 from fleet.errors import NotFound
 from fleet.progress import periods
 from fleet.progress.activity import REASONS, DayPages, Rejects, activity, pages_per_day, rejects_by_reason
 from fleet.progress.csvio import ImportRejected
-from fleet.progress.models import TIERS, Target, Unit
+from fleet.progress.models import Target, Unit
 from fleet.progress.rates import Progress, progress
 from fleet.progress.received import ReceivedRow, import_received, parse_csv
 from fleet.progress.report import build_report, to_pdf, to_xlsx
 from fleet.progress.schemas import (
+    CSV_BODY,
     ActivityOut,
     DayPagesOut,
     ImportOut,
     PagesPerDayOut,
-    ProblemOut,
     ProgressOut,
     ReceivedIn,
     RejectReasonOut,
     RejectsOut,
     TargetIn,
     TargetOut,
-    UnitOut,
+    import_rejected,
 )
-from fleet.progress.units import import_units
 
-router = APIRouter()
-api = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/progress")
 
-CSV_BODY = {"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}}
 FromQ = Annotated[str | None, Query(alias="from", description="First month, YYYY-MM (default: this month)")]
 ToQ = Annotated[str | None, Query(alias="to", description="Last month, YYYY-MM (default: the first month)")]
 UnitQ = Annotated[str | None, Query(description="Root of the subtree (default: every province)")]
 
 
-def _rejected(exc: ImportRejected) -> HTTPException:
-    """422 with ``detail = {"message", "problems": [{"line", "message"}...]}``."""
-    problems = [ProblemOut.of(p).model_dump() for p in exc.problems]
-    return HTTPException(422, {"message": "nothing imported", "problems": problems})
 
 
 def _root(session: Session, user: Principal, unit: str | None) -> str | None:
@@ -81,33 +72,7 @@ def _range(state: StateDep, start: str | None, end: str | None) -> tuple[str, st
     return start, end
 
 
-@api.get("/units", tags=["progress"])
-def list_units(session: SessionDep, _: CurrentUser,
-               on: Annotated[date | None, Query(description="Only units valid on this day")] = None,
-               tier: Annotated[str | None, Query(description="Only this tier")] = None) -> list[UnitOut]:
-    """Every unit record (with its history), or those valid on a day."""
-    query = select(Unit).order_by(Unit.code, Unit.valid_from)
-    if on is not None:
-        query = query.where(Unit.valid_from <= on, Unit.valid_to.is_(None) | (Unit.valid_to >= on))
-    if tier is not None:
-        query = query.where(Unit.tier == tier)
-    return [UnitOut.of(u) for u in session.scalars(query)]
-
-
-@api.post("/units/import", tags=["progress"], openapi_extra=CSV_BODY,
-          responses={422: {"description": "Bad rows, line by line; nothing imported"}})
-async def import_units_csv(request: Request, state: StateDep, _: ProvinceAdmin) -> ImportOut:
-    """The unit tree as CSV (code,name,tier,parent_code,valid_from,valid_to): all or nothing."""
-    data = await request.body()
-    with state.sessions() as session:
-        try:
-            result = import_units(session, data)
-        except ImportRejected as exc:
-            raise _rejected(exc) from exc
-    return ImportOut(inserted=result.inserted, updated=result.updated, unchanged=result.unchanged)
-
-
-@api.get("/progress/targets", tags=["progress"])
+@router.get("/targets")
 def list_targets(session: SessionDep, user: CurrentUser) -> list[TargetOut]:
     """Targets per tier and per unit (the units you may see), with the month each starts."""
     visible = visible_units(session, user)
@@ -116,7 +81,7 @@ def list_targets(session: SessionDep, user: CurrentUser) -> list[TargetOut]:
             if visible is None or t.unit_code is None or t.unit_code in visible]
 
 
-@api.put("/progress/targets", tags=["progress"])
+@router.put("/targets")
 def set_target(target: TargetIn, session: SessionDep, user: AdminUser) -> TargetOut:
     """Set a tier's target (province admin), or one unit's own (its admins too), from a month on
     (replaces the same scope+month)."""
@@ -152,11 +117,11 @@ def _store_received(session: Session, state: StateDep, user: Principal, rows: li
     try:
         result = import_received(session, rows, now=state.now)
     except ImportRejected as exc:
-        raise _rejected(exc) from exc
+        raise import_rejected(exc) from exc
     return ImportOut(inserted=result.inserted, updated=result.updated, unchanged=result.unchanged)
 
 
-@api.post("/progress/received", tags=["progress"],
+@router.post("/received",
           responses={422: {"description": "Bad items (line = item number + 1); nothing stored"}})
 def post_received(items: Annotated[list[ReceivedIn], Body()], session: SessionDep,
                   state: StateDep, user: AdminUser) -> ImportOut:
@@ -165,7 +130,7 @@ def post_received(items: Annotated[list[ReceivedIn], Body()], session: SessionDe
     return _store_received(session, state, user, rows)
 
 
-@api.post("/progress/received/import", tags=["progress"], openapi_extra=CSV_BODY,
+@router.post("/received/import", openapi_extra=CSV_BODY,
           responses={422: {"description": "Bad rows, line by line; nothing imported"}})
 async def import_received_csv(request: Request, state: StateDep, user: AdminUser) -> ImportOut:
     """The same as CSV (unit_code,period,received)."""
@@ -174,11 +139,11 @@ async def import_received_csv(request: Request, state: StateDep, user: AdminUser
         try:
             rows = parse_csv(data)
         except ImportRejected as exc:
-            raise _rejected(exc) from exc
+            raise import_rejected(exc) from exc
         return _store_received(session, state, user, rows)
 
 
-@api.get("/progress", tags=["progress"], response_model=ProgressOut)
+@router.get("", response_model=ProgressOut)
 def get_progress(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                  unit: UnitQ = None) -> Response:
     """Received, digitized, rate, target and status for every unit of the subtree, rolled up,
@@ -221,7 +186,7 @@ def _rejects(first: str, last: str, root: str | None, found: Rejects) -> Rejects
     return RejectsOut(start=first, end=last, root=root, pages=found.pages, rejected=found.rejected, reasons=reasons)
 
 
-@api.get("/progress/pages-per-day", tags=["progress"])
+@router.get("/pages-per-day")
 def get_pages_per_day(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None,
                       end: ToQ = None, unit: UnitQ = None) -> PagesPerDayOut:
     """Pages captured per day (Vietnam's days, up to today) and how many were rejected, for the
@@ -232,7 +197,7 @@ def get_pages_per_day(state: StateDep, session: SessionDep, user: CurrentUser, s
     return PagesPerDayOut(start=first, end=last, root=unit, days=_days(days))
 
 
-@api.get("/progress/rejects", tags=["progress"])
+@router.get("/rejects")
 def get_rejects(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                 unit: UnitQ = None) -> RejectsOut:
     """Pages the quality check rejected over the range, by reason, for the subtree: the
@@ -242,7 +207,7 @@ def get_rejects(state: StateDep, session: SessionDep, user: CurrentUser, start: 
     return _rejects(first, last, unit, rejects_by_reason(session, first, last, _units_under(session, unit)))
 
 
-@api.get("/progress/activity", tags=["progress"])
+@router.get("/activity")
 def get_activity(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                  unit: UnitQ = None) -> ActivityOut:
     """Both chart series at once (pages per day up to today, and rejects by reason over the
@@ -276,30 +241,15 @@ def _report(state: StateDep, session: Session, user: Principal, start: str | Non
     return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@api.get("/progress/report.xlsx", tags=["progress"], response_class=Response)
+@router.get("/report.xlsx", response_class=Response)
 def report_xlsx(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                 unit: UnitQ = None) -> Response:
     """The periodic report ("Báo cáo định kỳ") as an Excel workbook."""
     return _report(state, session, user, start, end, unit, "xlsx")
 
 
-@api.get("/progress/report.pdf", tags=["progress"], response_class=Response)
+@router.get("/report.pdf", response_class=Response)
 def report_pdf(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
                unit: UnitQ = None) -> Response:
     """The periodic report as PDF."""
     return _report(state, session, user, start, end, unit, "pdf")
-
-
-@cache
-def _page() -> str:
-    return resources.files("fleet.progress").joinpath("dashboard.html").read_text(encoding="utf-8")
-
-
-@router.get("/progress", response_class=HTMLResponse, include_in_schema=False)
-def dashboard(state: StateDep, _: CurrentUser) -> HTMLResponse:
-    """The progress dashboard (Vietnamese / English), drawing from ``/api/v1/progress``."""
-    html = _page().replace("__THIS_MONTH__", periods.of(state.now())).replace("__TIERS__", ",".join(TIERS))
-    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
-
-
-router.include_router(api)

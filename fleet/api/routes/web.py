@@ -1,7 +1,18 @@
-"""The web page at ``/``: devices with their state and the latest pages, refreshing itself;
-and ``/static/nav.js``, the navigation bar every page includes with one line (links between
-the pages, the signed-in user and role, log out). It is served behind the login like the pages
-that use it (it carries no data, but nobody else needs it)."""
+"""The web pages (Vietnamese / English, no build step), each a static page drawing from the API:
+
+* ``/``: devices with their state and the latest pages, refreshing itself;
+* ``/fleet``: the fleet screen (``?device=<id>`` opens one device, ``?lang=en`` English), from
+  ``/api/v1/fleet``;
+* ``/progress``: the digitization progress dashboard, from ``/api/v1/progress``;
+* ``/operations``: rollouts with their phases and per-device progress, desired vs reported
+  settings, commands (``?view=rollouts|settings|commands``, ``?rollout=<id>``, ``?device=<id>``);
+* ``/static/nav.js``: the navigation bar every page includes with one line (links between the
+  pages, the signed-in user and role, log out).
+
+Every page is served behind the login (the guard, :mod:`fleet.auth.guard`); their data comes
+from the API, so a unit's users see their units' devices only. The login page is
+:mod:`fleet.api.routes.login`.
+"""
 
 from functools import cache
 from importlib import resources
@@ -11,25 +22,52 @@ from fastapi.responses import HTMLResponse, Response
 
 from fleet.api.deps import StateDep
 from fleet.auth.deps import CurrentUser
+from fleet.progress import periods
+from fleet.progress.models import TIERS
 
 router = APIRouter(include_in_schema=False)
 
 
 @cache
-def _static(name: str) -> str:
-    return resources.files("fleet.api.static").joinpath(name).read_text(encoding="utf-8")
+def _static(package: str, name: str) -> str:
+    return resources.files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+def _page(html: str) -> HTMLResponse:
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def _refresh_ms(state: StateDep) -> str:
+    return str(int(state.config.http.page_refresh_s * 1000))
 
 
 @router.get("/", response_class=HTMLResponse)
 def index(state: StateDep, _: CurrentUser) -> HTMLResponse:
-    """The page; its data comes from the API, so a unit's users see their units' devices only."""
-    refresh_ms = int(state.config.http.page_refresh_s * 1000)
-    page = _static("index.html").replace("__REFRESH_MS__", str(refresh_ms))
-    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+    """Devices and their latest pages."""
+    return _page(_static("fleet.api.static", "index.html").replace("__REFRESH_MS__", _refresh_ms(state)))
 
 
 @router.get("/static/nav.js")
 def nav_script() -> Response:
     """The shared navigation bar (``<script src="/static/nav.js" defer></script>``)."""
-    return Response(_static("nav.js"), media_type="text/javascript; charset=utf-8",
+    return Response(_static("fleet.api.static", "nav.js"), media_type="text/javascript; charset=utf-8",
                     headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/fleet", response_class=HTMLResponse)
+def fleet_screen(state: StateDep, _: CurrentUser) -> HTMLResponse:
+    """The fleet screen; ``?device=<id>`` opens one device, ``?lang=en`` English."""
+    return _page(_static("fleet.alerts", "fleet.html").replace("__REFRESH_MS__", _refresh_ms(state)))
+
+
+@router.get("/progress", response_class=HTMLResponse)
+def dashboard(state: StateDep, _: CurrentUser) -> HTMLResponse:
+    """The progress dashboard, drawing from ``/api/v1/progress``."""
+    html = _static("fleet.progress", "dashboard.html")
+    return _page(html.replace("__THIS_MONTH__", periods.of(state.now())).replace("__TIERS__", ",".join(TIERS)))
+
+
+@router.get("/operations", response_class=HTMLResponse)
+def operations_page(state: StateDep) -> HTMLResponse:
+    """Rollouts, settings and commands."""
+    return _page(_static("fleet.operations", "operations.html").replace("__REFRESH_MS__", _refresh_ms(state)))

@@ -1,5 +1,10 @@
-"""``/api/v1/auth``: log in (a session token, also set as an httponly cookie), log out, who am I,
-change my password."""
+"""Logging in and out, shared by the API (``/api/v1/auth``) and the web login page: the login's
+fields read without ever echoing the password, the check with its rate limit and audit, the
+session cookie.
+
+>>> safe_next("/fleet?unit=01"), safe_next("//evil.example/"), safe_next("https://evil.example/")
+('/fleet?unit=01', '/', '/')
+"""
 
 import json
 import logging
@@ -7,24 +12,22 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fleet.api.deps import SessionDep, StateDep
+from fleet.api.deps import StateDep
 from fleet.auth import audit
 from fleet.auth.config import AuthConfig
-from fleet.auth.deps import CurrentUser, request_token
-from fleet.auth.models import User, UserSession
-from fleet.auth.passwords import hash_password, verify_password
+from fleet.auth.deps import request_token
+from fleet.auth.models import User
+from fleet.auth.passwords import verify_password
 from fleet.auth.principal import Principal
 from fleet.auth.ratelimit import ATTEMPT, LOGIN, retry_after
-from fleet.auth.sessions import COOKIE, close_session, open_session, principal_of, token_hash
+from fleet.auth.sessions import COOKIE, close_session, open_session, principal_of
 
 log = logging.getLogger(__name__)
-
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 MAX_BODY = 4096
 
@@ -38,25 +41,6 @@ class LoginIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024, repr=False)
     next: str | None = Field(default=None, max_length=2000, description="Web form only: where to go afterwards")
-
-
-class LoginOut(BaseModel):
-    token: str = Field(description="The session token: send it as `Authorization: Bearer <token>`")
-    expires_at: datetime
-
-
-class MeOut(BaseModel):
-    id: int
-    name: str
-    role: str
-    unit_code: str | None
-
-
-class PasswordIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    current_password: str = Field(min_length=1, max_length=1024, repr=False)
-    new_password: str = Field(min_length=1, max_length=1024, repr=False)
 
 
 def auth_config(state: StateDep) -> AuthConfig:
@@ -129,19 +113,6 @@ def clear_cookie(response: Response, config: AuthConfig) -> None:
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=config.cookie_secure)
 
 
-@router.post("/login", responses={401: {"description": "Wrong name or password"},
-                                  429: {"description": "Too many failed logins (see Retry-After)"}},
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": {"type": "object", "required": ["name", "password"],
-                            "properties": {"name": {"type": "string"}, "password": {"type": "string"}}}}}}})
-def login(request: Request, response: Response, state: StateDep, form: LoginForm) -> LoginOut:
-    """Log in with ``{"name", "password"}``: the session token (also set as the httponly
-    ``sohoa_session`` cookie, SameSite=Strict, for the web pages) and when it expires."""
-    _, token, expires = authenticate(request, state, form)
-    set_cookie(response, auth_config(state), token)
-    return LoginOut(token=token, expires_at=expires)
-
-
 def end_session(session: Session, request: Request, user: Principal) -> None:
     """End the request's session (its token stops working at once) and audit the logout; the
     API's logout and the web pages' logout button both go through here."""
@@ -152,38 +123,9 @@ def end_session(session: Session, request: Request, user: Principal) -> None:
     session.commit()
 
 
-@router.post("/logout", status_code=204)
-def logout(request: Request, user: CurrentUser, state: StateDep, session: SessionDep) -> Response:
-    """End this session (the token stops working at once) and clear the cookie."""
-    end_session(session, request, user)
-    response = Response(status_code=204)
-    clear_cookie(response, auth_config(state))
-    return response
-
-
-@router.get("/me")
-def me(user: CurrentUser) -> MeOut:
-    """The logged-in user: name, role, unit."""
-    return MeOut(id=user.user_id, name=user.name, role=user.role, unit_code=user.unit_code)
-
-
-@router.post("/password", status_code=204, responses={403: {"description": "Current password wrong"}})
-def change_password(request: Request, body: PasswordIn, user: CurrentUser, state: StateDep,
-                    session: SessionDep) -> Response:
-    """Change my own password; my other sessions end."""
-    config = auth_config(state)
-    row = session.get(User, user.user_id)
-    if row is None or not verify_password(row.password_hash, body.current_password):
-        audit.record(session, request, action="user.password", target=f"user {user.user_id}", outcome="refused",
-                     detail="current password wrong")
-        session.commit()
-        raise HTTPException(403, "the current password is wrong")
-    if len(body.new_password) < config.min_password_length:
-        raise HTTPException(422, f"the new password needs at least {config.min_password_length} characters")
-    row.password_hash = hash_password(body.new_password)
-    token = request_token(request)
-    keep = token_hash(token) if token is not None else ""
-    session.execute(delete(UserSession).where(UserSession.user_id == row.id, UserSession.token_hash != keep))
-    audit.record(session, request, action="user.password", target=f"user {user.user_id}")
-    session.commit()
-    return Response(status_code=204)
+def safe_next(target: str | None) -> str:
+    """``target`` when it is a path on this site, else ``/`` (no open redirect).
+    """
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target

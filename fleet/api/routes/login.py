@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.auth.deps import CurrentUser
-from fleet.auth.routes import LoginIn, authenticate, clear_cookie, end_session, login_form, set_cookie
+from fleet.auth.login import LoginIn, authenticate, clear_cookie, end_session, login_form, safe_next, set_cookie
 
 router = APIRouter(include_in_schema=False)
 
@@ -58,17 +58,6 @@ _ERRORS = {
          "<span class=\"en\">(Too many failed logins: try again in {wait} s.)</span>",
     422: "Vui lòng nhập tên đăng nhập và mật khẩu. <span class=\"en\">(Enter your user name and password.)</span>",
 }
-
-
-def safe_next(target: str | None) -> str:
-    """``target`` when it is a path on this site, else ``/`` (no open redirect).
-
-    >>> safe_next("/fleet?unit=01"), safe_next("//evil.example/"), safe_next("https://evil.example/")
-    ('/fleet?unit=01', '/', '/')
-    """
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
 
 
 def _page(next_path: str, status: int = 200, error: str | None = None) -> HTMLResponse:

@@ -1,4 +1,4 @@
-"""``/api/v1/users`` (user administration) and ``/api/v1/audit`` (the audit log).
+"""``/api/v1/users``: user administration.
 
 A province admin manages anyone; a unit admin only viewers and unit admins of their own unit's
 subtree (others are 404 to them). Nobody can disable or demote themselves, so the fleet always
@@ -6,29 +6,27 @@ keeps an admin. A disabled user, or one whose password an admin reset, loses eve
 """
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.auth import audit
 from fleet.auth.deps import AdminUser
-from fleet.auth.models import AuditEntry, User
+from fleet.auth.models import User
 from fleet.auth.passwords import hash_password
 from fleet.auth.principal import Principal, Role
-from fleet.auth.ratelimit import LOGIN
 from fleet.auth.scope import OutOfScope, in_scope, visible_units
 from fleet.auth.sessions import close_all
 from fleet.enroll.models import EnrollmentRow
 from fleet.models import Device
 from fleet.progress.models import Unit
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
-audit_router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/users", tags=["users"])
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 UNIT_PATTERN = r"^[0-9A-Za-z]{1,16}$"
@@ -84,21 +82,6 @@ class UserOut(BaseModel):
     unit_code: str | None
     disabled: bool
     created_at: datetime
-
-
-class AuditOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    at: datetime
-    actor: str | None
-    actor_kind: str
-    action: str
-    target: str | None
-    unit_code: str | None
-    outcome: str
-    detail: str | None
-    client_ip: str | None
 
 
 def _out(user: User) -> UserOut:
@@ -221,50 +204,3 @@ def update_user(
                  unit_code=user.unit_code, outcome="200", detail=", ".join(c for c in changed if c) or "no change")
     session.commit()
     return _out(user)
-
-
-@audit_router.get("")
-def list_audit(
-    session: SessionDep,
-    admin: AdminUser,
-    since: Annotated[datetime | None, Query(description="At or after this time")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time")] = None,
-    actor: Annotated[str | None, Query(max_length=128, description="Only this user or device")] = None,
-    action: Annotated[str | None, Query(max_length=128,
-                                        description="Only this action, or actions starting with it when it ends in *")]
-    = None,
-    outcome: Annotated[str | None, Query(max_length=32, description="Only this outcome (ok, failed, 401, 403...)")]
-    = None,
-    before_id: Annotated[int | None, Query(ge=1, description="Next page: the id of the last entry received")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
-) -> list[AuditOut]:
-    """Audit entries, newest first. A unit admin sees the entries about their units and those of
-    their units' users. Page with ``before_id``."""
-    query = select(AuditEntry)
-    if not admin.is_province_admin:
-        visible = sorted(visible_units(session, admin) or frozenset())
-        # By actor kind and name (a user's name is unique and never changes): a device whose id
-        # happens to be one of these names is not one of these users.
-        names = select(User.name).where(User.unit_code.in_(visible))
-        query = query.where(or_(
-            AuditEntry.unit_code.in_(visible),
-            and_(AuditEntry.actor_kind == "user", AuditEntry.actor.in_(names)),
-            and_(AuditEntry.actor_kind == "anonymous", AuditEntry.action == LOGIN, AuditEntry.actor.in_(names))))
-    if since is not None:
-        query = query.where(AuditEntry.at >= _aware(since))
-    if until is not None:
-        query = query.where(AuditEntry.at < _aware(until))
-    if actor is not None:
-        query = query.where(AuditEntry.actor == actor)
-    if action is not None:
-        query = query.where(AuditEntry.action.startswith(action[:-1], autoescape=True) if action.endswith("*")
-                            else AuditEntry.action == action)
-    if outcome is not None:
-        query = query.where(AuditEntry.outcome == outcome)
-    if before_id is not None:
-        query = query.where(AuditEntry.id < before_id)
-    return [AuditOut.model_validate(e) for e in session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit))]
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

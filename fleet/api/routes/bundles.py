@@ -1,0 +1,51 @@
+"""``/bundles/{name}``: signed update bundles (:class:`fleet.operations.bundles.BundleStore`).
+Uploads are the province admin's (sha256 computed at upload); downloads are answered with
+HTTP Range so devices resume them. A rollout's offer names the bundle with ``?rollout=<id>``:
+once that rollout is cancelled or halted the fleet answers 410, so an offer that waited in the
+broker for an offline device (or on a device for its window) is never installed."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import FileResponse
+
+from fleet.api.deps import SessionDep, StateDep
+from fleet.auth.deps import ProvinceAdmin
+from fleet.enroll.deviceauth import device_or_user
+from fleet.operations import rollouts
+from fleet.operations.bundles import BundleStore, BundleTooLarge
+from fleet.operations.schemas import BUNDLE_NAME, BundleOut
+
+router = APIRouter(prefix="/bundles", tags=["operations"])
+
+BundleName = Annotated[str, Path(pattern=BUNDLE_NAME)]
+
+
+@router.put("/{name}", status_code=201)
+async def put_bundle(name: BundleName, request: Request, state: StateDep, _user: ProvinceAdmin) -> BundleOut:
+    """Upload a bundle (raw body). Its signature is checked by each device, not here."""
+    try:
+        size, sha256 = await BundleStore.of(state.config).save(name, request.stream())
+    except BundleTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
+    return BundleOut(name=name, size=size, sha256=sha256)
+
+
+@router.get("/{name}", name="get_bundle", responses={410: {"description": "The rollout's offer is withdrawn"}})
+def get_bundle(
+    name: BundleName,
+    state: StateDep,
+    session: SessionDep,
+    request: Request,
+    rollout: Annotated[str | None, Query(max_length=64, description="The rollout whose offer names this URL")] = None,
+) -> FileResponse:
+    """The bundle file; ``Range`` requests are answered with 206 (resumed downloads). With
+    ``rollout``: 410 once that rollout is cancelled or halted (the device installs nothing).
+    For a device (a request signed with its certificate's key) or a user; 401 otherwise."""
+    device_or_user(request, state)
+    if rollout is not None and (why := rollouts.withdrawn(session, rollout, name)) is not None:
+        raise HTTPException(410, why)
+    path = BundleStore.of(state.config).path(name)
+    if path is None:
+        raise HTTPException(404, "no such bundle")
+    return FileResponse(path, media_type="application/octet-stream")

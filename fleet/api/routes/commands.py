@@ -1,0 +1,56 @@
+"""``/devices/{id}/commands`` and ``/commands``: remote commands and their states
+(:mod:`fleet.operations.commands`). Every route needs a user, queuing one an admin of the
+device's unit; a command to a device outside the scope answers 404, as if absent."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from fleet.api.deps import SessionDep, StateDep
+from fleet.auth.deps import AdminUser, CurrentUser
+from fleet.auth.scope import require_unit, visible_device, visible_devices
+from fleet.models import Device
+from fleet.operations import commands
+from fleet.operations.models import CommandRow
+from fleet.operations.schemas import CommandIn, CommandOut
+
+router = APIRouter(tags=["operations"])
+
+
+@router.post("/devices/{device_id}/commands", status_code=201)
+def create_command(device_id: str, body: CommandIn, state: StateDep, user: AdminUser) -> CommandOut:
+    """Queue a command; it waits for the device until its deadline."""
+    with state.sessions.begin() as session:
+        visible_device(session, user, device_id)
+        out = commands.queue_command(session, device_id, body.name, body.args, body.timeout_s, state.now())
+    state.services.wake_operations()
+    return out
+
+
+@router.get("/devices/{device_id}/commands")
+def list_commands(device_id: str, session: SessionDep, user: CurrentUser) -> list[CommandOut]:
+    visible_device(session, user, device_id)
+    return commands.device_commands(session, device_id)
+
+
+@router.get("/commands")
+def recent_commands(
+    session: SessionDep,
+    user: CurrentUser,
+    state: Annotated[str | None, Query(max_length=16, description="Only commands in this state")] = None,
+    rollout_id: Annotated[str | None, Query(max_length=64, description="Only the commands of this rollout")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """The latest commands over all devices, newest first, with counts by state."""
+    return commands.recent_commands(session, visible_devices(session, user), state=state, rollout_id=rollout_id,
+                                    limit=limit)
+
+
+@router.get("/commands/{command_id}")
+def get_command(command_id: str, session: SessionDep, user: CurrentUser) -> CommandOut:
+    row = session.get(CommandRow, command_id)
+    if row is None:
+        raise HTTPException(404, "no such command")
+    device = session.get(Device, row.device_id)
+    require_unit(session, user, device.unit_code if device is not None else None, detail="no such command")
+    return CommandOut.of(row)

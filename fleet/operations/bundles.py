@@ -1,0 +1,76 @@
+"""Signed update bundles as the fleet stores them: one file per bundle beside the file store
+(``<storage.dir>/../bundles``) with its sha256 in ``<name>.sha256``, written at upload. Their
+signature is checked by each device, not here.
+
+>>> import asyncio, tempfile, pathlib
+>>> store = BundleStore(pathlib.Path(tempfile.mkdtemp()))
+>>> async def chunks():
+...     yield b"signed "
+...     yield b"bundle"
+>>> size, sha = asyncio.run(store.save("agent-1.2.bundle", chunks()))
+>>> size, store.sha256("agent-1.2.bundle") == sha, store.path("other.bundle")
+(13, True, None)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fleet.config import FleetConfig
+from fleet.durable import atomic_write, place
+from fleet.errors import FleetError
+
+MAX_BUNDLE_BYTES = 1024 * 1024 * 1024
+
+
+class BundleTooLarge(FleetError, ValueError):
+    """An upload past :data:`MAX_BUNDLE_BYTES` (nothing is kept)."""
+
+
+class BundleStore:
+    """The bundles directory."""
+
+    def __init__(self, directory: Path, *, max_bytes: int = MAX_BUNDLE_BYTES) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def of(cls, config: FleetConfig) -> BundleStore:
+        return cls(config.storage.dir.parent / "bundles")
+
+    async def save(self, name: str, chunks: AsyncIterator[bytes]) -> tuple[int, str]:
+        """Write the bundle ``name`` from ``chunks`` (replacing one of that name only once it is
+        whole and on disk); returns its size and sha256. :class:`BundleTooLarge` past the limit."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise BundleTooLarge("bundle too large")
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            place(Path(tmp), self.directory / name)
+            atomic_write(self.directory / f"{name}.sha256", (digest.hexdigest() + "\n").encode())
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return size, digest.hexdigest()
+
+    def path(self, name: str) -> Path | None:
+        """The bundle's file, None when there is no such bundle."""
+        path = self.directory / name
+        return path if path.is_file() else None
+
+    def sha256(self, name: str) -> str | None:
+        """The sha256 recorded at upload (None for a bundle put there by other means)."""
+        sha_file = self.directory / f"{name}.sha256"
+        return sha_file.read_text().strip() if sha_file.exists() else None
