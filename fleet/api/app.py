@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from fleet import __version__
 from fleet.api import routes
@@ -21,11 +22,19 @@ from fleet.auth import guard as auth_guard
 from fleet.config import FleetConfig
 from fleet.db import make_engine, migrate, session_factory
 from fleet.enroll.requests import provisioning_refused
+from fleet.errors import ContractViolation
 from fleet.metrics import FleetMetrics
 from fleet.storage import FileStore
 from provisioning.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
+
+
+async def _contract_violation(_request: Request, exc: Exception) -> Response:
+    """A command's arguments, desired settings or an update offer that do not fit the wire
+    contract: 422 naming each field, as FastAPI answers a body that does not validate."""
+    assert isinstance(exc, ContractViolation)
+    return JSONResponse({"detail": exc.problems}, status_code=422)
 
 
 def create_app(
@@ -66,5 +75,6 @@ def create_app(
     state.attach(app)
     app.include_router(routes.router)
     app.add_exception_handler(ProvisioningError, provisioning_refused)
+    app.add_exception_handler(ContractViolation, _contract_violation)
     auth_guard.install(app)  # the guard every request passes and the audit (reads the routes above)
     return app

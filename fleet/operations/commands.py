@@ -10,6 +10,10 @@
 ...     listed = recent_commands(session, None, state="queued", rollout_id=None, limit=10)
 >>> queued.state, listed["states"], [c.name for c in listed["commands"]]
 ('queued', {'queued': 1}, ['reboot'])
+>>> with session_factory(engine).begin() as session:
+...     queue_command(session, "kiosk-a", "reboot", {"forse": True}, 60, now)
+Traceback (most recent call last):
+fleet.errors.ContractViolation: args do not fit the contract: forse
 """
 
 from __future__ import annotations
@@ -18,18 +22,26 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from fleet.errors import ContractViolation
 from fleet.operations.models import CommandRow
 from fleet.operations.schemas import CommandOut
 from fleet.operations.service import new_command
+from protocol.commands import parse_args
 from protocol.messages import CommandName
 
 
 def queue_command(session: Session, device_id: str, name: CommandName, args: Mapping[str, Any], timeout_s: float,
                   now: datetime) -> CommandOut:
-    """Queue a command for the device; it waits for the device until ``timeout_s`` from now."""
+    """Queue a command for the device; it waits for the device until ``timeout_s`` from now.
+    :class:`ContractViolation` (nothing queued) when ``args`` do not fit the command's model."""
+    try:
+        parse_args(name, dict(args))
+    except ValidationError as exc:
+        raise ContractViolation("args", exc.errors(include_input=False)) from None
     row = new_command(session, device_id, name, args, now + timedelta(seconds=timeout_s), now)
     session.flush()
     return CommandOut.of(row)

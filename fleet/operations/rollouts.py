@@ -2,6 +2,7 @@
 update offer each device gets, stepped and controlled (:mod:`fleet.rollouts` holds the pure
 state machine, :class:`fleet.operations.service.Operations` steps running ones on every tick).
 
+>>> from fleet.rollouts import PhaseSpec
 >>> rollout = Rollout.create("r1", ["a", "b", "c"], [PhaseSpec(percent=100)], device_timeout_s=60)
 >>> scoped(rollout, {"a", "x"}).devices.keys(), scoped(rollout, {"x"})
 (dict_keys(['a']), None)
@@ -12,17 +13,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.auth.scope import in_scope
-from fleet.errors import FleetError, NotFound
+from fleet.errors import ContractViolation, FleetError, NotFound
 from fleet.models import Device
 from fleet.operations.models import RolloutRow
 from fleet.operations.schemas import RolloutIn
 from fleet.operations.service import offer_updates
 from fleet.progress.units import unit_parents
 from fleet.rollouts import DeviceInfo, Rollout, select_targets
+from protocol.commands import UpdateOffer
 
 Action = Literal["start", "pause", "resume", "cancel"]
 WITHDRAWN = frozenset({"cancelled", "halted"})
@@ -39,15 +42,17 @@ class NoDeviceMatches(FleetError, ValueError):
 
 
 def build_offer(body: RolloutIn, url: str, sha256: str | None) -> dict[str, Any]:
-    """The ``update`` command's arguments every device of the rollout gets. The URL names the
-    rollout: the offer stays valid only while the rollout is (410 after, see :func:`withdrawn`)."""
-    offer: dict[str, Any] = {"rollout_id": body.rollout_id, "url": f"{url}?rollout={body.rollout_id}",
-                             "version": body.version, "kind": body.kind}
-    if sha256:
-        offer["sha256"] = sha256
-    if body.allow_downgrade:
-        offer["allow_downgrade"] = True
-    return offer
+    """The ``update`` command's arguments every device of the rollout gets, built through the
+    contract's :class:`protocol.commands.UpdateOffer` (:class:`ContractViolation` when they do not
+    fit it). The URL names the rollout: the offer stays valid only while the rollout is (410
+    after, see :func:`withdrawn`)."""
+    try:
+        offer = UpdateOffer(rollout_id=body.rollout_id, url=f"{url}?rollout={body.rollout_id}",
+                            version=body.version, kind=body.kind, sha256=sha256 or None,
+                            allow_downgrade=body.allow_downgrade)
+    except ValidationError as exc:
+        raise ContractViolation("offer", exc.errors(include_input=False)) from None
+    return offer.model_dump(mode="json", exclude_none=True)
 
 
 def plan_rollout(session: Session, body: RolloutIn, offer: dict[str, Any], visible_units: frozenset[str] | None,

@@ -19,9 +19,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fleet.errors import ContractViolation
 from fleet.models import Device
 from fleet.operations.models import DeviceConfig, SettingsLayer
 from fleet.operations.schemas import (
@@ -34,10 +36,16 @@ from fleet.operations.schemas import (
 )
 from fleet.operations.service import recompute_desired
 from fleet.rollouts import settings_diff
+from protocol.settings import parse_settings
 
 
 def put_layer(session: Session, scope: Scope, key: str, settings: Mapping[str, Any], now: datetime) -> LayerOut:
-    """Replace one level's settings and recompute the desired settings of the devices it reaches."""
+    """Replace one level's settings and recompute the desired settings of the devices it reaches.
+    :class:`ContractViolation` (nothing stored) when they do not fit the remote-settings schema."""
+    try:
+        parse_settings(dict(settings))
+    except ValidationError as exc:
+        raise ContractViolation("settings", exc.errors(include_input=False)) from None
     layer = session.get(SettingsLayer, (scope, key))
     if layer is None:
         layer = SettingsLayer(scope=scope, key=key, settings=dict(settings), version=1, updated_at=now)

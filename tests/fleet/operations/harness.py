@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from fleet.api.app import create_app
 from fleet.api.state import fleet_state
 from fleet.config import FleetConfig
 from fleet.enroll.server import https_files
+from fleet.operations.models import SettingsLayer
+from fleet.operations.service import new_command, recompute_desired
+from protocol.messages import CommandName
 from tests.authn import login_as, make_user
 
 
@@ -39,6 +43,33 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def unchecked_command(app: object, device_id: str, name: CommandName, args: dict[str, Any]) -> str:
+    """Queue a command as a fleet that did not check it against the contract would (the API
+    refuses one that does not fit with 422): what a device does with such a command. Returns
+    its id."""
+    state = fleet_state(app)
+    now = state.now()
+    with state.sessions.begin() as session:
+        command_id: str = new_command(session, device_id, name, args, now + timedelta(hours=1), now).id
+    state.services.wake_operations()
+    return command_id
+
+
+def unchecked_settings(app: object, device_id: str, settings: dict[str, Any]) -> None:
+    """Set a device's own settings layer without the contract check (see :func:`unchecked_command`)."""
+    state = fleet_state(app)
+    now = state.now()
+    with state.sessions.begin() as session:
+        layer = session.get(SettingsLayer, ("device", device_id))
+        if layer is None:
+            session.add(SettingsLayer(scope="device", key=device_id, settings=settings, version=1, updated_at=now))
+        else:
+            layer.settings, layer.updated_at, layer.version = settings, now, layer.version + 1
+        session.flush()
+        recompute_desired(session, [device_id], now)
+    state.services.wake_operations()
 
 
 class FleetServer:
@@ -83,6 +114,12 @@ class FleetServer:
         response = self.api(method, path, **kwargs)
         assert response.status_code == expect, (response.status_code, response.text)
         return response.json()
+
+    def unchecked_command(self, device_id: str, name: CommandName, args: dict[str, Any]) -> str:
+        return unchecked_command(self.app, device_id, name, args)
+
+    def unchecked_settings(self, device_id: str, settings: dict[str, Any]) -> None:
+        unchecked_settings(self.app, device_id, settings)
 
     def close(self) -> None:
         self.http.close()

@@ -84,7 +84,8 @@ def _known(fleet: FleetServer, device_id: str = DEVICE) -> None:
 def test_settings_reach_an_offline_device_and_an_invalid_one_is_rejected(
     tmp_path: Path, mosquitto: Mosquitto, fleet: FleetServer
 ) -> None:
-    """Bad input: ``scan.dpi`` 100 (records need >= 200). The device rejects it with the reason,
+    """Bad input: ``scan.dpi`` 100 (records need >= 200). The API refuses it (422, nothing stored);
+    set anyway, as a fleet that did not check would, the device rejects it with the reason,
     keeps running version 2, and the API shows the difference and the reason."""
     config = agent_config(tmp_path, DEVICE, mosquitto.port, fleet.url)
     agent = start_agent(config)
@@ -107,8 +108,11 @@ def test_settings_reach_an_offline_device_and_an_invalid_one_is_rejected(
         assert agent.settings.version == 2
         assert agent.config.kiosk.language == "en" and agent.config.telemetry.interval_s == 30
 
-        fleet.json("PUT", f"/settings/device/{DEVICE}",
-                   json={"settings": {"kiosk_language": "en", "scan": {"dpi": 100}}})
+        bad = {"kiosk_language": "en", "scan": {"dpi": 100}}
+        refused = fleet.api("PUT", f"/settings/device/{DEVICE}", json={"settings": bad})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "settings", "scan", "dpi"]
+        assert _settings(fleet)["desired_version"] == 2  # the API stored nothing
+        fleet.unchecked_settings(DEVICE, bad)  # as a fleet that did not check would: the device still says no
         wait_until(lambda: _settings(fleet)["reported_version"] == 3, 20, "v3 to be answered")
         view = _settings(fleet)
         assert view["applied"] is False and not view["in_sync"]
@@ -127,7 +131,8 @@ def test_commands_wait_for_an_offline_device_or_time_out(
 ) -> None:
     """Bad input: a command whose 1 s deadline passes while the device is away (timed_out,
     and the device's late refusal does not change that); restart_agent on an agent that cannot
-    restart itself; reboot args it does not take. The agent is enrolled: its collect_logs upload
+    restart itself; reboot args it does not take (422 at the API; queued anyway, the device
+    refuses them too). The agent is enrolled: its collect_logs upload
     is signed (rotate_certificate has its own test below)."""
     fleet = enrolled_fleet
     kiosk = enroll_device(fleet.http, DEVICE, "000.00.00.H01", tmp_path)
@@ -154,7 +159,9 @@ def test_commands_wait_for_an_offline_device_or_time_out(
 
         ids = {name: fleet.json("POST", f"/devices/{DEVICE}/commands", 201, json={"name": name})["id"]
                for name in ("collect_logs", "reboot", "restart_agent")}
-        bad = fleet.json("POST", f"/devices/{DEVICE}/commands", 201, json={"name": "reboot", "args": {"now": 1}})
+        refused = fleet.api("POST", f"/devices/{DEVICE}/commands", json={"name": "reboot", "args": {"now": 1}})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "args", "now"]
+        bad = {"id": fleet.unchecked_command(DEVICE, "reboot", {"now": 1})}  # the device refuses it too
         final = {"succeeded", "failed", "rejected", "timed_out"}
         pending = [*ids.values(), bad["id"]]
         wait_until(lambda: all(_command(fleet, c)["state"] in final for c in pending), 30, "the commands to finish")
@@ -197,8 +204,10 @@ def test_rotate_certificate_through_a_running_agent(
         _known(fleet)
         _known(fleet, "kiosk-ops-2")
         rotate = fleet.json("POST", f"/devices/{DEVICE}/commands", 201, json={"name": "rotate_certificate"})
-        bad = fleet.json("POST", f"/devices/{DEVICE}/commands", 201,
-                         json={"name": "rotate_certificate", "args": {"now": True}})
+        refused = fleet.api("POST", f"/devices/{DEVICE}/commands",
+                            json={"name": "rotate_certificate", "args": {"now": True}})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "args", "now"]
+        bad = {"id": fleet.unchecked_command(DEVICE, "rotate_certificate", {"now": True})}
         unenrolled = fleet.json("POST", "/devices/kiosk-ops-2/commands", 201, json={"name": "rotate_certificate"})
         final = {"succeeded", "failed", "rejected", "timed_out"}
         pending = [rotate["id"], bad["id"], unenrolled["id"]]

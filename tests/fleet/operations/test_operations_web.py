@@ -30,6 +30,7 @@ from fleet.ingest import Incoming, Writer
 from protocol.messages import CommandAck, ConfigReported, Message, Status, UpdateProgress, encode
 from tests.authn import browser_login, login_as, make_user
 from tests.fleet.conftest import make_config
+from tests.fleet.operations.harness import unchecked_settings
 from tests.services import free_port, wait_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -116,7 +117,8 @@ def _setup(served: Served) -> None:
     assert served.http.put("/api/v1/settings/fleet/default",
                            json={"settings": {"kiosk_language": "vi", "scan": {"dpi": 300}}}).status_code == 200
     assert served.http.put("/api/v1/settings/device/kiosk-02",
-                           json={"settings": {"scan": {"dpi": 100}}}).status_code == 200
+                           json={"settings": {"scan": {"dpi": 100}}}).status_code == 422
+    unchecked_settings(served.app, "kiosk-02", {"scan": {"dpi": 100}})  # as a fleet that did not check
     one = served.http.get("/api/v1/devices/kiosk-01/settings").json()
     two = served.http.get("/api/v1/devices/kiosk-02/settings").json()
     served.deliver(
