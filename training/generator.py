@@ -84,13 +84,24 @@ _INK: tuple[Rgb, ...] = ((20, 20, 20), (35, 35, 50), (10, 10, 30), (40, 30, 30))
 _RED: Rgb = (200, 30, 35)
 
 
+def _dejavu_for(path: str) -> str:
+    """The DejaVu face (installed with the project's Debian packages) closest to ``path``."""
+    name = path.rsplit("/", 1)[-1]
+    family = "DejaVuSerif" if "Serif" in name else "DejaVuSans"
+    if "Narrow" in name or "Condensed" in name:
+        family += "Condensed"
+    return f"dejavu/{family}{'-Bold' if 'Bold' in name else ''}.ttf"
+
+
 @functools.lru_cache(maxsize=1024)
 def _load_font(path: str, px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    full = _FONT_ROOT / path
-    try:
-        return ImageFont.truetype(str(full), px)
-    except OSError:  # font not installed on this machine: Pillow's own scalable font
-        return ImageFont.load_default(px)
+    for candidate in (path, _dejavu_for(path)):
+        try:
+            return ImageFont.truetype(str(_FONT_ROOT / candidate), px)
+        except OSError:
+            continue
+    # Pillow's own font has no Vietnamese letters (they come out as boxes): last resort only.
+    return ImageFont.load_default(px)
 
 
 class _Page:
