@@ -66,6 +66,7 @@ DOCTYPES_EN: dict[str, str] = {
     "receipt": "Receipt or invoice",
     "dossier_receipt": "Dossier receipt and appointment slip",
     "other": "Other",
+    "unsure": "Not sure what this is: please choose its type",
 }
 
 FAULTS: dict[str, tuple[str, str]] = {
@@ -101,10 +102,10 @@ _MAX_BODY = 4096
 
 def _doctype_labels() -> dict[str, str]:
     try:
-        from device.inference.doctype import LABELS_VI
+        from device.inference.doctype import LABELS_VI, UNSURE, UNSURE_VI
     except ImportError:
         return {}
-    return dict(LABELS_VI)
+    return {**LABELS_VI, UNSURE: UNSURE_VI}
 
 
 def _doctype_choices(labels_vi: dict[str, str]) -> list[dict[str, str]]:

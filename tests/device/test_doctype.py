@@ -16,6 +16,7 @@ from device.inference.doctype import (
     DOCTYPES,
     LABELS_VI,
     MODELS_DIR,
+    UNSURE,
     DoctypeConfig,
     DoctypeResult,
     FallbackClassifier,
@@ -23,6 +24,7 @@ from device.inference.doctype import (
     load_classifier_or_fallback,
     prepare,
 )
+from device.inference.titles import TitleConfig, tesseract_has
 from training.generator import degrade, render
 
 SHIPPED = DoctypeConfig()
@@ -79,9 +81,9 @@ def test_truncated_model_is_a_clear_error_and_the_fallback_answers_other(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Half of the shipped model: ModelError naming the file; the fallback logs once, types every
-    page `other` with confidence 0, and keeps answering."""
+    page `other` with confidence 0 (here without the title reader), and keeps answering."""
     blob = SHIPPED.model_path.read_bytes()
-    cfg = _cfg(tmp_path, model=blob[: len(blob) // 2])
+    cfg = _cfg(tmp_path, model=blob[: len(blob) // 2]).model_copy(update={"text": TitleConfig(enabled=False)})
     with pytest.raises(ModelError, match=r"m\.tflite is damaged or truncated") as info:
         load_classifier(cfg)
     assert "\n" not in str(info.value)
@@ -94,6 +96,17 @@ def test_truncated_model_is_a_clear_error_and_the_fallback_answers_other(
     for _ in range(3):
         assert clf.classify(page) == DoctypeResult("other", 0.0)
     clf.close()
+
+
+@pytest.mark.skipif(not tesseract_has("vie"), reason="tesseract with Vietnamese is not installed")
+def test_without_a_model_a_clearly_read_title_still_types_the_page(tmp_path: Path) -> None:
+    """The fallback keeps the title reader: a birth certificate is still a birth certificate."""
+    blob = SHIPPED.model_path.read_bytes()
+    clf = load_classifier_or_fallback(_cfg(tmp_path, model=blob[: len(blob) // 2]))
+    assert isinstance(clf, FallbackClassifier)
+    result = clf.classify(render("birth_certificate", 3, dpi=200))
+    assert result.doctype == "birth_certificate" and result.confidence >= 0.8
+    assert clf.classify(np.full((400, 300, 3), 250, np.uint8)) == DoctypeResult("other", 0.0)
 
 
 @pytest.mark.parametrize(
@@ -159,11 +172,13 @@ def test_input_size_in_config_must_match_the_model(tmp_path: Path) -> None:
         load_classifier(SHIPPED.model_copy(update={"input_size": size + 64}))
 
 
-def test_low_confidence_is_other_with_its_confidence_kept() -> None:
-    """With the floor at 1.0 no answer is sure enough: `other`, but the confidence is shown."""
-    with load_classifier(SHIPPED.model_copy(update={"min_confidence": 1.0})) as clf:
+def test_low_confidence_is_unsure_with_its_confidence_kept() -> None:
+    """With the floor at 1.0 no answer of the image model is sure enough: `unsure` (a question
+    for the clerk, not a class), but the confidence is shown."""
+    off = TitleConfig(enabled=False)
+    with load_classifier(SHIPPED.model_copy(update={"min_confidence": 1.0, "text": off})) as clf:
         result = clf.classify(render("birth_certificate", 3, dpi=60))
-    assert result.doctype == "other"
+    assert result.doctype == UNSURE and UNSURE not in DOCTYPES
     assert 0.0 < result.confidence < 1.0
 
 
