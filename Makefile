@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make demo` and `make test`. Each sets up what it needs.
-.PHONY: setup demo test fuzz lint typecheck bench model docs clean
+.PHONY: setup demo test fuzz lint typecheck bench model docs clean image image-tools image-test image-arm64-boot
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -33,6 +33,24 @@ model: setup
 
 docs: setup
 	@$(PY) -m protocol.docs --write
+
+# The kiosk's OS image (images/README.md). Heavy: run as root, not part of `make test`.
+BOARD ?= raspi-arm64
+# Outside the checkout: the bundle builder packs the project and its build walks the whole tree.
+IMAGE_OUT ?= /var/tmp/sohoa-image
+IMAGE_TOOLS := mmdebstrap dosfstools mtools fdisk e2fsprogs qemu-user-static binfmt-support arch-test \
+	qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64
+
+image-tools:
+	@dpkg -s $(IMAGE_TOOLS) >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends $(IMAGE_TOOLS))
+
+image: setup image-tools
+	@nice -n 19 images/build-image.sh --board $(BOARD) --out $(IMAGE_OUT)
+
+image-test: setup image-tools
+	@nice -n 19 images/build-image.sh --board pc-amd64 --out $(IMAGE_OUT)
+	@$(PY) -m images.vmtest --image $(IMAGE_OUT)/sohoa-$$($(PY) -c 'import protocol; print(protocol.__version__)')-pc-amd64.img
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache
