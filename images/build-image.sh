@@ -61,6 +61,11 @@ step() { echo "== $(date -u +%H:%M:%S) $*"; }
 rm -rf "$WORK"
 mkdir -p "$WORK"
 
+step "source: commit $(git -C "$PROJECT" rev-parse --short HEAD) (what is not committed is not in the image)"
+SRC="$WORK/src"
+mkdir -p "$SRC"
+git -C "$PROJECT" archive --format=tar HEAD | tar -x -C "$SRC"
+
 step "bundle: the agent's wheel, signed, by images.bundle"
 if [ -z "$SIGNING_KEY" ]; then
     # A development image: a key made for this build (never for kiosks in the field).
@@ -69,7 +74,8 @@ if [ -z "$SIGNING_KEY" ]; then
     echo "warning: no SOHOA_SIGNING_KEY: signed with a throw-away key in $WORK/keys" >&2
 fi
 PUBLIC_KEY="${SIGNING_KEY%.key}.pub"
-"$PYTHON" -m images.bundle build --kind app --version "$VERSION" --key "$SIGNING_KEY" --out "$WORK/dist" >/dev/null
+"$PYTHON" -m images.bundle build --kind app --version "$VERSION" --key "$SIGNING_KEY" --out "$WORK/dist" \
+    --project "$SRC" >/dev/null
 BUNDLE="$WORK/dist/sohoa-app-$VERSION.bundle"
 
 step "data partition: slot A from the bundle (verified as a kiosk verifies it)"
@@ -99,11 +105,11 @@ nice -n 19 mmdebstrap --mode=root --arch="$ARCH" --variant=minbase \
     --aptopt='Acquire::Retries "5"' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/man/*' \
     --setup-hook='mkdir -p "$1/etc/default" "$1/boot/firmware"' \
-    --setup-hook="[ ! -f '$HERE/boards/$BOARD.defaults' ] || cp '$HERE/boards/$BOARD.defaults' \"\$1/etc/default/raspi-firmware\"" \
-    --customize-hook="cp -a '$HERE/rootfs/.' \"\$1/\"" \
-    --customize-hook="install -D -m 0644 '$HERE/launcher.py' \"\$1/usr/lib/sohoa/launcher.py\"" \
+    --setup-hook="[ ! -f '$SRC/images/boards/$BOARD.defaults' ] || cp '$SRC/images/boards/$BOARD.defaults' \"\$1/etc/default/raspi-firmware\"" \
+    --customize-hook="cp -a '$SRC/images/rootfs/.' \"\$1/\"" \
+    --customize-hook="install -D -m 0644 '$SRC/images/launcher.py' \"\$1/usr/lib/sohoa/launcher.py\"" \
     --customize-hook="install -D -m 0644 '$PUBLIC_KEY' \"\$1/etc/sohoa/update_signing.pub\"" \
-    --customize-hook="install -D -m 0644 '$PROJECT/README.md' \"\$1/usr/share/doc/sohoa/README.md\"" \
+    --customize-hook="install -D -m 0644 '$SRC/README.md' \"\$1/usr/share/doc/sohoa/README.md\"" \
     --customize-hook="cp -a '$WORK/wheels' \"\$1/tmp/wheels\"" \
     --customize-hook='chroot "$1" python3 -m venv --system-site-packages /usr/lib/sohoa/venv' \
     --customize-hook='chroot "$1" /usr/lib/sohoa/venv/bin/python -m pip install -q --no-index --no-deps --no-compile --find-links /tmp/wheels -r /tmp/wheels/requirements.txt' \
