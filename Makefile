@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make demo` and `make test`. Each sets up what it needs.
-.PHONY: setup demo test fuzz lint typecheck bench model docs clean image image-tools image-test image-arm64-boot
+.PHONY: setup demo test fuzz lint typecheck bench model docs clean image image-tools image-test
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -39,7 +39,7 @@ BOARD ?= raspi-arm64
 # Outside the checkout: the bundle builder packs the project and its build walks the whole tree.
 IMAGE_OUT ?= /var/tmp/sohoa-image
 IMAGE_TOOLS := mmdebstrap dosfstools mtools fdisk e2fsprogs qemu-user-static binfmt-support arch-test \
-	qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64
+	qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64 socat
 
 image-tools:
 	@dpkg -s $(IMAGE_TOOLS) >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive \
@@ -50,7 +50,8 @@ image: setup image-tools
 
 image-test: setup image-tools
 	@nice -n 19 images/build-image.sh --board pc-amd64 --out $(IMAGE_OUT)
-	@$(PY) -m images.vmtest --image $(IMAGE_OUT)/sohoa-$$($(PY) -c 'import protocol; print(protocol.__version__)')-pc-amd64.img
+	@SOHOA_IMAGE=$(IMAGE_OUT)/sohoa-$$($(PY) -c 'import protocol; print(protocol.__version__)')-pc-amd64.img \
+		$(PY) -m pytest -q -s tests/images/test_vm_image.py
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -45,6 +45,12 @@ esac
 # shellcheck source=images/boards/pc-amd64.sh
 . "$HERE/boards/$BOARD.sh"   # sets ARCH, BOARD_PACKAGES, BOARD_COMPONENTS; defines board_boot_files
 
+if ! arch-test "$ARCH" >/dev/null 2>&1; then
+    # A foreign root file system (arm64 on a PC): its programs run through qemu-user-static.
+    mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    update-binfmts --enable "qemu-$PIP_ARCH"
+    arch-test "$ARCH" >/dev/null || { echo "$0: cannot run $ARCH programs here (qemu-user-static)" >&2; exit 2; }
+fi
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$PROJECT" log -1 --format=%ct)}"
 export E2FSPROGS_FAKE_TIME="$SOURCE_DATE_EPOCH"
 VERSION="$("$PYTHON" -c 'import protocol; print(protocol.__version__)')"
