@@ -100,8 +100,8 @@ for glibc in $(seq 17 36); do PLATFORMS+=(--platform "manylinux_2_${glibc}_$PIP_
 
 step "root file system: mmdebstrap $SUITE $ARCH"
 PACKAGES=(
-    systemd-sysv systemd-timesyncd systemd-resolved udev dbus kmod iproute2 ca-certificates
-    initramfs-tools e2fsprogs dosfstools cloud-guest-utils
+    systemd-sysv systemd-timesyncd systemd-resolved libpam-systemd udev dbus kmod iproute2 ca-certificates
+    initramfs-tools e2fsprogs dosfstools
     python3 python3-venv python3-sane libsane1 sane-utils
     chromium cage fonts-noto-core mosquitto-clients tesseract-ocr tesseract-ocr-vie
     "${BOARD_PACKAGES[@]}"
@@ -126,6 +126,9 @@ nice -n 19 mmdebstrap --mode=root --arch="$ARCH" --variant=minbase \
     --customize-hook='echo sohoa-kiosk > "$1/etc/hostname"' \
     --customize-hook='chroot "$1" update-initramfs -u -k all' \
     "$SUITE" "$WORK/rootfs" "$MIRROR"
+
+# timesyncd saves its clock on the data partition (fstab's bind mount): its own user writes it.
+chown "$(awk -F: '$1 == "systemd-timesync" { print $3 ":" $4 }' "$WORK/rootfs/etc/passwd")" "$WORK/data/timesync"
 
 step "boot partition files for $BOARD"
 mkdir -p "$WORK/boot"
