@@ -128,7 +128,8 @@ nice -n 19 mmdebstrap --mode=root --arch="$ARCH" --variant=minbase \
     "$SUITE" "$WORK/rootfs" "$MIRROR"
 
 # timesyncd saves its clock on the data partition (fstab's bind mount): its own user writes it.
-chown "$(awk -F: '$1 == "systemd-timesync" { print $3 ":" $4 }' "$WORK/rootfs/etc/passwd")" "$WORK/data/timesync"
+TIMESYNC_OWNER="$(awk -F: '$1 == "systemd-timesync" { print $3 ":" $4 }' "$WORK/rootfs/etc/passwd")"
+[ -z "$TIMESYNC_OWNER" ] || chown "$TIMESYNC_OWNER" "$WORK/data/timesync"
 
 step "boot partition files for $BOARD"
 mkdir -p "$WORK/boot"
