@@ -14,6 +14,9 @@
 # all in images/boards/<board>.sh.
 set -euo pipefail
 
+# Everything in main: bash reads a script as it runs, and this one runs for many minutes.
+main() {
+
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROJECT="$(dirname "$HERE")"
 BOARD=""
@@ -25,11 +28,15 @@ SIGNING_KEY="${SOHOA_SIGNING_KEY:-}"
 DATA_SIZE_MB="${DATA_SIZE_MB:-768}"
 BOOT_SIZE_MB=256
 
-usage() { echo "usage: $0 --board raspi-arm64|pc-amd64 --out DIR" >&2; exit 2; }
+REUSE_ROOTFS=0
+usage() { echo "usage: $0 --board raspi-arm64|pc-amd64 --out DIR [--reuse-rootfs]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --board) BOARD="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
+        # Development: keep the root file system of the last run (mmdebstrap is the long step)
+        # and only refresh the project's files in it.
+        --reuse-rootfs) REUSE_ROOTFS=1; shift ;;
         *) usage ;;
     esac
 done
@@ -64,7 +71,12 @@ DATA_UUID="$(uuid "$(printf '%s' "$SEED-data" | sha256sum | cut -c1-32)")"
 BOOT_ID="${SEED:0:8}"
 
 step() { echo "== $(date -u +%H:%M:%S) $*"; }
-rm -rf "$WORK"
+if [ "$REUSE_ROOTFS" = 1 ] && [ -d "$WORK/rootfs/usr/lib/sohoa/venv" ]; then
+    find "$WORK" -mindepth 1 -maxdepth 1 ! -name rootfs -exec rm -rf {} +
+else
+    REUSE_ROOTFS=0
+    rm -rf "$WORK"
+fi
 mkdir -p "$WORK"
 
 step "source: commit $(git -C "$PROJECT" rev-parse --short HEAD) (what is not committed is not in the image)"
@@ -98,34 +110,42 @@ for glibc in $(seq 17 36); do PLATFORMS+=(--platform "manylinux_2_${glibc}_$PIP_
     --abi cp311 --abi abi3 --abi none "${PLATFORMS[@]}" --platform "manylinux2014_$PIP_ARCH" \
     -d "$WORK/wheels" -r "$WORK/wheels/requirements.txt"
 
-step "root file system: mmdebstrap $SUITE $ARCH"
-PACKAGES=(
-    systemd-sysv systemd-timesyncd systemd-resolved libpam-systemd udev dbus kmod iproute2 ca-certificates
-    initramfs-tools e2fsprogs dosfstools
-    python3 python3-venv python3-sane libsane1 sane-utils
-    chromium cage fonts-noto-core mosquitto-clients tesseract-ocr tesseract-ocr-vie
-    "${BOARD_PACKAGES[@]}"
-)
-nice -n 19 mmdebstrap --mode=root --arch="$ARCH" --variant=minbase \
-    --components="main,${BOARD_COMPONENTS}" --include="$(IFS=,; echo "${PACKAGES[*]}")" \
-    --aptopt='Acquire::Retries "5"' --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/man/*' \
-    --setup-hook='mkdir -p "$1/etc/default" "$1/boot/firmware"' \
-    --setup-hook="[ ! -f '$SRC/images/boards/$BOARD.defaults' ] || cp '$SRC/images/boards/$BOARD.defaults' \"\$1/etc/default/raspi-firmware\"" \
-    --customize-hook="cp -a '$SRC/images/rootfs/.' \"\$1/\"" \
-    --customize-hook="install -D -m 0644 '$SRC/images/launcher.py' \"\$1/usr/lib/sohoa/launcher.py\"" \
-    --customize-hook="install -D -m 0644 '$PUBLIC_KEY' \"\$1/etc/sohoa/update_signing.pub\"" \
-    --customize-hook="install -D -m 0644 '$SRC/README.md' \"\$1/usr/share/doc/sohoa/README.md\"" \
-    --customize-hook="cp -a '$WORK/wheels' \"\$1/tmp/wheels\"" \
-    --customize-hook='chroot "$1" python3 -m venv --system-site-packages /usr/lib/sohoa/venv' \
-    --customize-hook='chroot "$1" /usr/lib/sohoa/venv/bin/python -m pip install -q --no-index --no-deps --no-compile --find-links /tmp/wheels -r /tmp/wheels/requirements.txt' \
-    --customize-hook='rm -rf "$1/tmp/wheels"' \
-    --customize-hook='chroot "$1" useradd --system --create-home --home-dir /home/kiosk --groups video,render,input --shell /usr/sbin/nologin kiosk' \
-    --customize-hook='chroot "$1" systemctl enable sohoa-agent.service sohoa-firstboot.service sohoa-kiosk.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service systemd-time-wait-sync.service' \
-    --customize-hook='chroot "$1" systemctl set-default graphical.target' \
-    --customize-hook='echo sohoa-kiosk > "$1/etc/hostname"' \
-    --customize-hook='chroot "$1" update-initramfs -u -k all' \
-    "$SUITE" "$WORK/rootfs" "$MIRROR"
+if [ "$REUSE_ROOTFS" = 1 ]; then
+    step "root file system: reused; the project's files refreshed"
+    cp -a "$SRC/images/rootfs/." "$WORK/rootfs/"
+    install -D -m 0644 "$SRC/images/launcher.py" "$WORK/rootfs/usr/lib/sohoa/launcher.py"
+    install -D -m 0644 "$PUBLIC_KEY" "$WORK/rootfs/etc/sohoa/update_signing.pub"
+    chroot "$WORK/rootfs" update-initramfs -u -k all
+else
+    step "root file system: mmdebstrap $SUITE $ARCH"
+    PACKAGES=(
+        systemd-sysv systemd-timesyncd systemd-resolved libpam-systemd udev dbus kmod iproute2 ca-certificates
+        initramfs-tools e2fsprogs dosfstools
+        python3 python3-venv python3-sane libsane1 sane-utils
+        chromium cage fonts-noto-core mosquitto-clients tesseract-ocr tesseract-ocr-vie
+        "${BOARD_PACKAGES[@]}"
+    )
+    nice -n 19 mmdebstrap --mode=root --arch="$ARCH" --variant=minbase \
+        --components="main,${BOARD_COMPONENTS}" --include="$(IFS=,; echo "${PACKAGES[*]}")" \
+        --aptopt='Acquire::Retries "5"' --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/man/*' \
+        --setup-hook='mkdir -p "$1/etc/default" "$1/boot/firmware"' \
+        --setup-hook="[ ! -f '$SRC/images/boards/$BOARD.defaults' ] || cp '$SRC/images/boards/$BOARD.defaults' \"\$1/etc/default/raspi-firmware\"" \
+        --customize-hook="cp -a '$SRC/images/rootfs/.' \"\$1/\"" \
+        --customize-hook="install -D -m 0644 '$SRC/images/launcher.py' \"\$1/usr/lib/sohoa/launcher.py\"" \
+        --customize-hook="install -D -m 0644 '$PUBLIC_KEY' \"\$1/etc/sohoa/update_signing.pub\"" \
+        --customize-hook="install -D -m 0644 '$SRC/README.md' \"\$1/usr/share/doc/sohoa/README.md\"" \
+        --customize-hook="cp -a '$WORK/wheels' \"\$1/tmp/wheels\"" \
+        --customize-hook='chroot "$1" python3 -m venv --system-site-packages /usr/lib/sohoa/venv' \
+        --customize-hook='chroot "$1" /usr/lib/sohoa/venv/bin/python -m pip install -q --no-index --no-deps --no-compile --find-links /tmp/wheels -r /tmp/wheels/requirements.txt' \
+        --customize-hook='rm -rf "$1/tmp/wheels"' \
+        --customize-hook='chroot "$1" useradd --system --create-home --home-dir /home/kiosk --groups video,render,input --shell /usr/sbin/nologin kiosk' \
+        --customize-hook='chroot "$1" systemctl enable sohoa-agent.service sohoa-firstboot.service sohoa-kiosk.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service systemd-time-wait-sync.service' \
+        --customize-hook='chroot "$1" systemctl set-default graphical.target' \
+        --customize-hook='echo sohoa-kiosk > "$1/etc/hostname"' \
+        --customize-hook='chroot "$1" update-initramfs -u -k all' \
+        "$SUITE" "$WORK/rootfs" "$MIRROR"
+fi
 
 # timesyncd saves its clock on the data partition (fstab's bind mount): its own user writes it.
 TIMESYNC_OWNER="$(awk -F: '$1 == "systemd-timesync" { print $3 ":" $4 }' "$WORK/rootfs/etc/passwd")"
@@ -172,3 +192,6 @@ dd if="$WORK/data.ext4" of="$IMAGE" bs=1M seek="$P3" conv=notrunc,sparse status=
 rm -f "$WORK/boot.vfat" "$WORK/root.ext4" "$WORK/data.ext4"
 sha256sum "$IMAGE" | tee "$IMAGE.sha256"
 step "done: $IMAGE ($(du -h --apparent-size "$IMAGE" | cut -f1); flash with: dd if=$IMAGE of=/dev/sdX bs=4M conv=fsync)"
+}
+
+main "$@"
