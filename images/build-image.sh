@@ -172,7 +172,7 @@ mkfs_ext4 sohoa-data "$DATA_UUID" "$WORK/data" "$WORK/data.ext4" "$DATA_SIZE_MB"
 rm -f "$WORK/boot.vfat"
 truncate -s "${BOOT_SIZE_MB}M" "$WORK/boot.vfat"
 mkfs.vfat -F 32 -n SOHOA-BOOT -i "$BOOT_ID" --invariant "$WORK/boot.vfat" >/dev/null
-( cd "$WORK/boot" && find . -mindepth 1 -maxdepth 1 -print0 | sort -z | xargs -0r mcopy -s -p -m -i "$WORK/boot.vfat" -t ::/ )
+MTOOLS_SKIP_CHECK=1 mcopy -s -p -m -i "$WORK/boot.vfat" "$WORK/boot/"* ::/
 
 step "disk image: MBR, boot (FAT32) + root (ext4, read-only) + data (ext4)"
 P1=4; P2=$(( P1 + BOOT_SIZE_MB )); P3=$(( P2 + ROOT_MB )); END=$(( P3 + DATA_SIZE_MB ))
