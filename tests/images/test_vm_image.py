@@ -41,11 +41,10 @@ from tests.services import ConfiguredMosquitto, free_port
 IMAGE = os.environ.get("SOHOA_IMAGE")
 pytestmark = [
     pytest.mark.skipif(not IMAGE, reason="needs a built image: make image-test"),
-    pytest.mark.skipif(not Path("/dev/kvm").exists(), reason="needs /dev/kvm"),
-    pytest.mark.timeout(2400),
+    pytest.mark.timeout(5400),
 ]
 UNIT = "00001"
-BOOT_S = 300.0
+BOOT_S = 900.0
 SANE_TEST = {
     "sanetest/dll.conf": "test\n",
     "sanetest/test.conf": 'number_of_devices 1\nmode Color\nresolution 150\ntest-picture "Color pattern"\n',
@@ -53,8 +52,10 @@ SANE_TEST = {
 KERNEL_OPTIONS = (
     "systemd.debug_shell=ttyS1 systemd.journald.forward_to_console=1 "
     "systemd.setenv=SANE_CONFIG_DIR=/boot/firmware/sanetest "
-    # No NTP server is reachable from the test's network: do not wait 2 minutes for one.
+    # No NTP server is reachable from the test's network: do not wait 2 minutes for one. Under
+    # QEMU's emulation (no usable KVM) Chromium would take the VM's two CPUs: no screen.
     "systemd.mask=systemd-time-wait-sync.service"
+    + (" systemd.mask=sohoa-kiosk.service" if "tcg" in Vm.accelerator() else "")
 )
 
 

@@ -67,9 +67,8 @@ class BootPartition:
     def write(self, path: str, data: bytes, tmp: Path) -> None:
         parts = path.split("/")
         for depth in range(1, len(parts)):
-            folder = "/".join(parts[:depth])
-            if folder not in self.listdir("/".join(parts[:depth - 1])):
-                self._run("mmd", "-i", self.image, f"::/{folder}")
+            if parts[depth - 1] not in self.listdir("/".join(parts[:depth - 1])):
+                self._run("mmd", "-i", self.image, f"::/{'/'.join(parts[:depth])}")
         local = tmp / "mtools-upload"
         local.write_bytes(data)
         self._run("mcopy", "-o", "-i", self.image, str(local), f"::/{path}")
@@ -114,13 +113,21 @@ class Vm:
         self._shell: socket.socket | None = None
         self._shell_lock = threading.Lock()
 
+    @staticmethod
+    def accelerator() -> list[str]:
+        """KVM where it runs a stock kernel; QEMU's emulation (TCG) under PVM, the nested KVM of
+        some cloud machines, which runs only guests built for it (a Debian kernel stops early)."""
+        if Path("/sys/module/kvm_pvm").exists() or not Path("/dev/kvm").exists():
+            return ["-accel", "tcg", "-cpu", "max"]
+        return ["-accel", "kvm", "-cpu", "host"]
+
     def command(self) -> list[str]:
         rules = ",".join(
             f"guestfwd=tcp:{GUEST_HOST}:{guest}-cmd:socat STDIO TCP:127.0.0.1:{host}"
             for guest, host in sorted(self.forwards.items())
         )
         return [
-            "qemu-system-x86_64", "-enable-kvm", "-machine", "q35", "-cpu", "host", "-smp", "2",
+            "qemu-system-x86_64", *self.accelerator(), "-machine", "q35", "-smp", "2",
             "-m", str(self.memory_mb), "-uuid", self.uuid, "-display", "none", "-no-user-config",
             "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
             "-drive", f"if=pflash,format=raw,file={self.vars}",
