@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         # threads inherit the mask, so SIGTERM can only reach the main thread's sigtimedwait and
         # never a library thread where its default action would end the agent without a clean stop.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGPIPE})
-        from device.agent import run_main
+        from device.service import run_main
 
         return run_main(args.config)
     except SohoaError as exc:

@@ -34,11 +34,9 @@ True
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import re
 import threading
-import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -56,11 +54,14 @@ from device.errors import (
     ScannerFault,
     SohoaError,
 )
+from device.inference.verdict import PROCESSING_FAILED, UNCHECKED, PageVerdict, PipelineResult, verdict_of
+from protocol.messages import derived_id, new_id
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from device.dossier_pdf import PdfConfig
     from protocol.messages import DoctypeCorrected, DossierClosed, PageCaptured
 
     Image = npt.NDArray[np.uint8]
@@ -264,12 +265,12 @@ class CapturePages:
                 self.lock.release()
 
     def _decoded(self, kind: Source, stop: threading.Event) -> Iterator[RawImage]:
-        import cv2
         import numpy as np
 
+        from device.inference.pipeline import decode_image
+
         for page in self.source.pages(self.request):
-            decoded = cv2.imdecode(np.frombuffer(page.data, np.uint8), cv2.IMREAD_COLOR)
-            image: Image | None = None if decoded is None else np.asarray(decoded, dtype=np.uint8)
+            image = decode_image(page.data)
             if image is None:  # still kept: the file goes out as it came, the pipeline flags it
                 log.warning("a captured page cannot be decoded (%s)", page.content_type)
                 image = np.zeros((1, 1, 3), np.uint8)
@@ -281,16 +282,22 @@ class CapturePages:
         self.source.stop()
 
 
-class PageProcessor(Protocol):
-    """The page pipeline (``device.inference.pipeline.PagePipeline``). The result is read
-    defensively (see :func:`verdict_of`), so any result shape with ``quality``, ``codes``,
-    ``doctype`` ... plugs in."""
+class ProcessedPage(PipelineResult, Protocol):
+    """What the session reads of ``device.inference.pipeline.PageResult``: the verdict's parts
+    (:func:`~device.inference.verdict.verdict_of`) and the upright, cropped page it keeps."""
 
-    def process(self, image_bgr: Image, /, *, source: Source, dpi: int | None) -> object: ...
+    @property
+    def page(self) -> Image: ...
+
+
+class PageProcessor(Protocol):
+    """The page pipeline (``device.inference.pipeline.PagePipeline``)."""
+
+    def process(self, image_bgr: Image, /, *, source: Source, dpi: int | None) -> ProcessedPage: ...
 
 
 class PdfBuilder(Protocol):
-    """Builds one dossier component PDF (``device/pdf.py``) and returns its bytes."""
+    """Builds one dossier component PDF (:class:`DossierPdfBuilder`) and returns its bytes."""
 
     def __call__(
         self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
@@ -305,31 +312,6 @@ class DossierSink(Protocol):
 
 
 # --- what the session holds and reports ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PageVerdict:
-    """What the pipeline said about a page, in the session's terms (no personal data: the CCCD
-    fields and the full codes stay in :attr:`SessionPage.result`)."""
-
-    ok: bool = True
-    issues: tuple[str, ...] = ()
-    messages_vi: tuple[str, ...] = ()
-    messages_en: tuple[str, ...] = ()
-    doctype: str | None = None
-    doctype_confidence: float | None = None
-    blank: bool = False
-    dossier_code: str | None = None
-    """The dossier code of a receipt-slip QR on the page, when there is one."""
-
-
-UNCHECKED = PageVerdict()
-PROCESSING_FAILED = PageVerdict(
-    ok=False,
-    issues=("processing_failed",),
-    messages_vi=("Không xử lý được ảnh này, vui lòng quét lại",),
-    messages_en=("This image could not be processed, please scan it again",),
-)
 
 
 @dataclass(frozen=True)
@@ -509,69 +491,6 @@ class CaptureOutcome:
 Listener = Callable[[SessionEvent], None]
 
 
-# --- reading the pipeline's result --------------------------------------------------------------
-
-
-def _attr(obj: object, *names: str) -> Any:
-    for name in names:
-        value = getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _receipt_code(codes: object) -> str | None:
-    if not isinstance(codes, Iterable) or isinstance(codes, str | bytes):
-        return None
-    for code in codes:
-        receipt = _attr(code, "receipt", "dossier")
-        value = _attr(receipt, "dossier_code") if receipt is not None else _attr(code, "dossier_code")
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
-
-
-def verdict_of(result: object) -> PageVerdict:
-    """Read a page-pipeline result into a :class:`PageVerdict` (``quality.ok``, ``quality.issues``
-    with ``code``/``message_vi``/``message_en``, ``codes`` with a receipt's ``dossier_code``,
-    ``doctype``, ``confidence``, ``blank``). Missing parts read as "not checked"."""
-    quality = _attr(result, "quality")
-    ok = bool(_attr(quality, "ok")) if quality is not None and _attr(quality, "ok") is not None else True
-    issues: list[str] = []
-    vi: list[str] = []
-    en: list[str] = []
-    for issue in _attr(quality, "issues") or () if quality is not None else ():
-        if isinstance(issue, str):
-            issues.append(issue)
-            continue
-        code = _attr(issue, "code")
-        issues.append(str(code) if code is not None else "issue")
-        if (m := _attr(issue, "message_vi")) is not None:
-            vi.append(str(m))
-        if (m := _attr(issue, "message_en")) is not None:
-            en.append(str(m))
-    doctype = _attr(result, "doctype")
-    confidence = _attr(result, "doctype_confidence", "confidence")
-    if doctype is not None and not isinstance(doctype, str):  # a DoctypeResult object
-        confidence = _attr(doctype, "confidence") if confidence is None else confidence
-        doctype = _attr(doctype, "doctype", "label")
-    return PageVerdict(
-        ok=ok,
-        issues=tuple(issues),
-        messages_vi=tuple(vi),
-        messages_en=tuple(en),
-        doctype=str(doctype) if doctype is not None else None,
-        doctype_confidence=float(confidence) if isinstance(confidence, int | float) else None,
-        blank=bool(_attr(result, "blank", "is_blank")),
-        dossier_code=_receipt_code(_attr(result, "codes")),
-    )
-
-
-def _kept_image(result: object, raw: Image) -> Image:
-    image = _attr(result, "image", "page", "page_bgr")
-    return image if hasattr(image, "shape") else raw
-
-
 _SCANNER_FAULTS: tuple[Fault, ...] = (
     "scanner_jammed", "scanner_cover_open", "scanner_no_docs", "scanner_io_error", "scanner_gone"
 )
@@ -600,10 +519,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _new_id() -> str:
-    return str(uuid.uuid4())
-
-
 # --- the state machine --------------------------------------------------------------------------
 
 
@@ -625,7 +540,7 @@ class DossierSession:
         sink: DossierSink | None = None,
         pdf_builder: PdfBuilder | Literal["auto"] | None = "auto",
     ) -> None:
-        """``pdf_builder="auto"`` uses ``device/pdf.py`` when it is installed; None builds no PDF
+        """``pdf_builder="auto"`` builds PDFs with :class:`DossierPdfBuilder`; None builds no PDF
         (the pages are still handed over)."""
         self.config = config or SessionConfig()
         self._code_re = re.compile(self.config.dossier_code_pattern)
@@ -707,7 +622,7 @@ class DossierSession:
             self._require("open a dossier", "idle", "closed")
             if self._update_held:
                 raise UpdateInProgress(self._state)
-            self._session_id = _new_id()
+            self._session_id = new_id()
             self._code = code
             self._via = how
             self._opened_at = _now()
@@ -773,7 +688,7 @@ class DossierSession:
         already taken and is reported in the outcome and as a ``fault`` event."""
         limit = 1 if replace_last else max_pages
         stop = threading.Event()
-        batch_id = _new_id()
+        batch_id = new_id()
         with self._lock:
             self._require("capture", "open", "review")
             if replace_last and not self._pages:
@@ -835,7 +750,7 @@ class DossierSession:
     ) -> PageView:
         """Add one image captured elsewhere (the kiosk's automatic camera shot), or retake a page
         (``replace_page_id``). Goes through ``capturing`` to ``review``."""
-        batch_id = _new_id()
+        batch_id = new_id()
         with self._lock:
             self._require("add a page", "open", "review")
             if replace_page_id is not None:
@@ -881,7 +796,7 @@ class DossierSession:
                     self._stop.set()
                 return None
             page = SessionPage(
-                page_id=_new_id(),
+                page_id=new_id(),
                 sequence=(index + 1) if index is not None else len(self._pages) + 1,
                 batch_id=batch_id,
                 batch_sequence=batch_sequence,
@@ -905,7 +820,7 @@ class DossierSession:
         self._flush()
         return page.view
 
-    def _process(self, raw: RawImage) -> tuple[PageVerdict, Image, object | None]:
+    def _process(self, raw: RawImage) -> tuple[PageVerdict, Image, ProcessedPage | None]:
         if self._processor is None:
             return UNCHECKED, raw.image, None
         try:
@@ -913,7 +828,7 @@ class DossierSession:
         except Exception as exc:  # never lose the page: keep the raw image, marked as unchecked
             log.warning("page pipeline failed (%s); page kept unprocessed", type(exc).__name__)
             return PROCESSING_FAILED, raw.image, None
-        return verdict_of(result), _kept_image(result, raw.image), result
+        return verdict_of(result), result.page, result
 
     def _adopt_code(self, page: SessionPage) -> None:
         code = page.verdict.dossier_code
@@ -1077,7 +992,7 @@ class DossierSession:
     def _build_documents(
         self, pages: tuple[SessionPage, ...], code: str | None, session_id: str
     ) -> tuple[BuiltDocument, ...]:
-        builder = default_pdf_builder() if self._pdf_builder == "auto" else self._pdf_builder
+        builder = DossierPdfBuilder() if self._pdf_builder == "auto" else self._pdf_builder
         if builder is None:
             log.warning("no PDF builder available; dossier handed over without PDFs")
             return ()
@@ -1251,34 +1166,18 @@ class DossierSession:
                         log.exception("session listener failed")
 
 
-_PDF_MODULES = ("device.pdf", "device.dossier_pdf")
-
-
 class DossierPdfBuilder:
-    """A :class:`PdfBuilder` over the page pipeline's PDF writer (``write_pdf(pages, out, info,
-    config)`` with ``PdfPage`` and ``DossierInfo``, in ``device/pdf.py``), found on first use.
+    """A :class:`PdfBuilder` over the dossier PDF writer (:func:`device.dossier_pdf.write_pdf`),
+    imported on first use (it brings the PDF and OCR libraries).
 
-    >>> builder = DossierPdfBuilder(unit="000.00.12.H10", device="kiosk-0001")  # doctest: +SKIP
-    >>> session = DossierSession(pdf_builder=builder)  # doctest: +SKIP
+    >>> builder = DossierPdfBuilder(unit="000.00.12.H10", device="kiosk-0001")
+    >>> session = DossierSession(pdf_builder=builder)
     """
 
-    def __init__(self, pdf_config: object | None = None, *, unit: str = "", device: str = "") -> None:
+    def __init__(self, pdf_config: PdfConfig | None = None, *, unit: str = "", device: str = "") -> None:
         self.pdf_config = pdf_config
         self.unit = unit
         self.device = device
-        self._module: Any = None
-
-    @staticmethod
-    def find_module() -> Any:
-        """The PDF writer's module, or None when it is not installed."""
-        for name in _PDF_MODULES:
-            try:
-                module = importlib.import_module(name)
-            except ImportError:
-                continue
-            if all(hasattr(module, attr) for attr in ("write_pdf", "PdfPage", "DossierInfo")):
-                return module
-        return None
 
     def __call__(
         self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
@@ -1286,11 +1185,10 @@ class DossierPdfBuilder:
         import tempfile
         from pathlib import Path
 
-        module = self._module = self._module or self.find_module()
-        if module is None:
-            raise ImportError("no PDF writer module (device/pdf.py) is installed")
+        from device.dossier_pdf import DossierInfo, PdfPage, write_pdf
+
         pdf_pages = [
-            module.PdfPage(
+            PdfPage(
                 image=p.image,
                 dpi=p.dpi,
                 sha256=hashlib.sha256(p.encoded()[0]).hexdigest(),
@@ -1299,7 +1197,7 @@ class DossierPdfBuilder:
             )
             for p in pages
         ]
-        info = module.DossierInfo(
+        info = DossierInfo(
             dossier_code=name.rsplit(".", 2)[0],
             sequence=sequence,
             document_type=doctype or "other",
@@ -1309,13 +1207,8 @@ class DossierPdfBuilder:
         )
         with tempfile.TemporaryDirectory(prefix="sohoa-dossier-") as tmp:
             out = Path(tmp) / name
-            module.write_pdf(pdf_pages, out, info, self.pdf_config)
+            write_pdf(pdf_pages, out, info, self.pdf_config)
             return out.read_bytes()
-
-
-def default_pdf_builder() -> PdfBuilder | None:
-    """The PDF builder over ``device/pdf.py`` when that module is there, else None."""
-    return DossierPdfBuilder() if DossierPdfBuilder.find_module() is not None else None
 
 
 # --- delivery through the outbox ---------------------------------------------------------------
@@ -1328,17 +1221,11 @@ class _PageStore(Protocol):
     def add_message(self, topic: str, payload: bytes, message_id: str) -> None: ...
 
 
-def _stable_id(kind: str, key: str) -> str:
-    """A message id derived from what it describes, so handing the same dossier over again (after
-    a full disk) stores each message once (the outbox ignores a known id)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sohoa:{kind}:{key}"))
-
-
 class OutboxSink:
-    """A :class:`DossierSink` over ``device.outbox.Outbox``: each page's file with its
+    """A :class:`DossierSink` over ``device.delivery.outbox.Outbox``: each page's file with its
     ``page_captured`` event, then each PDF, the last one carrying the ``dossier_closed`` event.
-    Message ids are derived from the page and session ids: a retry after :class:`OutboxFull`
-    stores nothing twice.
+    Message ids are derived from the page and session ids (:func:`protocol.messages.derived_id`):
+    a retry after :class:`OutboxFull` stores nothing twice.
 
     >>> session = DossierSession(sink=OutboxSink(outbox, "kiosk-0001"))  # doctest: +SKIP
     """
@@ -1365,7 +1252,8 @@ class OutboxSink:
             if page.corrected:
                 correction = self.correction_event(page, sha256)
                 self.outbox.add_message(event_topic, encode(correction), correction.id)
-        closed = dossier.to_event(self.device_id).model_copy(update={"id": _stable_id("dossier", dossier.session_id)})
+        closed = dossier.to_event(self.device_id).model_copy(
+            update={"id": derived_id(dossier.session_id, "dossier_closed")})
         payload = encode(closed)
         if not dossier.documents:
             self.outbox.add_message(event_topic, payload, closed.id)
@@ -1382,7 +1270,7 @@ class OutboxSink:
 
         assert page.corrected_by is not None and page.verdict.doctype is not None
         return DoctypeCorrected(
-            id=_stable_id("doctype", page.page_id),
+            id=derived_id(page.page_id, "doctype_corrected"),
             device_id=self.device_id,
             page_id=page.page_id,
             sha256=sha256,
@@ -1394,34 +1282,15 @@ class OutboxSink:
     def page_event(
         self, page: SessionPage, dossier_code: str | None, sha256: str, size: int, content_type: str
     ) -> PageCaptured:
-        from protocol.messages import Page, PageCaptured, QualityVerdict
+        """The ``page_captured`` event of one of the dossier's pages (:func:`page_captured`)."""
+        from device.delivery.page_event import PageFacts, page_captured
 
-        v = page.verdict
         height, width = page.image.shape[:2] if page.data is None else _png_size(page.data, page.image)
-        return PageCaptured(
-            id=_stable_id("page", page.page_id),
-            device_id=self.device_id,
-            severity="info" if v.ok else "warning",
-            page=Page(
-                page_id=page.page_id,
-                sha256=sha256,
-                size=size,
-                content_type=content_type,
-                width=width,
-                height=height,
-                dpi=page.dpi,
-                source=page.source,
-                batch_id=page.batch_id,
-                sequence=page.batch_sequence,
-                side=page.side,
-                dossier_code=dossier_code,
-                doctype=v.doctype,
-                doctype_confidence=v.doctype_confidence,
-                quality=QualityVerdict(ok=v.ok, issues=list(v.issues)),
-                dropped=self.drop_blank_pages and v.blank,
-                captured_at=page.captured_at,
-            ),
-        )
+        facts = PageFacts(page_id=page.page_id, content_type=content_type, width=int(width), height=int(height),
+                          dpi=page.dpi, source=page.source, batch_id=page.batch_id, sequence=page.batch_sequence,
+                          side=page.side, captured_at=page.captured_at)
+        return page_captured(self.device_id, facts, sha256=sha256, size=size, verdict=page.verdict,
+                             dossier_code=dossier_code, drop_blank_pages=self.drop_blank_pages)
 
 
 def _png_size(data: bytes, image: Image) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 
 from device import __version__
-from device.outbox import Outbox
+from device.delivery.outbox import Outbox
 from protocol.messages import ScannerInfo, Telemetry
 
 log = logging.getLogger(__name__)

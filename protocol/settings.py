@@ -2,7 +2,7 @@
 
 The fleet checks desired settings with :func:`parse_settings` before it stores and publishes them
 (a typo is an answer at the API); the device validates them again, applies them and answers on
-``config/reported`` (``device/settings.py``). Only these keys are remotely settable: identity,
+``config/reported`` (``device/remote_settings.py``). Only these keys are remotely settable: identity,
 broker, fleet address and paths stay in the device's own config file, because a bad remote value
 there could cut the device off.
 

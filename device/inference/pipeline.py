@@ -119,7 +119,7 @@ def load_image(path: Path, max_pixels: int = 80_000_000) -> LoadedImage:
         raise ImageRejected(f"{path.name}: the file is truncated")
     image: Img | None = None
     if fmt in ("JPEG", "PNG"):
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        image = decode_image(data)
     if image is None:
         try:
             with Image.open(path) as im:
@@ -129,6 +129,12 @@ def load_image(path: Path, max_pixels: int = 80_000_000) -> LoadedImage:
             raise ImageRejected(f"{path.name}: the image data is damaged ({type(exc).__name__})") from None
         image = np.ascontiguousarray(rgb[..., ::-1])
     return LoadedImage(image, dpi)
+
+
+def decode_image(data: bytes) -> Img | None:
+    """A page file (PNG, JPEG, ...) as the BGR image the pipeline takes; None when it cannot be decoded."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if image is None else np.asarray(image, dtype=np.uint8)
 
 
 @dataclass
@@ -226,6 +232,14 @@ class PagePipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def smoke_test(self) -> bool:
+        """Process a small made-up page end to end (an update's health check: the pipeline and
+        its model load and run in the new slot). True, or the error."""
+        page = np.full((877, 620, 3), 245, np.uint8)
+        page[100:140, 60:560] = 20  # a line of "text"
+        self.process(page, source="folder", dpi=200)
+        return True
 
     def process_file(self, path: Path) -> PageResult:
         """Load and process an image file (see :func:`load_image` for what is refused)."""

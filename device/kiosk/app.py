@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from device.errors import CameraUnavailable, SohoaError
+from device.inference.verdict import verdict_of
 from device.kiosk.config import KioskConfig
 from device.kiosk.guide import HINTS, Guidance, Guide
 from device.session import (
@@ -42,7 +43,6 @@ from device.session import (
     SessionEvent,
     UnknownPage,
     UpdateInProgress,
-    verdict_of,
 )
 
 if TYPE_CHECKING:

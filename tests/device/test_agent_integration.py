@@ -165,7 +165,7 @@ def test_buttons_drive_a_dossier_into_the_outbox(
     with Agent(config, pin_factory=mock_factory) as agent:
         assert agent.buttons is not None and agent.session is not None
         session, buttons = agent.session, agent.buttons
-        wait_until(lambda: agent._jobs.empty() and not agent.scanner_lock.locked(), 30, "the scanner probe")
+        wait_until(lambda: agent.scans.idle(), 30, "the scanner probe")
         press(mock_factory, buttons_cfg.rescan_pin)
         press(mock_factory, buttons_cfg.done_pin)
         buttons.wait_idle(T)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from device.outbox import Outbox
+from device.delivery.outbox import Outbox
 
 TOPIC = "sohoa/v1/kiosk-test/event"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from device.outbox import Outbox
+from device.delivery.outbox import Outbox
 from device.telemetry import TelemetryCollector, read_temperature
 from protocol.messages import ScannerInfo, decode, encode
 

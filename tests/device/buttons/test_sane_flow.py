@@ -16,8 +16,8 @@ from device.buttons import ButtonsConfig, CounterButtons
 from device.capture.base import ScanRequest
 from device.capture.sane import IsolatedSaneSource
 from device.config import SaneScannerConfig
+from device.delivery.outbox import Outbox
 from device.inference.pipeline import PagePipeline
-from device.outbox import Outbox
 from device.session import CapturePages, DossierPdfBuilder, DossierSession, OutboxSink
 from protocol.messages import DossierClosed, PageCaptured, decode
 from tests.device.buttons.conftest import FakeClock

@@ -50,9 +50,9 @@ def _classifier() -> Any:
 
 @pytest.fixture
 def kiosk(tmp_path: Path) -> Iterator[tuple[KioskServer, DossierSession, FakeCamera, Any]]:
+    from device.delivery.outbox import Outbox
     from device.dossier_pdf import PdfConfig
     from device.inference.pipeline import PagePipeline
-    from device.outbox import Outbox
 
     outbox = Outbox(tmp_path / "state")
     pipeline = PagePipeline(classifier=_classifier())

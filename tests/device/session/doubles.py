@@ -100,12 +100,17 @@ class Code:
     kind: str
     receipt: Receipt | None = None
 
+    @property
+    def dossier_code(self) -> str | None:
+        return self.receipt.dossier_code if self.receipt is not None else None
+
 
 @dataclass
 class Result:
-    """Shaped like the page pipeline's PageResult, as far as the session reads it."""
+    """Shaped like the page pipeline's PageResult, as far as the session reads it
+    (``device.session.ProcessedPage``)."""
 
-    image: np.ndarray
+    page: np.ndarray
     quality: Quality
     codes: list[Code]
     doctype: str | None

@@ -20,7 +20,7 @@ from device.session import (
 from protocol.messages import DoctypeCorrected, PageCaptured, decode
 from tests.device.session.doubles import ListSource, RecordingPdf, ScriptedPipeline, Verdict, page_image
 
-outbox_mod = pytest.importorskip("device.outbox")
+outbox_mod = pytest.importorskip("device.delivery.outbox")
 
 CODE = "000.00.12.H10-260101-0042"
 

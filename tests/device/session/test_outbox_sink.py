@@ -18,7 +18,7 @@ from device.session import CapturePages, DossierSession, OutboxSink
 from protocol.messages import DossierClosed, PageCaptured, decode
 from tests.device.session.doubles import RecordingPdf, ScriptedPipeline, Verdict, page_image
 
-outbox_mod = pytest.importorskip("device.outbox")
+outbox_mod = pytest.importorskip("device.delivery.outbox")
 
 CODE = "000.00.12.H10-260101-0007"
 

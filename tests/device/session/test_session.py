@@ -432,13 +432,12 @@ def test_config_forbids_unknown_keys() -> None:
 
 
 def test_real_pdf_writer(tmp_path: Path) -> None:
-    """With the page pipeline's PDF writer installed, closing writes real PDFs named
+    """The dossier PDF writer (device/dossier_pdf.py): closing writes real PDFs named
     <code>.<n>.pdf that pikepdf opens, one page per kept page; the blank page is left out."""
     import pikepdf
 
     from device.session import DossierPdfBuilder
 
-    assert DossierPdfBuilder.find_module() is not None, "device/dossier_pdf.py lost its write_pdf/PdfPage/DossierInfo"
     rng = np.random.default_rng(5)
     paper = np.full((600, 420, 3), 235, np.uint8)
     paper[100:500:20, 40:380] = rng.integers(0, 60, size=(20, 340, 3), dtype=np.uint8)  # lines of "text"

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from device.config import EnrollmentConfig, UploadConfig
+from device.delivery.outbox import Outbox
+from device.delivery.uploader import Uploader
 from device.enroll import Enroller
-from device.outbox import Outbox
-from device.uploader import Uploader
 from provisioning.identity import DeviceIdentity
 from provisioning.tokens import issue_token
 from tests.device.agent_harness import enrolled_agent

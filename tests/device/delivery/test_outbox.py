@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from device.delivery.outbox import Outbox
 from device.errors import OutboxFull
-from device.outbox import Outbox
 from tests.services import tmpfs
 
 TOPIC = "sohoa/v1/kiosk-0001/event"

@@ -1,4 +1,4 @@
-"""Desired and reported settings: what the fleet may set on a device remotely.
+"""Remote settings on the device: what the fleet set, checked, applied, kept and reported.
 
 The fleet publishes a retained :class:`~protocol.messages.ConfigDesired` (its settings already
 merged from fleet, unit and device levels). :class:`SettingsStore` validates it against
@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from device.config import AgentConfig, SaneScannerConfig
 from device.durable import atomic_write
 from device.errors import SohoaError
 from protocol.messages import ConfigDesired, ConfigReported
@@ -154,3 +155,125 @@ class SettingsStore:
         self.current, self.version = parsed, desired.version
         log.info("settings v%s applied", desired.version)
         return self.reported(desired.version)
+
+
+class RemoteSettingsApplier:
+    """The agent's side of remote settings: the local config file's values with the keys the
+    fleet set over them, used at once; a key the fleet did not set (or no longer sets) keeps the
+    local value, so a fleet with no settings changes nothing.
+
+    Which keys the fleet set is kept beside the settings (``settings_given.json``, written through
+    :func:`device.durable.atomic_write`) so that it survives restarts. ``use`` takes each new
+    config (the agent's composition root applies it to its parts).
+
+    >>> applier = RemoteSettingsApplier(config, use=agent.use_config)  # doctest: +SKIP
+    >>> reported = applier.handle(desired)  # a ConfigReported to publish  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        local: AgentConfig,
+        *,
+        use: Callable[[AgentConfig], None],
+        installed_models: Callable[[], set[str]] = set,
+    ) -> None:
+        self.local = local
+        self.config = local
+        self._use = use
+        self._given_path = local.state_dir / "settings_given.json"
+        self.store = SettingsStore(local.state_dir / "settings.json", device_id=local.device_id,
+                                   apply=self.apply, available_models=installed_models)
+        self._restore_given()
+
+    @property
+    def version(self) -> int | None:
+        return self.store.version
+
+    @property
+    def current(self) -> RemoteSettings:
+        return self.store.current
+
+    def apply_stored(self) -> None:
+        """At start: the last good settings the fleet set (defaults until it sets any)."""
+        if self.store.version is None:
+            return
+        try:
+            self.apply(self.store.current)
+        except Exception as exc:  # e.g. the local config changed under them: local wins
+            log.error("stored settings v%s no longer apply (%s); running the local config", self.store.version, exc)
+
+    def handle(self, desired: ConfigDesired) -> ConfigReported:
+        """Validate, apply and keep desired settings; what to report on ``config/reported``
+        (keys the fleet left unset show the running local value)."""
+        before = self.store.version
+        reported = self.store.handle(desired)
+        if reported.error is None and self.store.version != before:
+            atomic_write(self._given_path, json.dumps(desired.settings).encode())
+        return reported.model_copy(update={"settings": self._running(reported.settings)})
+
+    def _restore_given(self) -> None:
+        """Mark, in the stored settings, which keys the fleet set (see :meth:`apply`)."""
+        if self.store.version is None or not self._given_path.exists():
+            return
+        try:
+            given = RemoteSettings.model_validate(json.loads(self._given_path.read_text()))
+        except (OSError, ValueError):
+            log.warning("%s unreadable: every stored setting counts as set by the fleet", self._given_path.name)
+            return
+        if given == self.store.current:
+            self.store.current = given
+
+    def apply(self, settings: RemoteSettings) -> None:
+        """The settings store's hook: raises ValidationError to refuse the settings."""
+        given = _explicit(settings)
+        base = self.local
+        overrides: dict[str, Any] = {}
+        scan = given.get("scan", {})
+        if base.scanner is not None and scan:
+            scanner: dict[str, Any] = {}
+            if "dpi" in scan:
+                scanner["dpi"] = scan["dpi"]
+            if "colour_mode" in scan and isinstance(base.scanner, SaneScannerConfig):
+                scanner["mode"] = scan["colour_mode"]
+            overrides["scanner"] = scanner
+        if "telemetry_interval_s" in given:
+            overrides["telemetry"] = {"interval_s": settings.telemetry_interval_s}
+        if "kiosk_language" in given:
+            overrides["kiosk"] = {"language": settings.kiosk_language}
+        if given.get("quality"):
+            overrides["pipeline"] = {"quality": settings.quality.overrides()}
+        if "min_confidence" in given.get("classifier", {}):
+            # The running classifier keeps its threshold; the config (next start) takes the new one.
+            overrides["doctype"] = {"min_confidence": settings.classifier.min_confidence}
+        self.config = AgentConfig.model_validate(_deep_merge(base.model_dump(mode="python"), overrides))
+        self._use(self.config)
+
+    def _running(self, reported: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.config
+        out = _deep_merge(reported, {"telemetry_interval_s": cfg.telemetry.interval_s,
+                                     "kiosk_language": cfg.kiosk.language})
+        if cfg.scanner is not None:
+            scan: dict[str, Any] = {"dpi": cfg.scanner.dpi}
+            if isinstance(cfg.scanner, SaneScannerConfig):
+                scan["colour_mode"] = cfg.scanner.mode
+            out = _deep_merge(out, {"scan": scan})
+        return out
+
+
+def _explicit(model: BaseModel) -> dict[str, Any]:
+    """The fields given when the model was made (nested), not those left at their defaults."""
+    out: dict[str, Any] = {}
+    for name in model.model_fields_set:
+        value = getattr(model, name)
+        out[name] = _explicit(value) if isinstance(value, BaseModel) else value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

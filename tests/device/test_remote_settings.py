@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from device.config import AgentConfig, SaneScannerConfig
-from device.settings import SettingsStore, agent_config_overrides
+from device.remote_settings import SettingsStore, agent_config_overrides
 from protocol.messages import ConfigDesired, ConfigReported, decode, encode
 from protocol.settings import RemoteSettings
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 import httpx
 
 from device.config import UploadConfig
+from device.delivery.outbox import Outbox, PendingFile
 from device.enroll import REVOKED_REASONS, fleet_base
 from device.http_auth import DeviceAuth
-from device.outbox import Outbox, PendingFile
 from provisioning.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
