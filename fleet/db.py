@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Connection, Engine, create_engine, event, func
+from sqlalchemy import JSON, Boolean, Connection, Date, Engine, create_engine, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -182,6 +182,8 @@ def _converter(column_type: Any, dialect: str) -> Callable[[Any], Any] | None:
         return lambda v: v if v is None or isinstance(v, RawJSON) else Jsonb(v)
     if isinstance(column_type, Boolean) and dialect == "sqlite":
         return lambda v: None if v is None else int(v)
+    if isinstance(column_type, Date) and dialect == "sqlite":  # SQLAlchemy's SQLite text: YYYY-MM-DD
+        return lambda v: None if v is None else v.isoformat()
     return None
 
 

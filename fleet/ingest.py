@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fleet.auth.models import AuditEntry
 from fleet.config import BrokerConfig, FleetConfig
 from fleet.db import RawJSON, WalCheckpointer, bulk_insert
+from fleet.dossiers import registry
 from fleet.enroll.models import EnrollmentRow
 from fleet.metrics import MAX_UNKNOWN_FIELD_LABELS, OTHER_FIELD, FleetMetrics
 from fleet.models import Device, Event, Page, StoredFile, TelemetrySample
@@ -54,6 +55,7 @@ from protocol.messages import (
     EVENT_ADAPTER,
     MAX_PAYLOAD_BYTES,
     Decoded,
+    DossierClosed,
     Message,
     PageCaptured,
     Status,
@@ -176,6 +178,7 @@ class Writer:
         received_batch = batch
         events: dict[str, dict[str, Any]] = {}
         pages: dict[str, dict[str, Any]] = {}
+        closed: dict[str, DossierClosed] = {}
         samples: dict[str, dict[str, Any]] = {}
         # Per device, in arrival order: first and last time heard, last status, newest telemetry.
         first: dict[str, datetime] = {}
@@ -206,6 +209,8 @@ class Writer:
                 }
                 if isinstance(msg, PageCaptured):
                     pages[msg.page.page_id] = _page_row(msg, received)
+                elif isinstance(msg, DossierClosed):
+                    closed[msg.id] = msg
             elif isinstance(msg, Status):
                 statuses[device_id] = (msg, seen)
             elif isinstance(msg, Telemetry):
@@ -253,6 +258,9 @@ class Writer:
                 self.metrics.duplicates.inc(known)
             bulk_insert(connection, Page.__table__, list(pages.values()))
             digitized.record(connection, pages.values())  # dossiers' first accepted pages
+            registry.record_pages(connection, pages.values())
+            registry.record_closed(connection, [(event, units.get(event.device_id)) for event in closed.values()
+                                                if event.device_id not in revoked])
             bulk_insert(connection, TelemetrySample.__table__, list(samples.values()))
             for hook in self.hooks:
                 hook(session, [decoded for _, decoded in batch])

@@ -22,7 +22,7 @@ class Alert(Base):
     kind: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(96))  # device:<id> or unit:<code>
     device_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    unit_code: Mapped[str | None] = mapped_column(String(16))
+    unit_code: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), index=True)
     open_key: Mapped[str | None] = mapped_column(String(160), unique=True)
     severity: Mapped[str] = mapped_column(String(16))

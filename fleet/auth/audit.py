@@ -58,7 +58,7 @@ def entry(
     ip: str | None = None,
 ) -> AuditEntry:
     return AuditEntry(at=at, actor=_clip(actor, 128), actor_kind=actor_kind, action=action[:128],
-                      target=_clip(target, 255), unit_code=_clip(unit_code, 16), outcome=outcome[:32],
+                      target=_clip(target, 255), unit_code=_clip(unit_code, 64), outcome=outcome[:32],
                       detail=_clip(detail, 1000), client_ip=_clip(ip, 64))
 
 

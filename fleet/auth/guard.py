@@ -51,7 +51,8 @@ DEVICE_ROUTES = frozenset({
     ("HEAD", "/api/v1/bundles/{name}"),
 })
 ANY_USER_WRITES = frozenset({"/api/v1/auth/logout", "/api/v1/auth/password", "/logout"})
-DOWNLOADS = frozenset({"/api/v1/files/{sha256}", "/api/v1/pages/{page_id}/file", "/api/v1/corrections/export.zip"})
+DOWNLOADS = frozenset({"/api/v1/files/{sha256}", "/api/v1/pages/{page_id}/file", "/api/v1/corrections/export.zip",
+                       "/api/v1/dossiers/{code}/documents/{name}"})
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 OUT_OF_SCOPE_KEY = "out_of_scope"

@@ -17,7 +17,7 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
-    unit_code: Mapped[str | None] = mapped_column(String(16), index=True)
+    unit_code: Mapped[str | None] = mapped_column(String(64), index=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -45,7 +45,7 @@ class AuditEntry(Base):
     actor_kind: Mapped[str] = mapped_column(String(16))  # user | device | anonymous
     action: Mapped[str] = mapped_column(String(128))
     target: Mapped[str | None] = mapped_column(String(255))
-    unit_code: Mapped[str | None] = mapped_column(String(16), index=True)
+    unit_code: Mapped[str | None] = mapped_column(String(64), index=True)
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     client_ip: Mapped[str | None] = mapped_column(String(64))

@@ -13,8 +13,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet.models import Base, UTCDateTime
 
-TIERS = ("province", "district", "commune")
-"""Tiers from the top. Two-tier local government (since 1/7/2025) simply has no districts."""
+TIERS = ("province", "agency", "district", "commune")
+"""Tiers from the top. ``agency``: a province-level agency (a department, the Public
+Administration Service Center), under its province. Two-tier local government (since 1/7/2025)
+simply has no districts."""
 
 
 class Unit(Base):
@@ -23,12 +25,12 @@ class Unit(Base):
 
     __tablename__ = "units"
 
-    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
     valid_from: Mapped[date] = mapped_column(Date, primary_key=True)
     valid_to: Mapped[date | None] = mapped_column(Date)
     name: Mapped[str] = mapped_column(String(200))
     tier: Mapped[str] = mapped_column(String(16), index=True)
-    parent_code: Mapped[str | None] = mapped_column(String(16), index=True)
+    parent_code: Mapped[str | None] = mapped_column(String(64), index=True)
 
     def valid_on(self, day: date) -> bool:
         return self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
@@ -42,7 +44,7 @@ class Target(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tier: Mapped[str | None] = mapped_column(String(16))
-    unit_code: Mapped[str | None] = mapped_column(String(16))
+    unit_code: Mapped[str | None] = mapped_column(String(64))
     period_from: Mapped[str] = mapped_column(String(7))
     rate: Mapped[float] = mapped_column(Float)
 
@@ -58,7 +60,7 @@ class Received(Base):
 
     __tablename__ = "dossiers_received"
 
-    unit_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    unit_code: Mapped[str] = mapped_column(String(64), primary_key=True)
     period: Mapped[str] = mapped_column(String(7), primary_key=True, index=True)
     count: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

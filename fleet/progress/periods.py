@@ -9,6 +9,9 @@
 import calendar
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func
 
 from fleet.errors import FleetError
 
@@ -41,6 +44,13 @@ def last_day(period: str) -> date:
 def of(moment: datetime) -> str:
     """The month a moment falls in, in Vietnam's time."""
     return moment.astimezone(LOCAL).strftime("%Y-%m")
+
+
+def sql_month(column: Any, dialect: str) -> Any:
+    """:func:`of` in SQL, for a stored UTC time."""
+    if dialect == "sqlite":  # stored as naive UTC text; Vietnam has no daylight saving
+        return func.strftime("%Y-%m", column, "+7 hours")
+    return func.to_char(func.timezone("Asia/Ho_Chi_Minh", column), "YYYY-MM")
 
 
 def months(start: str, end: str) -> list[str]:

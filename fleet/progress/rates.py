@@ -1,13 +1,24 @@
 """Digitization rates: dossiers digitized ÷ dossiers received, per unit and rolled up the tree,
 per month or over a range of months.
 
-A dossier counts as digitized once, in the month (Vietnam's time) and the unit of its first
-accepted page: a page with a dossier code that was not dropped and whose quality verdict is not
-a rejection (a page never checked counts). The unit is the page's: its device's unit when the
-page came in (a device moved to another unit leaves its history behind), else, for a page that
-came in before its device had a unit, the device's unit now. Each unit
-is compared with its target (its own, else its tier's, from the latest ``period_from`` not after
-the range's last month, else the directive's default).
+Two bases, chosen per unit for the range:
+
+- ``dossiers``: the unit's received dossiers were imported one per row (:mod:`fleet.dossiers`).
+  A dossier counts in the unit and month it was *received*, as digitized when at least one of
+  its components was (an accepted page or a component document, at any time), and for results
+  when a result document was; matched by code, so a typo or a dossier never received counts
+  apart (``unmatched``) and never lifts the rate.
+- ``counts``: only monthly totals were imported for the unit. Received is that total, and a
+  dossier counts as digitized once, in the month (Vietnam's time) and the unit of its first
+  accepted page: a page with a dossier code that was not dropped and whose quality verdict is
+  not a rejection (a page never checked counts). The unit is the page's: its device's unit when
+  the page came in, else, for a page that came in before its device had a unit, the device's
+  unit now. Nothing matches codes here, so a rate is capped at 100%.
+
+Each month's figures roll up the tree valid in that month (communes under their district until
+30/6/2025, under their province from 1/7/2025). Each unit is compared with its target (its own,
+else its tier's, from the latest ``period_from`` not after the range's last month, else the
+directive's default).
 
 >>> from fleet.db import make_engine, migrate, session_factory
 >>> from fleet.progress.units import import_units, sample_csv
@@ -33,25 +44,36 @@ from fleet.progress import periods
 from fleet.progress.models import TIERS, DigitizedDossier, Received, Target, Unit
 from fleet.progress.units import units_in
 
-DEFAULT_TARGETS: dict[str, float] = {"province": 0.50, "district": 0.40, "commune": 0.35}
+DEFAULT_TARGETS: dict[str, float] = {"province": 0.50, "agency": 0.50, "district": 0.40, "commune": 0.35}
 """The directive's minimum rates, used when no target row applies."""
 
 Status = Literal["met", "behind", "no_data"]
+Basis = Literal["dossiers", "counts"]
 
 
 @dataclass
 class Figures:
+    """``results`` and ``unmatched`` exist on the ``dossiers`` basis only (zero otherwise)."""
+
     received: int = 0
     digitized: int = 0
+    results: int = 0
+    unmatched: int = 0
 
     @property
     def rate(self) -> float | None:
-        """None when nothing was received (a rate over zero means nothing)."""
-        return self.digitized / self.received if self.received else None
+        """None when nothing was received (a rate over zero means nothing); never above 1."""
+        return min(self.digitized, self.received) / self.received if self.received else None
+
+    @property
+    def result_rate(self) -> float | None:
+        return min(self.results, self.received) / self.received if self.received else None
 
     def add(self, other: "Figures") -> None:
         self.received += other.received
         self.digitized += other.digitized
+        self.results += other.results
+        self.unmatched += other.unmatched
 
 
 @dataclass
@@ -67,6 +89,7 @@ class UnitProgress:
     own: Figures
     total: Figures
     target: float
+    basis: Basis = "counts"
     children: list[str] = field(default_factory=list)
     trend: dict[str, Figures] = field(default_factory=dict)
 
@@ -127,12 +150,6 @@ def page_in_units(units: Collection[str]) -> ColumnElement[bool]:
     return or_(Page.unit_code.in_(codes), and_(Page.unit_code.is_(None), device_unit.in_(codes)))
 
 
-def _local_month(column: Any, dialect: str) -> Any:
-    if dialect == "sqlite":  # stored as naive UTC text; Vietnam has no daylight saving
-        return func.strftime("%Y-%m", column, "+7 hours")
-    return func.to_char(func.timezone("Asia/Ho_Chi_Minh", column), "YYYY-MM")
-
-
 def first_accepted_pages(dialect: str, *, with_page: bool = False) -> Any:
     """One row per digitized dossier from the pages themselves: ``dossier``, ``at`` (its first
     accepted page's capture time) and ``unit`` (that page's unit); with ``with_page`` also
@@ -163,7 +180,7 @@ def digitized_counts(session: Session, start: str, end: str) -> dict[tuple[str |
     table = DigitizedDossier.__table__.c
     device_unit = select(Device.unit_code).where(Device.id == table.device_id).scalar_subquery()
     unit = func.coalesce(table.unit_code, device_unit).label("unit")
-    month = _local_month(table.first_at, dialect).label("month")
+    month = periods.sql_month(table.first_at, dialect).label("month")
     query = (select(unit, month, func.count())
              .where(table.first_at >= lo, table.first_at < hi)
              .group_by(unit, month))
@@ -216,8 +233,25 @@ def load_targets(session: Session) -> Targets:
     return Targets(session.scalars(select(Target)))
 
 
+def _parents_by_month(session: Session, months: list[str]) -> dict[str, dict[str, str | None]]:
+    """{month: {unit: its parent in the record valid in that month (the latest one starting
+    within it, when a unit changed mid-month)}}."""
+    start, end = periods.first_day(months[0]), periods.last_day(months[-1])
+    records = list(session.scalars(select(Unit).where(
+        Unit.valid_from <= end, or_(Unit.valid_to.is_(None), Unit.valid_to >= start)).order_by(Unit.valid_from)))
+    out: dict[str, dict[str, str | None]] = {}
+    for month in months:
+        lo, hi = periods.first_day(month), periods.last_day(month)
+        out[month] = {u.code: u.parent_code for u in records
+                      if u.valid_from <= hi and (u.valid_to is None or u.valid_to >= lo)}
+    return out
+
+
 def progress(session: Session, start: str, end: str, root: str | None = None) -> Progress:
-    """Figures for every unit of the tree valid in the range (as at its end), under ``root``."""
+    """Figures for every unit of the tree valid in the range (as at its end), under ``root``;
+    each month rolled up the tree valid in that month."""
+    from fleet.dossiers.reconcile import cells, unmatched
+
     months = periods.months(start, end)
     tree = units_in(session, periods.first_day(start), periods.last_day(end))
     if root is not None and root not in tree:
@@ -237,37 +271,52 @@ def progress(session: Session, start: str, end: str, root: str | None = None) ->
         order.append((unit, depth))
         stack.extend((kid, depth + 1) for kid in reversed(children.get(unit.code, [])))
 
+    # Each unit's own figures per month, on its basis.
+    own: dict[tuple[str, str], Figures] = {}
+    matched = cells(session, start, end)
+    by_rows = {code for code, _ in matched}
+    for (code, month), cell in matched.items():
+        if code in tree:
+            own[(code, month)] = Figures(cell.received, cell.digitized, cell.results)
+    for (digitizer, month), n in unmatched(session, start, end).items():
+        if digitizer is not None and digitizer in by_rows and digitizer in tree:
+            own.setdefault((digitizer, month), Figures()).unmatched += n
+    for (code, month), n in received_counts(session, start, end).items():
+        if code in tree and code not in by_rows:
+            own.setdefault((code, month), Figures()).received += n
+    unattributed = 0
+    for (unit_code, month), n in digitized_counts(session, start, end).items():
+        if unit_code is None or unit_code not in tree:
+            unattributed += n
+        elif unit_code not in by_rows:
+            own.setdefault((unit_code, month), Figures()).digitized += n
+
+    # Month by month, each unit's figures into itself and every ancestor valid that month.
+    parents = _parents_by_month(session, months)
+    subtree_month: dict[tuple[str, str], Figures] = {}
+    for (code, month), figures in own.items():
+        node: str | None = code
+        for _ in range(len(TIERS) + 2):  # deeper than any tree: a cycle in bad data stops here
+            if node is None or node not in tree:
+                break
+            subtree_month.setdefault((node, month), Figures()).add(figures)
+            if node == root:
+                break
+            node = parents[month].get(node, tree[node].parent_code)
+
     result: dict[str, UnitProgress] = {}
     for unit, depth in order:
-        result[unit.code] = UnitProgress(
+        row = UnitProgress(
             code=unit.code, name=unit.name, tier=unit.tier,
             parent_code=unit.parent_code if unit.parent_code in tree else None,
             depth=depth, own=Figures(), total=Figures(), target=targets.for_unit(unit.code, unit.tier, end),
+            basis="dossiers" if unit.code in by_rows else "counts",
             children=[k.code for k in children.get(unit.code, [])], trend={m: Figures() for m in months})
-
-    unattributed = 0
-    for (code, month), n in received_counts(session, start, end).items():
-        if code in result:
-            result[code].own.received += n
-            result[code].trend[month].received += n
-    for (unit_code, month), n in digitized_counts(session, start, end).items():
-        if unit_code is not None and unit_code in result:
-            result[unit_code].own.digitized += n
-            result[unit_code].trend[month].digitized += n
-        elif unit_code is None or unit_code not in tree:
-            unattributed += n
-
-    for unit, _ in reversed(order):  # children before parents
-        row = result[unit.code]
-        row.total.add(row.own)
-        if row.parent_code is not None and row.parent_code in result and unit.code != root:
-            result[row.parent_code].total.add(row.total)
-    # The trend is the subtree's, month by month (own months were summed above).
-    for unit, _ in reversed(order):
-        row = result[unit.code]
-        if row.parent_code is not None and row.parent_code in result and unit.code != root:
-            for month, figures in row.trend.items():
-                result[row.parent_code].trend[month].add(figures)
+        for month in months:
+            row.own.add(own.get((unit.code, month), Figures()))
+            row.trend[month].add(subtree_month.get((unit.code, month), Figures()))
+            row.total.add(row.trend[month])
+        result[unit.code] = row
 
     tiers: list[TierTotal] = []
     for tier in TIERS:

@@ -35,7 +35,7 @@ from fleet.progress.rates import Progress, progress
 
 log = logging.getLogger(__name__)
 
-TIER_VI = {"province": "Tỉnh", "district": "Huyện", "commune": "Xã"}
+TIER_VI = {"province": "Tỉnh", "agency": "Cơ quan cấp tỉnh", "district": "Huyện", "commune": "Xã"}
 STATUS_VI = {"met": "Đạt", "behind": "Chưa đạt", "no_data": "Chưa có số liệu"}
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/noto"),
              Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts"))

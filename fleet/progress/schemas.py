@@ -45,14 +45,15 @@ class ImportOut(BaseModel):
 
 
 class ReceivedIn(_In):
-    unit_code: str = Field(max_length=16, description="Unit code valid in the period")
+    unit_code: str = Field(max_length=64, description="Unit code valid in the period")
     period: str = Field(description="Month, YYYY-MM")
     received: int = Field(description="Dossiers received by the unit that month (not below zero)")
 
 
 class TargetIn(_In):
-    tier: Literal["province", "district", "commune"] | None = Field(default=None, description="A whole tier's target")
-    unit_code: str | None = Field(default=None, max_length=16, description="One unit's own target, over its tier's")
+    tier: Literal["province", "agency", "district", "commune"] | None = Field(
+        default=None, description="A whole tier's target")
+    unit_code: str | None = Field(default=None, max_length=64, description="One unit's own target, over its tier's")
     period_from: str = Field(description="First month it applies to, YYYY-MM")
     rate: float = Field(ge=0, le=1, description="Minimum share of received dossiers digitized, 0..1")
 
@@ -73,11 +74,16 @@ class TargetOut(BaseModel):
 class FiguresOut(BaseModel):
     received: int
     digitized: int
-    rate: float | None = Field(description="digitized / received; null when nothing was received")
+    rate: float | None = Field(description="digitized / received, at most 1; null when nothing was received")
+    results: int = Field(description="Received dossiers whose result was digitized (dossiers basis only)")
+    result_rate: float | None
+    unmatched: int = Field(description="Dossiers digitized that match no received dossier (dossiers basis only); "
+                                       "not in any rate")
 
     @classmethod
     def of(cls, figures: Figures) -> "FiguresOut":
-        return cls(received=figures.received, digitized=figures.digitized, rate=figures.rate)
+        return cls(received=figures.received, digitized=figures.digitized, rate=figures.rate,
+                   results=figures.results, result_rate=figures.result_rate, unmatched=figures.unmatched)
 
 
 class UnitProgressOut(BaseModel):
@@ -90,6 +96,9 @@ class UnitProgressOut(BaseModel):
     total: FiguresOut = Field(description="The unit and every unit under it")
     target: float
     status: Literal["met", "behind", "no_data"] = Field(description="Own rate against the target")
+    basis: Literal["dossiers", "counts"] = Field(
+        description="dossiers: received dossiers imported one per row, matched by code; counts: only monthly "
+                    "totals were imported, digitized counted by the month of the first accepted page")
     children: list[str]
     trend: list[FiguresOut] = Field(description="The subtree's figures per month of the range, in order")
 
@@ -97,7 +106,7 @@ class UnitProgressOut(BaseModel):
     def of(cls, u: UnitProgress) -> "UnitProgressOut":
         return cls(code=u.code, name=u.name, tier=u.tier, parent_code=u.parent_code, depth=u.depth,
                    own=FiguresOut.of(u.own), total=FiguresOut.of(u.total), target=u.target, status=u.status,
-                   children=u.children, trend=[FiguresOut.of(f) for f in u.trend.values()])
+                   basis=u.basis, children=u.children, trend=[FiguresOut.of(f) for f in u.trend.values()])
 
 
 class TierOut(BaseModel):

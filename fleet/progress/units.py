@@ -2,7 +2,10 @@
 
 CSV columns: ``code,name,tier,parent_code,valid_from,valid_to``. Codes are the official ones
 (Decision 124/2004/QĐ-TTg: province 2 digits, district 3, commune 5; the two-tier codes of
-Decision 19/2025/QĐ-TTg keep these lengths). A record is keyed by (code, valid_from): importing
+Decision 19/2025/QĐ-TTg keep these lengths). A province-level agency (tier ``agency``: a
+department, the Public Administration Service Center) sits under its province with its agency
+code, such as ``000.00.12.H10`` (three digits, two, two, then the province's letter and two
+digits). A record is keyed by (code, valid_from): importing
 the same file again changes nothing, a corrected name updates the record, and a unit that was
 merged or renamed gets a second record starting the day the change took effect.
 
@@ -17,6 +20,7 @@ True
 """
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
@@ -31,9 +35,11 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("code", "name", "tier", "parent_code", "valid_from", "valid_to")
 CODE_DIGITS = {"province": 2, "district": 3, "commune": 5}
-PARENT_TIERS = {"province": (), "district": ("province",), "commune": ("district", "province")}
+AGENCY_CODE = re.compile(r"^[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}$")
+PARENT_TIERS = {"province": (), "agency": ("province",), "district": ("province",),
+                "commune": ("district", "province")}
 TIER_ALIASES = {"tỉnh": "province", "tinh": "province", "huyện": "district", "huyen": "district",
-                "xã": "commune", "xa": "commune"}
+                "xã": "commune", "xa": "commune", "sở": "agency", "so": "agency", "cơ quan": "agency"}
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,9 @@ def import_units(session: Session, data: str | bytes) -> UnitImport:
         code = row["code"]
         if tier not in TIERS:
             errors.append(f"tier {row['tier']!r} is not one of {', '.join(TIERS)}")
+        elif tier == "agency":
+            if not AGENCY_CODE.match(code):
+                errors.append(f"code {code!r} is not an agency code such as 000.00.12.H10")
         elif not (code.isascii() and code.isdigit() and len(code) == CODE_DIGITS[tier]):
             errors.append(f"code {code!r} is not {CODE_DIGITS[tier]} digits (a {tier} code)")
         if not row["name"]:
@@ -89,7 +98,7 @@ def import_units(session: Session, data: str | bytes) -> UnitImport:
             errors.append(f"valid_to {valid_to} is before valid_from {valid_from}")
         if tier == "province" and row["parent_code"]:
             errors.append("a province has no parent")
-        if tier in ("district", "commune") and not row["parent_code"]:
+        if tier in ("agency", "district", "commune") and not row["parent_code"]:
             errors.append(f"a {tier} needs a parent_code")
         if errors:
             problems.extend(LineProblem(line, e) for e in errors)

@@ -18,6 +18,7 @@ from fleet.api.routes import (
     commands,
     corrections,
     devices,
+    dossiers,
     enrollment_tokens,
     enrollments,
     files,
@@ -37,8 +38,8 @@ from fleet.api.routes import (
 API_PREFIX = "/api/v1"
 
 api = APIRouter(prefix=API_PREFIX)
-for resource in (devices, pages, files, units, progress, settings, commands, bundles, rollouts, alerts, fleet_screen,
-                 corrections, enrollments, pki, enrollment_tokens, certificates, auth, users, audit):
+for resource in (devices, pages, files, dossiers, units, progress, settings, commands, bundles, rollouts, alerts,
+                 fleet_screen, corrections, enrollments, pki, enrollment_tokens, certificates, auth, users, audit):
     api.include_router(resource.router)
 
 router = APIRouter()

@@ -17,7 +17,7 @@ from fleet.auth.principal import Role
 router = APIRouter(prefix="/users", tags=["users"])
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
-UNIT_PATTERN = r"^[0-9A-Za-z]{1,16}$"
+UNIT_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.]{0,63}$"  # 2-5 digits, or an agency code: 000.00.12.H10
 
 Body = TypeVar("Body", bound=BaseModel)
 

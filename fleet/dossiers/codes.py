@@ -1,0 +1,65 @@
+"""Dossier codes and document names, as the fleet reads them.
+
+A code is compared after :func:`normalize` (spaces trimmed, upper case: the one-stop system's
+export and a clerk's typing differ in case). A document is a component ``<code>.<n>[.pdf]``
+or a result ``<code>-KQ<n>[.pdf]`` (also written ``-KQ(n)``, Decree 45/2020 art. 14); a page
+whose dossier code carries the ``-KQ<n>`` suffix belongs to the result of ``<code>``.
+
+>>> normalize(" 000.00.12.h10-250101-0001 ")
+'000.00.12.H10-250101-0001'
+>>> document("H10-1.3.pdf"), document("H10-1-KQ2.pdf"), document("H10-1-KQ(1)"), document("odd")
+(Named(code='H10-1', kind='component', sequence=3), Named(code='H10-1', kind='result', sequence=2), \
+Named(code='H10-1', kind='result', sequence=1), Named(code='ODD', kind='component', sequence=None))
+>>> page_code("H10-1-KQ1"), page_code("h10-1")
+(Named(code='H10-1', kind='result', sequence=1), Named(code='H10-1', kind='component', sequence=None))
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["component", "result"]
+
+_RESULT = re.compile(r"^(?P<code>.+)-KQ\(?(?P<n>[0-9]{1,6})\)?$")
+_COMPONENT = re.compile(r"^(?P<code>.+)\.(?P<n>[0-9]{1,6})$")
+WALK_IN_PREFIX = "WALKIN-"
+
+
+@dataclass(frozen=True)
+class Named:
+    """What a name says: the dossier, component or result, and the sequence number when given."""
+
+    code: str
+    kind: Kind
+    sequence: int | None
+
+
+def normalize(code: str) -> str:
+    return code.strip().upper()
+
+
+def page_code(code: str) -> Named:
+    """The dossier a page's code names (a result's pages carry ``<code>-KQ<n>``)."""
+    code = normalize(code)
+    found = _RESULT.match(code)
+    if found:
+        return Named(found["code"], "result", int(found["n"]))
+    return Named(code, "component", None)
+
+
+def document(name: str) -> Named:
+    """The dossier, kind and number a document's file name says."""
+    stem = normalize(name)
+    if stem.endswith(".PDF"):
+        stem = stem[: -len(".PDF")]
+    found = _RESULT.match(stem)
+    if found:
+        return Named(found["code"], "result", int(found["n"]))
+    found = _COMPONENT.match(stem)
+    if found:
+        return Named(found["code"], "component", int(found["n"]))
+    return Named(stem, "component", None)
+
+
+def is_walk_in(code: str) -> bool:
+    return normalize(code).startswith(WALK_IN_PREFIX)

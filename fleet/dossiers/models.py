@@ -1,0 +1,84 @@
+"""The dossier registry's tables: one row per dossier (what the one-stop system received, what
+the devices digitized, matched by code) and one per document a device built for it.
+
+A dossier row is keyed by its code (normalized: :func:`fleet.dossiers.codes.normalize`). It
+fills from two sides, in any order: the received list (unit, procedure, received, due and
+result dates) and the ingest (first accepted page or component document, first result). A
+code digitized but never received stays a row with no received date (``unmatched``): listed
+apart, never counted in a rate. A walk-in dossier closed before anyone named it is a row
+keyed ``WALKIN-…`` (``walk_in``); once a clerk names it, its documents and pages move to the
+real code and the walk-in row keeps ``named_code`` as the trace.
+"""
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from fleet.models import Base, JsonDoc, UTCDateTime
+
+OPERATOR_KINDS = ("unit_staff", "postal_staff", "citizen")
+"""Who digitized: a unit's clerk, the public postal service's staff (Decree 107/2021), the
+citizen at a self-service kiosk."""
+
+
+class Dossier(Base):
+    """One dossier, received and/or digitized."""
+
+    __tablename__ = "dossiers"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    walk_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    named_code: Mapped[str | None] = mapped_column(String(64))
+    procedure_code: Mapped[str | None] = mapped_column(String(64))
+    # From the one-stop system's received list.
+    received_unit: Mapped[str | None] = mapped_column(String(64))
+    received_on: Mapped[date | None] = mapped_column(Date)
+    received_period: Mapped[str | None] = mapped_column(String(7))
+    due_on: Mapped[date | None] = mapped_column(Date)
+    result_on: Mapped[date | None] = mapped_column(Date)
+    # From the devices: the first component digitized (accepted page or document), the first result.
+    component_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    digitized_unit: Mapped[str | None] = mapped_column(String(64))
+    device_id: Mapped[str | None] = mapped_column(String(64))
+    operator_kind: Mapped[str | None] = mapped_column(String(16))
+    operator_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_dossiers_period_unit", "received_period", "received_unit"),
+        Index("ix_dossiers_unit_received", "received_unit", "received_on"),
+        Index("ix_dossiers_digitized_unit", "digitized_unit", "component_at"),
+        Index("ix_dossiers_component_at", "component_at"),
+    )
+
+
+class DossierDocument(Base):
+    """A PDF a device built and delivered for a dossier: a component (``<code>.<n>``) or a
+    result (``<code>-KQ<n>``). A redelivered ``dossier_closed`` event adds nothing: a document
+    is its (sha256, name)."""
+
+    __tablename__ = "dossier_documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dossier_code: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # component | result
+    sequence: Mapped[int | None] = mapped_column(Integer)
+    doctype: Mapped[str | None] = mapped_column(String(64))
+    pages: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    text_layer: Mapped[bool | None] = mapped_column(Boolean)
+    device_id: Mapped[str] = mapped_column(String(64))
+    unit_code: Mapped[str | None] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(String(64))
+    page_ids: Mapped[list[Any]] = mapped_column(JsonDoc)
+    closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    operator_kind: Mapped[str | None] = mapped_column(String(16))
+    operator_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("sha256", "name", name="uq_dossier_documents_file"),)

@@ -1,0 +1,220 @@
+"""Keeping the registry as the ingest stores pages and ``dossier_closed`` events, naming a
+walk-in dossier, and recounting everything from the stored pages and documents.
+
+Delivery is at least once and in any order (devices store and forward): every write here is an
+upsert whose times only move earlier (the first component, the first result), and a document is
+its (sha256, name), so a message delivered twice changes nothing.
+
+>>> from fleet.db import make_engine, migrate, session_factory
+>>> from datetime import UTC, datetime
+>>> engine = make_engine("sqlite://"); migrate(engine)
+>>> page = {"page_id": "p1", "device_id": "kiosk-1", "unit_code": "99001", "dossier_code": "h99-1",
+...         "dropped": False, "quality": None, "captured_at": datetime(2026, 1, 5, 3, tzinfo=UTC)}
+>>> with engine.begin() as connection:
+...     record_pages(connection, [page, {**page, "page_id": "p2", "dossier_code": "H99-1-KQ1"}])
+1
+>>> with session_factory(engine)() as session:
+...     found = session.get(Dossier, "H99-1")
+...     found.component_at == found.result_at == page["captured_at"], found.digitized_unit
+(True, '99001')
+"""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.orm import Session
+
+from fleet.db import bulk_insert
+from fleet.dossiers import codes
+from fleet.dossiers.models import Dossier, DossierDocument
+from fleet.errors import FleetError, NotFound
+from fleet.models import Page
+from fleet.progress import digitized
+from protocol.messages import DossierClosed
+
+log = logging.getLogger(__name__)
+
+
+class NotAWalkIn(FleetError, ValueError):
+    """Only a walk-in dossier not yet named can be given a code."""
+
+
+def _earlier() -> str:
+    """The upsert's conflict clause: times only move earlier; the digitizing unit, device and
+    operator are those of the earliest component (else of the first news of the dossier)."""
+    t = Dossier.__tablename__
+    earlier_component = (f'(excluded.component_at IS NOT NULL AND ("{t}".component_at IS NULL '
+                         f'OR excluded.component_at < "{t}".component_at))')
+    first_news = f'"{t}".component_at IS NULL AND "{t}".result_at IS NULL'
+
+    def earliest(column: str) -> str:
+        return (f'{column} = CASE WHEN "{t}".{column} IS NULL OR excluded.{column} < "{t}".{column} '
+                f'THEN excluded.{column} ELSE "{t}".{column} END')
+
+    def of_earliest(column: str) -> str:
+        return (f'{column} = CASE WHEN {earlier_component} OR {first_news} '
+                f'THEN COALESCE(excluded.{column}, "{t}".{column}) ELSE "{t}".{column} END')
+
+    sets = [earliest("component_at"), earliest("result_at")]
+    sets += [of_earliest(c) for c in ("digitized_unit", "device_id", "operator_kind", "operator_id")]
+    sets.append('updated_at = excluded.updated_at')
+    return '("code") DO UPDATE SET ' + ", ".join(sets)
+
+
+_EARLIER = _earlier()
+
+
+@dataclass
+class _News:
+    """What one batch says about one dossier."""
+
+    code: str
+    walk_in: bool = False
+    component_at: datetime | None = None
+    result_at: datetime | None = None
+    digitized_unit: str | None = None
+    device_id: str | None = None
+    operator_kind: str | None = None
+    operator_id: str | None = None
+
+    def saw(self, kind: codes.Kind, at: datetime, unit: str | None, device: str | None) -> None:
+        if kind == "result":
+            if self.result_at is None or at < self.result_at:
+                self.result_at = at
+            if self.component_at is None and self.digitized_unit is None:
+                self.digitized_unit, self.device_id = unit, device
+        elif self.component_at is None or at < self.component_at:
+            self.component_at = at
+            self.digitized_unit, self.device_id = unit, device
+
+    def row(self, now: datetime) -> dict[str, Any]:
+        return {"code": self.code, "walk_in": self.walk_in, "component_at": self.component_at,
+                "result_at": self.result_at, "digitized_unit": self.digitized_unit, "device_id": self.device_id,
+                "operator_kind": self.operator_kind, "operator_id": self.operator_id, "updated_at": now}
+
+
+def _upsert(connection: Connection, news: dict[str, _News]) -> int:
+    if not news:
+        return 0
+    now = datetime.now(UTC)
+    bulk_insert(connection, Dossier.__table__, [news[c].row(now) for c in sorted(news)], on_conflict=_EARLIER)
+    return len(news)
+
+
+def record_pages(connection: Connection, pages: Iterable[dict[str, Any]]) -> int:
+    """Fold page rows (as the ingest stores them) into the registry: an accepted page
+    (:func:`fleet.progress.digitized.accepted`) digitizes its dossier's component, or its
+    result when its code ends in ``-KQ<n>``. Returns how many dossiers were touched."""
+    news: dict[str, _News] = {}
+    for page in pages:
+        if not digitized.accepted(page):
+            continue
+        named = codes.page_code(page["dossier_code"])
+        item = news.setdefault(named.code, _News(named.code))
+        item.saw(named.kind, page["captured_at"], page.get("unit_code"), page["device_id"])
+    return _upsert(connection, news)
+
+
+def record_closed(connection: Connection, closed: Iterable[tuple[DossierClosed, str | None]]) -> int:
+    """Fold ``dossier_closed`` events (each with its device's unit) into the registry: each
+    document becomes a row (once), and its dossier's component or result is digitized at the
+    event's time. A walk-in (no code) is keyed by its documents' name (``WALKIN-…``).
+    Returns how many documents were new."""
+    news: dict[str, _News] = {}
+    documents: list[dict[str, Any]] = []
+    for event, unit in closed:
+        if not event.documents and event.dossier_code is None:
+            continue
+        walk_in = event.dossier_code is None
+        for doc in event.documents:
+            named = codes.document(doc.name)
+            if event.dossier_code is not None and named.code != codes.page_code(event.dossier_code).code:
+                log.warning("document %s of dossier_closed %s does not name its dossier; kept under the dossier",
+                            doc.sha256[:12], event.id)
+                named = codes.Named(codes.page_code(event.dossier_code).code, named.kind, named.sequence)
+            item = news.setdefault(named.code, _News(named.code, walk_in=walk_in))
+            item.saw(named.kind, event.ts, unit, event.device_id)
+            documents.append({
+                "dossier_code": named.code, "name": doc.name, "kind": named.kind, "sequence": named.sequence,
+                "doctype": doc.doctype, "pages": doc.pages, "size": doc.size, "sha256": doc.sha256,
+                "text_layer": None, "device_id": event.device_id, "unit_code": unit, "event_id": event.id,
+                "session_id": event.session_id, "page_ids": list(event.page_ids), "closed_at": event.ts,
+                "operator_kind": None, "operator_id": None})
+    _upsert(connection, news)
+    if not documents:
+        return 0
+    return bulk_insert(connection, DossierDocument.__table__, documents, on_conflict='("sha256", "name") DO NOTHING')
+
+
+def name_walk_in(session: Session, walk_in: str, code: str) -> Dossier:
+    """Give a walk-in dossier its real code: its documents and its pages move to ``code``, whose
+    row takes their earliest times (so it counts from now on), and the walk-in row keeps
+    ``named_code``. Commits. Raises :class:`NotFound` or :class:`NotAWalkIn`."""
+    walk_in, code = codes.normalize(walk_in), codes.normalize(code)
+    row = session.get(Dossier, walk_in, with_for_update=True)
+    if row is None:
+        raise NotFound(f"no dossier {walk_in}")
+    if not row.walk_in:
+        raise NotAWalkIn(f"{walk_in} is not a walk-in dossier")
+    if row.named_code is not None:
+        raise NotAWalkIn(f"{walk_in} was already named {row.named_code}")
+    target = codes.page_code(code)
+    if target.kind == "result" or not code or code == walk_in:
+        raise NotAWalkIn(f"{code!r} is not a dossier code")
+    existing = session.get(Dossier, code)
+    if existing is not None and existing.walk_in:
+        raise NotAWalkIn(f"{code} is a walk-in dossier itself")
+    documents = list(session.scalars(select(DossierDocument).where(DossierDocument.dossier_code == walk_in)))
+    page_ids = sorted({str(p) for d in documents for p in d.page_ids})
+    connection = session.connection()
+    connection.execute(update(DossierDocument).where(DossierDocument.dossier_code == walk_in)
+                       .values(dossier_code=code))
+    if page_ids:
+        connection.execute(update(Page).where(Page.page_id.in_(page_ids), Page.dossier_code.is_(None))
+                           .values(dossier_code=code))
+        pages = [dict(r._mapping) for r in connection.execute(select(Page.__table__).where(
+            Page.page_id.in_(page_ids)))]
+        digitized.record(connection, pages)
+        record_pages(connection, pages)
+    moved = _News(code, component_at=row.component_at, result_at=row.result_at, digitized_unit=row.digitized_unit,
+                  device_id=row.device_id, operator_kind=row.operator_kind, operator_id=row.operator_id)
+    _upsert(connection, {code: moved})
+    row.named_code = code
+    row.updated_at = datetime.now(UTC)
+    session.commit()
+    named = session.get(Dossier, code, populate_existing=True)  # written by SQL above, not through the ORM
+    assert named is not None
+    log.info("walk-in dossier named (%d document(s), %d page(s))", len(documents), len(page_ids))
+    return named
+
+
+def recount(connection: Connection) -> None:
+    """Recompute every dossier's digitized times from the stored pages and documents (after a
+    bulk load that bypassed the ingest, or a change of the counting rule). The received side
+    is left as imported."""
+    connection.execute(update(Dossier).values(component_at=None, result_at=None, digitized_unit=None,
+                                              device_id=None))
+    for chunk in _chunks(connection.execute(
+            select(Page.page_id, Page.device_id, Page.unit_code, Page.dossier_code, Page.dropped, Page.quality,
+                   Page.captured_at).where(Page.dossier_code.is_not(None))).mappings()):
+        record_pages(connection, chunk)
+    news: dict[str, _News] = {}
+    for doc in connection.execute(select(DossierDocument.__table__)).mappings():
+        item = news.setdefault(doc["dossier_code"], _News(doc["dossier_code"]))
+        item.saw(doc["kind"], doc["closed_at"], doc["unit_code"], doc["device_id"])
+    _upsert(connection, news)
+
+
+def _chunks(rows: Iterable[Any], size: int = 10_000) -> Iterable[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(dict(row))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
