@@ -21,6 +21,7 @@ ReceivedImport(inserted=0, updated=0, unchanged=1, repeated=0))
 """
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -40,6 +41,7 @@ COLUMNS = ("code", "procedure_code", "unit_code", "received_date", "due_date")
 OPTIONAL = ("result_date",)
 _FIELDS = ("procedure_code", "received_unit", "received_on", "received_period", "due_on", "result_on")
 _CHUNK = 5000
+_CODE = re.compile(r"^[^\s/]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def _check(row: ReceivedRow, versions: dict[str, list[Unit]]) -> tuple[dict[str,
     code = codes.normalize(row.code)
     if not code:
         errors.append("code is empty")
-    elif len(code) > 64 or any(c.isspace() for c in code) or "/" in code:
+    elif not _CODE.match(code):
         errors.append(f"code {row.code!r} is not a dossier code (at most 64 characters, no spaces or '/')")
     elif codes.page_code(code).kind == "result":
         errors.append(f"code {row.code!r} names a result (-KQ), not a dossier")
@@ -117,7 +119,7 @@ def _check(row: ReceivedRow, versions: dict[str, list[Unit]]) -> tuple[dict[str,
     if errors or received is None:
         return None, errors
     return {"code": code, "procedure_code": procedure or None, "received_unit": unit, "received_on": received,
-            "received_period": received.strftime("%Y-%m"), "due_on": dates["due_date"],
+            "received_period": received.isoformat()[:7], "due_on": dates["due_date"],
             "result_on": dates["result_date"]}, []
 
 

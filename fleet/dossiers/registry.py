@@ -195,26 +195,23 @@ def name_walk_in(session: Session, walk_in: str, code: str) -> Dossier:
 def recount(connection: Connection) -> None:
     """Recompute every dossier's digitized times from the stored pages and documents (after a
     bulk load that bypassed the ingest, or a change of the counting rule). The received side
-    is left as imported."""
+    is left as imported. Reads the pages once, folds them in memory, writes in chunks."""
+    news: dict[str, _News] = {}
+    columns = (Page.device_id, Page.unit_code, Page.dossier_code, Page.dropped, Page.quality, Page.captured_at)
+    keys = ("device_id", "unit_code", "dossier_code", "dropped", "quality", "captured_at")
+    for values in connection.execute(select(*columns).where(Page.dossier_code.is_not(None))):
+        row = dict(zip(keys, values, strict=True))
+        if digitized.accepted(row):
+            named = codes.page_code(row["dossier_code"])
+            item = news.get(named.code) or news.setdefault(named.code, _News(named.code))
+            item.saw(named.kind, row["captured_at"], row["unit_code"], row["device_id"])
+    for code, kind, closed_at, unit, device in connection.execute(select(
+            DossierDocument.dossier_code, DossierDocument.kind, DossierDocument.closed_at, DossierDocument.unit_code,
+            DossierDocument.device_id)):
+        item = news.get(code) or news.setdefault(code, _News(code))
+        item.saw("result" if kind == "result" else "component", closed_at, unit, device)
     connection.execute(update(Dossier).values(component_at=None, result_at=None, digitized_unit=None,
                                               device_id=None))
-    for chunk in _chunks(connection.execute(
-            select(Page.page_id, Page.device_id, Page.unit_code, Page.dossier_code, Page.dropped, Page.quality,
-                   Page.captured_at).where(Page.dossier_code.is_not(None))).mappings()):
-        record_pages(connection, chunk)
-    news: dict[str, _News] = {}
-    for doc in connection.execute(select(DossierDocument.__table__)).mappings():
-        item = news.setdefault(doc["dossier_code"], _News(doc["dossier_code"]))
-        item.saw(doc["kind"], doc["closed_at"], doc["unit_code"], doc["device_id"])
-    _upsert(connection, news)
-
-
-def _chunks(rows: Iterable[Any], size: int = 10_000) -> Iterable[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
-    for row in rows:
-        chunk.append(dict(row))
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    ordered = sorted(news)
+    for start in range(0, len(ordered), 20_000):
+        _upsert(connection, {c: news[c] for c in ordered[start:start + 20_000]})

@@ -3,8 +3,9 @@ Excel's byte-order mark), a header row, one problem reported per bad line."""
 
 import csv
 import io
+import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 
 from fleet.errors import FleetError
 
@@ -68,11 +69,20 @@ def read_rows(
     return rows
 
 
+_DATE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})$|^([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})$")
+
+
 def parse_date(text: str) -> date:
-    """ISO ``2025-07-01`` or Vietnamese ``01/07/2025``."""
-    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
+    """ISO ``2025-07-01`` or Vietnamese ``01/07/2025`` (a million rows' worth: no strptime).
+
+    >>> parse_date("2025-07-01"), parse_date("1/7/2025")
+    (datetime.date(2025, 7, 1), datetime.date(2025, 7, 1))
+    """
+    found = _DATE.match(text)
+    if found is not None:
+        year, month, day = found.group(1, 2, 3) if found.group(1) else found.group(6, 5, 4)
         try:
-            return datetime.strptime(text, fmt).date()
+            return date(int(year), int(month), int(day))
         except ValueError:
-            continue
+            pass
     raise ValueError(f"date {text!r} is neither YYYY-MM-DD nor DD/MM/YYYY")

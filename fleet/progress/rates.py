@@ -313,9 +313,12 @@ def progress(session: Session, start: str, end: str, root: str | None = None) ->
             basis="dossiers" if unit.code in by_rows else "counts",
             children=[k.code for k in children.get(unit.code, [])], trend={m: Figures() for m in months})
         for month in months:
-            row.own.add(own.get((unit.code, month), Figures()))
-            row.trend[month].add(subtree_month.get((unit.code, month), Figures()))
-            row.total.add(row.trend[month])
+            mine, below = own.get((unit.code, month)), subtree_month.get((unit.code, month))
+            if mine is not None:
+                row.own.add(mine)
+            if below is not None:
+                row.trend[month] = below
+                row.total.add(below)
         result[unit.code] = row
 
     tiers: list[TierTotal] = []

@@ -1,0 +1,168 @@
+"""Dossiers received matched with digitized ones for one year of a province: the received list's
+import, the ingest's per-batch reconciliation, a full recount, and the progress figures and
+chase list through the API, on PostgreSQL (or SQLite).
+
+The data set is synthetic (generated codes): one province with ``--units`` units under it (a few
+province-level agencies, the rest communes), ``--received`` dossiers received over the twelve
+months 2025-04..2026-03, about 60% of them digitized (one accepted page each; one in eight also
+a result page ``<code>-KQ1``), plus 0.5% of digitized dossiers under mistyped codes that match
+nothing. Goals: the progress page's query under 1 s, a full recount under 60 s.
+
+    nice -n 19 python -m benchmarks.bench_dossiers --db postgresql
+"""
+
+import argparse
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from benchmarks.fleetdata import database
+from benchmarks.harness import machine, measure
+from fleet.api.app import create_app
+from fleet.config import DatabaseConfig, FleetConfig, IngestConfig, StorageConfig
+from fleet.db import bulk_insert, make_engine, migrate, session_factory
+from fleet.dossiers import registry
+from fleet.dossiers.received import ReceivedRow, import_received
+from fleet.models import Device, Page
+from fleet.progress.models import Unit
+from tests.authn import login
+
+FIRST, LAST = "2025-04", "2026-03"
+NOW = datetime(2026, 4, 15, 3, tzinfo=UTC)
+START = date(2025, 4, 1)
+DAYS = (date(2026, 3, 31) - START).days + 1
+
+
+def _units(count: int) -> list[dict[str, Any]]:
+    rows = [{"code": "99", "valid_from": date(2004, 1, 1), "valid_to": None, "name": "Tỉnh tổng hợp 99",
+             "tier": "province", "parent_code": None}]
+    rows += [{"code": f"000.00.{j:02d}.H99", "valid_from": date(2004, 1, 1), "valid_to": None,
+              "name": f"Sở tổng hợp {j}", "tier": "agency", "parent_code": "99"} for j in range(1, 21)]
+    rows += [{"code": f"9{j:04d}", "valid_from": date(2004, 1, 1), "valid_to": None, "name": f"Xã tổng hợp {j}",
+              "tier": "commune", "parent_code": "99"} for j in range(count - len(rows))]
+    return rows
+
+
+def _timed(label: str, fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    print(f"| {label} | {seconds:.1f} s |", flush=True)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_dossiers", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--units", type=int, default=3000)
+    parser.add_argument("--received", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
+    args = parser.parse_args(argv)
+    rng = random.Random(13)
+    print(f"Machine: {machine()}\n")
+    print(f"{args.units} units, {args.received:,} dossiers received over {FIRST}..{LAST}, on {args.db}.\n")
+    status = 0
+    with tempfile.TemporaryDirectory(prefix="sohoa-bench-") as tmp, database(args.db, Path(tmp)) as url:
+        engine = make_engine(url)
+        migrate(engine)
+        units = _units(args.units)
+        communes = [u["code"] for u in units if u["tier"] != "province"]
+        devices = [{"id": f"kiosk-{c}", "unit_code": c, "first_seen": NOW, "last_seen": NOW, "status": "offline"}
+                   for c in communes]
+        with engine.begin() as conn:
+            bulk_insert(conn, Unit.__table__, units)
+            bulk_insert(conn, Device.__table__, devices)
+        rows: list[ReceivedRow] = []
+        pages: list[dict[str, Any]] = []
+        for i in range(args.received):
+            unit = communes[i % len(communes)]
+            got = START + timedelta(days=rng.randrange(DAYS))
+            code = f"000.00.00.H99-{got:%y%m%d}-{i:07d}"
+            rows.append(ReceivedRow(i + 2, code, f"1.{i % 500:03d}", unit, got.isoformat(),
+                                    (got + timedelta(days=15)).isoformat()))
+            if rng.random() < 0.6:
+                when = datetime.combine(got, datetime.min.time(), UTC) + timedelta(days=rng.randrange(20), hours=2)
+                typo = rng.random() < 0.005
+                pages.append(_page(len(pages), unit, code.replace("H99", "H9G") if typo else code, when))
+                if rng.random() < 0.125:
+                    pages.append(_page(len(pages), unit, f"{code}-KQ1", when + timedelta(days=10)))
+
+        print("| step | time |")
+        print("|---|---|")
+        sessions = session_factory(engine)
+
+        def load() -> None:
+            with sessions() as session:
+                result = import_received(session, rows, now=NOW)
+            assert result.inserted == args.received, result
+
+        _timed(f"import of the received list ({args.received:,} rows, validated, one transaction)", load)
+        with engine.begin() as conn:
+            for start in range(0, len(pages), 20000):
+                bulk_insert(conn, Page.__table__, pages[start:start + 20000])
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")
+
+        def recount() -> None:
+            with engine.begin() as conn:
+                registry.recount(conn)
+
+        seconds = _timed(f"full recount from {len(pages):,} pages", recount)
+        if seconds > 60:
+            status = 1
+        batch = [{**p, "page_id": f"x{p['page_id']}"} for p in pages[:500]]
+
+        def ingest_batch() -> None:
+            with engine.begin() as conn:
+                registry.record_pages(conn, batch)
+
+        print(f"| the ingest's reconciliation of a batch of 500 pages | "
+              f"{measure(ingest_batch, repeat=args.repeat, warmup=1).row()} |")
+        if engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE dossiers")
+        config = FleetConfig(database=DatabaseConfig(url=url), ingest=IngestConfig(enabled=False),
+                             storage=StorageConfig(dir=Path(tmp) / "files"))
+        with TestClient(create_app(config, clock=lambda: NOW)) as client:
+            login(client)
+            commune = communes[-1]
+            requests = [
+                ("GET /api/v1/progress, the province, one month", f"/api/v1/progress?from={LAST}&unit=99", True),
+                ("GET /api/v1/progress, the province, the year", f"/api/v1/progress?from={FIRST}&to={LAST}&unit=99",
+                 True),
+                (f"GET /api/v1/dossiers/chase, commune {commune}, the year",
+                 f"/api/v1/dossiers/chase?from={FIRST}&to={LAST}&unit={commune}", False),
+                (f"chase.xlsx, commune {commune}, the year",
+                 f"/api/v1/dossiers/chase.xlsx?from={FIRST}&to={LAST}&unit={commune}", False),
+                ("GET /api/v1/dossiers?state=unmatched", "/api/v1/dossiers?state=unmatched&limit=100", False),
+            ]
+            for label, path, page_goal in requests:
+                def get(path: str = path) -> None:
+                    response = client.get(path)
+                    if response.status_code != 200:
+                        raise SystemExit(f"{path}: {response.status_code} {response.text[:200]}")
+                stats = measure(get, repeat=args.repeat, warmup=1)
+                print(f"| {label} | {stats.row()} |", flush=True)
+                if page_goal and stats.median_ms > 1000:
+                    status = 1
+        engine.dispose()
+    return status
+
+
+def _page(n: int, unit: str, code: str, when: datetime) -> dict[str, Any]:
+    return {"page_id": f"p{n:09d}", "device_id": f"kiosk-{unit}", "event_id": "e", "batch_id": "b", "sequence": 1,
+            "side": "front", "dossier_code": code, "sha256": "0" * 64, "size": 1, "content_type": "image/png",
+            "width": 1, "height": 1, "dpi": 200, "source": "scanner", "doctype": None, "confidence": None,
+            "quality": {"ok": True, "issues": []}, "dropped": False, "captured_at": when,
+            "received_at": when + timedelta(seconds=5), "unit_code": unit}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
