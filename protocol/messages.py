@@ -306,12 +306,23 @@ class DossierDocument(BaseModel):
     size: int = Field(ge=0)
 
 
+class Operator(BaseModel):
+    """Who digitized a dossier: a unit's clerk, the public postal service's staff assigned to
+    the counter (Decree 107/2021), or the citizen at a self-service kiosk."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["unit_staff", "postal_staff", "citizen"]
+    id: str | None = Field(default=None, max_length=64,
+                           description="The operator's opaque id at the fleet (staff only; never a name or ID number)")
+
+
 class DossierClosed(EventBase):
     type: Literal["dossier_closed"] = "dossier_closed"
     dossier_code: str | None = Field(max_length=64, description="None for a walk-in not yet named")
     session_id: str = Field(max_length=64)
     page_ids: list[str] = Field(default_factory=list)
     documents: list[DossierDocument] = Field(default_factory=list)
+    operator: Operator | None = Field(default=None, description="Who digitized it, when the device knows")
 
 
 AnyEvent = Annotated[

@@ -59,8 +59,13 @@ def _earlier() -> str:
         return (f'{column} = CASE WHEN {earlier_component} OR {first_news} '
                 f'THEN COALESCE(excluded.{column}, "{t}".{column}) ELSE "{t}".{column} END')
 
+    def operator(column: str) -> str:  # only documents know it, and they come after their pages
+        return (f'{column} = CASE WHEN {earlier_component} OR {first_news} OR "{t}".operator_kind IS NULL '
+                f'THEN COALESCE(excluded.{column}, "{t}".{column}) ELSE "{t}".{column} END')
+
     sets = [earliest("component_at"), earliest("result_at")]
-    sets += [of_earliest(c) for c in ("digitized_unit", "device_id", "operator_kind", "operator_id")]
+    sets += [of_earliest(c) for c in ("digitized_unit", "device_id")]
+    sets += [operator(c) for c in ("operator_kind", "operator_id")]
     sets.append('updated_at = excluded.updated_at')
     return '("code") DO UPDATE SET ' + ", ".join(sets)
 
@@ -81,15 +86,21 @@ class _News:
     operator_kind: str | None = None
     operator_id: str | None = None
 
-    def saw(self, kind: codes.Kind, at: datetime, unit: str | None, device: str | None) -> None:
+    def saw(self, kind: codes.Kind, at: datetime, unit: str | None, device: str | None,
+            operator: tuple[str | None, str | None] = (None, None)) -> None:
         if kind == "result":
             if self.result_at is None or at < self.result_at:
                 self.result_at = at
             if self.component_at is None and self.digitized_unit is None:
-                self.digitized_unit, self.device_id = unit, device
+                self._by(unit, device, operator)
         elif self.component_at is None or at < self.component_at:
             self.component_at = at
-            self.digitized_unit, self.device_id = unit, device
+            self._by(unit, device, operator)
+
+    def _by(self, unit: str | None, device: str | None, operator: tuple[str | None, str | None]) -> None:
+        self.digitized_unit, self.device_id = unit, device
+        if operator[0] is not None:
+            self.operator_kind, self.operator_id = operator
 
     def row(self, now: datetime) -> dict[str, Any]:
         return {"code": self.code, "walk_in": self.walk_in, "component_at": self.component_at,
@@ -130,6 +141,7 @@ def record_closed(connection: Connection, closed: Iterable[tuple[DossierClosed, 
         if not event.documents and event.dossier_code is None:
             continue
         walk_in = event.dossier_code is None
+        operator = (event.operator.kind, event.operator.id) if event.operator else (None, None)
         for doc in event.documents:
             named = codes.document(doc.name)
             if event.dossier_code is not None and named.code != codes.page_code(event.dossier_code).code:
@@ -137,13 +149,13 @@ def record_closed(connection: Connection, closed: Iterable[tuple[DossierClosed, 
                             doc.sha256[:12], event.id)
                 named = codes.Named(codes.page_code(event.dossier_code).code, named.kind, named.sequence)
             item = news.setdefault(named.code, _News(named.code, walk_in=walk_in))
-            item.saw(named.kind, event.ts, unit, event.device_id)
+            item.saw(named.kind, event.ts, unit, event.device_id, operator)
             documents.append({
                 "dossier_code": named.code, "name": doc.name, "kind": named.kind, "sequence": named.sequence,
                 "doctype": doc.doctype, "pages": doc.pages, "size": doc.size, "sha256": doc.sha256,
                 "text_layer": None, "device_id": event.device_id, "unit_code": unit, "event_id": event.id,
                 "session_id": event.session_id, "page_ids": list(event.page_ids), "closed_at": event.ts,
-                "operator_kind": None, "operator_id": None})
+                "operator_kind": operator[0], "operator_id": operator[1]})
     _upsert(connection, news)
     if not documents:
         return 0
@@ -205,11 +217,11 @@ def recount(connection: Connection) -> None:
             named = codes.page_code(row["dossier_code"])
             item = news.get(named.code) or news.setdefault(named.code, _News(named.code))
             item.saw(named.kind, row["captured_at"], row["unit_code"], row["device_id"])
-    for code, kind, closed_at, unit, device in connection.execute(select(
+    for code, kind, closed_at, unit, device, operator_kind, operator_id in connection.execute(select(
             DossierDocument.dossier_code, DossierDocument.kind, DossierDocument.closed_at, DossierDocument.unit_code,
-            DossierDocument.device_id)):
+            DossierDocument.device_id, DossierDocument.operator_kind, DossierDocument.operator_id)):
         item = news.get(code) or news.setdefault(code, _News(code))
-        item.saw("result" if kind == "result" else "component", closed_at, unit, device)
+        item.saw("result" if kind == "result" else "component", closed_at, unit, device, (operator_kind, operator_id))
     connection.execute(update(Dossier).values(component_at=None, result_at=None, digitized_unit=None,
                                               device_id=None))
     ordered = sorted(news)

@@ -23,12 +23,13 @@ _WIDENED = (("units", "code"), ("units", "parent_code"), ("progress_targets", "u
             ("dossiers_received", "unit_code"), ("users", "unit_code"), ("audit_log", "unit_code"),
             ("alerts", "unit_code"))
 
-# Every dossier already digitized (first accepted page), under its code as typed: result pages
-# (code-KQn) are folded in by the next full recount (sohoa-fleet dossiers recount).
+# Every dossier already digitized (first accepted page), under its normalized code. Pages of a
+# result (code-KQn) are left to a full recount (POST /api/v1/dossiers/recount), which knows the form.
 _FILL = """
 INSERT INTO dossiers (code, walk_in, component_at, digitized_unit, device_id, updated_at)
 SELECT UPPER(TRIM(dossier_code)), {false}, MIN(first_at), MIN(unit_code), MIN(device_id), MIN(first_at)
-FROM dossiers_digitized GROUP BY UPPER(TRIM(dossier_code))
+FROM dossiers_digitized WHERE UPPER(dossier_code) NOT LIKE '%-KQ%'
+GROUP BY UPPER(TRIM(dossier_code))
 """
 
 

@@ -16,6 +16,7 @@ from protocol.messages import (
     DossierClosed,
     DossierDocument,
     Message,
+    Operator,
     Page,
     PageCaptured,
     QualityVerdict,
@@ -54,11 +55,11 @@ def page(device: str, dossier: str | None, when: datetime, *, ok: bool = True, p
 
 
 def closed(device: str, dossier: str | None, names: Iterable[str], when: datetime,
-           page_ids: Iterable[str] = ()) -> DossierClosed:
+           page_ids: Iterable[str] = (), operator: Operator | None = None) -> DossierClosed:
     docs = [DossierDocument(sha256=hashlib.sha256(name.encode()).hexdigest(), name=name, pages=1, size=100)
             for name in names]
     return DossierClosed(device_id=device, ts=when, dossier_code=dossier, session_id=new_id(),
-                         page_ids=list(page_ids), documents=docs)
+                         page_ids=list(page_ids), documents=docs, operator=operator)
 
 
 def send(client: TestClient, messages: Iterable[Message]) -> None:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from fleet.auth.models import AuditEntry
+from protocol.messages import Operator
 from tests.authn import login
 from tests.fleet.conftest import state_of
 from tests.fleet.dossiers.conftest import at, closed, load_units, page, send, status
@@ -37,7 +38,8 @@ def test_a_walk_in_named_later_moves_the_counts(api: TestClient) -> None:
     _received(api, [(CODE, "99003", "2026-01-10"), ("000.00.00.H99-260110-0002", "99003", "2026-01-10")])
     first, second = page("kiosk-c", None, at("2026-01-10")), page("kiosk-c", None, at("2026-01-10", 4), dpi=300)
     walk_in = closed("kiosk-c", None, [f"{WALK_IN}.1.pdf", f"{WALK_IN}.2.pdf"], at("2026-01-10", 5),
-                     page_ids=[first.page.page_id, second.page.page_id])
+                     page_ids=[first.page.page_id, second.page.page_id],
+                     operator=Operator(kind="postal_staff", id="op-17"))
     send(api, [status("kiosk-c", "99003", at("2026-01-01")), first, second, walk_in])
 
     listed = api.get("/api/v1/dossiers", params={"state": "walk_in"}).json()
@@ -63,6 +65,11 @@ def test_a_walk_in_named_later_moves_the_counts(api: TestClient) -> None:
     assert {p["page_id"] for p in detail["pages"]} == {first.page.page_id, second.page.page_id}
     assert api.get(f"/api/v1/dossiers/{WALK_IN}").json()["state"] == "named"
     assert api.get(f"/api/v1/dossiers/{WALK_IN}").json()["named_code"] == CODE
+    by_postal = api.get("/api/v1/dossiers", params={"operator_kind": "postal_staff"}).json()
+    assert [(d["code"], d["operator_id"]) for d in by_postal] == [(CODE, "op-17"), (WALK_IN, "op-17")]
+    assert {d["operator_kind"] for d in detail["documents"]} == {"postal_staff"}
+    assert api.get("/api/v1/dossiers", params={"operator_kind": "unit_staff"}).json() == []
+    assert api.get("/api/v1/dossiers", params={"operator_kind": "boss"}).status_code == 422
 
     send(api, [walk_in, first])  # redelivered after the naming: nothing changes
     assert len(api.get(f"/api/v1/dossiers/{CODE}").json()["documents"]) == 2
