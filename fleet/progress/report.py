@@ -147,12 +147,22 @@ def summary_lines(report: PeriodicReport) -> list[str]:
             f"{u.name} ({vi_percent(u.own.rate)}/{vi_percent(u.target)})" for u in worst) + ".")
     if p.unattributed:
         lines.append(f"Hồ sơ đã số hóa chưa gắn được với đơn vị: {vi_number(p.unattributed)}.")
+    by_rows = [u for u in units if u.basis == "dossiers"]
+    if by_rows:
+        lines.append(
+            f"Đối chiếu theo từng hồ sơ ({len(by_rows)}/{len(units)} đơn vị): kết quả giải quyết đã số hóa "
+            f"{vi_number(p.total.results)} ({vi_percent(p.total.result_rate)}); hồ sơ số hóa không khớp hồ sơ "
+            f"tiếp nhận nào (không tính vào tỷ lệ): {vi_number(p.total.unmatched)}. Các đơn vị còn lại chỉ có "
+            "số tổng hợp theo tháng: hồ sơ đã số hóa đếm theo trang đầu tiên đạt yêu cầu, tỷ lệ tối đa 100%.")
     return lines
 
 
 TITLE = "BÁO CÁO ĐỊNH KỲ TIẾN ĐỘ SỐ HÓA HỒ SƠ, KẾT QUẢ GIẢI QUYẾT THỦ TỤC HÀNH CHÍNH"
 UNIT_HEADER = ("Mã", "Đơn vị", "Cấp", "Tiếp nhận", "Đã số hóa", "Tỷ lệ", "Chỉ tiêu", "Kết quả",
                "Tiếp nhận (cả cấp dưới)", "Số hóa (cả cấp dưới)", "Tỷ lệ (cả cấp dưới)")
+UNIT_HEADER_XLSX = (*UNIT_HEADER, "Kết quả giải quyết đã số hóa", "Số hóa không khớp hồ sơ tiếp nhận",
+                    "Cơ sở số liệu")
+BASIS_VI = {"dossiers": "Từng hồ sơ", "counts": "Số tổng hợp"}
 TIER_HEADER = ("Cấp", "Số đơn vị", "Tiếp nhận", "Đã số hóa", "Tỷ lệ", "Chỉ tiêu", "Đạt", "Chưa đạt")
 DEVICE_HEADER = ("Thiết bị", "Đơn vị", "Trạng thái", "Lần cuối liên lạc (UTC)", "Phiên bản", "Giờ hoạt động",
                  "Số giờ trong kỳ", "Mức sẵn sàng")
@@ -174,12 +184,13 @@ def to_xlsx(report: PeriodicReport) -> bytes:
     for line in summary_lines(report):
         sheet.append([line])
     sheet.append([])
-    sheet.append(list(UNIT_HEADER))
+    sheet.append(list(UNIT_HEADER_XLSX))
     for cell in sheet[sheet.max_row]:
         cell.font = bold
     for u in report.progress.units.values():
         sheet.append([u.code, "    " * u.depth + u.name, TIER_VI[u.tier], u.own.received, u.own.digitized,
-                      u.own.rate, u.target, STATUS_VI[u.status], u.total.received, u.total.digitized, u.total.rate])
+                      u.own.rate, u.target, STATUS_VI[u.status], u.total.received, u.total.digitized, u.total.rate,
+                      u.own.results, u.own.unmatched, BASIS_VI[u.basis]])
         row = sheet.max_row
         for col in ("F", "G", "K"):
             sheet[f"{col}{row}"].number_format = "0.0%"
@@ -198,7 +209,7 @@ def to_xlsx(report: PeriodicReport) -> bytes:
         sheet[f"E{sheet.max_row}"].number_format = "0.0%"
         sheet[f"F{sheet.max_row}"].number_format = "0.0%"
     sheet.column_dimensions["B"].width = 48
-    for col in "CDEFGHIJK":
+    for col in "CDEFGHIJKLMN":
         sheet.column_dimensions[col].width = 14
 
     devices = book.create_sheet("Thiết bị")

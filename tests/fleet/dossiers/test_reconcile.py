@@ -117,6 +117,15 @@ def test_a_thousand_received_dossiers_reconciled_exactly(api: TestClient) -> Non
     jan = sum(1 for i in range(N) if received_on(i).month == 1)
     assert [m["received"] for m in province["trend"]] == [jan, N - jan]
 
+    report = api.get("/api/v1/progress/report.xlsx", params={**SPAN, "unit": "99"})
+    book = load_workbook(io.BytesIO(report.content))["Báo cáo"]
+    lines = [str(r[0]) for r in book.iter_rows(max_col=1, values_only=True) if r[0]]
+    results = sum(is_result(i) for i in range(N))
+    assert any(line.startswith("Đối chiếu theo từng hồ sơ (3/4 đơn vị): kết quả giải quyết đã số hóa "
+                               f"{results} ") and "tiếp nhận nào (không tính vào tỷ lệ): 40." in line for line in lines)
+    unit_rows = {r[0]: r for r in book.iter_rows(values_only=True) if r[0] in UNITS}
+    assert unit_rows["99001"][11:14] == (_expected()["99001"][2], 40, "Từng hồ sơ")
+
     unmatched = api.get("/api/v1/dossiers", params={"state": "unmatched", "limit": 1000}).json()
     assert len(unmatched) == 40 and all(d["code"].startswith("000.00.00.H99-2601-9") for d in unmatched)
     one = api.get(f"/api/v1/dossiers/{code(22).lower()}").json()  # i=22: pages twice (kiosk-x), a component
