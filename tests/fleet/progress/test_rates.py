@@ -3,6 +3,8 @@ page, in Vietnam's month, rolled up the tree; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import JSON, column, insert, select, table, text
@@ -24,6 +26,10 @@ def _units(client: TestClient, **params: str) -> dict[str, dict]:  # type: ignor
     return {u["code"]: u for u in response.json()["units"]}
 
 
+def _counts(figures: dict[str, Any]) -> dict[str, Any]:
+    return {key: figures[key] for key in ("received", "digitized", "rate")}
+
+
 def test_rates_for_a_known_data_set(filled: TestClient) -> None:
     """Traps in the data: a dropped page, a dossier with only rejected pages, a dossier with a
     rejected and a good page, two pages of one dossier, a dossier seen again the next month and
@@ -38,15 +44,18 @@ def test_rates_for_a_known_data_set(filled: TestClient) -> None:
     assert [units[c]["status"] for c in ("99", "99001", "99003", "99004")] == ["met", "met", "behind", "behind"]
     assert [units[c]["target"] for c in ("99", "99001")] == [0.5, 0.35]
     # Rolled up: the province's total is every unit's own.
-    assert units["99"]["total"] == {"received": 44, "digitized": 16, "rate": pytest.approx(16 / 44)}
+    assert _counts(units["99"]["total"]) == {"received": 44, "digitized": 16, "rate": pytest.approx(16 / 44)}
+    # Monthly counts only (no dossier imported one per row): no results, nothing to match.
+    assert {u["basis"] for u in units.values()} == {"counts"}
+    assert (units["99"]["total"]["results"], units["99"]["total"]["unmatched"]) == (0, 0)
     assert body["total"]["received"] == 44 and body["total"]["digitized"] == 16
     assert body["unattributed"] == 1
     # Trend, month by month: A9 (20:00 UTC on 31 January) is February's.
-    assert units["99001"]["trend"] == [{"received": 20, "digitized": 8, "rate": 0.4},
-                                       {"received": 0, "digitized": 2, "rate": None}]
+    assert [_counts(m) for m in units["99001"]["trend"]] == [{"received": 20, "digitized": 8, "rate": 0.4},
+                                                             {"received": 0, "digitized": 2, "rate": None}]
     assert [m["digitized"] for m in units["99"]["trend"]] == [13, 3]
     tiers = {t["tier"]: t for t in body["tiers"]}
-    assert tiers["province"]["figures"] == {"received": 6, "digitized": 3, "rate": 0.5}
+    assert _counts(tiers["province"]["figures"]) == {"received": 6, "digitized": 3, "rate": 0.5}
     assert (tiers["commune"]["figures"]["received"], tiers["commune"]["figures"]["digitized"]) == (38, 13)
     assert (tiers["commune"]["units"], tiers["commune"]["met"], tiers["commune"]["behind"]) == (3, 1, 2)
     # One month only.
