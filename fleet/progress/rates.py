@@ -235,15 +235,22 @@ def load_targets(session: Session) -> Targets:
 
 def _parents_by_month(session: Session, months: list[str]) -> dict[str, dict[str, str | None]]:
     """{month: {unit: its parent in the record valid in that month (the latest one starting
-    within it, when a unit changed mid-month)}}."""
+    within it, when a unit changed mid-month)}}, for the units whose parent is not the same all
+    along the range (the others go by their record at the range's end)."""
     start, end = periods.first_day(months[0]), periods.last_day(months[-1])
-    records = list(session.scalars(select(Unit).where(
-        Unit.valid_from <= end, or_(Unit.valid_to.is_(None), Unit.valid_to >= start)).order_by(Unit.valid_from)))
+    t = Unit.__table__.c
+    records = session.connection().execute(
+        select(t.code, t.parent_code, t.valid_from, t.valid_to)
+        .where(t.valid_from <= end, or_(t.valid_to.is_(None), t.valid_to >= start)).order_by(t.valid_from)).all()
+    parents: dict[str, set[str | None]] = {}
+    for code, parent, _, _ in records:
+        parents.setdefault(code, set()).add(parent)
+    moving = [r for r in records if len(parents[r.code]) > 1]
     out: dict[str, dict[str, str | None]] = {}
     for month in months:
         lo, hi = periods.first_day(month), periods.last_day(month)
-        out[month] = {u.code: u.parent_code for u in records
-                      if u.valid_from <= hi and (u.valid_to is None or u.valid_to >= lo)}
+        out[month] = {code: parent for code, parent, valid_from, valid_to in moving
+                      if valid_from <= hi and (valid_to is None or valid_to >= lo)}
     return out
 
 
