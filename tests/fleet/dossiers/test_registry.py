@@ -154,3 +154,49 @@ def test_a_range_over_1_july_2025_rolls_each_month_up_the_tree_of_that_month(api
     assert (units["991"]["total"]["received"], units["99"]["total"]["received"]) == (11, 44)
     district = api.get("/api/v1/progress", params={"from": "2025-06", "to": "2025-07", "unit": "991"}).json()
     assert [(m["received"], m["digitized"]) for m in district["units"][0]["trend"]] == [(11, 1), (0, 0)]
+
+
+def _hold(client: TestClient, data: bytes) -> str:
+    """Put ``data`` in the fleet's file store, as an upload would."""
+    import hashlib
+
+    from fleet.models import StoredFile
+
+    state = state_of(client)
+    sha = hashlib.sha256(data).hexdigest()
+    state.store.put_bytes(sha, data)
+    with state.sessions() as session:
+        session.add(StoredFile(sha256=sha, size=len(data), content_type="application/pdf", stored_at=at("2026-01-10"),
+                               uploaded_by="kiosk-c"))
+        session.commit()
+    return sha
+
+
+def test_documents_say_whether_they_have_a_text_layer_and_download_under_their_name(api: TestClient) -> None:
+    from fpdf import FPDF
+
+    from protocol.messages import DossierDocument
+
+    with_text = FPDF()
+    with_text.add_page()
+    with_text.set_font("helvetica", size=12)
+    with_text.cell(text="Don de nghi")
+    text_pdf = bytes(with_text.output())
+    image_only = b"%PDF-1.4\n1 0 obj << /Type /XObject /Subtype /Image /Width 1 /Height 1 >> endobj\n%%EOF\n"
+    load_units(api)
+    docs = [DossierDocument(sha256=_hold(api, text_pdf), name="H99-T.1.pdf", pages=1, size=len(text_pdf)),
+            DossierDocument(sha256=_hold(api, image_only), name="H99-T.2.pdf", pages=1, size=len(image_only)),
+            DossierDocument(sha256="ab" * 32, name="H99-T.3.pdf", pages=1, size=10)]  # not uploaded yet
+    event = closed("kiosk-c", "H99-T", [], at("2026-01-10")).model_copy(update={"documents": docs})
+    send(api, [status("kiosk-c", "99003", at("2026-01-01")), event])
+    detail = api.get("/api/v1/dossiers/H99-T").json()
+    assert [(d["name"], d["text_layer"], d["file_held"]) for d in detail["documents"]] == [
+        ("H99-T.1.pdf", True, True), ("H99-T.2.pdf", False, True), ("H99-T.3.pdf", None, False)]
+    response = api.get(detail["documents"][0]["download_url"])
+    assert response.status_code == 200 and response.content == text_pdf
+    assert 'filename="H99-T.1.pdf"' in response.headers["content-disposition"]
+    assert api.get(detail["documents"][2]["download_url"]).status_code == 404
+    assert api.get("/api/v1/dossiers/H99-T/documents/H99-T.9.pdf").status_code == 404
+    with state_of(api).sessions() as session:
+        actions = [a.action for a in session.scalars(select(AuditEntry))]
+    assert "download /api/v1/dossiers/{code}/documents/{name}" in actions
