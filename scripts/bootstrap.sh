@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 
-debs=(python3-venv python3-dev gcc libsane-dev sane-utils libsane1 mosquitto mosquitto-clients)
+# libtesseract5 + tesseract-ocr-osd: the page pipeline asks Tesseract before turning a page.
+debs=(python3-venv python3-dev gcc libsane-dev sane-utils libsane1 mosquitto mosquitto-clients libtesseract5 tesseract-ocr-osd)
 if [ "$what" = all ]; then
   debs+=(postgresql chromium tesseract-ocr tesseract-ocr-vie poppler-utils fonts-dejavu-core libzbar0)
 fi

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from device.errors import ImageRejected
 from device.inference import geometry
 from device.inference.codes import Code, CodesConfig, read_codes
+from device.inference.osd import Osd, OsdConfig
 from device.inference.quality import Measures, QualityConfig, Verdict, judge, measure
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,10 @@ class PipelineConfig(BaseModel):
     )
     detect_long_side: int = Field(640, ge=200, description="Long side in pixels of the copy the document is found on")
     min_orientation_confidence: float = Field(
-        0.1, ge=0, le=1, description="Below this confidence the page is left as it is (orientation 0)"
+        0.1, ge=0, le=1, description="Below this confidence of the pipeline's own measure the page is left as it "
+        "is (orientation 0); above it, Tesseract's OSD must agree before the page is turned"
     )
+    osd: OsdConfig = Field(default_factory=OsdConfig, description="Tesseract's orientation check (second opinion)")
     min_skew_correction_deg: float = Field(0.3, ge=0, description="Smaller skew is left alone")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality verdict thresholds")
     codes: CodesConfig = Field(default_factory=CodesConfig, description="QR code and barcode reading")
@@ -199,6 +202,19 @@ def _edge_ink(mask: Img) -> float:
     return max((float(s.mean()) / 255.0 for s in strips if s.size), default=0.0)  # a tiny image has no strips
 
 
+def _lines_along(gray: Img, card: bool) -> Literal["any", "rows", "columns"]:
+    """Which way the text lines can run, from the page's shape: a till receipt and an ID card
+    carry their lines along their long side."""
+    gh, gw = gray.shape[:2]
+    if gh > 1.8 * gw:
+        return "rows"
+    if gw > 1.8 * gh:
+        return "columns"
+    if card:
+        return "rows" if gw > gh else "columns"
+    return "any"
+
+
 def _effective_dpi(flat_size: tuple[float, float], file_dpi: float | None, scale_to_file: float) -> float:
     """Pixels per inch on the document: the scanner's dpi when the file has one, else from the
     page's size in pixels and the format its proportions suggest (A4 or ID card)."""
@@ -221,8 +237,10 @@ class PagePipeline:
     def __init__(self, config: PipelineConfig | None = None, classifier: Classifier | None = None) -> None:
         self.config = config or PipelineConfig()
         self.classifier = classifier
+        self.osd = Osd(self.config.osd)
 
     def close(self) -> None:
+        self.osd.close()
         close = getattr(self.classifier, "close", None)
         if callable(close):
             close()
@@ -240,6 +258,32 @@ class PagePipeline:
         page[100:140, 60:560] = 20  # a line of "text"
         self.process(page, source="folder", dpi=200)
         return True
+
+    def _orientation(
+        self, gray: Img, mask: Img, work: Img, found: bool, dpi: float | None, flat: tuple[float, float]
+    ) -> tuple[int, float]:
+        """The clockwise turn that makes the page upright and the pipeline's confidence in it.
+        The page is turned only when the ink-shape measure is confident and Tesseract's OSD,
+        asked only then, agrees with enough confidence (the same turn, or, for a page on its
+        side, the same axis with more confidence): a page turned wrongly is worse than a page
+        left as it is."""
+        ratio = max(flat) / max(1.0, min(flat))
+        card = found and 1.45 <= ratio <= 1.75  # an ID card or a passport page, found in the frame
+        turn, confidence = geometry.estimate_orientation(gray, mask=mask, lines=_lines_along(gray, card))
+        if turn == 0 or confidence < self.config.min_orientation_confidence:
+            return 0, confidence
+        page_dpi = _effective_dpi(flat, dpi, 1.0) * min(work.shape[:2]) / max(1.0, min(flat))
+        answer = self.osd.detect(work, page_dpi)
+        osd = self.config.osd
+        if answer is not None and answer.turn == turn and answer.confidence >= osd.min_confidence:
+            return turn, confidence
+        # Both see the page on its side: which side is where the ink-shape measure is weakest
+        # and Tesseract's letter shapes strongest.
+        sideways = answer is not None and answer.turn in (90, 270) and turn in (90, 270)
+        if sideways and answer is not None and answer.confidence >= osd.min_confidence_to_overrule:
+            return answer.turn, confidence
+        log.debug("page left as it is: own measure %s (%.2f), OSD %s", turn, confidence, answer)
+        return 0, 0.0
 
     def process_file(self, path: Path) -> PageResult:
         """Load and process an image file (see :func:`load_image` for what is refused)."""
@@ -313,16 +357,7 @@ class PagePipeline:
                 mask = geometry.ink_mask(gray)
         lap("deskew")
 
-        # A long narrow document (a till receipt) has its lines across its short side.
-        gh, gw = gray.shape[:2]
-        lines: Literal["any", "rows", "columns"] = "any"
-        if gh > 1.8 * gw:
-            lines = "rows"
-        elif gw > 1.8 * gh:
-            lines = "columns"
-        orientation, o_conf = geometry.estimate_orientation(gray, mask=mask, lines=lines)
-        if o_conf < cfg.min_orientation_confidence:
-            orientation = 0
+        orientation, o_conf = self._orientation(gray, mask, work, doc is not None, dpi, (flat_w, flat_h))
         work = geometry.turn(work, orientation)
         mask = geometry.turn(mask, orientation)
         lap("orientation")

@@ -1,0 +1,84 @@
+"""Turning pages upright, safely: Tesseract's OSD as the second opinion, and the pages that must
+never be turned (cards on a desk, guilloche-bordered certificates, pages the check cannot read)."""
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from device.inference import geometry, synthetic
+from device.inference.osd import Osd, OsdConfig
+from device.inference.pipeline import PagePipeline, PipelineConfig
+from training.generator import render
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[PagePipeline]:
+    with PagePipeline() as p:
+        yield p
+
+
+def test_tesseract_osd_is_installed() -> None:
+    """The device image and the dev setup install tesseract-ocr-osd: without it no page is
+    ever turned, which must not go unnoticed."""
+    with Osd() as osd:
+        assert osd.available()
+
+
+@pytest.mark.parametrize("turned", [0, 90, 180, 270])
+def test_osd_reads_the_turn_of_a_printed_page(turned: int) -> None:
+    page = synthetic.text_page(seed=5, dpi=150)
+    with Osd() as osd:
+        answer = osd.detect(synthetic.turn(page, turned), dpi=150)
+    assert answer is not None
+    assert answer.turn == (360 - turned) % 360
+    assert answer.confidence >= OsdConfig().min_confidence
+
+
+def test_osd_has_no_answer_for_a_page_without_letters() -> None:
+    blank = np.full((800, 600), 250, np.uint8)
+    with Osd() as osd:
+        assert osd.detect(blank, dpi=100) is None
+
+
+@pytest.mark.parametrize("doctype", ["birth_certificate", "marriage_certificate", "land_certificate"])
+def test_upright_guilloche_certificate_is_not_turned(pipeline: PagePipeline, doctype: str) -> None:
+    """Certificates framed by a guilloche border, scanned upright: left as they are."""
+    for seed in range(3):
+        page = render(doctype, 300 + seed, split="heldout", dpi=150)
+        result = pipeline.process(page, dpi=150)
+        assert result.orientation == 0, (doctype, seed)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_upright_card_on_a_textured_desk_is_not_turned(pipeline: PagePipeline, seed: int) -> None:
+    """An ID card with its guilloche background, photographed upright on a wood-grain desk with
+    clutter around it: not turned."""
+    card = render("id_card", 40 + seed, split="heldout", dpi=300)
+    h, w = card.shape[:2]
+    x0, y0 = 380 + 20 * seed, 300 - 10 * seed
+    quad = [(x0, y0), (x0 + w * 0.8, y0 + 12), (x0 + w * 0.8 - 6, y0 + h * 0.8 + 10), (x0 + 4, y0 + h * 0.8)]
+    scene = synthetic.camera_scene(card, frame=(1600, 1200), quad=quad, seed=seed)
+    result = pipeline.process(scene.image, source="camera")
+    assert result.quad is not None
+    assert result.orientation == 0
+
+
+@pytest.mark.parametrize("turned", [90, 180, 270])
+def test_certificate_turned_by_the_scanner_is_turned_back(pipeline: PagePipeline, turned: int) -> None:
+    """The other side of safety: a certificate fed sideways or upside down is still set upright."""
+    page = render("birth_certificate", 7, split="heldout", dpi=150)
+    result = pipeline.process(synthetic.turn(page, turned), dpi=150)
+    assert result.orientation == (360 - turned) % 360
+
+
+def test_without_a_second_opinion_no_page_is_turned() -> None:
+    """With the OSD check off (or Tesseract missing) the pipeline's own measure alone never
+    turns a page, however sure it is."""
+    page = synthetic.text_page(seed=2, dpi=100)
+    with PagePipeline(PipelineConfig(osd=OsdConfig(enabled=False))) as p:
+        for turned in (90, 180, 270):
+            result = p.process(synthetic.turn(page, turned), dpi=100)
+            assert result.orientation == 0
+            own, confidence = geometry.estimate_orientation(geometry.to_gray(synthetic.turn(page, turned)))
+            assert own == (360 - turned) % 360 and confidence > 0.5  # it was sure, and still waited
