@@ -220,7 +220,10 @@ class Page(BaseModel):
     sequence: int = Field(ge=1, description="Position of the page in its batch, from 1")
     side: Literal["front", "back"] = Field(default="front", description="Duplex side")
     dossier_code: str | None = Field(default=None, max_length=64, description="Dossier the page belongs to")
-    doctype: str | None = Field(default=None, max_length=64, description="Document type, when classified")
+    doctype: str | None = Field(
+        default=None, max_length=64,
+        description="Document type, when classified: a class id, or `unsure` when the device asks a person",
+    )
     doctype_confidence: float | None = Field(default=None, ge=0, le=1, description="Classifier confidence")
     quality: QualityVerdict | None = Field(default=None, description="Quality verdict, when checked")
     dropped: bool = Field(default=False, description="Kept out of the dossier's PDF (e.g. blank back)")
