@@ -82,6 +82,15 @@ TITLES: dict[str, tuple[tuple[str, float], ...]] = {
     ),
 }
 
+#: Phrases printed in any case (labels, currencies, the subject line "V/v"); every other phrase
+#: is a title, printed in capitals, and counts only as a clue when read in lower case.
+ANY_CASE = frozenset((
+    "V V", "NOI NHAN", "NGUOI YEU CAU", "NGUOI KHAI", "NGUOI LAM DON", "QUE QUAN", "NOI THUONG TRU",
+    "CO GIA TRI DEN", "CHU HO", "QUAN HE VOI CHU HO", "MA HO SO", "THUA DAT", "THANH TIEN", "TIEN MAT",
+    "THANH TOAN", "TONG CONG", "TONG TIEN", "TOTAL", "SUBTOTAL", "SUMME", "MWST", "VND", "EUR", "USD",
+    "CHANGE", "QD UBND", "UBND VP", "DAC DIEM NHAN DANG", "IDVNM", "RECEIPT", "INVOICE",
+))
+
 #: The national motto heads every administrative paper: Vietnamese and official, whatever else.
 MOTTO = ("CONG HOA XA HOI CHU NGHIA VIET NAM", "DOC LAP TU DO HANH PHUC")
 
@@ -98,18 +107,28 @@ def normalise(text: str) -> str:
     >>> normalise("Giấy  khai sinh, (bản sao)\\nSố: 12/QĐ-UBND")
     'GIAY KHAI SINH BAN SAO\\nSO 12 QD UBND'
     """
+    return _cased(text).upper()
+
+
+def _cased(text: str) -> str:
+    """:func:`normalise` keeping the case (ASCII only, so upper-casing keeps every offset)."""
     text = text.replace("đ", "d").replace("Đ", "D")
     decomposed = unicodedata.normalize("NFD", text)
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
-    lines = (re.sub(r"[^A-Z0-9]+", " ", line).strip() for line in bare.splitlines())
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    lines = (re.sub(r"[^A-Za-z0-9]+", " ", line).strip() for line in bare.splitlines())
     return "\n".join(line for line in lines if line)
+
+
+def _capitals(cased: str, start: int, end: int) -> float:
+    letters = [c for c in cased[max(0, start):end] if c.isalpha()]
+    return sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
 
 
 def _allowed_errors(phrase: str) -> int:
     n = len(phrase)
     if n < 6:
         return 0
-    if n < 8:
+    if n < 10:
         return 1
     if n < 16:
         return 2
@@ -194,7 +213,8 @@ class TitleEvidence:
 def match_titles(raw_text: str) -> TitleEvidence:
     """Score OCR text against :data:`TITLES`. The class named on the earliest line among the
     strong readings (at least 0.75) wins; without one, the strongest weak reading."""
-    text = normalise(raw_text)
+    cased = _cased(raw_text)
+    text = cased.upper()
     line_ends = np.cumsum([len(line) + 1 for line in text.split("\n")]) if text else np.zeros(0)
     scores: dict[str, float] = {}
     first_line: dict[str, int] = {}
@@ -202,6 +222,8 @@ def match_titles(raw_text: str) -> TitleEvidence:
         for phrase, weight in phrases:
             for errors, end in find_phrase(phrase, text):
                 strength = weight * (1.0 - errors / max(1, len(phrase)))
+                if phrase not in ANY_CASE and _capitals(cased, end - len(phrase), end) < 0.6:
+                    strength *= 0.5  # a title's words in running text: a clue, not a title
                 line = int(np.searchsorted(line_ends, end, side="left"))
                 if strength > scores.get(doctype, 0.0):
                     scores[doctype] = strength

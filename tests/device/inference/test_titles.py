@@ -74,6 +74,13 @@ def test_the_first_line_naming_a_type_decides(text: str, doctype: str) -> None:
     assert evidence.strength >= STRONG_TITLE
 
 
+def test_a_title_in_running_text_is_only_a_clue() -> None:
+    """Titles are printed in capitals: "quyết định" inside a sentence does not make a decision."""
+    running = match_titles("Căn cứ quyết định số 12 của ủy ban nhân dân")
+    assert running.scores["official_document"] < STRONG_TITLE
+    assert match_titles("QUYẾT ĐỊNH\nVề việc cấp đất").strength == 1.0
+
+
 def test_text_without_a_title_is_no_type_but_says_what_it_saw() -> None:
     english = match_titles("We propose a network for the analysis of the data. " * 8)
     assert english.doctype is None and english.words >= 40 and english.vietnamese < 0.02
