@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-text", action="store_true", help="type from the image model alone")
     ap.add_argument("--min-confidence", type=float, default=None, help="unsure floor (default: the config's)")
     ap.add_argument("--sweep", action="store_true", help="type with floor 0 and tabulate unsure floors")
+    ap.add_argument("--save", type=Path, help="write path,truth,answer,confidence (floor 0) to this CSV")
+    ap.add_argument("--load", type=Path, help="report from a CSV written by --save instead of typing again")
     ap.add_argument("--errors", action="store_true", help="list the pages typed wrongly on stderr")
     ap.add_argument("--render", type=Path, help="write a set of generated renders to this folder and exit")
     ap.add_argument("--split", choices=("train", "heldout"), default="heldout")
@@ -189,28 +191,43 @@ def main(argv: list[str] | None = None) -> int:
         n = render_set(args.render, args.split, args.per_class, args.seed0)
         print(f"{n} renders written to {args.render}")
         return 0
+    if args.load is not None:
+        with args.load.open(encoding="utf-8", newline="") as f:
+            saved = [(r["truth"], r["answer"], float(r["confidence"])) for r in csv.DictReader(f)]
+        floor = DoctypeConfig().min_confidence if args.min_confidence is None else args.min_confidence
+        print(report([(t, UNSURE if c < floor else a, c) for t, a, c in saved], f"{args.title or args.load} "
+                     f"(floor {floor})"))
+        if args.sweep:
+            print("\n" + sweep(saved))
+        return 0
     if args.data is None or not (args.data / "labels.csv").is_file():
         print("eval_doctype: --data DIR with a labels.csv is required", file=sys.stderr)
         return 2
     mapping = dict(kv.split("=", 1) for kv in args.map.split(",") if "=" in kv)
     rows, skipped = read_labels(args.data, mapping)
     # Accuracy, not speed: a reading slowed by a busy machine is waited for.
-    update: dict[str, object] = {"text": TitleConfig(timeout_s=60)}
+    update: dict[str, object] = {"text": TitleConfig(timeout_s=600)}
     if args.no_text:
         update["text"] = TitleConfig(enabled=False)
-    if args.min_confidence is not None:
-        update["min_confidence"] = args.min_confidence
-    if args.sweep:
-        update["min_confidence"] = 0.0
+    # Typed with floor 0, the floor applied after: the classifier's own rule (below the floor is
+    # unsure), so one run gives the report at the floor and the sweep over floors.
+    floor = DoctypeConfig().min_confidence if args.min_confidence is None else args.min_confidence
+    update["min_confidence"] = 0.0
     cfg = DoctypeConfig().model_copy(update=update)
     cv2.setNumThreads(1)
     start = time.perf_counter()
-    results = evaluate(rows, cfg, errors=args.errors)
+    typed = evaluate(rows, cfg, errors=args.errors)
     took = time.perf_counter() - start
-    heading = args.title or f"{args.data} ({'image only' if args.no_text else 'image + title'})"
+    if args.save is not None:
+        with args.save.open("w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "truth", "answer", "confidence"])
+            w.writerows((p.name, t, a, c) for (p, _), (t, a, c) in zip(rows, typed, strict=True))
+    results = [(t, UNSURE if c < floor else a, c) for t, a, c in typed]
+    heading = args.title or f"{args.data} ({'image only' if args.no_text else 'image + title'}, floor {floor})"
     print(report(results, heading))
     if args.sweep:
-        print("\n" + sweep(results))
+        print("\n" + sweep(typed))
     print(f"\n{len(rows)} pages in {took:.0f} s; skipped labels: {dict(skipped) or 'none'}")
     return 0
 

@@ -58,8 +58,9 @@ def test_config_rejects_unknown_keys_and_bad_threshold() -> None:
 
 def test_shipped_model_classifies_generated_pages_of_every_class() -> None:
     """5 degraded generated pages per class, never trained on; floor: 90% overall, 4/5 in every
-    class. (The held-out fonts/layouts/degradations figure is in the training report.)"""
-    with load_classifier(SHIPPED) as clf:
+    class. (The held-out fonts/layouts/degradations figure is in the training report.) The floor
+    is off: this measures the classes, not the unsure rate."""
+    with load_classifier(SHIPPED.model_copy(update={"min_confidence": 0.0})) as clf:
         assert clf.labels == DOCTYPES
         assert clf.version not in ("", "unknown")
         assert clf.labels_vi["birth_certificate"] == LABELS_VI["birth_certificate"]
@@ -102,7 +103,8 @@ def test_truncated_model_is_a_clear_error_and_the_fallback_answers_other(
 def test_without_a_model_a_clearly_read_title_still_types_the_page(tmp_path: Path) -> None:
     """The fallback keeps the title reader: a birth certificate is still a birth certificate."""
     blob = SHIPPED.model_path.read_bytes()
-    clf = load_classifier_or_fallback(_cfg(tmp_path, model=blob[: len(blob) // 2]))
+    patient = TitleConfig(timeout_s=300)  # what is read, not how fast: a busy machine is waited for
+    clf = load_classifier_or_fallback(_cfg(tmp_path, model=blob[: len(blob) // 2]).model_copy(update={"text": patient}))
     assert isinstance(clf, FallbackClassifier)
     result = clf.classify(render("birth_certificate", 3, dpi=200))
     assert result.doctype == "birth_certificate" and result.confidence >= 0.8

@@ -28,6 +28,8 @@ from device.inference.titles import (
 from training.generator import degrade, render
 
 needs_tesseract = pytest.mark.skipif(not tesseract_has("vie"), reason="tesseract with Vietnamese is not installed")
+#: These tests are about what is read, not how fast: a busy machine's slow reading is waited for.
+PATIENT = TitleConfig(timeout_s=300)
 
 
 def _probs(**named: float) -> np.ndarray:
@@ -132,14 +134,14 @@ def test_reader_finds_the_title_on_rendered_scans(doctype: str) -> None:
     """Pages the project renders itself (fictitious content), scanned at 200 dpi with the held-out
     fonts and degradations: the title is read and names the class."""
     page = degrade(render(doctype, 700_001, split="heldout", dpi=200), 700_001, split="heldout", strength=0.4)
-    evidence = TitleReader().read(page)
+    evidence = TitleReader(PATIENT).read(page)
     assert evidence.read and evidence.doctype == doctype, evidence
 
 
 @needs_tesseract
 def test_reader_on_a_page_without_text_is_no_evidence_and_a_broken_reader_is_harmless() -> None:
     blank = np.full((800, 600, 3), 250, np.uint8)
-    assert TitleReader().read(blank).doctype is None
+    assert TitleReader(PATIENT).read(blank).doctype is None
     off = TitleReader(TitleConfig(enabled=False))
     assert off.read(render("birth_certificate", 1, dpi=100)) == TitleEvidence()
 
@@ -149,7 +151,7 @@ def test_demo_birth_certificate_is_typed_birth_certificate() -> None:
     """The sample `make demo` feeds (seed 3 at 200 dpi) comes back as a birth certificate through
     the whole page pipeline with the shipped model."""
     page = render("birth_certificate", seed=3, dpi=200)
-    with load_classifier(DoctypeConfig()) as clf:
+    with load_classifier(DoctypeConfig(text=PATIENT)) as clf:
         result = PagePipeline(classifier=clf).process(page, dpi=200)
     assert result.doctype == "birth_certificate"
     assert result.confidence is not None and result.confidence >= DoctypeConfig().min_confidence
