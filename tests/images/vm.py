@@ -134,7 +134,8 @@ class Vm:
             # writeback: the guest's flushes reach the host file, so killing QEMU is a power cut
             # that loses exactly what the guest had not made durable.
             "-drive", f"file={self.disk},format=raw,if=virtio,cache=writeback,discard=unmap",
-            "-netdev", f"user,id=n0,restrict=on,{rules}", "-device", "virtio-net-pci,netdev=n0",
+            # romfile= : no PXE option ROM, so UEFI does not try the network before the disk.
+            "-netdev", f"user,id=n0,restrict=on,{rules}", "-device", "virtio-net-pci,netdev=n0,romfile=",
             "-device", "i6300esb", "-action", "watchdog=reset",
             "-chardev", f"file,id=console,path={self.console}", "-serial", "chardev:console",
             "-chardev", f"socket,id=shell,path={self.shell_socket},server=on,wait=off", "-serial", "chardev:shell",
