@@ -200,10 +200,12 @@ class Vm:
         """Run ``command`` in the guest's root shell: (exit status, output)."""
         with self._shell_lock:
             sock = self._connect(timeout)
-            marker = f"__done_{time.monotonic_ns()}__"
-            sock.sendall(f"stty -echo 2>/dev/null; {command}; echo {marker}=$?\n".encode())
+            marker = f"m{time.monotonic_ns()}"
+            # $((1+1)) is expanded in the output, not in the echo of the typed line: the markers
+            # frame the command's output alone (no prompt, no echo, no terminal escapes).
+            sock.sendall(f"stty -echo 2>/dev/null; echo B_$((1+1))_{marker}; {command}; echo E_{marker}=$?\n".encode())
             buffer = b""
-            regex = re.compile(rf"{marker}=(\d+)".encode())
+            regex = re.compile(rf"B_2_{marker}\r?\n(.*?)E_{marker}=(\d+)".encode(), re.S)
             deadline = time.monotonic() + timeout
             while (found := regex.search(buffer)) is None:
                 if time.monotonic() > deadline:
@@ -215,8 +217,7 @@ class Vm:
                 if not chunk:
                     raise VmError("guest shell closed")
                 buffer += chunk
-            out = buffer[: found.start()].decode(errors="replace")
-            return int(found.group(1)), out.replace("\r", "")
+            return int(found.group(2)), found.group(1).decode(errors="replace").replace("\r", "")
 
     def wait_shell(self, timeout: float) -> None:
         """Until the debug shell answers (it starts early in the boot)."""
