@@ -192,14 +192,34 @@ def _paper_colour(img: Img) -> tuple[int, int, int]:
 
 
 def _edge_ink(mask: Img) -> float:
-    """How much the text runs into the frame's edges: the largest ink share of a thin strip
-    along any side (0.3% to 1.2% of the size in: the outermost sliver, where scanners leave dark
-    lines, is skipped; a tight crop's margin is wider than the strip)."""
+    """How much of the page's text the frame's edges cut through: for the side where it is
+    most, the share of the side's length taken by letter-sized ink marks that touch it.
+
+    A page scanned or photographed edge to edge is whole although its paper fills the frame:
+    what says it continues past the frame is writing cut by the edge. Long marks along a side
+    (the dark line a scanner leaves, a printed frame, a guilloche border, the paper's own edge)
+    and big ones (a photo printed to the edge) say nothing about missing text, so they are not
+    counted; nor is ink that stops short of the edge, however close (a tight crop's margin)."""
     h, w = mask.shape
-    a, b = max(1, round(h * 0.003)), max(2, round(h * 0.012))
-    c, d = max(1, round(w * 0.003)), max(2, round(w * 0.012))
-    strips = [mask[a:b, :], mask[h - b : h - a, :], mask[:, c:d], mask[:, w - d : w - c]]
-    return max((float(s.mean()) / 255.0 for s in strips if s.size), default=0.0)  # a tiny image has no strips
+    if h < 20 or w < 20:
+        return 0.0
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return 0.0
+    x, y = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+    bw, bh = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
+    letter = max(3.0, 0.04 * min(h, w))  # the largest a letter can be on a page
+    band = max(1, round(0.002 * min(h, w)))  # "touches": within a pixel or two of the edge
+    shares = []
+    for touches, along, across, length in (
+        (y < band, bw, bh, w),
+        (y + bh > h - band, bw, bh, w),
+        (x < band, bh, bw, h),
+        (x + bw > w - band, bh, bw, h),
+    ):
+        cut = touches & (along <= letter) & (across <= letter) & (across >= 2)
+        shares.append(float(along[cut].sum()) / length)
+    return float(max(shares))
 
 
 def _lines_along(gray: Img, card: bool) -> Literal["any", "rows", "columns"]:
@@ -389,8 +409,13 @@ class PagePipeline:
                 m.corners_outside = doc.corners_outside
             else:
                 # On a scanner a small document is laid against the bed's corner: touching the
-                # frame is normal there; text running into the document's edge is not.
-                m.border_contact = edge_ink
+                # frame is normal there; text cut by the frame's edge is not.
+                # Only the document's own ink counts: marks on the bed or its cover are not text.
+                bed, bed_factor = geometry.shrink(reduced, 2 * cfg.analysis_short_side, cfg.analysis_short_side)
+                inside = np.zeros(bed.shape[:2], np.uint8)
+                corners = doc.quad / small_factor * bed_factor
+                cv2.fillConvexPoly(inside, np.round(corners).astype(np.int32), 255)
+                m.border_contact = _edge_ink(cv2.bitwise_and(geometry.ink_mask(geometry.to_gray(bed)), inside))
         else:
             m.skew_deg = skew
             m.fills_frame = True

@@ -75,6 +75,49 @@ def test_cut_off_text_running_into_the_edge(page: np.ndarray) -> None:
     assert "cut_off" in _codes(page[h // 4 :, w // 5 :])
 
 
+@pytest.mark.parametrize("doctype", ["birth_certificate", "land_certificate", "official_document", "receipt"])
+def test_edge_to_edge_scan_is_not_cut_off(doctype: str) -> None:
+    """A paper scanned edge to edge (the frame is the page, guilloche borders and all) is whole."""
+    from training.generator import render
+
+    assert "cut_off" not in _codes(render(doctype, 11, split="heldout", dpi=DPI))
+
+
+@pytest.mark.parametrize("doctype", ["official_document", "receipt"])
+def test_scan_cut_through_the_writing_is_cut_off(doctype: str) -> None:
+    """The same papers with a third cut away through their lines of text are cut off."""
+    from training.generator import render
+
+    page = render(doctype, 11, split="heldout", dpi=DPI)
+    h, w = page.shape[:2]
+    cut = page[:, w // 3 :] if h < 2 * w else page[h // 3 :, :]
+    assert "cut_off" in _codes(np.ascontiguousarray(cut))
+
+
+def test_tight_crop_with_text_close_to_the_edge_is_not_cut_off(page: np.ndarray) -> None:
+    """Cropped right up to the writing, a page whose text stops a few pixels short of every
+    edge is whole; a scanner's dark line along one edge does not make it cut."""
+    ink = np.nonzero(page.min(axis=2) < 128)
+    top, bottom = int(ink[0].min()), int(ink[0].max())
+    left, right = int(ink[1].min()), int(ink[1].max())
+    tight = np.ascontiguousarray(page[top - 6 : bottom + 7, left - 6 : right + 7])
+    assert "cut_off" not in _codes(tight)
+    lined = tight.copy()
+    lined[:, -3:] = 30
+    assert "cut_off" not in _codes(lined)
+
+
+def test_receipt_laid_in_the_corner_of_the_bed_is_not_cut_off() -> None:
+    """A receipt pushed into the scanner's corner touches two edges of the frame: whole. The
+    same receipt running off the bed, its text cut by the frame's edge: cut off."""
+    slip = synthetic.text_page(seed=4, dpi=DPI, size_mm=(80.0, 160.0), font_pt=8)
+    h, w = slip.shape[:2]
+    bed = synthetic.on_scan_bed(slip, (1654, 2339), at=(w // 2, h // 2), seed=3)
+    assert "cut_off" not in _codes(bed.image)
+    off = synthetic.on_scan_bed(slip, (1654, 2339), at=(w // 2 - w // 4, h // 2 + 100), seed=3)
+    assert "cut_off" in _codes(off.image)
+
+
 def test_too_small_in_camera_frame() -> None:
     """A page covering a tenth of the frame."""
     doc = synthetic.text_page(seed=9, dpi=60)
