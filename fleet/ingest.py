@@ -369,7 +369,7 @@ def _foreign_files(session: Session, pages: dict[str, dict[str, Any]]) -> dict[s
         return {}
     shas = {str(row["sha256"]) for row in pages.values()}
     held = session.execute(select(StoredFile.sha256, StoredFile.uploaded_by).where(StoredFile.sha256.in_(shas)))
-    uploaders = {sha: who for sha, who in held.tuples() if who is not None}
+    uploaders = {sha: who for sha, who in held if who is not None}
     return {page_id: uploaders[row["sha256"]] for page_id, row in pages.items()
             if row["sha256"] in uploaders and uploaders[row["sha256"]] != row["device_id"]}
 

@@ -40,6 +40,36 @@ class TooLarge(FleetError, ValueError):
     """An upload is over the size limit."""
 
 
+MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+    (b"%PDF-", "application/pdf"),
+    (b"\x1f\x8b", "application/gzip"),
+)
+"""What a device produces (page images, dossier PDFs, collected logs), by their first bytes."""
+SNIFF_BYTES = 8
+SAFE_TYPES = frozenset(t for _, t in MAGIC)
+SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/tiff": ".tif", "application/pdf": ".pdf",
+            "application/gzip": ".gz"}
+
+
+def sniff(head: bytes) -> str | None:
+    """The media type of a file from its first bytes, when it is one a device produces; else None.
+
+    >>> sniff(b"\x89PNG\r\n\x1a\n..."), sniff(b"<html><script>")
+    ('image/png', None)
+    """
+    return next((media for magic, media in MAGIC if head.startswith(magic)), None)
+
+
+def served_type(stored: str | None) -> str:
+    """The media type to serve a held file as: the one recorded from its content, or, for a row
+    from before types were checked, an opaque type that no browser renders."""
+    return stored if stored in SAFE_TYPES else "application/octet-stream"
+
+
 def is_sha256(text: str) -> bool:
     return bool(_SHA256.match(text))
 

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from fleet import __version__
 from fleet.api import routes
+from fleet.api.security import ForgeryCheck, SecurityHeaders
 from fleet.api.state import FleetState
 from fleet.auth import guard as auth_guard
 from fleet.config import FleetConfig
@@ -76,5 +77,7 @@ def create_app(
     app.include_router(routes.router)
     app.add_exception_handler(ProvisioningError, provisioning_refused)
     app.add_exception_handler(ContractViolation, _contract_violation)
+    app.add_middleware(ForgeryCheck)  # inside the guard: cross-site writes with the session cookie refused
     auth_guard.install(app)  # the guard every request passes and the audit (reads the routes above)
+    app.add_middleware(SecurityHeaders)  # outermost: CSP, nosniff, frame and HSTS headers on every answer
     return app

@@ -109,7 +109,7 @@ def test_upload_is_the_signing_devices_own(api: TestClient, kiosk: TestDevice, t
         detail: str = response.json()["detail"]
         return detail
 
-    page = b"another page of kiosk-0001"
+    page = PNG + b"another page of kiosk-0001"
     page_sha = hashlib.sha256(page).hexdigest()
     key = read_private_key(other.identity.key_path)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
@@ -225,3 +225,28 @@ def test_health_docs_and_web_page(api: TestClient) -> None:
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "Thiết bị" in page.text and "const REFRESH_MS = 3000;" in page.text
     assert "sohoa_fleet_devices_online" in api.get("/metrics").text
+
+
+def test_files_are_taken_by_their_content_and_served_as_attachments(api: TestClient, kiosk: TestDevice) -> None:
+    """Bad input: a device key taken off a kiosk uploads an HTML page with script (declared as
+    text/html, then as image/png), an SVG, a ZIP and an empty file: each 415, nothing stored. A
+    real PNG declared as text/html is stored as image/png. Downloads are attachments, never
+    sniffed, under a sandboxing policy; a row from before the check that says text/html is
+    served as an opaque type."""
+    html = b"<!doctype html><script>fetch('/api/v1/users',{method:'POST'})</script>"
+    for data, declared in ((html, "text/html"), (html, "image/png"), (b"<svg onload='alert(1)'/>", "image/svg+xml"),
+                           (b"PK\x03\x04" + b"\0" * 64, "application/zip"), (b"", "image/png")):
+        response = kiosk.put_file(api, data, content_type=declared)
+        assert response.status_code == 415, (declared, response.status_code)
+    assert stored_files(api) == []
+    sha = hashlib.sha256(PNG).hexdigest()
+    assert kiosk.put_file(api, PNG, content_type="text/html").status_code == 201
+    got = api.get(f"/api/v1/files/{sha}")
+    assert got.status_code == 200 and got.content == PNG
+    assert got.headers["content-type"] == "image/png"
+    assert got.headers["content-disposition"].startswith("attachment;")
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in got.headers["content-security-policy"]
+    with state_of(api).sessions.begin() as session:
+        session.get(StoredFile, sha).content_type = "text/html"  # as an older fleet recorded it
+    assert api.get(f"/api/v1/files/{sha}").headers["content-type"] == "application/octet-stream"

@@ -273,7 +273,7 @@ def test_a_session_ended_elsewhere_sends_the_page_to_login(browser: Browser, ser
         page.goto(served.url + "/fleet?lang=en")
         _ready(page)
         with httpx.Client(base_url=served.url, cookies={"sohoa_session": _session_cookie(page, served)}) as http:
-            assert http.post("/api/v1/auth/logout").status_code == 204
+            assert http.post("/api/v1/auth/logout", headers={"Origin": served.url}).status_code == 204
         expect(page).to_have_url(served.url + "/login?next=%2Ffleet%3Flang%3Den", timeout=10_000)
         page.goto(served.url + "/login?next=%2Ffleet%3Flang%3Den")
         page.fill("input[name=name]", ADMIN_NAME)

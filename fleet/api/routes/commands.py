@@ -19,7 +19,10 @@ router = APIRouter(tags=["operations"])
 
 @router.post("/devices/{device_id}/commands", status_code=201)
 def create_command(device_id: str, body: CommandIn, state: StateDep, user: AdminUser) -> CommandOut:
-    """Queue a command; it waits for the device until its deadline."""
+    """Queue a command; it waits for the device until its deadline. A raw ``update`` (any URL,
+    any version, a downgrade) is for a province admin: a unit admin updates through rollouts."""
+    if body.name == "update" and not user.is_province_admin:
+        raise HTTPException(403, "only a province admin sends a raw update command; use a rollout")
     with state.sessions.begin() as session:
         visible_device(session, user, device_id)
         out = commands.queue_command(session, device_id, body.name, body.args, body.timeout_s, state.now())

@@ -14,7 +14,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import select
@@ -29,7 +29,7 @@ from fleet.db import insert_ignore
 from fleet.enroll.deviceauth import authenticate_device, device_or_user
 from fleet.errors import ChecksumMismatch
 from fleet.models import Device, Page, StoredFile
-from fleet.storage import TooLarge
+from fleet.storage import SNIFF_BYTES, SUFFIXES, TooLarge, served_type, sniff
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def _record(state: FleetState, sha256: str, size: int, content_type: str, device
         400: {"description": "The content's sha256 is not the one in the path: nothing stored"},
         401: {"description": "Not a valid signed device request (detail: the reason, e.g. revoked)"},
         413: {"description": "Larger than the fleet accepts"},
+        415: {"description": "Not a PNG, JPEG, TIFF, PDF or gzip file (by its content): nothing stored"},
     },
 )
 async def put_file(
@@ -68,7 +69,6 @@ async def put_file(
     request: Request,
     response: Response,
     state: StateDep,
-    content_type: Annotated[str, Header(max_length=64)] = "application/octet-stream",
 ) -> FileOut:
     """Store a page file under its sha256, uploaded by the device whose certificate signed the request."""
     peer = await run_in_threadpool(lambda: authenticate_device(request, state, body_sha256=sha256))
@@ -79,9 +79,20 @@ async def put_file(
         state.metrics.upload_rejected.labels(reason="too_large").inc()
         raise HTTPException(413, f"larger than {limit} bytes")
     pending = await run_in_threadpool(state.store.begin, sha256, limit)
+    head = b""
+    media: str | None = None
     try:
         async for chunk in request.stream():
+            if media is None and len(head) < SNIFF_BYTES:
+                head += chunk[:SNIFF_BYTES]
+                if len(head) >= SNIFF_BYTES and sniff(head) is None:
+                    break
             pending.write(chunk)
+        media = sniff(head)
+        if media is None:
+            state.metrics.upload_rejected.labels(reason="type").inc()
+            log.warning("upload from %s refused: not a PNG, JPEG, TIFF, PDF or gzip file", device)
+            raise HTTPException(415, "only PNG, JPEG, TIFF, PDF and gzip files are taken (by their content)")
         created = await run_in_threadpool(pending.commit)
     except TooLarge:
         state.metrics.upload_rejected.labels(reason="too_large").inc()
@@ -92,7 +103,8 @@ async def put_file(
         raise HTTPException(400, "the content's sha256 differs from the one in the path; nothing stored") from None
     finally:
         pending.abort()
-    inserted, row = await run_in_threadpool(_record, state, sha256, pending.size, content_type, device)
+    # The type is the content's, whatever the uploader declared (a page never becomes HTML).
+    inserted, row = await run_in_threadpool(_record, state, sha256, pending.size, media, device)
     if created or inserted:
         state.metrics.files_stored.inc()
         log.info("stored file %s from %s (%d bytes)", sha256[:12], device, pending.size)
@@ -134,7 +146,7 @@ def head_file(sha256: Sha256Path, request: Request, state: StateDep, session: Se
     if isinstance(caller, Principal):
         _require_visible(session, caller, sha256)
     return Response(status_code=200, headers={"X-Sohoa-Size": str(row.size), "ETag": f'"{sha256}"'},
-                    media_type=row.content_type)
+                    media_type=served_type(row.content_type))
 
 
 @router.get("/{sha256}", response_class=FileResponse)
@@ -143,4 +155,7 @@ def get_file(sha256: Sha256Path, state: StateDep, session: SessionDep, user: Cur
     devices: a page of theirs refers to it, or one of their devices uploaded it."""
     row = _held(state, session, sha256)
     _require_visible(session, user, sha256)
-    return FileResponse(state.store.path(sha256), media_type=row.content_type, headers={"ETag": f'"{sha256}"'})
+    media = served_type(row.content_type)
+    # An attachment, never shown inline: with nosniff and the sandboxing CSP (fleet.api.security).
+    return FileResponse(state.store.path(sha256), media_type=media, filename=f"{sha256}{SUFFIXES.get(media, '')}",
+                        headers={"ETag": f'"{sha256}"'})

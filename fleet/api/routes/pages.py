@@ -15,6 +15,7 @@ from fleet.auth.principal import Principal
 from fleet.auth.scope import page_unit, require_unit, visible_units
 from fleet.models import Page, StoredFile
 from fleet.progress.rates import page_in_units
+from fleet.storage import SUFFIXES, served_type
 
 router = APIRouter(prefix="/pages", tags=["pages"])
 
@@ -76,17 +77,13 @@ def get_page_file(page_id: str, state: StateDep, session: SessionDep, user: Curr
     """The page's file, byte for byte as the device captured it (each download is audited)."""
     page = visible_page(session, user, page_id)
     path = state.store.path(page.sha256)
-    if session.get(StoredFile, page.sha256) is None or not path.is_file():
+    held = session.get(StoredFile, page.sha256)
+    if held is None or not path.is_file():
         raise HTTPException(404, "the page's file has not been uploaded yet")
-    name = f"{page.dossier_code or page.batch_id}.{page.sequence}{_suffix(page.content_type)}"
-    return FileResponse(path, media_type=page.content_type, filename=name,
+    media = served_type(held.content_type)  # the content's type, not what the page event claimed
+    name = f"{page.dossier_code or page.batch_id}.{page.sequence}{SUFFIXES.get(media, '')}"
+    return FileResponse(path, media_type=media, filename=name,
                         headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{page.sha256}"'})
-
-
-def _suffix(content_type: str) -> str:
-    return {"image/png": ".png", "image/jpeg": ".jpg", "image/tiff": ".tif", "application/pdf": ".pdf"}.get(
-        content_type, ""
-    )
 
 
 def _aware(value: datetime) -> datetime:

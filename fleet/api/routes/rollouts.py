@@ -24,7 +24,10 @@ router = APIRouter(prefix="/rollouts", tags=["operations"])
 
 @router.post("", status_code=201)
 def create_rollout(body: RolloutIn, state: StateDep, request: Request, user: AdminUser) -> dict[str, Any]:
-    """Plan and (by default) start a rollout. A unit admin's targets are only their devices."""
+    """Plan and (by default) start a rollout. A unit admin's targets are only their devices; a
+    downgrade or another download address (``base_url``) is for a province admin."""
+    if (body.allow_downgrade or body.base_url is not None) and not user.is_province_admin:
+        raise HTTPException(403, "only a province admin may allow a downgrade or set base_url")
     bundles = BundleStore.of(state.config)
     if bundles.path(body.bundle) is None:
         raise HTTPException(404, "no such bundle")

@@ -245,7 +245,7 @@ def test_device_revoke_rewrites_the_crl_and_reloads_the_broker(site: Site, tmp_p
     unknown device (exit 2); revoking twice (exit 0, nothing left to revoke)."""
     http = site.http
     kiosk = enroll_device(http, "kiosk-r", UNIT, tmp_path, clock=site.fleet.clock)
-    assert kiosk.put_file(http, b"before").status_code == 201
+    assert kiosk.put_file(http, b"\x89PNG\r\n\x1a\nbefore").status_code == 201
     serial = kiosk.identity.certificate().serial_number
     ca = CertificateAuthority.load(site.pki / "ca")
 
@@ -257,7 +257,7 @@ def test_device_revoke_rewrites_the_crl_and_reloads_the_broker(site: Site, tmp_p
     assert serial in load_crl_serials((site.pki / "broker" / "crl.pem").read_bytes(), ca)
     assert serial in load_crl_serials(http.get("/api/v1/pki/crl.pem").content, ca)  # not the copy from before
     assert http.get("/api/v1/devices/kiosk-r").json()["status"] == "revoked"
-    refused = kiosk.put_file(http, b"after")
+    refused = kiosk.put_file(http, b"\x89PNG\r\n\x1a\nafter")
     assert (refused.status_code, refused.json()["detail"]) == (401, "revoked")
     (entry,) = site.audit("certificate.revoked")
     assert (entry.actor, entry.actor_kind, entry.target, entry.unit_code) == (os_actor(), "system", "kiosk-r", UNIT)

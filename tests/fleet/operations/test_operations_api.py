@@ -241,3 +241,25 @@ def test_an_uploaded_bundle_and_its_sha256_survive_a_power_cut(
     assert any(p.name.startswith(".app-0.3.0.bundle.sha256.") for p in synced), "checksum not written atomically"
     assert synced.count(directory) >= 2
     assert not [p for p in directory.iterdir() if p.name.startswith(".")]
+
+
+def test_downgrades_raw_updates_and_other_download_hosts_are_for_province_admins(api: TestClient) -> None:
+    """Bad input from a unit admin on their own devices: a raw ``update`` command (any URL, a
+    downgrade), a rollout with ``allow_downgrade`` and one with ``base_url`` pointing elsewhere.
+    Each 403, nothing queued; their plain rollout goes through, and a province admin may do each."""
+    _online(api, unit="U1")
+    api.put("/api/v1/bundles/app-0.2.0.bundle", content=b"bundle bytes")
+    u1 = _as(api, "unit_admin", "U1")
+    raw = {"name": "update", "args": {"rollout_id": "raw", "url": "http://attacker.example/b.bundle",
+                                      "version": "0.0.1", "allow_downgrade": True}}
+    assert api.post("/api/v1/devices/kiosk-0001/commands", json=raw, headers=u1).status_code == 403
+    rollout = {"bundle": "app-0.2.0.bundle", "version": "0.2.0", "phases": [{"percent": 100}]}
+    for extra in ({"allow_downgrade": True}, {"base_url": "http://attacker.example"}):
+        r = api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-x", **extra}, headers=u1)
+        assert r.status_code == 403, (extra, r.text)
+    assert api.get("/api/v1/devices/kiosk-0001/commands").json() == []
+    assert api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-u1"}, headers=u1).status_code == 201
+    assert api.post("/api/v1/rollouts/r-u1/cancel", headers=u1).status_code == 200
+    assert api.post("/api/v1/devices/kiosk-0001/commands", json=raw).status_code == 201
+    assert api.post("/api/v1/rollouts", json={**rollout, "rollout_id": "r-p", "allow_downgrade": True}
+                    ).status_code == 201
