@@ -248,5 +248,7 @@ def test_files_are_taken_by_their_content_and_served_as_attachments(api: TestCli
     assert got.headers["x-content-type-options"] == "nosniff"
     assert "sandbox" in got.headers["content-security-policy"]
     with state_of(api).sessions.begin() as session:
-        session.get(StoredFile, sha).content_type = "text/html"  # as an older fleet recorded it
+        held = session.get(StoredFile, sha)
+        assert held is not None
+        held.content_type = "text/html"  # as an older fleet recorded it
     assert api.get(f"/api/v1/files/{sha}").headers["content-type"] == "application/octet-stream"
