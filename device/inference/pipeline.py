@@ -208,7 +208,7 @@ def _edge_ink(mask: Img) -> float:
         return 0.0
     x, y = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
     bw, bh = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
-    letter = max(3.0, 0.04 * min(h, w))  # the largest a letter can be on a page
+    letter = max(3.0, 0.08 * min(h, w))  # the largest a letter can be on a page (a big title)
     band = max(1, round(0.002 * min(h, w)))  # "touches": within a pixel or two of the edge
     shares = []
     for touches, along, across, length in (
