@@ -31,6 +31,25 @@ MAX_BODY_BYTES = 4096
 WAIT_LIMIT_S = 600
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def foreign_request(host: str | None, origin: str | None) -> str | None:
+    """Why a request to the loopback API is refused, or None.
+
+    >>> foreign_request("127.0.0.1:8765", None), foreign_request("evil.example:8765", None)
+    (None, 'forbidden_host')
+    >>> foreign_request("127.0.0.1:8765", "http://127.0.0.1:8766")
+    'browser_origin'
+    """
+    name = (host or "").rsplit(":", 1)[0] if not (host or "").endswith("]") else host
+    if name not in LOOPBACK_HOSTS:
+        return "forbidden_host"
+    if origin is not None:
+        return "browser_origin"
+    return None
+
+
 class LocalApi:
     """A small HTTP server on its own thread; :meth:`start` it, :meth:`close` it."""
 
@@ -66,13 +85,28 @@ class LocalApi:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _refused(self) -> bool:
+                """A request not made from this machine's own programs: 403. The Host must name
+                loopback (a rebinding DNS name may not), and a browser's request (it carries an
+                Origin, e.g. a page in the kiosk's Chromium posting /scan) is never taken."""
+                why = foreign_request(self.headers.get("Host"), self.headers.get("Origin"))
+                if why is None:
+                    return False
+                log.warning("local api: refused a request (%s)", why)
+                self._reply(HTTPStatus.FORBIDDEN, {"detail": why})
+                return True
+
             def do_GET(self) -> None:
+                if self._refused():
+                    return
                 if self.path.split("?")[0] == "/status":
                     self._reply(HTTPStatus.OK, api._status())
                 else:
                     self._reply(HTTPStatus.NOT_FOUND, {"detail": "not found"})
 
             def do_POST(self) -> None:
+                if self._refused():
+                    return
                 if self.path.split("?")[0] != "/scan":
                     self._reply(HTTPStatus.NOT_FOUND, {"detail": "not found"})
                     return
