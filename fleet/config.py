@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fleet.alerts.config import AlertsConfig
 from fleet.auth.config import AuthConfig
+from fleet.display import DEFAULT_ZONE, zone
 from fleet.enroll.config import EnrollmentConfig, PkiConfig
 from protocol.configfile import load_config
 
@@ -180,6 +181,16 @@ class FleetConfig(_Section):
     pki: PkiConfig = Field(default_factory=PkiConfig, description="Certificate authority and CRL (enrollment)")
     enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig, description="Device enrollment")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Admin sessions, login rate limit, first admin")
+    time_zone: str = Field(
+        default=DEFAULT_ZONE,
+        description="The province's IANA time zone: every time on the web pages and in reports is shown in it",
+    )
+
+    @field_validator("time_zone", mode="after")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        zone(value)
+        return value
 
     @field_validator("database", mode="after")
     @classmethod

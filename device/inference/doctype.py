@@ -31,45 +31,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from device.errors import ImageRejected, ModelError
 from device.inference.titles import TitleConfig, TitleEvidence, TitleReader
+from protocol.doctypes import DOCTYPES as DOCTYPES  # the classes and their names live in the contract
+from protocol.doctypes import LABELS_VI as LABELS_VI
+from protocol.doctypes import OTHER as OTHER
+from protocol.doctypes import UNSURE as UNSURE
+from protocol.doctypes import UNSURE_VI as UNSURE_VI
 
 _log = logging.getLogger(__name__)
 
 #: Where the shipped model lives (inside the installed package).
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
-#: Class ids in the shipped model's output order.
-DOCTYPES: tuple[str, ...] = (
-    "id_card",
-    "birth_certificate",
-    "marriage_certificate",
-    "land_certificate",
-    "household_book",
-    "application_form",
-    "official_document",
-    "receipt",
-    "dossier_receipt",
-    "other",
-)
-
-#: Vietnamese label of each class, as a clerk reads it.
-LABELS_VI: dict[str, str] = {
-    "id_card": "Giấy tờ tùy thân (CCCD/CMND, hộ chiếu, giấy phép lái xe)",
-    "birth_certificate": "Giấy khai sinh",
-    "marriage_certificate": "Giấy chứng nhận kết hôn",
-    "land_certificate": "Giấy chứng nhận quyền sử dụng đất",
-    "household_book": "Sổ hộ khẩu",
-    "application_form": "Tờ khai, đơn, biểu mẫu",
-    "official_document": "Văn bản hành chính (quyết định, công văn)",
-    "receipt": "Biên lai, hóa đơn",
-    "dossier_receipt": "Giấy tiếp nhận hồ sơ và hẹn trả kết quả",
-    "other": "Loại khác",
-}
-
-OTHER = "other"
-#: The answer when neither the image nor the title is sure enough: a question for the clerk, not a
-#: class of the model (never a correction target, never a training label).
-UNSURE = "unsure"
-UNSURE_VI = "Chưa rõ loại giấy tờ: xin chọn loại"
 
 #: A title read at least this well decides the type whatever the image model says.
 STRONG_TITLE = 0.8

@@ -44,6 +44,7 @@ from device.session import (
     UnknownPage,
     UpdateInProgress,
 )
+from protocol.doctypes import DOCTYPES, NAMES
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -55,19 +56,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 Step = Literal["start", "code"]
 
-DOCTYPES_EN: dict[str, str] = {
-    "id_card": "Identity document (ID card, passport, driving licence)",
-    "birth_certificate": "Birth certificate",
-    "marriage_certificate": "Marriage certificate",
-    "land_certificate": "Land-use right certificate",
-    "household_book": "Household registration book",
-    "application_form": "Application or declaration form",
-    "official_document": "Administrative document (decision, letter)",
-    "receipt": "Receipt or invoice",
-    "dossier_receipt": "Dossier receipt and appointment slip",
-    "other": "Other",
-    "unsure": "Not sure what this is: please choose its type",
-}
+DOCTYPES_EN: dict[str, str] = NAMES["en"]
+"""Document type id -> English name (:mod:`protocol.doctypes`)."""
 
 FAULTS: dict[str, tuple[str, str]] = {
     "camera_unavailable": ("Máy ảnh chưa sẵn sàng, vui lòng gọi cán bộ", "The camera is not ready, please ask staff"),
@@ -101,19 +91,11 @@ _MAX_BODY = 4096
 
 
 def _doctype_labels() -> dict[str, str]:
-    try:
-        from device.inference.doctype import LABELS_VI, UNSURE, UNSURE_VI
-    except ImportError:
-        return {}
-    return {**LABELS_VI, UNSURE: UNSURE_VI}
+    return NAMES["vi"]
 
 
 def _doctype_choices(labels_vi: dict[str, str]) -> list[dict[str, str]]:
     """The classes the review screen's type picker offers, in the model's order."""
-    try:
-        from device.inference.doctype import DOCTYPES
-    except ImportError:
-        return []
     return [{"id": d, "vi": labels_vi.get(d, d), "en": DOCTYPES_EN.get(d, d)} for d in DOCTYPES]
 
 

@@ -19,15 +19,17 @@ now) in which it sent at least one telemetry report.
 
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fleet.db import hour_bucket
+from fleet.display import DEFAULT_ZONE, local_time, zone
 from fleet.errors import FleetError
 from fleet.models import Device, TelemetrySample, is_online
 from fleet.progress import periods
@@ -66,6 +68,8 @@ class PeriodicReport:
     progress: Progress
     devices: list[DeviceAvailability]
     generated_at: datetime
+    time_zone: ZoneInfo = field(default_factory=lambda: zone(DEFAULT_ZONE))
+    """Where the report's times are shown (the fleet's ``time_zone``)."""
 
     @property
     def root_name(self) -> str:
@@ -101,10 +105,10 @@ def device_availability(session: Session, unit_codes: set[str], start: str, end:
 
 
 def build_report(session: Session, start: str, end: str, root: str | None, *, now: datetime,
-                 heartbeat_timeout_s: float = 180.0) -> PeriodicReport:
+                 heartbeat_timeout_s: float = 180.0, time_zone: str = DEFAULT_ZONE) -> PeriodicReport:
     figures = progress(session, start, end, root)
     devices = device_availability(session, set(figures.units), start, end, now, heartbeat_timeout_s)
-    return PeriodicReport(progress=figures, devices=devices, generated_at=now)
+    return PeriodicReport(progress=figures, devices=devices, generated_at=now, time_zone=zone(time_zone))
 
 
 def vi_number(n: int) -> str:
@@ -218,7 +222,8 @@ def to_xlsx(report: PeriodicReport) -> bytes:
         cell.font = bold
     for d in report.devices:
         devices.append([d.device_id, d.unit_code, "Trực tuyến" if d.online else "Mất kết nối",
-                        d.last_seen.strftime("%Y-%m-%d %H:%M"), d.agent_version, d.hours_up, d.hours, d.availability])
+                        local_time(d.last_seen, report.time_zone), d.agent_version, d.hours_up, d.hours,
+                        d.availability])
         devices[f"H{devices.max_row}"].number_format = "0.0%"
     devices.column_dimensions["A"].width = 24
     devices.column_dimensions["D"].width = 22
@@ -261,7 +266,7 @@ def to_pdf(report: PeriodicReport) -> bytes:
     pdf.set_font("Body", "B", 13)
     pdf.multi_cell(0, 7, TITLE, align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Body", "", 9)
-    pdf.cell(0, 6, f"Lập lúc {report.generated_at.astimezone(periods.LOCAL):%H:%M ngày %d/%m/%Y}",
+    pdf.cell(0, 6, f"Lập lúc {local_time(report.generated_at, report.time_zone)}",
              align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     pdf.set_font("Body", "B", 11)
@@ -308,6 +313,6 @@ def to_pdf(report: PeriodicReport) -> bytes:
             table.row(DEVICE_HEADER)
             for d in report.devices:
                 table.row([d.device_id, d.unit_code or "–", "Trực tuyến" if d.online else "Mất kết nối",
-                           d.last_seen.strftime("%Y-%m-%d %H:%M"), d.agent_version or "–", str(d.hours_up),
+                           local_time(d.last_seen, report.time_zone), d.agent_version or "–", str(d.hours_up),
                            str(d.hours), vi_percent(d.availability)])
     return bytes(pdf.output())

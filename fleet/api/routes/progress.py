@@ -229,7 +229,8 @@ def _report(state: StateDep, session: Session, user: Principal, start: str | Non
     unit = _root(session, user, unit)
     try:
         report = build_report(session, first, last, unit, now=state.now(),
-                              heartbeat_timeout_s=state.config.ingest.heartbeat_timeout_s)
+                              heartbeat_timeout_s=state.config.ingest.heartbeat_timeout_s,
+                              time_zone=state.config.time_zone)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     _hide_unattributed(session, user, report.progress)

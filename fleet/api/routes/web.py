@@ -6,6 +6,8 @@
 * ``/progress``: the digitization progress dashboard, from ``/api/v1/progress``;
 * ``/operations``: rollouts with their phases and per-device progress, desired vs reported
   settings, commands (``?view=rollouts|settings|commands``, ``?rollout=<id>``, ``?device=<id>``);
+* ``/static/display.js``: the time format in the province's zone and the document type names
+  (:mod:`fleet.display`), included by every page before its own script;
 * ``/static/nav.js``: the navigation bar every page includes with one line (links between the
   pages, the signed-in user and role, log out).
 
@@ -20,6 +22,7 @@ from importlib import resources
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
+from fleet import display
 from fleet.api.deps import StateDep
 from fleet.auth.deps import CurrentUser
 from fleet.progress import periods
@@ -51,6 +54,13 @@ def index(state: StateDep, _: CurrentUser) -> HTMLResponse:
 def nav_script() -> Response:
     """The shared navigation bar (``<script src="/static/nav.js" defer></script>``)."""
     return Response(_static("fleet.api.static", "nav.js"), media_type="text/javascript; charset=utf-8",
+                    headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/static/display.js")
+def display_script(state: StateDep) -> Response:
+    """The time format and zone and the document type names every page uses (:mod:`fleet.display`)."""
+    return Response(display.script(state.config.time_zone), media_type="text/javascript; charset=utf-8",
                     headers={"Cache-Control": "no-cache"})
 
 
