@@ -3,7 +3,8 @@
 Creates (or reloads) a local certificate authority with ``python -m provisioning init``, starts
 mosquitto with the mutual-TLS configuration it writes (127.0.0.1:8883, client certificates and a
 per-device ACL), the fleet manager over HTTPS (https://127.0.0.1:8000, ingest over TLS as
-``fleet.ingest``), then, as the fleet's first admin, creates an enrollment token for unit 25
+``fleet.ingest``), then, as the fleet's first admin, loads the sample unit tree (fictitious codes, names
+marked [THỬ]) with targets and received dossiers, creates an enrollment token for its commune 99001
 through the API and starts one virtual kiosk that enrolls with it. The kiosk scans through the
 SANE ``test`` backend (its own SANE_CONFIG_DIR: no system file is touched) and imports a few
 sample pages the project renders itself. The demo waits until the kiosk is enrolled, online and
@@ -39,6 +40,8 @@ from types import FrameType
 from typing import Any
 
 from fleet.auth.cli import INITIAL_ADMIN
+from fleet.progress.periods import LOCAL
+from fleet.progress.units import sample_csv
 from provisioning.identity import DeviceIdentity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +49,12 @@ VAR = ROOT / "var" / "demo"
 PKI = VAR / "pki"
 PY = sys.executable
 DEVICE_ID = "kiosk-demo-01"
-UNIT = "25"  # Phú Thọ's province code under Decision 124/2004 (sample; the unit tree comes later)
+UNIT = "99001"  # a commune of the sample unit tree (fleet/progress/sample_units.csv: marked, fictitious codes)
+KIOSK_PORT = 8766
+TARGETS = {"province": 0.5, "district": 0.4, "commune": 0.35}  # the minimum rates the decree sets per tier
+SAMPLE_RECEIVED = {"99001": 240, "99003": 180, "99004": 150}
+"""Dossiers the sample communes received in a month (sample figures, as the one-stop system would
+send them)."""
 HTTP_PORT = 8000
 MQTT_PORT = 8883
 FLEET_URL = f"https://127.0.0.1:{HTTP_PORT}"
@@ -177,6 +185,7 @@ def _write_configs(scan_every: float) -> dict[str, Path]:
         "telemetry:\n  interval_s: 10\n"
         f"triggers:\n  scan_at_start: true\n  scan_every_s: {scan_every}\n"
         "usb_watch:\n  enabled: false\n"
+        f"kiosk:\n  enabled: true\n  port: {KIOSK_PORT}\n"
         f"identity:\n  dir: {paths['identity']}\n"
         f"enrollment:\n  fleet_url: {FLEET_URL}\n  unit_code: '{UNIT}'\n  token_file: {paths['token']}\n"
         f"  ca_file: {PKI}/ca/ca.crt\n  retry_min_s: 1\n  retry_max_s: 10\n"
@@ -191,14 +200,19 @@ class Fleet:
         self.context = ssl.create_default_context(cafile=str(PKI / "ca" / "ca.crt"))
         self.token: str | None = None
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+    def call(self, method: str, path: str, body: dict[str, Any] | list[Any] | str | None = None,
+             timeout: float = 10.0) -> Any:
+        """``body``: JSON, or a ``str`` sent as CSV (the import endpoints)."""
         headers = {"Accept": "application/json"}
-        if body is not None:
+        if isinstance(body, str):
+            headers["Content-Type"] = "text/csv; charset=utf-8"
+        elif body is not None:
             headers["Content-Type"] = "application/json"
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else body.encode() if isinstance(body, str) else json.dumps(body).encode()
         request = urllib.request.Request(FLEET_URL + path, method=method, headers=headers,  # noqa: S310 - loopback
-                                         data=None if body is None else json.dumps(body).encode())
+                                         data=data)
         with urllib.request.urlopen(request, context=self.context, timeout=timeout) as resp:  # noqa: S310
             return json.loads(resp.read() or b"null")
 
@@ -288,8 +302,26 @@ def _first_admin(fleet: Fleet, password_file: Path) -> str | None:
     return password if fleet.login(INITIAL_ADMIN, password) else None
 
 
+def _load_sample_progress(fleet: Fleet, today: dt.date) -> None:
+    """The sample unit tree, the decree's targets per tier and last month's and this month's
+    received dossiers of its communes, so ``/progress`` has something to show (sample data: the
+    unit names say so, the codes are fictitious). Re-running replaces the same figures."""
+    units = fleet.call("POST", "/api/v1/units/import", sample_csv())
+    this_month = today.strftime("%Y-%m")
+    last_month = (today.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    for tier, rate in TARGETS.items():
+        fleet.call("PUT", "/api/v1/progress/targets", {"tier": tier, "period_from": last_month, "rate": rate})
+    received = [{"unit_code": code, "period": period, "received": count * days // 30}
+                for code, count in SAMPLE_RECEIVED.items()
+                for period, days in ((last_month, 30), (this_month, today.day))]
+    fleet.call("POST", "/api/v1/progress/received", received)
+    print(f"demo: sample unit tree loaded ({units['inserted']} new units, codes 99…, names marked [THỬ]), "
+          f"targets {', '.join(f'{t} {r:.0%}' for t, r in TARGETS.items())}, received dossiers for "
+          f"{last_month} and {this_month}")
+
+
 def _kiosk_online(fleet: Fleet, since: dt.datetime) -> bool:
-    """The kiosk is online in unit 25 and the fleet heard from it during this run (a second run
+    """The kiosk is online in its unit and the fleet heard from it during this run (a second run
     finds last run's row)."""
     rows: list[dict[str, Any]] = fleet.call("GET", "/api/v1/devices")
     row = next((row for row in rows if row.get("id") == DEVICE_ID), None)
@@ -326,6 +358,8 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
         return
 
     password = _first_admin(fleet, paths["admin_password"])
+    if password is not None:
+        _load_sample_progress(fleet, dt.datetime.now(LOCAL).date())
     identity = DeviceIdentity(paths["identity"], DEVICE_ID)
     enrolled_before = identity.is_enrolled()
     if not enrolled_before:
@@ -373,6 +407,8 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
         f"                  curl --cacert {ca} {FLEET_URL}/healthz\n"
         f"  API docs:       {FLEET_URL}/docs\n"
         f"  MQTT broker:    mqtts://127.0.0.1:{MQTT_PORT} (client certificates from the demo CA, per-device ACL)\n"
+        f"  Progress:       {FLEET_URL}/progress   (sample unit tree, targets and received dossiers)\n"
+        f"  Kiosk screen:   http://127.0.0.1:{KIOSK_PORT}/   (what a citizen sees at the kiosk)\n"
         f"  Virtual kiosk:  {DEVICE_ID}, unit {UNIT}, enrolled; scans the SANE test backend every {scan_every:.0f} s"
         f"{f' and imported {samples} sample pages' if samples else ''}\n"
         f"  Logs and data:  {VAR}\n"
