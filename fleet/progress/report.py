@@ -168,7 +168,7 @@ UNIT_HEADER_XLSX = (*UNIT_HEADER, "Kết quả giải quyết đã số hóa", "
                     "Cơ sở số liệu")
 BASIS_VI = {"dossiers": "Từng hồ sơ", "counts": "Số tổng hợp"}
 TIER_HEADER = ("Cấp", "Số đơn vị", "Tiếp nhận", "Đã số hóa", "Tỷ lệ", "Chỉ tiêu", "Đạt", "Chưa đạt")
-DEVICE_HEADER = ("Thiết bị", "Đơn vị", "Trạng thái", "Lần cuối liên lạc (UTC)", "Phiên bản", "Giờ hoạt động",
+DEVICE_HEADER = ("Thiết bị", "Đơn vị", "Trạng thái", "Lần cuối liên lạc", "Phiên bản", "Giờ hoạt động",
                  "Số giờ trong kỳ", "Mức sẵn sàng")
 
 

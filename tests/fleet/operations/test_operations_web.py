@@ -172,7 +172,7 @@ def test_operations_page_rollouts_settings_commands(served: Served, artifacts: P
             expect(view.locator("#title")).to_have_text("Đợt triển khai r-good")
             canary_row = view.locator(f'#rollout-devices tr[data-device="{canary}"]')
             expect(canary_row).to_have_attribute("data-state", "waiting")
-            expect(canary_row).to_contain_text("Chờ khung giờ bảo trì (mở lúc 01:00:00 26-11)")  # said in Vietnamese
+            expect(canary_row).to_contain_text("Chờ khung giờ bảo trì (mở lúc 26/11/2026 01:00)")  # said in Vietnamese
             expect(view.locator("#sum-pending b")).to_have_text("4")
             for state in ("downloading", "installing", "succeeded"):
                 served.progress("r-good", canary, state)
