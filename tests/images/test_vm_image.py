@@ -113,9 +113,9 @@ def _guest_json(vm: Vm, path: str, body: dict[str, object] | None = None) -> dic
         f"d={json.dumps(json.dumps(body))!s};"
         f"r=u.Request('http://127.0.0.1:8765{path}',data=None if d=='null' else d.encode(),"
         "headers={'Content-Type':'application/json'});"
-        "print(u.urlopen(r,timeout=30).read().decode())"
+        "print(u.urlopen(r,timeout=900).read().decode())"
     )
-    status, out = vm.sh(f"python3 -c {json.dumps(code)}")
+    status, out = vm.sh(f"python3 -c {json.dumps(code)}", timeout=960)  # a batch under emulation is slow
     assert status == 0, out
     result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
     return result
