@@ -11,7 +11,8 @@ import functools
 import numpy as np
 
 from benchmarks.harness import machine, measure, single_core
-from device.inference.doctype import DOCTYPES, DoctypeConfig, load_classifier, prepare
+from device.inference.config import DoctypeConfig
+from device.inference.doctype import DOCTYPES, load_classifier, prepare
 from training.generator import degrade, render
 
 

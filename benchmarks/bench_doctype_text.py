@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import machine
-from device.inference.doctype import DoctypeConfig, load_classifier
+from device.inference.config import DoctypeConfig, TitleConfig
+from device.inference.doctype import load_classifier
 from device.inference.pipeline import PagePipeline, load_image
-from device.inference.titles import TitleConfig, TitleReader, tesseract_has
+from device.inference.titles import TitleReader, tesseract_has
 from training.generator import degrade, render
 
 GOAL_PAGES_PER_MIN = 120

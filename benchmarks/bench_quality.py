@@ -22,8 +22,9 @@ import numpy as np
 
 from benchmarks.harness import machine
 from device.inference import synthetic
+from device.inference.config import QualityConfig
 from device.inference.pipeline import PagePipeline, PageResult, load_image
-from device.inference.quality import MESSAGES, QualityConfig, judge
+from device.inference.quality import MESSAGES, judge
 
 Img = np.ndarray
 

@@ -32,9 +32,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.inference.doctype import DOCTYPES, UNSURE, DoctypeConfig, load_classifier_or_fallback
+from device.inference.config import DoctypeConfig, TitleConfig
+from device.inference.doctype import DOCTYPES, UNSURE, load_classifier_or_fallback
 from device.inference.pipeline import PagePipeline
-from device.inference.titles import TitleConfig
 
 #: Folder names of the reserved evaluation sets: refused.
 RESERVED = ("roboflow", "midv", "sroie", "funsd", "mc-ocr", "mcocr")

@@ -34,10 +34,12 @@ from pydantic import ValidationError
 
 from device import __version__
 from device.capture.base import CaptureSource, ScanRequest
+from device.capture.config import SaneScannerConfig
 from device.capture.folder import FolderSource
+from device.capture.registry import make_source, open_camera
 from device.capture.sane import IsolatedSaneSource, SaneSource
 from device.commands import Commands
-from device.config import AgentConfig, FakeScannerConfig, SaneScannerConfig
+from device.config import AgentConfig
 from device.delivery.held import HeldPages
 from device.delivery.link import MqttLink
 from device.delivery.outbox import Outbox
@@ -67,20 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def make_source(config: AgentConfig) -> CaptureSource | None:
-    """The scanner backend the config selects (hardware libraries load on first use)."""
-    scanner = config.scanner
-    if isinstance(scanner, SaneScannerConfig):
-        return IsolatedSaneSource(scanner) if scanner.isolate else SaneSource(scanner)
-    if isinstance(scanner, FakeScannerConfig):
-        from device.capture.fake import FakeSource
-
-        return FakeSource(
-            pages=scanner.pages, width=scanner.width, height=scanner.height, dpi=scanner.dpi, noise=scanner.noise
-        )
-    return None
-
-
 class Agent:
     """The running agent; :meth:`start` it, :meth:`close` it (or use ``with``)."""
 
@@ -108,7 +96,7 @@ class Agent:
         self._shown_identity: tuple[str | None, bool, bool] | None = None
         self.keeper: IdentityKeeper | None = None
         # Capture.
-        self.source = source if source is not None else make_source(config)
+        self.source = source if source is not None else make_source(config.scanner)
         self.folder = folder if folder is not None else (FolderSource(config.folder) if config.folder else None)
         self.pipeline: PagePipeline | None = None
         self.model_error: str | None = None
@@ -286,8 +274,6 @@ class Agent:
 
     def _open_camera(self) -> None:
         if self.config.camera is not None:
-            from device.capture.camera import open_camera
-
             self.camera = open_camera(self.config.camera)
             self.camera.add_listener(self._on_camera)
 
@@ -583,4 +569,4 @@ class Agent:
                     log.exception("USB watch failed")
 
 
-__all__ = ["Agent", "ScanJob", "make_source"]
+__all__ = ["Agent", "ScanJob"]

@@ -18,24 +18,19 @@ import ipaddress
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from device.buttons.config import ButtonsConfig
-from device.capture.camera import CameraConfig
-from device.dossier_pdf import PdfConfig
-from device.inference.doctype import DoctypeConfig
-from device.inference.pipeline import PipelineConfig
+from device.capture.config import CameraConfig, FolderConfig, SaneScannerConfig, ScannerConfig
+from device.dossier_config import PdfConfig, SessionConfig
+from device.inference.config import DoctypeConfig, PipelineConfig
 from device.kiosk.config import KioskConfig
-from device.session import SessionConfig
-from device.updater import UpdaterConfig
+from device.update_config import UpdaterConfig
 from protocol.configfile import ConfigError, load_config
 from protocol.topics import DEVICE_ID_PATTERN
 from provisioning.tokens import UNIT_CODE_PATTERN
-
-A4_WIDTH_MM = 210.0
-A4_HEIGHT_MM = 297.0
 
 
 class _Model(BaseModel):
@@ -74,70 +69,6 @@ class BrokerConfig(_Model):
         if self.refused_retry_max_s < self.reconnect_min_s:
             raise ValueError("refused_retry_max_s must be at least reconnect_min_s")
         return self
-
-
-class Area(_Model):
-    """The scan area in millimetres from the top-left corner; clamped to what the device offers."""
-
-    width_mm: float = Field(default=A4_WIDTH_MM, gt=0, le=1000, description="Width of the area (A4: 210)")
-    height_mm: float = Field(default=A4_HEIGHT_MM, gt=0, le=2000, description="Height of the area (A4: 297)")
-
-
-class SaneScannerConfig(_Model):
-    """A scanner driven through SANE (python-sane)."""
-
-    type: Literal["sane"] = Field(default="sane", description="Backend: a SANE scanner")
-    device: str = Field(
-        default="auto",
-        min_length=1,
-        description="SANE device name (e.g. 'fujitsu:fi-7160:12345'), or 'auto' for the first one found",
-    )
-    source: Literal["flatbed", "adf"] = Field(default="adf", description="Flatbed glass or document feeder")
-    duplex: bool = Field(default=False, description="Scan both sides, where the feeder offers it")
-    dpi: int = Field(default=300, ge=75, le=1200, description="Resolution; administrative documents need >= 200")
-    mode: Literal["color", "gray"] = Field(default="color", description="Colour mode (records require 24-bit colour)")
-    area: Area = Field(default_factory=Area, description="Scan area, clamped to the device's maximum")
-    max_pages: int = Field(default=200, ge=1, le=10000, description="Stop a feeder batch after this many images")
-    png_compress_level: int = Field(
-        default=3, ge=0, le=9, description="PNG compression (lossless at any level; higher is smaller and slower)"
-    )
-    isolate: bool = Field(
-        default=True,
-        description="Run the SANE driver in a child process: a driver that crashes, or hangs in sane_cancel after a "
-                    "fault (sanei_thread's asynchronous cancel), costs a restart of the child, not the agent",
-    )
-    options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict,
-        description="Backend-specific SANE options set after the standard ones, by SANE name (e.g. 'page-height')",
-    )
-
-
-class FakeScannerConfig(_Model):
-    """A scanner that makes up pages (for trying the agent without hardware)."""
-
-    type: Literal["fake"] = Field(description="Backend: generated pages, no hardware")
-    pages: int = Field(default=3, ge=0, le=1000, description="Pages a feeder batch yields")
-    width: int = Field(default=620, ge=1, le=20000, description="Page width in pixels")
-    height: int = Field(default=877, ge=1, le=20000, description="Page height in pixels")
-    dpi: int = Field(default=75, ge=1, le=1200, description="Resolution the pages claim")
-    noise: bool = Field(default=False, description="Random pixels: pages that do not compress (disk tests)")
-
-
-ScannerConfig = Annotated[SaneScannerConfig | FakeScannerConfig, Field(discriminator="type")]
-
-
-class FolderConfig(_Model):
-    """Ingest image files dropped in a folder (archives scanned elsewhere)."""
-
-    path: Path = Field(description="Folder watched for .png, .jpg, .jpeg, .tif, .tiff files")
-    interval_s: float = Field(default=5.0, gt=0, le=3600, description="How often the folder is looked at")
-    settle_s: float = Field(
-        default=2.0, ge=0, le=600, description="A file must be unchanged this long before it is taken (still copying)"
-    )
-    after_import: Literal["move", "delete"] = Field(
-        default="move", description="move: into '<path>/imported/'; delete: remove once safely in the outbox"
-    )
-    max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Larger files are refused and left")
 
 
 class TelemetryConfig(_Model):
@@ -190,7 +121,7 @@ class UsbWatchConfig(_Model):
 
 
 class CommandsConfig(_Model):
-    """How the agent carries out the fleet's remote commands (issue 7)."""
+    """How the agent carries out the fleet's remote commands (``device/commands.py``)."""
 
     reboot_command: list[str] = Field(
         default_factory=lambda: ["systemctl", "reboot"],
@@ -213,7 +144,7 @@ class CommandsConfig(_Model):
 
 
 class IdentityConfig(_Model):
-    """Where this device's own key and certificate live (issue 6). With it, an enrolled agent
+    """Where this device's own key and certificate live. With it, an enrolled agent
     talks to the broker over mutual TLS and signs its HTTP requests; without it the agent runs on
     plain MQTT and unsigned HTTP as before (a development set-up)."""
 

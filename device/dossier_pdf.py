@@ -21,13 +21,13 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
+from device.dossier_config import PdfConfig
 from device.errors import SohoaError
 
 log = logging.getLogger(__name__)
@@ -37,28 +37,6 @@ Img = NDArray[Any]  # 8-bit BGR or grey, as OpenCV returns it
 
 class PdfError(SohoaError, OSError):
     """The PDF could not be written."""
-
-
-class PdfConfig(BaseModel):
-    """How dossier PDFs are made (the ``pdf:`` section of the device's config)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dpi: int = Field(200, ge=200, le=600, description="Resolution pages are stored at (the rules ask for 200 or more)")
-    drawing_dpi: int = Field(300, ge=300, le=600, description="Resolution for maps and drawings")
-    drawing_doctypes: list[str] = Field(
-        default_factory=lambda: ["map", "drawing"], description="Document types stored at drawing_dpi"
-    )
-    jpeg_quality: int = Field(70, ge=30, le=100, description="JPEG quality of the page images")
-    flatten_paper: bool = Field(
-        True, description="Even out the paper's shading to white before compression (smaller, cleaner)"
-    )
-    ocr: Literal["auto", "on", "off"] = Field(
-        "auto", description="Add a text layer with Tesseract: auto = when tesseract and its language are installed"
-    )
-    ocr_language: str = Field("vie", description="Tesseract language for the text layer")
-    ocr_timeout_s: float = Field(120, gt=0, description="Longest Tesseract may take on one page")
-    pdfa: bool = Field(True, description="Write PDF/A-2b metadata and an sRGB output intent")
 
 
 @dataclass(frozen=True)

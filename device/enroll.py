@@ -1,4 +1,4 @@
-"""The device's side of enrollment and renewal (issue 6): getting and keeping its certificate.
+"""The device's side of enrollment and renewal: getting and keeping its certificate.
 
 First boot (``sohoa-device enroll`` or the agent's start when ``identity.dir`` holds no
 certificate yet): the key is made on the device (:class:`~provisioning.identity.DeviceIdentity`,

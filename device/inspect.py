@@ -22,9 +22,11 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.dossier_pdf import DossierInfo, PdfBuilder, PdfConfig, PdfPage, sha256_file
+from device.dossier_config import PdfConfig
+from device.dossier_pdf import DossierInfo, PdfBuilder, PdfPage, sha256_file
 from device.errors import ConfigInvalid, ImageRejected
-from device.inference.pipeline import Classifier, PagePipeline, PageResult, PipelineConfig
+from device.inference.config import PipelineConfig
+from device.inference.pipeline import Classifier, PagePipeline, PageResult
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +69,15 @@ def expand(paths: list[str]) -> Iterator[Path]:
 
 
 def load_classifier() -> Classifier | None:
-    """The document-type classifier (issue 4's model); when its model is unusable it answers
+    """The document-type classifier (the shipped TFLite model); when its model is unusable it answers
     ``other`` for every page, and when the module is absent the type is left empty."""
     try:
         from device.inference import doctype
     except ImportError:
         return None
-    classifier: Classifier = doctype.load_classifier_or_fallback(doctype.DoctypeConfig())
+    from device.inference.config import DoctypeConfig
+
+    classifier: Classifier = doctype.load_classifier_or_fallback(DoctypeConfig())
     return classifier
 
 

@@ -7,7 +7,7 @@ settings to the agent's ``apply`` callable, and only when that succeeded writes 
 (atomically, fsynced) as the last good settings. Anything invalid is rejected with the reason,
 and the device keeps running what it ran::
 
-    store = SettingsStore(state_dir / "settings.json", device_id="kiosk-0001", apply=agent.apply_settings)
+    store = SettingsStore(state_dir / "settings.json", device_id="kiosk-0001", apply=applier.apply)
     reported = store.handle(desired)          # a ConfigReported, to publish on config/reported
     store.current.maintenance_window.is_open(now)
 """
@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from device.config import AgentConfig, SaneScannerConfig
+from device.capture.config import SaneScannerConfig
+from device.config import AgentConfig
 from device.durable import atomic_write
 from device.errors import SohoaError
 from protocol.messages import ConfigDesired, ConfigReported

@@ -11,7 +11,7 @@ Between batches the worker probes and recovers the scanner (after a fault, a set
 a USB plug), and it refuses batches while the disk is below the outbox's floor.
 
 >>> worker = ScanWorker(device_id="kiosk-0001", config=lambda: config, outbox=outbox,  # doctest: +SKIP
-...                     emit=publisher.emit, source=make_source(config), folder=None, stop=stop)
+...                     emit=publisher.emit, source=make_source(config.scanner), folder=None, stop=stop)
 >>> threading.Thread(target=worker.run).start()  # doctest: +SKIP
 >>> worker.request_scan(ScanRequest(source="adf")).wait(60)  # doctest: +SKIP
 """

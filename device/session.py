@@ -43,8 +43,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
+from device.dossier_config import SessionConfig
 from device.errors import (
     CameraUnavailable,
     ImageRejected,
@@ -61,7 +60,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from device.dossier_pdf import PdfConfig
+    from device.dossier_config import PdfConfig
     from protocol.messages import DoctypeCorrected, DossierClosed, PageCaptured
 
     Image = npt.NDArray[np.uint8]
@@ -131,57 +130,6 @@ class UnknownPage(SessionError, KeyError):
 
 class InvalidDoctype(SessionError, ValueError):
     """Not one of the classifier's class ids (``device.inference.doctype.DOCTYPES``)."""
-
-
-class SessionConfig(BaseModel):
-    """How dossiers are opened, named and closed. The agent's config includes it as ``session:``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dossier_code_pattern: str = Field(
-        default=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$",
-        description="Regular expression a dossier code must match (it becomes part of PDF file names: no '/')",
-    )
-    walk_in_prefix: str = Field(
-        default="WALKIN",
-        pattern=r"^[A-Za-z0-9_\-]{1,16}$",
-        description="PDF name prefix for a walk-in dossier closed before anyone named it: <prefix>-<8 hex>",
-    )
-    adopt_receipt_code: bool = Field(
-        default=True,
-        description="Name an unnamed dossier from the receipt-slip QR found on one of its pages",
-    )
-    keep_receipt_slip: bool = Field(
-        default=True, description="Keep the receipt slip that named the dossier as one of its pages"
-    )
-    drop_blank_pages: bool = Field(
-        default=True, description="Keep blank pages (e.g. empty duplex backs) out of the PDFs; they are still sent"
-    )
-    group_by_doctype: bool = Field(
-        default=True,
-        description="Start a new PDF (dossier component) where the document type changes; else one PDF per dossier",
-    )
-    max_pages: int = Field(
-        default=300,
-        ge=1,
-        le=10000,
-        description="Pages one dossier may hold (each is held in memory until the dossier closes: about 12 MB "
-        "at 200 dpi, 26 MB at 300 dpi, plus its file)",
-    )
-    keep_results: bool = Field(
-        default=False,
-        description="Keep each page's full pipeline result (with its source image: twice the memory) for "
-        "debugging; the verdict is always kept",
-    )
-
-    @field_validator("dossier_code_pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from None
-        return value
 
 
 # --- what the session needs from its collaborators ---------------------------------------------

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from device.inference.doctype import DOCTYPES, LABELS_VI, MODELS_DIR, DoctypeConfig, load_classifier
+from device.inference.config import MODELS_DIR, DoctypeConfig
+from device.inference.doctype import DOCTYPES, LABELS_VI, load_classifier
 from training import dataset
 from training.dataset import Arrays
 

@@ -1,5 +1,6 @@
-"""Cameras: the Pi camera through picamera2, USB document cameras through OpenCV (V4L2), and
-(``device/capture/fake_camera.py``) a generated one for tests and demos.
+"""Cameras: the Pi camera through picamera2 and USB document cameras through OpenCV (V4L2);
+``device/capture/fake_camera.py`` generates one for tests and demos. The config's ``type``
+chooses among them in :mod:`device.capture.registry`.
 
 A :class:`Camera` gives live preview frames (:meth:`Camera.read`, for the kiosk's guidance) and
 full-resolution stills (:meth:`Camera.capture_still`). A missing or unplugged camera is a
@@ -11,8 +12,8 @@ so one shot is a batch of one page.
 picamera2 exists only on a Pi and probes hardware when imported: it is imported in
 :meth:`PiCamera.open`, only when a ``picamera2`` camera is configured.
 
->>> camera = open_camera(OpenCVCameraConfig(device="/dev/video0"))  # doctest: +SKIP
->>> with camera:                                                      # doctest: +SKIP
+>>> camera = OpenCVCamera(OpenCVCameraConfig(device="/dev/video0"))  # doctest: +SKIP
+>>> with camera:                                                       # doctest: +SKIP
 ...     frame = camera.read()
 """
 
@@ -25,11 +26,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from device.capture.base import CapturedPage, CaptureSource, ScanRequest
+from device.capture.config import OpenCVCameraConfig, PiCameraConfig
 from device.errors import CameraUnavailable
 
 if TYPE_CHECKING:
@@ -45,71 +45,6 @@ log = logging.getLogger(__name__)
 CameraState = Literal["closed", "ready", "absent"]
 """``closed``: not opened yet (or closed); ``ready``: frames flow; ``absent``: missing, unplugged
 or failing (the last error is in :attr:`Camera.problem`)."""
-
-
-class _CameraModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    retry_s: float = Field(default=2.0, ge=0, le=600, description="Least time between two attempts to reopen")
-    dpi: int | None = Field(
-        default=None, ge=1, le=2400, description="Resolution of a still on the document plane, when calibrated"
-    )
-
-
-class OpenCVCameraConfig(_CameraModel):
-    """A USB (UVC) document camera read through OpenCV's V4L2 backend."""
-
-    type: Literal["opencv"] = Field(default="opencv", description="Backend: OpenCV VideoCapture")
-    device: int | str = Field(
-        default=0, description="V4L2 index (0 = /dev/video0), a device path (/dev/v4l/by-id/...) or a stream URL"
-    )
-    api: Literal["v4l2", "any"] = Field(
-        default="v4l2", description="OpenCV capture API: v4l2 for USB cameras, any to let OpenCV choose"
-    )
-    width: int | None = Field(default=1920, ge=16, le=10000, description="Requested frame width (None: camera's)")
-    height: int | None = Field(default=1080, ge=16, le=10000, description="Requested frame height (None: camera's)")
-    fps: float | None = Field(default=None, gt=0, le=120, description="Requested frame rate (None: camera's)")
-    fourcc: str | None = Field(
-        default="MJPG", min_length=4, max_length=4, description="Pixel format to ask for (MJPG lets USB 2 do 1080p)"
-    )
-    still_discard: int = Field(
-        default=2, ge=0, le=30, description="Frames dropped before a still (the driver's buffer holds stale ones)"
-    )
-
-
-class PiCameraConfig(_CameraModel):
-    """The Raspberry Pi camera through picamera2 (libcamera)."""
-
-    type: Literal["picamera2"] = Field(description="Backend: picamera2 (only on a Raspberry Pi)")
-    camera_num: int = Field(default=0, ge=0, le=8, description="Which camera, when the board has several")
-    preview_width: int = Field(default=1280, ge=16, le=10000, description="Preview frame width")
-    preview_height: int = Field(default=960, ge=16, le=10000, description="Preview frame height")
-    still_width: int | None = Field(default=None, ge=16, le=20000, description="Still width (None: sensor's full)")
-    still_height: int | None = Field(default=None, ge=16, le=20000, description="Still height (None: sensor's full)")
-
-
-class FakeCameraConfig(_CameraModel):
-    """Generated frames: a document slides onto a desk, blurred, then still (tests, demos)."""
-
-    type: Literal["fake"] = Field(description="Backend: generated frames, no hardware")
-    width: int = Field(default=960, ge=64, le=4000, description="Preview frame width")
-    height: int = Field(default=720, ge=48, le=4000, description="Preview frame height")
-    still_scale: float = Field(
-        default=4.0, ge=1, le=6, description="A still is this many times the preview size (4: about 200 dpi on A4)"
-    )
-    empty_frames: int = Field(default=4, ge=0, le=1000, description="Frames of an empty desk first")
-    slide_frames: int = Field(default=8, ge=0, le=1000, description="Frames of the document sliding into place")
-    blur_frames: int = Field(default=4, ge=0, le=1000, description="Frames of the document in place but blurred")
-    qr_text: str | None = Field(
-        default=None, max_length=512, description="A QR code printed top-left on the document (needs segno)"
-    )
-    seed: int = Field(default=0, description="Seed of the generated document and desk")
-    realtime_fps: float | None = Field(
-        default=None, gt=0, le=120, description="Advance by the clock at this rate; None: one frame per read"
-    )
-
-
-CameraConfig = Annotated[OpenCVCameraConfig | PiCameraConfig | FakeCameraConfig, Field(discriminator="type")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,17 +306,6 @@ class PiCamera(Camera):
                     step()
                 except Exception as exc:
                     log.debug("releasing the Pi camera: %s", type(exc).__name__)
-
-
-def open_camera(config: OpenCVCameraConfig | PiCameraConfig | FakeCameraConfig) -> Camera:
-    """The camera backend for ``config`` (not opened yet: the first read opens it)."""
-    if isinstance(config, OpenCVCameraConfig):
-        return OpenCVCamera(config)
-    if isinstance(config, PiCameraConfig):
-        return PiCamera(config)
-    from device.capture.fake_camera import FakeCamera
-
-    return FakeCamera(config)
 
 
 class CameraSource(CaptureSource):

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Literal
 
-from device.capture.camera import Camera, FakeCameraConfig, Image
+from device.capture.camera import Camera, Image
+from device.capture.config import FakeCameraConfig
 from device.errors import CameraUnavailable
 
 Phase = Literal["empty", "slide", "blur", "still"]

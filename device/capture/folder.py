@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from device.capture.base import CapturedPage, CaptureSource, ScanRequest
-from device.config import FolderConfig
+from device.capture.config import FolderConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from device.capture.base import CapturedPage, CaptureSource, ScanRequest, Side, encode_png
-from device.config import SaneScannerConfig
+from device.capture.config import SaneScannerConfig
 from device.errors import (
     NoScanner,
     ScannerCoverOpen,

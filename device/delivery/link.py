@@ -5,7 +5,7 @@ commands sent while the device was away wait at the broker, a Last Will that mar
 ``offline`` (retained) and a retained ``online`` on every connect. Callbacks run on paho's
 network thread: they hand work over and return quickly.
 
-With a device identity (issue 6) the link speaks mutual TLS with the device certificate to the
+With a device identity (``device/enroll.py``) the link speaks mutual TLS with the device certificate to the
 broker named in the enrollment answer (``mqtts://host:port``; a fleet may name a plain
 ``mqtt://`` broker on loopback, for tests and a one-machine demo). After a failed connect it asks the
 broker why (:func:`provisioning.identity.probe_tls`): a certificate that is revoked or expired

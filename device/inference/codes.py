@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from device.inference.config import CodesConfig, ReceiptRules
 from device.inference.geometry import shrink, to_gray
 
 log = logging.getLogger(__name__)
@@ -54,64 +54,6 @@ _RECEIPT_KEYS = {
     "applicant_id": ("applicant_id", "applicantid", "so_giay_to", "cccd", "ma_nguoi_nop", "nguoi_nop", "cmnd"),
     "document_name": ("document_name", "documentname", "ten_giay_to", "tengiayto", "ten", "name"),
 }
-
-
-ReceiptForm = Literal["fields", "code_only", "url"]
-
-
-class ReceiptRules(BaseModel):
-    """Which QR contents name a dossier. The circular fixes what a slip's QR holds, not how:
-    provinces' one-stop systems print the four fields, the code alone, or a look-up URL.
-
-    >>> rules = ReceiptRules(forms=["fields"])
-    >>> parse_text("QRCode", "000.00.12.H10-260101-0001", rules).kind
-    'other'
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    forms: list[ReceiptForm] = Field(
-        default=["fields", "code_only", "url"],
-        description="QR shapes taken as a receipt slip: 'fields' (dossier code, procedure code, applicant id, "
-        "document name; any separator, JSON or key=value), 'code_only' (the QR holds only a dossier code), "
-        "'url' (a look-up URL on one of url_hosts with the code in its query or path)",
-    )
-    code_pattern: str = Field(
-        default=r"\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}-\d{6}-\d{4,6}",
-        description="Regular expression (whole match) of a dossier code standing alone, in the 'code_only' and 'url' "
-        "forms, where nothing else says the text is a dossier code (the national form: agency code, YYMMDD, sequence)",
-    )
-    url_hosts: list[str] = Field(
-        default_factory=lambda: ["gov.vn"],
-        description="Hosts whose look-up URLs name a dossier: a host matches itself and its subdomains",
-    )
-    url_query_keys: list[str] = Field(
-        default_factory=lambda: ["maHoSo", "ma_ho_so", "mahoso", "soHoSo", "so_ho_so", "hoso", "dossier_code", "code"],
-        description="Query parameters (case-insensitive) that may hold the dossier code in a look-up URL",
-    )
-
-    @field_validator("code_pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from None
-        return value
-
-
-class CodesConfig(BaseModel):
-    """How pages are searched for codes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="Look for QR codes and barcodes on every page")
-    receipt: ReceiptRules = Field(
-        default_factory=ReceiptRules, description="Which QR contents name a dossier (the receipt slip)"
-    )
-    short_side: int = Field(
-        1240, ge=300, description="Short side in pixels the page is reduced to before decoding (150 dpi on A4)"
-    )
 
 
 @dataclass(frozen=True)

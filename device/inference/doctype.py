@@ -27,10 +27,10 @@ from typing import Any, NamedTuple, Protocol, Self
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from device.errors import ImageRejected, ModelError
-from device.inference.titles import TitleConfig, TitleEvidence, TitleReader
+from device.inference.config import DoctypeConfig
+from device.inference.titles import TitleEvidence, TitleReader
 from protocol.doctypes import DOCTYPES as DOCTYPES  # the classes and their names live in the contract
 from protocol.doctypes import LABELS_VI as LABELS_VI
 from protocol.doctypes import OTHER as OTHER
@@ -40,7 +40,6 @@ from protocol.doctypes import UNSURE_VI as UNSURE_VI
 _log = logging.getLogger(__name__)
 
 #: Where the shipped model lives (inside the installed package).
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 #: A title read at least this well decides the type whatever the image model says.
@@ -59,49 +58,6 @@ class DoctypeResult(NamedTuple):
 
     doctype: str
     confidence: float
-
-
-class DoctypeConfig(BaseModel):
-    """Which document-type model to load and how to use it.
-
-    >>> DoctypeConfig(min_confidence=0.6).num_threads
-    1
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
-
-    model_path: Path = Field(
-        default=MODELS_DIR / "doctype.tflite",
-        description="The int8 TFLite classifier. Default: the model shipped in device/models.",
-    )
-    labels_path: Path = Field(
-        default=MODELS_DIR / "doctype_labels.txt",
-        description="One class per line in model output order: `<id><TAB><Vietnamese label>`.",
-    )
-    version: str | None = Field(
-        default=None,
-        description="Model version reported with results; None reads `<model stem>_version.txt` "
-        "beside the model (or 'unknown').",
-    )
-    min_confidence: float = Field(
-        default=0.85,
-        ge=0.0,
-        le=1.0,
-        description="Below this confidence a page is typed `unsure` (its confidence is kept) and the "
-        "clerk is asked what it is. 0.85: the lowest floor at which 95% of the answers given were right "
-        "on photographed and scanned renders with held-out fonts and layouts (benchmarks/RESULTS.md).",
-    )
-    text: TitleConfig = Field(
-        default_factory=TitleConfig, description="Reading the printed title with Tesseract to type the page"
-    )
-    num_threads: int = Field(default=1, ge=1, le=8, description="Interpreter threads (1 leaves cores to the rest).")
-    input_size: int | None = Field(
-        default=None,
-        ge=32,
-        le=1024,
-        description="Square input side in pixels; None takes it from the model. Set it only to "
-        "have a mismatched model rejected at start-up.",
-    )
 
 
 class DoctypeClassifier(Protocol):

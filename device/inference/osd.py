@@ -28,39 +28,14 @@ from typing import Any
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+
+from device.inference.config import OsdConfig
 
 log = logging.getLogger(__name__)
 
 Img = NDArray[Any]
 
 _PSM_OSD_ONLY = 0
-
-
-class OsdConfig(BaseModel):
-    """Settings of the Tesseract orientation check (the ``pipeline.osd:`` section)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(
-        True, description="Ask Tesseract's OSD before turning a page; off (or Tesseract missing): never turn a page"
-    )
-    min_confidence: float = Field(
-        1.5, ge=0, description="Tesseract's orientation confidence (about 1: a guess, above 5: sure) below which "
-        "its answer is ignored and the page left as it is"
-    )
-    min_confidence_to_overrule: float = Field(
-        2.0, ge=0, description="When the pipeline's own measure sees the page on its side but reads which side "
-        "wrongly (90 for 270), Tesseract's answer wins only from this confidence"
-    )
-    max_letters: int = Field(
-        100, ge=20, le=1000, description="Letters Tesseract classifies at most per page (time grows with it)"
-    )
-    target_dpi: float = Field(
-        300, ge=100, description="Resolution the page is scaled to for Tesseract (it ignores letters under 10 "
-        "pixels high, so small print needs about 300 dpi)"
-    )
-    long_side: int = Field(3600, ge=400, description="Long side in pixels of the grey copy Tesseract reads, at most")
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
 from device.errors import ImageRejected
 from device.inference import geometry
-from device.inference.codes import Code, CodesConfig, read_codes
-from device.inference.osd import Osd, OsdConfig
-from device.inference.quality import Measures, QualityConfig, Verdict, judge, measure
+from device.inference.codes import Code, read_codes
+from device.inference.config import PipelineConfig
+from device.inference.osd import Osd
+from device.inference.quality import Measures, Verdict, judge, measure
 
 log = logging.getLogger(__name__)
 
@@ -40,34 +40,6 @@ _FORMATS_MM = {"a4": (297.0, 210.0), "id_card": (85.6, 53.98)}
 
 class ImageTooLarge(ImageRejected):
     """The image has more pixels than the pipeline will decode (``max_pixels``)."""
-
-
-class PipelineConfig(BaseModel):
-    """Settings of the page pipeline (the ``pipeline:`` section of the device's config)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_pixels: int = Field(
-        80_000_000, ge=1_000_000, description="Images with more pixels are refused before decoding (A3 at 600 dpi fits)"
-    )
-    source: Literal["auto", "scan", "camera"] = Field(
-        "auto", description="Where pages come from; auto: scan when the file carries a dpi, else camera"
-    )
-    work_short_side: int = Field(
-        1240, ge=400, description="Short side in pixels of the working copy that codes are read from"
-    )
-    analysis_short_side: int = Field(
-        900, ge=300, description="Short side in pixels of the copy skew and orientation are measured on"
-    )
-    detect_long_side: int = Field(640, ge=200, description="Long side in pixels of the copy the document is found on")
-    min_orientation_confidence: float = Field(
-        0.1, ge=0, le=1, description="Below this confidence of the pipeline's own measure the page is left as it "
-        "is (orientation 0); above it, Tesseract's OSD must agree before the page is turned"
-    )
-    osd: OsdConfig = Field(default_factory=OsdConfig, description="Tesseract's orientation check (second opinion)")
-    min_skew_correction_deg: float = Field(0.3, ge=0, description="Smaller skew is left alone")
-    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality verdict thresholds")
-    codes: CodesConfig = Field(default_factory=CodesConfig, description="QR code and barcode reading")
 
 
 class Classifier(Protocol):

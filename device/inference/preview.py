@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from device.inference import geometry
-from device.inference.quality import IssueCode, QualityConfig, sharpness
+from device.inference.config import QualityConfig
+from device.inference.quality import IssueCode, sharpness
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
+from device.inference.config import QualityConfig
 from device.inference.geometry import levels, shrink, to_gray
 
 log = logging.getLogger(__name__)
@@ -69,54 +69,6 @@ MESSAGES: dict[str, tuple[str, str]] = {
 
 #: Long side the image measures work at, whatever the capture's resolution.
 CANONICAL_SIDE = 1000
-
-
-class QualityConfig(BaseModel):
-    """Thresholds of the quality verdict. Defaults come from the calibration reported in
-    ``benchmarks/RESULTS.md`` (degraded real pages)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_sharpness: float = Field(
-        0.5,
-        description="Below this, the page is blurry: edge slope over local contrast (90th percentile), "
-        "measured with the page's long side at 1000 px",
-    )
-    min_paper_level: float = Field(
-        105, description="Below this 0-255 brightness of the paper (90th percentile), the page is too dark"
-    )
-    min_text_contrast: float = Field(
-        100,
-        description="When the paper is clipped white, below this 0-255 difference between paper and "
-        "the darkest text (1st percentile) the page is too bright",
-    )
-    min_clipped_fraction: float = Field(
-        0.3, description="Share of the page burnt to pure white from which faded text counts as too bright"
-    )
-    max_glare_fraction: float = Field(
-        0.004, description="Share of the page that may be burnt-out highlight brighter than the paper"
-    )
-    max_skew_deg: float = Field(4.0, description="Larger turn of the page from straight, in degrees, is skewed")
-    max_perspective_deg: float = Field(
-        25.0, description="Larger departure of a corner from 90 degrees (camera not parallel) is skewed"
-    )
-    max_border_contact: float = Field(
-        0.05,
-        description="Share of a frame side the document may run into (or, when the page fills the frame, "
-        "ink density just inside a side) before it counts as cut off",
-    )
-    min_area_fraction: float = Field(
-        0.2, description="Camera frames: the document must fill at least this share of the frame"
-    )
-    min_dpi: float = Field(200, description="Effective dpi on the document below this is low resolution")
-    min_dpi_drawings: float = Field(300, description="The same for maps and drawings")
-    drawing_doctypes: list[str] = Field(
-        default_factory=lambda: ["map", "drawing"],
-        description="Document types held to min_dpi_drawings",
-    )
-    max_blank_ink: float = Field(
-        0.0015, description="A page whose share of ink pixels (away from its edges) is below this is blank"
-    )
 
 
 @dataclass(frozen=True)

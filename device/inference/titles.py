@@ -32,7 +32,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+
+from device.inference.config import TitleConfig
 
 _log = logging.getLogger(__name__)
 
@@ -243,22 +244,6 @@ def match_titles(raw_text: str) -> TitleEvidence:
         best = max(scores, key=lambda d: scores[d])
     return TitleEvidence(best, scores.get(best, 0.0) if best else 0.0, scores, words, official,
                          round(vietnamese, 3), prices, True)
-
-
-class TitleConfig(BaseModel):
-    """Reading the title with Tesseract (the ``doctype.text:`` section of the device's config)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool | None = Field(
-        default=None, description="Read the title: None = when tesseract and the language are installed"
-    )
-    language: str = Field(default="vie", max_length=32, description="Tesseract language of the title")
-    width_px: int = Field(default=800, ge=300, le=3000, description="Width the crop is scaled down to")
-    top_fraction: float = Field(
-        default=0.25, gt=0, le=1, description="Share of a portrait page's height read from the top"
-    )
-    timeout_s: float = Field(default=3.0, gt=0, description="A reading taking longer is abandoned")
 
 
 def title_crop(page_bgr: NDArray[np.uint8], config: TitleConfig) -> NDArray[np.uint8]:

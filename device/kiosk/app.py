@@ -84,7 +84,8 @@ DEVICE_PROBLEMS: dict[str, tuple[str, str]] = {
     "refused": ("Thiết bị chưa đăng ký được với hệ thống, vui lòng liên hệ quản trị viên",
                 "This device could not be enrolled: please contact the administrator"),
 }
-"""What stops the device from delivering anything (issue 6), shown until an administrator acts."""
+"""What stops the device from delivering anything (its certificate revoked or refused), shown
+until an administrator acts."""
 
 _HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 _MAX_BODY = 4096

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from device.config import AgentConfig, FakeScannerConfig, SaneScannerConfig, load, validate_config_main
+from device.capture.config import FakeScannerConfig, SaneScannerConfig
+from device.config import AgentConfig, load, validate_config_main
 from protocol.configfile import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,3 +108,23 @@ def test_cross_field_rules() -> None:
     cfg = AgentConfig.model_validate({"device_id": "kiosk-0001", "unit": "u", "scanner": {"type": "fake"}})
     assert isinstance(cfg.scanner, FakeScannerConfig)
     assert AgentConfig.model_validate({"device_id": "kiosk-0001", "unit": "u", "scanner": None}).scanner is None
+
+
+def test_validate_config_imports_no_opencv_and_no_http_client(tmp_path: Path) -> None:
+    """Checking a config file (on a machine being set up, in CI) loads the config models only:
+    not the page pipeline (OpenCV), not the updater (httpx), not the MQTT client."""
+    path = tmp_path / "device.yaml"
+    path.write_text(GOOD + "camera:\n  type: fake\npdf:\n  dpi: 300\nupdater:\n  public_keys: [/etc/sohoa/k.pem]\n")
+    probe = (
+        "import sys\n"
+        "from device.cli import main\n"
+        "code = main(['validate-config', sys.argv[1]])\n"
+        "heavy = ('cv2', 'httpx', 'paho', 'device.inference.pipeline', 'device.updater', 'device.dossier_pdf')\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
+        "print('loaded:', loaded)\n"
+        "raise SystemExit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, cwd=REPO,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "loaded: []" in done.stdout, done.stdout

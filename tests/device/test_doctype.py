@@ -12,19 +12,18 @@ import pytest
 from pydantic import ValidationError
 
 from device.errors import ImageRejected, ModelError, SohoaError
+from device.inference.config import MODELS_DIR, DoctypeConfig, TitleConfig
 from device.inference.doctype import (
     DOCTYPES,
     LABELS_VI,
-    MODELS_DIR,
     UNSURE,
-    DoctypeConfig,
     DoctypeResult,
     FallbackClassifier,
     load_classifier,
     load_classifier_or_fallback,
     prepare,
 )
-from device.inference.titles import TitleConfig, tesseract_has
+from device.inference.titles import tesseract_has
 from training.generator import degrade, render
 
 SHIPPED = DoctypeConfig()

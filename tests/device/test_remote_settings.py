@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from device.config import AgentConfig, SaneScannerConfig
+from device.capture.config import SaneScannerConfig
+from device.config import AgentConfig
 from device.remote_settings import SettingsStore, agent_config_overrides
 from protocol.messages import ConfigDesired, ConfigReported, decode, encode
 from protocol.settings import RemoteSettings

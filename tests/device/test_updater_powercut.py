@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, sys
 from pathlib import Path
-from device.updater import Updater, UpdaterConfig
+from device.updater import Updater
+from device.update_config import UpdaterConfig
 from protocol.commands import UpdateOffer
 
 stop_at = sys.argv[3]

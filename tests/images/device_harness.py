@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from device.update_config import UpdaterConfig
 from device.update_slots import SlotStore
-from device.updater import UpdaterConfig
 from protocol.messages import UpdateProgress
 from tests.images.helpers import make_wheel
 

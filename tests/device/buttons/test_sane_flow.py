@@ -14,8 +14,8 @@ import pytest
 
 from device.buttons import ButtonsConfig, CounterButtons
 from device.capture.base import ScanRequest
+from device.capture.config import SaneScannerConfig
 from device.capture.sane import IsolatedSaneSource
-from device.config import SaneScannerConfig
 from device.delivery.outbox import Outbox
 from device.inference.pipeline import PagePipeline
 from device.session import CapturePages, DossierPdfBuilder, DossierSession, OutboxSink
@@ -52,7 +52,7 @@ def test_button_dossier_on_sane_test_backend(
 ) -> None:
     """Bad inputs tried: a jam reported by the scanner in the middle of the second dossier's
     first batch (the test backend's read-status-code), a Done while the jam is showing."""
-    from device.dossier_pdf import PdfConfig
+    from device.dossier_config import PdfConfig
 
     def pages_for(kind: str) -> CapturePages:
         if kind == "rescan":

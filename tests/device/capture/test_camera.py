@@ -18,16 +18,15 @@ from device.capture.base import ScanRequest
 from device.capture.camera import (
     Camera,
     CameraSource,
-    FakeCameraConfig,
     OpenCVCamera,
-    OpenCVCameraConfig,
     PiCamera,
-    PiCameraConfig,
-    open_camera,
 )
+from device.capture.config import FakeCameraConfig, OpenCVCameraConfig, PiCameraConfig
 from device.capture.fake_camera import FakeCamera
+from device.capture.registry import open_camera
+from device.dossier_config import SessionConfig
 from device.errors import CameraUnavailable, CaptureError
-from device.session import CapturePages, DossierSession, SessionConfig
+from device.session import CapturePages, DossierSession
 
 
 def state(camera: Camera) -> str:
@@ -271,7 +270,7 @@ def test_camera_config_is_strict() -> None:
     """Unknown keys and a picamera2 config without its type are errors."""
     from pydantic import TypeAdapter, ValidationError
 
-    from device.capture.camera import CameraConfig
+    from device.capture.config import CameraConfig
 
     adapter: TypeAdapter[Any] = TypeAdapter(CameraConfig)
     assert isinstance(adapter.validate_python({"type": "opencv", "device": "/dev/video2"}), OpenCVCameraConfig)

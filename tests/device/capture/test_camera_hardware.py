@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from device.capture.camera import OpenCVCameraConfig, PiCameraConfig, open_camera
+from device.capture.config import OpenCVCameraConfig, PiCameraConfig
+from device.capture.registry import open_camera
 
 pytestmark = pytest.mark.hardware
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from PIL import Image
 
 from device.capture.base import ScanRequest
+from device.capture.config import FolderConfig
 from device.capture.folder import FolderSource
-from device.config import FolderConfig
 
 
 def _image_bytes(fmt: str, size: tuple[int, int] = (40, 30), dpi: int | None = 200) -> bytes:

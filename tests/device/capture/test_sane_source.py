@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from device.capture.base import ScanRequest
+from device.capture.config import SaneScannerConfig
 from device.capture.sane import IsolatedSaneSource, SaneSource, choose_source, fault_from
-from device.config import SaneScannerConfig
 from device.errors import (
     ScannerCoverOpen,
     ScannerFault,

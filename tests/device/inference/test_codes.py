@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from device.inference import synthetic
-from device.inference.codes import Code, ReceiptRules, parse_cccd, parse_receipt, parse_text, read_codes
-from device.inference.pipeline import PagePipeline, PipelineConfig
+from device.inference.codes import Code, parse_cccd, parse_receipt, parse_text, read_codes
+from device.inference.config import PipelineConfig, ReceiptRules
+from device.inference.pipeline import PagePipeline
 
 RECEIPT = "000.00.10.H10-250101-0001|1.000894.000.00.00.H10|001099012345|Giấy khai sinh bản sao"
 CCCD7 = "001099012345|123456789|Nguyễn Thị Hoa|15031990|Nữ|Số 1, Phường Trúc Bạch, Hà Nội|20042021"

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from device.inference import geometry, synthetic
-from device.inference.pipeline import PagePipeline, PipelineConfig
+from device.inference.config import PipelineConfig
+from device.inference.pipeline import PagePipeline
 
 A4_QUADS = [
     [(282, 98), (972, 128), (1022, 860), (230, 822)],

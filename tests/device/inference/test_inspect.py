@@ -134,7 +134,8 @@ def test_command_line(files: dict[str, Path]) -> None:
 
 def test_pipeline_refuses_oversized_arrays() -> None:
     """An in-memory frame above max_pixels is refused too (the camera path skips the file check)."""
-    from device.inference.pipeline import PagePipeline, PipelineConfig
+    from device.inference.config import PipelineConfig
+    from device.inference.pipeline import PagePipeline
 
     frame = np.zeros((1200, 1000, 3), np.uint8)
     with pytest.raises(ImageTooLarge):

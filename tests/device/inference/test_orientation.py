@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from device.inference import geometry, synthetic
-from device.inference.osd import Osd, OsdConfig
-from device.inference.pipeline import PagePipeline, PipelineConfig
+from device.inference.config import OsdConfig, PipelineConfig
+from device.inference.osd import Osd
+from device.inference.pipeline import PagePipeline
 from training.generator import render
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pikepdf
 import pytest
 
+from device.dossier_config import PdfConfig
 from device.dossier_pdf import (
     DossierInfo,
-    PdfConfig,
     PdfError,
     PdfPage,
     encode_page,

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from device.inference import synthetic
-from device.inference.pipeline import PagePipeline, PipelineConfig
-from device.inference.quality import MESSAGES, QualityConfig, judge, measure
+from device.inference.config import PipelineConfig, QualityConfig
+from device.inference.pipeline import PagePipeline
+from device.inference.quality import MESSAGES, judge, measure
 
 DPI = 200
 

@@ -6,17 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from device.inference.config import DoctypeConfig, TitleConfig
 from device.inference.doctype import (
     DOCTYPES,
     STRONG_TITLE,
     UNSURE,
-    DoctypeConfig,
     fuse,
     load_classifier,
 )
 from device.inference.pipeline import PagePipeline
 from device.inference.titles import (
-    TitleConfig,
     TitleEvidence,
     TitleReader,
     find_phrase,

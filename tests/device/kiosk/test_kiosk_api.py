@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from device.capture.camera import FakeCameraConfig
+from device.capture.config import FakeCameraConfig
 from device.capture.fake_camera import FakeCamera
 from device.kiosk import KioskApp, KioskConfig, KioskServer
 from device.session import DossierSession

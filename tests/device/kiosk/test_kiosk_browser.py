@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from device.capture.camera import FakeCameraConfig
+from device.capture.config import FakeCameraConfig
 from device.capture.fake_camera import FakeCamera
 from device.kiosk import KioskApp, KioskConfig, KioskServer
 from device.session import DossierPdfBuilder, DossierSession, OutboxSink, SessionEvent
@@ -41,7 +41,8 @@ def axe_serious(page: Any) -> list[str]:
 
 def _classifier() -> Any:
     try:
-        from device.inference.doctype import DoctypeConfig, load_classifier
+        from device.inference.config import DoctypeConfig
+        from device.inference.doctype import load_classifier
 
         return load_classifier(DoctypeConfig())
     except Exception:  # no model shipped in this tree: pages show "type not known yet"
@@ -51,7 +52,7 @@ def _classifier() -> Any:
 @pytest.fixture
 def kiosk(tmp_path: Path) -> Iterator[tuple[KioskServer, DossierSession, FakeCamera, Any]]:
     from device.delivery.outbox import Outbox
-    from device.dossier_pdf import PdfConfig
+    from device.dossier_config import PdfConfig
     from device.inference.pipeline import PagePipeline
 
     outbox = Outbox(tmp_path / "state")
@@ -189,8 +190,8 @@ def test_kiosk_feeder_on_sane_test_backend(
     from playwright.sync_api import expect, sync_playwright
 
     from device.capture.base import ScanRequest
+    from device.capture.config import SaneScannerConfig
     from device.capture.sane import SaneSource
-    from device.config import SaneScannerConfig
     from device.inference.pipeline import PagePipeline
     from device.session import CapturePages
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from device.dossier_config import SessionConfig
 from device.errors import CameraUnavailable, NoScanner, OutboxFull, ScannerGone, ScannerJammed, ScannerNoDocs
 from device.session import (
     DossierSession,
     InvalidDossierCode,
     InvalidSessionAction,
-    SessionConfig,
     SessionEvent,
     UnknownPage,
 )
