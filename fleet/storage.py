@@ -56,7 +56,7 @@ SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/tiff": ".tif", "ap
 
 
 def sniff(head: bytes) -> str | None:
-    """The media type of a file from its first bytes, when it is one a device produces; else None.
+    r"""The media type of a file from its first bytes, when it is one a device produces; else None.
 
     >>> sniff(b"\x89PNG\r\n\x1a\n..."), sniff(b"<html><script>")
     ('image/png', None)
