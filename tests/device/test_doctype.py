@@ -257,3 +257,24 @@ def test_inspect_fills_doctype_and_confidence(tmp_path: Path, capsys: pytest.Cap
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [row["doctype"] for row in lines] == ["birth_certificate", "receipt"]
     assert all(0.5 <= row["confidence"] <= 1.0 for row in lines)
+
+
+@pytest.mark.skipif(not tesseract_has("vie"), reason="tesseract with Vietnamese is not installed")
+def test_title_is_read_only_when_the_image_model_is_unsure() -> None:
+    """``when="unsure"``: a page the image model is sure of is typed without asking Tesseract (its
+    result does not wait for a reading); raise the floor above the image's confidence and the
+    title is read and decides. ``when="always"`` reads every page."""
+    page = render("birth_certificate", 3, dpi=200)
+    patient = TitleConfig(timeout_s=300)
+    with load_classifier(SHIPPED.model_copy(update={"min_confidence": 0.0, "text": patient})) as clf:
+        image = clf.classify(page)
+        assert clf.title_readings == 0 and image.doctype == "birth_certificate"
+    floor = min(1.0, image.confidence + 0.005)
+    with load_classifier(SHIPPED.model_copy(update={"min_confidence": floor, "text": patient})) as clf:
+        fused = clf.classify(page)
+        assert clf.title_readings == 1
+        assert fused == DoctypeResult("birth_certificate", fused.confidence) and fused.confidence >= floor
+    always = patient.model_copy(update={"when": "always"})
+    with load_classifier(SHIPPED.model_copy(update={"min_confidence": 0.0, "text": always})) as clf:
+        assert clf.classify(page).doctype == "birth_certificate"
+        assert clf.title_readings == 1
