@@ -90,7 +90,10 @@ class Agent:
         self._threads: list[threading.Thread] = []
         # Delivery: the outbox first, everything else writes into it.
         self.outbox = Outbox(config.state_dir, config.min_free_bytes)
-        self.publisher = Publisher(self.outbox, self.device_id, window=config.broker.max_inflight)
+        self.publisher = Publisher(self.outbox, self.device_id, window=config.broker.max_inflight,
+                                   stored_timeout_s=config.broker.stored_timeout_s,
+                                   stored_timeout_max_s=config.broker.stored_timeout_max_s,
+                                   stored_forget_s=config.broker.stored_forget_s)
         self.identity = DeviceIdentity(config.identity.dir, self.device_id) if config.identity is not None else None
         self.identity_status = IdentityStatus()
         self._shown_identity: tuple[str | None, bool, bool] | None = None
@@ -128,11 +131,12 @@ class Agent:
             identity=self.identity, identity_status=self.identity_status, keeper=lambda: self.keeper,
         )
         self.scans.on_done = self.commands.scan_done
+        self._stored_topic = topic(self.device_id, Channel.STORED)
         self.link = MqttLink(
             self.device_id,
             config.broker,
             __version__,
-            on_message=self.commands.on_message,
+            on_message=self._on_message,
             unit=config.unit,
             on_connect=self._on_connect,
             on_published=self.publisher.on_published,
@@ -415,6 +419,14 @@ class Agent:
         ):
             self.source.config = config.scanner
             self.scans.recover()
+
+    def _on_message(self, topic_name: str, payload: bytes) -> None:
+        """The link's callback (paho's network thread): the fleet's confirmations to the
+        publisher, everything else to the command inbox."""
+        if topic_name == self._stored_topic:
+            self.publisher.on_stored(topic_name, payload)
+        else:
+            self.commands.on_message(topic_name, payload)
 
     def _on_connect(self) -> None:
         self.publisher.on_connect()

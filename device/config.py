@@ -61,6 +61,19 @@ class BrokerConfig(_Model):
     max_inflight: int = Field(
         default=50, ge=1, le=1000, description="Events published and not yet acknowledged by the broker at once"
     )
+    stored_timeout_s: float = Field(
+        default=60.0, gt=0, le=86400,
+        description="Send a message again when the fleet has not confirmed it (`stored`) this long after the "
+                    "broker took it; doubles per try (each delay ±25% at random)",
+    )
+    stored_timeout_max_s: float = Field(
+        default=1800.0, gt=0, le=7 * 86400, description="Longest wait between two sends of an unconfirmed message"
+    )
+    stored_forget_s: float = Field(
+        default=7 * 86400.0, ge=60,
+        description="With no `stored` confirmation for this long, trust the broker's acknowledgement again "
+                    "(a fleet that stopped confirming, e.g. rolled back to an older version)",
+    )
 
     @model_validator(mode="after")
     def _delays(self) -> BrokerConfig:
@@ -68,6 +81,8 @@ class BrokerConfig(_Model):
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         if self.refused_retry_max_s < self.reconnect_min_s:
             raise ValueError("refused_retry_max_s must be at least reconnect_min_s")
+        if self.stored_timeout_max_s < self.stored_timeout_s:
+            raise ValueError("stored_timeout_max_s must be at least stored_timeout_s")
         return self
 
 

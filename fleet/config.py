@@ -122,6 +122,11 @@ class IngestConfig(_Section):
     heartbeat_timeout_s: float = Field(
         default=180.0, gt=0, description="A device silent for longer than this counts as offline"
     )
+    confirm_stored: bool = Field(
+        default=True,
+        description="After each commit, tell every device which of its messages are stored (`stored` topic), "
+                    "so it keeps them until then and sends again what a broker lost",
+    )
 
 
 class HttpConfig(_Section):

@@ -10,8 +10,13 @@ session's *shared* subscriptions when it restarts, which is why one worker uses 
 
 Messages are acknowledged by hand, only after the transaction holding them has committed: a
 crash at any point means redelivery, never loss, and writes are idempotent on message id, so
-redelivery means no duplicates. A message that does not fit the contract is counted by reason,
-logged without its payload, acknowledged (so it is not redelivered forever) and dropped. A
+redelivery means no duplicates. After the commit, and before the broker's acknowledgement, each
+device is told which of its messages are now stored (``stored``, with ``ingest.confirm_stored``):
+devices keep a message until then and send it again if it does not come, so a broker that loses
+what it had acknowledged (killed before its save, a shared subscription forgotten across a
+restart) loses nothing (see ``docs/protocol.md``, End-to-end acknowledgement). A message that
+does not fit the contract is counted by reason, logged without its payload, acknowledged (so it
+is not redelivered forever) and dropped. A
 message whose only fault is fields this fleet does not know (a newer agent's additive change,
 see :mod:`protocol.messages`) is kept: the fields are counted in
 ``sohoa_fleet_unknown_fields_total{type,field}``, each new name logged once, and events and
@@ -54,19 +59,20 @@ from protocol.errors import ProtocolError
 from protocol.messages import (
     EVENT_ADAPTER,
     MAX_PAYLOAD_BYTES,
+    MAX_STORED_IDS,
     Decoded,
     DossierClosed,
     Message,
     PageCaptured,
     Status,
+    Stored,
     Telemetry,
     decode,
+    encode,
 )
-from protocol.topics import ROOT, Channel, device_filter, parse_topic, shared
+from protocol.topics import CONFIRMED, FLEET_TO_DEVICE, ROOT, Channel, device_filter, parse_topic, shared, topic
 
 log = logging.getLogger(__name__)
-
-_FLEET_TO_DEVICE = frozenset({Channel.CMD, Channel.CONFIG_DESIRED})
 
 
 def utcnow() -> datetime:
@@ -109,6 +115,15 @@ class Writer:
         self.hooks: list[Callable[[Session, list[Decoded]], None]] = []
         """Called inside each batch's transaction with its messages (fleet operations: acks, reports)."""
         self._revoked_audited: dict[str, float] = {}  # device: when its refusal was last audited
+        self.confirming = False
+        """Collect what :meth:`take_confirmations` returns (the ingest sets it with ``ingest.confirm_stored``)."""
+        self._confirmations: dict[str, list[str]] = {}
+
+    def take_confirmations(self) -> dict[str, list[str]]:
+        """Per device, the ids of its outbox messages committed (or found already stored) since
+        the last call: what :class:`Stored` tells it."""
+        taken, self._confirmations = self._confirmations, {}
+        return taken
 
     def write(self, items: Sequence[Incoming]) -> int:
         """Write what fits the contract; count and drop the rest. Returns messages stored.
@@ -264,6 +279,9 @@ class Writer:
             bulk_insert(connection, TelemetrySample.__table__, list(samples.values()))
             for hook in self.hooks:
                 hook(session, [decoded for _, decoded in batch])
+        for _, decoded in batch if self.confirming else ():
+            if decoded.channel in CONFIRMED:
+                self._confirmations.setdefault(decoded.device_id, []).append(decoded.message.id)
         refused = len(received_batch) - len(batch)
         if refused:
             self.metrics.rejected.labels(reason="revoked").inc(refused)
@@ -415,6 +433,7 @@ class Ingest:
         self.config = config
         self.metrics = metrics
         self.writer = Writer(sessions, metrics)
+        self.writer.confirming = config.ingest.confirm_stored
         # Received, not yet written. The network thread wakes the writer only for the first
         # message and for a full batch, not for every message: waking it each time would hand
         # the GIL back and forth thousands of times a second.
@@ -573,6 +592,7 @@ class Ingest:
             if batch is None:
                 return
             if self._write(batch):
+                self._confirm()
                 self._ack(batch)
             with self._progress:
                 self.batches_done += 1
@@ -600,6 +620,24 @@ class Ingest:
             if self._stopping.wait(delay):
                 return False  # not acknowledged: the broker delivers it again next time
             delay = min(delay * 2, 10.0)
+
+    def _confirm(self) -> None:
+        """Tell each device what of its messages the commit holds (QoS 1: an offline device finds
+        it in its session). A confirmation that gets lost costs a re-send, never a message."""
+        confirmations = self.writer.take_confirmations()
+        client = self._client
+        if client is None or not confirmations:
+            return
+        sent = 0
+        for device_id, ids in confirmations.items():
+            unique = list(dict.fromkeys(ids))
+            for start in range(0, len(unique), MAX_STORED_IDS):
+                chunk = unique[start:start + MAX_STORED_IDS]
+                client.publish(topic(device_id, Channel.STORED), encode(Stored(device_id=device_id, ids=chunk)),
+                               qos=1)
+                sent += len(chunk)
+        if sent:
+            self.metrics.confirmed.inc(sent)
 
     def _ack(self, batch: list[Incoming]) -> None:
         client = self._client
@@ -629,8 +667,8 @@ def _client_id(broker: BrokerConfig) -> str:
 
 
 def _fleet_to_device(topic_name: str) -> bool:
-    """Commands and desired config are ours, seen because the filter matches the whole tree."""
-    return any(topic_name.endswith("/" + c.value) for c in _FLEET_TO_DEVICE)
+    """Commands, desired config and confirmations are ours, seen because the filter matches the whole tree."""
+    return any(topic_name.endswith("/" + c.value) for c in FLEET_TO_DEVICE)
 
 
 def topic_status_filter() -> str:

@@ -47,6 +47,10 @@ class FleetMetrics:
             "sohoa_fleet_messages_duplicate", "Events received again and ignored (at-least-once)",
             registry=self.registry,
         )
+        self.confirmed = Counter(
+            "sohoa_fleet_messages_confirmed", "Message ids confirmed to their devices on `stored` after the commit",
+            registry=self.registry,
+        )
         self.batches = Counter("sohoa_fleet_ingest_batches", "Transactions committed by ingest", registry=self.registry)
         self.lag = Histogram(
             "sohoa_fleet_ingest_lag_seconds",

@@ -28,6 +28,7 @@ _CHANNEL_NOTES = {
     Channel.CONFIG_DESIRED: "QoS 1, **retained**",
     Channel.CONFIG_REPORTED: "QoS 1, retained",
     Channel.UPDATE: "QoS 1",
+    Channel.STORED: "QoS 1, after the fleet's database commit; see End-to-end acknowledgement",
 }
 
 
@@ -95,8 +96,9 @@ def render() -> str:
         "## Messages",
         "",
     ]
+    out += ["## End-to-end acknowledgement", "", *(f"- {rule}" for rule in m.STORED_RULES), ""]
     top: tuple[type[BaseModel], ...] = (m.Message, m.Status, m.Telemetry, m.Command, m.CommandAck,
-                                        m.ConfigDesired, m.ConfigReported, m.UpdateProgress)
+                                        m.ConfigDesired, m.ConfigReported, m.UpdateProgress, m.Stored)
     for model in top:
         out += _model_table(model)
     out += ["## Events", "", "Every event has the fields of Message plus `severity` and `type`.", ""]

@@ -78,6 +78,29 @@ COMPATIBILITY_RULES = (
 )
 """The rules above, as ``docs/protocol.md`` states them."""
 
+STORED_RULES = (
+    "A device keeps each message of its outbox (events, `cmd/ack`, `config/reported`, `update`) until "
+    "the fleet names its id on `stored`, which the fleet publishes after the database commit that holds it. "
+    "The broker's acknowledgement (PUBACK) only starts a timer: a message the fleet has not confirmed "
+    "within `broker.stored_timeout_s` of it (device config; doubling per try up to "
+    "`broker.stored_timeout_max_s`, each delay drawn ±25% at random) is sent again. So is every "
+    "unconfirmed message, spread over a quarter of that timeout, after the device reconnects (the broker "
+    "may have restarted without them), and any message the broker took longer than the timeout before "
+    "one the fleet has just confirmed.",
+    "The fleet stores by id once and confirms every copy, re-sends included. A message the fleet refuses "
+    "(it breaks this fleet's contract: often a newer agent ahead of its fleet) is not confirmed: the device "
+    "keeps it and sends it again at the longest wait until an upgraded fleet stores it; the fleet counts "
+    "each refusal (`sohoa_fleet_messages_rejected_total`) and the device's `outbox.events` shows what waits. "
+    "Messages of a revoked device are neither stored nor confirmed.",
+    "Degrading: a device waits for `stored` only once it has received one (remembered across restarts) "
+    "and while the last one is younger than `broker.stored_forget_s` (7 days). Before that, and against "
+    "a fleet that never confirms (an older one, or `ingest.confirm_stored: false`), the broker's PUBACK "
+    "suffices, as it did before; a device that stops hearing confirmations for that long forgets, with a "
+    "warning, what the broker took. An older agent does not subscribe to `stored`: the broker drops the "
+    "fleet's confirmations for it and nothing else changes.",
+)
+"""End-to-end acknowledgement, as ``docs/protocol.md`` states it."""
+
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="The device's id, as in its topics")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex sha256 of a file")]
 
@@ -174,7 +197,9 @@ class CameraInfo(BaseModel):
 
 class OutboxDepth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    events: int = Field(ge=0, description="Events waiting for the broker's acknowledgement")
+    events: int = Field(
+        ge=0, description="Messages not yet confirmed: by the fleet's `stored` once it has sent one, else by the broker"
+    )
     files: int = Field(ge=0, description="Files waiting for the fleet's confirmation")
     bytes: int = Field(ge=0, description="Bytes of files waiting")
 
@@ -392,6 +417,24 @@ class UpdateProgress(Message):
     detail: str | None = Field(default=None, max_length=512)
 
 
+MAX_STORED_IDS = 2000
+"""Most ids one :class:`Stored` carries (2,000 ids of 64 characters stay far under the payload limit)."""
+
+MessageId = Annotated[str, Field(min_length=8, max_length=64)]
+
+
+class Stored(Message):
+    """Fleet -> device, after the fleet's database committed a batch: the ids of this device's
+    messages (events, command acknowledgements, reported config, update progress) it now holds,
+    including ones it already held (a re-send). The device keeps each message until it is named
+    here, re-sending it meanwhile; a fleet that never sends this leaves the
+    device trusting the broker's acknowledgement, as before."""
+
+    ids: list[MessageId] = Field(
+        min_length=1, max_length=MAX_STORED_IDS, description="Ids of messages stored (or already stored)"
+    )
+
+
 _CHANNEL_MODEL: dict[Channel, type[Message]] = {
     Channel.STATUS: Status,
     Channel.TELEMETRY: Telemetry,
@@ -400,6 +443,7 @@ _CHANNEL_MODEL: dict[Channel, type[Message]] = {
     Channel.CONFIG_DESIRED: ConfigDesired,
     Channel.CONFIG_REPORTED: ConfigReported,
     Channel.UPDATE: UpdateProgress,
+    Channel.STORED: Stored,
 }
 
 AnyMessage = Message

@@ -30,12 +30,15 @@ class Channel(StrEnum):
     CONFIG_DESIRED = "config/desired"  # fleet -> device, retained, versioned settings
     CONFIG_REPORTED = "config/reported"  # device -> fleet, settings the device runs
     UPDATE = "update"  # device -> fleet, update progress
+    STORED = "stored"  # fleet -> device, ids of messages committed to the fleet's database
 
 
 DEVICE_TO_FLEET = frozenset(
     {Channel.STATUS, Channel.TELEMETRY, Channel.EVENT, Channel.CMD_ACK, Channel.CONFIG_REPORTED, Channel.UPDATE}
 )
-FLEET_TO_DEVICE = frozenset({Channel.CMD, Channel.CONFIG_DESIRED})
+FLEET_TO_DEVICE = frozenset({Channel.CMD, Channel.CONFIG_DESIRED, Channel.STORED})
+CONFIRMED = frozenset({Channel.EVENT, Channel.CMD_ACK, Channel.CONFIG_REPORTED, Channel.UPDATE})
+"""What a device sends from its outbox, and the fleet confirms on ``stored`` once committed."""
 
 
 def is_valid_device_id(device_id: str) -> bool:

@@ -79,6 +79,13 @@ class Mosquitto:
                 self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """``kill -9``: no save, so whatever the broker held since its last save is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"

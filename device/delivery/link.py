@@ -243,7 +243,8 @@ class MqttLink:
         log.info("connected to the broker at %s:%s%s", *self.address(), " (TLS)" if self.uses_tls() else "")
         online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version, unit=self.unit)
         client.publish(topic(self.device_id, Channel.STATUS), encode(online), qos=1, retain=True)
-        client.subscribe([(topic(self.device_id, Channel.CMD), 1), (topic(self.device_id, Channel.CONFIG_DESIRED), 1)])
+        client.subscribe([(topic(self.device_id, channel), 1) for channel in
+                          (Channel.CMD, Channel.CONFIG_DESIRED, Channel.STORED)])
         self.connected.set()
         if self._on_connect is not None:
             self._on_connect()

@@ -2,8 +2,10 @@
 acknowledged, and leaves only when the other side holds it.
 
 * Messages (events, command acks, reported config) sit in SQLite (WAL, ``synchronous=FULL``)
-  until the broker's PUBACK; the publisher then deletes them. After a crash they are published
-  again: receivers deduplicate on the message id.
+  until the fleet confirms it stored them (``stored``, see :mod:`device.delivery.publisher`) or,
+  with a fleet that does not confirm, until the broker's PUBACK. A message the broker took and
+  the fleet has not confirmed yet is marked ``sent`` and ``due`` for another send. After a crash
+  they are published again: receivers deduplicate on the message id.
 * Page files sit in ``files/<sha256>``, written to a temporary name, fsynced, renamed, and the
   directory fsynced, before the row that names them is committed. They are deleted after the
   fleet answers 200/201 for that sha256.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -46,7 +49,14 @@ CREATE TABLE IF NOT EXISTS messages (
     id TEXT NOT NULL UNIQUE,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    sent REAL,
+    due REAL NOT NULL DEFAULT 0,
+    tries INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT PRIMARY KEY,
@@ -86,6 +96,8 @@ class PendingMessage:
     id: str
     topic: str
     payload: bytes
+    sent: bool = False
+    """The broker took it before (this is a send again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +128,25 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA journal_size_limit=8388608")  # give the WAL's space back after checkpoints
         self._db.executescript(_SCHEMA)
+        self._add_delivery_columns()
         self.changed = threading.Condition()
         """Notified whenever something is added (publisher and uploader wait on it)."""
         self._recover_files()
 
     # --- life cycle -----------------------------------------------------------------------------
+
+    def _add_delivery_columns(self) -> None:
+        """An outbox written by an agent that trusted the broker's PUBACK lacks the columns that
+        track the fleet's confirmation: add them (every message is then simply not sent yet)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        added = (
+            ("sent", "ALTER TABLE messages ADD COLUMN sent REAL"),
+            ("due", "ALTER TABLE messages ADD COLUMN due REAL NOT NULL DEFAULT 0"),
+            ("tries", "ALTER TABLE messages ADD COLUMN tries INTEGER NOT NULL DEFAULT 0"),
+        )
+        for name, statement in added:
+            if name not in columns:
+                self._db.execute(statement)
 
     def _recover_files(self) -> None:
         """After a crash: drop half-written temporaries and files no committed row names."""
@@ -188,12 +214,89 @@ class Outbox:
             raise
         self._notify()
 
-    def pending_messages(self, after_seq: int = 0, limit: int = 100) -> list[PendingMessage]:
+    def pending_messages(self, after_seq: int = 0, limit: int = 100, now: float | None = None) -> list[PendingMessage]:
+        """Messages after ``after_seq`` in order; with ``now``, only those due by then (a message
+        the broker took waits for the fleet's confirmation until its ``due`` time)."""
+        due = float("inf") if now is None else now
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, id, topic, payload FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                "SELECT seq, id, topic, payload, sent IS NOT NULL FROM messages WHERE seq > ? AND due <= ?"
+                " ORDER BY seq LIMIT ?",
+                (after_seq, due, limit),
             ).fetchall()
-        return [PendingMessage(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+        return [PendingMessage(r[0], r[1], r[2], bytes(r[3]), bool(r[4])) for r in rows]
+
+    def due_again(self, up_to_seq: int, now: float, limit: int) -> list[PendingMessage]:
+        """Messages up to ``up_to_seq`` that the broker took, the fleet has not confirmed, and
+        whose wait is over: the earliest due first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, topic, payload, 1 FROM messages WHERE sent IS NOT NULL AND due <= ? AND seq <= ?"
+                " ORDER BY due LIMIT ?", (now, up_to_seq, limit),
+            ).fetchall()
+        return [PendingMessage(r[0], r[1], r[2], bytes(r[3]), bool(r[4])) for r in rows]
+
+    def messages_taken(self, ids: Iterable[str], now: float, wait: Callable[[int], float]) -> None:
+        """The broker took these; keep them for the fleet's confirmation. ``wait(tries)`` is how long
+        after ``now`` each is sent again unless confirmed (``tries``: sends so far, this one included)."""
+        batch = list(ids)
+        if not batch:
+            return
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, tries FROM messages WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(batch),)
+            ).fetchall()
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE messages SET sent = ?, tries = ?, due = ? WHERE id = ?",
+                [(now, tries + 1, now + wait(tries + 1), message_id) for message_id, tries in rows],
+            )
+            self._db.execute("COMMIT")
+
+    def confirm(self, ids: Iterable[str]) -> float | None:
+        """The fleet holds these: forget them. Returns when the broker last took the newest of them
+        (None when none was marked taken)."""
+        batch = list(ids)
+        if not batch:
+            return None
+        ids = (json.dumps(batch),)
+        with self._lock:
+            self._db.execute("BEGIN")
+            row = self._db.execute(
+                "SELECT MAX(sent) FROM messages WHERE id IN (SELECT value FROM json_each(?))", ids
+            ).fetchone()
+            self._db.execute("DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))", ids)
+            self._db.execute("COMMIT")
+        return None if row is None or row[0] is None else float(row[0])
+
+    def hasten(self, taken_before: float, now: float, spread_s: float) -> int:
+        """Make due within ``spread_s`` of ``now`` (each at a random moment) the unconfirmed messages
+        the broker took before ``taken_before`` and not due yet. Returns how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE messages SET due = ? + (abs(random()) % 1000000) / 1000000.0 * ?"
+                " WHERE sent IS NOT NULL AND sent <= ? AND due > ?",
+                (now, spread_s, taken_before, now),
+            )
+            return cur.rowcount
+
+    def forget_taken(self) -> int:
+        """Forget every message the broker took (the fleet no longer confirms). Returns how many."""
+        with self._lock:
+            return self._db.execute("DELETE FROM messages WHERE sent IS NOT NULL").rowcount
+
+    def note(self, key: str) -> float | None:
+        """A remembered number (``fleet_confirms``: when the fleet last confirmed something)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def set_note(self, key: str, value: float | None) -> None:
+        with self._lock:
+            if value is None:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def remove_messages(self, ids: Iterable[str]) -> None:
         """The broker acknowledged these: forget them."""
