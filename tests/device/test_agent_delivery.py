@@ -9,7 +9,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from protocol.messages import decode
+from protocol.messages import Stored, decode, encode
 from tests.device.agent_harness import AgentProcess, FileReceiver, Recorder, agent_config, sane_conf, wait_until
 from tests.services import Mosquitto
 
@@ -192,5 +192,37 @@ def test_last_will_marks_a_killed_agent_offline(tmp_path: Path, mosquitto: Mosqu
             assert retained[-1].state == "offline"  # type: ignore[attr-defined]
         finally:
             late.close()
+    finally:
+        agent.close()
+
+
+def test_the_agent_keeps_events_until_the_fleet_confirms_them(
+    tmp_path: Path, mosquitto: Mosquitto, sane_dir: Path, recorder: Recorder
+) -> None:
+    """Once the fleet has confirmed one message on ``stored``, the agent keeps every event the
+    broker took until the fleet names it there (and sends it again meanwhile); a confirmation
+    naming them empties the outbox."""
+    config = agent_config(tmp_path, mosquitto.port)
+    config["broker"] |= {"stored_timeout_s": 1.0, "stored_timeout_max_s": 2.0}
+    agent = AgentProcess(config, tmp_path, sane_dir)
+
+    def confirm(ids: list[str]) -> None:
+        recorder.publish(f"sohoa/v1/{DEVICE}/stored", encode(Stored(device_id=DEVICE, ids=ids)))
+
+    try:
+        agent.start()
+        recorder.wait_for(lambda r: bool(r.events("agent_started")), 30, "agent_started")
+        confirm([e.id for e in recorder.events("agent_started")])
+        wait_until(lambda: agent.status()["outbox"]["events"] == 0, 30, "the first confirmation")
+        result = agent.scan(source="adf", max_pages=2)
+        assert result["pages"] == 2, agent.logs()
+        batch = result["batch_id"]
+        recorder.wait_for(lambda r: len(_batch_events(r, batch)[2]) == 1 and len(_batch_events(r, batch)[1]) == 2,
+                          30, "the batch's events")
+        ids = {e.id for kind in _batch_events(recorder, batch) for e in kind}  # type: ignore[attr-defined]
+        recorder.wait_for(lambda r: sum(e.id in ids for e in r.decoded("event")) > len(ids), 30, "a send again")
+        assert agent.status()["outbox"]["events"] >= len(ids), "the broker's PUBACK no longer suffices"
+        confirm(sorted(ids))
+        wait_until(lambda: agent.status()["outbox"]["events"] == 0, 30, "the outbox to empty on confirmation")
     finally:
         agent.close()
