@@ -20,7 +20,10 @@ from typing import Literal
 
 Kind = Literal["component", "result"]
 
-_RESULT = re.compile(r"^(?P<code>.+)-KQ\(?(?P<n>[0-9]{1,6})\)?$")
+RESULT_PATTERN = r"^(.+)-KQ\(?([0-9]{1,6})\)?$"
+"""A result's code: the dossier's code (group 1), then ``-KQ<n>`` or ``-KQ(n)`` (group 2). Written
+so that PostgreSQL's regular expressions read it the same (the recount uses it in SQL)."""
+_RESULT = re.compile(RESULT_PATTERN)
 _COMPONENT = re.compile(r"^(?P<code>.+)\.(?P<n>[0-9]{1,6})$")
 WALK_IN_PREFIX = "WALKIN-"
 
@@ -43,7 +46,7 @@ def page_code(code: str) -> Named:
     code = normalize(code)
     found = _RESULT.match(code)
     if found:
-        return Named(found["code"], "result", int(found["n"]))
+        return Named(found[1], "result", int(found[2]))
     return Named(code, "component", None)
 
 
@@ -54,7 +57,7 @@ def document(name: str) -> Named:
         stem = stem[: -len(".PDF")]
     found = _RESULT.match(stem)
     if found:
-        return Named(found["code"], "result", int(found["n"]))
+        return Named(found[1], "result", int(found[2]))
     found = _COMPONENT.match(stem)
     if found:
         return Named(found["code"], "component", int(found["n"]))

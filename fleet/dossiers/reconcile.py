@@ -49,7 +49,7 @@ def cells(session: Session, start: str, end: str) -> dict[tuple[str, str], Cell]
              .where(t.received_period >= start, t.received_period <= end)
              .group_by(t.received_unit, t.received_period))
     return {(unit, month): Cell(int(n), int(d), int(r))
-            for unit, month, n, d, r in session.connection().execute(query)}
+            for unit, month, n, d, r in session.connection().execute(query).all()}
 
 
 def unmatched(session: Session, start: str, end: str) -> dict[tuple[str | None, str], int]:
@@ -61,7 +61,7 @@ def unmatched(session: Session, start: str, end: str) -> dict[tuple[str | None, 
     query = (select(t.digitized_unit, month, func.count())
              .where(t.component_at >= lo, t.component_at < hi, t.received_on.is_(None), t.walk_in.is_(False))
              .group_by(t.digitized_unit, month))
-    return {(unit, str(m)): int(n) for unit, m, n in session.connection().execute(query)}
+    return {(unit, str(m)): int(n) for unit, m, n in session.connection().execute(query).all()}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Keeping the registry as the ingest stores pages and ``dossier_closed`` events, naming a
-walk-in dossier, and recounting everything from the stored pages and documents.
+"""Keeping the registry as the ingest stores pages and ``dossier_closed`` events, and naming a
+walk-in dossier (a full recount from the stored pages and documents is :mod:`fleet.dossiers.recount`).
 
 Delivery is at least once and in any order (devices store and forward): every write here is an
 upsert whose times only move earlier (the first component, the first result), and a document is
@@ -202,28 +202,3 @@ def name_walk_in(session: Session, walk_in: str, code: str) -> Dossier:
     assert named is not None
     log.info("walk-in dossier named (%d document(s), %d page(s))", len(documents), len(page_ids))
     return named
-
-
-def recount(connection: Connection) -> None:
-    """Recompute every dossier's digitized times from the stored pages and documents (after a
-    bulk load that bypassed the ingest, or a change of the counting rule). The received side
-    is left as imported. Reads the pages once, folds them in memory, writes in chunks."""
-    news: dict[str, _News] = {}
-    columns = (Page.device_id, Page.unit_code, Page.dossier_code, Page.dropped, Page.quality, Page.captured_at)
-    keys = ("device_id", "unit_code", "dossier_code", "dropped", "quality", "captured_at")
-    for values in connection.execute(select(*columns).where(Page.dossier_code.is_not(None))):
-        row = dict(zip(keys, values, strict=True))
-        if digitized.accepted(row):
-            named = codes.page_code(row["dossier_code"])
-            item = news.get(named.code) or news.setdefault(named.code, _News(named.code))
-            item.saw(named.kind, row["captured_at"], row["unit_code"], row["device_id"])
-    for code, kind, closed_at, unit, device, operator_kind, operator_id in connection.execute(select(
-            DossierDocument.dossier_code, DossierDocument.kind, DossierDocument.closed_at, DossierDocument.unit_code,
-            DossierDocument.device_id, DossierDocument.operator_kind, DossierDocument.operator_id)):
-        item = news.get(code) or news.setdefault(code, _News(code))
-        item.saw("result" if kind == "result" else "component", closed_at, unit, device, (operator_kind, operator_id))
-    connection.execute(update(Dossier).values(component_at=None, result_at=None, digitized_unit=None,
-                                              device_id=None))
-    ordered = sorted(news)
-    for start in range(0, len(ordered), 20_000):
-        _upsert(connection, {c: news[c] for c in ordered[start:start + 20_000]})

@@ -51,7 +51,7 @@ Status = Literal["met", "behind", "no_data"]
 Basis = Literal["dossiers", "counts"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Figures:
     """``results`` and ``unmatched`` exist on the ``dossiers`` basis only (zero otherwise)."""
 
@@ -300,16 +300,22 @@ def progress(session: Session, start: str, end: str, root: str | None = None) ->
 
     # Month by month, each unit's figures into itself and every ancestor valid that month.
     parents = _parents_by_month(session, months)
+    parent_of = {code: unit.parent_code for code, unit in tree.items()}  # plain dicts: ORM attributes cost
     subtree_month: dict[tuple[str, str], Figures] = {}
     for (code, month), figures in own.items():
         node: str | None = code
+        moved = parents[month]
         for _ in range(len(TIERS) + 2):  # deeper than any tree: a cycle in bad data stops here
-            if node is None or node not in tree:
+            if node is None or node not in parent_of:
                 break
-            subtree_month.setdefault((node, month), Figures()).add(figures)
+            key = (node, month)
+            below = subtree_month.get(key)
+            if below is None:
+                below = subtree_month[key] = Figures()
+            below.add(figures)
             if node == root:
                 break
-            node = parents[month].get(node, tree[node].parent_code)
+            node = moved[node] if node in moved else parent_of[node]
 
     result: dict[str, UnitProgress] = {}
     for unit, depth in order:

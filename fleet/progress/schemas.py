@@ -1,10 +1,11 @@
 """What the progress API takes and returns."""
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from fleet.progress.csvio import ImportRejected, LineProblem
 from fleet.progress.models import Target, Unit
@@ -138,6 +139,24 @@ class ProgressOut(BaseModel):
         return cls(start=p.start, end=p.end, root=p.root, months=p.months, total=FiguresOut.of(p.total),
                    unattributed=p.unattributed, tiers=[TierOut.of(t) for t in p.tiers],
                    units=[UnitProgressOut.of(u) for u in p.units.values()])
+
+    @staticmethod
+    def json_of(p: Progress) -> bytes:
+        """``ProgressOut.of(p).model_dump_json()``, the same bytes, from plain dicts: building
+        and checking 3,000 units x 12 months of models cost seconds for a province's year."""
+        def figures(f: Figures) -> dict[str, Any]:
+            return {"received": f.received, "digitized": f.digitized, "rate": f.rate, "results": f.results,
+                    "result_rate": f.result_rate, "unmatched": f.unmatched}
+
+        return to_json({
+            "start": p.start, "end": p.end, "root": p.root, "months": p.months, "total": figures(p.total),
+            "unattributed": p.unattributed,
+            "tiers": [{"tier": t.tier, "units": t.units, "figures": figures(t.figures), "target": t.target,
+                       "met": t.met, "behind": t.behind} for t in p.tiers],
+            "units": [{"code": u.code, "name": u.name, "tier": u.tier, "parent_code": u.parent_code, "depth": u.depth,
+                       "own": figures(u.own), "total": figures(u.total), "target": u.target, "status": u.status,
+                       "basis": u.basis, "children": u.children, "trend": [figures(f) for f in u.trend.values()]}
+                      for u in p.units.values()]})
 
 
 class DayPagesOut(BaseModel):

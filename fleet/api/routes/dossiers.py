@@ -19,6 +19,7 @@ from fleet.auth.scope import OutOfScope, require_unit_filter, subtree, visible_u
 from fleet.dossiers import codes, pdf, reconcile, registry
 from fleet.dossiers.models import OPERATOR_KINDS, Dossier, DossierDocument
 from fleet.dossiers.received import ReceivedRow, import_received, parse_csv
+from fleet.dossiers.recount import recount
 from fleet.dossiers.schemas import (
     STATE_HELP,
     ChaseOut,
@@ -204,9 +205,9 @@ async def import_received_csv(request: Request, state: StateDep, user: AdminUser
 
 
 @router.post("/recount")
-def post_recount(session: SessionDep, _: ProvinceAdmin) -> dict[str, int]:
+def post_recount(session: SessionDep, state: StateDep, _: ProvinceAdmin) -> dict[str, int]:
     """Recompute every dossier's digitized times from the stored pages and documents."""
-    registry.recount(session.connection())
+    recount(session.connection(), now=state.now())
     session.commit()
     return {"dossiers": session.query(Dossier).count()}
 

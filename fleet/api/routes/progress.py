@@ -155,8 +155,8 @@ def get_progress(state: StateDep, session: SessionDep, user: CurrentUser, start:
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     _hide_unattributed(session, user, found)
-    # Serialized once here: letting FastAPI validate the 3,000-unit model again costs ~0.1 s.
-    return Response(ProgressOut.of(found).model_dump_json(), media_type="application/json")
+    # Serialized here from plain dicts (the model is the documented schema; a test holds them equal).
+    return Response(ProgressOut.json_of(found), media_type="application/json")
 
 
 def _hide_unattributed(session: Session, user: Principal, found: Progress) -> None:

@@ -14,6 +14,8 @@ from fleet.ingest import Incoming, Writer
 from fleet.models import Page
 from fleet.progress.digitized import rebuild
 from fleet.progress.models import DigitizedDossier
+from fleet.progress.rates import progress
+from fleet.progress.schemas import ProgressOut
 from protocol.messages import PageCaptured, Status, encode
 from protocol.topics import Channel, topic
 from tests.fleet.conftest import state_of
@@ -64,6 +66,11 @@ def test_rates_for_a_known_data_set(filled: TestClient) -> None:
     # February alone: A1 and A2 were seen again but first digitized in January; P3 is not digitized.
     february = _units(filled, **{"from": "2026-02", "unit": "99"})
     assert [february[c]["own"]["digitized"] for c in ("99", "99001", "99003")] == [1, 2, 0]
+    # The answer is serialized from plain dicts: the same bytes as the documented model gives.
+    with state_of(filled).sessions() as session:
+        for root in ("99", None):
+            found = progress(session, "2025-06", "2026-02", root)
+            assert ProgressOut.json_of(found) == ProgressOut.of(found).model_dump_json().encode()
 
 
 def test_three_tier_rollup_and_unit_history(api: TestClient) -> None:
