@@ -73,9 +73,14 @@ const SOHOA = (() => {
     for (const x of parts.formatToParts(d)) p[x.type] = x.value;
     return `${p.day}/${p.month}/${p.year} ${p.hour}:${p.minute}`;
   };
+  // A calendar date (YYYY-MM-DD, no time, no zone) as dd/mm/yyyy, the date part of when().
+  const day = (iso) => {
+    const m = typeof iso === "string" ? /^(\\d{4})-(\\d{2})-(\\d{2})$/.exec(iso) : null;
+    return m ? `${m[3]}/${m[2]}/${m[1]}` : (iso ? String(iso) : __MISSING__);
+  };
   // A document type's name in the page's language; an unknown id is shown as it is.
   const doctype = (id, lang) => id ? (names[lang === "en" ? "en" : "vi"][id] || id) : __MISSING__;
-  return Object.freeze({zone, when, doctype});
+  return Object.freeze({zone, when, day, doctype});
 })();
 """
 

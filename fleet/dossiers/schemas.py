@@ -126,3 +126,21 @@ class ChaseOut(BaseModel):
     end: str
     root: str | None
     dossiers: list[PendingOut] = Field(description="Received, nothing digitized, oldest first")
+
+
+class UnitSummaryOut(BaseModel):
+    code: str = Field(description="The unit (receiving, or digitizing for unmatched dossiers)")
+    name: str | None = Field(description="Its name in the range, when the unit tree has it")
+    received: int = Field(description="Dossiers it received in the months")
+    digitized: int = Field(description="Of those, with at least one component digitized (at any time)")
+    results: int = Field(description="Of those, with their result digitized")
+    rate: float | None = Field(description="digitized / received (null when nothing was received)")
+    unmatched: int = Field(description="Dossiers its devices digitized in the months matching nothing received")
+
+
+class SummaryOut(BaseModel):
+    start: str
+    end: str
+    root: str | None
+    units: list[UnitSummaryOut] = Field(description="By code")
+    total: UnitSummaryOut = Field(description="Every unit listed (code and name: the root's, or empty)")

@@ -32,12 +32,15 @@ from fleet.dossiers.schemas import (
     ReceivedDossierIn,
     ReceivedImportOut,
     State,
+    SummaryOut,
+    UnitSummaryOut,
 )
 from fleet.errors import NotFound
 from fleet.models import Page, StoredFile
 from fleet.progress import periods
 from fleet.progress.csvio import ImportRejected
 from fleet.progress.models import Unit
+from fleet.progress.units import units_in
 
 router = APIRouter(prefix="/dossiers", tags=["dossiers"])
 
@@ -126,14 +129,54 @@ def list_dossiers(
     return [DossierOut.of(row) for row in session.scalars(query)]
 
 
-def _chase(state: StateDep, session: Session, user: Principal, unit: str | None, start: str | None,
-           end: str | None, limit: int | None, offset: int) -> tuple[str, str, list[reconcile.Pending]]:
+FromQ = Annotated[str | None, Query(alias="from", description="First month (default: this month)")]
+ToQ = Annotated[str | None, Query(alias="to", description="Last month (default: the first)")]
+
+
+def _months(state: StateDep, start: str | None, end: str | None) -> tuple[str, str]:
     first = _month(start) or periods.of(state.now())
     last = _month(end) or first
     try:
         periods.months(first, last)
     except periods.BadPeriod as exc:
         raise HTTPException(422, str(exc)) from exc
+    return first, last
+
+
+@router.get("/summary")
+def get_summary(state: StateDep, session: SessionDep, user: CurrentUser, unit: UnitQ = None, start: FromQ = None,
+                end: ToQ = None) -> SummaryOut:
+    """Per unit of the subtree: the dossiers it received in the months and how many of them are
+    digitized (matched by code, whenever digitized) or have their result digitized; and the
+    dossiers its devices digitized in the months that match nothing received (never in a rate)."""
+    first, last = _months(state, start, end)
+    units = _units(session, user, unit)
+    counts: dict[str, list[int]] = {}
+    for (code, _), cell in reconcile.cells(session, first, last).items():
+        if units is None or code in units:
+            row = counts.setdefault(code, [0, 0, 0, 0])
+            row[0] += cell.received
+            row[1] += cell.digitized
+            row[2] += cell.results
+    for (digitizer, _), n in reconcile.unmatched(session, first, last).items():
+        if digitizer is not None and (units is None or digitizer in units):
+            counts.setdefault(digitizer, [0, 0, 0, 0])[3] += n
+    names = {code: u.name for code, u in units_in(session, periods.first_day(first), periods.last_day(last)).items()}
+
+    def out(code: str, name: str | None, figures: list[int]) -> UnitSummaryOut:
+        received, digitized, results, unmatched = figures
+        return UnitSummaryOut(code=code, name=name, received=received, digitized=digitized, results=results,
+                              rate=min(digitized, received) / received if received else None, unmatched=unmatched)
+
+    rows = [out(code, names.get(code), counts[code]) for code in sorted(counts)]
+    total = [sum(counts[c][i] for c in counts) for i in range(4)]
+    return SummaryOut(start=first, end=last, root=unit, units=rows,
+                      total=out(unit or "", names.get(unit) if unit else None, total))
+
+
+def _chase(state: StateDep, session: Session, user: Principal, unit: str | None, start: str | None,
+           end: str | None, limit: int | None, offset: int) -> tuple[str, str, list[reconcile.Pending]]:
+    first, last = _months(state, start, end)
     units = _units(session, user, unit)
     return first, last, reconcile.chase(session, units, first, last, limit=limit, offset=offset)
 

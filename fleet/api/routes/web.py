@@ -4,6 +4,9 @@
 * ``/fleet``: the fleet screen (``?device=<id>`` opens one device, ``?lang=en`` English), from
   ``/api/v1/fleet``;
 * ``/progress``: the digitization progress dashboard, from ``/api/v1/progress``;
+* ``/dossiers``: the dossier registry: received vs digitized per unit, the chase list (and its
+  XLSX), the digitized codes matching nothing, the walk-ins to name, one dossier's documents and
+  pages (``?code=``, ``?unit=``, ``?from=``, ``?to=``, ``?lang=en``), from ``/api/v1/dossiers``;
 * ``/operations``: rollouts with their phases and per-device progress, desired vs reported
   settings, commands (``?view=rollouts|settings|commands``, ``?rollout=<id>``, ``?device=<id>``);
 * ``/static/display.js``: the time format in the province's zone and the document type names
@@ -81,3 +84,9 @@ def dashboard(state: StateDep, _: CurrentUser) -> HTMLResponse:
 def operations_page(state: StateDep) -> HTMLResponse:
     """Rollouts, settings and commands."""
     return _page(_static("fleet.operations", "operations.html").replace("__REFRESH_MS__", _refresh_ms(state)))
+
+
+@router.get("/dossiers", response_class=HTMLResponse)
+def dossiers_page(state: StateDep, _: CurrentUser) -> HTMLResponse:
+    """The dossier registry's page, drawing from ``/api/v1/dossiers``."""
+    return _page(_static("fleet.dossiers", "dossiers.html").replace("__THIS_MONTH__", periods.of(state.now())))
