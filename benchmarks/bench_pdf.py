@@ -17,8 +17,8 @@ import numpy as np
 
 from benchmarks.bench_quality import base_pages, dev_data
 from benchmarks.harness import machine
-from device.dossier_config import PdfConfig
-from device.dossier_pdf import DossierInfo, PdfBuilder, PdfPage, encode_page, tesseract_available
+from device.dossier.config import PdfConfig
+from device.dossier.pdf_writer import DossierInfo, PdfBuilder, PdfPage, encode_page, tesseract_available
 from device.inference import synthetic
 from device.inference.pipeline import PagePipeline
 

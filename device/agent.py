@@ -12,7 +12,7 @@ answers the status, and runs the ticker. Each job lives in its own module:
 * **ticker** (here): telemetry, timed scans, folder polling, USB watching, the status light.
 * **the service** (:mod:`device.service`): signals and the exit code under systemd.
 
-The dossier session (:class:`~device.session.DossierSession`) is driven by the clerk's buttons
+The dossier session (:class:`~device.dossier.session.DossierSession`) is driven by the clerk's buttons
 (``buttons.enabled``, gpiozero) and the kiosk screen (``kiosk.enabled``, served on loopback);
 both share the scanner with the scan worker through :attr:`Agent.scanner_lock`. Closing a dossier
 builds its PDFs and queues pages and PDFs in the outbox.
@@ -45,13 +45,17 @@ from device.delivery.link import MqttLink
 from device.delivery.outbox import Outbox
 from device.delivery.publisher import Publisher
 from device.delivery.uploader import Uploader
+from device.dossier.model import SessionEvent
+from device.dossier.pdf import DossierPdfBuilder
+from device.dossier.session import DossierSession
+from device.dossier.sink import OutboxSink
+from device.dossier.sources import PageSource
 from device.enroll import IdentityKeeper, IdentityStatus, fleet_base
 from device.inference.doctype import FallbackClassifier, load_classifier_or_fallback
 from device.inference.pipeline import PagePipeline
 from device.local_api import LocalApi
 from device.remote_settings import RemoteSettingsApplier
 from device.scanning import ScanJob, ScanWorker
-from device.session import DossierPdfBuilder, DossierSession, OutboxSink, PageSource, SessionEvent
 from device.telemetry import TelemetryCollector
 from device.updater import Updater
 from protocol.messages import AgentStarted, BatchFinished, CameraInfo, ScannerInfo, encode

@@ -52,7 +52,7 @@ from provisioning.errors import KeyFileError
 if TYPE_CHECKING:
     from device.capture.base import ScanRequest
     from device.config import AgentConfig
-    from device.session import DossierSession
+    from device.dossier.session import DossierSession
     from device.updater import Outcome, Updater
     from protocol.settings import MaintenanceWindow
     from provisioning.identity import DeviceIdentity

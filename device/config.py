@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from device.buttons.config import ButtonsConfig
 from device.capture.config import CameraConfig, FolderConfig, SaneScannerConfig, ScannerConfig
-from device.dossier_config import PdfConfig, SessionConfig
+from device.dossier.config import PdfConfig, SessionConfig
 from device.inference.config import DoctypeConfig, PipelineConfig
 from device.kiosk.config import KioskConfig
 from device.update_config import UpdaterConfig

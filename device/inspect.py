@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from device.dossier_config import PdfConfig
-from device.dossier_pdf import DossierInfo, PdfBuilder, PdfPage, sha256_file
+from device.dossier.config import PdfConfig
+from device.dossier.pdf_writer import DossierInfo, PdfBuilder, PdfPage, sha256_file
 from device.errors import ConfigInvalid, ImageRejected
 from device.inference.config import PipelineConfig
 from device.inference.pipeline import Classifier, PagePipeline, PageResult

@@ -54,8 +54,10 @@ from protocol.topics import Channel, topic
 if TYPE_CHECKING:
     from device.capture.usbwatch import UsbDevice
     from device.config import AgentConfig
+    from device.dossier.model import SessionEvent
+    from device.dossier.session import DossierSession
+    from device.dossier.sources import PageSource
     from device.inference.pipeline import PagePipeline
-    from device.session import DossierSession, PageSource, SessionEvent
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +207,7 @@ class ScanWorker:
     def pages_for(self, kind: Literal["scan", "rescan"]) -> PageSource:
         """The scanner as a dossier session's page source: a feeder batch for Scan, one page for
         Rescan; it shares :attr:`lock` with the worker's own batches (``scanner_busy``)."""
-        from device.session import CapturePages
+        from device.dossier.sources import CapturePages
 
         if self.source is None:
             raise NoScanner("no scanner configured")
@@ -439,7 +441,7 @@ class ScanWorker:
     def _adopt_receipt(self, code: str) -> None:
         """A receipt slip's QR read in a batch scan: open a dossier named by it (none open), or
         name the open unnamed one. The code itself is never logged."""
-        from device.session import SessionError
+        from device.dossier.errors import SessionError
 
         session = self._session()
         if session is None or not self._config().session.adopt_receipt_code:

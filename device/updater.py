@@ -72,7 +72,7 @@ WAITING_REPORT_S = 1800
 
 
 class UpdateLock(Protocol):
-    """The counter's side of the update lock (:class:`device.session.DossierSession`)."""
+    """The counter's side of the update lock (:class:`device.dossier.session.DossierSession`)."""
 
     def hold_for_update(self) -> bool:
         """True when no dossier is open; none opens until :meth:`release_update_hold`."""

@@ -26,8 +26,10 @@ from typing import Any, Literal, Self
 
 from device.buttons.config import ButtonsConfig
 from device.buttons.feedback import StatusPanel
+from device.dossier.model import SessionEvent
+from device.dossier.session import DossierSession
+from device.dossier.sources import PageSource
 from device.errors import SohoaError
-from device.session import DossierSession, PageSource, SessionEvent
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,9 @@ from protocol.messages import encode
 from protocol.topics import Channel, topic
 
 if TYPE_CHECKING:
-    from device.session import DossierSession, OutboxSink, SessionEvent, SessionPage
+    from device.dossier.model import SessionEvent, SessionPage
+    from device.dossier.session import DossierSession
+    from device.dossier.sink import OutboxSink
 
 log = logging.getLogger(__name__)
 

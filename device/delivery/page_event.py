@@ -1,6 +1,6 @@
 """The one builder of the ``page_captured`` event, for every path a page takes: a batch from the
 scanner or the folder (:mod:`device.scanning`), a dossier's page handed over or held on disk
-while the dossier is open (:class:`device.session.OutboxSink`).
+while the dossier is open (:class:`device.dossier.sink.OutboxSink`).
 
 The message id is derived from the page id (:func:`protocol.messages.derived_id`): describing
 the same page again (a held page renamed, a dossier handed over again after a full disk) gives

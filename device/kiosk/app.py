@@ -1,5 +1,5 @@
 """The citizens' kiosk: a small web app on loopback that Chromium shows full-screen, driving the
-same :class:`~device.session.DossierSession` as the clerk's buttons.
+same :class:`~device.dossier.session.DossierSession` as the clerk's buttons.
 
 Screens, one instruction each: start -> scan the appointment slip's QR or type the dossier code
 (or "no code") -> place the document -> live preview with the outline and plain hints, automatic
@@ -29,21 +29,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from device.dossier.errors import (
+    InvalidDoctype,
+    InvalidDossierCode,
+    InvalidSessionAction,
+    UnknownPage,
+    UpdateInProgress,
+)
+from device.dossier.model import SessionEvent
+from device.dossier.session import DossierSession
+from device.dossier.sources import PageProcessor, PageSource
 from device.errors import CameraUnavailable, SohoaError
 from device.inference.verdict import verdict_of
 from device.kiosk.config import KioskConfig
 from device.kiosk.guide import HINTS, Guidance, Guide
-from device.session import (
-    DossierSession,
-    InvalidDoctype,
-    InvalidDossierCode,
-    InvalidSessionAction,
-    PageProcessor,
-    PageSource,
-    SessionEvent,
-    UnknownPage,
-    UpdateInProgress,
-)
 from protocol.doctypes import DOCTYPES, NAMES
 
 if TYPE_CHECKING:

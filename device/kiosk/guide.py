@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from device.session import Image, PageProcessor
+from device.dossier.model import Image
+from device.dossier.sources import PageProcessor
 
 log = logging.getLogger(__name__)
 

@@ -119,7 +119,7 @@ def test_validate_config_imports_no_opencv_and_no_http_client(tmp_path: Path) ->
         "import sys\n"
         "from device.cli import main\n"
         "code = main(['validate-config', sys.argv[1]])\n"
-        "heavy = ('cv2', 'httpx', 'paho', 'device.inference.pipeline', 'device.updater', 'device.dossier_pdf')\n"
+        "heavy = ('cv2', 'httpx', 'paho', 'device.inference.pipeline', 'device.updater', 'device.dossier.pdf_writer')\n"
         "loaded = [m for m in heavy if m in sys.modules]\n"
         "print('loaded:', loaded)\n"
         "raise SystemExit(code)\n"

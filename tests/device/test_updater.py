@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from device.session import DossierSession, UpdateInProgress
+from device.dossier.errors import UpdateInProgress
+from device.dossier.session import DossierSession
 from device.update_errors import BundleRefused
 from device.update_slots import SlotStore, UpdateState
 from device.updater import HealthCheck, Updater, offer_from

@@ -14,9 +14,11 @@ import pytest
 from device.agent import Agent
 from device.buttons import ButtonsConfig, CounterButtons
 from device.config import AgentConfig
+from device.dossier.errors import UpdateInProgress
+from device.dossier.session import DossierSession
+from device.dossier.sources import PageSource
 from device.kiosk.app import HttpError, KioskApp
 from device.kiosk.config import KioskConfig
-from device.session import DossierSession, PageSource, UpdateInProgress
 from tests.device.agent_harness import agent_config, wait_until
 from tests.services import Mosquitto
 

@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device.session import DossierSession
+from device.dossier.session import DossierSession
 from device.update_slots import SlotStore
 from device.updater import Updater, offer_from
 from fleet.api.state import fleet_state

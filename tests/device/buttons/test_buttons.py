@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from device.buttons import ButtonsConfig, CounterButtons, StatusPanel
+from device.dossier.session import DossierSession
 from device.errors import ScannerJammed
-from device.session import DossierSession
 from tests.device.buttons.conftest import FakeClock
-from tests.device.session.doubles import ListSource, RecordingSink, ScriptedPipeline, Verdict, page_image
+from tests.device.dossier.doubles import ListSource, RecordingSink, ScriptedPipeline, Verdict, page_image
 
 CODE = "000.00.12.H10-260101-0042"
 T = 5.0  # every wait is bounded
@@ -262,6 +262,6 @@ def test_importing_touches_no_hardware_library() -> None:
     import sys
 
     code = ("import sys, device.buttons, device.kiosk, device.capture.camera, device.capture.fake_camera, "
-            "device.session; print(sorted(m for m in ('gpiozero', 'picamera2', 'cv2') if m in sys.modules))")
+            "device.dossier.session; print(sorted(m for m in ('gpiozero', 'picamera2', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

@@ -7,8 +7,8 @@ import pytest
 
 from device.buttons import ButtonsConfig, CounterButtons, StatusPanel
 from device.buttons.feedback import TRANSIENTS
-from device.session import DossierSession
-from tests.device.session.doubles import ListSource
+from device.dossier.session import DossierSession
+from tests.device.dossier.doubles import ListSource
 
 pytestmark = pytest.mark.hardware
 

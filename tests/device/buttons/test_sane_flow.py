@@ -17,8 +17,11 @@ from device.capture.base import ScanRequest
 from device.capture.config import SaneScannerConfig
 from device.capture.sane import IsolatedSaneSource
 from device.delivery.outbox import Outbox
+from device.dossier.pdf import DossierPdfBuilder
+from device.dossier.session import DossierSession
+from device.dossier.sink import OutboxSink
+from device.dossier.sources import CapturePages
 from device.inference.pipeline import PagePipeline
-from device.session import CapturePages, DossierPdfBuilder, DossierSession, OutboxSink
 from protocol.messages import DossierClosed, PageCaptured, decode
 from tests.device.buttons.conftest import FakeClock
 from tests.services import sane_config_dir
@@ -52,7 +55,7 @@ def test_button_dossier_on_sane_test_backend(
 ) -> None:
     """Bad inputs tried: a jam reported by the scanner in the middle of the second dossier's
     first batch (the test backend's read-status-code), a Done while the jam is showing."""
-    from device.dossier_config import PdfConfig
+    from device.dossier.config import PdfConfig
 
     def pages_for(kind: str) -> CapturePages:
         if kind == "rescan":

@@ -24,9 +24,10 @@ from device.capture.camera import (
 from device.capture.config import FakeCameraConfig, OpenCVCameraConfig, PiCameraConfig
 from device.capture.fake_camera import FakeCamera
 from device.capture.registry import open_camera
-from device.dossier_config import SessionConfig
+from device.dossier.config import SessionConfig
+from device.dossier.session import DossierSession
+from device.dossier.sources import CapturePages
 from device.errors import CameraUnavailable, CaptureError
-from device.session import CapturePages, DossierSession
 
 
 def state(camera: Camera) -> str:

@@ -10,8 +10,8 @@ import numpy as np
 import pikepdf
 import pytest
 
-from device.dossier_config import PdfConfig
-from device.dossier_pdf import (
+from device.dossier.config import PdfConfig
+from device.dossier.pdf_writer import (
     DossierInfo,
     PdfError,
     PdfPage,

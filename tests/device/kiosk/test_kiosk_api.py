@@ -13,9 +13,9 @@ import pytest
 
 from device.capture.config import FakeCameraConfig
 from device.capture.fake_camera import FakeCamera
+from device.dossier.session import DossierSession
 from device.kiosk import KioskApp, KioskConfig, KioskServer
-from device.session import DossierSession
-from tests.device.session.doubles import RecordingSink
+from tests.device.dossier.doubles import RecordingSink
 
 CODE = "000.00.12.H10-260101-0123"
 T = 30.0
@@ -178,7 +178,7 @@ def test_feeder_scan_from_the_screen() -> None:
     """A kiosk with a feeder and no camera: 'scan' runs a batch into the open dossier in the
     background and the screen follows to review. Scan with no dossier open is refused (409), and
     on a kiosk without a scanner it does not exist (404)."""
-    from tests.device.session.doubles import ListSource, page_image
+    from tests.device.dossier.doubles import ListSource, page_image
 
     session = DossierSession(pdf_builder=None)
     sources = [ListSource([page_image(v) for v in (1, 2, 3)])]

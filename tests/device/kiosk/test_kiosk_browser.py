@@ -15,8 +15,11 @@ import pytest
 
 from device.capture.config import FakeCameraConfig
 from device.capture.fake_camera import FakeCamera
+from device.dossier.model import SessionEvent
+from device.dossier.pdf import DossierPdfBuilder
+from device.dossier.session import DossierSession
+from device.dossier.sink import OutboxSink
 from device.kiosk import KioskApp, KioskConfig, KioskServer
-from device.session import DossierPdfBuilder, DossierSession, OutboxSink, SessionEvent
 from protocol.messages import DossierClosed, PageCaptured, decode
 
 pytestmark = pytest.mark.browser
@@ -52,7 +55,7 @@ def _classifier() -> Any:
 @pytest.fixture
 def kiosk(tmp_path: Path) -> Iterator[tuple[KioskServer, DossierSession, FakeCamera, Any]]:
     from device.delivery.outbox import Outbox
-    from device.dossier_config import PdfConfig
+    from device.dossier.config import PdfConfig
     from device.inference.pipeline import PagePipeline
 
     outbox = Outbox(tmp_path / "state")
@@ -192,8 +195,8 @@ def test_kiosk_feeder_on_sane_test_backend(
     from device.capture.base import ScanRequest
     from device.capture.config import SaneScannerConfig
     from device.capture.sane import SaneSource
+    from device.dossier.sources import CapturePages
     from device.inference.pipeline import PagePipeline
-    from device.session import CapturePages
 
     monkeypatch.setenv("SANE_CONFIG_DIR", str(sane_dir))
     scanner = SaneSource(SaneScannerConfig(device="auto", source="adf", dpi=75))

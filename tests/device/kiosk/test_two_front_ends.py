@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 
 from device.buttons import ButtonsConfig, CounterButtons
+from device.dossier.session import DossierSession
 from device.kiosk import KioskApp, KioskConfig, KioskServer
-from device.session import DossierSession
-from tests.device.session.doubles import ListSource, RecordingSink, page_image
+from tests.device.dossier.doubles import ListSource, RecordingSink, page_image
 
 CODE = "000.00.12.H10-260101-0456"
 T = 10.0

@@ -11,11 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from device.dossier.session import DossierSession
+from device.dossier.sink import OutboxSink
 from device.inference.doctype import DOCTYPES, LABELS_VI
 from device.kiosk import KioskApp, KioskConfig, KioskServer
-from device.session import DossierSession, OutboxSink
 from protocol.messages import DoctypeCorrected, PageCaptured, decode
-from tests.device.session.doubles import ScriptedPipeline, page_image
+from tests.device.dossier.doubles import ScriptedPipeline, page_image
 
 outbox_mod = pytest.importorskip("device.delivery.outbox")
 

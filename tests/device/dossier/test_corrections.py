@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from device.session import (
-    DossierSession,
-    InvalidDoctype,
-    InvalidSessionAction,
-    OutboxSink,
-    SessionEvent,
-    UnknownPage,
-)
+from device.dossier.errors import InvalidDoctype, InvalidSessionAction, UnknownPage
+from device.dossier.model import SessionEvent
+from device.dossier.session import DossierSession
+from device.dossier.sink import OutboxSink
 from protocol.messages import DoctypeCorrected, PageCaptured, decode
-from tests.device.session.doubles import ListSource, RecordingPdf, ScriptedPipeline, Verdict, page_image
+from tests.device.dossier.doubles import ListSource, RecordingPdf, ScriptedPipeline, Verdict, page_image
 
 outbox_mod = pytest.importorskip("device.delivery.outbox")
 

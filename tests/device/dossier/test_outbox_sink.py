@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from device.session import CapturePages, DossierSession, OutboxSink
+from device.dossier.session import DossierSession
+from device.dossier.sink import OutboxSink
+from device.dossier.sources import CapturePages
 from protocol.messages import DossierClosed, PageCaptured, decode
-from tests.device.session.doubles import RecordingPdf, ScriptedPipeline, Verdict, page_image
+from tests.device.dossier.doubles import RecordingPdf, ScriptedPipeline, Verdict, page_image
 
 outbox_mod = pytest.importorskip("device.delivery.outbox")
 

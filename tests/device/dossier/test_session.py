@@ -10,17 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.dossier_config import SessionConfig
+from device.dossier.config import SessionConfig
+from device.dossier.errors import InvalidDossierCode, InvalidSessionAction, UnknownPage
+from device.dossier.model import SessionEvent
+from device.dossier.session import DossierSession
 from device.errors import CameraUnavailable, NoScanner, OutboxFull, ScannerGone, ScannerJammed, ScannerNoDocs
-from device.session import (
-    DossierSession,
-    InvalidDossierCode,
-    InvalidSessionAction,
-    SessionEvent,
-    UnknownPage,
-)
 from protocol.messages import encode
-from tests.device.session.doubles import (
+from tests.device.dossier.doubles import (
     ListSource,
     RecordingPdf,
     RecordingSink,
@@ -432,11 +428,11 @@ def test_config_forbids_unknown_keys() -> None:
 
 
 def test_real_pdf_writer(tmp_path: Path) -> None:
-    """The dossier PDF writer (device/dossier_pdf.py): closing writes real PDFs named
+    """The dossier PDF writer (device/dossier/pdf_writer.py): closing writes real PDFs named
     <code>.<n>.pdf that pikepdf opens, one page per kept page; the blank page is left out."""
     import pikepdf
 
-    from device.session import DossierPdfBuilder
+    from device.dossier.pdf import DossierPdfBuilder
 
     rng = np.random.default_rng(5)
     paper = np.full((600, 420, 3), 235, np.uint8)

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from device.dossier.model import ClosedDossier, SessionPage, Source
+from device.dossier.sources import RawImage
 from device.errors import OutboxFull
-from device.session import ClosedDossier, RawImage, SessionPage, Source
 
 
 def page_image(value: int, size: tuple[int, int] = (40, 30)) -> np.ndarray:
@@ -108,7 +109,7 @@ class Code:
 @dataclass
 class Result:
     """Shaped like the page pipeline's PageResult, as far as the session reads it
-    (``device.session.ProcessedPage``)."""
+    (``device.dossier.sources.ProcessedPage``)."""
 
     page: np.ndarray
     quality: Quality

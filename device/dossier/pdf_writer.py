@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from device.dossier_config import PdfConfig
+from device.dossier.config import PdfConfig
 from device.errors import SohoaError
 
 log = logging.getLogger(__name__)

@@ -33,434 +33,49 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Generator
+from dataclasses import replace
 from datetime import UTC, datetime
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+from typing import Literal, Self
 
-from device.dossier_config import SessionConfig
-from device.errors import (
-    CameraUnavailable,
-    ImageRejected,
-    NoScanner,
-    OutboxFull,
-    ScannerBusy,
-    ScannerFault,
-    SohoaError,
+from device.dossier.config import SessionConfig
+from device.dossier.errors import (
+    InvalidDoctype,
+    InvalidDossierCode,
+    InvalidSessionAction,
+    UnknownPage,
+    UpdateInProgress,
+    fault_of,
 )
-from device.inference.verdict import PROCESSING_FAILED, UNCHECKED, PageVerdict, PipelineResult, verdict_of
-from protocol.messages import derived_id, new_id
-
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    from device.dossier_config import PdfConfig
-    from protocol.messages import DoctypeCorrected, DossierClosed, PageCaptured
-
-    Image = npt.NDArray[np.uint8]
-else:
-    Image = Any
+from device.dossier.model import (
+    CaptureOutcome,
+    ClosedDossier,
+    ClosedSummary,
+    CorrectedBy,
+    EventKind,
+    Fault,
+    Image,
+    Listener,
+    OpenedVia,
+    PageView,
+    SessionEvent,
+    SessionPage,
+    SessionSnapshot,
+    Side,
+    Source,
+    State,
+)
+from device.dossier.pdf import DossierPdfBuilder, PdfBuilder, build_documents
+from device.dossier.sink import DossierSink
+from device.dossier.sources import PageProcessor, PageSource, ProcessedPage, RawImage
+from device.errors import OutboxFull, SohoaError
+from device.inference.verdict import PROCESSING_FAILED, UNCHECKED, PageVerdict, verdict_of
+from protocol.messages import new_id
 
 log = logging.getLogger(__name__)
-
-State = Literal["idle", "open", "capturing", "review", "closing", "closed"]
-OpenedVia = Literal["qr", "typed", "walk_in"]
-Source = Literal["scanner", "camera", "folder"]
-Side = Literal["front", "back"]
-EventKind = Literal[
-    "state", "page_added", "page_replaced", "page_retyped", "page_removed", "named", "fault", "closed", "cancelled"
-]
-CorrectedBy = Literal["clerk", "citizen", "admin"]
-"""Who changed a page's document type: a role, never a person."""
-
-Fault = Literal[
-    "scanner_jammed",
-    "scanner_cover_open",
-    "scanner_no_docs",
-    "scanner_io_error",
-    "scanner_gone",
-    "camera_unavailable",
-    "no_scanner",
-    "scanner_busy",
-    "capture_error",
-    "disk_full",
-    "outbox_error",
-    "dossier_code_mismatch",
-    "too_many_pages",
-]
-"""Why the session needs a person's attention. Scanner faults keep the protocol's event names."""
-
-
-class SessionError(SohoaError):
-    """Root of the session's own errors."""
-
-
-class InvalidSessionAction(SessionError, RuntimeError):
-    """The action makes no sense in the current state (e.g. finishing while a scan runs). Nothing
-    changed: the session is still in :attr:`state`."""
-
-    def __init__(self, action: str, state: State) -> None:
-        super().__init__(f"cannot {action} while the session is {state}")
-        self.action = action
-        self.state = state
-
-
-class UpdateInProgress(InvalidSessionAction):
-    """No dossier opens while a software update installs (the update lock): the screen and the
-    buttons say so, and the clerk tries again once it is done (a few minutes)."""
-
-    def __init__(self, state: State) -> None:
-        super().__init__("open a dossier", state)
-        self.args = ("a software update is being installed; no dossier can be opened until it is done",)
-
-
-class InvalidDossierCode(SessionError, ValueError):
-    """A typed or scanned dossier code does not have the expected shape."""
-
-
-class UnknownPage(SessionError, KeyError):
-    """No page with that id in the open dossier."""
-
-
-class InvalidDoctype(SessionError, ValueError):
-    """Not one of the classifier's class ids (``device.inference.doctype.DOCTYPES``)."""
-
-
-# --- what the session needs from its collaborators ---------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RawImage:
-    """One image as a capture source delivers it: decoded (BGR, uint8) for the pipeline, and the
-    encoded file (``data``, e.g. the scanner's PNG) that is delivered byte for byte when there is one."""
-
-    image: Image
-    source: Source
-    dpi: int | None = None
-    side: Side = "front"
-    data: bytes | None = field(default=None, repr=False)
-    content_type: str | None = None
-
-
-class PageSource(Protocol):
-    """Where :meth:`DossierSession.capture` takes pages from: a scanner batch, a camera shot.
-
-    ``pages`` yields images until the batch ends; it checks ``stop`` between pages (cancel) and
-    raises :class:`~device.errors.CaptureError` subclasses for faults (jam, unplugged). A source
-    that also has a ``stop()`` method is told at once when the dossier is cancelled.
-    :class:`CapturePages` adapts a ``device.capture`` source (scanner, folder) to this."""
-
-    def pages(self, stop: threading.Event) -> Iterable[RawImage]: ...
-
-
-class _CapturedPageLike(Protocol):
-    @property
-    def data(self) -> bytes: ...
-    @property
-    def content_type(self) -> str: ...
-    @property
-    def dpi(self) -> int | None: ...
-    @property
-    def side(self) -> Side: ...
-
-
-class _CaptureSourceLike(Protocol):
-    @property
-    def kind(self) -> str: ...
-    def pages(self, request: Any) -> Iterator[_CapturedPageLike]: ...
-    def stop(self) -> None: ...
-
-
-class CapturePages:
-    """One batch of a ``device.capture.base.CaptureSource`` (the SANE scanner, a folder) as a
-    :class:`PageSource`: each page's file is kept byte for byte and decoded for the pipeline.
-
-    >>> from device.capture.base import ScanRequest       # doctest: +SKIP
-    >>> session.capture(CapturePages(scanner, ScanRequest()))  # doctest: +SKIP
-    """
-
-    def __init__(self, source: _CaptureSourceLike, request: object, *, lock: threading.Lock | None = None) -> None:
-        """``lock``: held for the whole batch, so the session's scans and the agent's own (a fleet
-        ``test_scan``, a trigger) never drive the device at once; when another holder has it the
-        batch fails at once with :class:`~device.errors.ScannerBusy` (fault ``scanner_busy``)."""
-        self.source = source
-        self.request = request
-        self.lock = lock
-
-    def pages(self, stop: threading.Event) -> Iterator[RawImage]:
-        kinds: dict[str, Source] = {"folder": "folder", "camera": "camera"}
-        kind = kinds.get(self.source.kind, "scanner")
-        if self.lock is not None and not self.lock.acquire(blocking=False):
-            raise ScannerBusy("another scan is running on this device")
-        try:
-            yield from self._decoded(kind, stop)
-        except SohoaError:
-            recover = getattr(self.source, "recover", None)
-            if callable(recover):  # the next batch starts from a known state (SANE reopened)
-                try:
-                    recover()
-                except Exception as exc:
-                    log.warning("source recovery failed (%s)", type(exc).__name__)
-            raise
-        finally:
-            if self.lock is not None:
-                self.lock.release()
-
-    def _decoded(self, kind: Source, stop: threading.Event) -> Iterator[RawImage]:
-        import numpy as np
-
-        from device.inference.pipeline import decode_image
-
-        for page in self.source.pages(self.request):
-            image = decode_image(page.data)
-            if image is None:  # still kept: the file goes out as it came, the pipeline flags it
-                log.warning("a captured page cannot be decoded (%s)", page.content_type)
-                image = np.zeros((1, 1, 3), np.uint8)
-            yield RawImage(image, kind, page.dpi, page.side, page.data, page.content_type)
-            if stop.is_set():
-                return
-
-    def stop(self) -> None:
-        self.source.stop()
-
-
-class ProcessedPage(PipelineResult, Protocol):
-    """What the session reads of ``device.inference.pipeline.PageResult``: the verdict's parts
-    (:func:`~device.inference.verdict.verdict_of`) and the upright, cropped page it keeps."""
-
-    @property
-    def page(self) -> Image: ...
-
-
-class PageProcessor(Protocol):
-    """The page pipeline (``device.inference.pipeline.PagePipeline``)."""
-
-    def process(self, image_bgr: Image, /, *, source: Source, dpi: int | None) -> ProcessedPage: ...
-
-
-class PdfBuilder(Protocol):
-    """Builds one dossier component PDF (:class:`DossierPdfBuilder`) and returns its bytes."""
-
-    def __call__(
-        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
-    ) -> bytes: ...
-
-
-class DossierSink(Protocol):
-    """Takes a closed dossier (pages and PDFs) for delivery: the outbox. Raises
-    :class:`~device.errors.OutboxFull` when it cannot take it; it must then keep nothing of it."""
-
-    def submit_dossier(self, dossier: ClosedDossier) -> None: ...
-
-
-# --- what the session holds and reports ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionPage:
-    """One page of the open dossier: the image kept (the pipeline's upright, cropped page when it
-    gave one, else the captured image), its verdict and the full pipeline result."""
-
-    page_id: str
-    sequence: int
-    batch_id: str
-    batch_sequence: int
-    source: Source
-    dpi: int | None
-    side: Side
-    captured_at: datetime
-    image: Image = field(repr=False)
-    verdict: PageVerdict
-    result: object | None = field(default=None, repr=False)
-    data: bytes | None = field(default=None, repr=False)
-    """The captured file as the source encoded it (None for camera frames)."""
-    content_type: str | None = None
-    corrected_by: CorrectedBy | None = None
-    """Who last changed the page's type by hand (None: the type is the pipeline's)."""
-    model_doctype: str | None = None
-    """The type the pipeline gave, kept once a person changed it (:attr:`verdict` has the new one)."""
-    model_confidence: float | None = None
-
-    @property
-    def corrected(self) -> bool:
-        """A person changed the page's type, and it now differs from the pipeline's."""
-        return self.corrected_by is not None and self.verdict.doctype != self.model_doctype
-
-    def encoded(self) -> tuple[bytes, str]:
-        """The page's file for delivery: the source's own bytes when it gave some (scanner PNG,
-        folder file), else the kept image as PNG."""
-        if self.data is not None:
-            return self.data, self.content_type or "application/octet-stream"
-        import cv2
-
-        ok, buffer = cv2.imencode(".png", self.image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-        if not ok:
-            raise ImageRejected("the page image cannot be encoded as PNG")
-        return bytes(buffer), "image/png"
-
-    @cached_property
-    def view(self) -> PageView:
-        v = self.verdict
-        return PageView(
-            page_id=self.page_id,
-            sequence=self.sequence,
-            source=self.source,
-            ok=v.ok,
-            issues=v.issues,
-            messages_vi=v.messages_vi,
-            messages_en=v.messages_en,
-            doctype=v.doctype,
-            doctype_confidence=v.doctype_confidence,
-            blank=v.blank,
-            doctype_corrected=self.corrected,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PageView:
-    """A page as listeners and screens see it: no image, no personal data."""
-
-    page_id: str
-    sequence: int
-    source: Source
-    ok: bool
-    issues: tuple[str, ...]
-    messages_vi: tuple[str, ...]
-    messages_en: tuple[str, ...]
-    doctype: str | None
-    doctype_confidence: float | None
-    blank: bool
-    doctype_corrected: bool = False
-    """A person set the type (``doctype_confidence`` is then None)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BuiltDocument:
-    """One dossier component PDF, named ``<dossier code>.<sequence>.pdf``."""
-
-    name: str
-    sequence: int
-    doctype: str | None
-    page_ids: tuple[str, ...]
-    pdf: bytes = field(repr=False)
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.pdf).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedDossier:
-    """What :meth:`DossierSession.finish` hands to the sink."""
-
-    session_id: str
-    dossier_code: str | None
-    opened_via: OpenedVia
-    opened_at: datetime
-    closed_at: datetime
-    pages: tuple[SessionPage, ...]
-    documents: tuple[BuiltDocument, ...]
-    reason: Literal["done", "shutdown"] = "done"
-
-    def to_event(self, device_id: str) -> DossierClosed:
-        """The protocol's ``dossier_closed`` event for this dossier."""
-        from protocol.messages import DossierClosed, DossierDocument
-
-        return DossierClosed(
-            device_id=device_id,
-            dossier_code=self.dossier_code,
-            session_id=self.session_id,
-            page_ids=[p.page_id for p in self.pages],
-            documents=[
-                DossierDocument(sha256=d.sha256, name=d.name, doctype=d.doctype, pages=len(d.page_ids), size=len(d.pdf))
-                for d in self.documents
-            ],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedSummary:
-    """What the finish screen shows after a dossier is closed."""
-
-    session_id: str
-    dossier_code: str | None
-    pages: int
-    documents: int
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSnapshot:
-    """The whole visible state at one moment (immutable: safe to hand to another thread)."""
-
-    state: State
-    session_id: str | None
-    dossier_code: str | None
-    opened_via: OpenedVia | None
-    pages: tuple[PageView, ...]
-    fault: Fault | None
-    capturing: Source | None
-    last_closed: ClosedSummary | None
-    update_held: bool = False
-    """An update installs: no dossier can be opened (:meth:`DossierSession.hold_for_update`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionEvent:
-    """One thing that happened. ``kind="state"`` is a transition (``previous`` -> ``snapshot.state``);
-    the others say what happened to a page, a name, a fault."""
-
-    kind: EventKind
-    previous: State
-    snapshot: SessionSnapshot
-    page: PageView | None = None
-    fault: Fault | None = None
-
-    @property
-    def state(self) -> State:
-        return self.snapshot.state
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureOutcome:
-    """What one :meth:`DossierSession.capture` run did."""
-
-    batch_id: str
-    pages: tuple[PageView, ...]
-    fault: Fault | None
-    cancelled: bool
-
-
-Listener = Callable[[SessionEvent], None]
-
-
-_SCANNER_FAULTS: tuple[Fault, ...] = (
-    "scanner_jammed", "scanner_cover_open", "scanner_no_docs", "scanner_io_error", "scanner_gone"
-)
-
-
-def fault_of(exc: BaseException) -> Fault:
-    """The session's fault code for a capture exception."""
-    if isinstance(exc, ScannerFault):
-        event_type: str = exc.event_type
-        for known in _SCANNER_FAULTS:
-            if event_type == known:
-                return known
-        return "scanner_io_error"
-    if isinstance(exc, CameraUnavailable):
-        return "camera_unavailable"
-    if isinstance(exc, NoScanner):
-        return "no_scanner"
-    if isinstance(exc, ScannerBusy):
-        return "scanner_busy"
-    if isinstance(exc, OutboxFull):
-        return "disk_full"
-    return "capture_error"
 
 
 def _now() -> datetime:
@@ -913,7 +528,8 @@ class DossierSession:
             self._flush()
             return None
         self._flush()
-        documents = self._build_documents(pages, code, session_id)
+        builder = DossierPdfBuilder() if self._pdf_builder == "auto" else self._pdf_builder
+        documents = build_documents(pages, code, session_id, self.config, builder)
         dossier = ClosedDossier(session_id, code, via, opened_at, _now(), pages, documents, reason)
         try:
             if self._sink is not None:
@@ -936,42 +552,6 @@ class DossierSession:
         self._flush()
         log.info("dossier session %s closed: %d pages, %d documents", session_id, len(pages), len(documents))
         return dossier
-
-    def _build_documents(
-        self, pages: tuple[SessionPage, ...], code: str | None, session_id: str
-    ) -> tuple[BuiltDocument, ...]:
-        builder = DossierPdfBuilder() if self._pdf_builder == "auto" else self._pdf_builder
-        if builder is None:
-            log.warning("no PDF builder available; dossier handed over without PDFs")
-            return ()
-        base = code or f"{self.config.walk_in_prefix}-{session_id[:8]}"
-        documents: list[BuiltDocument] = []
-        for sequence, (doctype, group) in enumerate(self._group(pages), start=1):
-            name = f"{base}.{sequence}.pdf"
-            try:
-                pdf = builder(group, name=name, dossier_code=code, sequence=sequence, doctype=doctype)
-            except Exception as exc:  # the pages still go: a PDF can be rebuilt, a page cannot
-                log.error("building %s failed (%s); pages handed over without it", name, type(exc).__name__)
-                continue
-            documents.append(BuiltDocument(name, sequence, doctype, tuple(p.page_id for p in group), pdf))
-        return tuple(documents)
-
-    def _group(self, pages: tuple[SessionPage, ...]) -> list[tuple[str | None, list[SessionPage]]]:
-        groups: list[tuple[str | None, list[SessionPage]]] = []
-        for page in pages:
-            if self.config.drop_blank_pages and page.verdict.blank:
-                continue
-            doctype = page.verdict.doctype
-            if groups:
-                current, members = groups[-1]
-                if not self.config.group_by_doctype or doctype is None or doctype == current:
-                    members.append(page)
-                    continue
-                if current is None:  # untyped pages so far take the first type seen
-                    groups[-1] = (doctype, [*members, page])
-                    continue
-            groups.append((doctype if self.config.group_by_doctype else None, [page]))
-        return groups
 
     # -- cancelling and resetting --------------------------------------------------------------
 
@@ -1113,136 +693,3 @@ class DossierSession:
                     except Exception:
                         log.exception("session listener failed")
 
-
-class DossierPdfBuilder:
-    """A :class:`PdfBuilder` over the dossier PDF writer (:func:`device.dossier_pdf.write_pdf`),
-    imported on first use (it brings the PDF and OCR libraries).
-
-    >>> builder = DossierPdfBuilder(unit="000.00.12.H10", device="kiosk-0001")
-    >>> session = DossierSession(pdf_builder=builder)
-    """
-
-    def __init__(self, pdf_config: PdfConfig | None = None, *, unit: str = "", device: str = "") -> None:
-        self.pdf_config = pdf_config
-        self.unit = unit
-        self.device = device
-
-    def __call__(
-        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
-    ) -> bytes:
-        import tempfile
-        from pathlib import Path
-
-        from device.dossier_pdf import DossierInfo, PdfPage, write_pdf
-
-        pdf_pages = [
-            PdfPage(
-                image=p.image,
-                dpi=p.dpi,
-                sha256=hashlib.sha256(p.encoded()[0]).hexdigest(),
-                blank=False,
-                doctype=p.verdict.doctype,
-            )
-            for p in pages
-        ]
-        info = DossierInfo(
-            dossier_code=name.rsplit(".", 2)[0],
-            sequence=sequence,
-            document_type=doctype or "other",
-            unit=self.unit,
-            device=self.device,
-            captured_at=min(p.captured_at for p in pages),
-        )
-        with tempfile.TemporaryDirectory(prefix="sohoa-dossier-") as tmp:
-            out = Path(tmp) / name
-            write_pdf(pdf_pages, out, info, self.pdf_config)
-            return out.read_bytes()
-
-
-# --- delivery through the outbox ---------------------------------------------------------------
-
-
-class _PageStore(Protocol):
-    def add_page(
-        self, data: bytes, content_type: str, make_message: Callable[[str], tuple[str, bytes, str]]
-    ) -> str: ...
-    def add_message(self, topic: str, payload: bytes, message_id: str) -> None: ...
-
-
-class OutboxSink:
-    """A :class:`DossierSink` over ``device.delivery.outbox.Outbox``: each page's file with its
-    ``page_captured`` event, then each PDF, the last one carrying the ``dossier_closed`` event.
-    Message ids are derived from the page and session ids (:func:`protocol.messages.derived_id`):
-    a retry after :class:`OutboxFull` stores nothing twice.
-
-    >>> session = DossierSession(sink=OutboxSink(outbox, "kiosk-0001"))  # doctest: +SKIP
-    """
-
-    def __init__(self, outbox: _PageStore, device_id: str, *, drop_blank_pages: bool = True) -> None:
-        self.outbox = outbox
-        self.device_id = device_id
-        self.drop_blank_pages = drop_blank_pages
-
-    def submit_dossier(self, dossier: ClosedDossier) -> None:
-        from protocol.messages import encode
-        from protocol.topics import Channel, topic
-
-        event_topic = topic(self.device_id, Channel.EVENT)
-        for page in dossier.pages:
-            data, content_type = page.encoded()
-
-            def page_message(sha256: str, page: SessionPage = page, size: int = len(data), ctype: str = content_type
-                             ) -> tuple[str, bytes, str]:
-                event = self.page_event(page, dossier.dossier_code, sha256, size, ctype)
-                return event_topic, encode(event), event.id
-
-            sha256 = self.outbox.add_page(data, content_type, page_message)
-            if page.corrected:
-                correction = self.correction_event(page, sha256)
-                self.outbox.add_message(event_topic, encode(correction), correction.id)
-        closed = dossier.to_event(self.device_id).model_copy(
-            update={"id": derived_id(dossier.session_id, "dossier_closed")})
-        payload = encode(closed)
-        if not dossier.documents:
-            self.outbox.add_message(event_topic, payload, closed.id)
-            return
-        # The outbox stores a file together with one message: every PDF names the same
-        # dossier_closed message (same id, stored once), so it is in the outbox with the first PDF.
-        for document in dossier.documents:
-            self.outbox.add_page(document.pdf, "application/pdf", lambda _sha: (event_topic, payload, closed.id))
-
-    def correction_event(self, page: SessionPage, sha256: str) -> DoctypeCorrected:
-        """The ``doctype_corrected`` event of a page a person re-typed: from the pipeline's type
-        to the final one, with the page file's sha256 (the fleet's training label)."""
-        from protocol.messages import DoctypeCorrected
-
-        assert page.corrected_by is not None and page.verdict.doctype is not None
-        return DoctypeCorrected(
-            id=derived_id(page.page_id, "doctype_corrected"),
-            device_id=self.device_id,
-            page_id=page.page_id,
-            sha256=sha256,
-            previous=page.model_doctype,
-            doctype=page.verdict.doctype,
-            by=page.corrected_by,
-        )
-
-    def page_event(
-        self, page: SessionPage, dossier_code: str | None, sha256: str, size: int, content_type: str
-    ) -> PageCaptured:
-        """The ``page_captured`` event of one of the dossier's pages (:func:`page_captured`)."""
-        from device.delivery.page_event import PageFacts, page_captured
-
-        height, width = page.image.shape[:2] if page.data is None else _png_size(page.data, page.image)
-        facts = PageFacts(page_id=page.page_id, content_type=content_type, width=int(width), height=int(height),
-                          dpi=page.dpi, source=page.source, batch_id=page.batch_id, sequence=page.batch_sequence,
-                          side=page.side, captured_at=page.captured_at)
-        return page_captured(self.device_id, facts, sha256=sha256, size=size, verdict=page.verdict,
-                             dossier_code=dossier_code, drop_blank_pages=self.drop_blank_pages)
-
-
-def _png_size(data: bytes, image: Image) -> tuple[int, int]:
-    """(height, width) of a PNG file from its header, else of the decoded image."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-    return int(image.shape[0]), int(image.shape[1])

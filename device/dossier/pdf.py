@@ -1,0 +1,97 @@
+"""One dossier document's PDF: the builder seam the session calls, the real builder over the
+PDF writer (``device/dossier/pdf_writer.py``), and the step that turns a closed dossier's pages
+into its named documents.
+
+>>> builder = DossierPdfBuilder(unit="000.00.12.H10", device="kiosk-0001")
+>>> builder.unit
+'000.00.12.H10'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from device.dossier.config import SessionConfig
+from device.dossier.model import BuiltDocument, SessionPage
+from device.dossier.naming import document_name, group_pages, walk_in_base
+
+if TYPE_CHECKING:
+    from device.dossier.config import PdfConfig
+
+log = logging.getLogger(__name__)
+
+
+class PdfBuilder(Protocol):
+    """Builds one dossier component PDF (:class:`DossierPdfBuilder`) and returns its bytes."""
+
+    def __call__(
+        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
+    ) -> bytes: ...
+
+
+def build_documents(
+    pages: Sequence[SessionPage], code: str | None, session_id: str, config: SessionConfig, builder: PdfBuilder | None
+) -> tuple[BuiltDocument, ...]:
+    """The closed dossier's documents, named and built. A document whose PDF fails is left out
+    (its pages still go: a PDF can be rebuilt, a page cannot); no builder, no documents."""
+    if builder is None:
+        log.warning("no PDF builder available; dossier handed over without PDFs")
+        return ()
+    base = code or walk_in_base(session_id, config)
+    documents: list[BuiltDocument] = []
+    for sequence, (doctype, group) in enumerate(group_pages(pages, config), start=1):
+        name = document_name(base, sequence)
+        try:
+            pdf = builder(group, name=name, dossier_code=code, sequence=sequence, doctype=doctype)
+        except Exception as exc:  # the pages still go: a PDF can be rebuilt, a page cannot
+            log.error("building %s failed (%s); pages handed over without it", name, type(exc).__name__)
+            continue
+        documents.append(BuiltDocument(name, sequence, doctype, tuple(p.page_id for p in group), pdf))
+    return tuple(documents)
+
+
+class DossierPdfBuilder:
+    """A :class:`PdfBuilder` over the dossier PDF writer (:func:`device.dossier.pdf_writer.write_pdf`),
+    imported on first use (it brings the PDF and OCR libraries).
+
+    >>> session = DossierSession(pdf_builder=DossierPdfBuilder(unit="000.00.12.H10"))  # doctest: +SKIP
+    """
+
+    def __init__(self, pdf_config: PdfConfig | None = None, *, unit: str = "", device: str = "") -> None:
+        self.pdf_config = pdf_config
+        self.unit = unit
+        self.device = device
+
+    def __call__(
+        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
+    ) -> bytes:
+        import tempfile
+        from pathlib import Path
+
+        from device.dossier.pdf_writer import DossierInfo, PdfPage, write_pdf
+
+        pdf_pages = [
+            PdfPage(
+                image=p.image,
+                dpi=p.dpi,
+                sha256=hashlib.sha256(p.encoded()[0]).hexdigest(),
+                blank=False,
+                doctype=p.verdict.doctype,
+            )
+            for p in pages
+        ]
+        info = DossierInfo(
+            dossier_code=name.rsplit(".", 2)[0],
+            sequence=sequence,
+            document_type=doctype or "other",
+            unit=self.unit,
+            device=self.device,
+            captured_at=min(p.captured_at for p in pages),
+        )
+        with tempfile.TemporaryDirectory(prefix="sohoa-dossier-") as tmp:
+            out = Path(tmp) / name
+            write_pdf(pdf_pages, out, info, self.pdf_config)
+            return out.read_bytes()
