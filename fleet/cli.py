@@ -7,6 +7,7 @@
     sohoa-fleet retention [--config FILE]  # one telemetry retention pass now (e.g. after an upgrade)
     sohoa-fleet user add NAME --role ROLE [--unit CODE]   # an admin user; password from stdin
     sohoa-fleet token issue|list|revoke, enrollment list|accept|reject, device revoke   # see fleet/enroll/cli.py
+    sohoa-fleet signing run | demo-cert --out DIR [--unit CODE]   # see fleet/signing/cli.py
     sohoa-fleet --version
 """
 
@@ -21,6 +22,7 @@ from fleet import __version__
 from fleet.auth import cli as auth_cli
 from fleet.enroll import cli as enroll_cli
 from fleet.errors import FleetError
+from fleet.signing import cli as signing_cli
 from protocol.configfile import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     retention.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
     auth_cli.add_parser(sub)
     enroll_cli.add_parsers(sub)
+    signing_cli.add_parser(sub)
     return parser
 
 
@@ -186,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             return auth_cli.run(args)
         if args.command in enroll_cli.COMMANDS:
             return enroll_cli.run(args)
+        if args.command in signing_cli.COMMANDS:
+            return signing_cli.run(args)
         return _validate(args.file)
     except ConfigError as exc:
         for line in exc.errors:

@@ -18,6 +18,7 @@ from fleet.alerts.config import AlertsConfig
 from fleet.auth.config import AuthConfig
 from fleet.display import DEFAULT_ZONE, zone
 from fleet.enroll.config import EnrollmentConfig, PkiConfig
+from fleet.signing.config import SigningConfig
 from protocol.configfile import load_config
 
 DEFAULT_VAR = Path("var/fleet")
@@ -186,6 +187,9 @@ class FleetConfig(_Section):
     pki: PkiConfig = Field(default_factory=PkiConfig, description="Certificate authority and CRL (enrollment)")
     enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig, description="Device enrollment")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Admin sessions, login rate limit, first admin")
+    signing: SigningConfig = Field(
+        default_factory=SigningConfig, description="Signing closed documents (PAdES) with the organisation's key"
+    )
     time_zone: str = Field(
         default=DEFAULT_ZONE,
         description="The province's IANA time zone: every time on the web pages and in reports is shown in it",

@@ -73,6 +73,17 @@ class FleetMetrics:
         self.upload_rejected = Counter(
             "sohoa_fleet_uploads_rejected", "Uploads refused, by reason", ["reason"], registry=self.registry
         )
+        self.documents_unsigned = Gauge(
+            "sohoa_fleet_documents_unsigned",
+            "Closed documents not signed yet (delivery waits for them), after the last signing pass",
+            registry=self.registry,
+        )
+        self.documents_signed = Counter(
+            "sohoa_fleet_documents_signed", "Documents signing passes handled, by outcome (signed, failed)",
+            ["outcome"], registry=self.registry,
+        )
+        for outcome in ("signed", "failed"):
+            self.documents_signed.labels(outcome=outcome)
         self.unknown_fields = Counter(
             "sohoa_fleet_unknown_fields",
             "Fields ignored in messages that were kept (a newer agent's additive change), by message type "

@@ -10,7 +10,7 @@ what=${1:-all}
 # libtesseract5 + tesseract-ocr-osd: the page pipeline asks Tesseract before turning a page.
 debs=(python3-venv python3-dev gcc libsane-dev sane-utils libsane1 mosquitto mosquitto-clients libtesseract5 tesseract-ocr-osd)
 if [ "$what" = all ]; then
-  debs+=(postgresql chromium tesseract-ocr tesseract-ocr-vie poppler-utils fonts-dejavu-core libzbar0)
+  debs+=(postgresql chromium tesseract-ocr tesseract-ocr-vie poppler-utils fonts-dejavu-core libzbar0 softhsm2 opensc)
 fi
 
 missing=()

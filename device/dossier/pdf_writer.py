@@ -164,21 +164,31 @@ _XMP = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
   <rdf:Description rdf:about=""
     xmlns:dc="http://purl.org/dc/elements/1.1/"
     xmlns:xmp="http://ns.adobe.com/xap/1.0/"
-    xmlns:pdf="http://ns.adobe.com/pdf/1.3/"
-    xmlns:pdfaid="http://www.aiim.org/pdfa/ns/id/"
-    xmlns:pdfaExtension="http://www.aiim.org/pdfa/ns/extension/"
-    xmlns:pdfaSchema="http://www.aiim.org/pdfa/ns/schema#"
-    xmlns:pdfaProperty="http://www.aiim.org/pdfa/ns/property#"
-    xmlns:sohoa="https://sohoa.example/ns/dossier/1.0/">
-   <pdfaid:part>2</pdfaid:part>
-   <pdfaid:conformance>B</pdfaid:conformance>
+    xmlns:pdf="http://ns.adobe.com/pdf/1.3/"{pdfa_ns}
+    xmlns:sohoa="https://sohoa.example/ns/dossier/1.0/">{pdfa_id}
    <dc:format>application/pdf</dc:format>
    <dc:title><rdf:Alt><rdf:li xml:lang="x-default">{title}</rdf:li></rdf:Alt></dc:title>
    <xmp:CreateDate>{created}</xmp:CreateDate>
    <xmp:ModifyDate>{created}</xmp:ModifyDate>
    <xmp:CreatorTool>{creator}</xmp:CreatorTool>
    <pdf:Producer>{producer}</pdf:Producer>
-{props}
+{props}{pdfa_schema}
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+<?xpacket end="w"?>"""
+
+# What makes the file declare itself PDF/A-2b: written only with ``pdf.pdfa`` on, since a file
+# that claims PDF/A without the output intent and the rest would be a false claim.
+_PDFA_NS = '''
+    xmlns:pdfaid="http://www.aiim.org/pdfa/ns/id/"
+    xmlns:pdfaExtension="http://www.aiim.org/pdfa/ns/extension/"
+    xmlns:pdfaSchema="http://www.aiim.org/pdfa/ns/schema#"
+    xmlns:pdfaProperty="http://www.aiim.org/pdfa/ns/property#"'''
+_PDFA_ID = """
+   <pdfaid:part>2</pdfaid:part>
+   <pdfaid:conformance>B</pdfaid:conformance>"""
+_PDFA_SCHEMA = """
    <pdfaExtension:schemas><rdf:Bag><rdf:li rdf:parseType="Resource">
     <pdfaSchema:schema>Sohoa dossier</pdfaSchema:schema>
     <pdfaSchema:namespaceURI>https://sohoa.example/ns/dossier/1.0/</pdfaSchema:namespaceURI>
@@ -186,11 +196,7 @@ _XMP = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
     <pdfaSchema:property><rdf:Seq>
 {schema}
     </rdf:Seq></pdfaSchema:property>
-   </rdf:li></rdf:Bag></pdfaExtension:schemas>
-  </rdf:Description>
- </rdf:RDF>
-</x:xmpmeta>
-<?xpacket end="w"?>"""
+   </rdf:li></rdf:Bag></pdfaExtension:schemas>"""
 
 _PROPS = {
     "dossierCode": "Dossier code (mã hồ sơ)",
@@ -209,7 +215,8 @@ def _pdf_date(t: dt.datetime) -> str:
     return t.strftime("D:%Y%m%d%H%M%S+00'00'")
 
 
-def _xmp(info: DossierInfo, title: str, producer: str, hashes: list[str], dropped: list[tuple[int, str]]) -> bytes:
+def _xmp(info: DossierInfo, title: str, producer: str, hashes: list[str], dropped: list[tuple[int, str]],
+         pdfa: bool) -> bytes:
     created = info.captured_at.astimezone(dt.UTC).isoformat(timespec="seconds")
     values = {
         "dossierCode": info.dossier_code,
@@ -235,7 +242,9 @@ def _xmp(info: DossierInfo, title: str, producer: str, hashes: list[str], droppe
         creator=html.escape(producer),
         producer=html.escape(producer),
         props=props,
-        schema=schema,
+        pdfa_ns=_PDFA_NS if pdfa else "",
+        pdfa_id=_PDFA_ID if pdfa else "",
+        pdfa_schema=_PDFA_SCHEMA.format(schema=schema) if pdfa else "",
     )
     return xml.encode("utf-8")
 
@@ -317,7 +326,7 @@ class PdfBuilder:
                 pdf.pages[-1].add_overlay(text.pages[0], None)
                 text_layers += 1
         hashes = [sha for *_, sha in self._pages]
-        metadata = pdf.make_stream(_xmp(info, title, producer, hashes, self.dropped))
+        metadata = pdf.make_stream(_xmp(info, title, producer, hashes, self.dropped, self.config.pdfa))
         metadata.Type = pikepdf.Name.Metadata
         metadata.Subtype = pikepdf.Name.XML
         pdf.Root.Metadata = metadata

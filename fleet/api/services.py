@@ -17,7 +17,11 @@ Start order (stop is the exact reverse, after the last request was answered):
    ``alerts.enabled``; always there for "evaluate now");
 5. telemetry retention (:class:`fleet.retention.RetentionRunner`, its thread with
    ``retention.enabled``; always there for a pass on demand);
-6. broker-log audit (:class:`fleet.enroll.brokerlog.BrokerLogAudit`, ``pki.broker_log_file``).
+6. broker-log audit (:class:`fleet.enroll.brokerlog.BrokerLogAudit`, ``pki.broker_log_file``);
+7. document signing (:class:`fleet.signing.job.SigningJob`, ``signing.enabled``): signs each
+   closed document the store holds; the token is opened on its first pass, in its own thread,
+   so a missing HSM is a logged error and a ``signing_error`` on the documents, not a fleet
+   that does not start.
 
 The database is migrated before any of them and closed after all of them (the app's lifespan).
 """
@@ -41,6 +45,9 @@ from fleet.ingest import Ingest
 from fleet.metrics import FleetMetrics
 from fleet.operations.service import Operations
 from fleet.retention import RetentionRunner
+from fleet.signing.job import SigningJob, SigningPass
+from fleet.signing.signer import Signer
+from fleet.storage import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,7 @@ class FleetServices:
     alerts: AlertEvaluator | None = None
     retention: RetentionRunner | None = None
     broker_log: BrokerLogAudit | None = None
+    signing: SigningJob | None = None
 
     async def start(self, config: FleetConfig, sessions: sessionmaker[Session], metrics: FleetMetrics, *,
                     clock: Callable[[], datetime]) -> None:
@@ -112,13 +120,32 @@ class FleetServices:
                                              clock=clock)
             self.broker_log.start()
 
+        if config.signing.enabled:
+            def counted(done: SigningPass, backlog: int) -> None:
+                metrics.documents_signed.labels(outcome="signed").inc(done.signed)
+                metrics.documents_signed.labels(outcome="failed").inc(done.failed)
+                metrics.documents_unsigned.set(backlog)
+
+            self.signing = SigningJob(Signer(config.signing), sessions,
+                                      FileStore(config.storage.dir, fsync=config.storage.fsync),
+                                      interval_s=config.signing.interval_s, clock=clock, on_pass=counted)
+            self.signing.start()
+
     def wake_operations(self) -> None:
         """Have the operations driver publish what a request just wrote (when the app runs)."""
         if self.operations is not None:
             self.operations.wake()
 
+    def wake_signing(self) -> None:
+        """Have the signing job look for new documents now (a document's file just arrived)."""
+        if self.signing is not None:
+            self.signing.wake()
+
     async def stop(self) -> None:
         """Stop what runs, in the reverse order; safe to call twice."""
+        if self.signing is not None:
+            await run_in_threadpool(self.signing.close)
+            self.signing = None
         if self.broker_log is not None:
             await self.broker_log.stop()
             self.broker_log = None

@@ -13,7 +13,7 @@ real code and the walk-in row keeps ``named_code`` as the trace.
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet.models import Base, JsonDoc, UTCDateTime
@@ -58,7 +58,12 @@ class Dossier(Base):
 class DossierDocument(Base):
     """A PDF a device built and delivered for a dossier: a component (``<code>.<n>``) or a
     result (``<code>-KQ<n>``). A redelivered ``dossier_closed`` event adds nothing: a document
-    is its (sha256, name)."""
+    is its (sha256, name).
+
+    The fleet signs it (:mod:`fleet.signing`) once its file is in the store: the signed copy is
+    stored by its own sha256 (``signed_sha256``), and a document is ready for delivery exactly
+    when ``signed_sha256`` is set. ``signing_error`` keeps the last failure's reason for the
+    admin (cleared once signed)."""
 
     __tablename__ = "dossier_documents"
 
@@ -80,5 +85,16 @@ class DossierDocument(Base):
     closed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     operator_kind: Mapped[str | None] = mapped_column(String(16))
     operator_id: Mapped[str | None] = mapped_column(String(64))
+    signed_sha256: Mapped[str | None] = mapped_column(String(64))
+    signed_size: Mapped[int | None] = mapped_column(BigInteger)
+    signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    signing_level: Mapped[str | None] = mapped_column(String(8))  # B-B | B-T
+    signing_certificate: Mapped[str | None] = mapped_column(Text)  # PEM
+    signing_error: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("sha256", "name", name="uq_dossier_documents_file"),)
+    __table_args__ = (
+        UniqueConstraint("sha256", "name", name="uq_dossier_documents_file"),
+        # The signing job's backlog, small however many documents were ever signed.
+        Index("ix_dossier_documents_unsigned", "id", postgresql_where=text("signed_sha256 IS NULL"),
+              sqlite_where=text("signed_sha256 IS NULL")),
+    )

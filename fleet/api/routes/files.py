@@ -108,6 +108,8 @@ async def put_file(
     if created or inserted:
         state.metrics.files_stored.inc()
         log.info("stored file %s from %s (%d bytes)", sha256[:12], device, pending.size)
+        if media == "application/pdf":
+            state.services.wake_signing()  # a closed document's file: sign it now
     else:
         response.status_code = 200
     return FileOut.model_validate(row)

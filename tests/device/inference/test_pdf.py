@@ -140,3 +140,24 @@ def test_one_pdf_per_component_numbered_in_order(tmp_path: Path) -> None:
         xmp = bytes(pdf.Root.Metadata.read_bytes()).decode()
         assert "<sohoa:documentType>id_card</sohoa:documentType>" in xmp
         assert "<sohoa:sequence>2</sohoa:sequence>" in xmp
+
+
+@pytest.mark.parametrize("pdfa", [True, False])
+def test_pdfa_markers_only_when_pdfa_is_on(tmp_path: Path, pdfa: bool) -> None:
+    """``pdf.pdfa`` on: the XMP says PDF/A-2b (pdfaid), describes the dossier schema for PDF/A
+    (pdfaExtension) and the file has its sRGB output intent. Off: none of the three, so the file
+    never claims a conformance it was not built for; the dossier properties are there either way
+    and the XMP is well-formed XML both ways."""
+    from xml.etree import ElementTree
+
+    out = tmp_path / "p.pdf"
+    write_pdf([PdfPage(synthetic.text_page(seed=7, dpi=100), 200, "f" * 64)], out, INFO,
+              PdfConfig(ocr="off", pdfa=pdfa))
+    with pikepdf.open(out) as pdf:
+        xmp = bytes(pdf.Root.Metadata.read_bytes()).decode()
+        ElementTree.fromstring(xmp.split("?>", 1)[1].rsplit("<?xpacket", 1)[0])  # noqa: S314 - our own output
+        assert ("<pdfaid:part>2</pdfaid:part>" in xmp) is pdfa
+        assert ("<pdfaid:conformance>B</pdfaid:conformance>" in xmp) is pdfa
+        assert ("pdfaid" in xmp or "pdfaExtension" in xmp or "pdfaSchema" in xmp) is pdfa
+        assert ("/OutputIntents" in pdf.Root) is pdfa
+        assert f"<sohoa:dossierCode>{INFO.dossier_code}</sohoa:dossierCode>" in xmp

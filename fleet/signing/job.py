@@ -1,0 +1,211 @@
+"""The signing job: every closed document whose file the fleet holds and that is not signed yet
+gets signed, its signed copy stored (by its own sha256) and the document's row updated. A
+document is ready for delivery exactly when ``signed_sha256`` is set.
+
+One document at a time, each in its own short transaction, in id order:
+
+1. read the device's file from the store (not there yet: skipped, the upload comes later);
+2. sign it (:class:`fleet.signing.signer.Signer`);
+3. store the signed copy (fsynced, atomic: :mod:`fleet.storage`);
+4. record it on the row, only if the row is still unsigned (``signed_sha256 IS NULL``).
+
+A kill between 3 and 4 leaves an unreferenced signed file and an unsigned row, which the next
+pass signs again; a kill after 4 re-signs nothing. A document that fails (not a PDF, no key for
+its unit) keeps the reason in ``signing_error`` and the pass goes on with the next; a failure of
+the key source itself (token missing, wrong PIN, time-stamp authority down) ends the pass, since
+every other document would fail the same way, and the next pass tries again. A document that
+cannot be signed as it is (not a PDF, no key for its unit) is not tried again by this process:
+a restart with a new config tries it again.
+
+>>> from fleet.db import make_engine, migrate, session_factory
+>>> from fleet.signing.config import SigningConfig
+>>> import tempfile
+>>> from pathlib import Path
+>>> engine = make_engine("sqlite://"); migrate(engine)
+>>> job = SigningJob(Signer(SigningConfig()), session_factory(engine), FileStore(Path(tempfile.mkdtemp())))
+>>> job.run_once()
+SigningPass(signed=0, failed=0, waiting=0, stopped=None)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleet.dossiers.models import DossierDocument
+from fleet.signing.signer import (
+    NoKeyForUnit,
+    NotAPdf,
+    SecretMissing,
+    Signer,
+    SigningError,
+    SigningNotConfigured,
+    TimestampFailed,
+    TokenMissing,
+    WrongPin,
+)
+from fleet.storage import FileStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+"""Unsigned document ids read at once."""
+
+SOURCE_FAILURES = (SigningNotConfigured, SecretMissing, TokenMissing, WrongPin, TimestampFailed)
+"""Failures of the key source, not of one document: the pass stops at the first."""
+
+MAX_ERROR = 500
+
+
+@dataclass(frozen=True)
+class SigningPass:
+    """What one pass did."""
+
+    signed: int
+    failed: int
+    waiting: int
+    """Unsigned documents whose file is not in the store yet."""
+    stopped: str | None
+    """Why the pass ended early (a key-source failure), or None."""
+
+
+def unsigned_backlog(sessions: sessionmaker[Session]) -> int:
+    """Documents not signed yet (what delivery waits for)."""
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(DossierDocument)
+                                  .where(DossierDocument.signed_sha256.is_(None))) or 0)
+
+
+class SigningJob:
+    """Signs the backlog every ``interval_s`` from its own thread, or on demand (``run_once``).
+
+    ``on_pass`` is called after each pass with the pass and the backlog left (the ``/metrics``
+    gauge)."""
+
+    def __init__(self, signer: Signer, sessions: sessionmaker[Session], store: FileStore, *,
+                 interval_s: float = 30.0, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_pass: Callable[[SigningPass, int], None] | None = None) -> None:
+        self.signer = signer
+        self.sessions = sessions
+        self.store = store
+        self.interval_s = interval_s
+        self.clock = clock
+        self.on_pass = on_pass
+        self.last: SigningPass | None = None
+        self.passes = 0
+        self._passed = threading.Condition()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._given_up: set[int] = set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="signing", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Run a pass now rather than at the end of the interval."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # a database hiccup: the next pass does it all again, say so loudly
+                log.exception("signing pass failed")
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+    def run_once(self) -> SigningPass:
+        with self._lock:
+            done = self._pass()
+        self.last = done
+        if done.signed or done.failed or done.stopped:
+            log.info("signing: %d signed, %d failed, %d waiting for their file%s", done.signed, done.failed,
+                     done.waiting, f"; stopped: {done.stopped}" if done.stopped else "")
+        if self.on_pass is not None:
+            self.on_pass(done, unsigned_backlog(self.sessions))
+        with self._passed:
+            self.passes += 1
+            self._passed.notify_all()
+        return done
+
+    def wait_passes(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` passes have ended since this job was made; False on timeout."""
+        with self._passed:
+            return self._passed.wait_for(lambda: self.passes >= count, timeout)
+
+    def _pass(self) -> SigningPass:
+        signed = failed = waiting = 0
+        after = 0
+        while not self._stop.is_set():
+            with self.sessions() as session:
+                batch = list(session.execute(
+                    select(DossierDocument.id, DossierDocument.sha256, DossierDocument.unit_code)
+                    .where(DossierDocument.signed_sha256.is_(None), DossierDocument.id > after)
+                    .order_by(DossierDocument.id).limit(BATCH)))
+            if not batch:
+                break
+            for doc_id, sha256, unit_code in batch:
+                after = doc_id
+                if self._stop.is_set():
+                    break
+                if doc_id in self._given_up:
+                    continue
+                if not self.store.has(sha256):
+                    waiting += 1
+                    continue
+                try:
+                    self._sign_one(doc_id, sha256, unit_code)
+                    signed += 1
+                except SOURCE_FAILURES as exc:
+                    self._failed(doc_id, exc)
+                    return SigningPass(signed, failed + 1, waiting, str(exc))
+                except (NoKeyForUnit, NotAPdf) as exc:
+                    self._failed(doc_id, exc)
+                    self._given_up.add(doc_id)
+                    failed += 1
+                except (SigningError, OSError) as exc:
+                    self._failed(doc_id, exc)
+                    failed += 1
+        return SigningPass(signed, failed, waiting, None)
+
+    def _sign_one(self, doc_id: int, sha256: str, unit_code: str | None) -> None:
+        data = self.store.path(sha256).read_bytes()
+        result = self.signer.sign(data, unit_code)
+        self.store.put_bytes(result.sha256, result.data)
+        with self.sessions.begin() as session:
+            session.execute(
+                update(DossierDocument)
+                .where(DossierDocument.id == doc_id, DossierDocument.signed_sha256.is_(None))
+                .values(signed_sha256=result.sha256, signed_size=len(result.data), signed_at=self.clock(),
+                        signing_level=result.level, signing_certificate=result.certificate_pem, signing_error=None)
+                .execution_options(synchronize_session=False))
+
+    def _failed(self, doc_id: int, exc: Exception) -> None:
+        reason = str(exc) if isinstance(exc, SigningError) else f"{type(exc).__name__}: {exc}"
+        # No dossier code or file name in the log: the id is enough for the admin to find it.
+        level = logging.INFO if isinstance(exc, NoKeyForUnit | NotAPdf) else logging.WARNING
+        log.log(level, "document %d not signed: %s", doc_id, reason)
+        with self.sessions.begin() as session:
+            session.execute(update(DossierDocument)
+                            .where(DossierDocument.id == doc_id, DossierDocument.signed_sha256.is_(None))
+                            .values(signing_error=reason[:MAX_ERROR])
+                            .execution_options(synchronize_session=False))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(60)
+            self._thread = None
+        self.signer.close()
+
+

@@ -1,0 +1,210 @@
+"""The signing job on SQLite and PostgreSQL: each closed document whose file the store holds is
+signed once, its signed copy stored by its own sha256 and recorded on the row; a document that
+cannot be signed keeps its reason and does not stop the others; a failing key source stops the
+pass and leaves the others untouched; a kill -9 in the middle of a run loses nothing and
+re-signs nothing already recorded; in ``serve`` it runs as a service and ``/metrics`` shows the
+backlog."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleet.api.app import create_app
+from fleet.config import DatabaseConfig, FleetConfig, IngestConfig, StorageConfig
+from fleet.db import make_engine, migrate, session_factory
+from fleet.dossiers.models import DossierDocument
+from fleet.signing.config import SigningConfig
+from fleet.signing.job import SigningJob, SigningPass
+from fleet.signing.signer import Signer
+from fleet.storage import FileStore
+from tests.fleet.conftest import state_of
+from tests.fleet.signing.conftest import UNITS, Docs, Keys, pkcs11_config, pkcs12_config, validate
+
+NOW = datetime(2026, 1, 10, 9, tzinfo=UTC)
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _document(sessions: sessionmaker[Session], name: str, data: bytes, unit: str | None) -> int:
+    with sessions.begin() as session:
+        row = DossierDocument(
+            dossier_code="000.00.00.H99-260110-0001", name=name, kind="component", sequence=1, pages=1,
+            size=len(data), sha256=_sha(data), device_id="kiosk-1", unit_code=unit, event_id=f"e-{name}",
+            session_id="s-1", page_ids=[], closed_at=NOW)
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def _rows(sessions: sessionmaker[Session]) -> dict[int, DossierDocument]:
+    with sessions() as session:
+        rows = {d.id: d for d in session.scalars(select(DossierDocument))}
+        session.expunge_all()
+        return rows
+
+
+def _unit_keys(keys: Keys) -> SigningConfig:
+    return pkcs12_config(keys, scope="unit", source={
+        "type": "pkcs12", "passphrase_file": str(keys.units.passphrase_file)},
+        units={unit: {"file": str(keys.units.p12_files[unit])} for unit in UNITS})
+
+
+def test_each_held_document_is_signed_once(sessions: sessionmaker[Session], keys: Keys, docs: Docs,
+                                           tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "files", fsync=False)
+    late = docs.plain + b"\n% arrives later\n"
+    ids = {
+        "a": _document(sessions, "a.1.pdf", docs.pdfa, "99001"),
+        "b": _document(sessions, "b.1.pdf", docs.plain, "99002"),
+        "png": _document(sessions, "c.1.pdf", PNG, "99001"),
+        "no_key": _document(sessions, "d.1.pdf", docs.pdfa, "99003"),
+        "late": _document(sessions, "e.1.pdf", late, "99001"),
+    }
+    for data in (docs.pdfa, docs.plain, PNG):
+        store.put_bytes(_sha(data), data)
+    backlog: list[int] = []
+    job = SigningJob(Signer(_unit_keys(keys)), sessions, store, clock=lambda: NOW,
+                     on_pass=lambda _done, left: backlog.append(left))
+
+    assert job.run_once() == SigningPass(signed=2, failed=2, waiting=1, stopped=None)
+    rows = _rows(sessions)
+    for key, unit in (("a", "99001"), ("b", "99002")):
+        row = rows[ids[key]]
+        assert row.signed_sha256 is not None and row.signed_sha256 != row.sha256
+        signed = store.path(row.signed_sha256).read_bytes()
+        assert _sha(signed) == row.signed_sha256 and row.signed_size == len(signed)
+        assert signed.startswith(store.path(row.sha256).read_bytes())
+        assert row.signed_at == NOW and row.signing_level == "B-B" and row.signing_error is None
+        assert row.signing_certificate is not None and row.signing_certificate.startswith("-----BEGIN CERTIFICATE")
+        status = validate(signed, keys.units.ca_cert)
+        assert status.intact and status.valid and status.trusted
+        assert f"Don vi {unit}" in status.signing_cert.subject.human_friendly
+    assert rows[ids["png"]].signed_sha256 is None and "not a PDF" in (rows[ids["png"]].signing_error or "")
+    assert rows[ids["no_key"]].signed_sha256 is None and "99003" in (rows[ids["no_key"]].signing_error or "")
+    assert rows[ids["late"]].signed_sha256 is None and rows[ids["late"]].signing_error is None
+    assert backlog == [3]
+
+    # Again: nothing signed twice, the two bad ones are not retried by this process.
+    assert job.run_once() == SigningPass(signed=0, failed=0, waiting=1, stopped=None)
+    assert {i: r.signed_sha256 for i, r in _rows(sessions).items()} == {i: r.signed_sha256 for i, r in rows.items()}
+
+    store.put_bytes(_sha(late), late)  # the last document's file arrives
+    assert job.run_once() == SigningPass(signed=1, failed=0, waiting=0, stopped=None)
+    assert _rows(sessions)[ids["late"]].signed_sha256 is not None
+    assert backlog == [3, 3, 2]
+    job.close()
+
+
+def test_a_failing_key_source_stops_the_pass(sessions: sessionmaker[Session], softhsm: Path, docs: Docs,
+                                             tmp_path: Path) -> None:
+    """A wrong PIN fails every document alike: the pass stops at the first (its reason kept for
+    the admin), the others stay untouched; with the right PIN the next run signs them all."""
+    store = FileStore(tmp_path / "files", fsync=False)
+    store.put_bytes(_sha(docs.plain), docs.plain)
+    ids = [_document(sessions, f"{n}.1.pdf", docs.plain, "99001") for n in range(3)]
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("111111\n")
+    config = pkcs11_config(softhsm)
+    bad = config.model_copy(update={"source": config.source.model_copy(update={"pin_file": wrong})})  # type: ignore[union-attr]
+
+    with Signer(bad) as signer:
+        done = SigningJob(signer, sessions, store).run_once()
+    assert (done.signed, done.failed) == (0, 1) and done.stopped is not None and "PIN" in done.stopped
+    rows = _rows(sessions)
+    assert "refused the PIN" in (rows[ids[0]].signing_error or "")
+    assert [rows[i].signing_error for i in ids[1:]] == [None, None]
+
+    job = SigningJob(Signer(config), sessions, store)
+    assert job.run_once() == SigningPass(signed=3, failed=0, waiting=0, stopped=None)
+    job.close()
+    rows = _rows(sessions)
+    assert all(rows[i].signed_sha256 and rows[i].signing_error is None for i in ids)
+    assert len({rows[i].signed_sha256 for i in ids}) == 3  # one signature each (its own signing time)
+
+
+def test_kill_9_in_the_middle_loses_and_doubles_nothing(keys: Keys, docs: Docs, tmp_path: Path) -> None:
+    """``sohoa-fleet signing run`` killed with SIGKILL once a few documents are signed: what was
+    recorded stays exactly as it was, a second run signs the rest, every signed file is held."""
+    url = f"sqlite:///{tmp_path}/fleet.db"
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    store = FileStore(tmp_path / "files")
+    originals: dict[int, bytes] = {}
+    for n in range(8):
+        data = docs.plain + f"\n% copy {n}\n".encode()
+        store.put_bytes(_sha(data), data)
+        originals[_document(sessions, f"k{n}.1.pdf", data, "99001")] = data
+    config = {
+        "database": {"url": url},
+        "storage": {"dir": str(tmp_path / "files")},
+        "signing": {"enabled": True, "source": {"type": "pkcs12", "file": str(keys.province.p12_files[None]),
+                                                "passphrase_file": str(keys.province.passphrase_file)}},
+    }
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "fleet", "signing", "run", "--config", str(tmp_path / "fleet.yaml")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+
+    def signed() -> dict[int, str]:
+        return {i: r.signed_sha256 for i, r in _rows(sessions).items() if r.signed_sha256}
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(signed()) < 2 and time.monotonic() < deadline:
+            try:
+                process.wait(timeout=0.05)
+                break  # it ended by itself: the assertion below says so
+            except subprocess.TimeoutExpired:
+                continue
+        assert process.poll() is None, "the run ended before it could be killed: give it more documents"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(30)
+    before = signed()
+    assert 2 <= len(before) < len(originals)
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    after = signed()
+    assert len(after) == len(originals)
+    assert {i: after[i] for i in before} == before, "a document recorded before the kill was signed again"
+    assert all(store.has(sha) and store.path(sha).read_bytes().startswith(originals[i]) for i, sha in after.items())
+    engine.dispose()
+
+
+def test_serve_signs_in_the_background_and_metrics_show_the_backlog(keys: Keys, docs: Docs, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/fleet.db"
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    store = FileStore(tmp_path / "files")
+    store.put_bytes(_sha(docs.pdfa), docs.pdfa)
+    _document(sessions, "s.1.pdf", docs.pdfa, "99001")
+    _document(sessions, "t.1.pdf", b"%PDF-1.7 never uploaded", "99001")
+    engine.dispose()
+    config = FleetConfig(database=DatabaseConfig(url=url), storage=StorageConfig(dir=tmp_path / "files"),
+                         ingest=IngestConfig(enabled=False), signing=pkcs12_config(keys))
+    with TestClient(create_app(config)) as client:
+        job = state_of(client).services.signing
+        assert job is not None
+        assert job.wait_passes(1, 60), "no signing pass ended"
+        metrics = client.get("/metrics").text
+        assert "sohoa_fleet_documents_unsigned 1.0" in metrics
+        assert 'sohoa_fleet_documents_signed_total{outcome="signed"} 1.0' in metrics
+    assert state_of(client).services.signing is None
