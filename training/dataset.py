@@ -10,6 +10,10 @@
 - pages clerks and citizens re-typed on the devices, from the fleet's export
   (``GET /api/v1/corrections/export.zip``, unzipped: :func:`correction_pages`), split the same
   way by sha256: one half trains, the other joins the real held-out set.
+
+No page of a set reserved for the independent evaluation (:mod:`training.reserved`) is read:
+:func:`real_pages` and :func:`correction_pages` leave reserved rows out, and :func:`real_arrays`,
+the one place a real page's pixels are read, refuses one by path or by the sha256 of its bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import cv2
 import numpy as np
 
 from device.inference.doctype import DOCTYPES, prepare
+from training import reserved
 from training.generator import Split, degrade, render
 
 _log = logging.getLogger(__name__)
@@ -58,6 +63,16 @@ class RealPage:
     doctype: str
     rotation_cw: int
     label: str = ""  # the coarse label in labels.csv (receipt, invoice, ...)
+
+
+def _reserved(path: Path, hashes: frozenset[str] | None) -> bool:
+    try:
+        reserved.check_page(path, hashes=hashes)
+    except reserved.ReservedSetError:
+        return True
+    except OSError:
+        return False  # unreadable: real_arrays skips it
+    return False
 
 
 def _synthetic_one(task: tuple[int, int, Split, int, int, float]) -> np.ndarray:
@@ -96,13 +111,18 @@ def synthetic(split: Split, per_class: int, seed0: int, size: int, *, dpi: int =
     return Arrays(np.stack(xs), np.array(ys, np.int64), srcs)
 
 
-def real_pages(root: Path) -> tuple[list[RealPage], list[RealPage]]:
-    """(training half, held-out half) of the real pages whose label fits a class."""
+def real_pages(root: Path, *, hashes: frozenset[str] | None = None) -> tuple[list[RealPage], list[RealPage]]:
+    """(training half, held-out half) of the real pages whose label fits a class; pages of a
+    reserved set (by path or sha256; ``hashes`` replaces the shipped list) are left out."""
     by_folder: dict[str, list[RealPage]] = {}
+    refused = 0
     with (root / "labels.csv").open(encoding="utf-8", newline="") as fh:
         for row in csv.DictReader(fh):
             doctype = REAL_LABEL_MAP.get(row["label"].strip())
             if doctype is None:
+                continue
+            if _reserved(root / row["path"], hashes):
+                refused += 1
                 continue
             note = row.get("note") or ""
             rot = 0
@@ -111,6 +131,8 @@ def real_pages(root: Path) -> tuple[list[RealPage], list[RealPage]]:
             path = root / row["path"]
             folder = f"{row['path'].split('/', 1)[0]}:{row['label']}"
             by_folder.setdefault(folder, []).append(RealPage(path, doctype, rot, row["label"].strip()))
+    if refused:
+        _log.info("%d real pages of reserved evaluation sets left out", refused)
     train: list[RealPage] = []
     held: list[RealPage] = []
     for pages in by_folder.values():
@@ -134,6 +156,9 @@ def correction_pages(root: Path) -> tuple[list[RealPage], list[RealPage]]:
             if doctype not in DOCTYPES or not path.is_relative_to(base) or not path.is_file():
                 _log.warning("correction row skipped (class %r, file %s)", doctype, path.name)
                 continue
+            if _reserved(path, None):
+                _log.warning("correction row skipped: a reserved evaluation image (%s)", path.name)
+                continue
             pages.append(RealPage(path, doctype, 0, "correction"))
     pages.sort(key=lambda p: p.path.name)  # the file name is the page's sha256: a stable split
     return pages[1::2], pages[0::2]
@@ -156,12 +181,21 @@ def load_real(page: RealPage, max_side: int = 1000) -> np.ndarray | None:
     return np.asarray(img)
 
 
-def real_arrays(pages: Iterable[RealPage], size: int, *, augment: int = 0, seed0: int = 0) -> Arrays:
-    """Real pages as model inputs; with ``augment`` > 0, that many degraded copies of each too."""
+def real_arrays(pages: Iterable[RealPage], size: int, *, augment: int = 0, seed0: int = 0,
+                hashes: frozenset[str] | None = None) -> Arrays:
+    """Real pages as model inputs; with ``augment`` > 0, that many degraded copies of each too.
+
+    Raises :class:`training.reserved.ReservedSetError` if a page belongs to a reserved evaluation
+    set (``hashes`` replaces the shipped list of reserved sha256)."""
     xs: list[np.ndarray] = []
     ys: list[int] = []
     srcs: list[str] = []
     for n, page in enumerate(pages):
+        try:
+            reserved.check_page(page.path, hashes=hashes)
+        except OSError:
+            _log.warning("cannot read real page %s", page.path.name)
+            continue
         img = load_real(page)
         if img is None:
             continue

@@ -28,7 +28,7 @@ import numpy as np
 
 from device.inference.config import MODELS_DIR, DoctypeConfig
 from device.inference.doctype import DOCTYPES, LABELS_VI, load_classifier
-from training import dataset
+from training import dataset, reserved
 from training.dataset import Arrays
 
 _log = logging.getLogger("training.train")
@@ -195,6 +195,10 @@ def _report(args: argparse.Namespace, info: dict[str, Any], evals: dict[str, dic
         "loss, stronger perspective).",
         f"- Real held-out set: {evals['real']['n']} real pages from `../shared/data/dev` never trained on "
         "(receipts and invoices as `receipt`, scientific papers and printed pages as `other`).",
+        "- Sets reserved for the independent evaluation (`training/reserved.py`: by folder name and by the "
+        "sha256 of every reserved image known here, e.g. the Roboflow \"Receipt or Invoice\" folder of "
+        f"`../shared/data/dev`) were neither trained nor judged on; every real page used is listed with "
+        f"its sha256 in `{MANIFEST}`.",
         "",
         "## Accuracy of the int8 TFLite model (argmax, through device.inference.doctype)",
         "",
@@ -215,6 +219,24 @@ def _report(args: argparse.Namespace, info: dict[str, Any], evals: dict[str, dic
     out += ["", f"Keras (float) accuracy before conversion: validation {info['keras_val_acc']:.2%}, "
             f"held-out {info['keras_heldout_acc']:.2%}.", ""]
     return "\n".join(out)
+
+
+MANIFEST = "doctype_training_manifest.csv"
+
+
+def _manifest(train_pages: list[dataset.RealPage], held_pages: list[dataset.RealPage]) -> str:
+    """CSV of every real page the model was trained or judged on: role, file name, class, sha256.
+
+    Each page is checked again here (:func:`training.reserved.check_page`): a reserved page
+    stops the run before any model file is written."""
+    lines = ["role,file,doctype,sha256"]
+    for role, pages in (("train", train_pages), ("heldout", held_pages)):
+        for page in sorted(pages, key=lambda p: (p.path.parent.name, p.path.name)):
+            if not page.path.is_file():
+                continue
+            digest = reserved.check_page(page.path)
+            lines.append(f"{role},{page.path.parent.name}/{page.path.name},{page.doctype},{digest}")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     (staging / "doctype_labels.txt").write_text(
         "".join(f"{d}\t{LABELS_VI[d]}\n" for d in DOCTYPES), encoding="utf-8")
     (staging / "doctype_version.txt").write_text(version + "\n", encoding="utf-8")
+    (staging / MANIFEST).write_text(_manifest(real_train_pages, real_held_pages), encoding="utf-8")
     cfg = DoctypeConfig(model_path=staging / "doctype.tflite", labels_path=staging / "doctype_labels.txt")
     with load_classifier(cfg) as clf:
         evals = {"validation": _evaluate(clf, val), "heldout": _evaluate(clf, heldout),
@@ -316,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv),
         "n_train_synth": n_synth, "n_train_real": len(real_train), "n_real_train_pages": len(real_train_pages),
         "n_val": len(val), "keras_val_acc": keras_val, "keras_heldout_acc": keras_held,
+        "n_real_held_pages": len(real_held_pages),
     }
     report = _report(args, info, evals)
     (staging / "doctype_training_report.md").write_text(report, encoding="utf-8")

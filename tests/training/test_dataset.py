@@ -6,9 +6,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from device.inference.doctype import DOCTYPES
-from training import dataset
+from training import dataset, reserved
 from training.generator import render
 
 
@@ -60,3 +61,26 @@ def test_synthetic_arrays_are_balanced_and_deterministic() -> None:
     assert a.x.shape == (2 * len(DOCTYPES), 48, 48, 3)
     assert np.array_equal(a.x, b.x)
     assert np.bincount(a.y).tolist() == [2] * len(DOCTYPES)
+
+
+def test_reserved_sets_never_enter_training(tmp_path: Path) -> None:
+    """A page under a reserved set's folder name, or one whose bytes are a reserved image under an
+    innocent name, is left out of both halves; handed to real_arrays anyway, it stops the run."""
+    root = _fake_dev_dir(tmp_path / "dev")
+    (root / "roboflow_receipt_invoice").mkdir()
+    cv2.imwrite(str(root / "roboflow_receipt_invoice" / "r.png"), render("receipt", 99, dpi=40))
+    disguised = root / "shop" / "shop_0.png"
+    hashes = frozenset({reserved.sha256_of(disguised)})
+    with (root / "labels.csv").open("a", encoding="utf-8") as fh:
+        fh.write("roboflow_receipt_invoice/r.png,receipt,\n")
+    train, held = dataset.real_pages(root, hashes=hashes)
+    used = {p.path for p in train + held}
+    assert disguised not in used and root / "roboflow_receipt_invoice" / "r.png" not in used
+    # inv_0.png is the same render as shop_0.png: the same bytes under a third name, refused too
+    assert reserved.sha256_of(root / "inv" / "inv_0.png") in hashes
+    assert len(used) == 13
+    with pytest.raises(reserved.ReservedSetError):
+        dataset.real_arrays([dataset.RealPage(disguised, "receipt", 0)], 32, hashes=hashes)
+    with pytest.raises(reserved.ReservedSetError):
+        dataset.real_arrays([dataset.RealPage(root / "roboflow_receipt_invoice" / "r.png", "receipt", 0)], 32)
+
