@@ -153,8 +153,11 @@ def scans(root: Path) -> Iterator[Case]:
         dpi = dpi if dpi and dpi >= 100 else 200.0
         yield Case(f"scan {folder} whole", rel, image, None, True, dpi, "scan")
         h, w = image.shape[:2]
-        # A receipt scanned without its top, a page without its left third.
-        cut = image[h // 3 :, :] if h > 2 * w else image[:, w // 3 :]
+        # A receipt scanned without its top, a page without its left third. A receipt lying on a
+        # larger bed runs down most of the bed's height but covers only part of its width:
+        # cutting the bed's left third would leave it whole, so receipts lose their top by label.
+        receipt = "receipt" in folder or h > 2 * w
+        cut = image[h // 3 :, :] if receipt else image[:, w // 3 :]
         yield Case(f"scan {folder} cut", rel, np.ascontiguousarray(cut), None, False, dpi, "scan")
 
 
