@@ -292,9 +292,9 @@ class Commands:
 
     def _rotate_certificate(self, command: Command) -> None:
         """A new key and certificate now (signed with the current ones), then MQTT reconnects
-        with them; the ack goes out over the new connection. The old certificate is not revoked
-        (it expires on its date; the fleet still takes a signature by it, for a renewal lost on
-        its way back)."""
+        with them; the ack goes out over the new connection. The device then confirms the new
+        certificate to the fleet, which revokes the old one (until then the fleet still takes a
+        signature by it, for a renewal lost on its way back)."""
         NoArgs.model_validate(command.args)
         keeper, identity = self._keeper(), self._identity
         if keeper is None or identity is None or not identity.is_enrolled():

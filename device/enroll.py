@@ -15,7 +15,9 @@ trusts only the fleet CA (the image's ``ca_file``, or the CA fetched once and ch
 
 Then :class:`IdentityKeeper` looks at the certificate daily and renews it before it expires
 (``POST /api/v1/devices/{id}/certificate`` signed with the current key, a new key in the CSR);
-the agent reconnects MQTT with the new certificate. A fleet answering 401 ``revoked`` or
+the agent reconnects MQTT with the new certificate and confirms it
+(``POST /api/v1/devices/{id}/certificate/confirm`` signed with the new key), after which the fleet
+revokes the certificate it replaced. A fleet answering 401 ``revoked`` or
 ``expired`` ends it: :class:`IdentityStatus` says "revoked" and nobody retries.
 
 Nothing here logs the token or the key; the token text lives only in the request body.
@@ -316,6 +318,24 @@ def renew(identity: DeviceIdentity, fleet_url: str, *, timeout: float = 30.0) ->
     return answer
 
 
+def confirm(identity: DeviceIdentity, fleet_url: str, *, timeout: float = 30.0) -> list[str]:
+    """Tell the fleet, with a request signed by the new certificate, that the device uses it: the
+    fleet then revokes the certificates it replaced. The hex serials revoked; raises
+    :class:`RenewalFailed` (the next signed upload confirms it as well)."""
+    url = f"{fleet_url}/api/v1/devices/{identity.device_id}/certificate/confirm"
+    try:
+        with fleet_client(identity, timeout) as http:
+            response = http.post(url)
+        if response.status_code != 200:
+            raise RenewalFailed(f"fleet answered {response.status_code} ({_reason(response)})")
+        revoked = response.json().get("revoked_serials", [])
+    except httpx.HTTPError as exc:
+        raise RenewalFailed(f"fleet unreachable ({type(exc).__name__})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise RenewalFailed(f"unusable confirmation answer ({type(exc).__name__})") from None
+    return [str(serial) for serial in revoked] if isinstance(revoked, list) else []
+
+
 class IdentityKeeper:
     """Enroll if needed, then keep the certificate fresh; run in a thread until ``stop``.
 
@@ -384,9 +404,9 @@ class IdentityKeeper:
         """A new key and certificate now, whatever the expiry (the ``rotate_certificate`` command);
         returns the new certificate's serial. Raises :class:`CertificateRevoked` when the fleet
         refuses the current certificate (the status then says so) and :class:`RenewalFailed`
-        otherwise (the current key and certificate stay in use). The previous certificate is not
-        revoked: it expires on its own date (the fleet still takes a signature by it, for a
-        renewal that was issued but lost on its way back)."""
+        otherwise (the current key and certificate stay in use). Once the new certificate is
+        stored the device confirms it with a request signed by it, and the fleet revokes the
+        previous one (until then the fleet still takes it: a renewal lost on its way back)."""
         with self._renewing:
             problem = self.status.problem()
             if problem is not None:
@@ -413,6 +433,11 @@ class IdentityKeeper:
         self.renewals += 1
         log.info("certificate renewed for %s", answer.device_id)
         self._on_renewed()
+        try:
+            retired = confirm(ident, base)
+            log.info("renewal confirmed to the fleet; %d previous certificate(s) revoked", len(retired))
+        except RenewalFailed as exc:
+            log.warning("renewal not confirmed yet (%s): the next signed request confirms it", exc)
         return True
 
     def _revoked(self, reason: str) -> None:

@@ -3,7 +3,7 @@
 - Public (no user): ``/healthz``, ``/metrics``, ``/login``, ``/api/v1/auth/login``,
   ``/api/v1/enroll`` (and paths below it), ``/api/v1/pki/*``.
 - Device paths: ``PUT`` and ``HEAD /api/v1/files/{sha256}`` (the uploader asks with HEAD whether
-  a file is held), ``POST /api/v1/devices/{device_id}/certificate``, ``GET``/``HEAD
+  a file is held), ``POST /api/v1/devices/{device_id}/certificate`` (and ``.../confirm``), ``GET``/``HEAD
   /api/v1/bundles/{name}`` (a device or a user): the route authenticates the device
   (``fleet.enroll.deviceauth.DevicePeer``); a user's session, when one is sent, is resolved
   here all the same, so the route can accept a user instead.
@@ -47,6 +47,7 @@ DEVICE_ROUTES = frozenset({
     ("PUT", "/api/v1/files/{sha256}"),
     ("HEAD", "/api/v1/files/{sha256}"),
     ("POST", "/api/v1/devices/{device_id}/certificate"),
+    ("POST", "/api/v1/devices/{device_id}/certificate/confirm"),
     ("GET", "/api/v1/bundles/{name}"),
     ("HEAD", "/api/v1/bundles/{name}"),
 })

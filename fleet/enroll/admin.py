@@ -150,3 +150,20 @@ def revoke_device(runtime: EnrollRuntime, sessions: sessionmaker[Session], audit
         audit(session, action="certificate.revoked", target=device_id, unit_code=unit,
               detail=f"serials={','.join(serials) or 'none (already revoked)'}")
     return serials, publish_crl(runtime, sessions, audit, f"revoked {device_id}")
+
+
+def retire_superseded(runtime: EnrollRuntime, sessions: sessionmaker[Session], audit: Auditor, device_id: str,
+                      current_serial: int, *, now: dt.datetime) -> list[str]:
+    """The device has proved it holds its newest certificate (a request signed by it): revoke the
+    ones that certificate replaced, rewrite the CRL and reload the broker. Hex serials revoked now
+    (none when there was nothing left to revoke: then no CRL is written)."""
+    revoked = runtime.store.revoke_superseded(device_id, current_serial, now, by=device_id)
+    if not revoked:
+        return []
+    serials = [f"{r.serial:x}" for r in revoked]
+    _, unit = device_unit(runtime, sessions, device_id)
+    with sessions.begin() as session:
+        audit(session, action="certificate.superseded", target=device_id, unit_code=unit,
+              detail=f"serials={','.join(serials)} current={current_serial:x}")
+    publish_crl(runtime, sessions, audit, f"renewal of {device_id} confirmed")
+    return serials

@@ -9,6 +9,13 @@ nonce. A refusal is 401 with ``detail`` = the reason (``revoked``, ``expired``, 
 ``stale``, ``bad_signature``, ``unauthenticated``; a device stops on revoked/expired) and is
 audited; a success names the device in ``request.state.device_id`` for the audit log.
 
+A request signed by the device's newest certificate confirms its last renewal: the device holds
+the new key and certificate (it stores both before it signs anything with them, and reconnects
+MQTT with them). The certificates it replaced are then revoked, the CRL rewritten and the broker
+reloaded, so a copy of the old key (an SD card imaged before the renewal) opens neither the broker
+nor the API. Until then the previous certificate keeps working: a renewal lost on its way back
+must not lock the device out.
+
 In a route::
 
     @router.post("/devices/{device_id}/certificate")
@@ -32,12 +39,15 @@ from fleet.api.state import FleetState
 from fleet.auth.audit import DEVICE_KEY, record
 from fleet.auth.deps import current_user
 from fleet.auth.principal import Principal
+from fleet.enroll.admin import request_auditor, retire_superseded
 from fleet.enroll.runtime import EnrollRuntime
 from provisioning.ca import PeerIdentity
 from provisioning.errors import CertificateRejected
 from provisioning.requestauth import CONTENT_SHA256, EMPTY_SHA256, SCHEME, SignedRequest, parse_authorization
 
 log = logging.getLogger(__name__)
+
+SUPERSEDED_KEY = "device_superseded_serials"
 
 
 def _signed_path(request: Request) -> str:
@@ -77,16 +87,27 @@ def authenticate_device(request: Request, state: FleetState, *, body_sha256: str
         signed = parse_authorization(request.headers.get("Authorization"))
         if body_sha256 is not None and not hmac.compare_digest(header_sha, covered):
             raise CertificateRejected("bad_signature", "the body is not the one the request was signed for")
-        peer = _verify_with_recent(runtime, state, signed, request.method, _signed_path(request), covered)
+        peer, newest = _verify_with_recent(runtime, state, signed, request.method, _signed_path(request), covered)
     except CertificateRejected as exc:
         raise refuse(request, state, 401, exc.reason, action="device.refused", target=_claimed(request)) from None
-    request.scope.setdefault("state", {})[DEVICE_KEY] = peer.name
+    scope_state = request.scope.setdefault("state", {})
+    scope_state[DEVICE_KEY] = peer.name
+    if newest:
+        scope_state[SUPERSEDED_KEY] = retire_superseded(runtime, state.sessions, request_auditor(request), peer.name,
+                                                        peer.serial, now=state.now())
     return peer
 
 
+def superseded_now(request: Request) -> list[str]:
+    """Hex serials this request's authentication revoked (the certificates its signer replaced)."""
+    found: list[str] = request.scope.get("state", {}).get(SUPERSEDED_KEY, [])
+    return found
+
+
 def _verify_with_recent(runtime: EnrollRuntime, state: FleetState, signed: SignedRequest, method: str, path: str,
-                        covered: str) -> PeerIdentity:
-    """Check the signature against the device's newest certificate, then the ones before it.
+                        covered: str) -> tuple[PeerIdentity, bool]:
+    """Check the signature against the device's newest certificate, then the ones before it;
+    (the signer, whether an older certificate is still unrevoked although the newest signed).
 
     A renewal issued here but never stored by the device (crash, dropped link) leaves the device
     signing with its previous key; refusing it would lock the device out of renewing again. Only a
@@ -96,15 +117,17 @@ def _verify_with_recent(runtime: EnrollRuntime, state: FleetState, signed: Signe
     if not recent:
         raise CertificateRejected("unauthenticated", "no certificate on record for this device")
     first: CertificateRejected | None = None
-    for cert in recent:
+    for index, cert in enumerate(recent):
         try:
-            return runtime.verifier.verify(signed, method, path, covered, certificate_pem=cert.pem,
+            peer = runtime.verifier.verify(signed, method, path, covered, certificate_pem=cert.pem,
                                            revoked=revoked, now=state.now())
         except CertificateRejected as exc:
             if first is None:
                 first = exc
             if exc.reason != "bad_signature":
                 break
+            continue
+        return peer, index == 0 and any(old.serial not in revoked for old in recent[1:])
     assert first is not None
     raise first
 

@@ -195,6 +195,24 @@ class SqlEnrollmentStore:
                 row.revoked_at, row.revoked_by = when, by
             return [RevokedCertificate(int(r.serial), when) for r in rows]
 
+    def revoke_superseded(self, device_id: str, current_serial: int, when: dt.datetime, *,
+                          by: str | None = None) -> list[RevokedCertificate]:
+        """Revoke the device's unrevoked certificates issued before ``current_serial`` (the one it
+        has just proved it holds): a renewal the device confirmed ends the certificates it replaced.
+        The device itself stays enrolled. Nothing when ``current_serial`` is not the device's."""
+        with self.sessions.begin() as session:
+            _lock_device(session, device_id)
+            current = session.get(CertificateRow, str(current_serial))
+            if current is None or current.name != device_id or current.revoked_at is not None:
+                return []
+            rows = list(session.scalars(select(CertificateRow).where(
+                CertificateRow.name == device_id, CertificateRow.revoked_at.is_(None),
+                CertificateRow.serial != current.serial, CertificateRow.issued_at <= current.issued_at)
+                .with_for_update()))
+            for row in rows:
+                row.revoked_at, row.revoked_by = when, by
+            return [RevokedCertificate(int(r.serial), when) for r in rows]
+
     def revoked(self) -> Sequence[RevokedCertificate]:
         query = (select(CertificateRow.serial, CertificateRow.revoked_at)
                  .where(CertificateRow.revoked_at.is_not(None), CertificateRow.not_after > self.clock())

@@ -1,5 +1,7 @@
 """``/api/v1/devices/{id}/certificate`` (the device itself renews, with a request signed by its
-current certificate) and ``/api/v1/devices/{id}/revoke`` (admins of the unit)."""
+current certificate), ``/api/v1/devices/{id}/certificate/confirm`` (the device says it now uses
+the new one, with a request signed by it: the ones it replaced are revoked) and
+``/api/v1/devices/{id}/revoke`` (admins of the unit)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from fleet.auth.deps import AdminUser
 from fleet.auth.scope import require_unit
 from fleet.enroll import admin
 from fleet.enroll.admin import request_auditor
-from fleet.enroll.deviceauth import DevicePeer, refuse, require_same_device
+from fleet.enroll.deviceauth import DevicePeer, refuse, require_same_device, superseded_now
 from fleet.enroll.requests import (
     DEVICE_ID,
     about,
@@ -52,6 +54,25 @@ async def renew_certificate(device_id: Annotated[str, DEVICE_ID], peer: DevicePe
         raise HTTPException(422, "the body is not a renewal request") from None
     about(request, "certificate.refused", target=device_id)
     return await run_in_threadpool(renew_device, state, runtime, request, peer.name, body, peer.serial)
+
+
+class ConfirmedOut(BaseModel):
+    device_id: str
+    serial: str = Field(description="The certificate that signed the request (hex)")
+    revoked_serials: list[str] = Field(description="Certificates it replaced, revoked now (hex); empty when "
+                                                   "there were none left (an earlier request confirmed it)")
+
+
+@router.post("/certificate/confirm", responses={
+    401: {"description": "Not signed by one of the device's certificates (detail: revoked, expired, ...)"},
+    403: {"description": "Signed by another device (not_this_device)"}})
+async def confirm_certificate(device_id: Annotated[str, DEVICE_ID], peer: DevicePeer, state: StateDep,
+                              request: Request) -> ConfirmedOut:
+    """The device uses its renewed certificate: signed by the newest one, this revokes the ones it
+    replaced (CRL rewritten, broker reloaded). Any request signed by the newest certificate does
+    the same; this one lets the device say so at once, without waiting for its next upload."""
+    await run_in_threadpool(require_same_device, request, state, peer, device_id)
+    return ConfirmedOut(device_id=device_id, serial=f"{peer.serial:x}", revoked_serials=superseded_now(request))
 
 
 class RevokedOut(BaseModel):

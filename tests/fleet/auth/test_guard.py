@@ -24,7 +24,8 @@ EXPECTED_OPEN = {
     ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/login"), ("POST", "/login"),
     ("POST", "/api/v1/auth/login"),
     ("PUT", "/api/v1/files/{sha256}"), ("HEAD", "/api/v1/files/{sha256}"),
-    ("POST", "/api/v1/devices/{device_id}/certificate"), ("GET", "/api/v1/bundles/{name}"),
+    ("POST", "/api/v1/devices/{device_id}/certificate"), ("POST", "/api/v1/devices/{device_id}/certificate/confirm"),
+    ("GET", "/api/v1/bundles/{name}"),
     ("HEAD", "/api/v1/bundles/{name}"),
 }
 OPEN_TREES = ("/api/v1/enroll", "/api/v1/pki")

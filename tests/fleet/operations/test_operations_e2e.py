@@ -186,10 +186,10 @@ def test_rotate_certificate_through_a_running_agent(
     """``rotate_certificate`` to an enrolled agent: it makes a new key, the fleet issues a new
     certificate (another serial, audited as a renewal naming the previous one), the agent
     reconnects and says ``succeeded``; its next upload is signed with the new key, which the fleet
-    accepts only because it holds the new certificate. The previous certificate is not revoked:
-    it stays valid until it expires (the fleet still takes a signature by it, for a renewal lost
-    on its way back). Bad input: the same command to an agent with no identity (rejected 'not enrolled')
-    and with an argument it does not take (rejected)."""
+    accepts only because it holds the new certificate. Once the agent confirms the new
+    certificate (a request signed by it) the previous one is revoked. Bad input: the same command
+    to an agent with no identity (rejected 'not enrolled') and with an argument it does not take
+    (rejected)."""
     fleet = enrolled_fleet
     kiosk = enroll_device(fleet.http, DEVICE, "000.00.00.H01", tmp_path)
     runtime = fleet_state(fleet.app).services.enroll
@@ -218,7 +218,8 @@ def test_rotate_certificate_through_a_running_agent(
         assert after != before and done["detail"] == f"new certificate serial={after:x}"
         renewed = runtime.store.latest_certificate(DEVICE)
         assert renewed is not None and renewed.serial == after
-        assert before not in runtime.store.revoked_serials()
+        # The agent confirmed the new certificate with a request signed by it: the old one is revoked.
+        wait_until(lambda: before in runtime.store.revoked_serials(), 30, "the previous certificate revoked")
         audit = fleet.json("GET", "/audit", params={"limit": 200})
         assert any(a["action"] == "certificate.renewed" and f"previous={before:x}" in (a["detail"] or "")
                    for a in audit), [a["action"] for a in audit]
