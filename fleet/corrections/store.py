@@ -39,6 +39,7 @@ LABEL_COLUMNS = ("sha256", "file", "doctype", "previous", "device", "unit", "cor
 
 _SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/tiff": ".tif", "image/webp": ".webp"}
 _CHUNK = 256 * 1024
+_IN_CHUNK = 500  # page ids per IN (...) query
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,31 +88,49 @@ def latest_corrections(
 ) -> list[Correction]:
     """The latest correction of every corrected page, oldest correction first. ``since``/``until``
     select on the latest correction's time; ``store`` (when given) also checks the file is on disk.
-    A correction naming something that is not a class id is left out (and logged, without it)."""
+    A correction naming something that is not a class id is left out (and logged, without it), and
+    so is one whose page is not a page of the correcting device with that very file (or has not
+    arrived yet: it counts once its ``page_captured`` event is in)."""
     query = select(Event).where(Event.type == EVENT_TYPE)
     if device_id is not None:
         query = query.where(Event.device_id == device_id)
     query = query.order_by(Event.ts, Event.received_at, Event.id)
-    latest: dict[str, tuple[Event, dict[str, Any]]] = {}
-    counts: dict[str, int] = {}
+    shaped: list[tuple[Event, dict[str, Any]]] = []
     refused = 0
     for event in session.scalars(query):
         payload = event.payload if isinstance(event.payload, dict) else {}
         if not _valid(payload):
             refused += 1
             continue
-        page_id = payload["page_id"]
-        latest[page_id] = (event, payload)  # later in the order: replaces
-        counts[page_id] = counts.get(page_id, 0) + 1
+        shaped.append((event, payload))
     if refused:
         log.warning("%d correction events name no valid class id or page file; not exported", refused)
+    named = list({payload["page_id"] for _, payload in shaped})
+    pages: dict[str, Page] = {}
+    for start in range(0, len(named), _IN_CHUNK):
+        pages.update((p.page_id, p) for p in session.scalars(
+            select(Page).where(Page.page_id.in_(named[start:start + _IN_CHUNK]))))
+    latest: dict[str, tuple[Event, dict[str, Any]]] = {}
+    counts: dict[str, int] = {}
+    foreign = 0
+    for event, payload in shaped:
+        page_id = payload["page_id"]
+        page = pages.get(page_id)
+        # A device corrects only its own pages, by their own file: anything else could pull
+        # another unit's page into the export. A correction ahead of its page waits for it.
+        if page is None or page.device_id != event.device_id or page.sha256 != payload["sha256"]:
+            foreign += page is not None
+            continue
+        latest[page_id] = (event, payload)  # later in the order: replaces
+        counts[page_id] = counts.get(page_id, 0) + 1
+    if foreign:
+        log.warning("%d correction events name a page of another device or another file; not exported", foreign)
     if not latest:
         return []
     devices = {d.id: d.unit_code for d in session.scalars(select(Device).where(
         Device.id.in_({e.device_id for e, _ in latest.values()})))}
     shas = {p["sha256"] for _, p in latest.values()}
     files = {f.sha256: f.content_type for f in session.scalars(select(StoredFile).where(StoredFile.sha256.in_(shas)))}
-    pages = {p.page_id: p for p in session.scalars(select(Page).where(Page.page_id.in_(list(latest))))}
     out: list[Correction] = []
     for page_id, (event, payload) in latest.items():
         sha256 = payload["sha256"]

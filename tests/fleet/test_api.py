@@ -94,7 +94,8 @@ def test_upload_is_the_signing_devices_own(api: TestClient, kiosk: TestDevice, t
     its own key but claiming kiosk-0001's id (bad_signature), a signature replayed for a second
     upload (replayed), a signature for one file's hash sent with another path (bad_signature), a
     user's session instead of a device's signature (unauthenticated), a revoked device (revoked),
-    an anonymous HEAD naming kiosk-0001 in X-Sohoa-Device (401; the name is not put in the audit log);
+    an anonymous HEAD naming kiosk-0001 in X-Sohoa-Device (401; the name is not put in the audit log),
+    kiosk-0001's signed HEAD for kiosk-0002's file (404, as for a file not held);
     each refusal is in the audit log with its reason, and nothing refused is stored."""
     other = enroll_device(api, "kiosk-0002", "26734", tmp_path)
     sha = hashlib.sha256(PNG).hexdigest()
@@ -127,7 +128,9 @@ def test_upload_is_the_signing_devices_own(api: TestClient, kiosk: TestDevice, t
     # The old X-Sohoa-Device header proves nothing (anyone can write any id there): the refusal's
     # audit entry does not repeat the name it claims.
     assert anonymous.head(f"/api/v1/files/{sha}", headers={"X-Sohoa-Device": "kiosk-0001"}).status_code == 401
-    assert api.head(f"/api/v1/files/{sha}", auth=kiosk.auth()).status_code == 200  # the uploader asks, signed
+    assert api.head(f"/api/v1/files/{sha}", auth=other.auth()).status_code == 200  # the uploader asks, signed
+    # Another device learns nothing from a hash: its HEAD answers as for a file never seen.
+    assert api.head(f"/api/v1/files/{sha}", auth=kiosk.auth()).status_code == 404
 
     assert api.post("/api/v1/devices/kiosk-0002/revoke").status_code == 200
     assert refused(third, dict(other.identity.sign_request("PUT", f"/api/v1/files/{hashlib.sha256(third).hexdigest()}",

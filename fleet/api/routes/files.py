@@ -7,7 +7,8 @@ choose (401 with the reason when the signature, certificate or clock is wrong, o
 revoked). The body is streamed to a temporary file and hashed; 201 when stored, 200 when already
 held, 400 when the content does not match the sha256 (nothing is stored), 413 over the size
 limit. The device deletes its copy only after 200 or 201. ``HEAD`` (is it held?) answers a
-device or a user; ``GET`` (the bytes) a user, within their units.
+device about the files it uploaded, or a user within their units; ``GET`` (the bytes) a user,
+within their units.
 """
 
 import logging
@@ -139,14 +140,22 @@ def _require_visible(session: SessionDep, user: Principal, sha256: str) -> None:
         raise OutOfScope("not held", unit_code=min(units) if units else None)
 
 
-@router.head("/{sha256}", responses={200: {"description": "Held"}, 404: {"description": "Not held"}})
+@router.head("/{sha256}", responses={200: {"description": "Held"},
+                                     404: {"description": "Not held, or not the caller's to know about"}})
 def head_file(sha256: Sha256Path, request: Request, state: StateDep, session: SessionDep) -> Response:
     """200 when the fleet holds the file, 404 otherwise (the body is empty either way). Asked by a
-    device before uploading (signed) or by a user (within their units)."""
+    device before uploading (signed): 200 only for a file that device uploaded itself, so a hash
+    seen elsewhere tells it nothing about another unit's files (it uploads, and the fleet answers
+    200 "already held" to the bytes only). Or by a user: 404 alike for a file outside their units
+    and for one not held."""
     caller = device_or_user(request, state)
-    row = _held(state, session, sha256)
     if isinstance(caller, Principal):
         _require_visible(session, caller, sha256)
+        row = _held(state, session, sha256)
+    else:
+        row = _held(state, session, sha256)
+        if row.uploaded_by != caller.name:
+            raise HTTPException(404, "not held")
     return Response(status_code=200, headers={"X-Sohoa-Size": str(row.size), "ETag": f'"{sha256}"'},
                     media_type=served_type(row.content_type))
 

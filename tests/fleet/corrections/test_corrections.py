@@ -70,8 +70,9 @@ def test_list_and_export(api: TestClient, tmp_path: Path) -> None:
     """Four pages from two devices. Page A is corrected twice and the older correction arrives
     last (the later ``ts`` still wins); page B once; page C's file never arrived (listed, not
     exported); page D is not corrected. Bad input tried: corrections naming a Vietnamese label,
-    a path and an upper-case id as the class (ingested, but neither listed nor exported), and a
-    malformed ``doctype`` filter (422)."""
+    a path and an upper-case id as the class, kiosk-b correcting kiosk-a's pages A and D, and
+    kiosk-b naming its own page B with page D's file (each ingested, but neither listed nor
+    exported), and a malformed ``doctype`` filter (422)."""
     writer = Writer(state_of(api).sessions, state_of(api).metrics)
     data = {name: png(v) for name, v in (("a", 10), ("b", 20), ("c", 30), ("d", 40))}
     pages = {name: page_event("kiosk-a" if name != "b" else "kiosk-b", blob, sequence=i, dossier_code=DOSSIER,
@@ -86,6 +87,11 @@ def test_list_and_export(api: TestClient, tmp_path: Path) -> None:
         correction("kiosk-a", pages["d"], "Giấy khai sinh", T0 + timedelta(minutes=6)),
         correction("kiosk-a", pages["d"], "../../etc", T0 + timedelta(minutes=7)),
         correction("kiosk-a", pages["d"], "BIRTH_CERTIFICATE", T0 + timedelta(minutes=8)),
+        # Another device's page, and its own page named with another device's file: left out.
+        correction("kiosk-b", pages["a"], "passport", T0 + timedelta(minutes=9)),
+        correction("kiosk-b", pages["b"], "passport", T0 + timedelta(minutes=10)).model_copy(
+            update={"sha256": pages["d"].page.sha256}),
+        correction("kiosk-b", pages["d"], "passport", T0 + timedelta(minutes=11)),
     ]
     items = [Incoming(topic(m.device_id, Channel.STATUS if isinstance(m, Status) else Channel.EVENT), encode(m))
              for m in messages]
