@@ -145,6 +145,20 @@ def _provision() -> Path:
     return PKI / "broker" / "mosquitto.conf"
 
 
+def _signing_keys() -> Path:
+    """The DEMO organisation certificate the fleet signs documents with (made once, with
+    ``sohoa-fleet signing demo-cert``: its own demo CA, a PKCS#12 file, the passphrase in a 0600
+    file). A province uses its HSM instead (README: signing)."""
+    folder = VAR / "signing"
+    if not (folder / "organisation.p12").exists():
+        with (VAR / "signing.log").open("ab") as log:
+            done = subprocess.run([PY, "-m", "fleet", "signing", "demo-cert", "--out", str(folder)], cwd=ROOT,
+                                  stdout=log, stderr=subprocess.STDOUT, check=False)
+        if done.returncode != 0:
+            raise DemoError(f"sohoa-fleet signing demo-cert failed; see {VAR / 'signing.log'}")
+    return folder
+
+
 def _write_configs(scan_every: float) -> dict[str, Path]:
     paths = {name: VAR / name for name in ("fleet", "device", "sane", "inbox")}
     for p in paths.values():
@@ -152,6 +166,7 @@ def _write_configs(scan_every: float) -> dict[str, Path]:
     paths["identity"] = paths["device"] / "identity"
     paths["token"] = VAR / "secrets" / "enrollment.token"
     paths["admin_password"] = paths["fleet"] / "initial-admin-password"
+    paths["signing"] = _signing_keys()
     (paths["sane"] / "dll.conf").write_text("test\n")
     (paths["sane"] / "test.conf").write_text(
         'number_of_devices 1\nmode Color\nresolution 200\ntest-picture "Color pattern"\n'
@@ -170,6 +185,9 @@ def _write_configs(scan_every: float) -> dict[str, Path]:
         f"pki:\n  ca_dir: {PKI}/ca\n  crl_file: {PKI}/broker/crl.pem\n  broker_pid_file: {VAR}/mosquitto.pid\n"
         f"enrollment:\n  broker_url: mqtts://127.0.0.1:{MQTT_PORT}\n  public_url: {FLEET_URL}\n"
         f"auth:\n  cookie_secure: true\n  initial_admin_file: {paths['admin_password']}\n"
+        "# Each closed document signed PAdES B-B with the DEMO organisation certificate (a province: its HSM).\n"
+        f"signing:\n  enabled: true\n  interval_s: 10\n  source:\n    type: pkcs12\n"
+        f"    file: {paths['signing']}/organisation.p12\n    passphrase_file: {paths['signing']}/p12-passphrase\n"
     )
     (VAR / "device.yaml").write_text(
         "# The demo's virtual kiosk: the SANE test backend's feeder and a folder of sample pages.\n"
@@ -409,6 +427,8 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
         f"  MQTT broker:    mqtts://127.0.0.1:{MQTT_PORT} (client certificates from the demo CA, per-device ACL)\n"
         f"  Progress:       {FLEET_URL}/progress   (sample unit tree, targets and received dossiers)\n"
         f"  Kiosk screen:   http://127.0.0.1:{KIOSK_PORT}/   (what a citizen sees at the kiosk)\n"
+        f"  Signing:        each closed document signed PAdES B-B at the fleet with the DEMO certificate in\n"
+        f"                  {paths['signing']} (its demo CA: demo-signing-ca.crt; `pdfsig FILE` checks one)\n"
         f"  Virtual kiosk:  {DEVICE_ID}, unit {UNIT}, enrolled; scans the SANE test backend every {scan_every:.0f} s"
         f"{f' and imported {samples} sample pages' if samples else ''}\n"
         f"  Logs and data:  {VAR}\n"

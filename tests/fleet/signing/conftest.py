@@ -132,15 +132,16 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Docs:
     return Docs((base / "a.pdf").read_bytes(), (base / "b.pdf").read_bytes())
 
 
-def validate(data: bytes, ca: Path) -> Any:
-    """pyHanko's validator on the one signature of ``data``, trusting only the demo CA ``ca``."""
+def validate(data: bytes, ca: Path, extra_roots: list[Path] | None = None) -> Any:
+    """pyHanko's validator on the one signature of ``data``, trusting only the demo CA ``ca``
+    (and ``extra_roots``: a time-stamp authority's CA)."""
     from asn1crypto import pem, x509
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko_certvalidator import ValidationContext
 
-    _, _, der = pem.unarmor(ca.read_bytes())
-    context = ValidationContext(trust_roots=[x509.Certificate.load(der)])
+    roots = [x509.Certificate.load(pem.unarmor(path.read_bytes())[2]) for path in [ca, *(extra_roots or [])]]
+    context = ValidationContext(trust_roots=roots)
     (signature,) = PdfFileReader(io.BytesIO(data)).embedded_signatures
     return validate_pdf_signature(signature, context)
 

@@ -184,3 +184,27 @@ def test_the_cli_writes_a_demo_certificate(tmp_path: Path, docs: Docs) -> None:
     with Signer(config) as signer:
         signed = signer.sign(docs.plain, "99001")
     assert validate(signed.data, tmp_path / "keys" / "demo-signing-ca.crt").intact
+
+
+def test_with_a_time_stamp_authority_the_signature_is_b_t(softhsm: Path, keys: Keys, docs: Docs,
+                                                          tmp_path: Path) -> None:
+    """``tsa_url`` set: the signature carries an RFC 3161 time stamp from the authority (PAdES
+    B-T), which pyHanko validates against the TSA's CA; with the authority gone, the signer says
+    so (TimestampFailed) instead of quietly signing at a lower level."""
+    from fleet.signing.signer import TimestampFailed
+    from tests.fleet.signing.tsa import LoopbackTsa
+
+    with LoopbackTsa(tmp_path / "tsa") as tsa:
+        with Signer(pkcs11_config(softhsm, tsa_url=tsa.url)) as signer:
+            signed = signer.sign(docs.pdfa, None)
+        assert tsa.requests >= 1
+    assert signed.level == "B-T"
+    status = validate(signed.data, keys.province.ca_cert, extra_roots=[tsa.ca_cert])
+    assert status.intact and status.valid and status.trusted, status.pretty_print_details()
+    assert status.timestamp_validity is not None and status.timestamp_validity.intact
+    assert status.timestamp_validity.valid and status.timestamp_validity.trusted
+    assert "Signature Validation: Signature is Valid." in pdfsig(signed.data, tmp_path)
+
+    gone = pkcs11_config(softhsm, tsa_url=tsa.url, tsa_timeout_s=2)  # the server is shut down now
+    with Signer(gone) as signer, pytest.raises(TimestampFailed, match="time-stamp authority"):
+        signer.sign(docs.pdfa, None)
