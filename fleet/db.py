@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from fleet.errors import FleetError
+from fleet.progress.periods import SQLITE_LOCAL_TIME, sqlite_local_time
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # net, so that a writer seldom pays for a checkpoint's fsync inside its commit.
     cur.execute("PRAGMA wal_autocheckpoint=20000")
     cur.close()
+    dbapi_conn.create_function(SQLITE_LOCAL_TIME, 2, sqlite_local_time, deterministic=True)
 
 
 class WalCheckpointer:

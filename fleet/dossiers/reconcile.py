@@ -27,6 +27,7 @@ from datetime import date, datetime
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from fleet.display import DEFAULT_ZONE
 from fleet.dossiers.models import Dossier
 from fleet.progress import periods
 
@@ -52,12 +53,14 @@ def cells(session: Session, start: str, end: str) -> dict[tuple[str, str], Cell]
             for unit, month, n, d, r in session.connection().execute(query).all()}
 
 
-def unmatched(session: Session, start: str, end: str) -> dict[tuple[str | None, str], int]:
-    """{(digitizing unit, month of its first component): dossiers digitized with no received
-    row} (walk-ins not yet named are not among them: they have no code to match)."""
-    lo, hi = periods.utc_bounds(start, end)
+def unmatched(session: Session, start: str, end: str,
+              zone_name: str = DEFAULT_ZONE) -> dict[tuple[str | None, str], int]:
+    """{(digitizing unit, month of its first component in the zone ``zone_name``): dossiers
+    digitized with no received row} (walk-ins not yet named are not among them: they have no
+    code to match)."""
+    lo, hi = periods.utc_bounds(start, end, zone_name)
     t = Dossier.__table__.c
-    month = periods.sql_month(t.component_at, session.get_bind().dialect.name)
+    month = periods.sql_month(t.component_at, session.get_bind().dialect.name, zone_name)
     query = (select(t.digitized_unit, month, func.count())
              .where(t.component_at >= lo, t.component_at < hi, t.received_on.is_(None), t.walk_in.is_(False))
              .group_by(t.digitized_unit, month))

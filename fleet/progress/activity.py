@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
+from fleet.display import DEFAULT_ZONE
 from fleet.models import Page
 from fleet.progress import periods
 from fleet.progress.rates import page_in_units
@@ -61,17 +62,11 @@ def _rejected() -> Any:
     return Page.__table__.c.quality["ok"].as_boolean().is_(False)
 
 
-def _local_day(column: Any, dialect: str) -> Any:
-    if dialect == "sqlite":  # naive UTC text; Vietnam has no daylight saving
-        return func.strftime("%Y-%m-%d", column, "+7 hours")
-    return func.to_char(func.timezone("Asia/Ho_Chi_Minh", column), "YYYY-MM-DD")
-
-
 _Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 
 
-def _scoped(query: _Q, start: str, end: str, units: Collection[str] | None) -> _Q:
-    lo, hi = periods.utc_bounds(start, end)
+def _scoped(query: _Q, start: str, end: str, units: Collection[str] | None, zone_name: str) -> _Q:
+    lo, hi = periods.utc_bounds(start, end, zone_name)
     query = query.where(Page.captured_at >= lo, Page.captured_at < hi)
     if units is not None:
         query = query.where(page_in_units(units))
@@ -87,17 +82,18 @@ class Activity:
 
 
 def activity(session: Session, start: str, end: str, units: Collection[str] | None = None,
-             until: date | None = None) -> Activity:
-    """Every day of the months ``start``..``end`` (up to ``until``, Vietnam's today, when given)
+             until: date | None = None, zone_name: str = DEFAULT_ZONE) -> Activity:
+    """Every day (in the zone ``zone_name``) of the months ``start``..``end`` (up to ``until``,
+    today there, when given)
     with the pages captured for ``units`` (every unit, and none, when None) and how many were
     rejected; and the rejected pages by reason. One pass, grouped by day and by the list of
     issues (a handful of distinct lists), split here: reading the quality verdict's JSON is most
     of the cost, and the JSON array functions differ between SQLite and PostgreSQL while the
     grouping does not."""
-    day = _local_day(Page.captured_at, session.get_bind().dialect.name).label("day")
+    day = periods.sql_day(Page.captured_at, session.get_bind().dialect.name, zone_name).label("day")
     issues = Page.__table__.c.quality["issues"]
     bad = func.sum(case((_rejected(), 1), else_=0))
-    query = _scoped(select(day, issues, func.count(), bad), start, end, units).group_by(day, issues)
+    query = _scoped(select(day, issues, func.count(), bad), start, end, units, zone_name).group_by(day, issues)
     per_day: dict[str, tuple[int, int]] = {}
     rejects = Rejects()
     for d, listed, n, rejected in session.execute(query):
@@ -124,11 +120,12 @@ def activity(session: Session, start: str, end: str, units: Collection[str] | No
 
 
 def pages_per_day(session: Session, start: str, end: str, units: Collection[str] | None = None,
-                  until: date | None = None) -> list[DayPages]:
+                  until: date | None = None, zone_name: str = DEFAULT_ZONE) -> list[DayPages]:
     """The days of :func:`activity`."""
-    return activity(session, start, end, units, until).days
+    return activity(session, start, end, units, until, zone_name).days
 
 
-def rejects_by_reason(session: Session, start: str, end: str, units: Collection[str] | None = None) -> Rejects:
+def rejects_by_reason(session: Session, start: str, end: str, units: Collection[str] | None = None,
+                      zone_name: str = DEFAULT_ZONE) -> Rejects:
     """The rejects of :func:`activity` (every day of the range)."""
-    return activity(session, start, end, units).rejects
+    return activity(session, start, end, units, zone_name=zone_name).rejects

@@ -38,6 +38,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
+from fleet.display import DEFAULT_ZONE
 from fleet.errors import NotFound
 from fleet.models import Device, Page
 from fleet.progress import periods
@@ -172,15 +173,16 @@ def first_accepted_pages(dialect: str, *, with_page: bool = False) -> Any:
     return query.subquery()
 
 
-def digitized_counts(session: Session, start: str, end: str) -> dict[tuple[str | None, str], int]:
-    """{(unit code, month): dossiers whose first accepted page is in that month and unit}, from
-    the table the ingest keeps (:mod:`fleet.progress.digitized`)."""
-    lo, hi = periods.utc_bounds(start, end)
+def digitized_counts(session: Session, start: str, end: str,
+                     zone_name: str = DEFAULT_ZONE) -> dict[tuple[str | None, str], int]:
+    """{(unit code, month in the zone ``zone_name``): dossiers whose first accepted page is in
+    that month and unit}, from the table the ingest keeps (:mod:`fleet.progress.digitized`)."""
+    lo, hi = periods.utc_bounds(start, end, zone_name)
     dialect = session.get_bind().dialect.name
     table = DigitizedDossier.__table__.c
     device_unit = select(Device.unit_code).where(Device.id == table.device_id).scalar_subquery()
     unit = func.coalesce(table.unit_code, device_unit).label("unit")
-    month = periods.sql_month(table.first_at, dialect).label("month")
+    month = periods.sql_month(table.first_at, dialect, zone_name).label("month")
     query = (select(unit, month, func.count())
              .where(table.first_at >= lo, table.first_at < hi)
              .group_by(unit, month))
@@ -254,9 +256,11 @@ def _parents_by_month(session: Session, months: list[str]) -> dict[str, dict[str
     return out
 
 
-def progress(session: Session, start: str, end: str, root: str | None = None) -> Progress:
+def progress(session: Session, start: str, end: str, root: str | None = None,
+             zone_name: str = DEFAULT_ZONE) -> Progress:
     """Figures for every unit of the tree valid in the range (as at its end), under ``root``;
-    each month rolled up the tree valid in that month."""
+    each month rolled up the tree valid in that month. Moments (pages, documents) fall in the
+    months of the zone ``zone_name`` (the fleet's ``time_zone``)."""
     from fleet.dossiers.reconcile import cells, unmatched
 
     months = periods.months(start, end)
@@ -285,14 +289,14 @@ def progress(session: Session, start: str, end: str, root: str | None = None) ->
     for (code, month), cell in matched.items():
         if code in tree:
             own[(code, month)] = Figures(cell.received, cell.digitized, cell.results)
-    for (digitizer, month), n in unmatched(session, start, end).items():
+    for (digitizer, month), n in unmatched(session, start, end, zone_name).items():
         if digitizer is not None and digitizer in by_rows and digitizer in tree:
             own.setdefault((digitizer, month), Figures()).unmatched += n
     for (code, month), n in received_counts(session, start, end).items():
         if code in tree and code not in by_rows:
             own.setdefault((code, month), Figures()).received += n
     unattributed = 0
-    for (unit_code, month), n in digitized_counts(session, start, end).items():
+    for (unit_code, month), n in digitized_counts(session, start, end, zone_name).items():
         if unit_code is None or unit_code not in tree:
             unattributed += n
         elif unit_code not in by_rows:

@@ -83,8 +83,8 @@ class PeriodicReport:
 
 
 def device_availability(session: Session, unit_codes: set[str], start: str, end: str, now: datetime,
-                        heartbeat_timeout_s: float) -> list[DeviceAvailability]:
-    lo, hi = periods.utc_bounds(start, end)
+                        heartbeat_timeout_s: float, zone_name: str = DEFAULT_ZONE) -> list[DeviceAvailability]:
+    lo, hi = periods.utc_bounds(start, end, zone_name)
     hi = min(hi, now)
     devices = list(session.scalars(select(Device).where(Device.unit_code.in_(unit_codes)).order_by(Device.id)))
     if not devices:
@@ -106,8 +106,8 @@ def device_availability(session: Session, unit_codes: set[str], start: str, end:
 
 def build_report(session: Session, start: str, end: str, root: str | None, *, now: datetime,
                  heartbeat_timeout_s: float = 180.0, time_zone: str = DEFAULT_ZONE) -> PeriodicReport:
-    figures = progress(session, start, end, root)
-    devices = device_availability(session, set(figures.units), start, end, now, heartbeat_timeout_s)
+    figures = progress(session, start, end, root, time_zone)
+    devices = device_availability(session, set(figures.units), start, end, now, heartbeat_timeout_s, time_zone)
     return PeriodicReport(progress=figures, devices=devices, generated_at=now, time_zone=zone(time_zone))
 
 

@@ -90,6 +90,7 @@ def _state(state: State) -> ColumnElement[bool]:
 
 @router.get("")
 def list_dossiers(
+    fleet: StateDep,
     session: SessionDep,
     user: CurrentUser,
     code: Annotated[str | None, Query(description="A code, or its beginning (case does not matter)")] = None,
@@ -119,7 +120,8 @@ def list_dossiers(
         query = query.where(Dossier.received_period <= received_to)
     digitized_from, digitized_to = _month(digitized_from), _month(digitized_to)
     if digitized_from or digitized_to:
-        lo, hi = periods.utc_bounds(digitized_from or "1970-01", digitized_to or "9999-12")
+        lo, hi = periods.utc_bounds(digitized_from or "1970-01", digitized_to or "9998-12",
+                                    fleet.config.time_zone)
         query = query.where(Dossier.component_at >= lo, Dossier.component_at < hi)
     if operator_kind is not None:
         if operator_kind not in OPERATOR_KINDS:
@@ -134,7 +136,7 @@ ToQ = Annotated[str | None, Query(alias="to", description="Last month (default: 
 
 
 def _months(state: StateDep, start: str | None, end: str | None) -> tuple[str, str]:
-    first = _month(start) or periods.of(state.now())
+    first = _month(start) or periods.of(state.now(), state.config.time_zone)
     last = _month(end) or first
     try:
         periods.months(first, last)
@@ -158,7 +160,7 @@ def get_summary(state: StateDep, session: SessionDep, user: CurrentUser, unit: U
             row[0] += cell.received
             row[1] += cell.digitized
             row[2] += cell.results
-    for (digitizer, _), n in reconcile.unmatched(session, first, last).items():
+    for (digitizer, _), n in reconcile.unmatched(session, first, last, state.config.time_zone).items():
         if digitizer is not None and (units is None or digitizer in units):
             counts.setdefault(digitizer, [0, 0, 0, 0])[3] += n
     names = {code: u.name for code, u in units_in(session, periods.first_day(first), periods.last_day(last)).items()}

@@ -63,7 +63,7 @@ def _root(session: Session, user: Principal, unit: str | None) -> str | None:
 
 
 def _range(state: StateDep, start: str | None, end: str | None) -> tuple[str, str]:
-    start = start or periods.of(state.now())
+    start = start or periods.of(state.now(), state.config.time_zone)
     end = end or start
     try:
         periods.months(start, end)
@@ -151,7 +151,7 @@ def get_progress(state: StateDep, session: SessionDep, user: CurrentUser, start:
     first, last = _range(state, start, end)
     root = _root(session, user, unit)
     try:
-        found = progress(session, first, last, root)
+        found = progress(session, first, last, root, state.config.time_zone)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     _hide_unattributed(session, user, found)
@@ -189,11 +189,12 @@ def _rejects(first: str, last: str, root: str | None, found: Rejects) -> Rejects
 @router.get("/pages-per-day")
 def get_pages_per_day(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None,
                       end: ToQ = None, unit: UnitQ = None) -> PagesPerDayOut:
-    """Pages captured per day (Vietnam's days, up to today) and how many were rejected, for the
+    """Pages captured per day (the province's days, up to today) and how many were rejected, for the
     subtree: the dashboard's pages-per-day chart."""
     first, last = _range(state, start, end)
     unit = _root(session, user, unit)
-    days = pages_per_day(session, first, last, _units_under(session, unit), until=_today(state))
+    days = pages_per_day(session, first, last, _units_under(session, unit), until=_today(state),
+                         zone_name=state.config.time_zone)
     return PagesPerDayOut(start=first, end=last, root=unit, days=_days(days))
 
 
@@ -204,7 +205,8 @@ def get_rejects(state: StateDep, session: SessionDep, user: CurrentUser, start: 
     dashboard's rejects chart."""
     first, last = _range(state, start, end)
     unit = _root(session, user, unit)
-    return _rejects(first, last, unit, rejects_by_reason(session, first, last, _units_under(session, unit)))
+    found = rejects_by_reason(session, first, last, _units_under(session, unit), state.config.time_zone)
+    return _rejects(first, last, unit, found)
 
 
 @router.get("/activity")
@@ -214,13 +216,14 @@ def get_activity(state: StateDep, session: SessionDep, user: CurrentUser, start:
     range) from one pass over the pages: what the dashboard asks for."""
     first, last = _range(state, start, end)
     unit = _root(session, user, unit)
-    found = activity(session, first, last, _units_under(session, unit), until=_today(state))
+    found = activity(session, first, last, _units_under(session, unit), until=_today(state),
+                     zone_name=state.config.time_zone)
     pages = PagesPerDayOut(start=first, end=last, root=unit, days=_days(found.days))
     return ActivityOut(pages_per_day=pages, rejects=_rejects(first, last, unit, found.rejects))
 
 
 def _today(state: StateDep) -> date:
-    return state.now().astimezone(periods.LOCAL).date()
+    return periods.today(state.now(), state.config.time_zone)
 
 
 def _report(state: StateDep, session: Session, user: Principal, start: str | None, end: str | None,

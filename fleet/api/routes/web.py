@@ -77,7 +77,8 @@ def fleet_screen(state: StateDep, _: CurrentUser) -> HTMLResponse:
 def dashboard(state: StateDep, _: CurrentUser) -> HTMLResponse:
     """The progress dashboard, drawing from ``/api/v1/progress``."""
     html = _static("fleet.progress", "dashboard.html")
-    return _page(html.replace("__THIS_MONTH__", periods.of(state.now())).replace("__TIERS__", ",".join(TIERS)))
+    month = periods.of(state.now(), state.config.time_zone)
+    return _page(html.replace("__THIS_MONTH__", month).replace("__TIERS__", ",".join(TIERS)))
 
 
 @router.get("/operations", response_class=HTMLResponse)
@@ -89,4 +90,5 @@ def operations_page(state: StateDep) -> HTMLResponse:
 @router.get("/dossiers", response_class=HTMLResponse)
 def dossiers_page(state: StateDep, _: CurrentUser) -> HTMLResponse:
     """The dossier registry's page, drawing from ``/api/v1/dossiers``."""
-    return _page(_static("fleet.dossiers", "dossiers.html").replace("__THIS_MONTH__", periods.of(state.now())))
+    month = periods.of(state.now(), state.config.time_zone)
+    return _page(_static("fleet.dossiers", "dossiers.html").replace("__THIS_MONTH__", month))
