@@ -63,6 +63,12 @@ class DocumentOut(BaseModel):
     operator_id: str | None
     file_held: bool
     download_url: str
+    signed_sha256: str | None = Field(
+        default=None, description="The signed copy's sha256, once the fleet signed it (ready for delivery); else null")
+    signed_at: datetime | None = Field(default=None, description="When the fleet signed it")
+    signing_level: Literal["B-B", "B-T"] | None = Field(default=None, description="PAdES baseline level")
+    signing_error: str | None = Field(
+        default=None, description="Why it could not be signed yet (last attempt), for the admin; null once signed")
 
 
 class DossierPageOut(BaseModel):

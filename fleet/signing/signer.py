@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cryptography.hazmat.primitives import hashes
+
 from fleet.errors import FleetError
 from fleet.signing.config import KeyRef, Pkcs11Source, Pkcs12Source, SigningConfig
 
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIELD_NAME = "SohoaSignature"
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 DOSSIER_NS = "https://sohoa.example/ns/dossier/1.0/"
 """The device's XMP schema for dossier properties (device/dossier/pdf_writer.py)."""
 
@@ -212,6 +216,7 @@ class Signer:
 
     def _pkcs12(self, source: Pkcs12Source | None, ref: KeyRef) -> HankoSigner:
         from asn1crypto import keys, x509
+        from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
         from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, pkcs12
         from pyhanko.sign.signers import SimpleSigner
         from pyhanko_certvalidator.registry import SimpleCertificateStore
@@ -232,9 +237,25 @@ class Signer:
             raise KeyMissing(f"the PKCS#12 file {path.name} holds no key and certificate")
         der_key = key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
         others = [x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in chain]
-        return SimpleSigner(signing_cert=x509.Certificate.load(cert.public_bytes(Encoding.DER)),
-                            signing_key=keys.PrivateKeyInfo.load(der_key),
-                            cert_registry=SimpleCertificateStore.from_certs(others))  # type: ignore[no-untyped-call]
+        loaded = key
+
+        class KeptKeySigner(SimpleSigner):
+            """pyHanko's in-memory signer with the private key parsed once: SimpleSigner parses it
+            for every signature (twice a document: the size estimate, then the signature), and
+            OpenSSL's check of an RSA key was most of a PKCS#12 signature's time."""
+
+            def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
+                mechanism = self.get_signature_mechanism_for_digest(digest_algorithm).signature_algo
+                digest = _HASHES.get(digest_algorithm)
+                if digest is not None and mechanism == "rsassa_pkcs1v15" and isinstance(loaded, rsa.RSAPrivateKey):
+                    return loaded.sign(data, padding.PKCS1v15(), digest())
+                if digest is not None and mechanism == "ecdsa" and isinstance(loaded, ec.EllipticCurvePrivateKey):
+                    return loaded.sign(data, ec.ECDSA(digest()))
+                return bytes(super().sign_raw(data, digest_algorithm))
+
+        return KeptKeySigner(signing_cert=x509.Certificate.load(cert.public_bytes(Encoding.DER)),
+                             signing_key=keys.PrivateKeyInfo.load(der_key),
+                             cert_registry=SimpleCertificateStore.from_certs(others))  # type: ignore[no-untyped-call]
 
     def _pkcs11(self, source: Pkcs11Source, ref: KeyRef) -> HankoSigner:
         from pyhanko.sign.pkcs11 import PKCS11Signer

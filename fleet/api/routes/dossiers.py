@@ -5,7 +5,7 @@ Scope: a dossier belongs to the unit that received it and to the unit whose devi
 it; a user with a unit sees the dossiers of their subtree, and one outside it is answered 404
 exactly like a missing one (audited)."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -48,6 +48,10 @@ CSV_BODY = {"requestBody": {"content": {"text/csv": {"schema": {"type": "string"
 NOT_FOUND = "no such dossier"
 MonthQ = Annotated[str | None, Query(description="A month, YYYY-MM")]
 UnitQ = Annotated[str | None, Query(description="Root of the subtree (default: your units)")]
+
+
+def _level(value: str | None) -> Literal["B-B", "B-T"] | None:
+    return "B-B" if value == "B-B" else "B-T" if value == "B-T" else None
 
 
 def _month(value: str | None) -> str | None:
@@ -293,7 +297,8 @@ def get_dossier(code: str, state: StateDep, session: SessionDep, user: CurrentUs
             doctype=doc.doctype, pages=doc.pages, dpi=min(known) if known else None, text_layer=doc.text_layer,
             sha256=doc.sha256, size=doc.size, device_id=doc.device_id, closed_at=doc.closed_at,
             operator_kind=doc.operator_kind, operator_id=doc.operator_id, file_held=doc.sha256 in held,
-            download_url=f"/api/v1/dossiers/{row.code}/documents/{doc.name}"))
+            download_url=f"/api/v1/dossiers/{row.code}/documents/{doc.name}", signed_sha256=doc.signed_sha256,
+            signed_at=doc.signed_at, signing_level=_level(doc.signing_level), signing_error=doc.signing_error))
     session.commit()  # the text layers found
     page_out = [DossierPageOut(
         page_id=p.page_id, device_id=p.device_id, batch_id=p.batch_id, sequence=p.sequence, side=p.side,

@@ -2,8 +2,8 @@
 signed once, its signed copy stored by its own sha256 and recorded on the row; a document that
 cannot be signed keeps its reason and does not stop the others; a failing key source stops the
 pass and leaves the others untouched; a kill -9 in the middle of a run loses nothing and
-re-signs nothing already recorded; in ``serve`` it runs as a service and ``/metrics`` shows the
-backlog."""
+re-signs nothing already recorded; in ``serve`` it runs as a service, ``/metrics`` shows the
+backlog and a dossier's documents say whether they are signed."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from fleet.api.app import create_app
 from fleet.config import DatabaseConfig, FleetConfig, IngestConfig, StorageConfig
 from fleet.db import make_engine, migrate, session_factory
-from fleet.dossiers.models import DossierDocument
+from fleet.dossiers.models import Dossier, DossierDocument
 from fleet.signing.config import SigningConfig
 from fleet.signing.job import SigningJob, SigningPass
 from fleet.signing.signer import Signer
 from fleet.storage import FileStore
+from tests.authn import login
 from tests.fleet.conftest import state_of
 from tests.fleet.signing.conftest import UNITS, Docs, Keys, pkcs11_config, pkcs12_config, validate
 
@@ -197,6 +198,9 @@ def test_serve_signs_in_the_background_and_metrics_show_the_backlog(keys: Keys, 
     store.put_bytes(_sha(docs.pdfa), docs.pdfa)
     _document(sessions, "s.1.pdf", docs.pdfa, "99001")
     _document(sessions, "t.1.pdf", b"%PDF-1.7 never uploaded", "99001")
+    with sessions.begin() as session:
+        session.add(Dossier(code="000.00.00.H99-260110-0001", walk_in=False, component_at=NOW,
+                            digitized_unit="99001", updated_at=NOW))
     engine.dispose()
     config = FleetConfig(database=DatabaseConfig(url=url), storage=StorageConfig(dir=tmp_path / "files"),
                          ingest=IngestConfig(enabled=False), signing=pkcs12_config(keys))
@@ -207,4 +211,9 @@ def test_serve_signs_in_the_background_and_metrics_show_the_backlog(keys: Keys, 
         metrics = client.get("/metrics").text
         assert "sohoa_fleet_documents_unsigned 1.0" in metrics
         assert 'sohoa_fleet_documents_signed_total{outcome="signed"} 1.0' in metrics
+        login(client)
+        detail = client.get("/api/v1/dossiers/000.00.00.H99-260110-0001").json()
+        state = {d["name"]: (d["signing_level"], d["signed_sha256"] is not None, d["signing_error"])
+                 for d in detail["documents"]}
+        assert state == {"s.1.pdf": ("B-B", True, None), "t.1.pdf": (None, False, None)}
     assert state_of(client).services.signing is None
