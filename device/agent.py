@@ -46,6 +46,7 @@ from device.delivery.outbox import Outbox
 from device.delivery.publisher import Publisher
 from device.delivery.uploader import Uploader
 from device.dossier.model import SessionEvent
+from device.dossier.numbering import NumberBook
 from device.dossier.pdf import DossierPdfBuilder
 from device.dossier.session import DossierSession
 from device.dossier.sink import OutboxSink
@@ -236,6 +237,7 @@ class Agent:
             processor=self.pipeline,
             sink=sink,
             pdf_builder=DossierPdfBuilder(cfg.pdf, unit=cfg.unit, device=cfg.device_id),
+            numbering=NumberBook(cfg.state_dir / "dossier_numbers.json"),
         )
         self.session.add_listener(HeldPages(self.outbox, sink, self.session).on_session)
         self.session.add_listener(self._on_session)

@@ -63,12 +63,13 @@ class HeldPages:
         if self.session.snapshot().session_id != group:
             return
         held = self._held.setdefault(group, set())
-        if event.kind in ("named", "page_retyped"):  # held messages carry the code and types as they are now
+        code = self.session.page_code()
+        if event.kind in ("named", "page_retyped"):  # held messages carry the code, kind and types as they are now
             for page_id in held & set(pages):
                 page = pages[page_id]
 
                 def renamed(sha256: str, size: int, ctype: str, page: SessionPage = page) -> tuple[str, bytes, str]:
-                    return self._message(page, snap.dossier_code, sha256, size, ctype)
+                    return self._message(page, code, sha256, size, ctype)
 
                 self.outbox.update_held(page_id, renamed)
         gone = held - set(pages)
@@ -82,7 +83,7 @@ class HeldPages:
 
             def message(sha256: str, page: SessionPage = page, size: int = len(data), ctype: str = content_type,
                         ) -> tuple[str, bytes, str]:
-                return self._message(page, snap.dossier_code, sha256, size, ctype)
+                return self._message(page, code, sha256, size, ctype)
 
             try:
                 self.outbox.hold_page(group, page_id, data, content_type, message)

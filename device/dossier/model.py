@@ -14,6 +14,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
+from device.dossier.numbering import DocumentKind
 from device.errors import ImageRejected
 from device.inference.verdict import PageVerdict
 
@@ -135,13 +136,15 @@ class PageView:
 
 @dataclass(frozen=True, slots=True)
 class BuiltDocument:
-    """One dossier component PDF, named ``<dossier code>.<sequence>.pdf``."""
+    """One dossier document's PDF: a component named ``<dossier code>.<sequence>.pdf`` or a result
+    named ``<dossier code>-KQ<sequence>.pdf``."""
 
     name: str
     sequence: int
     doctype: str | None
     page_ids: tuple[str, ...]
     pdf: bytes = field(repr=False)
+    kind: DocumentKind = "component"
 
     @property
     def sha256(self) -> str:
@@ -160,6 +163,14 @@ class ClosedDossier:
     pages: tuple[SessionPage, ...]
     documents: tuple[BuiltDocument, ...]
     reason: Literal["done", "shutdown"] = "done"
+    kind: DocumentKind = "component"
+    """What was digitized: the dossier's input documents, or the procedure's result."""
+    page_codes: dict[str, str] = field(default_factory=dict)
+    """Page id -> the code its event carries when not the dossier's own (a result's ``<code>-KQ<n>``)."""
+
+    def page_code(self, page_id: str) -> str | None:
+        """The dossier code the page's ``page_captured`` event carries."""
+        return self.page_codes.get(page_id, self.dossier_code)
 
     def to_event(self, device_id: str) -> DossierClosed:
         """The protocol's ``dossier_closed`` event for this dossier."""
@@ -201,6 +212,8 @@ class SessionSnapshot:
     last_closed: ClosedSummary | None
     update_held: bool = False
     """An update installs: no dossier can be opened (:meth:`DossierSession.hold_for_update`)."""
+    kind: DocumentKind = "component"
+    """What the open dossier digitizes: its input documents, or the procedure's result."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from device.dossier.config import SessionConfig
 from device.dossier.model import BuiltDocument, SessionPage
-from device.dossier.naming import document_name, group_pages, walk_in_base
+from device.dossier.naming import PlannedDocument
+from device.dossier.numbering import DocumentKind
 
 if TYPE_CHECKING:
     from device.dossier.config import PdfConfig
@@ -28,28 +28,28 @@ class PdfBuilder(Protocol):
     """Builds one dossier component PDF (:class:`DossierPdfBuilder`) and returns its bytes."""
 
     def __call__(
-        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
+        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None,
+        kind: DocumentKind = "component",
     ) -> bytes: ...
 
 
-def build_documents(
-    pages: Sequence[SessionPage], code: str | None, session_id: str, config: SessionConfig, builder: PdfBuilder | None
-) -> tuple[BuiltDocument, ...]:
-    """The closed dossier's documents, named and built. A document whose PDF fails is left out
-    (its pages still go: a PDF can be rebuilt, a page cannot); no builder, no documents."""
+def build_documents(planned: Sequence[PlannedDocument], code: str | None, builder: PdfBuilder | None
+                    ) -> tuple[BuiltDocument, ...]:
+    """The planned documents' PDFs. A document whose PDF fails is left out (its pages still go: a
+    PDF can be rebuilt, a page cannot); no builder, no documents."""
     if builder is None:
         log.warning("no PDF builder available; dossier handed over without PDFs")
         return ()
-    base = code or walk_in_base(session_id, config)
     documents: list[BuiltDocument] = []
-    for sequence, (doctype, group) in enumerate(group_pages(pages, config), start=1):
-        name = document_name(base, sequence)
+    for plan in planned:
         try:
-            pdf = builder(group, name=name, dossier_code=code, sequence=sequence, doctype=doctype)
+            pdf = builder(plan.pages, name=plan.name, dossier_code=code, sequence=plan.sequence, doctype=plan.doctype,
+                          kind=plan.kind)
         except Exception as exc:  # the pages still go: a PDF can be rebuilt, a page cannot
-            log.error("building %s failed (%s); pages handed over without it", name, type(exc).__name__)
+            log.error("building %s failed (%s); pages handed over without it", plan.name, type(exc).__name__)
             continue
-        documents.append(BuiltDocument(name, sequence, doctype, tuple(p.page_id for p in group), pdf))
+        documents.append(BuiltDocument(plan.name, plan.sequence, plan.doctype, tuple(p.page_id for p in plan.pages),
+                                       pdf, plan.kind))
     return tuple(documents)
 
 
@@ -66,7 +66,8 @@ class DossierPdfBuilder:
         self.device = device
 
     def __call__(
-        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
+        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None,
+        kind: DocumentKind = "component",
     ) -> bytes:
         import tempfile
         from pathlib import Path
@@ -84,12 +85,13 @@ class DossierPdfBuilder:
             for p in pages
         ]
         info = DossierInfo(
-            dossier_code=name.rsplit(".", 2)[0],
+            dossier_code=dossier_code or name.removesuffix(".pdf").rsplit(".", 1)[0].removesuffix(f"-KQ{sequence}"),
             sequence=sequence,
             document_type=doctype or "other",
             unit=self.unit,
             device=self.device,
             captured_at=min(p.captured_at for p in pages),
+            kind=kind,
         )
         with tempfile.TemporaryDirectory(prefix="sohoa-dossier-") as tmp:
             out = Path(tmp) / name

@@ -61,6 +61,14 @@ class DossierInfo:
     unit: str = ""
     device: str = ""
     captured_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    kind: str = "component"
+    """``component`` (``<code>.<n>``) or ``result`` (``<code>-KQ<n>``)."""
+
+    @property
+    def label(self) -> str:
+        """The document's name without extension."""
+        suffix = f"-KQ{self.sequence}" if self.kind == "result" else f".{self.sequence}"
+        return self.dossier_code + suffix
 
 
 @dataclass(frozen=True)
@@ -200,7 +208,8 @@ _PDFA_SCHEMA = """
 
 _PROPS = {
     "dossierCode": "Dossier code (mã hồ sơ)",
-    "sequence": "Sequence number of this component in the dossier",
+    "sequence": "Sequence number of this component (or result) in the dossier",
+    "documentKind": "component (thành phần hồ sơ, <code>.<n>) or result (kết quả, <code>-KQ<n>)",
     "documentType": "Document type",
     "unit": "Administrative unit that received the dossier",
     "device": "Device that captured the pages",
@@ -221,6 +230,7 @@ def _xmp(info: DossierInfo, title: str, producer: str, hashes: list[str], droppe
     values = {
         "dossierCode": info.dossier_code,
         "sequence": str(info.sequence),
+        "documentKind": info.kind,
         "documentType": info.document_type,
         "unit": info.unit,
         "device": info.device,
@@ -314,7 +324,7 @@ class PdfBuilder:
         if not self._pages:
             raise PdfError("every page is blank: there is nothing to put in the PDF")
         producer = f"Sohoa device {__version__}"
-        title = f"{info.dossier_code} ({info.sequence}) {info.document_type}"
+        title = f"{info.label} {info.document_type}"
         text_layers = 0
         pdf = pikepdf.new()
         for jpeg, dpi, layer, _ in self._pages:

@@ -51,6 +51,7 @@ from device.dossier.errors import (
     fault_of,
 )
 from device.dossier.model import (
+    BuiltDocument,
     CaptureOutcome,
     ClosedDossier,
     ClosedSummary,
@@ -68,6 +69,8 @@ from device.dossier.model import (
     Source,
     State,
 )
+from device.dossier.naming import document_label, page_codes, plan_documents
+from device.dossier.numbering import DocumentKind, NumberBook, Numbering
 from device.dossier.pdf import DossierPdfBuilder, PdfBuilder, build_documents
 from device.dossier.sink import DossierSink
 from device.dossier.sources import PageProcessor, PageSource, ProcessedPage, RawImage
@@ -102,14 +105,18 @@ class DossierSession:
         processor: PageProcessor | None = None,
         sink: DossierSink | None = None,
         pdf_builder: PdfBuilder | Literal["auto"] | None = "auto",
+        numbering: Numbering | None = None,
     ) -> None:
         """``pdf_builder="auto"`` builds PDFs with :class:`DossierPdfBuilder`; None builds no PDF
-        (the pages are still handed over)."""
+        (the pages are still handed over). ``numbering`` gives document numbers (default: a
+        :class:`~device.dossier.numbering.NumberBook` in memory; the agent's is on disk)."""
         self.config = config or SessionConfig()
         self._code_re = re.compile(self.config.dossier_code_pattern)
         self._processor = processor
         self._sink = sink
         self._pdf_builder = pdf_builder
+        self._numbering: Numbering = numbering if numbering is not None else NumberBook()
+        self._kind: DocumentKind = "component"
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._emit_lock = threading.RLock()  # a listener may act on the session: re-entrant
@@ -174,9 +181,15 @@ class DossierSession:
 
     # -- opening and naming --------------------------------------------------------------------
 
-    def open(self, dossier_code: str | None = None, *, via: OpenedVia | None = None) -> SessionSnapshot:
+    def open(
+        self, dossier_code: str | None = None, *, via: OpenedVia | None = None, kind: DocumentKind = "component"
+    ) -> SessionSnapshot:
         """Open a dossier: with a code from the receipt QR (``via="qr"``) or typed (the default when
-        a code is given), or unnamed (walk-in). Allowed from ``idle`` and ``closed``."""
+        a code is given), or unnamed (walk-in). ``kind="result"`` digitizes the procedure's result
+        (documents named ``<code>-KQ<n>``) instead of the dossier's input documents. Allowed from
+        ``idle`` and ``closed``."""
+        if kind not in ("component", "result"):
+            raise ValueError("kind must be component or result")
         code = self._check_code(dossier_code) if dossier_code is not None else None
         how: OpenedVia = via or ("typed" if code is not None else "walk_in")
         if code is None and how != "walk_in":
@@ -188,13 +201,14 @@ class DossierSession:
             self._session_id = new_id()
             self._code = code
             self._via = how
+            self._kind = kind
             self._opened_at = _now()
             self._pages = []
             self._fault = None
             self._set_state("open")
             snap = self._snapshot()
         self._flush()
-        log.info("dossier session %s opened (%s)", snap.session_id, how)
+        log.info("dossier session %s opened (%s, %s)", snap.session_id, how, kind)
         return snap
 
     # -- the update lock -----------------------------------------------------------------------
@@ -225,6 +239,29 @@ class DossierSession:
         """A dossier is being worked on (not idle, not closed): an update waits."""
         with self._lock:
             return self._state not in ("idle", "closed")
+
+    def page_code(self) -> str | None:
+        """The dossier code the open dossier's pages carry while it is open (the held copies'
+        events): its code, or for a result ``<code>-KQ<n>`` with the number it will most likely
+        get (a result's pages must never count as the dossier's input documents)."""
+        with self._lock:
+            code, kind = self._code, self._kind
+        if code is None or kind == "component":
+            return code
+        return document_label(code, self._numbering.last(code.upper(), kind) + 1, kind)
+
+    def set_kind(self, kind: DocumentKind) -> SessionSnapshot:
+        """Switch the open dossier between its input documents and the procedure's result (the
+        clerk's result gesture, the kiosk's choice); the documents are named by it when it closes."""
+        if kind not in ("component", "result"):
+            raise ValueError("kind must be component or result")
+        with self._lock:
+            self._require("choose what is digitized", "open", "review")
+            self._kind = kind
+            self._queue("named")
+            snap = self._snapshot()
+        self._flush()
+        return snap
 
     def name(self, dossier_code: str) -> SessionSnapshot:
         """Name the open dossier (a walk-in named later, or a correction)."""
@@ -524,14 +561,20 @@ class DossierSession:
                 pages = tuple(self._pages)
                 assert self._session_id is not None and self._via is not None and self._opened_at is not None
                 session_id, code, via, opened_at = self._session_id, self._code, self._via, self._opened_at
+                kind = self._kind
         if empty:
             self._flush()
             return None
         self._flush()
-        builder = DossierPdfBuilder() if self._pdf_builder == "auto" else self._pdf_builder
-        documents = build_documents(pages, code, session_id, self.config, builder)
-        dossier = ClosedDossier(session_id, code, via, opened_at, _now(), pages, documents, reason)
+        documents: tuple[BuiltDocument, ...] = ()
         try:
+            # numbers are taken before anything is built and never handed back: a refused
+            # hand-off leaves a gap, never a number given twice
+            planned = plan_documents(pages, code, session_id, self.config, kind, self._numbering)
+            builder = DossierPdfBuilder() if self._pdf_builder == "auto" else self._pdf_builder
+            documents = build_documents(planned, code, builder)
+            dossier = ClosedDossier(session_id, code, via, opened_at, _now(), pages, documents, reason, kind,
+                                    page_codes(pages, planned))
             if self._sink is not None:
                 self._sink.submit_dossier(dossier)
         except Exception as exc:
@@ -547,6 +590,7 @@ class DossierSession:
             self._pages = []
             self._fault = None
             self._code = self._via = self._session_id = self._opened_at = None  # only the summary stays
+            self._kind = "component"
             self._set_state("closed")
             self._queue("closed")
         self._flush()
@@ -643,6 +687,7 @@ class DossierSession:
         self._pages = []
         self._code = None
         self._via = None
+        self._kind = "component"
         self._fault = None
         self._set_state("idle")
         if why == "cancelled":
@@ -676,6 +721,7 @@ class DossierSession:
             capturing=self._capturing if self._state == "capturing" else None,
             last_closed=self._last_closed,
             update_held=self._update_held,
+            kind=self._kind,
         )
 
     def _flush(self) -> None:

@@ -54,7 +54,7 @@ class OutboxSink:
 
             def page_message(sha256: str, page: SessionPage = page, size: int = len(data), ctype: str = content_type
                              ) -> tuple[str, bytes, str]:
-                event = self.page_event(page, dossier.dossier_code, sha256, size, ctype)
+                event = self.page_event(page, dossier.page_code(page.page_id), sha256, size, ctype)
                 return event_topic, encode(event), event.id
 
             sha256 = self.outbox.add_page(data, content_type, page_message)

@@ -64,5 +64,14 @@ def document(name: str) -> Named:
     return Named(stem, "component", None)
 
 
+def document_name(code: str, kind: Kind, sequence: int) -> str:
+    """The file name of a dossier's document, as the devices write it.
+
+    >>> document_name("H10-1", "component", 3), document_name("H10-1", "result", 1)
+    ('H10-1.3.pdf', 'H10-1-KQ1.pdf')
+    """
+    return f"{code}-KQ{sequence}.pdf" if kind == "result" else f"{code}.{sequence}.pdf"
+
+
 def is_walk_in(code: str) -> bool:
     return normalize(code).startswith(WALK_IN_PREFIX)

@@ -58,7 +58,12 @@ class Dossier(Base):
 class DossierDocument(Base):
     """A PDF a device built and delivered for a dossier: a component (``<code>.<n>``) or a
     result (``<code>-KQ<n>``). A redelivered ``dossier_closed`` event adds nothing: a document
-    is its (sha256, name).
+    is its (sha256, name), and a document already stored from the same session is not stored again.
+
+    The fleet is the authority on numbers: a device numbers offline, so when two devices (or a
+    device whose number book was lost) give one dossier's number twice, the document that comes
+    second is renamed to the dossier's next free number and keeps its device's name in
+    ``device_name`` (:func:`fleet.dossiers.registry.record_closed`).
 
     The fleet signs it (:mod:`fleet.signing`) once its file is in the store: the signed copy is
     stored by its own sha256 (``signed_sha256``), and a document is ready for delivery exactly
@@ -91,6 +96,8 @@ class DossierDocument(Base):
     signing_level: Mapped[str | None] = mapped_column(String(8))  # B-B | B-T
     signing_certificate: Mapped[str | None] = mapped_column(Text)  # PEM
     signing_error: Mapped[str | None] = mapped_column(Text)
+    device_name: Mapped[str | None] = mapped_column(String(128))
+    """The name the device gave, when the fleet renamed the document (its number was taken)."""
 
     __table_args__ = (
         UniqueConstraint("sha256", "name", name="uq_dossier_documents_file"),

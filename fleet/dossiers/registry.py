@@ -130,13 +130,60 @@ def record_pages(connection: Connection, pages: Iterable[dict[str, Any]]) -> int
     return _upsert(connection, news)
 
 
+def _document_code(event: DossierClosed, doc: Any) -> str:
+    if event.dossier_code is not None:
+        return codes.page_code(event.dossier_code).code
+    return codes.document(doc.name).code
+
+
+class _Numbers:
+    """The document numbers each (dossier, kind) holds, read once for a batch and kept as the
+    batch's documents are placed: a device numbers offline, the fleet decides."""
+
+    def __init__(self, connection: Connection, dossier_codes: set[str]) -> None:
+        self.held: dict[tuple[str, str], dict[int, tuple[str, str]]] = {}
+        self.stored: set[tuple[str, str, str]] = set()
+        ordered = sorted(dossier_codes)
+        t = DossierDocument
+        for start in range(0, len(ordered), 500):
+            for code, kind, sequence, sha256, session_id in connection.execute(
+                    select(t.dossier_code, t.kind, t.sequence, t.sha256, t.session_id)
+                    .where(t.dossier_code.in_(ordered[start:start + 500]))):
+                self._hold(code, kind, sequence, sha256, session_id)
+
+    def _hold(self, code: str, kind: str, sequence: int | None, sha256: str, session_id: str) -> None:
+        self.stored.add((code, sha256, session_id))
+        if sequence is not None:
+            self.held.setdefault((code, kind), {})[sequence] = (sha256, session_id)
+
+    def place(self, named: codes.Named, sha256: str, session_id: str) -> int | None:
+        """The number the document is stored under: its own, or the dossier's next free one
+        when another document holds it; None when this document is stored already."""
+        if (named.code, sha256, session_id) in self.stored:
+            return None
+        held = self.held.get((named.code, named.kind), {})
+        sequence = named.sequence
+        if sequence is not None and held.get(sequence, (sha256, session_id)) != (sha256, session_id):
+            wanted, sequence = sequence, max(held) + 1
+            log.warning("document %s: %s number %d already held for its dossier; stored as number %d",
+                        sha256[:12], named.kind, wanted, sequence)
+        self._hold(named.code, named.kind, sequence, sha256, session_id)
+        return sequence
+
+
 def record_closed(connection: Connection, closed: Iterable[tuple[DossierClosed, str | None]]) -> int:
     """Fold ``dossier_closed`` events (each with its device's unit) into the registry: each
     document becomes a row (once), and its dossier's component or result is digitized at the
     event's time. A walk-in (no code) is keyed by its documents' name (``WALKIN-…``).
-    Returns how many documents were new."""
+
+    Devices number a dossier's documents offline (a number book per device): when a document's
+    number is already held by another document of the dossier (two devices, or a reopened
+    dossier on a device that lost its book), it is stored under the dossier's next free number
+    and keeps its device's name in ``device_name``. Returns how many documents were new."""
+    closed = list(closed)
     news: dict[str, _News] = {}
     documents: list[dict[str, Any]] = []
+    numbers = _Numbers(connection, {_document_code(event, doc) for event, _ in closed for doc in event.documents})
     for event, unit in closed:
         if not event.documents and event.dossier_code is None:
             continue
@@ -150,8 +197,14 @@ def record_closed(connection: Connection, closed: Iterable[tuple[DossierClosed, 
                 named = codes.Named(codes.page_code(event.dossier_code).code, named.kind, named.sequence)
             item = news.setdefault(named.code, _News(named.code, walk_in=walk_in))
             item.saw(named.kind, event.ts, unit, event.device_id, operator)
+            placed = numbers.place(named, doc.sha256, event.session_id)
+            if placed is None:
+                continue  # stored already, under the fleet's name
+            name, device_name = (doc.name, None) if placed == named.sequence else (
+                codes.document_name(named.code, named.kind, placed), doc.name)
             documents.append({
-                "dossier_code": named.code, "name": doc.name, "kind": named.kind, "sequence": named.sequence,
+                "dossier_code": named.code, "name": name, "device_name": device_name, "kind": named.kind,
+                "sequence": placed,
                 "doctype": doc.doctype, "pages": doc.pages, "size": doc.size, "sha256": doc.sha256,
                 "text_layer": None, "device_id": event.device_id, "unit_code": unit, "event_id": event.id,
                 "session_id": event.session_id, "page_ids": list(event.page_ids), "closed_at": event.ts,

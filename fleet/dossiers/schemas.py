@@ -49,6 +49,8 @@ class DossierOut(BaseModel):
 
 class DocumentOut(BaseModel):
     name: str = Field(description="<code>.<n>.pdf (component) or <code>-KQ<n>.pdf (result)")
+    device_name: str | None = Field(
+        default=None, description="The name its device gave, when the fleet renumbered it (the number was taken)")
     kind: Literal["component", "result"]
     sequence: int | None
     doctype: str | None

@@ -293,7 +293,8 @@ def get_dossier(code: str, state: StateDep, session: SessionDep, user: CurrentUs
                 doc.text_layer = pdf.has_text_layer(path.read_bytes())
         known = [d for p in doc.page_ids if (d := dpi.get(str(p))) is not None]
         out.append(DocumentOut(
-            name=doc.name, kind="result" if doc.kind == "result" else "component", sequence=doc.sequence,
+            name=doc.name, device_name=doc.device_name, kind="result" if doc.kind == "result" else "component",
+            sequence=doc.sequence,
             doctype=doc.doctype, pages=doc.pages, dpi=min(known) if known else None, text_layer=doc.text_layer,
             sha256=doc.sha256, size=doc.size, device_id=doc.device_id, closed_at=doc.closed_at,
             operator_kind=doc.operator_kind, operator_id=doc.operator_id, file_held=doc.sha256 in held,

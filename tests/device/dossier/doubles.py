@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device.dossier.model import ClosedDossier, SessionPage, Source
+from device.dossier.numbering import DocumentKind
 from device.dossier.sources import RawImage
 from device.errors import OutboxFull
 
@@ -157,7 +158,8 @@ class RecordingPdf:
         self.calls: list[tuple[str, list[str], str | None]] = []
 
     def __call__(
-        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None
+        self, pages: Sequence[SessionPage], *, name: str, dossier_code: str | None, sequence: int, doctype: str | None,
+        kind: DocumentKind = "component",
     ) -> bytes:
         self.calls.append((name, [p.page_id for p in pages], doctype))
         return b"%PDF-1.4 test " + name.encode()
