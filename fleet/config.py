@@ -139,6 +139,10 @@ class HttpConfig(_Section):
         description="HTTPS certificate (PEM). Unset with pki.ca_dir set: `serve` issues one from the fleet CA",
     )
     tls_key: Path | None = Field(default=None, description="HTTPS certificate's key (PEM, mode 0600)")
+    max_import_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024,
+        description="Largest CSV import body (units, dossiers received): a larger one is refused with 413 unread",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "HttpConfig":

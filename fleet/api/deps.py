@@ -31,3 +31,21 @@ def runtime_of(request: Request) -> EnrollRuntime:
     if runtime is None:
         raise HTTPException(503, "enrollment is not configured on this fleet (pki.ca_dir)")
     return runtime
+
+
+async def import_body(request: Request, state: FleetState) -> bytes:
+    """A CSV import's body, read up to ``http.max_import_bytes``: 413 beyond it (by its declared
+    length before reading, else as soon as the stream passes it), so a huge upload is not
+    held in memory whole."""
+    limit = state.config.http.max_import_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"larger than {limit} bytes; split the file")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"larger than {limit} bytes; split the file")
+        parts.append(chunk)
+    return b"".join(parts)

@@ -19,7 +19,6 @@ component and never lifts a rate, so no rate passes 100%.
 ({('99001', '2026-01'): Cell(received=1, digitized=0, results=0)}, ['H99-1'])
 """
 
-import io
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 from fleet.display import DEFAULT_ZONE
 from fleet.dossiers.models import Dossier
 from fleet.progress import periods
+from fleet.spreadsheet import values_only_bytes
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,5 @@ def chase_xlsx(rows: list[Pending], *, title: str) -> bytes:
     for cells_ in sheet.iter_rows(min_row=3, min_col=4, max_col=5):
         for cell in cells_:
             cell.number_format = "DD/MM/YYYY"
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+    # Codes come from an imported CSV: one written as "=..." must stay text, never a formula.
+    return values_only_bytes(book)

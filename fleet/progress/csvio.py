@@ -6,6 +6,7 @@ import io
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from fleet.errors import FleetError
 
@@ -43,7 +44,15 @@ def read_rows(
             raise ImportRejected([LineProblem(1, f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from exc
     else:
         text = data.removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _rows(reader, columns, optional)
+    except csv.Error as exc:  # a stray line break inside a field: the csv module gives up there
+        raise ImportRejected([LineProblem(reader.line_num, f"not readable as CSV ({exc})")]) from None
+
+
+def _rows(reader: Any, columns: tuple[str, ...], optional: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a ``csv.reader`` (its ``line_num`` names the lines)."""
     header = [h.strip().lower() for h in next(reader, [])]
     missing = [c for c in columns if c not in header]
     unknown = [h for h in header if h not in columns and h not in optional]

@@ -17,7 +17,6 @@ now) in which it sent at least one telemetry report.
 (b'PK', b'%PDF-')
 """
 
-import io
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from fleet.errors import FleetError
 from fleet.models import Device, TelemetrySample, is_online
 from fleet.progress import periods
 from fleet.progress.rates import Progress, progress
+from fleet.spreadsheet import values_only_bytes
 
 log = logging.getLogger(__name__)
 
@@ -227,16 +227,9 @@ def to_xlsx(report: PeriodicReport) -> bytes:
         devices[f"H{devices.max_row}"].number_format = "0.0%"
     devices.column_dimensions["A"].width = 24
     devices.column_dimensions["D"].width = 22
-    # We write no formulas: text that looks like one (a unit named "=HYPERLINK(...)" in an
-    # imported CSV) stays text, so opening the report never runs it.
-    for worksheet in (sheet, devices):
-        for row_cells in worksheet.iter_rows():
-            for cell in row_cells:
-                if cell.data_type == "f":
-                    cell.data_type = "s"
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+    # No formulas: text that looks like one (a unit named "=HYPERLINK(...)" in an imported CSV)
+    # stays text, so opening the report never runs it.
+    return values_only_bytes(book)
 
 
 @cache

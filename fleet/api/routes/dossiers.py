@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
-from fleet.api.deps import SessionDep, StateDep
+from fleet.api.deps import SessionDep, StateDep, import_body
 from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
 from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, require_unit_filter, subtree, visible_units
@@ -240,10 +240,11 @@ def post_received(items: Annotated[list[ReceivedDossierIn], Body()], session: Se
 
 
 @router.post("/received/import", openapi_extra=CSV_BODY,
-             responses={422: {"description": "Bad rows, line by line; nothing imported"}})
+             responses={422: {"description": "Bad rows, line by line; nothing imported"},
+                        413: {"description": "Larger than http.max_import_bytes"}})
 async def import_received_csv(request: Request, state: StateDep, user: AdminUser) -> ReceivedImportOut:
     """The same as CSV (code,procedure_code,unit_code,received_date,due_date[,result_date])."""
-    data = await request.body()
+    data = await import_body(request, state)
     with state.sessions() as session:
         try:
             rows = parse_csv(data)

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fleet.api.deps import SessionDep, StateDep
+from fleet.api.deps import SessionDep, StateDep, import_body
 from fleet.auth.deps import AdminUser, CurrentUser
 from fleet.auth.principal import Principal
 from fleet.auth.scope import require_unit_filter, subtree, visible_units
@@ -131,10 +131,11 @@ def post_received(items: Annotated[list[ReceivedIn], Body()], session: SessionDe
 
 
 @router.post("/received/import", openapi_extra=CSV_BODY,
-          responses={422: {"description": "Bad rows, line by line; nothing imported"}})
+          responses={422: {"description": "Bad rows, line by line; nothing imported"},
+                     413: {"description": "Larger than http.max_import_bytes"}})
 async def import_received_csv(request: Request, state: StateDep, user: AdminUser) -> ImportOut:
     """The same as CSV (unit_code,period,received)."""
-    data = await request.body()
+    data = await import_body(request, state)
     with state.sessions() as session:
         try:
             rows = parse_csv(data)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
-from fleet.api.deps import SessionDep, StateDep
+from fleet.api.deps import SessionDep, StateDep, import_body
 from fleet.auth.deps import CurrentUser, ProvinceAdmin
 from fleet.progress.csvio import ImportRejected
 from fleet.progress.models import Unit
@@ -34,10 +34,11 @@ def list_units(session: SessionDep, _: CurrentUser,
 
 
 @router.post("/import", openapi_extra=CSV_BODY,
-          responses={422: {"description": "Bad rows, line by line; nothing imported"}})
+          responses={422: {"description": "Bad rows, line by line; nothing imported"},
+                     413: {"description": "Larger than http.max_import_bytes"}})
 async def import_units_csv(request: Request, state: StateDep, _: ProvinceAdmin) -> ImportOut:
     """The unit tree as CSV (code,name,tier,parent_code,valid_from,valid_to): all or nothing."""
-    data = await request.body()
+    data = await import_body(request, state)
     with state.sessions() as session:
         try:
             result = import_units(session, data)
