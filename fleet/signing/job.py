@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.dossiers.models import DossierDocument
@@ -47,6 +48,7 @@ from fleet.signing.signer import (
     SigningError,
     SigningNotConfigured,
     TimestampFailed,
+    TokenFailed,
     TokenMissing,
     WrongPin,
 )
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 BATCH = 200
 """Unsigned document ids read at once."""
 
-SOURCE_FAILURES = (SigningNotConfigured, SecretMissing, TokenMissing, WrongPin, TimestampFailed)
+SOURCE_FAILURES = (SigningNotConfigured, SecretMissing, TokenMissing, WrongPin, TokenFailed, TimestampFailed)
 """Failures of the key source, not of one document: the pass stops at the first."""
 
 MAX_ERROR = 500
@@ -174,6 +176,13 @@ class SigningJob:
                     failed += 1
                 except (SigningError, OSError) as exc:
                     self._failed(doc_id, exc)
+                    failed += 1
+                except (SQLAlchemyError, MemoryError):
+                    raise  # the database or the process: the pass ends, the next one starts over
+                except Exception as exc:  # a fault this document brings out: it must not hold up the others
+                    log.exception("document %d: unexpected failure while signing", doc_id)
+                    self._failed(doc_id, exc)
+                    self._given_up.add(doc_id)
                     failed += 1
         return SigningPass(signed, failed, waiting, None)
 

@@ -74,6 +74,11 @@ class NotAPdf(SigningError, ValueError):
     """The document is not a PDF pyHanko can read."""
 
 
+class TokenFailed(SigningError, ConnectionError):
+    """The key source failed in the middle of a signature (an HSM gone away, a session closed);
+    the token is opened afresh for the next one."""
+
+
 class TimestampFailed(SigningError, ConnectionError):
     """The time-stamp authority did not answer with a time stamp (PAdES B-T cannot be made)."""
 
@@ -194,15 +199,17 @@ class Signer:
             signers.PdfSigner(meta, signer=hanko, timestamper=stamper).sign_pdf(writer, output=out)
         except timestamps.TimestampRequestError as exc:
             raise TimestampFailed(f"the time-stamp authority failed: {exc}") from None
-        except PdfError as exc:
-            raise NotAPdf(f"the document is not a PDF pyHanko can sign ({exc})") from None
-        except HankoSigningError as exc:
+        except HankoSigningError as exc:  # before PdfError: pyHanko's signing errors are PdfErrors too
             self._forget()
-            raise SigningError(f"the signature could not be made: {exc}") from None
+            raise TokenFailed(f"the signature could not be made: {exc}") from None
+        except (PdfError, ValueError, KeyError, IndexError, TypeError) as exc:
+            # A damaged file shows itself while pyHanko reads what it rewrites (its XMP
+            # metadata, an object it updates): XmpXmlProcessingError, UnicodeDecodeError, ...
+            raise NotAPdf(f"the document is a damaged PDF that cannot be signed ({type(exc).__name__})") from None
         except Exception as exc:  # PKCS#11 errors come from python-pkcs11 under many names
             if type(exc).__module__.startswith("pkcs11"):
                 self._forget()
-                raise SigningError(f"the token failed to sign ({type(exc).__name__})") from None
+                raise TokenFailed(f"the token failed to sign ({type(exc).__name__})") from None
             raise
         return out.getvalue()
 

@@ -148,7 +148,7 @@ def test_kill_9_in_the_middle_loses_and_doubles_nothing(keys: Keys, docs: Docs, 
     sessions = session_factory(engine)
     store = FileStore(tmp_path / "files")
     originals: dict[int, bytes] = {}
-    for n in range(8):
+    for n in range(12):
         data = docs.plain + f"\n% copy {n}\n".encode()
         store.put_bytes(_sha(data), data)
         originals[_document(sessions, f"k{n}.1.pdf", data, "99001")] = data

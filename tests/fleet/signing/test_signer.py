@@ -167,6 +167,11 @@ def test_misconfigurations_are_clear_errors(softhsm: Path, keys: Keys, docs: Doc
             signer.sign(png, None)
         with pytest.raises(NotAPdf):
             signer.sign(b"%PDF-1.7\nthis is no PDF at all\n%%EOF\n", None)
+        with pytest.raises(NotAPdf):
+            signer.sign(docs.plain[: len(docs.plain) // 2], None)  # cut short in transit
+        at = docs.plain.index(b"<x:xmpmeta") + 3  # a damaged byte in its XMP metadata
+        with pytest.raises(NotAPdf, match="damaged"):
+            signer.sign(docs.plain[:at] + b"\xff" + docs.plain[at + 1:], None)
         assert signer.sign(docs.plain, None).data.startswith(docs.plain)  # the signer is still fine after
 
 
