@@ -5,6 +5,7 @@
     sohoa-fleet migrate [--config FILE]   # bring the database schema up to date
     sohoa-fleet ingest [--config FILE] [--client-id ID]   # one more ingest worker, no HTTP
     sohoa-fleet retention [--config FILE]  # one telemetry retention pass now (e.g. after an upgrade)
+    sohoa-fleet deliver [--config FILE] [--drain]   # the delivery worker alone (or: deliver what is due, exit)
     sohoa-fleet user add NAME --role ROLE [--unit CODE]   # an admin user; password from stdin
     sohoa-fleet token issue|list|revoke, enrollment list|accept|reject, device revoke   # see fleet/enroll/cli.py
     sohoa-fleet signing run | demo-cert --out DIR [--unit CODE]   # see fleet/signing/cli.py
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     retention = sub.add_parser(
         "retention", help="thin and drop old telemetry now, as `serve` does every retention.interval_s")
     retention.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
+    deliver = sub.add_parser(
+        "deliver", help="run the delivery worker without HTTP (serve runs one too; several share the outbox)")
+    deliver.add_argument("--config", type=Path, help="YAML config file (default: built-in settings)")
+    deliver.add_argument("--drain", action="store_true",
+                         help="deliver until nothing is due or under way, then exit (2 when time ran out)")
+    deliver.add_argument("--timeout", type=float, default=3600.0, help="with --drain: give up after this many seconds")
     auth_cli.add_parser(sub)
     enroll_cli.add_parsers(sub)
     signing_cli.add_parser(sub)
@@ -78,6 +85,41 @@ def _ingest(config_path: Path | None, client_id: str | None) -> int:
         worker.stop()
         engine.dispose()
     log.info("ingest worker %s stopped", config.broker.client_id)
+    return 0
+
+
+def _deliver(config_path: Path | None, drain: bool, timeout_s: float) -> int:
+    import threading
+
+    from fleet.config import load
+    from fleet.db import make_engine, migrate, session_factory
+    from fleet.delivery.worker import DeliveryWorker
+    from fleet.metrics import FleetMetrics
+    from fleet.storage import FileStore
+
+    config = load(config_path)
+    if not config.delivery.targets:
+        print("sohoa-fleet: no delivery targets configured (delivery.targets)", file=sys.stderr)
+        return 1
+    engine = make_engine(config.database.url, pool_size=config.database.pool_size)
+    if config.database.migrate_on_start:
+        migrate(engine)
+    store = FileStore(config.storage.dir, fsync=config.storage.fsync)
+    worker = DeliveryWorker(config.delivery, session_factory(engine), store, metrics=FleetMetrics())
+    try:
+        if drain:
+            done = worker.drain(timeout_s)
+            print("delivery: drained" if done else "delivery: backlog left after the timeout")
+            return 0 if done else 2
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda _signum, _frame: stop.set())
+        worker.start()
+        stop.wait()
+    finally:
+        worker.close()
+        engine.dispose()
+    log.info("delivery worker stopped")
     return 0
 
 
@@ -172,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request's URL at INFO: a delivery's URL names its dossier (personal data).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if not debug:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         if args.command in enroll_cli.COMMANDS:  # their output is what they print
@@ -185,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             return _ingest(args.config, args.client_id)
         if args.command == "retention":
             return _retention(args.config)
+        if args.command == "deliver":
+            return _deliver(args.config, args.drain, args.timeout)
         if args.command == "user":
             return auth_cli.run(args)
         if args.command in enroll_cli.COMMANDS:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fleet.alerts.config import AlertsConfig
 from fleet.auth.config import AuthConfig
+from fleet.delivery.config import DeliveryConfig
 from fleet.display import DEFAULT_ZONE, zone
 from fleet.enroll.config import EnrollmentConfig, PkiConfig
 from fleet.signing.config import SigningConfig
@@ -167,6 +168,13 @@ class RetentionConfig(_Section):
         description="Drop telemetry reports older than this many days (unset: keep one per device-hour forever)",
     )
 
+    document_files_keep_days: int | None = Field(
+        default=90, ge=0, le=36500,
+        description="Delete a dossier document's files (its PDF, signed copy and page images) this many days after "
+        "every delivery target acknowledged it; the dossier registry keeps its name, hashes and counts. Unset: keep. "
+        "A document no target takes is never deleted",
+    )
+
     @model_validator(mode="after")
     def _order(self) -> "RetentionConfig":
         if self.telemetry_keep_days is not None and self.telemetry_keep_days <= self.telemetry_full_days:
@@ -187,7 +195,10 @@ class FleetConfig(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="MQTT ingest tuning")
     http: HttpConfig = Field(default_factory=HttpConfig, description="API and web page")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert thresholds, interval, webhook")
-    retention: RetentionConfig = Field(default_factory=RetentionConfig, description="How long telemetry is kept")
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="How long telemetry, and delivered documents' files, are kept")
+    delivery: DeliveryConfig = Field(
+        default_factory=DeliveryConfig, description="Delivery of signed documents to the one-stop system (targets)")
     pki: PkiConfig = Field(default_factory=PkiConfig, description="Certificate authority and CRL (enrollment)")
     enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig, description="Device enrollment")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Admin sessions, login rate limit, first admin")

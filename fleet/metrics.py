@@ -91,6 +91,14 @@ class FleetMetrics:
             ["type", "field"],
             registry=self.registry,
         )
+        self.deliveries = Gauge(
+            "sohoa_fleet_deliveries", "Deliveries of signed documents per target and state (the outbox)",
+            ["target", "state"], registry=self.registry,
+        )
+        self.delivery_attempts = Counter(
+            "sohoa_fleet_delivery_attempts", "Delivery attempts per target and outcome (delivered, failed)",
+            ["target", "outcome"], registry=self.registry,
+        )
         self._unknown_seen: set[tuple[str, str]] = set()
         self._unknown_lock = threading.Lock()
 

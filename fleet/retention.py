@@ -1,4 +1,5 @@
-"""Telemetry retention: thin old reports to one per device and hour, drop the oldest.
+"""Retention: thin old telemetry to one report per device and hour, drop the oldest; delete the
+files of dossier documents the one-stop system holds.
 
 Every kiosk reports its health every minute by default: 10,000 kiosks add 14 million telemetry rows
 a day, and nothing used to remove any. The fleet needs them at full detail only for a few days
@@ -16,9 +17,18 @@ transactions, so the ingest is never held up for long, and remembers in ``mainte
 to where it has thinned, so a pass reads only what aged since the last one. A pass cut short
 (a crash, a stop) is simply done again: each step is idempotent.
 
+Documents (Decree 13/2023: keep personal data no longer than needed): once every delivery
+target acknowledged a document and ``retention.document_files_keep_days`` passed since the last
+acknowledgement, :func:`delete_delivered_files` deletes its files from the store (the device's
+PDF, the signed copy, the page images) and marks the document ``files_deleted_at``. The dossier
+registry keeps every row: names, hashes, page counts. A file another document still needs (the
+same page in two documents, a document not yet acknowledged everywhere) is kept. A document no
+configured target takes, or one a target has not acknowledged, keeps its files.
+
 >>> from fleet.config import RetentionConfig
->>> RetentionConfig().telemetry_full_days, RetentionConfig().telemetry_keep_days
-(7, 400)
+>>> config = RetentionConfig()
+>>> config.telemetry_full_days, config.telemetry_keep_days, config.document_files_keep_days
+(7, 400, 90)
 """
 
 import logging
@@ -29,12 +39,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, delete, func, select
+from sqlalchemy import CursorResult, delete, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.config import RetentionConfig
 from fleet.db import hour_bucket
-from fleet.models import Device, MaintenanceMark, TelemetrySample
+from fleet.delivery.config import DeliveryConfig
+from fleet.delivery.models import Delivery
+from fleet.dossiers.models import DossierDocument
+from fleet.models import Device, MaintenanceMark, Page, StoredFile, TelemetrySample
+from fleet.storage import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +118,81 @@ def run_retention(sessions: sessionmaker[Session], config: RetentionConfig, now:
     return RetentionPass(thinned, dropped, len(devices), cut if thin else start, time.monotonic() - began)
 
 
+DOCUMENTS_PER_TRANSACTION = 200
+
+
+@dataclass(frozen=True)
+class FilesPass:
+    """What one pass over delivered documents deleted."""
+
+    documents: int
+    """Documents whose files are gone now (their registry rows stay)."""
+    files: int
+    """Files deleted from the store."""
+    kept_shared: int
+    """Files kept because a document still held needs them."""
+
+
+def delete_delivered_files(sessions: sessionmaker[Session], store: FileStore, keep_days: int,
+                           delivery: DeliveryConfig, now: datetime) -> FilesPass:
+    """Delete the files of documents every accepting target acknowledged more than ``keep_days``
+    ago (see the module's docstring). Idempotent: a pass cut short is simply done again."""
+    cut = now - timedelta(days=keep_days)
+    not_done = exists().where(Delivery.document_id == DossierDocument.id, Delivery.state != "acknowledged")
+    last_ack = (select(func.max(Delivery.acknowledged_at)).where(Delivery.document_id == DossierDocument.id)
+                .scalar_subquery())
+    documents = files = kept = 0
+    after = 0
+    while True:
+        with sessions.begin() as session:
+            batch = list(session.execute(
+                select(DossierDocument.id, DossierDocument.unit_code, DossierDocument.kind, DossierDocument.sha256,
+                       DossierDocument.signed_sha256, DossierDocument.page_ids)
+                .where(DossierDocument.files_deleted_at.is_(None), DossierDocument.id > after, ~not_done,
+                       last_ack.is_not(None), last_ack < cut)
+                .order_by(DossierDocument.id).limit(DOCUMENTS_PER_TRANSACTION)))
+            if not batch:
+                break
+            after = batch[-1].id
+            ids = [row.id for row in batch]
+            acked: dict[int, set[str]] = {}
+            for doc_id, target in session.execute(select(Delivery.document_id, Delivery.target)
+                                                  .where(Delivery.document_id.in_(ids))):
+                acked.setdefault(doc_id, set()).add(target)
+            # Every configured target that takes the document must hold it (one added since has not).
+            due = [row for row in batch
+                   if all(t.name in acked.get(row.id, set()) for t in delivery.targets
+                          if t.accepts(row.unit_code, row.kind))]
+            if not due:
+                continue
+            due_ids = {row.id for row in due}
+            page_ids = {str(p) for row in due for p in (row.page_ids or [])}
+            page_hashes = {page_id: sha for page_id, sha in session.execute(
+                select(Page.page_id, Page.sha256).where(Page.page_id.in_(sorted(page_ids))))} if page_ids else {}
+            hashes = ({row.sha256 for row in due} | {row.signed_sha256 for row in due if row.signed_sha256}
+                      | set(page_hashes.values()))
+            needed: set[str] = set()
+            for column in (DossierDocument.sha256, DossierDocument.signed_sha256):
+                needed.update(session.scalars(select(column).where(
+                    column.in_(sorted(hashes)), DossierDocument.files_deleted_at.is_(None),
+                    DossierDocument.id.not_in(sorted(due_ids)))))
+            needed.update(session.scalars(select(Page.sha256).where(
+                Page.sha256.in_(sorted(hashes)), Page.page_id.not_in(sorted(page_ids)))))
+            gone = hashes - needed
+            kept += len(hashes & needed)
+            for sha in sorted(gone):
+                if store.has(sha):
+                    store.path(sha).unlink(missing_ok=True)
+                    files += 1
+            if gone:
+                session.execute(delete(StoredFile).where(StoredFile.sha256.in_(sorted(gone)))
+                                .execution_options(synchronize_session=False))
+            session.execute(update(DossierDocument).where(DossierDocument.id.in_(sorted(due_ids)))
+                            .values(files_deleted_at=now).execution_options(synchronize_session=False))
+            documents += len(due)
+    return FilesPass(documents, files, kept)
+
+
 class RetentionRunner:
     """Runs :func:`run_retention` every ``interval_s`` from its own thread, or on demand
     (``run_once``). ``clock`` is the fleet's.
@@ -116,11 +205,15 @@ class RetentionRunner:
     """
 
     def __init__(self, config: RetentionConfig, sessions: sessionmaker[Session], *,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), store: FileStore | None = None,
+                 delivery: DeliveryConfig | None = None) -> None:
         self.config = config
         self.sessions = sessions
         self.clock = clock
+        self.store = store
+        self.delivery = delivery or DeliveryConfig()
         self.last: RetentionPass | None = None
+        self.last_files: FilesPass | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -142,7 +235,21 @@ class RetentionRunner:
         self.last = done
         log.info("telemetry retention: %d reports thinned, %d dropped for age, %d devices, %.1f s",
                  done.thinned, done.dropped, done.devices, done.seconds)
+        self.run_files_once()
         return done
+
+    def run_files_once(self) -> FilesPass | None:
+        """The pass over delivered documents' files (None: no store, or keeping them is configured)."""
+        if self.store is None or self.config.document_files_keep_days is None:
+            return None
+        with self._lock:
+            files = delete_delivered_files(self.sessions, self.store, self.config.document_files_keep_days,
+                                           self.delivery, self.clock())
+        self.last_files = files
+        if files.documents:
+            log.info("document retention: files of %d delivered documents deleted (%d files, %d kept for "
+                     "documents still held)", files.documents, files.files, files.kept_shared)
+        return files
 
     def close(self) -> None:
         self._stop.set()

@@ -15,13 +15,17 @@ Start order (stop is the exact reverse, after the last request was answered):
    its last batch is written and acknowledged (calling the operations hook) first;
 4. alert evaluator (:class:`fleet.alerts.evaluator.AlertEvaluator`, its thread with
    ``alerts.enabled``; always there for "evaluate now");
-5. telemetry retention (:class:`fleet.retention.RetentionRunner`, its thread with
-   ``retention.enabled``; always there for a pass on demand);
+5. retention (:class:`fleet.retention.RetentionRunner`: old telemetry, and the files of
+   documents every target acknowledged long enough ago; its thread with ``retention.enabled``;
+   always there for a pass on demand);
 6. broker-log audit (:class:`fleet.enroll.brokerlog.BrokerLogAudit`, ``pki.broker_log_file``);
 7. document signing (:class:`fleet.signing.job.SigningJob`, ``signing.enabled``): signs each
    closed document the store holds; the token is opened on its first pass, in its own thread,
    so a missing HSM is a logged error and a ``signing_error`` on the documents, not a fleet
-   that does not start.
+   that does not start;
+8. delivery of signed documents (:class:`fleet.delivery.worker.DeliveryWorker`, its thread with
+   ``delivery.enabled`` and at least one target; always there for the page's counts and a pass
+   on demand). Stopped first: a send under way finishes or is left to its lease.
 
 The database is migrated before any of them and closed after all of them (the app's lifespan).
 """
@@ -38,6 +42,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fleet.alerts.evaluator import AlertEvaluator
 from fleet.config import FleetConfig
+from fleet.delivery.worker import DeliveryWorker
 from fleet.enroll.brokerlog import BrokerLogAudit
 from fleet.enroll.crl_refresh import CrlRefresh
 from fleet.enroll.runtime import EnrollRuntime, open_runtime
@@ -81,6 +86,7 @@ class FleetServices:
     retention: RetentionRunner | None = None
     broker_log: BrokerLogAudit | None = None
     signing: SigningJob | None = None
+    delivery: DeliveryWorker | None = None
 
     async def start(self, config: FleetConfig, sessions: sessionmaker[Session], metrics: FleetMetrics, *,
                     clock: Callable[[], datetime]) -> None:
@@ -111,7 +117,9 @@ class FleetServices:
         if config.alerts.enabled:
             self.alerts.start()
 
-        self.retention = RetentionRunner(config.retention, sessions, clock=clock)
+        store = FileStore(config.storage.dir, fsync=config.storage.fsync)
+        self.retention = RetentionRunner(config.retention, sessions, clock=clock, store=store,
+                                         delivery=config.delivery)
         if config.retention.enabled:
             self.retention.start()
 
@@ -125,11 +133,21 @@ class FleetServices:
                 metrics.documents_signed.labels(outcome="signed").inc(done.signed)
                 metrics.documents_signed.labels(outcome="failed").inc(done.failed)
                 metrics.documents_unsigned.set(backlog)
+                if done.signed:
+                    self.wake_delivery()  # newly signed documents are ready for delivery
 
-            self.signing = SigningJob(Signer(config.signing), sessions,
-                                      FileStore(config.storage.dir, fsync=config.storage.fsync),
-                                      interval_s=config.signing.interval_s, clock=clock, on_pass=counted)
+            self.signing = SigningJob(Signer(config.signing), sessions, store, interval_s=config.signing.interval_s,
+                                      clock=clock, on_pass=counted)
             self.signing.start()
+
+        self.delivery = DeliveryWorker(config.delivery, sessions, store, metrics=metrics, clock=clock)
+        if config.delivery.enabled and config.delivery.targets:
+            self.delivery.start()
+
+    def wake_delivery(self) -> None:
+        """Have the delivery worker run a pass now (an admin's retry; new signed documents)."""
+        if self.delivery is not None:
+            self.delivery.wake()
 
     def wake_operations(self) -> None:
         """Have the operations driver publish what a request just wrote (when the app runs)."""
@@ -143,6 +161,9 @@ class FleetServices:
 
     async def stop(self) -> None:
         """Stop what runs, in the reverse order; safe to call twice."""
+        if self.delivery is not None:
+            await run_in_threadpool(self.delivery.close)
+            self.delivery = None
         if self.signing is not None:
             await run_in_threadpool(self.signing.close)
             self.signing = None

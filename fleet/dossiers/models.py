@@ -98,6 +98,9 @@ class DossierDocument(Base):
     signing_error: Mapped[str | None] = mapped_column(Text)
     device_name: Mapped[str | None] = mapped_column(String(128))
     """The name the device gave, when the fleet renamed the document (its number was taken)."""
+    files_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When retention deleted this document's files (original, signed copy, page images) after
+    every target acknowledged it; the row, its names, hashes and counts stay."""
 
     __table_args__ = (
         UniqueConstraint("sha256", "name", name="uq_dossier_documents_file"),

@@ -6,6 +6,7 @@ from sqlalchemy import Engine, create_engine
 
 import fleet.alerts.models  # registers the alerts table on Base
 import fleet.auth.models  # registers the users, sessions and audit tables on Base
+import fleet.delivery.models  # registers the delivery outbox on Base
 import fleet.dossiers.models  # registers the dossier registry's tables on Base
 import fleet.enroll.models  # registers the enrollment tables on Base
 import fleet.operations.models  # registers the operations tables on Base

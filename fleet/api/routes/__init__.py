@@ -17,6 +17,7 @@ from fleet.api.routes import (
     certificates,
     commands,
     corrections,
+    deliveries,
     devices,
     dossiers,
     enrollment_tokens,
@@ -38,8 +39,9 @@ from fleet.api.routes import (
 API_PREFIX = "/api/v1"
 
 api = APIRouter(prefix=API_PREFIX)
-for resource in (devices, pages, files, dossiers, units, progress, settings, commands, bundles, rollouts, alerts,
-                 fleet_screen, corrections, enrollments, pki, enrollment_tokens, certificates, auth, users, audit):
+for resource in (devices, pages, files, dossiers, deliveries, units, progress, settings, commands, bundles, rollouts,
+                 alerts, fleet_screen, corrections, enrollments, pki, enrollment_tokens, certificates, auth, users,
+                 audit):
     api.include_router(resource.router)
 
 router = APIRouter()
