@@ -17,6 +17,9 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from fleet.alerts.config import AlertsConfig
+from fleet.delivery import outbox
+from fleet.delivery.config import DeliveryConfig
+from fleet.delivery.models import WAITING, Delivery
 from fleet.errors import FleetError
 from fleet.models import Device, Event, Page, TelemetrySample, is_online
 from fleet.progress import periods
@@ -229,11 +232,57 @@ def check_units(session: Session, now: datetime, cfg: AlertsConfig, findings: Fi
                        f"{days_left} days left"))
 
 
+FAILING_ATTEMPTS = 3
+"""A delivery still being retried counts as failing from its third failed attempt (one timeout
+is a hiccup; three in a row, backing off, is a target in trouble)."""
+
+
+def check_deliveries(session: Session, now: datetime, delivery: DeliveryConfig, findings: Findings) -> None:
+    """Per delivery target: deliveries failed for good or failing again and again (the target
+    refuses or is away), and a backlog that is large or old (it does not drain)."""
+    names = [t.name for t in delivery.targets]
+    if not names:
+        return
+    counts = outbox.backlog(session, names)
+    failing = dict(session.execute(
+        select(Delivery.target, func.count()).where(
+            Delivery.target.in_(names),
+            (Delivery.state == "failed")
+            | (Delivery.state.in_(WAITING) & (Delivery.attempts >= FAILING_ATTEMPTS)
+               & Delivery.last_error.is_not(None)))
+        .group_by(Delivery.target)).all())
+    for name in names:
+        subject = f"target:{name}"
+        bad = int(failing.get(name, 0))
+        if bad:
+            reason = session.scalar(select(Delivery.last_error)
+                                    .where(Delivery.target == name, Delivery.last_error.is_not(None))
+                                    .order_by(Delivery.updated_at.desc()).limit(1))
+            findings.add(Condition(
+                "delivery_failed", subject=subject, severity="error", value=float(bad),
+                message_vi=f"Chuyển giao tới {name}: {bad} tệp lỗi hoặc gửi mãi không được ({reason})",
+                message_en=f"Delivery to {name}: {bad} documents failed or failing ({reason})"))
+        backlog = counts[name]
+        oldest = backlog.oldest_waiting
+        age = (now - oldest).total_seconds() if oldest is not None else 0.0
+        if oldest is not None and (backlog.backlog >= delivery.backlog_alert or age >= delivery.backlog_age_alert_s):
+            # Names the oldest's moment, not its age, and keeps the opening count: an alert that
+            # merely persists rewrites nothing.
+            local = oldest.astimezone(periods.LOCAL)
+            findings.add(Condition(
+                "delivery_backlog", subject=subject, severity="warning", value=float(backlog.backlog),
+                steady_value=True,
+                message_vi=f"Chuyển giao tới {name} tồn đọng: tệp chờ lâu nhất từ {local:%H:%M %d/%m}",
+                message_en=f"Delivery backlog to {name}: oldest document waiting since {local:%H:%M %d/%m} ICT"))
+
+
 def current(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float,
-            open_keys: set[Key]) -> Findings:
+            open_keys: set[Key], delivery: DeliveryConfig | None = None) -> Findings:
     """Every condition that holds at ``now``."""
     findings = Findings()
     check_devices(session, now, cfg, heartbeat_timeout_s, open_keys, findings)
+    if delivery is not None:
+        check_deliveries(session, now, delivery, findings)
     try:
         check_units(session, now, cfg, findings)
     except FleetError as exc:

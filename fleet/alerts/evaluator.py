@@ -25,6 +25,7 @@ from fleet.alerts import conditions
 from fleet.alerts.config import AlertsConfig
 from fleet.alerts.models import Alert
 from fleet.alerts.webhook import Webhook
+from fleet.delivery.config import DeliveryConfig
 from fleet.errors import FleetError, NotFound
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,14 @@ def _changed(alert: Any, condition: conditions.Condition) -> dict[str, Any] | No
     return fresh
 
 
-def evaluate(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float) -> list[dict[str, Any]]:
+def evaluate(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float,
+             delivery: DeliveryConfig | None = None) -> list[dict[str, Any]]:
     """One evaluation inside the caller's transaction. Returns the transitions (``event``
     ``opened`` or ``resolved`` with the alert) for the webhook. The alerts not yet resolved are
     read as columns (there may be thousands); only those that change are written."""
     columns = (Alert.id, Alert.kind, Alert.subject, Alert.message_vi, Alert.message_en, Alert.severity, Alert.value)
     pending = {(a.kind, a.subject): a for a in session.execute(select(*columns).where(Alert.status != "resolved"))}
-    findings = conditions.current(session, now, cfg, heartbeat_timeout_s, set(pending))
+    findings = conditions.current(session, now, cfg, heartbeat_timeout_s, set(pending), delivery)
     resolved: list[int] = []
     for key, alert in pending.items():
         condition = findings.conditions.get(key)
@@ -116,8 +118,9 @@ class AlertEvaluator:
 
     def __init__(self, config: AlertsConfig, sessions: sessionmaker[Session], *,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 heartbeat_timeout_s: float = 180.0) -> None:
+                 heartbeat_timeout_s: float = 180.0, delivery: DeliveryConfig | None = None) -> None:
         self.config = config
+        self.delivery = delivery
         self.sessions = sessions
         self.clock = clock
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -148,7 +151,8 @@ class AlertEvaluator:
         with self._lock:
             try:
                 with self.sessions.begin() as session:
-                    transitions = evaluate(session, self.clock(), self.config, self.heartbeat_timeout_s)
+                    transitions = evaluate(session, self.clock(), self.config, self.heartbeat_timeout_s,
+                                           self.delivery)
             except IntegrityError:
                 # Another evaluator opened the same alert first: its row stands, ours is dropped.
                 log.info("alert already opened elsewhere; evaluating again next time")

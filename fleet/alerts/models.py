@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from fleet.models import Base, UTCDateTime
 
 KINDS = ("offline", "scanner_jammed", "scanner_cover_open", "disk_low", "outbox_backlog", "reject_rate",
-         "behind_pace")
+         "behind_pace", "delivery_failed", "delivery_backlog")
 STATUSES = ("open", "acknowledged", "resolved")
 
 

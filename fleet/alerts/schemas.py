@@ -11,8 +11,8 @@ class AlertOut(BaseModel):
 
     id: int = Field(description="Alert id")
     kind: str = Field(description="offline, scanner_jammed, scanner_cover_open, disk_low, outbox_backlog, "
-                                  "reject_rate or behind_pace")
-    subject: str = Field(description="device:<id> or unit:<code>")
+                                  "reject_rate, behind_pace, delivery_failed or delivery_backlog")
+    subject: str = Field(description="device:<id>, unit:<code> or target:<delivery target>")
     device_id: str | None = Field(description="The device, for device alerts")
     unit_code: str | None = Field(description="The unit (the device's, or the unit behind its pace)")
     status: Literal["open", "acknowledged", "resolved"] = Field(description="Where the alert is in its life")

@@ -113,7 +113,7 @@ class FleetServices:
             self.ingest.start()
 
         self.alerts = AlertEvaluator(config.alerts, sessions, clock=clock,
-                                     heartbeat_timeout_s=config.ingest.heartbeat_timeout_s)
+                                     heartbeat_timeout_s=config.ingest.heartbeat_timeout_s, delivery=config.delivery)
         if config.alerts.enabled:
             self.alerts.start()
 

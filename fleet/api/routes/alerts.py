@@ -19,7 +19,7 @@ from fleet.errors import NotFound
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 Kind = Literal["offline", "scanner_jammed", "scanner_cover_open", "disk_low", "outbox_backlog", "reject_rate",
-               "behind_pace"]
+               "behind_pace", "delivery_failed", "delivery_backlog"]
 if set(get_args(Kind)) != set(KINDS):
     raise ImportError("alert kinds of the API and of the table differ")
 

@@ -62,7 +62,7 @@ def list_deliveries(
     if visible is not None:
         query = query.where(Delivery.unit_code.in_(sorted(visible)))
     query = query.order_by(Delivery.updated_at.desc(), Delivery.id.desc()).limit(limit).offset(offset)
-    return [_out(row, doc) for row, doc in session.execute(query).tuples()]
+    return [_out(row, doc) for row, doc in session.execute(query)]
 
 
 def _visible(session: Session, user: Principal, delivery_id: int) -> None:

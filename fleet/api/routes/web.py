@@ -7,6 +7,8 @@
 * ``/dossiers``: the dossier registry: received vs digitized per unit, the chase list (and its
   XLSX), the digitized codes matching nothing, the walk-ins to name, one dossier's documents and
   pages (``?code=``, ``?unit=``, ``?from=``, ``?to=``, ``?lang=en``), from ``/api/v1/dossiers``;
+* ``/deliveries``: the delivery of signed documents to the one-stop system: backlog per target,
+  failed deliveries with their reason, retry and cancel for admins (``?lang=en``);
 * ``/operations``: rollouts with their phases and per-device progress, desired vs reported
   settings, commands (``?view=rollouts|settings|commands``, ``?rollout=<id>``, ``?device=<id>``);
 * ``/static/display.js``: the time format in the province's zone and the document type names
@@ -92,3 +94,11 @@ def dossiers_page(state: StateDep, _: CurrentUser) -> HTMLResponse:
     """The dossier registry's page, drawing from ``/api/v1/dossiers``."""
     month = periods.of(state.now(), state.config.time_zone)
     return _page(_static("fleet.dossiers", "dossiers.html").replace("__THIS_MONTH__", month))
+
+
+@router.get("/deliveries", response_class=HTMLResponse)
+def deliveries_page(state: StateDep, _: CurrentUser) -> HTMLResponse:
+    """The delivery outbox per target, failed deliveries with their reason, retry and cancel
+    (admins), drawing from ``/api/v1/deliveries``. It refreshes itself, at most every 10 s."""
+    refresh = str(int(max(state.config.http.page_refresh_s, 10.0) * 1000))
+    return _page(_static("fleet.delivery", "deliveries.html").replace("__REFRESH_MS__", refresh))
