@@ -1,4 +1,5 @@
-"""The delivery outbox against the reference receiver on loopback: documents delivered and
+"""The delivery outbox against the reference receiver on loopback (the outbox's own statements,
+enqueue, claim and retention, on SQLite and PostgreSQL; the rest on SQLite): documents delivered and
 acknowledged once each; the filter by unit and kind; a document not signed waits; retry and
 cancel; backoff; a row left 'sending' by a dead worker is sent again and not filed twice."""
 
@@ -31,16 +32,16 @@ def states(sessions: sessionmaker[Session]) -> dict[str, int]:
         return counts
 
 
-def test_documents_delivered_and_acknowledged_once(sessions: sessionmaker[Session], store: FileStore,
+def test_documents_delivered_and_acknowledged_once(sqlite_sessions: sessionmaker[Session], store: FileStore,
                                                    receiver: ReceiverServer) -> None:
     """Three dossiers of two documents: six files and three manifests at the receiver, every
     delivery acknowledged with the receiver's receipt; a second drain sends nothing."""
-    docs = add_documents(sessions, store, 3)
+    docs = add_documents(sqlite_sessions, store, 3)
     config = http_config(receiver.url)
-    with DeliveryWorker(config, sessions, store) as worker:
+    with DeliveryWorker(config, sqlite_sessions, store) as worker:
         assert worker.drain(30)
         assert worker.run_once().claimed == 0
-    assert states(sessions) == {"acknowledged": 6}
+    assert states(sqlite_sessions) == {"acknowledged": 6}
     ledger = receiver.receiver.ledger
     assert dict(ledger.filings) == dict.fromkeys(ledger.filings, 1) and len(ledger.filings) == 6
     assert dict(ledger.first_acks) == dict.fromkeys(ledger.filings, 1)
@@ -54,7 +55,7 @@ def test_documents_delivered_and_acknowledged_once(sessions: sessionmaker[Sessio
         d.name for d in docs if d.dossier_code == docs[0].dossier_code)
     assert manifest["documents"][0]["signing_certificate"].startswith("-----BEGIN CERTIFICATE-----")
     assert manifest["documents"][0]["operator_kind"] == "unit_staff"
-    with sessions() as session:
+    with sqlite_sessions() as session:
         receipts = set(session.scalars(select(Delivery.receipt)))
     assert receipts == {f.receipt for f in receiver.receiver.filed.values()}
 
@@ -78,13 +79,14 @@ def test_unsigned_waits_and_filters_apply(sessions: sessionmaker[Session], store
     assert by_target == {"all": {"A", "B"}, "results": {"B"}, "unit1": {"A"}, "prefix": {"A", "B"}}
 
 
-def test_folder_target_files_then_manifest(sessions: sessionmaker[Session], store: FileStore, tmp_path: Path) -> None:
+def test_folder_target_files_then_manifest(sqlite_sessions: sessionmaker[Session], store: FileStore,
+                                           tmp_path: Path) -> None:
     """The folder drop: each PDF and then the manifest, no temporary file left behind."""
-    docs = add_documents(sessions, store, 2)
+    docs = add_documents(sqlite_sessions, store, 2)
     config = DeliveryConfig(targets=[FolderTarget(name="share", dir=tmp_path / "share", fsync=True)])
-    with DeliveryWorker(config, sessions, store) as worker:
+    with DeliveryWorker(config, sqlite_sessions, store) as worker:
         assert worker.drain(30)
-    assert states(sessions) == {"acknowledged": 4}
+    assert states(sqlite_sessions) == {"acknowledged": 4}
     for doc in docs:
         folder = tmp_path / "share" / doc.dossier_code
         assert (folder / f"{doc.name}.pdf").read_bytes() == store.path(doc.signed_sha256).read_bytes()
@@ -123,41 +125,41 @@ def test_dead_worker_row_sent_again_not_filed_twice(sessions: sessionmaker[Sessi
     assert {d.name for d in docs} == {c.name for c in claimed}
 
 
-def test_permanent_failure_then_admin_retry_and_cancel(sessions: sessionmaker[Session], store: FileStore,
+def test_permanent_failure_then_admin_retry_and_cancel(sqlite_sessions: sessionmaker[Session], store: FileStore,
                                                        receiver: ReceiverServer) -> None:
     """A 4xx the receiver will always give (a dossier code it cannot take as a path) fails at
     once with its reason; a retry queues it afresh; a cancel takes it out of the backlog."""
-    add_documents(sessions, store, 1, per_dossier=1, prefix="bad..code")
+    add_documents(sqlite_sessions, store, 1, per_dossier=1, prefix="bad..code")
     config = http_config(receiver.url)
-    with DeliveryWorker(config, sessions, store) as worker:
+    with DeliveryWorker(config, sqlite_sessions, store) as worker:
         worker.run_once()
-        with sessions() as session:
+        with sqlite_sessions() as session:
             row = session.scalars(select(Delivery)).one()
             assert (row.state, row.attempts) == ("failed", 1)
             assert row.last_error == "dossier code is not usable as a file name"
-        with sessions.begin() as session:
+        with sqlite_sessions.begin() as session:
             assert outbox.retry(session, row.id, NOW).state == "queued"
-        with sessions.begin() as session:
+        with sqlite_sessions.begin() as session:
             with pytest.raises(outbox.DeliveryConflict):
                 outbox.retry(session, row.id, NOW)
             assert outbox.cancel(session, row.id, NOW).state == "cancelled"
         assert worker.run_once().claimed == 0
-        with sessions() as session:
+        with sqlite_sessions() as session:
             assert outbox.backlog(session, ["motcua"])["motcua"].backlog == 0
 
 
-def test_retryable_failures_back_off_then_give_up(sessions: sessionmaker[Session], store: FileStore) -> None:
+def test_retryable_failures_back_off_then_give_up(sqlite_sessions: sessionmaker[Session], store: FileStore) -> None:
     """A receiver that is not there: each attempt waits about twice as long as the one before (with
     jitter, capped) and after max_attempts the delivery is failed with the reason."""
-    add_documents(sessions, store, 1, per_dossier=1)
+    add_documents(sqlite_sessions, store, 1, per_dossier=1)
     config = DeliveryConfig(targets=[HttpTarget(name="motcua", url="http://127.0.0.1:9", timeout_s=2)],
                             backoff_s=10, backoff_max_s=40, max_attempts=4)
     clock = [NOW]
     waits = []
-    with DeliveryWorker(config, sessions, store, clock=lambda: clock[0], rng=random.Random(5)) as worker:
+    with DeliveryWorker(config, sqlite_sessions, store, clock=lambda: clock[0], rng=random.Random(5)) as worker:
         for _ in range(4):
             assert worker.run_once().claimed == 1
-            with sessions() as session:
+            with sqlite_sessions() as session:
                 row = session.scalars(select(Delivery)).one()
             waits.append((row.next_attempt_at - clock[0]).total_seconds())
             clock[0] = row.next_attempt_at

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -128,9 +127,9 @@ def test_oauth2_client_credentials(sqlite_sessions: sessionmaker[Session], store
     exactly_once(receiver, sqlite_sessions, 2)
 
 
-@pytest.mark.parametrize("fault", ["cut", "timeout"])
-def test_one_fault_alone(fault: str, sqlite_sessions: sessionmaker[Session], store: FileStore, tmp_path: Path) -> None:
-    """Each fault at every request for a while is survived alone, too (the cut one never files)."""
+def test_cut_alone(sqlite_sessions: sessionmaker[Session], store: FileStore, tmp_path: Path) -> None:
+    """Half the requests cut mid-upload, nothing else: every document still filed once."""
+    fault = "cut"
     receiver = faulty(tmp_path, (fault,), rate=0.5, delay_s=0.4, seed=11)
     add_documents(sqlite_sessions, store, 2, per_dossier=2)
     with ReceiverServer(receiver) as server:
