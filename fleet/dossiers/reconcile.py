@@ -23,7 +23,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from fleet.display import DEFAULT_ZONE
@@ -65,6 +65,43 @@ def unmatched(session: Session, start: str, end: str,
              .where(t.component_at >= lo, t.component_at < hi, t.received_on.is_(None), t.walk_in.is_(False))
              .group_by(t.digitized_unit, month))
     return {(unit, str(m)): int(n) for unit, m, n in session.connection().execute(query).all()}
+
+
+def _received_in(start: str, end: str, units: Collection[str] | None) -> list[ColumnElement[bool]]:
+    t = Dossier.__table__.c
+    where = [t.received_period >= start, t.received_period <= end]
+    if units is not None:
+        where.append(t.received_unit.in_(sorted(units)))
+    return where
+
+
+def by_operator(session: Session, units: Collection[str] | None, start: str, end: str) -> dict[str | None, int]:
+    """{operator kind (None: not said): received dossiers of ``units`` (None: every unit) in the
+    months that are digitized}, by who digitized the first component."""
+    t = Dossier.__table__.c
+    query = (select(t.operator_kind, func.count()).where(*_received_in(start, end, units), t.component_at.is_not(None))
+             .group_by(t.operator_kind))
+    return {kind: int(n) for kind, n in session.connection().execute(query).all()}
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """One procedure's received dossiers and how many of them are digitized."""
+
+    code: str | None
+    received: int
+    digitized: int
+
+
+def top_procedures(session: Session, units: Collection[str] | None, start: str, end: str, *,
+                   limit: int = 10) -> list[Procedure]:
+    """The procedures with the most dossiers received by ``units`` in the months, most first
+    (then by code)."""
+    t = Dossier.__table__.c
+    received = func.count()
+    query = (select(t.procedure_code, received, func.count(t.component_at)).where(*_received_in(start, end, units))
+             .group_by(t.procedure_code).order_by(received.desc(), t.procedure_code).limit(limit))
+    return [Procedure(code or None, int(n), int(d)) for code, n, d in session.connection().execute(query).all()]
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,26 @@ def sql_day(column: Any, dialect: str, zone_name: str = DEFAULT_ZONE) -> Any:
     return _sql_local(column, dialect, zone_name, "%Y-%m-%d", "YYYY-MM-DD")
 
 
+def shift(period: str, by: int) -> str:
+    """The month ``by`` months after ``period`` (before it when negative).
+
+    >>> shift("2026-02", -3), shift("2025-12", 1)
+    ('2025-11', '2026-01')
+    """
+    index = first_day(period).year * 12 + first_day(period).month - 1 + by
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def previous(start: str, end: str) -> tuple[str, str]:
+    """The range as long as ``start``..``end`` just before it (a quarter's previous quarter).
+
+    >>> previous("2026-01", "2026-03"), previous("2026-01", "2026-01")
+    (('2025-10', '2025-12'), ('2025-12', '2025-12'))
+    """
+    length = len(months(start, end))
+    return shift(start, -length), shift(start, -1)
+
+
 def months(start: str, end: str) -> list[str]:
     """Every month from ``start`` to ``end`` inclusive."""
     year, month = first_day(start).year, first_day(start).month

@@ -10,7 +10,7 @@ tiers' targets are the province admin's."""
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,7 +26,7 @@ from fleet.progress.csvio import ImportRejected
 from fleet.progress.models import Target, Unit
 from fleet.progress.rates import Progress, progress
 from fleet.progress.received import ReceivedRow, import_received, parse_csv
-from fleet.progress.report import build_report, to_pdf, to_xlsx
+from fleet.progress.report import AdminHeader, build_report, to_pdf, to_xlsx
 from fleet.progress.schemas import (
     CSV_BODY,
     ActivityOut,
@@ -227,14 +227,33 @@ def _today(state: StateDep) -> date:
     return periods.today(state.now(), state.config.time_zone)
 
 
+def report_header(
+    agency: Annotated[str, Query(max_length=200, description="Issuing agency (default: the root unit's name)")] = "",
+    parent_agency: Annotated[str, Query(max_length=200, description="Its superior agency, above it")] = "",
+    number: Annotated[str, Query(max_length=60, description="The report's number, e.g. 12/BC-UBND")] = "",
+    place: Annotated[str, Query(max_length=100, description="Place before the date, e.g. Sơn Thủy")] = "",
+    recipient: Annotated[list[str] | None, Query(max_length=20, description="Recipients, one per line")] = None,
+    signer_title: Annotated[str, Query(max_length=100, description="Signer's title")] = "THỦ TRƯỞNG CƠ QUAN",
+    signer: Annotated[str, Query(max_length=100, description="Signer's name")] = "",
+) -> AdminHeader:
+    """The administrative header and signature block of an exported report (blanks by default)."""
+    recipients = tuple(r.strip()[:200] for r in recipient or () if r.strip()) or AdminHeader().recipients
+    return AdminHeader(agency=agency.strip(), parent_agency=parent_agency.strip(), number=number.strip(),
+                       place=place.strip(), recipients=recipients, signer_title=signer_title.strip(),
+                       signer=signer.strip())
+
+
+HeaderDep = Annotated[AdminHeader, Depends(report_header)]
+
+
 def _report(state: StateDep, session: Session, user: Principal, start: str | None, end: str | None,
-            unit: str | None, kind: str) -> Response:
+            unit: str | None, kind: str, header: AdminHeader) -> Response:
     first, last = _range(state, start, end)
     unit = _root(session, user, unit)
     try:
         report = build_report(session, first, last, unit, now=state.now(),
                               heartbeat_timeout_s=state.config.ingest.heartbeat_timeout_s,
-                              time_zone=state.config.time_zone)
+                              time_zone=state.config.time_zone, header=header)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     _hide_unattributed(session, user, report.progress)
@@ -247,14 +266,14 @@ def _report(state: StateDep, session: Session, user: Principal, start: str | Non
 
 
 @router.get("/report.xlsx", response_class=Response)
-def report_xlsx(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
-                unit: UnitQ = None) -> Response:
+def report_xlsx(state: StateDep, session: SessionDep, user: CurrentUser, header: HeaderDep, start: FromQ = None,
+                end: ToQ = None, unit: UnitQ = None) -> Response:
     """The periodic report ("Báo cáo định kỳ") as an Excel workbook."""
-    return _report(state, session, user, start, end, unit, "xlsx")
+    return _report(state, session, user, start, end, unit, "xlsx", header)
 
 
 @router.get("/report.pdf", response_class=Response)
-def report_pdf(state: StateDep, session: SessionDep, user: CurrentUser, start: FromQ = None, end: ToQ = None,
-               unit: UnitQ = None) -> Response:
+def report_pdf(state: StateDep, session: SessionDep, user: CurrentUser, header: HeaderDep, start: FromQ = None,
+               end: ToQ = None, unit: UnitQ = None) -> Response:
     """The periodic report as PDF."""
-    return _report(state, session, user, start, end, unit, "pdf")
+    return _report(state, session, user, start, end, unit, "pdf", header)

@@ -29,8 +29,12 @@ def test_xlsx_report_has_the_figures(filled: TestClient, artifacts: Path) -> Non
     book = load_workbook(io.BytesIO(response.content))
     assert book.sheetnames == ["Báo cáo", "Thiết bị"]
     rows: list[list[Any]] = [list(r) for r in book["Báo cáo"].iter_rows(values_only=True)]
-    assert rows[0][0].startswith("BÁO CÁO ĐỊNH KỲ TIẾN ĐỘ SỐ HÓA")
-    summary = " ".join(str(r[0]) for r in rows[1:7] if r[0])
+    # The administrative header: agency and number left, national name, motto, place and date right.
+    assert "TỈNH SƠN THỦY" in rows[0][0] and rows[1][0].startswith("Số: ")
+    assert rows[0][7:8] + rows[1][7:8] == ["CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", "Độc lập - Tự do - Hạnh phúc"]
+    assert rows[2][7] == "…………, ngày 01 tháng 03 năm 2026"  # NOW is 1 March 00:00 in Vietnam
+    title = next(i for i, r in enumerate(rows) if str(r[0] or "").startswith("BÁO CÁO ĐỊNH KỲ TIẾN ĐỘ SỐ HÓA"))
+    summary = " ".join(str(r[0]) for r in rows[title + 1:title + 9] if r[0])
     assert "Kỳ báo cáo: 01/2026 – 02/2026" in summary and "Tổng số hồ sơ tiếp nhận: 44; đã số hóa: 16" in summary
     assert "tỷ lệ số hóa: 36,4%" in summary and "Số đơn vị đạt chỉ tiêu: 2/4; chưa đạt: 2" in summary
     units = {r[0]: r for r in rows if r[0] in ("99", "99001", "99003", "99004")}
@@ -39,7 +43,8 @@ def test_xlsx_report_has_the_figures(filled: TestClient, artifacts: Path) -> Non
     assert units["99004"][3:8] == [8, 0, 0.0, 0.35, "Chưa đạt"]
     assert "Xã Đông Sơn" in units["99003"][1]
     assert units["99003"][11:14] == [0, 0, "Số tổng hợp"]  # only monthly counts in this data set
-    tiers = {r[0]: r for r in rows[rows.index(["Tổng hợp theo cấp"] + [None] * 13) + 2:] if r[0]}
+    start = next(i for i, r in enumerate(rows) if r[0] == "Tổng hợp theo cấp") + 2
+    tiers = {r[0]: r for r in rows[start:start + 4] if r[0]}
     assert tiers["Tỉnh"][:8] == ["Tỉnh", 1, 6, 3, 0.5, 0.5, 1, 0]
     assert tiers["Xã"][:8] == ["Xã", 3, 38, 13, pytest.approx(13 / 38), 0.35, 1, 2]
     devices: dict[Any, tuple[Any, ...]] = {r[0]: r for r in book["Thiết bị"].iter_rows(min_row=2, values_only=True)}
@@ -54,7 +59,10 @@ def test_xlsx_report_has_the_figures(filled: TestClient, artifacts: Path) -> Non
 def test_pdf_report_reads_back_in_vietnamese(filled: TestClient, artifacts: Path) -> None:
     """pdftotext finds the title, unit names and statuses with their Vietnamese letters (not
     boxes or question marks) and the figures in Vietnamese notation (36,4%)."""
-    response = filled.get("/api/v1/progress/report.pdf", params=PARAMS)
+    header = {"number": "12/BC-UBND", "place": "Sơn Thủy", "agency": "ỦY BAN NHÂN DÂN TỈNH SƠN THỦY",
+              "recipient": ["Chủ tịch UBND tỉnh;", "Lưu: VT, VP."], "signer_title": "Chủ tịch",
+              "signer": "Nguyễn Văn An"}
+    response = filled.get("/api/v1/progress/report.pdf", params={**PARAMS, **header})
     assert response.status_code == 200 and response.content.startswith(b"%PDF-")
     (artifacts / "progress").mkdir(exist_ok=True)
     path = artifacts / "progress" / "bao-cao-dinh-ky.pdf"
@@ -65,7 +73,11 @@ def test_pdf_report_reads_back_in_vietnamese(filled: TestClient, artifacts: Path
     for expected in ("BÁO CÁO ĐỊNH KỲ TIẾN ĐỘ SỐ HÓA HỒ SƠ", "Kỳ báo cáo: 01/2026 – 02/2026",
                      "Tổng số hồ sơ tiếp nhận: 44; đã số hóa: 16; tỷ lệ số hóa: 36,4%",
                      "Số đơn vị đạt chỉ tiêu: 2/4; chưa đạt: 2", "Tổng hợp theo cấp", "Thiết bị và mức sẵn sàng",
-                     "Tỉnh Sơn Thủy", "Xã Hòa Bình", "Chưa đạt", "Trực tuyến", "Mất kết nối"):
+                     "Tỉnh Sơn Thủy", "Xã Hòa Bình", "Chưa đạt", "Trực tuyến", "Mất kết nối",
+                     "ỦY BAN NHÂN DÂN TỈNH SƠN THỦY", "Số: 12/BC-UBND", "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+                     "Độc lập - Tự do - Hạnh phúc", "Sơn Thủy, ngày 01 tháng 03 năm 2026", "Nơi nhận:",
+                     "- Chủ tịch UBND tỉnh;", "- Lưu: VT, VP.", "CHỦ TỊCH", "(Ký, ghi rõ họ tên, đóng dấu)",
+                     "Nguyễn Văn An", "So sánh với kỳ trước (11/2025 – 12/2025)"):
         assert expected in flat, expected
     assert "\ufffd" not in text and "?" not in text
     lines = text.splitlines()
