@@ -43,7 +43,9 @@ def _report_summary(client: TestClient) -> str:
     response = client.get("/api/v1/progress/report.xlsx", params=SPAN)
     assert response.status_code == 200, response.text
     rows = list(load_workbook(io.BytesIO(response.content))["Báo cáo"].iter_rows(values_only=True))
-    return " ".join(str(r[0]) for r in rows[1:8] if r[0])
+    title = next(i for i, r in enumerate(rows) if str(r[0] or "").startswith("BÁO CÁO ĐỊNH KỲ"))
+    end = next(i for i in range(title, len(rows)) if not any(rows[i]))
+    return " ".join(str(r[0]) for r in rows[title + 1:end])
 
 
 UNATTRIBUTED_LINE = "chưa gắn được với đơn vị"
