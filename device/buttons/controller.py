@@ -7,6 +7,9 @@
   outbox); on the "closed" light, Done again starts the next dossier from idle.
 * **Done** held for ``long_press_s``: cancel the dossier (a running scan stops at the next page).
 * **Rescan**: scan the last page again and replace it (a failed rescan keeps the old page).
+* **Rescan** with no dossier open: result mode for the next dossier (two blue flashes, then the
+  light stays blue): the next Scan opens it as the procedure's result, its documents named
+  ``<code>-KQ<n>``. Rescan again (or Done) before scanning goes back to the dossier's documents.
 
 Anything pressed where it makes no sense gets the short ``invalid`` blip and changes nothing.
 
@@ -27,6 +30,7 @@ from typing import Any, Literal, Self
 from device.buttons.config import ButtonsConfig
 from device.buttons.feedback import StatusPanel
 from device.dossier.model import SessionEvent
+from device.dossier.numbering import DocumentKind
 from device.dossier.session import DossierSession
 from device.dossier.sources import PageSource
 from device.errors import SohoaError
@@ -73,6 +77,7 @@ class CounterButtons:
         self._refusing: str | None = None
         self._last_press: dict[str, float] = {}
         self._held = False
+        self._result_armed = False
         self._done_down: float | None = None
         self._buttons: list[Any] = []
         try:
@@ -213,16 +218,24 @@ class CounterButtons:
         state = self.session.state
         if action == "scan":
             if state in ("idle", "closed"):
-                self.session.open()
+                with self._lock:
+                    kind: DocumentKind = "result" if self._result_armed else "component"
+                    self._result_armed = False
+                self.session.open(kind=kind)
             self._note("scan")
             self.session.capture(self.pages_for("scan"))
         elif action == "rescan":
+            if state in ("idle", "closed"):
+                self._arm_result(not self._result_armed)
+                return
             if state not in ("open", "review") or not self.session.snapshot().pages:
                 self._note(f"ignored rescan: {state}")
                 self.panel.show("invalid")
                 return
             self._note("rescan")
             self.session.capture(self.pages_for("rescan"), replace_last=True)
+        elif self._result_armed:
+            self._arm_result(False)
         elif state in ("open", "review"):
             self._note("done")
             self.session.finish()
@@ -233,6 +246,14 @@ class CounterButtons:
             self._note(f"ignored done: {state}")
             self.panel.show("invalid")
 
+    def _arm_result(self, armed: bool) -> None:
+        with self._lock:
+            self._result_armed = armed
+        self._note("result armed" if armed else "result disarmed")
+        if armed:
+            self.panel.show("result_armed")
+        self.panel.set_result(armed or self.session.snapshot().kind == "result")
+
     # -- what the session tells us -------------------------------------------------------------
 
     def _on_session(self, event: SessionEvent) -> None:
@@ -242,9 +263,12 @@ class CounterButtons:
             self.panel.show("dossier_closed")
         elif event.kind == "cancelled" and event.previous != "idle":
             self.panel.show("cancelled")
-        self._show_state(event.state, event.snapshot.fault)
+        self._show_state(event.state, event.snapshot.fault, event.snapshot.kind)
 
-    def _show_state(self, state: str, fault: str | None) -> None:
+    def _show_state(self, state: str, fault: str | None, kind: str = "component") -> None:
+        with self._lock:
+            armed = self._result_armed
+        self.panel.set_result(armed or (kind == "result" and state not in ("idle", "closed")))
         self.panel.set_busy(state in ("capturing", "closing"))
         self.panel.set_attention(fault, slot="session")
 

@@ -6,6 +6,9 @@ Pattern             Light                                Buzzer
 ready               steady green                         silent
 offline             steady yellow (working, not linked)  silent
 scanning            blue blinking                        silent
+result              steady blue (the next or open        silent
+                    dossier is a result, -KQ<n>)
+result_armed        two short blue flashes               two short beeps
 page_good           one green flash                      one short beep
 page_rejected       three red flashes                    three long beeps
 dossier_closed      long green, two short green          one long beep
@@ -44,8 +47,9 @@ BLUE: Color = (0, 0, 1)
 YELLOW: Color = (1, 1, 0)
 MAGENTA: Color = (1, 0, 1)
 
-Transient = Literal["page_good", "page_rejected", "dossier_closed", "cancelled", "invalid", "attention"]
-Base = Literal["ready", "offline", "scanning", "attention"]
+Transient = Literal["page_good", "page_rejected", "dossier_closed", "cancelled", "invalid", "attention",
+                    "result_armed"]
+Base = Literal["ready", "offline", "scanning", "attention", "result"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,7 @@ TRANSIENTS: dict[Transient, tuple[Step, ...]] = {
     "cancelled": (Step(MAGENTA, True, 0.8), Step(MAGENTA, False, 0.4), Step(OFF, False, 0.1)),
     "invalid": (Step(RED, True, 0.06), Step(OFF, False, 0.1)),
     "attention": (Step(RED, True, 0.08), Step(OFF, False, 0.08)) * 3,
+    "result_armed": (Step(BLUE, True, 0.1), Step(OFF, False, 0.1)) * 2,
 }
 """Played once, in order, over whatever the light was showing."""
 
@@ -72,6 +77,7 @@ BASES: dict[Base, tuple[Step, ...]] = {
     "ready": (Step(GREEN, False, 3600.0),),
     "offline": (Step(YELLOW, False, 3600.0),),
     "scanning": (Step(BLUE, False, 0.25), Step(OFF, False, 0.25)),
+    "result": (Step(BLUE, False, 3600.0),),
     "attention": (Step(RED, False, 0.5), Step(OFF, False, 0.5)),
 }
 """Shown, repeating, when no transient is playing (a new state interrupts them at once)."""
@@ -80,10 +86,10 @@ BASES: dict[Base, tuple[Step, ...]] = {
 class StatusPanel:
     """The RGB status light and the buzzer, played by one thread so patterns never overlap.
 
-    The base pattern follows :meth:`set_busy`, :meth:`set_offline` and :meth:`set_attention`
-    (attention wins, then scanning, then offline, then ready); :meth:`show` queues a one-off
-    pattern. :attr:`history` lists every pattern in the order it started (tests read it, and wait
-    on it with :meth:`wait_for`)."""
+    The base pattern follows :meth:`set_busy`, :meth:`set_result`, :meth:`set_offline` and
+    :meth:`set_attention` (attention wins, then scanning, then result, then offline, then ready);
+    :meth:`show` queues a one-off pattern. :attr:`history` lists every pattern in the order it
+    started (tests read it, and wait on it with :meth:`wait_for`)."""
 
     def __init__(self, config: ButtonsConfig, *, pin_factory: Any = None) -> None:
         from gpiozero import RGBLED, Buzzer
@@ -109,6 +115,7 @@ class StatusPanel:
         self._cond = threading.Condition()
         self._queue: deque[Transient] = deque()
         self._busy = False
+        self._result = False
         self._offline = False
         self._attention: dict[str, str] = {}
         self._closing = threading.Event()
@@ -128,6 +135,10 @@ class StatusPanel:
     def set_busy(self, busy: bool) -> None:
         """Scanning (or building PDFs): blue blinking."""
         self._set(lambda: setattr(self, "_busy", busy))
+
+    def set_result(self, result: bool) -> None:
+        """Result mode (the next or the open dossier is the procedure's result): steady blue."""
+        self._set(lambda: setattr(self, "_result", result))
 
     def set_offline(self, offline: bool) -> None:
         """No link to the fleet: pages are kept and sent later; yellow instead of green."""
@@ -179,6 +190,8 @@ class StatusPanel:
             return "attention"
         if self._busy:
             return "scanning"
+        if self._result:
+            return "result"
         return "offline" if self._offline else "ready"
 
     def _apply(self, step: Step) -> None:

@@ -196,6 +196,7 @@ class ClosedSummary:
     dossier_code: str | None
     pages: int
     documents: int
+    kind: DocumentKind = "component"
 
 
 @dataclass(frozen=True, slots=True)

@@ -586,7 +586,7 @@ class DossierSession:
             log.warning("dossier %s not handed over (%s); pages kept", session_id, type(exc).__name__)
             raise
         with self._lock:
-            self._last_closed = ClosedSummary(session_id, code, len(pages), len(documents))
+            self._last_closed = ClosedSummary(session_id, code, len(pages), len(documents), kind)
             self._pages = []
             self._fault = None
             self._code = self._via = self._session_id = self._opened_at = None  # only the summary stays

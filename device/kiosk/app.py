@@ -37,6 +37,7 @@ from device.dossier.errors import (
     UpdateInProgress,
 )
 from device.dossier.model import SessionEvent
+from device.dossier.numbering import DocumentKind
 from device.dossier.session import DossierSession
 from device.dossier.sources import PageProcessor, PageSource
 from device.errors import CameraUnavailable, SohoaError
@@ -134,6 +135,8 @@ class KioskApp:
         self._doctypes = _doctype_choices(self._labels_vi)
         self._cond = threading.Condition()
         self._step: Step = "start"
+        self._kind: DocumentKind = "component"
+        """What the next dossier digitizes: the start screen's choice (the dossier, or its result)."""
         self._retake: str | None = None
         self._guidance: Guidance | None = None
         self._notice: str | None = None
@@ -245,12 +248,16 @@ class KioskApp:
             self._set_notice("no_qr")
             return
         try:
-            self.session.open(code, via="qr")
+            self.session.open(code, via="qr", kind=self._next_kind())
         except UpdateInProgress:
             self._set_notice("updating")
         except SohoaError as exc:  # a malformed code, or a dossier opened meanwhile
             log.info("receipt QR not used: %s", type(exc).__name__)
             self._set_notice("bad_code")
+
+    def _next_kind(self) -> DocumentKind:
+        with self._cond:
+            return self._kind
 
     def _housekeeping(self) -> None:
         """Privacy and abandoned dossiers, by the time since the last touch."""
@@ -270,6 +277,7 @@ class KioskApp:
         with self._cond:
             if self._step == "code" and state == "idle" and idle >= self.config.idle_reset_s:
                 self._step = "start"
+                self._kind = "component"
                 self._notice = None
 
     def _on_session(self, event: SessionEvent) -> None:
@@ -278,6 +286,7 @@ class KioskApp:
                 self._notice = None  # a notice belongs to the step it was given in
             if event.kind == "state" and event.state in ("idle", "open"):
                 self._step = "start"
+                self._kind = "component"  # taken by the dossier just opened, or given up
             if event.kind == "state" and event.state == "idle":
                 self._retake = None
                 self._notice = None
@@ -353,7 +362,8 @@ class KioskApp:
             camera = {"state": self.camera.state, "problem": self.camera.problem}
         closed = None
         if snap.last_closed is not None:
-            closed = {"dossier_code": snap.last_closed.dossier_code, "pages": snap.last_closed.pages}
+            closed = {"dossier_code": snap.last_closed.dossier_code, "pages": snap.last_closed.pages,
+                      "kind": snap.last_closed.kind}
         return {
             "state": snap.state,
             "step": step,
@@ -363,6 +373,7 @@ class KioskApp:
             "language": self.config.language,
             "idle_reset_s": self.config.idle_reset_s,
             "dossier_code": snap.dossier_code,
+            "kind": snap.kind if snap.state not in ("idle", "closed") else self._next_kind(),
             "pages": pages,
             "doctypes": self._doctypes if snap.state in ("open", "capturing", "review") else [],
             "retake": retake,
@@ -383,17 +394,22 @@ class KioskApp:
         self.touch()
         session = self.session
         try:
-            if action == "start":
+            if action == "start":  # {"kind": "result"}: the procedure's result, named <code>-KQ<n>
+                kind = body.get("kind", "component")
+                if kind not in ("component", "result"):
+                    raise HttpError(400, "bad_kind")
                 if session.state == "closed":
                     session.reset()
                 with self._cond:
                     self._step = "code"
+                    self._kind = kind
                     self._notice = None
             elif action == "home":
                 if session.state == "closed":
                     session.reset()
                 with self._cond:
                     self._step = "start"
+                    self._kind = "component"
                     self._notice = None
             elif action == "open":
                 code = body.get("code")
@@ -401,7 +417,7 @@ class KioskApp:
                     raise HttpError(400, "bad_code")
                 if session.state == "closed":
                     session.reset()
-                session.open(code.strip() if code and code.strip() else None)
+                session.open(code.strip() if code and code.strip() else None, kind=self._next_kind())
             elif action == "accept":
                 session.accept()
             elif action == "review":
@@ -427,6 +443,7 @@ class KioskApp:
                 session.cancel()
                 with self._cond:
                     self._step = "start"
+                    self._kind = "component"
             elif action == "scan":
                 self._start_scan()
             elif action == "touch":

@@ -6,7 +6,9 @@ const TEXT = {
   vi: {
     title: "Số hóa hồ sơ", switch_language: "English",
     start_title: "Xin chào", start_text: "Chạm vào nút bên dưới để bắt đầu số hóa giấy tờ của bạn.",
-    start_button: "Bắt đầu",
+    start_button: "Bắt đầu", start_result: "Số hóa kết quả giải quyết",
+    kind_result: "Đang số hóa: kết quả giải quyết hồ sơ",
+    closed_result: "Kết quả của hồ sơ {code} đã được lưu với {n} trang. Cảm ơn bạn.",
     code_title: "Mã hồ sơ", code_text: "Đưa mã QR trên giấy hẹn vào trước máy ảnh, hoặc nhập mã hồ sơ.",
     code_label: "Nhập mã hồ sơ", continue: "Tiếp tục", no_code: "Tôi không có mã", back: "Quay lại",
     place_title: "Đặt giấy tờ vào khung", retake_title: "Chụp lại trang {n}",
@@ -27,7 +29,9 @@ const TEXT = {
   en: {
     title: "Digitize your dossier", switch_language: "Tiếng Việt",
     start_title: "Welcome", start_text: "Touch the button below to start digitizing your papers.",
-    start_button: "Start",
+    start_button: "Start", start_result: "Digitize a result",
+    kind_result: "Digitizing: the procedure's result",
+    closed_result: "The result of dossier {code} was saved with {n} pages. Thank you.",
     code_title: "Dossier code", code_text: "Hold the QR code on your appointment slip to the camera, or type the dossier code.",
     code_label: "Type the dossier code", continue: "Continue", no_code: "I have no code", back: "Back",
     place_title: "Place the document inside the frame", retake_title: "Retake page {n}",
@@ -244,6 +248,7 @@ function render(s) {
   alert.textContent = alertText;
   alert.hidden = !alertText;
   showNotice(s.notice);
+  for (const el of document.querySelectorAll("[data-kind-line]")) el.hidden = s.kind !== "result";
   if (screen === "place") {
     const retaking = s.retake && s.pages.find((p) => p.id === s.retake);
     document.getElementById("h-place").textContent = retaking
@@ -262,8 +267,9 @@ function render(s) {
   else closeTypePicker();
   if (screen === "closed" && s.last_closed) {
     const c = s.last_closed;
+    const text = c.kind === "result" ? "closed_result" : "closed_text";
     document.getElementById("closed-text").textContent = c.dossier_code
-      ? t("closed_text", { code: c.dossier_code, n: c.pages }) : t("closed_text_nocode", { n: c.pages });
+      ? t(text, { code: c.dossier_code, n: c.pages }) : t("closed_text_nocode", { n: c.pages });
   }
   renderPreview(s, screen);
 }
@@ -302,7 +308,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   for (const b of document.querySelectorAll("[data-action]")) {
     b.addEventListener("click", () => {
-      post(b.dataset.action);
+      post(b.dataset.action, b.dataset.kind ? { kind: b.dataset.kind } : undefined);
     });
   }
   document.getElementById("type-cancel").addEventListener("click", closeTypePicker);

@@ -156,10 +156,12 @@ def test_long_press_done_cancels_running_scan(rig: Rig) -> None:
 
 
 def test_buttons_in_wrong_orders(rig: Rig) -> None:
-    """Done, Rescan and a long Done in idle; Scan, Rescan and Done while a scan runs; Rescan on an
+    """Done and a long Done in idle; Scan, Rescan and Done while a scan runs; Rescan on an
     empty dossier: each is ignored with the 'invalid' blip or silently while busy, and nothing
-    changes (no page lost, nothing sent)."""
+    changes (no page lost, nothing sent). Rescan in idle arms result mode and again disarms it."""
     rig.press("done")
+    rig.settle()
+    rig.press("rescan")
     rig.settle()
     rig.press("rescan")
     rig.settle()
@@ -167,7 +169,7 @@ def test_buttons_in_wrong_orders(rig: Rig) -> None:
     done = rig.pin("done_pin")
     rig.clock.advance()
     done.drive_low()
-    rig.panel.wait_for(lambda h: h.count("invalid") >= 3, T)  # the long press in idle
+    rig.panel.wait_for(lambda h: h.count("invalid") >= 2, T)  # the long press in idle
     rig.clock.advance()
     done.drive_high()
     source = ListSource([page_image(1), page_image(2), page_image(3)], gate_after=1)
@@ -181,10 +183,43 @@ def test_buttons_in_wrong_orders(rig: Rig) -> None:
     rig.settle()
     assert rig.session.snapshot().state == "review" and len(rig.session.snapshot().pages) == 3
     assert rig.buttons.history == [
-        "ignored done: idle", "ignored rescan: idle", "ignored cancel: idle", "scan",
+        "ignored done: idle", "result armed", "result disarmed", "ignored cancel: idle", "scan",
         "ignored scan: busy", "ignored rescan: busy", "ignored done: busy",
     ]
     assert rig.asked == ["scan"] and rig.sink.dossiers == []
+    assert rig.session.snapshot().kind == "component"  # disarmed before the scan
+
+
+def test_result_mode_from_the_buttons(rig: Rig) -> None:
+    """Rescan with no dossier open arms result mode (two blue flashes, then steady blue); Scan
+    opens the dossier as a result; Done closes it as <code>-KQ<n>; the next dossier is a
+    component again. Done while armed disarms without doing anything else."""
+    rig.pipeline.verdicts = {1: Verdict(receipt=CODE, doctype="decision"), 2: Verdict(doctype="decision")}
+    rig.sources = [ListSource([page_image(1), page_image(2)])]
+    rig.panel.wait_for(lambda h: h[-1:] == ["ready"], T)
+    rig.pin("led_blue_pin").clear_states()
+    rig.press("rescan")
+    rig.settle()
+    rig.panel.wait_for(lambda h: "result_armed" in h and h[-1] == "result", T)
+    assert rig.pin("led_blue_pin").state is True and rig.pin("led_green_pin").state is False  # steady blue
+    rig.press("scan")
+    rig.settle()
+    snap = rig.session.snapshot()
+    assert snap.kind == "result" and snap.dossier_code == CODE and snap.state == "review"
+    rig.press("done")
+    rig.settle()
+    closed = rig.sink.dossiers[0]
+    assert closed.kind == "result" and {closed.page_code(p.page_id) for p in closed.pages} == {f"{CODE}-KQ1"}
+    rig.panel.wait_for(lambda h: h[-1:] == ["ready"], T)  # closed: the blue light is out
+    rig.press("done")  # next
+    rig.settle()
+    rig.press("rescan")
+    rig.settle()
+    rig.press("done")  # changed their mind: disarmed
+    rig.settle()
+    assert rig.buttons.history == ["result armed", "scan", "done", "next", "result armed", "result disarmed"]
+    rig.panel.wait_for(lambda h: h[-1:] == ["ready"], T)
+    assert rig.session.state == "idle"
 
 
 def test_jam_shows_attention_and_keeps_pages(rig: Rig) -> None:

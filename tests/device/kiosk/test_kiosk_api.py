@@ -93,7 +93,7 @@ def test_typed_code_shot_retake_finish(kiosk: Kiosk) -> None:
     snap = kiosk.session.wait_for(lambda s: s.state == "review" and s.pages[0].page_id != first, T)
     assert len(snap.pages) == 1 and kiosk.state()["retake"] is None
     assert kiosk.post("finish").json()["state"] == "closed"
-    assert kiosk.state()["last_closed"] == {"dossier_code": CODE, "pages": 1}
+    assert kiosk.state()["last_closed"] == {"dossier_code": CODE, "pages": 1, "kind": "component"}
     assert len(kiosk.sink.dossiers) == 1 and kiosk.sink.dossiers[0].dossier_code == CODE
 
 

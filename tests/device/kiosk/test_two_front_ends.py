@@ -19,7 +19,8 @@ T = 10.0
 def test_screen_and_buttons_share_one_dossier(mock_factory: Any) -> None:
     """The citizen opens the dossier on the screen; the clerk's Scan adds the feeder's pages to
     it and the screen lists them; Done on the screen closes it and the counter light says so;
-    the clerk's Rescan after that is refused (nothing to rescan) and changes nothing."""
+    the clerk's Rescan after that rescans nothing: it arms result mode for the next dossier and
+    changes nothing of the closed one."""
     sink = RecordingSink()
     session = DossierSession(sink=sink, pdf_builder=None)
     config = ButtonsConfig(enabled=True, debounce_s=0.0, long_press_s=1.0, feedback_time_scale=0.05)
@@ -42,9 +43,10 @@ def test_screen_and_buttons_share_one_dossier(mock_factory: Any) -> None:
         rescan.drive_low()
         rescan.drive_high()
         buttons.wait_idle(T)
-        assert buttons.history == ["scan", "ignored rescan: closed"]
+        assert buttons.history == ["scan", "result armed"]
         assert len(sink.dossiers) == 1 and len(sink.dossiers[0].pages) == 2
-        assert http.get("/api/state").json()["last_closed"] == {"dossier_code": CODE, "pages": 2}
+        assert http.get("/api/state").json()["last_closed"] == {"dossier_code": CODE, "pages": 2,
+                                                                "kind": "component"}
     finally:
         http.close()
         server.close()
