@@ -148,6 +148,7 @@ class Signer:
         self.config = config
         self._lock = threading.Lock()
         self._session: Any = None
+        self._refused: WrongPin | None = None
         self._signers: dict[KeyRef, HankoSigner] = {}
 
     @property
@@ -267,8 +268,16 @@ class Signer:
     def _pkcs11(self, source: Pkcs11Source, ref: KeyRef) -> HankoSigner:
         from pyhanko.sign.pkcs11 import PKCS11Signer
 
+        if self._refused is not None:
+            # An HSM locks its user PIN after a few wrong ones: never try a refused PIN again
+            # (every pass would); a restart with the PIN corrected tries afresh.
+            raise WrongPin(f"{self._refused} (not tried again until the fleet restarts)")
         if self._session is None:
-            self._session = self._open(source)
+            try:
+                self._session = self._open(source)
+            except WrongPin as exc:
+                self._refused = exc
+                raise
         try:
             signer = PKCS11Signer(self._session, key_label=ref.key_label, cert_label=ref.cert_label or ref.key_label,
                                   other_certs_to_pull=())

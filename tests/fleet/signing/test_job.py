@@ -115,7 +115,8 @@ def test_each_held_document_is_signed_once(sessions: sessionmaker[Session], keys
 def test_a_failing_key_source_stops_the_pass(sessions: sessionmaker[Session], softhsm: Path, docs: Docs,
                                              tmp_path: Path) -> None:
     """A wrong PIN fails every document alike: the pass stops at the first (its reason kept for
-    the admin), the others stay untouched; with the right PIN the next run signs them all."""
+    the admin), the others stay untouched, and the token is not asked again with that PIN (a real
+    HSM would lock it); with the right PIN (a restart) the next run signs them all."""
     store = FileStore(tmp_path / "files", fsync=False)
     store.put_bytes(_sha(docs.plain), docs.plain)
     ids = [_document(sessions, f"{n}.1.pdf", docs.plain, "99001") for n in range(3)]
@@ -126,7 +127,10 @@ def test_a_failing_key_source_stops_the_pass(sessions: sessionmaker[Session], so
 
     with Signer(bad) as signer:
         done = SigningJob(signer, sessions, store).run_once()
+        again = SigningJob(signer, sessions, store).run_once()
     assert (done.signed, done.failed) == (0, 1) and done.stopped is not None and "PIN" in done.stopped
+    # An HSM locks its PIN after a few wrong ones: the refused PIN is not presented again.
+    assert again.stopped is not None and "not tried again" in again.stopped
     rows = _rows(sessions)
     assert "refused the PIN" in (rows[ids[0]].signing_error or "")
     assert [rows[i].signing_error for i in ids[1:]] == [None, None]
