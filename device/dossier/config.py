@@ -48,11 +48,37 @@ class SessionConfig(BaseModel):
         description="Pages one dossier may hold (each is held in memory until the dossier closes: about 12 MB "
         "at 200 dpi, 26 MB at 300 dpi, plus its file)",
     )
+    own_agencies: list[str] = Field(
+        default_factory=list,
+        description="Agency codes whose dossiers this device takes (a code's agency is its part before the first "
+        "'-'): an entry matches the whole agency code (000.00.12.H10) or its last part, the province (H10). Empty: "
+        "every code. A receipt QR or typed code of another agency is refused and the clerk is told",
+    )
     keep_results: bool = Field(
         default=False,
         description="Keep each page's full pipeline result (with its source image: twice the memory) for "
         "debugging; the verdict is always kept",
     )
+
+    @field_validator("own_agencies")
+    @classmethod
+    def _agencies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.]{0,31}", entry):
+                raise ValueError(f"{entry!r} is not an agency code (letters, digits and dots)")
+        return [entry.upper() for entry in value]
+
+    def takes(self, code: str) -> bool:
+        """Whether a dossier code belongs to one of :attr:`own_agencies` (always, when none is set).
+
+        >>> config = SessionConfig(own_agencies=["H10"])
+        >>> config.takes("000.00.12.H10-260101-0001"), config.takes("000.00.12.H22-260101-0001")
+        (True, False)
+        """
+        if not self.own_agencies:
+            return True
+        agency = code.strip().split("-", 1)[0].upper()
+        return agency in self.own_agencies or agency.rsplit(".", 1)[-1] in self.own_agencies
 
     @field_validator("dossier_code_pattern")
     @classmethod

@@ -39,6 +39,11 @@ class InvalidDossierCode(SessionError, ValueError):
     """A typed or scanned dossier code does not have the expected shape."""
 
 
+class ForeignDossierCode(InvalidDossierCode):
+    """The dossier code belongs to another agency than the device's (``session.own_agencies``):
+    not taken; the clerk is told."""
+
+
 class UnknownPage(SessionError, KeyError):
     """No page with that id in the open dossier."""
 

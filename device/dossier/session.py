@@ -43,6 +43,7 @@ from typing import Literal, Self
 
 from device.dossier.config import SessionConfig
 from device.dossier.errors import (
+    ForeignDossierCode,
     InvalidDoctype,
     InvalidDossierCode,
     InvalidSessionAction,
@@ -269,7 +270,7 @@ class DossierSession:
         with self._lock:
             self._require("name the dossier", "open", "capturing", "review")
             self._code = code
-            if self._fault == "dossier_code_mismatch":
+            if self._fault in ("dossier_code_mismatch", "foreign_dossier_code"):
                 self._fault = None
             self._queue("named")
             snap = self._snapshot()
@@ -436,6 +437,11 @@ class DossierSession:
             return
         if not self._code_re.fullmatch(code):
             log.info("receipt QR holds a code of unexpected shape; not adopted")
+            return
+        if not self.config.takes(code):  # said to the clerk (light, screen), never taken silently
+            log.info("receipt QR names another unit's dossier; not adopted")
+            self._fault = "foreign_dossier_code"
+            self._queue("fault", fault="foreign_dossier_code")
             return
         if self._code is None:
             self._code = code
@@ -666,6 +672,8 @@ class DossierSession:
         code = code.strip()
         if not self._code_re.fullmatch(code):
             raise InvalidDossierCode("the dossier code does not have the expected shape")
+        if not self.config.takes(code):
+            raise ForeignDossierCode("the dossier code belongs to another unit or province")
         return code
 
     def _require(self, action: str, *states: State) -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from device.dossier.errors import (
+    ForeignDossierCode,
     InvalidDoctype,
     InvalidDossierCode,
     InvalidSessionAction,
@@ -64,12 +65,16 @@ FAULTS: dict[str, tuple[str, str]] = {
     "disk_full": ("Bộ nhớ đầy, vui lòng gọi cán bộ", "The storage is full, please ask staff"),
     "outbox_error": ("Chưa lưu được hồ sơ, vui lòng gọi cán bộ", "The dossier could not be saved, please ask staff"),
     "dossier_code_mismatch": ("Giấy tờ thuộc hồ sơ khác", "This paper belongs to another dossier"),
+    "foreign_dossier_code": ("Mã hồ sơ thuộc đơn vị hoặc tỉnh khác, vui lòng gọi cán bộ",
+                             "This dossier code belongs to another unit or province, please ask staff"),
     "too_many_pages": ("Hồ sơ đã đủ số trang tối đa", "The dossier has reached its page limit"),
 }
 """Fault code -> (Vietnamese, English); scanner faults fall back to a general message."""
 
 NOTICES: dict[str, tuple[str, str]] = {
     "bad_code": ("Mã hồ sơ không hợp lệ, vui lòng kiểm tra lại", "That dossier code is not valid, please check it"),
+    "foreign_code": ("Mã hồ sơ thuộc đơn vị hoặc tỉnh khác, vui lòng gọi cán bộ",
+                     "This dossier code belongs to another unit or province, please ask staff"),
     "no_qr": ("Chưa đọc được mã QR, vui lòng giữ yên giấy hẹn trong khung",
               "The QR code could not be read yet: hold the slip still inside the frame"),
     "busy": ("Vui lòng đợi trong giây lát", "Please wait a moment"),
@@ -251,6 +256,9 @@ class KioskApp:
             self.session.open(code, via="qr", kind=self._next_kind())
         except UpdateInProgress:
             self._set_notice("updating")
+        except ForeignDossierCode:
+            log.info("receipt QR names another unit's dossier; not opened")
+            self._set_notice("foreign_code")
         except SohoaError as exc:  # a malformed code, or a dossier opened meanwhile
             log.info("receipt QR not used: %s", type(exc).__name__)
             self._set_notice("bad_code")
@@ -450,6 +458,9 @@ class KioskApp:
                 pass
             else:
                 raise HttpError(404, "no_such_action")
+        except ForeignDossierCode:
+            self._set_notice("foreign_code")
+            raise HttpError(400, "foreign_code") from None
         except InvalidDossierCode:
             self._set_notice("bad_code")
             raise HttpError(400, "bad_code") from None
