@@ -182,6 +182,22 @@ class RetentionConfig(_Section):
         return self
 
 
+class ClusterConfig(_Section):
+    """Several ``serve`` processes on one PostgreSQL database behave as one fleet: each background job
+    runs on one of them at a time (:mod:`fleet.leases`). Give each node its own ``broker.client_id``
+    (or certificate) and set ``broker.group`` so their ingest workers share the messages."""
+
+    node_id: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="This node's name in the job leases; unset: host name, process id and a random suffix",
+    )
+    lease_ttl_s: float = Field(
+        default=30.0, ge=3, le=600,
+        description="A job's lease lasts this long unless renewed (every third of it): a dead node's jobs "
+                    "move to another within 4/3 of it",
+    )
+
+
 class FleetConfig(_Section):
     """Everything ``sohoa-fleet`` reads from its config file.
 
@@ -205,6 +221,7 @@ class FleetConfig(_Section):
     signing: SigningConfig = Field(
         default_factory=SigningConfig, description="Signing closed documents (PAdES) with the organisation's key"
     )
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Several fleet nodes on one database")
     time_zone: str = Field(
         default=DEFAULT_ZONE,
         description="The province's IANA time zone: every time on the web pages and in reports is shown in it",

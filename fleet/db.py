@@ -8,13 +8,14 @@ programmatically (``sohoa-fleet migrate`` and on start).
 True
 """
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Connection, Date, Engine, create_engine, event, func
+from sqlalchemy import JSON, Boolean, Connection, Date, Engine, create_engine, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -113,12 +114,31 @@ def _alembic_config(engine: Engine) -> Any:
     return cfg
 
 
+@contextlib.contextmanager
+def one_node_at_a_time(engine: Engine, what: str) -> Iterator[None]:
+    """Run the block on one fleet node at a time (a PostgreSQL advisory lock named ``what``, held on
+    a connection of its own): two nodes started together must not both migrate the schema or both
+    create the first admin. Nothing to do on SQLite, which one node uses alone."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(hashtext(:what))"), {"what": f"sohoa:{what}"})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:what))"), {"what": f"sohoa:{what}"})
+            conn.commit()
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (default: the newest)."""
+    """Bring the schema to ``revision`` (default: the newest), one fleet node at a time."""
     from alembic import command
 
     try:
-        command.upgrade(_alembic_config(engine), revision)
+        with one_node_at_a_time(engine, "migrate"):
+            command.upgrade(_alembic_config(engine), revision)
     except Exception as exc:
         if isinstance(exc, FleetError):
             raise

@@ -47,6 +47,7 @@ from fleet.db import hour_bucket
 from fleet.delivery.config import DeliveryConfig
 from fleet.delivery.models import Delivery
 from fleet.dossiers.models import DossierDocument
+from fleet.leases import Lease, next_turn
 from fleet.models import Device, MaintenanceMark, Page, StoredFile, TelemetrySample
 from fleet.storage import FileStore
 
@@ -217,13 +218,15 @@ class RetentionRunner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lease: Lease | None = None
+        """With several fleet nodes: the thread runs passes only while this node holds it."""
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.config.interval_s):
+        while next_turn(self.lease, self._stop, self.config.interval_s):
             try:
                 self.run_once()
             except Exception:  # a database hiccup: the next pass does it all again, say so loudly

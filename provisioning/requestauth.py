@@ -32,6 +32,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Container
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -90,20 +91,51 @@ def parse_authorization(header: str | None) -> SignedRequest:
     return SignedRequest(m["id"], int(m["ts"]), m["nonce"], sig)
 
 
-class RequestVerifier:
-    """Checks signed requests against the CA, the device's certificate, the clock and a nonce cache.
+class NonceStore(Protocol):
+    """Where the nonces of accepted requests are kept while they could be replayed."""
 
-    One per API process (the nonce cache is in memory: with several workers, a replay to another
-    worker within ``max_skew`` is possible; keep nonces in the database or Redis if that matters).
+    def remember(self, device_id: str, nonce: str, ts: int, horizon: float) -> bool:
+        """Record ``(device_id, nonce)``; False when it was recorded before (a replay). Nonces of
+        requests older than ``horizon`` (seconds since the epoch) may be forgotten."""
+        ...
+
+
+class MemoryNonces:
+    """Nonces in this process's memory (at most ``max_nonces``): enough for one API process. Several
+    processes serving one fleet share a store in their database instead (the fleet's ``SqlNonces``).
+
+    >>> nonces = MemoryNonces()
+    >>> nonces.remember("kiosk-1", "n" * 16, 100, horizon=0), nonces.remember("kiosk-1", "n" * 16, 100, horizon=0)
+    (True, False)
     """
 
-    def __init__(self, ca: CertificateAuthority, *, max_skew: dt.timedelta = MAX_SKEW,
-                 max_nonces: int = 100_000) -> None:
-        self.ca = ca
-        self.max_skew = max_skew
+    def __init__(self, max_nonces: int = 100_000) -> None:
         self._nonces: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._max_nonces = max_nonces
         self._lock = threading.Lock()
+
+    def remember(self, device_id: str, nonce: str, ts: int, horizon: float) -> bool:
+        key = (device_id, nonce)
+        with self._lock:
+            if key in self._nonces:
+                return False
+            while self._nonces and (len(self._nonces) >= self._max_nonces
+                                    or next(iter(self._nonces.values())) < horizon):
+                self._nonces.popitem(last=False)
+            self._nonces[key] = ts
+        return True
+
+
+class RequestVerifier:
+    """Checks signed requests against the CA, the device's certificate, the clock and a nonce store
+    (``nonces``; in this process's memory unless given one shared by every process of the fleet).
+    """
+
+    def __init__(self, ca: CertificateAuthority, *, max_skew: dt.timedelta = MAX_SKEW,
+                 nonces: NonceStore | None = None) -> None:
+        self.ca = ca
+        self.max_skew = max_skew
+        self.nonces: NonceStore = nonces if nonces is not None else MemoryNonces()
 
     def verify(self, header: str | SignedRequest | None, method: str, path: str, body_sha256: str, *,
                certificate_pem: bytes | None, revoked: Container[int] = frozenset(),
@@ -131,12 +163,6 @@ class RequestVerifier:
         return peer
 
     def _remember(self, signed: SignedRequest, now: dt.datetime) -> None:
-        key = (signed.device_id, signed.nonce)
         horizon = now.timestamp() - 2 * self.max_skew.total_seconds()
-        with self._lock:
-            if key in self._nonces:
-                raise CertificateRejected("replayed", "this request was already seen")
-            while self._nonces and (len(self._nonces) >= self._max_nonces
-                                    or next(iter(self._nonces.values())) < horizon):
-                self._nonces.popitem(last=False)
-            self._nonces[key] = signed.ts
+        if not self.nonces.remember(signed.device_id, signed.nonce, signed.ts, horizon):
+            raise CertificateRejected("replayed", "this request was already seen")

@@ -27,6 +27,7 @@ from fleet.alerts.models import Alert
 from fleet.alerts.webhook import Webhook
 from fleet.delivery.config import DeliveryConfig
 from fleet.errors import FleetError, NotFound
+from fleet.leases import Lease, next_turn
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ class AlertEvaluator:
         self._ran = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lease: Lease | None = None
+        """With several fleet nodes: the thread evaluates only while this node holds it."""
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="alerts-evaluator", daemon=True)
@@ -140,7 +143,7 @@ class AlertEvaluator:
         log.info("alert evaluator every %.0f s", self.config.interval_s)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.config.interval_s):
+        while next_turn(self.lease, self._stop, self.config.interval_s):
             try:
                 self.run_once()
             except Exception:  # a database hiccup: try again next interval, say so loudly

@@ -4,6 +4,10 @@ stop, so a test can run one alone; this module only decides which run and in wha
 
 Start order (stop is the exact reverse, after the last request was answered):
 
+0. job leases (:class:`fleet.leases.LeaseKeeper`): with several fleet nodes on one database, each
+   background job below (CRL timer, operations driver, alert evaluation, retention, broker-log
+   audit, document signing) runs only on the node holding its lease; one round is taken before anything starts, and
+   the leases are released last, after the jobs stopped;
 1. enrollment (``pki.ca_dir`` set): the CA is loaded, the CRL written at once and then kept
    fresh by :class:`fleet.enroll.crl_refresh.CrlRefresh` (first: a CRL that lapsed while the
    fleet was down locks every device out of the broker);
@@ -47,6 +51,7 @@ from fleet.enroll.brokerlog import BrokerLogAudit
 from fleet.enroll.crl_refresh import CrlRefresh
 from fleet.enroll.runtime import EnrollRuntime, open_runtime
 from fleet.ingest import Ingest
+from fleet.leases import LeaseKeeper
 from fleet.metrics import FleetMetrics
 from fleet.operations.service import Operations
 from fleet.retention import RetentionRunner
@@ -55,6 +60,9 @@ from fleet.signing.signer import Signer
 from fleet.storage import FileStore
 
 log = logging.getLogger(__name__)
+
+JOBS = ("crl_refresh", "operations", "alerts", "retention", "broker_log", "signing")
+"""The background jobs that run on one fleet node at a time, by lease name."""
 
 
 @dataclass
@@ -78,6 +86,7 @@ class FleetServices:
     (True, True)
     """
 
+    leases: LeaseKeeper | None = None
     enroll: EnrollRuntime | None = None
     crl_refresh: CrlRefresh | None = None
     operations: Operations | None = None
@@ -100,12 +109,20 @@ class FleetServices:
 
     async def _start(self, config: FleetConfig, sessions: sessionmaker[Session], metrics: FleetMetrics,
                      clock: Callable[[], datetime]) -> None:
+        self.leases = LeaseKeeper(sessions, node=config.cluster.node_id, ttl_s=config.cluster.lease_ttl_s)
+        leases = self.leases
+        for job in JOBS:
+            leases.lease(job)
+        await run_in_threadpool(leases.start)
+
         self.enroll = await run_in_threadpool(open_runtime, config, sessions, clock)
         if self.enroll is not None:
             self.crl_refresh = CrlRefresh(self.enroll, sessions, config.pki.crl_refresh_h * 3600, clock)
+            self.crl_refresh.lease = leases.lease("crl_refresh")
             await self.crl_refresh.start()
 
         self.operations = Operations(config, sessions, clock=clock)
+        self.operations.lease = leases.lease("operations")
         if config.ingest.enabled:
             self.ingest = Ingest(config, sessions, metrics)
             self.ingest.writer.hooks.append(self.operations.hook)
@@ -114,18 +131,21 @@ class FleetServices:
 
         self.alerts = AlertEvaluator(config.alerts, sessions, clock=clock,
                                      heartbeat_timeout_s=config.ingest.heartbeat_timeout_s, delivery=config.delivery)
+        self.alerts.lease = leases.lease("alerts")
         if config.alerts.enabled:
             self.alerts.start()
 
         store = FileStore(config.storage.dir, fsync=config.storage.fsync)
         self.retention = RetentionRunner(config.retention, sessions, clock=clock, store=store,
                                          delivery=config.delivery)
+        self.retention.lease = leases.lease("retention")
         if config.retention.enabled:
             self.retention.start()
 
         if config.pki.broker_log_file is not None:
             self.broker_log = BrokerLogAudit(config.pki.broker_log_file, sessions, config.pki.broker_log_scan_s,
                                              clock=clock)
+            self.broker_log.lease = leases.lease("broker_log")
             self.broker_log.start()
 
         if config.signing.enabled:
@@ -138,6 +158,7 @@ class FleetServices:
 
             self.signing = SigningJob(Signer(config.signing), sessions, store, interval_s=config.signing.interval_s,
                                       clock=clock, on_pass=counted)
+            self.signing.lease = leases.lease("signing")
             self.signing.start()
 
         self.delivery = DeliveryWorker(config.delivery, sessions, store, metrics=metrics, clock=clock)
@@ -186,3 +207,6 @@ class FleetServices:
             await self.crl_refresh.stop()
             self.crl_refresh = None
         self.enroll = None
+        if self.leases is not None:
+            await run_in_threadpool(self.leases.stop)
+            self.leases = None

@@ -95,13 +95,13 @@ def ensure_initial_admin(config: FleetConfig) -> Path | None:
     """When the database has no user at all, create ``admin`` (province admin) with a random
     password written to ``auth.initial_admin_file`` (mode 0600); returns that path, or None when
     there were users already. Only the path is logged, never the password."""
-    from fleet.db import make_engine, migrate, session_factory
+    from fleet.db import make_engine, migrate, one_node_at_a_time, session_factory
 
     engine = make_engine(config.database.url)
     try:
         if config.database.migrate_on_start:
             migrate(engine)
-        with session_factory(engine)() as session:
+        with one_node_at_a_time(engine, "initial-admin"), session_factory(engine)() as session:
             if session.scalar(select(func.count()).select_from(User)):
                 return None
             password = generate_password()

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from fleet.auth.models import AuditEntry
+from fleet.leases import Lease
 from fleet.models import Device
 from provisioning.broker import AclViolation, scan_log
 
@@ -108,6 +109,8 @@ class BrokerLogAudit:
         self.interval_s = interval_s
         self.clock = clock or _utcnow
         self._task: asyncio.Task[None] | None = None
+        self.lease: Lease | None = None
+        """With several fleet nodes reading one broker log: only the holder records what it reads."""
 
     @property
     def running(self) -> bool:
@@ -130,6 +133,9 @@ class BrokerLogAudit:
             await asyncio.sleep(self.interval_s)
             try:
                 pending += await run_in_threadpool(self.watch.new_violations)
+                if self.lease is not None and not self.lease.held():
+                    pending = []  # the node holding the lease records them
+                    continue
                 await run_in_threadpool(record_violations, self.sessions, self.clock, pending)
                 pending = []
             except Exception:  # an unreadable log or a database hiccup: the next look tries again, loudly

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from fleet.enroll import admin
 from fleet.enroll.crl import Published
 from fleet.enroll.runtime import EnrollRuntime
+from fleet.leases import Lease
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ class CrlRefresh:
         self.interval_s = interval_s
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
+        self.lease: Lease | None = None
+        """With several fleet nodes: the timer publishes only while this node holds it, and at
+        once when this node takes it over."""
 
     def publish(self, why: str) -> Published:
         """Sign and write the CRL now, SIGHUP the broker, audit it as the fleet."""
@@ -55,9 +59,17 @@ class CrlRefresh:
         self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(min(self.interval_s, 1.0))
+            gained = self.lease is not None and self.lease.take_gain()
+            if not gained and loop.time() - last < self.interval_s:
+                continue
+            last = loop.time()
+            if self.lease is not None and not self.lease.held():
+                continue  # another fleet node keeps the CRL fresh
             try:
-                await run_in_threadpool(self.publish, "timer")
+                await run_in_threadpool(self.publish, "takeover" if gained else "timer")
             except Exception:  # a full disk or a database hiccup: the next tick tries again, loudly
                 log.exception("could not publish the CRL")

@@ -68,3 +68,14 @@ class CertificateRow(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class RequestNonce(Base):
+    """A signed device request's nonce, kept while its time is within the allowed skew: a replay
+    is refused by whichever fleet node it reaches (the primary key makes the second insert fail)."""
+
+    __tablename__ = "request_nonces"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[int] = mapped_column(Integer, index=True)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.config import FleetConfig
 from fleet.enroll.crl import CrlPublisher
+from fleet.enroll.nonces import SqlNonces
 from fleet.enroll.ratelimit import RateLimiter
 from fleet.enroll.store import SqlEnrollmentStore
 from provisioning.ca import CertificateAuthority
@@ -64,5 +65,5 @@ def open_runtime(config: FleetConfig, sessions: sessionmaker[Session],
     crl = CrlPublisher(ca, store, crl_file=pki.crl_file, broker_pid_file=pki.broker_pid_file, clock=clock)
     log.info("enrollment on: CA %s, devices told broker %s and fleet %s", ca.subject, broker_url(config),
              public_url(config))
-    return EnrollRuntime(ca, store, service, RequestVerifier(ca), crl,
+    return EnrollRuntime(ca, store, service, RequestVerifier(ca, nonces=SqlNonces(sessions)), crl,
                          RateLimiter(config.enrollment.rate_per_minute), pepper)

@@ -9,6 +9,7 @@ import fleet.auth.models  # registers the users, sessions and audit tables on Ba
 import fleet.delivery.models  # registers the delivery outbox on Base
 import fleet.dossiers.models  # registers the dossier registry's tables on Base
 import fleet.enroll.models  # registers the enrollment tables on Base
+import fleet.leases  # registers the job leases table on Base
 import fleet.operations.models  # registers the operations tables on Base
 import fleet.progress.models  # noqa: F401 - registers the progress tables on Base
 from fleet.models import Base

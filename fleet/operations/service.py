@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.config import FleetConfig
+from fleet.leases import Lease
 from fleet.models import Device
 from fleet.operations.models import CommandRow, DeviceConfig, RolloutRow, SettingsLayer
 from fleet.progress.units import unit_parents
@@ -145,6 +146,9 @@ class Operations:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lease: Lease | None = None
+        """With several fleet nodes: the driver ticks only while this node holds it (the ingest
+        hook, which records what devices answer, runs on every node)."""
         self.connected = threading.Event()
         broker = config.broker
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{broker.client_id}-ops",
@@ -277,6 +281,8 @@ class Operations:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if self.lease is not None and not self.lease.held():
+                continue  # another fleet node drives operations
             try:
                 self.tick()
             except Exception:  # the driver must keep going (database briefly away, ...)

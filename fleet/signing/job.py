@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.dossiers.models import DossierDocument
+from fleet.leases import Lease
 from fleet.signing.signer import (
     NoKeyForUnit,
     NotAPdf,
@@ -107,6 +109,8 @@ class SigningJob:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._given_up: set[int] = set()
+        self.lease: Lease | None = None
+        """With several fleet nodes: passes run only on the node holding it."""
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="signing", daemon=True)
@@ -118,12 +122,24 @@ class SigningJob:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # a database hiccup: the next pass does it all again, say so loudly
-                log.exception("signing pass failed")
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
+            if self.lease is None or self.lease.held():
+                try:
+                    self.run_once()
+                except Exception:  # a database hiccup: the next pass does it all again, say so loudly
+                    log.exception("signing pass failed")
+            self._wait()
+
+    def _wait(self) -> None:
+        """Until the interval is over, a wake, or (with several fleet nodes) this node just took
+        the lease over from one that stopped."""
+        deadline = time.monotonic() + self.interval_s
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wake.wait(min(left, 1.0)):
+                break
+            if self.lease is not None and self.lease.take_gain():
+                break
+        self._wake.clear()
 
     def run_once(self) -> SigningPass:
         with self._lock:

@@ -37,23 +37,29 @@ class FleetProcess:
 
     def __init__(self, workdir: Path, broker_port: int, db_url: str | None = None,
                  heartbeat_timeout_s: float = 60.0, group: str | None = None, *,
-                 pki: Path | None = None, broker_pid_file: Path | None = None) -> None:
+                 pki: Path | None = None, broker_pid_file: Path | None = None,
+                 shared_dir: Path | None = None, extra_yaml: str = "") -> None:
         """``pki``: a ``python -m provisioning init`` directory whose mutual-TLS broker listens on
         ``broker_port``: the ingest connects as ``fleet.ingest`` (the operations publisher as
         ``fleet.ops`` when init made that identity too), devices are told
         ``mqtts://127.0.0.1:<broker_port>``, a revocation rewrites its CRL and SIGHUPs
         ``broker_pid_file``, the broker's ACL refusals in its log are audited. Without it the
-        fleet's CA is ``workdir/pki/ca`` and the broker plain."""
+        fleet's CA is ``workdir/pki/ca`` and the broker plain.
+
+        ``shared_dir``: another node of the same fleet (same database) keeps its CA, page files and
+        first admin's password there (the mount both nodes reach); ``extra_yaml``: more sections."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.db_url = db_url or f"sqlite:///{workdir}/fleet.db"
         self.config = workdir / "fleet.yaml"
-        ca_dir = (pki or workdir / "pki") / "ca"
+        common = shared_dir or workdir
+        ca_dir = (pki or common / "pki") / "ca"
         if pki is None:
             broker = f"broker:\n  port: {broker_port}\n  client_id: e2e-fleet-{uuid.uuid4().hex[:8]}\n"
-            tls = f"pki:\n  ca_dir: {ca_dir}\nenrollment:\n  broker_url: mqtt://127.0.0.1:{broker_port}\n"
+            own_https = f"  server_cert_dir: {workdir}/https\n" if shared_dir is not None else ""
+            tls = f"pki:\n  ca_dir: {ca_dir}\n{own_https}enrollment:\n  broker_url: mqtt://127.0.0.1:{broker_port}\n"
         else:
             broker = (f"broker:\n  port: {broker_port}\n  client_id: fleet.ingest\n  ca_file: {ca_dir}/ca.crt\n"
                       f"  cert_file: {pki}/ingest/fleet.ingest.crt\n  key_file: {pki}/ingest/fleet.ingest.key\n")
@@ -66,15 +72,17 @@ class FleetProcess:
                    + f"enrollment:\n  broker_url: mqtts://127.0.0.1:{broker_port}\n")
         self.config.write_text(
             f"database:\n  url: {self.db_url}\n"
-            f"storage:\n  dir: {workdir}/files\n  fsync: false\n"
+            f"storage:\n  dir: {common}/files\n  fsync: false\n"
             + broker
             + (f"  group: {group}\n" if group else "")
             + f"ingest:\n  heartbeat_timeout_s: {heartbeat_timeout_s}\n"
             f"http:\n  host: 127.0.0.1\n  port: {self.port}\n"
-            f"auth:\n  initial_admin_file: {workdir}/initial-admin-password\n"
+            f"auth:\n  initial_admin_file: {common}/initial-admin-password\n"
             + tls
             + f"  public_url: {self.url}\n"
+            + extra_yaml
         )
+        self.admin_file = common / "initial-admin-password"
         CertificateAuthority.open(ca_dir)
         self.ca_file = ca_dir / "ca.crt"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -99,7 +107,7 @@ class FleetProcess:
             try:
                 if self.http.get("/healthz").json().get("ingest") == "connected":
                     if "Authorization" not in self.http.headers:  # the admin `serve` created on first start
-                        login_as(self.http, "admin", (self.workdir / "initial-admin-password").read_text().strip())
+                        login_as(self.http, "admin", self.admin_file.read_text().strip())
                     return
             except (httpx.HTTPError, ValueError):
                 pass
