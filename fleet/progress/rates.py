@@ -323,20 +323,20 @@ def progress(session: Session, start: str, end: str, root: str | None = None,
 
     result: dict[str, UnitProgress] = {}
     for unit, depth in order:
+        code, parent = unit.code, parent_of[unit.code]  # ORM attributes read once: 3,000 units x 12 months
         row = UnitProgress(
-            code=unit.code, name=unit.name, tier=unit.tier,
-            parent_code=unit.parent_code if unit.parent_code in tree else None,
-            depth=depth, own=Figures(), total=Figures(), target=targets.for_unit(unit.code, unit.tier, end),
-            basis="dossiers" if unit.code in by_rows else "counts",
-            children=[k.code for k in children.get(unit.code, [])], trend={m: Figures() for m in months})
+            code=code, name=unit.name, tier=unit.tier, parent_code=parent if parent in tree else None,
+            depth=depth, own=Figures(), total=Figures(), target=targets.for_unit(code, unit.tier, end),
+            basis="dossiers" if code in by_rows else "counts",
+            children=[k.code for k in children.get(code, [])], trend={m: Figures() for m in months})
         for month in months:
-            mine, below = own.get((unit.code, month)), subtree_month.get((unit.code, month))
+            mine, below = own.get((code, month)), subtree_month.get((code, month))
             if mine is not None:
                 row.own.add(mine)
             if below is not None:
                 row.trend[month] = below
                 row.total.add(below)
-        result[unit.code] = row
+        result[code] = row
 
     tiers: list[TierTotal] = []
     for tier in TIERS:
