@@ -57,6 +57,7 @@ SAMPLE_RECEIVED = {"99001": 240, "99003": 180, "99004": 150}
 send them)."""
 HTTP_PORT = 8000
 MQTT_PORT = 8883
+HANDOFF_PORT = 8090
 FLEET_URL = f"https://127.0.0.1:{HTTP_PORT}"
 SAMPLE_DPI = 200
 SAMPLE_TYPES = ("dossier_receipt", "application_form", "birth_certificate", "id_card", "receipt")
@@ -188,6 +189,9 @@ def _write_configs(scan_every: float) -> dict[str, Path]:
         "# Each closed document signed PAdES B-B with the DEMO organisation certificate (a province: its HSM).\n"
         f"signing:\n  enabled: true\n  interval_s: 10\n  source:\n    type: pkcs12\n"
         f"    file: {paths['signing']}/organisation.p12\n    passphrase_file: {paths['signing']}/p12-passphrase\n"
+        "# Each signed document delivered to the reference receiver of the hand-off contract (docs/handoff.md).\n"
+        f"delivery:\n  interval_s: 5\n  targets:\n    - type: http\n      name: motcua-demo\n"
+        f"      url: http://127.0.0.1:{HANDOFF_PORT}\n"
     )
     (VAR / "device.yaml").write_text(
         "# The demo's virtual kiosk: the SANE test backend's feeder and a folder of sample pages.\n"
@@ -356,7 +360,8 @@ def _pages_held(fleet: Fleet, since: dt.datetime) -> int:
 
 def _run(demo: Demo, scan_every: float, started: float) -> None:
     run_since = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    for port, who in ((MQTT_PORT, "the MQTT broker"), (HTTP_PORT, "the fleet manager")):
+    for port, who in ((MQTT_PORT, "the MQTT broker"), (HTTP_PORT, "the fleet manager"),
+                      (HANDOFF_PORT, "the hand-off receiver")):
         if not _port_free(port):
             raise DemoError(f"port {port} on 127.0.0.1 is taken; stop what uses it ({who} needs it)")
     VAR.mkdir(parents=True, exist_ok=True)
@@ -369,6 +374,10 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
     broker = demo.start("mosquitto", [mosquitto, "-c", str(broker_conf)])
     (VAR / "mosquitto.pid").write_text(f"{broker.pid}\n")  # the fleet SIGHUPs it after a revocation
     if not demo.wait("mosquitto listening on 8883", lambda: _tcp_open(MQTT_PORT)):
+        return
+    demo.start("handoff-receiver", [PY, "-m", "fleet.handoff_receiver", "--dir", str(VAR / "handoff"),
+                                    "--port", str(HANDOFF_PORT)])
+    if not demo.wait(f"the hand-off receiver on {HANDOFF_PORT}", lambda: _tcp_open(HANDOFF_PORT)):
         return
     demo.start("fleet", [PY, "-m", "fleet", "serve", "--config", str(VAR / "fleet.yaml")])
     fleet = Fleet()
@@ -429,6 +438,9 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
         f"  Kiosk screen:   http://127.0.0.1:{KIOSK_PORT}/   (what a citizen sees at the kiosk)\n"
         f"  Signing:        each closed document signed PAdES B-B at the fleet with the DEMO certificate in\n"
         f"                  {paths['signing']} (its demo CA: demo-signing-ca.crt; `pdfsig FILE` checks one)\n"
+        f"  Delivery:       signed documents to the reference receiver http://127.0.0.1:{HANDOFF_PORT} "
+        f"(filed in {VAR / 'handoff'});\n"
+        f"                  {FLEET_URL}/deliveries shows the outbox\n"
         f"  Virtual kiosk:  {DEVICE_ID}, unit {UNIT}, enrolled; scans the SANE test backend every {scan_every:.0f} s"
         f"{f' and imported {samples} sample pages' if samples else ''}\n"
         f"  Logs and data:  {VAR}\n"

@@ -84,6 +84,10 @@ class DeliveryConfig(_Section):
     targets: list[Target] = Field(default=[], description="Where signed documents go (none: nothing is delivered)")
     interval_s: float = Field(default=5.0, gt=0, le=3600, description="Seconds between two passes when idle")
     batch_size: int = Field(default=200, ge=1, le=5000, description="Deliveries claimed in one pass")
+    concurrency: int = Field(
+        default=4, ge=1, le=64,
+        description="Dossiers sent at once (each dossier's files and manifest stay in order, one after another)",
+    )
     lease_s: float = Field(
         default=300.0, gt=0, le=86400,
         description="A delivery left 'sending' this long (its worker died) is tried again; the receiver "

@@ -22,6 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Self
@@ -93,6 +94,7 @@ class DeliveryWorker:
                                            else {t.name: sender_for(t) for t in config.targets})
         self.passes = 0
         self._lock = threading.Lock()
+        self._counting = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,8 +134,16 @@ class DeliveryWorker:
             groups: dict[tuple[str, str], list[Claimed]] = {}
             for item in claimed:
                 groups.setdefault((item.target, item.dossier_code), []).append(item)
-            for (target, code), items in groups.items():
-                self._deliver_dossier(self.senders[target], code, items, result)
+            if self.config.concurrency == 1 or len(groups) == 1:
+                for (target, code), items in groups.items():
+                    self._deliver_dossier(self.senders[target], code, items, result)
+            else:
+                # Dossiers in parallel (the receiver's latency, not our CPU, is what a send waits
+                # on); within a dossier, files then manifest, in order.
+                with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="delivery-send") as pool:
+                    for done in [pool.submit(self._deliver_dossier, self.senders[target], code, items, result)
+                                 for (target, code), items in groups.items()]:
+                        done.result()
             self.passes += 1
             self._update_gauges()
         if result.claimed:
@@ -146,9 +156,10 @@ class DeliveryWorker:
         with self.sessions.begin() as session:
             state = outbox.mark_failed_attempt(session, item, str(exc), retryable=exc.retryable, config=self.config,
                                                now=self.clock(), rng=self.rng, resend_file=resend_file)
-        result.failed_attempts += 1
-        result.failed += state == "failed"
-        result.errors[item.target] = str(exc)
+        with self._counting:
+            result.failed_attempts += 1
+            result.failed += state == "failed"
+            result.errors[item.target] = str(exc)
         if self.metrics is not None:
             self.metrics.delivery_attempts.labels(target=item.target, outcome="failed").inc()
         log.warning("delivery %d to %s: attempt %d failed (%s)%s", item.id, item.target, item.attempts, exc,
@@ -168,7 +179,8 @@ class DeliveryWorker:
             with self.sessions.begin() as session:
                 if outbox.mark_delivered(session, item, receipt.receipt, self.clock()):
                     owed_manifest.append(item)
-                    result.delivered += 1
+                    with self._counting:
+                        result.delivered += 1
             if self.metrics is not None:
                 self.metrics.delivery_attempts.labels(target=sender.name, outcome="delivered").inc()
         if not owed_manifest:
@@ -185,7 +197,9 @@ class DeliveryWorker:
             return
         acks = {a.idempotency_key: a.receipt for a in answer.acknowledged}
         with self.sessions.begin() as session:
-            result.acknowledged += outbox.mark_acknowledged(session, sender.name, acks, self.clock())
+            acknowledged = outbox.mark_acknowledged(session, sender.name, acks, self.clock())
+        with self._counting:
+            result.acknowledged += acknowledged
         missing = set(answer.missing)
         for item in owed_manifest:
             if item.idempotency_key in acks:

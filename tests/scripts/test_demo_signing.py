@@ -12,6 +12,7 @@ from device.dossier.config import PdfConfig
 from device.dossier.pdf_writer import PdfPage, write_pdf
 from device.inference import synthetic
 from fleet.config import load as load_fleet_config
+from fleet.delivery.config import HttpTarget
 from fleet.signing.signer import Signer
 from scripts import demo
 from tests.fleet.signing.conftest import INFO, validate
@@ -29,6 +30,9 @@ def test_the_demo_fleet_signs_with_its_demo_certificate(tmp_path: Path, monkeypa
 
     config = load_fleet_config(demo.VAR / "fleet.yaml")
     assert config.signing.enabled and config.signing.level == "B-B"
+    # ... and delivers what it signed to the reference receiver the demo starts.
+    (target,) = config.delivery.targets
+    assert isinstance(target, HttpTarget) and target.url == f"http://127.0.0.1:{demo.HANDOFF_PORT}"
     page = PdfPage(synthetic.text_page(seed=8, dpi=100), 200, "e" * 64)
     write_pdf([page], tmp_path / "d.pdf", INFO, PdfConfig(ocr="off"))
     with Signer(config.signing) as signer:
