@@ -34,6 +34,7 @@ from device.dossier.numbering import DocumentKind
 from device.dossier.session import DossierSession
 from device.dossier.sources import PageSource
 from device.errors import SohoaError
+from protocol.messages import Operator
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,16 @@ class CounterButtons:
         panel: StatusPanel | None = None,
         pin_factory: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        operator: Callable[[], Operator | None] | None = None,
     ) -> None:
+        """``operator``: who is signed in at the counter now (``device.operators.SignIn``), recorded
+        on each dossier the Scan button opens."""
         from gpiozero import Button
 
         self.config = config
         self.session = session
         self.pages_for = pages_for
+        self._operator = operator
         self._clock = clock
         self._own_panel = panel is None
         self.panel = panel or StatusPanel(config, pin_factory=pin_factory)
@@ -221,7 +226,7 @@ class CounterButtons:
                 with self._lock:
                     kind: DocumentKind = "result" if self._result_armed else "component"
                     self._result_armed = False
-                self.session.open(kind=kind)
+                self.session.open(kind=kind, operator=self._operator() if self._operator is not None else None)
             self._note("scan")
             self.session.capture(self.pages_for("scan"))
         elif action == "rescan":

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from protocol.messages import DossierClosed
+    from protocol.messages import DossierClosed, Operator
 
     Image = npt.NDArray[np.uint8]
 else:
@@ -169,6 +169,9 @@ class ClosedDossier:
     page_codes: dict[str, str] = field(default_factory=dict)
     """Page id -> the code its event carries when not the dossier's own (a result's ``<code>-KQ<n>``)."""
 
+    operator: Operator | None = None
+    """Who digitized it: the clerk signed in when it was opened, or the citizen at the kiosk."""
+
     def page_code(self, page_id: str) -> str | None:
         """The dossier code the page's ``page_captured`` event carries."""
         return self.page_codes.get(page_id, self.dossier_code)
@@ -186,6 +189,7 @@ class ClosedDossier:
                 DossierDocument(sha256=d.sha256, name=d.name, doctype=d.doctype, pages=len(d.page_ids), size=len(d.pdf))
                 for d in self.documents
             ],
+            operator=self.operator,
         )
 
 

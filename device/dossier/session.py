@@ -77,7 +77,7 @@ from device.dossier.sink import DossierSink
 from device.dossier.sources import PageProcessor, PageSource, ProcessedPage, RawImage
 from device.errors import OutboxFull, SohoaError
 from device.inference.verdict import PROCESSING_FAILED, UNCHECKED, PageVerdict, verdict_of
-from protocol.messages import new_id
+from protocol.messages import Operator, new_id
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class DossierSession:
         self._pdf_builder = pdf_builder
         self._numbering: Numbering = numbering if numbering is not None else NumberBook()
         self._kind: DocumentKind = "component"
+        self._operator: Operator | None = None
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._emit_lock = threading.RLock()  # a listener may act on the session: re-entrant
@@ -183,12 +184,18 @@ class DossierSession:
     # -- opening and naming --------------------------------------------------------------------
 
     def open(
-        self, dossier_code: str | None = None, *, via: OpenedVia | None = None, kind: DocumentKind = "component"
+        self,
+        dossier_code: str | None = None,
+        *,
+        via: OpenedVia | None = None,
+        kind: DocumentKind = "component",
+        operator: Operator | None = None,
     ) -> SessionSnapshot:
         """Open a dossier: with a code from the receipt QR (``via="qr"``) or typed (the default when
         a code is given), or unnamed (walk-in). ``kind="result"`` digitizes the procedure's result
         (documents named ``<code>-KQ<n>``) instead of the dossier's input documents. Allowed from
-        ``idle`` and ``closed``."""
+        ``idle`` and ``closed``. ``operator``: who digitizes it (the signed-in clerk, or the citizen
+        at the kiosk), carried by its ``dossier_closed`` event."""
         if kind not in ("component", "result"):
             raise ValueError("kind must be component or result")
         code = self._check_code(dossier_code) if dossier_code is not None else None
@@ -203,6 +210,7 @@ class DossierSession:
             self._code = code
             self._via = how
             self._kind = kind
+            self._operator = operator
             self._opened_at = _now()
             self._pages = []
             self._fault = None
@@ -567,7 +575,7 @@ class DossierSession:
                 pages = tuple(self._pages)
                 assert self._session_id is not None and self._via is not None and self._opened_at is not None
                 session_id, code, via, opened_at = self._session_id, self._code, self._via, self._opened_at
-                kind = self._kind
+                kind, operator = self._kind, self._operator
         if empty:
             self._flush()
             return None
@@ -580,7 +588,7 @@ class DossierSession:
             builder = DossierPdfBuilder() if self._pdf_builder == "auto" else self._pdf_builder
             documents = build_documents(planned, code, builder)
             dossier = ClosedDossier(session_id, code, via, opened_at, _now(), pages, documents, reason, kind,
-                                    page_codes(pages, planned))
+                                    page_codes(pages, planned), operator)
             if self._sink is not None:
                 self._sink.submit_dossier(dossier)
         except Exception as exc:
@@ -597,6 +605,7 @@ class DossierSession:
             self._fault = None
             self._code = self._via = self._session_id = self._opened_at = None  # only the summary stays
             self._kind = "component"
+            self._operator = None
             self._set_state("closed")
             self._queue("closed")
         self._flush()
@@ -696,6 +705,7 @@ class DossierSession:
         self._code = None
         self._via = None
         self._kind = "component"
+        self._operator = None
         self._fault = None
         self._set_state("idle")
         if why == "cancelled":

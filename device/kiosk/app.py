@@ -46,6 +46,10 @@ from device.inference.verdict import verdict_of
 from device.kiosk.config import KioskConfig
 from device.kiosk.guide import HINTS, Guidance, Guide
 from protocol.doctypes import DOCTYPES, NAMES
+from protocol.messages import Operator
+
+CITIZEN = Operator(kind="citizen")
+"""A dossier opened on the kiosk screen is the citizen's self-scan."""
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -253,7 +257,7 @@ class KioskApp:
             self._set_notice("no_qr")
             return
         try:
-            self.session.open(code, via="qr", kind=self._next_kind())
+            self.session.open(code, via="qr", kind=self._next_kind(), operator=CITIZEN)
         except UpdateInProgress:
             self._set_notice("updating")
         except ForeignDossierCode:
@@ -425,7 +429,8 @@ class KioskApp:
                     raise HttpError(400, "bad_code")
                 if session.state == "closed":
                     session.reset()
-                session.open(code.strip() if code and code.strip() else None, kind=self._next_kind())
+                session.open(code.strip() if code and code.strip() else None, kind=self._next_kind(),
+                             operator=CITIZEN)
             elif action == "accept":
                 session.accept()
             elif action == "review":
