@@ -51,6 +51,11 @@ class QualityConfig(BaseModel):
         description="Share of a frame side the document may run into (or, when the page fills the frame, "
         "ink density just inside a side) before it counts as cut off",
     )
+    min_receipt_top_margin: float = Field(
+        0.5, ge=0.0,
+        description="Till receipts: less blank paper above the first printed line than this many line heights "
+        "means the receipt's top was cut off (0 turns the check off)",
+    )
     min_area_fraction: float = Field(
         0.2, description="Camera frames: the document must fill at least this share of the frame"
     )

@@ -182,6 +182,11 @@ def _edge_ink(mask: Img) -> float:
     bw, bh = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
     letter = max(3.0, 0.08 * min(h, w))  # the largest a letter can be on a page (a big title)
     band = max(1, round(0.002 * min(h, w)))  # "touches": within a pixel or two of the edge
+    # A letter cut by the edge still reaches into the page a good part of a letter's height; the
+    # flecks of a scanner's or a bed's edge shading do not.
+    inner = (x >= band) & (y >= band) & (x + bw <= w - band) & (y + bh <= h - band)
+    glyphs = bh[inner & (bh >= 3) & (bh <= letter) & (bw <= letter)]
+    depth = max(2.0, 0.5 * float(np.median(glyphs))) if len(glyphs) >= 20 else 2.0
     shares = []
     for touches, along, across, length in (
         (y < band, bw, bh, w),
@@ -189,9 +194,43 @@ def _edge_ink(mask: Img) -> float:
         (x < band, bh, bw, h),
         (x + bw > w - band, bh, bw, h),
     ):
-        cut = touches & (along <= letter) & (across <= letter) & (across >= 2)
+        cut = touches & (along <= letter) & (across <= letter) & (across >= depth)
         shares.append(float(along[cut].sum()) / length)
     return float(max(shares))
+
+
+def _top_margin_lines(mask: Img) -> float | None:
+    """The blank paper above a till receipt's first line of print, in heights of its lines.
+
+    A receipt cut across by the frame's top edge between two lines has no letter on that edge
+    (:func:`_edge_ink` sees nothing) but its first line then starts at once, where a whole one
+    has the paper fed out before its header. Rows inked across most of the width (the bed's
+    shadow along a found receipt's side, a rule) are not print lines. None when the page has
+    too few lines to tell. Marks touching the top edge are left out: a letter cut there is
+    :func:`_edge_ink`'s to see, and the rest is the scanner's or the found outline's edge."""
+    h, w = mask.shape
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    band = max(1, round(0.002 * min(h, w)))
+    edge = np.flatnonzero(stats[:, cv2.CC_STAT_TOP] < band)
+    edge = edge[edge > 0]
+    ink = mask > 0
+    if len(edge):
+        ink &= ~np.isin(labels, edge)
+    share = ink.mean(axis=1)
+    text = (share > 0.01) & (share < 0.6)
+    rows = np.flatnonzero(text)
+    if len(rows) < 3 or len(rows) > 0.85 * h:  # print on nearly every row: lines not across, no receipt
+        return None
+    breaks = np.flatnonzero(np.diff(rows) > 1)
+    starts = np.concatenate([[rows[0]], rows[breaks + 1]])
+    ends = np.concatenate([rows[breaks], [rows[-1]]])
+    heights = ends - starts + 1
+    if len(heights) < 4:
+        return None
+    line = float(np.median(heights))
+    lead = np.flatnonzero(share[: starts[0]] >= 0.6)  # a shadow or rule along the top: paper begins after it
+    top = int(lead[-1]) + 1 if len(lead) else 0
+    return max(0.0, (int(starts[0]) - top) / max(1.0, line))
 
 
 def _lines_along(gray: Img, card: bool) -> Literal["any", "rows", "columns"]:
@@ -393,6 +432,10 @@ class PagePipeline:
             m.fills_frame = True
             m.area_fraction = 1.0
             m.border_contact = edge_ink
+        # A till receipt, upright, filling the frame or running into it: a receipt seen whole on
+        # a bed or desk shows its top end, however close its print comes to the found outline.
+        if work.shape[0] > 1.8 * work.shape[1] and (doc is None or doc.border_contact > 0):
+            m.top_margin_lines = _top_margin_lines(mask)
         verdict = judge(m, cfg.quality, doctype)
         lap("quality")
 

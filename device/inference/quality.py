@@ -115,6 +115,8 @@ class Measures:
     skew_deg: float = 0.0
     perspective_deg: float = 0.0
     border_contact: float = 0.0
+    #: Till receipts: blank paper above the first printed line, in line heights (None: not measured).
+    top_margin_lines: float | None = None
     corners_outside: int = 0
     fills_frame: bool = False
     area_fraction: float = 1.0
@@ -196,7 +198,8 @@ def judge(m: Measures, config: QualityConfig, doctype: str | None = None) -> Ver
         if m.source == "camera" and m.clipped_fraction > 0.9:
             return Verdict([Issue.of("too_bright")])
         return Verdict([Issue.of("blank")])
-    if m.corners_outside > 0 or m.border_contact > config.max_border_contact:
+    if (m.corners_outside > 0 or m.border_contact > config.max_border_contact
+            or (m.top_margin_lines is not None and m.top_margin_lines < config.min_receipt_top_margin)):
         issues.append(Issue.of("cut_off"))
     if m.source == "camera" and not m.fills_frame and m.area_fraction < config.min_area_fraction:
         issues.append(Issue.of("too_small"))

@@ -95,6 +95,19 @@ def test_scan_cut_through_the_writing_is_cut_off(doctype: str) -> None:
     assert "cut_off" in _codes(np.ascontiguousarray(cut))
 
 
+def test_receipt_cut_between_two_lines_is_cut_off() -> None:
+    """A till receipt whose top third is cut away between two printed lines has no letter on the
+    edge, but its print starts at once where a whole receipt has paper above its header."""
+    slip = synthetic.text_page(seed=4, dpi=DPI, size_mm=(60.0, 240.0), font_pt=8)
+    h, w = slip.shape[:2]
+    assert h > 1.8 * w and "cut_off" not in _codes(slip)
+    rows = (slip.min(axis=2) < 128).any(axis=1)
+    blank = [y for y in range(h // 3, h // 2) if not rows[y - 2 : y + 3].any()]
+    gap_ends = [y for y in blank if rows[y + 3 : y + 8].any()]  # just above a line of print
+    assert gap_ends, "no gap between lines in the receipt's second third"
+    assert "cut_off" in _codes(np.ascontiguousarray(slip[gap_ends[0] :]))
+
+
 def test_tight_crop_with_text_close_to_the_edge_is_not_cut_off(page: np.ndarray) -> None:
     """Cropped right up to the writing, a page whose text stops a few pixels short of every
     edge is whole; a scanner's dark line along one edge does not make it cut."""
