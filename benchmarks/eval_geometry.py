@@ -229,6 +229,28 @@ def _row(source: str, t: Tally) -> None:
           f"{pct(t.cut_found, t.cut)} |")
 
 
+def marked(root: Path, corners: Path) -> Iterator[Case]:
+    """The dev set's pages whose corners were marked by hand (``benchmarks/data/dev_corners.json``:
+    coordinates only); a page whose bytes changed since it was marked is left out."""
+    import hashlib
+    import json
+
+    for page in json.loads(corners.read_text(encoding="utf-8"))["pages"]:
+        path = root / page["path"]
+        if any(part in RESERVED for part in Path(page["path"]).parts) or not path.is_file():
+            continue
+        if hashlib.sha256(path.read_bytes()).hexdigest() != page["sha256"]:
+            print(f"{page['path']}: changed since its corners were marked, left out", file=sys.stderr)
+            continue
+        loaded = load_image(path)
+        dpi = loaded.dpi if loaded.dpi and loaded.dpi >= 100 else None
+        yield Case(f"marked {page['path'].split('/')[0]}", page["path"], loaded.image,
+                   np.array(page["corners"], np.float32), page["state"] == "whole", dpi, page["kind"])
+
+
+CORNERS = Path(__file__).resolve().parent / "data" / "dev_corners.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=None, help="folder of real photos with corners.csv")
@@ -245,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.composites:
             tallies.update(evaluate(composites(_documents(root, args.composites)), pipeline, args.verbose))
         if root is not None:
+            tallies.update(evaluate(marked(root, CORNERS), pipeline, args.verbose))
             tallies.update(evaluate(scans(root), pipeline, args.verbose))
     print(f"### Corners and cut_off (dev data: {root or 'none'}; composites: {args.composites}; "
           f"photos: {args.data or 'none'})\n")
