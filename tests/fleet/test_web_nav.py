@@ -1,5 +1,5 @@
-"""The six admin pages (/, /fleet, /progress, /dossiers, /deliveries, /operations) in real headless
-Chromium (Debian's), served by uvicorn from the fleet's app factory over the progress tests' data set plus an enrolled
+"""The seven admin pages (/, /fleet, /progress, /dossiers, /deliveries, /operations, /admin) in real
+headless Chromium (Debian's), served by uvicorn from the fleet's app factory over the progress tests' data set plus an enrolled
 kiosk whose certificates were revoked: the shared navigation bar (/static/nav.js) on each page
 links to the others, shows who is signed in with their role, follows the page's language and
 logs out (the session ends: the API answers 401 and the pages send to /login); /fleet shows the
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = {"home": "/", "fleet": "/fleet", "progress": "/progress", "dossiers": "/dossiers", "deliveries": "/deliveries",
-         "operations": "/operations"}
+         "operations": "/operations", "admin": "/admin"}
 VIEWER, VIEWER_PASSWORD = "xem-99001", "viewer-password-1"
 
 pytestmark = [pytest.mark.browser,
@@ -105,7 +105,7 @@ def _ready(page: Page) -> None:
 
 
 def test_nav_reaches_every_page_and_shows_the_user(browser: Browser, served: Served, shots: Path) -> None:
-    """From each page the bar links to all six (the current one marked), shows the admin and
+    """From each page the bar links to all seven (the current one marked), shows the admin and
     the role; clicking goes there. Bad input tried: the page's own language toggle (the bar
     follows it, and its links carry ?lang=en to the next page)."""
     from playwright.sync_api import expect

@@ -4,6 +4,7 @@ admin: its subtree). A token's text is in exactly one response, the one creating
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response
@@ -53,6 +54,15 @@ class TokenIssued(TokenOut):
     token: str = Field(description="The token text: shown ONCE, in this answer; give it to the installer")
     ca_pin: str = Field(description="The CA's pin (sha256 of its public key) for devices without the CA file")
     enroll_url: str = Field(description="Where the device sends its enrollment")
+    qr_svg: str = Field(description="An SVG QR code of the token, its unit, the CA pin and the enrollment URL "
+                                    "(JSON), for the installer's phone: shown once, with the token")
+
+
+def _qr_svg(text: str, title: str) -> str:
+    import segno  # only here: an SVG for the admin page
+
+    svg: str = segno.make_qr(text, error="m").svg_inline(scale=4, border=2, title=title)
+    return svg
 
 
 @router.post("", status_code=201)
@@ -72,8 +82,12 @@ def create_token(body: TokenIn, user: AdminUser, state: StateDep, request: Reque
         raise HTTPException(422, str(exc)) from None
     response.headers["Cache-Control"] = "no-store"
     out = TokenOut.of(token, now)
-    return TokenIssued(**out.model_dump(), token=text.get_secret_value(), ca_pin=ca_pin(runtime.ca.certificate_pem),
-                       enroll_url=f"{runtime.service.fleet_url}/api/v1/enroll")
+    pin = ca_pin(runtime.ca.certificate_pem)
+    url = f"{runtime.service.fleet_url}/api/v1/enroll"
+    secret = text.get_secret_value()
+    qr = _qr_svg(json.dumps({"enroll_url": url, "unit_code": token.unit_code, "token": secret, "ca_pin": pin},
+                            separators=(",", ":")), title=f"Enrollment token {token.token_id}")
+    return TokenIssued(**out.model_dump(), token=secret, ca_pin=pin, enroll_url=url, qr_svg=qr)
 
 
 @router.get("")

@@ -5,13 +5,13 @@
 "use strict";
 (() => {
   const PAGES = [["/", "home"], ["/fleet", "fleet"], ["/progress", "progress"], ["/dossiers", "dossiers"],
-                 ["/deliveries", "deliveries"], ["/operations", "operations"]];
+                 ["/deliveries", "deliveries"], ["/operations", "operations"], ["/admin", "admin"]];
   const T = {
     vi: {nav: "Các trang quản lý", home: "Tổng quan", fleet: "Thiết bị", progress: "Tiến độ số hóa", dossiers: "Hồ sơ",
-         deliveries: "Chuyển giao", operations: "Vận hành", logout: "Đăng xuất", user: "Người dùng",
+         deliveries: "Chuyển giao", operations: "Vận hành", admin: "Quản trị", logout: "Đăng xuất", user: "Người dùng",
          province_admin: "Quản trị tỉnh", unit_admin: "Quản trị đơn vị", viewer: "Chỉ xem", unit: "đơn vị"},
     en: {nav: "Fleet pages", home: "Overview", fleet: "Devices", progress: "Digitization progress", dossiers: "Dossiers",
-         deliveries: "Deliveries", operations: "Operations", logout: "Log out", user: "User",
+         deliveries: "Deliveries", operations: "Operations", admin: "Administration", logout: "Log out", user: "User",
          province_admin: "Province admin", unit_admin: "Unit admin", viewer: "Viewer", unit: "unit"},
   };
   const CSS = `

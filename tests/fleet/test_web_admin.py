@@ -1,0 +1,289 @@
+"""The admin page (/admin) in real headless Chromium (Debian's), served by uvicorn from the
+fleet's app factory with its certificate authority: an admin issues an enrollment token through
+the form (shown once with the CA pin and a QR code that decodes to it), two kiosks enroll with
+it over HTTP as devices do and wait for approval, the admin accepts one and rejects the other
+with a reason, then revokes the token (after a confirmation, which a first "cancel" leaves
+untouched); users are created, moved to another role and unit, disabled and given a new
+password; the audit log shows all of it, filtered by actor, action and time. What each form
+did is checked through the API, not only on the page. A viewer is told the page is for admins.
+axe-core finds no serious or critical violation on any view. One fleet and one browser for the
+module. Screenshots in test-artifacts/admin/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from fleet.api.app import create_app
+from fleet.api.state import fleet_state
+from fleet.progress.units import sample_csv
+from provisioning.identity import DeviceIdentity
+from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login_as, make_user
+from tests.devices import enroll_request, with_pki
+from tests.fleet.conftest import make_config
+from tests.fleet.progress.conftest import serve
+from tests.fleet.test_web_nav import _axe
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+VIEWER, VIEWER_PASSWORD = "xem-admin-page", "viewer-password-1"
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
+
+
+@dataclass
+class Served:
+    url: str
+    http: httpx.Client  # the suite's province admin, through the API
+    directory: Path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The app (SQLite file, PKI, the sample unit tree) on a free loopback port, the suite's
+    province admin and a viewer."""
+    tmp = tmp_path_factory.mktemp("admin")
+    app = create_app(with_pki(make_config(tmp, f"sqlite:///{tmp}/fleet.db"), tmp))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        sessions = fleet_state(app).sessions
+        ensure_admin(sessions)
+        make_user(sessions, name=VIEWER, password=VIEWER_PASSWORD, role="viewer", unit_code="99001")
+        login_as(http, ADMIN_NAME, ADMIN_PASSWORD)
+        assert http.post("/api/v1/units/import", content=sample_csv().encode(),
+                         headers={"Content-Type": "text/csv"}).status_code == 200
+        yield Served(url, http, tmp)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def shots(artifacts: Path) -> Path:
+    out = artifacts / "admin"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture
+def admin(browser: Browser, served: Served) -> Iterator[Page]:
+    page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+    browser_login(page, served.url, ADMIN_NAME, ADMIN_PASSWORD)
+    try:
+        yield page
+    finally:
+        page.context.close()
+
+
+def _loaded(page: Page, url: str) -> None:
+    """Open ``url`` and wait until the page has drawn its data once."""
+    page.goto(url)
+    page.wait_for_selector("body[data-loaded]", state="attached", timeout=15_000)
+
+
+def _enroll(served: Served, device_id: str, token: str) -> httpx.Response:
+    identity = DeviceIdentity(served.directory / "devices" / device_id, device_id)
+    return served.http.post("/api/v1/enroll", content=enroll_request(identity, token, "99001"),
+                            headers={"Content-Type": "application/json"})
+
+
+def test_enrollment_token_issue_accept_reject_revoke(admin: Page, served: Served, shots: Path) -> None:
+    """Bad input tried: a unit code the API refuses (its reason on the page, nothing issued), a
+    rejection without a reason (asked for one, nothing sent), a revocation cancelled at the
+    confirmation (the token stays active)."""
+    import zxingcpp
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    _loaded(admin, served.url + "/admin")
+    expect(admin.locator("#tokens tbody")).to_contain_text("Không có.")
+    form = admin.locator("#token-form")
+    form.locator("input[name=unit_code]").fill("99 001")
+    form.locator("button[type=submit]").click()  # the browser's own pattern check stops it
+    assert served.http.get("/api/v1/enrollment-tokens").json() == []
+    form.locator("input[name=unit_code]").fill("99001")
+    form.locator("input[name=ttl_hours]").fill("100000")  # longer than enrollment.max_token_ttl_h
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_attribute("data-outcome", "failed")
+    expect(admin.locator("#status")).to_contain_text("422")
+    assert served.http.get("/api/v1/enrollment-tokens").json() == []
+    form.locator("input[name=ttl_hours]").fill("24")
+    form.locator("input[name=max_devices]").fill("3")
+    form.locator("input[name=require_approval]").check()
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#issued")).to_be_visible()
+    token = admin.locator("#issued-token").inner_text()
+    [record] = served.http.get("/api/v1/enrollment-tokens").json()
+    expect(admin.locator("#status")).to_have_text(f"Đã cấp mã {record['token_id']} cho đơn vị 99001.")
+    assert record["require_approval"] and record["max_devices"] == 3 and record["state"] == "active"
+    pin = admin.locator("#issued-pin").inner_text()
+    assert len(pin) >= 43
+    qr_png = shots / "token-qr.png"
+    admin.locator("#issued-qr svg").screenshot(path=str(qr_png))
+    [decoded] = zxingcpp.read_barcodes(Image.open(qr_png))
+    assert json.loads(decoded.text) == {"enroll_url": admin.locator("#issued-url").inner_text(),
+                                        "unit_code": "99001", "token": token, "ca_pin": pin}
+    admin.screenshot(path=str(shots / "token-issued.png"), full_page=True)
+
+    # Two kiosks enroll with it and wait for a decision.
+    for device in ("kiosk-ok", "kiosk-no"):
+        assert _enroll(served, device, token).status_code == 202
+    _loaded(admin, served.url + "/admin")
+    expect(admin.locator("#issued")).to_be_hidden()  # shown once: not after a reload
+    pending = admin.locator('#enrollments tr[data-state="pending"]')
+    expect(pending).to_have_count(2)
+    admin.locator('#enrollments tr[data-device="kiosk-ok"] button.accept').click()
+    expect(admin.locator("#status")).to_contain_text("Đã chấp nhận kiosk-ok")
+    expect(admin.locator('#enrollments tr[data-device="kiosk-ok"]')).to_have_attribute("data-state", "accepted")
+    assert _enroll(served, "kiosk-ok", token).status_code == 200  # its next poll gets the certificate
+    row = admin.locator('#enrollments tr[data-device="kiosk-no"]')
+    row.locator("button.reject").click()
+    expect(admin.locator("#status")).to_have_text("Hãy ghi lý do từ chối.")
+    expect(row).to_have_attribute("data-state", "pending")
+    row.locator("input.reason").fill("không có trong danh sách lắp đặt")
+    admin.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button.reject").click()
+    expect(admin.locator("#status")).to_contain_text("Đã từ chối kiosk-no")
+    expect(row).to_have_attribute("data-state", "rejected")
+    expect(row).to_contain_text("không có trong danh sách lắp đặt")
+    assert _enroll(served, "kiosk-no", token).status_code == 403
+    admin.screenshot(path=str(shots / "enrollments-decided.png"), full_page=True)
+
+    # Revoke: a cancelled confirmation does nothing; a confirmed one revokes.
+    token_row = admin.locator(f'#tokens tr[data-token="{record["token_id"]}"]')
+    admin.once("dialog", lambda dialog: dialog.dismiss())
+    token_row.locator("button").click()
+    expect(token_row).to_have_attribute("data-state", "active")
+    admin.once("dialog", lambda dialog: dialog.accept())
+    token_row.locator("button").click()
+    expect(token_row).to_have_attribute("data-state", "revoked")
+    expect(admin.locator("#status")).to_have_text(f"Đã thu hồi mã {record['token_id']}.")
+    assert served.http.get("/api/v1/enrollment-tokens").json()[0]["state"] == "revoked"
+    admin.locator("#lang").click()
+    expect(token_row.locator(".badge")).to_have_text("Revoked")
+    expect(admin.locator("#status")).to_have_text(f"Token {record['token_id']} revoked.")
+    admin.screenshot(path=str(shots / "token-revoked-en.png"), full_page=True)
+
+
+def _user(served: Served, name: str) -> dict[str, object]:
+    [user] = [u for u in served.http.get("/api/v1/users").json() if u["name"] == name]
+    assert isinstance(user, dict)
+    return user
+
+
+def test_users_create_change_disable_reset(admin: Page, served: Served, shots: Path) -> None:
+    """Bad input tried: a password shorter than the fleet allows (the API's reason shown, nobody
+    created), a unit admin without a unit (refused, nothing changed)."""
+    from playwright.sync_api import expect
+
+    _loaded(admin, served.url + "/admin?view=users")
+    form = admin.locator("#user-form")
+    form.locator("input[name=name]").fill("can-bo-01")
+    form.locator("input[name=password]").fill("short")
+    form.locator("select[name=role]").select_option("viewer")
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_attribute("data-outcome", "failed")
+    assert not [u for u in served.http.get("/api/v1/users").json() if u["name"] == "can-bo-01"]
+    form.locator("input[name=password]").fill("mat-khau-dai-1")
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_text("Đã tạo người dùng can-bo-01.")
+    row = admin.locator('#users tr[data-user="can-bo-01"]')
+    expect(row).to_be_visible()
+    assert _user(served, "can-bo-01")["role"] == "viewer"
+
+    row.locator("select.role").select_option("unit_admin")
+    row.locator("button.save").click()
+    expect(admin.locator("#status")).to_have_attribute("data-outcome", "failed")
+    assert _user(served, "can-bo-01")["role"] == "viewer"
+    row.locator("select.role").select_option("unit_admin")
+    row.locator("input.unit").fill("99001")
+    row.locator("button.save").click()
+    expect(admin.locator("#status")).to_contain_text("Đã lưu can-bo-01")
+    changed = _user(served, "can-bo-01")
+    assert (changed["role"], changed["unit_code"]) == ("unit_admin", "99001")
+
+    row.locator("input.password").fill("mat-khau-moi-2")
+    admin.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button.reset").click()
+    expect(admin.locator("#status")).to_contain_text("Mật khẩu")
+    with httpx.Client(base_url=served.url) as other:
+        assert other.post("/api/v1/auth/login", json={"name": "can-bo-01", "password": "mat-khau-moi-2"}) \
+            .status_code == 200
+    admin.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button.disable").click()
+    expect(row).to_have_attribute("data-disabled", "1")
+    assert _user(served, "can-bo-01")["disabled"] is True
+    with httpx.Client(base_url=served.url) as other:
+        assert other.post("/api/v1/auth/login", json={"name": "can-bo-01", "password": "mat-khau-moi-2"}) \
+            .status_code == 401
+    admin.screenshot(path=str(shots / "users.png"), full_page=True)
+
+
+def test_audit_log_filters(admin: Page, served: Served, shots: Path) -> None:
+    """After the two tests above (run alone, it makes its own entry). Bad input tried: a time
+    range in the future (nothing shown, said so)."""
+    from playwright.sync_api import expect
+
+    assert served.http.post("/api/v1/enrollment-tokens", json={"unit_code": "99002"}).status_code == 201
+    _loaded(admin, served.url + "/admin?view=audit")
+    expect(admin.locator("#audit tbody tr").first).to_be_visible()
+    form = admin.locator("#audit-form")
+    form.locator("input[name=actor]").fill(ADMIN_NAME)
+    form.locator("input[name=action]").fill("token.*")
+    form.locator("button[type=submit]").click()
+    expected = [e["action"] for e in served.http.get(
+        "/api/v1/audit", params={"actor": ADMIN_NAME, "action": "token.*"}).json()]
+    assert expected and all(a.startswith("token.") for a in expected)
+    rows = admin.locator("#audit tbody tr[data-action]")
+    expect(rows).to_have_count(len(expected))
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.action)") == expected
+    admin.screenshot(path=str(shots / "audit-filtered.png"), full_page=True)
+    form.locator("input[name=since]").fill("2099-01-01T00:00")
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#audit tbody")).to_have_text("Không có.")
+    expect(admin.locator("#audit-caption")).to_have_text("0 mục")
+
+
+def test_a_viewer_is_told_the_page_is_for_admins(browser: Browser, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    try:
+        browser_login(page, served.url, VIEWER, VIEWER_PASSWORD)
+        page.goto(served.url + "/admin?lang=en")
+        expect(page.locator("#forbidden")).to_have_text("This page is for administrators.")
+    finally:
+        page.context.close()
+
+
+def test_axe_finds_no_serious_violation(admin: Page, served: Served) -> None:
+    """Every view, Vietnamese and English, with data shown and a status line."""
+    found = {}
+    for path in ("/admin", "/admin?view=users", "/admin?view=audit", "/admin?lang=en",
+                 "/admin?view=users&lang=en", "/admin?view=audit&lang=en"):
+        _loaded(admin, served.url + path)
+        found[path] = _axe(admin)
+    _loaded(admin, served.url + "/admin")
+    admin.locator("#token-form input[name=unit_code]").fill("99003")
+    admin.locator("#token-form button[type=submit]").click()
+    admin.wait_for_selector("#issued svg")
+    found["/admin (token issued)"] = _axe(admin)
+    assert {path: v for path, v in found.items() if v} == {}
