@@ -1,5 +1,6 @@
-"""The seven admin pages (/, /fleet, /progress, /dossiers, /deliveries, /operations, /admin) in real
-headless Chromium (Debian's), served by uvicorn from the fleet's app factory over the progress tests' data set plus an enrolled
+"""The seven admin pages (/, /fleet, /progress, /dossiers, /deliveries, /operations, /admin) in
+real headless Chromium (Debian's), served by uvicorn from the fleet's app factory over the
+progress tests' data set plus an enrolled
 kiosk whose certificates were revoked: the shared navigation bar (/static/nav.js) on each page
 links to the others, shows who is signed in with their role, follows the page's language and
 logs out (the session ends: the API answers 401 and the pages send to /login); /fleet shows the
