@@ -4,7 +4,8 @@ the form (shown once with the CA pin and a QR code that decodes to it), two kios
 it over HTTP as devices do and wait for approval, the admin accepts one and rejects the other
 with a reason, then revokes the token (after a confirmation, which a first "cancel" leaves
 untouched); users are created, moved to another role and unit, disabled and given a new
-password; the audit log shows all of it, filtered by actor, action and time. What each form
+password; a unit tree CSV with errors is refused line by line, a good one imported, targets set;
+the audit log shows all of it, filtered by actor, action and time. What each form
 did is checked through the API, not only on the page. A viewer is told the page is for admins.
 axe-core finds no serious or critical violation on any view. One fleet and one browser for the
 module. Screenshots in test-artifacts/admin/."""
@@ -237,6 +238,64 @@ def test_users_create_change_disable_reset(admin: Page, served: Served, shots: P
     admin.screenshot(path=str(shots / "users.png"), full_page=True)
 
 
+def test_units_import_with_errors_by_line_and_targets(admin: Page, served: Served, shots: Path,
+                                                       tmp_path: Path) -> None:
+    """Bad input tried: a CSV with an unknown tier on line 2 and a parent that does not exist on
+    line 3 (both shown by line, nothing imported, the good line 4 included), a target above 100%
+    (the browser refuses it, nothing sent)."""
+    from playwright.sync_api import expect
+
+    header = "code,name,tier,parent_code,valid_from,valid_to\n"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + "99901,[THỬ] Xã Một,hamlet,99,2025-07-01,\n"
+                   "99902,[THỬ] Xã Hai,commune,77,2025-07-01,\n"
+                   "99903,[THỬ] Xã Ba,commune,99,2025-07-01,\n", encoding="utf-8")
+    good = tmp_path / "good.csv"
+    good.write_text(header + "99903,[THỬ] Xã Ba,commune,99,2025-07-01,\n", encoding="utf-8")
+    before = len(served.http.get("/api/v1/units").json())
+
+    def targets_set() -> set[tuple[object, ...]]:
+        return {(x["tier"], x["unit_code"], x["period_from"], x["rate"])
+                for x in served.http.get("/api/v1/progress/targets").json()}
+
+    targets_before = targets_set()
+
+    _loaded(admin, served.url + "/admin?view=units")
+    expect(admin.locator("#units tbody tr[data-code]")).to_have_count(before)
+    form = admin.locator("#units-form")
+    form.locator("input[type=file]").set_input_files(str(bad))
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_text("Không nhập gì: 2 lỗi, theo dòng bên dưới.")
+    expect(admin.locator("#problems tbody tr")).to_have_count(2)
+    expect(admin.locator('#problems tr[data-line="2"]')).to_contain_text("hamlet")
+    expect(admin.locator('#problems tr[data-line="3"]')).to_contain_text("77")
+    assert len(served.http.get("/api/v1/units").json()) == before
+    admin.screenshot(path=str(shots / "units-import-errors.png"), full_page=True)
+    form.locator("input[type=file]").set_input_files(str(good))
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_text("Đã nhập: 1 đơn vị mới, 0 cập nhật, 0 không đổi.")
+    expect(admin.locator("#problems")).to_be_hidden()
+    expect(admin.locator('#units tr[data-code="99903"]')).to_have_count(1)
+
+    targets = admin.locator("#target-form")
+    targets.locator("input[name=unit_code]").fill("99903")
+    targets.locator("input[name=period_from]").fill("2026-12")
+    targets.locator("input[name=rate]").fill("150")
+    targets.locator("button[type=submit]").click()
+    assert targets_set() == targets_before
+    targets.locator("input[name=rate]").fill("85")
+    targets.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_text("Đã đặt chỉ tiêu 99903 từ 2026-12: 85%.")
+    targets.locator("input[name=unit_code]").fill("")
+    targets.locator("select[name=tier]").select_option("commune")
+    targets.locator("input[name=rate]").fill("70")
+    targets.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_text("Đã đặt chỉ tiêu Xã từ 2026-12: 70%.")
+    assert targets_set() - targets_before == {(None, "99903", "2026-12", 0.85), ("commune", None, "2026-12", 0.7)}
+    expect(admin.locator('#targets tr[data-scope="99903"]')).to_contain_text("85%")
+    admin.screenshot(path=str(shots / "units-targets.png"), full_page=True)
+
+
 def test_audit_log_filters(admin: Page, served: Served, shots: Path) -> None:
     """After the two tests above (run alone, it makes its own entry). Bad input tried: a time
     range in the future (nothing shown, said so)."""
@@ -277,8 +336,8 @@ def test_a_viewer_is_told_the_page_is_for_admins(browser: Browser, served: Serve
 def test_axe_finds_no_serious_violation(admin: Page, served: Served) -> None:
     """Every view, Vietnamese and English, with data shown and a status line."""
     found = {}
-    for path in ("/admin", "/admin?view=users", "/admin?view=audit", "/admin?lang=en",
-                 "/admin?view=users&lang=en", "/admin?view=audit&lang=en"):
+    for path in ("/admin", "/admin?view=users", "/admin?view=units", "/admin?view=audit", "/admin?lang=en",
+                 "/admin?view=users&lang=en", "/admin?view=units&lang=en", "/admin?view=audit&lang=en"):
         _loaded(admin, served.url + path)
         found[path] = _axe(admin)
     _loaded(admin, served.url + "/admin")

@@ -11,9 +11,10 @@
   failed deliveries with their reason, retry and cancel for admins (``?lang=en``);
 * ``/operations``: rollouts with their phases and per-device progress, desired vs reported
   settings, commands (``?view=rollouts|settings|commands``, ``?rollout=<id>``, ``?device=<id>``);
-* ``/admin``: the admin forms (``?view=enrollment|users|audit``): enrollment tokens (issued with
-  the CA pin and a QR code, shown once; revoked), pending enrollments (accept, reject with a
-  reason), users (create, role or unit, disable, password), the audit log with its filters; each
+* ``/admin``: the admin forms (``?view=enrollment|users|units|audit``): enrollment tokens (issued
+  with the CA pin and a QR code, shown once; revoked), pending enrollments (accept, reject with a
+  reason), users (create, role or unit, disable, password), the unit tree's CSV import (its
+  problems by line) and the targets, the audit log with its filters; each
   form calls the JSON API, which applies the roles, the unit scope and the audit;
 * ``/static/display.js``: the time format in the province's zone and the document type names
   (:mod:`fleet.display`), included by every page before its own script;
@@ -110,5 +111,5 @@ def deliveries_page(state: StateDep, _: CurrentUser) -> HTMLResponse:
 
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(_: CurrentUser) -> HTMLResponse:
-    """The admin forms: enrollment, users, audit log (``?view=``)."""
+    """The admin forms: enrollment, users, units and targets, audit log (``?view=``)."""
     return _page(_static("fleet.api.static", "admin.html"))
