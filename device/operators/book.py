@@ -1,23 +1,14 @@
 """The operators a device knows, with their PIN and staff-card secrets as salted scrypt hashes.
 
 The book is a JSON file in the state directory; nothing in it is a secret in the clear, and no
-operator's name or ID number is in it (an operator is an opaque id and a kind).
-
->>> stored = hash_secret("2468")
->>> check_secret("2468", stored), check_secret("1357", stored)
-(True, False)
->>> stored.startswith("scrypt$16384$8$1$")
-True
+operator's name or ID number is in it (an operator is an opaque id and a kind). The hash form is
+the wire contract's (:mod:`protocol.secrets`): the fleet makes the hashes, the device checks them.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,39 +16,20 @@ from typing import Literal
 
 from device.durable import atomic_write
 from device.errors import SohoaError
+from protocol.secrets import check_secret, hash_secret
+
+__all__ = ["OperatorBook", "OperatorBookError", "StaffOperator", "check_secret", "hash_secret", "parse_operator"]
 
 log = logging.getLogger(__name__)
 
 StaffKind = Literal["unit_staff", "postal_staff"]
 """A unit's clerk, or the public postal service's staff assigned to the counter (Decree 107/2021)."""
 
-_N, _R, _P = 2**14, 8, 1  # about 16 MB and tens of milliseconds per check: slow for a guesser
 _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
 class OperatorBookError(SohoaError, ValueError):
     """The operator book (or an entry of it) is not what it must be."""
-
-
-def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
-    """``scrypt$N$r$p$<salt>$<hash>`` (base64): what the book stores for a PIN or a card token."""
-    salt = salt if salt is not None else os.urandom(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
-    return f"scrypt${_N}${_R}${_P}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def check_secret(secret: str, stored: str) -> bool:
-    """Whether ``secret`` is the one ``stored`` was made from (constant-time comparison)."""
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        wanted = base64.b64decode(digest)
-        got = hashlib.scrypt(secret.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(wanted), maxmem=64 * 1024 * 1024)
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(got, wanted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import fleet.dossiers.models  # registers the dossier registry's tables on Base
 import fleet.enroll.models  # registers the enrollment tables on Base
 import fleet.leases  # registers the job leases table on Base
 import fleet.operations.models  # registers the operations tables on Base
+import fleet.operators.models  # registers the counter operators table on Base
 import fleet.progress.models  # noqa: F401 - registers the progress tables on Base
 from fleet.models import Base
 

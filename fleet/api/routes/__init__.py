@@ -26,6 +26,7 @@ from fleet.api.routes import (
     fleet_screen,
     health,
     login,
+    operators,
     pages,
     pki,
     progress,
@@ -41,7 +42,7 @@ API_PREFIX = "/api/v1"
 api = APIRouter(prefix=API_PREFIX)
 for resource in (devices, pages, files, dossiers, deliveries, units, progress, settings, commands, bundles, rollouts,
                  alerts, fleet_screen, corrections, enrollments, pki, enrollment_tokens, certificates, auth, users,
-                 audit):
+                 operators, audit):
     api.include_router(resource.router)
 
 router = APIRouter()

@@ -1,14 +1,13 @@
 """``/api/v1/users``: user administration, for admins; who may grant what and the changes
 themselves are :mod:`fleet.auth.users`. Bodies are parsed without ever echoing a password."""
 
-import json
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from fleet.api.deps import SessionDep, StateDep
+from fleet.api.deps import UNIT_PATTERN, SessionDep, StateDep, secret_body
 from fleet.auth import audit, users
 from fleet.auth.deps import AdminUser
 from fleet.auth.models import User
@@ -17,28 +16,6 @@ from fleet.auth.principal import Role
 router = APIRouter(prefix="/users", tags=["users"])
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
-UNIT_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.]{0,63}$"  # 2-5 digits, or an agency code: 000.00.12.H10
-
-Body = TypeVar("Body", bound=BaseModel)
-
-
-def secret_body(model: type[Body]) -> Any:
-    """A dependency parsing a JSON body into ``model``; a 422 names the fields and problems but,
-    unlike FastAPI's, never echoes the input (it may hold a password)."""
-
-    async def parse(request: Request) -> Body:
-        try:
-            data = json.loads(await request.body() or b"null")
-        except ValueError:
-            raise HTTPException(422, "the body is not JSON") from None
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            problems = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_input=False)]
-            raise HTTPException(422, problems) from None
-
-    return Depends(parse)
-
 
 class UserIn(BaseModel):
     """A new user."""
