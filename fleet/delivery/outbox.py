@@ -13,6 +13,8 @@ document and target, the receiver deduplicates by idempotency key).
 [5.7, 11.3, 22.7, 34.0, 34.0]
 """
 
+import hashlib
+import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from fleet.delivery.contract import document_key
 from fleet.delivery.models import STATES, WAITING, Delivery
 from fleet.dossiers.models import Dossier, DossierDocument
 from fleet.errors import FleetError, NotFound
+from fleet.models import MaintenanceMark
 
 ERROR_CHARS = 300
 
@@ -61,17 +64,38 @@ def ready() -> ColumnElement[bool]:
     return and_(DossierDocument.signed_sha256.is_not(None), DossierDocument.files_deleted_at.is_(None))
 
 
+ENQUEUE_SLACK = timedelta(minutes=10)
+"""How far before its last complete pass a target looks again: covers a document signed by
+another fleet process whose clock is a little behind, or committed just after the pass read."""
+
+
+def _mark_name(target: HttpTarget | FolderTarget) -> str:
+    """The maintenance mark of a target's enqueue window. Its filter is part of the name: a
+    widened filter starts a new mark, so documents it now takes are found from the beginning."""
+    digest = hashlib.sha256(json.dumps([target.units, target.kinds]).encode()).hexdigest()[:12]
+    return f"delivery_enqueued:{target.name}:{digest}"
+
+
 def enqueue(session: Session, targets: Sequence[HttpTarget | FolderTarget], now: datetime, limit: int) -> int:
     """Add a queued delivery for each ready document a target accepts and has none for yet, at
     most ``limit`` per target. Returns how many were added (a concurrent pass adding the same row
-    first is not an error: the unique (document, target) keeps one)."""
+    first is not an error: the unique (document, target) keeps one).
+
+    Each target remembers (``maintenance_marks``) when its last complete pass (one that found
+    fewer than ``limit``) began; the next looks only at documents signed since then, less
+    :data:`ENQUEUE_SLACK`, so an idle pass reads the last minutes' documents, not every
+    document ever signed. A target without a mark (new, or its filter changed) looks at all."""
     added = 0
     for target in targets:
+        mark = session.get(MaintenanceMark, _mark_name(target))
         has_one = exists().where(Delivery.document_id == DossierDocument.id, Delivery.target == target.name)
         query = (select(DossierDocument.id, DossierDocument.dossier_code, DossierDocument.name,
                         DossierDocument.signed_sha256, DossierDocument.unit_code)
                  .where(ready(), DossierDocument.kind.in_(target.kinds), ~has_one)
                  .order_by(DossierDocument.id).limit(limit))
+        if mark is not None:
+            query = query.where(or_(DossierDocument.signed_at >= mark.at - ENQUEUE_SLACK,
+                                    DossierDocument.signed_at.is_(None)))
         units = _unit_filter(target)
         if units is not None:
             query = query.where(units)
@@ -80,6 +104,11 @@ def enqueue(session: Session, targets: Sequence[HttpTarget | FolderTarget], now:
                  "next_attempt_at": now, "created_at": now, "updated_at": now}
                 for doc_id, code, name, signed, unit in session.execute(query)]
         added += bulk_insert(session.connection(), Delivery.__table__, rows)
+        if len(rows) < limit:  # every ready document up to now is queued: the window may move
+            if mark is None:
+                session.add(MaintenanceMark(name=_mark_name(target), at=now))
+            elif mark.at < now:
+                mark.at = now
     return added
 
 

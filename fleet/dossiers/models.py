@@ -107,4 +107,6 @@ class DossierDocument(Base):
         # The signing job's backlog, small however many documents were ever signed.
         Index("ix_dossier_documents_unsigned", "id", postgresql_where=text("signed_sha256 IS NULL"),
               sqlite_where=text("signed_sha256 IS NULL")),
+        # The delivery worker's window: documents signed since its last complete pass.
+        Index("ix_dossier_documents_signed_at", "signed_at"),
     )

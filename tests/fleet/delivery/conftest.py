@@ -39,7 +39,7 @@ class Doc:
 
 def add_documents(sessions: sessionmaker[Session], store: FileStore, dossiers: int, per_dossier: int = 2, *,
                   unit: str = "99001", kind: str = "component", signed: bool = True, prefix: str = "H99.01",
-                  pages: bool = False, size: int = 2048) -> list[Doc]:
+                  pages: bool = False, size: int = 2048, signed_at: datetime = NOW) -> list[Doc]:
     """``dossiers`` dossiers of ``per_dossier`` documents each, with their files in the store
     (the device's PDF and, when ``signed``, a signed copy); with ``pages`` one page image each."""
     rows = []
@@ -72,7 +72,8 @@ def add_documents(sessions: sessionmaker[Session], store: FileStore, dossiers: i
                          "size": len(original), "sha256": sha, "device_id": "kiosk-1", "unit_code": unit,
                          "event_id": str(uuid.uuid4()), "session_id": "s", "page_ids": page_ids, "closed_at": NOW,
                          "operator_kind": "unit_staff", "signed_sha256": signed_sha,
-                         "signed_size": size if signed else None, "signing_level": "B-B" if signed else None,
+                         "signed_size": size if signed else None, "signed_at": signed_at if signed else None,
+                         "signing_level": "B-B" if signed else None,
                          "signing_certificate": "-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n"
                          if signed else None})
     with sessions.begin() as session:

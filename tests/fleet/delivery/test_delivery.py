@@ -79,6 +79,26 @@ def test_unsigned_waits_and_filters_apply(sessions: sessionmaker[Session], store
     assert by_target == {"all": {"A", "B"}, "results": {"B"}, "unit1": {"A"}, "prefix": {"A", "B"}}
 
 
+def test_enqueue_looks_only_at_documents_signed_since_its_last_complete_pass(
+        sessions: sessionmaker[Session], store: FileStore, tmp_path: Path) -> None:
+    """After a complete pass a target reads only documents signed since (less the slack): one
+    signed long before and somehow not queued stays out; one signed since comes in; a target
+    whose filter changed looks at everything again."""
+    add_documents(sessions, store, 1, per_dossier=1, prefix="A")
+    target = FolderTarget(name="share", dir=tmp_path / "s")
+    later = NOW + timedelta(hours=2)
+    with sessions.begin() as session:
+        assert outbox.enqueue(session, [target], later, 100) == 1
+    add_documents(sessions, store, 1, per_dossier=1, prefix="OLD", signed_at=NOW)
+    add_documents(sessions, store, 1, per_dossier=1, prefix="NEW", signed_at=later + timedelta(minutes=1))
+    with sessions.begin() as session:
+        assert outbox.enqueue(session, [target], later + timedelta(minutes=2), 100) == 1
+        assert {c[:3] for c in session.scalars(select(Delivery.dossier_code))} == {"A-2", "NEW"}
+    widened = target.model_copy(update={"kinds": ["component"]})
+    with sessions.begin() as session:
+        assert outbox.enqueue(session, [widened], later + timedelta(minutes=3), 100) == 1  # OLD, at last
+
+
 def test_folder_target_files_then_manifest(sqlite_sessions: sessionmaker[Session], store: FileStore,
                                            tmp_path: Path) -> None:
     """The folder drop: each PDF and then the manifest, no temporary file left behind."""
