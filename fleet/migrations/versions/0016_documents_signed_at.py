@@ -1,8 +1,8 @@
 """dossier_documents.signed_at indexed: the delivery worker looks only at documents signed since
 its last complete pass, not at every document ever signed
 
-Revision ID: 0015_documents_signed_at
-Revises: 0014_cluster
+Revision ID: 0016_documents_signed_at
+Revises: 0015_operators
 Create Date: 2026-12-07
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0015_documents_signed_at"
-down_revision: str | None = "0014_cluster"
+revision: str = "0016_documents_signed_at"
+down_revision: str | None = "0015_operators"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
