@@ -300,12 +300,20 @@ class PagePipeline:
         left as it is."""
         ratio = max(flat) / max(1.0, min(flat))
         card = found and 1.45 <= ratio <= 1.75  # an ID card or a passport page, found in the frame
-        turn, confidence = geometry.estimate_orientation(gray, mask=mask, lines=_lines_along(gray, card))
+        lines = _lines_along(gray, card)
+        turn, confidence = geometry.estimate_orientation(gray, mask=mask, lines=lines)
+        page_dpi = _effective_dpi(flat, dpi, 1.0) * min(work.shape[:2]) / max(1.0, min(flat))
+        osd = self.config.osd
+        if turn == 0 and lines == "rows" and not card and gray.shape[0] > gray.shape[1]:
+            # A till receipt, its lines across: the ink-shape measure cannot tell it from the same
+            # receipt upside down, so Tesseract is asked, and only a sure "upside down" turns it.
+            answer = self.osd.detect(work, page_dpi)
+            if answer is not None and answer.turn == 180 and answer.confidence >= osd.min_confidence_to_overrule:
+                return 180, answer.confidence
+            return 0, confidence
         if turn == 0 or confidence < self.config.min_orientation_confidence:
             return 0, confidence
-        page_dpi = _effective_dpi(flat, dpi, 1.0) * min(work.shape[:2]) / max(1.0, min(flat))
         answer = self.osd.detect(work, page_dpi)
-        osd = self.config.osd
         if answer is not None and answer.turn == turn and answer.confidence >= osd.min_confidence:
             return turn, confidence
         # Both see the page on its side: which side is where the ink-shape measure is weakest

@@ -83,3 +83,15 @@ def test_without_a_second_opinion_no_page_is_turned() -> None:
             assert result.orientation == 0
             own, confidence = geometry.estimate_orientation(geometry.to_gray(synthetic.turn(page, turned)))
             assert own == (360 - turned) % 360 and confidence > 0.5  # it was sure, and still waited
+
+
+def test_receipt_the_ink_shape_measure_calls_upright_is_asked_of_osd(
+    pipeline: PagePipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real till receipts (logos, barcodes, centred lines) often look upright to the ink-shape
+    measure when they are upside down. Given that miss, Tesseract is asked about every receipt:
+    an upside-down one is turned back, an upright one is left alone."""
+    slip = synthetic.text_page(seed=4, dpi=200, size_mm=(60.0, 240.0), font_pt=8)
+    monkeypatch.setattr(geometry, "estimate_orientation", lambda *a, **k: (0, 0.2))
+    assert pipeline.process(synthetic.turn(slip, 180), dpi=200).orientation == 180
+    assert pipeline.process(slip, dpi=200).orientation == 0
