@@ -29,6 +29,7 @@ _CHANNEL_NOTES = {
     Channel.CONFIG_REPORTED: "QoS 1, retained",
     Channel.UPDATE: "QoS 1",
     Channel.STORED: "QoS 1, after the fleet's database commit; see End-to-end acknowledgement",
+    Channel.OPERATORS: "QoS 1, **retained**; the whole list of the unit's operators, secrets only as scrypt hashes",
 }
 
 
@@ -98,7 +99,8 @@ def render() -> str:
     ]
     out += ["## End-to-end acknowledgement", "", *(f"- {rule}" for rule in m.STORED_RULES), ""]
     top: tuple[type[BaseModel], ...] = (m.Message, m.Status, m.Telemetry, m.Command, m.CommandAck,
-                                        m.ConfigDesired, m.ConfigReported, m.UpdateProgress, m.Stored)
+                                        m.ConfigDesired, m.ConfigReported, m.UpdateProgress, m.Stored,
+                                        m.OperatorList)
     for model in top:
         out += _model_table(model)
     out += ["## Events", "", "Every event has the fields of Message plus `severity` and `type`.", ""]
@@ -106,7 +108,7 @@ def render() -> str:
         out += _model_table(arm)
     out += ["## Nested objects", ""]
     nested: tuple[type[BaseModel], ...] = (m.Page, m.QualityVerdict, m.ScannerInfo, m.CameraInfo, m.OutboxDepth,
-                                           m.DossierDocument)
+                                           m.DossierDocument, m.Operator, m.OperatorEntry)
     for model in nested:
         out += _model_table(model)
     out += ["## Command arguments", "",

@@ -435,6 +435,26 @@ class Stored(Message):
     )
 
 
+class OperatorEntry(BaseModel):
+    """One counter operator a device may sign in: an opaque id, a kind, and the salted scrypt
+    hashes of their PIN and staff-card token (:mod:`protocol.secrets`; never a secret in the
+    clear, never a name)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    kind: Literal["unit_staff", "postal_staff"]
+    pin_hash: str | None = Field(default=None, max_length=160, pattern=r"^scrypt\$")
+    card_hash: str | None = Field(default=None, max_length=160, pattern=r"^scrypt\$")
+
+
+class OperatorList(Message):
+    """Fleet -> device, retained: every active operator of the device's unit, the whole list each
+    time (the device replaces what it had). ``version`` grows with each change."""
+
+    version: int = Field(ge=0, description="Grows with each change of the list")
+    operators: list[OperatorEntry] = Field(default_factory=list, max_length=2000)
+
+
 _CHANNEL_MODEL: dict[Channel, type[Message]] = {
     Channel.STATUS: Status,
     Channel.TELEMETRY: Telemetry,
@@ -444,6 +464,7 @@ _CHANNEL_MODEL: dict[Channel, type[Message]] = {
     Channel.CONFIG_REPORTED: ConfigReported,
     Channel.UPDATE: UpdateProgress,
     Channel.STORED: Stored,
+    Channel.OPERATORS: OperatorList,
 }
 
 AnyMessage = Message

@@ -31,12 +31,13 @@ class Channel(StrEnum):
     CONFIG_REPORTED = "config/reported"  # device -> fleet, settings the device runs
     UPDATE = "update"  # device -> fleet, update progress
     STORED = "stored"  # fleet -> device, ids of messages committed to the fleet's database
+    OPERATORS = "operators"  # fleet -> device, retained, the unit's counter operators (hashed secrets)
 
 
 DEVICE_TO_FLEET = frozenset(
     {Channel.STATUS, Channel.TELEMETRY, Channel.EVENT, Channel.CMD_ACK, Channel.CONFIG_REPORTED, Channel.UPDATE}
 )
-FLEET_TO_DEVICE = frozenset({Channel.CMD, Channel.CONFIG_DESIRED, Channel.STORED})
+FLEET_TO_DEVICE = frozenset({Channel.CMD, Channel.CONFIG_DESIRED, Channel.STORED, Channel.OPERATORS})
 CONFIRMED = frozenset({Channel.EVENT, Channel.CMD_ACK, Channel.CONFIG_REPORTED, Channel.UPDATE})
 """What a device sends from its outbox, and the fleet confirms on ``stored`` once committed."""
 

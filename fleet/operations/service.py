@@ -32,6 +32,7 @@ from fleet.config import FleetConfig
 from fleet.leases import Lease
 from fleet.models import Device
 from fleet.operations.models import CommandRow, DeviceConfig, RolloutRow, SettingsLayer
+from fleet.operators.push import operator_lists
 from fleet.progress.units import unit_parents
 from fleet.rollouts import Rollout, effective_settings, settings_fingerprint
 from protocol.messages import (
@@ -150,6 +151,9 @@ class Operations:
         """With several fleet nodes: the driver ticks only while this node holds it (the ingest
         hook, which records what devices answer, runs on every node)."""
         self.connected = threading.Event()
+        self._operators_sent: dict[str, str] = {}
+        """Device id -> the operator list last published to it (its content, without id and time)."""
+        self._operators_dirty = True
         broker = config.broker
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{broker.client_id}-ops",
                                   protocol=mqtt.MQTTv5)
@@ -189,6 +193,11 @@ class Operations:
         self.client.loop_stop()
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def operators_changed(self) -> None:
+        """A unit's operators changed: publish the devices' lists again where they differ."""
+        self._operators_dirty = True
         self._wake.set()
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason_code: Any, _p: Any = None) -> None:
@@ -269,6 +278,8 @@ class Operations:
                                                             CommandRow.state == "queued")):
             row.published_at = None
         recompute_desired(session, [device_id], now)
+        self._operators_sent.pop(device_id, None)  # a device back online gets its list (again)
+        self._operators_dirty = True
         config = session.get(DeviceConfig, device_id)
         if config is not None and (config.reported_version or 0) < config.desired_version:
             config.published_version = None
@@ -303,6 +314,8 @@ class Operations:
             return
         self._publish_desired(now)
         self._publish_commands(now)
+        if self._operators_dirty:
+            self._publish_operators()
 
     def _publish(self, device_id: str, channel: Channel, payload: bytes, *, retain: bool) -> bool:
         info = self.client.publish(topic(device_id, channel), payload, qos=1, retain=retain)
@@ -311,6 +324,19 @@ class Operations:
         except RuntimeError:
             return False
         return info.is_published()
+
+    def _publish_operators(self) -> None:
+        self._operators_dirty = False
+        with self.sessions() as session:
+            lists = operator_lists(session)
+        for device_id, operators in lists.items():
+            content = operators.model_dump_json(include={"version", "operators"})
+            if self._operators_sent.get(device_id) == content:
+                continue
+            if self._publish(device_id, Channel.OPERATORS, encode(operators), retain=True):
+                self._operators_sent[device_id] = content
+            else:
+                self._operators_dirty = True  # the next tick tries again
 
     def _publish_desired(self, now: datetime) -> None:
         with self.sessions.begin() as session:

@@ -1,7 +1,8 @@
 """``/api/v1/operators``: the counter operators of the admin's units (unit staff, postal staff).
 PINs arrive in the body and are hashed at once; bodies are never echoed nor kept in the audit
 (:func:`fleet.api.deps.secret_body`), and a staff card's token is answered once, at its
-making. Every change is audited here, without secrets."""
+making. Every change is audited here, without secrets, and the unit's devices are sent their
+new list (:mod:`fleet.operators.push`)."""
 
 from datetime import datetime
 from typing import Annotated, Literal
@@ -10,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fleet.api.deps import UNIT_PATTERN, SessionDep, StateDep, secret_body
+from fleet.api.state import FleetState
 from fleet.auth import audit
 from fleet.auth.deps import AdminUser
 from fleet.operators import service
@@ -57,6 +59,12 @@ def _out(row: CounterOperator, token: str | None = None) -> OperatorOut:
                        updated_at=row.updated_at, card_token=token)
 
 
+def _push(state: FleetState) -> None:
+    """The unit's devices get their new list (retained ``operators`` message) from the driver."""
+    if state.services.operations is not None:
+        state.services.operations.operators_changed()
+
+
 def _pin(value: SecretStr | None) -> str | None:
     import re
 
@@ -83,6 +91,7 @@ def add_operator(request: Request, state: StateDep, session: SessionDep, admin: 
     audit.record(session, request, action="operator.create", target=f"operator {row.id} ({row.kind})",
                  unit_code=row.unit_code, outcome="201")
     session.commit()
+    _push(state)
     return _out(row, token)
 
 
@@ -105,4 +114,5 @@ def change_operator(operator_id: str, request: Request, state: StateDep, session
     audit.record(session, request, action="operator.update", target=f"operator {row.id}",
                  unit_code=row.unit_code, outcome="200", detail=", ".join(changed) or "no change")
     session.commit()
+    _push(state)
     return _out(row, token)
