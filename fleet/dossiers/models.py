@@ -52,6 +52,9 @@ class Dossier(Base):
         Index("ix_dossiers_unit_received", "received_unit", "received_on"),
         Index("ix_dossiers_digitized_unit", "digitized_unit", "component_at"),
         Index("ix_dossiers_component_at", "component_at"),
+        # The digitized dossiers matching nothing received: listed and counted apart.
+        Index("ix_dossiers_unmatched", "code", postgresql_where=text("received_on IS NULL"),
+              sqlite_where=text("received_on IS NULL")),
     )
 
 
