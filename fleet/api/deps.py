@@ -4,12 +4,19 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from fleet.api.state import FleetState, fleet_state
 from fleet.enroll.runtime import EnrollRuntime
+
+MAX_ROW_ID = 2**63 - 1
+"""The largest integer a database column takes (SQLite and PostgreSQL BIGINT): a larger id or
+offset in a request is a 422 here, not an overflow in the driver."""
+
+Offset = Annotated[int, Query(ge=0, le=MAX_ROW_ID, description="Skip this many")]
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="The row's id")]
 
 
 def get_state(request: Request) -> FleetState:

@@ -70,11 +70,17 @@ def parse_ttl(text: str) -> dt.timedelta:
 
     >>> parse_ttl("7d"), parse_ttl("1.5")
     (datetime.timedelta(days=7), datetime.timedelta(seconds=5400))
+    >>> parse_ttl("9" * 20 + "w")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: '99999999999999999999w' is far longer than any token may live
     """
     match = _TTL.match(text.strip().lower())
     if not match or float(match.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a lifetime like 7d, 12h or 90m")
-    return dt.timedelta(seconds=float(match.group(1)) * _UNITS_S[match.group(2)])
+    try:
+        return dt.timedelta(seconds=float(match.group(1)) * _UNITS_S[match.group(2)])
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is far longer than any token may live") from None
 
 
 def _pattern(pattern: str, what: str) -> Callable[[str], str]:

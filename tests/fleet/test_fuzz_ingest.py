@@ -137,7 +137,7 @@ def test_hostile_payloads_are_refused_and_counted_and_nothing_is_lost(
     writer = Writer(sqlite_sessions, metrics)
 
     @given(st.lists(hostile(), min_size=1, max_size=4), st.integers(min_value=0, max_value=4))
-    @fuzz_settings(40)
+    @fuzz_settings(30)
     def check(bad: list[tuple[str, bytes]], at: int) -> None:
         tried("mqtt_ingest", len(bad))
         good = fault(DEVICE)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from fleet.alerts.evaluator import AlertConflict, AlertEvaluator, acknowledge, alert_dict
 from fleet.alerts.models import KINDS, Alert
 from fleet.alerts.schemas import AcknowledgeIn, AlertCountsOut, AlertOut, TransitionOut
-from fleet.api.deps import SessionDep, StateDep
+from fleet.api.deps import Offset, RowId, SessionDep, StateDep
 from fleet.auth.deps import AdminUser, CurrentUser
 from fleet.auth.principal import Principal
 from fleet.auth.scope import in_scope, require_unit, require_unit_filter, subtree
@@ -53,7 +53,7 @@ def list_alerts(
     unit: Annotated[str | None, Query(description="Only alerts of this unit code")] = None,
     under: Annotated[str | None, Query(description="Only alerts of this unit and every unit under it")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[AlertOut]:
     """Alerts of the units you may see, newest first."""
     scope = _scope(session, user, unit, under)
@@ -100,7 +100,7 @@ def count_alerts(
 
 
 @router.get("/{alert_id}")
-def get_alert(alert_id: int, session: SessionDep, user: CurrentUser) -> AlertOut:
+def get_alert(alert_id: RowId, session: SessionDep, user: CurrentUser) -> AlertOut:
     """One alert (404 also for one outside your units)."""
     return AlertOut.model_validate(alert_dict(_visible_alert(session, user, alert_id)))
 
@@ -115,7 +115,7 @@ def _visible_alert(session: Session, user: Principal, alert_id: int) -> Alert:
 
 @router.post("/{alert_id}/acknowledge", responses={404: {"description": "No such alert"},
                                                    409: {"description": "Already resolved"}})
-def acknowledge_alert(alert_id: int, state: StateDep, session: SessionDep, user: AdminUser,
+def acknowledge_alert(alert_id: RowId, state: StateDep, session: SessionDep, user: AdminUser,
                       body: Annotated[AcknowledgeIn | None, Body()] = None) -> AlertOut:
     """Mark an alert seen (an admin of its unit; viewers may not). It stays (acknowledged) until
     its condition clears. The logged-in user is recorded as who acknowledged it."""

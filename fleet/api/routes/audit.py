@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import and_, or_, select
 
-from fleet.api.deps import SessionDep
+from fleet.api.deps import MAX_ROW_ID, SessionDep
 from fleet.auth.deps import AdminUser
 from fleet.auth.models import AuditEntry, User
 from fleet.auth.ratelimit import LOGIN
@@ -44,7 +44,8 @@ def list_audit(
     = None,
     outcome: Annotated[str | None, Query(max_length=32, description="Only this outcome (ok, failed, 401, 403...)")]
     = None,
-    before_id: Annotated[int | None, Query(ge=1, description="Next page: the id of the last entry received")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID,
+                                           description="Next page: the id of the last entry received")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
 ) -> list[AuditOut]:
     """Audit entries, newest first. A unit admin sees the entries about their units and those of

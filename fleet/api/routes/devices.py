@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from fleet.api.deps import SessionDep, StateDep
+from fleet.api.deps import Offset, SessionDep, StateDep
 from fleet.api.schemas import DeviceOut, EventOut
 from fleet.auth.deps import CurrentUser
 from fleet.auth.scope import require_unit_filter, visible_device
@@ -51,7 +51,7 @@ def list_events(
     since: Annotated[datetime | None, Query(description="Device time at or after this")] = None,
     until: Annotated[datetime | None, Query(description="Device time before this")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[EventOut]:
     """The device's events, newest first."""
     visible_device(session, user, device_id)

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
-from fleet.api.deps import SessionDep, StateDep, import_body
+from fleet.api.deps import Offset, SessionDep, StateDep, import_body
 from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
 from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, require_unit_filter, subtree, visible_units
@@ -106,7 +106,7 @@ def list_dossiers(
     digitized_to: MonthQ = None,
     operator_kind: Annotated[str | None, Query(description="unit_staff, postal_staff or citizen")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[DossierOut]:
     """Dossiers you may see, by code."""
     query = select(Dossier)
@@ -192,7 +192,7 @@ def get_chase(
     state: StateDep, session: SessionDep, user: CurrentUser, unit: UnitQ = None,
     start: Annotated[str | None, Query(alias="from", description="First month received (default: this month)")] = None,
     end: Annotated[str | None, Query(alias="to", description="Last month received (default: the first)")] = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000, offset: Offset = 0,
 ) -> ChaseOut:
     """The chase list: dossiers received by the subtree's units in the months, nothing digitized
     yet, oldest first."""

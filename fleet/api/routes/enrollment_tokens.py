@@ -25,7 +25,8 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     unit_code: str = Field(pattern=UNIT_CODE_PATTERN, description="The unit the devices will be installed in")
-    ttl_hours: float = Field(24.0, gt=0, description="Hours the token stays valid (at most enrollment.max_token_ttl_h)")
+    ttl_hours: float = Field(24.0, ge=1 / 60, description="Hours the token stays valid (at least a minute, at most "
+                                                          "enrollment.max_token_ttl_h)")
     max_devices: int = Field(1, ge=1, le=10_000, description="How many devices may enroll with it")
     require_approval: bool = Field(False, description="Each enrollment waits for an admin's accept/reject")
 
@@ -72,13 +73,16 @@ def create_token(body: TokenIn, user: AdminUser, state: StateDep, request: Reque
     now = state.now()
     with state.sessions() as session:
         require_unit(session, user, body.unit_code)
+    max_ttl_h = state.config.enrollment.max_token_ttl_h
+    if body.ttl_hours > max_ttl_h:  # before any timedelta: a huge float would overflow it
+        raise HTTPException(422, f"ttl_hours is at most {max_ttl_h:g}")
     try:
         text, token = admin.create_token(
             runtime, state.sessions, request_auditor(request), unit_code=body.unit_code,
             ttl=dt.timedelta(hours=body.ttl_hours), max_devices=body.max_devices,
             require_approval=body.require_approval, created_by=user.name,
-            max_ttl_h=state.config.enrollment.max_token_ttl_h, now=now)
-    except admin.TokenTtlTooLong as exc:
+            max_ttl_h=max_ttl_h, now=now)
+    except ValueError as exc:  # too long, or too short to end after now; a bad unit code or count
         raise HTTPException(422, str(exc)) from None
     response.headers["Cache-Control"] = "no-store"
     out = TokenOut.of(token, now)

@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fleet.api.deps import SessionDep, StateDep
+from fleet.api.deps import Offset, SessionDep, StateDep
 from fleet.api.schemas import PageOut
 from fleet.auth.deps import CurrentUser
 from fleet.auth.principal import Principal
@@ -35,7 +35,7 @@ def list_pages(
     since: Annotated[datetime | None, Query(description="Captured at or after this time")] = None,
     until: Annotated[datetime | None, Query(description="Captured before this time")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first")] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[PageOut]:
     """Pages you may see (a unit's users: pages that came in under their units), newest capture
     first (within a batch, by sequence)."""

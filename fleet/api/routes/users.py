@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from fleet.api.deps import UNIT_PATTERN, SessionDep, StateDep, secret_body
+from fleet.api.deps import UNIT_PATTERN, RowId, SessionDep, StateDep, secret_body
 from fleet.auth import audit, users
 from fleet.auth.deps import AdminUser
 from fleet.auth.models import User
@@ -77,13 +77,13 @@ def list_users(session: SessionDep, admin: AdminUser) -> list[UserOut]:
 
 
 @router.get("/{user_id}")
-def get_user(user_id: int, session: SessionDep, admin: AdminUser) -> UserOut:
+def get_user(user_id: RowId, session: SessionDep, admin: AdminUser) -> UserOut:
     return _out(users.managed(session, admin, user_id))
 
 
 @router.patch("/{user_id}", responses={409: {"description": "You cannot disable or demote yourself"}})
 def update_user(
-    user_id: int, request: Request, state: StateDep, session: SessionDep, admin: AdminUser,
+    user_id: RowId, request: Request, state: StateDep, session: SessionDep, admin: AdminUser,
     body: Annotated[UserPatch, secret_body(UserPatch)],
 ) -> UserOut:
     """Change a user's role, unit, password, or disable / re-enable them."""
