@@ -443,6 +443,7 @@ class Agent:
         log.info("camera %s%s", state, f" ({problem})" if problem else "")
 
     def _on_session(self, event: SessionEvent) -> None:
+        self.commands.log_ring.scrub.remember(event.snapshot.dossier_code)
         self.scans.on_session(event)
 
     def _health_checks(self) -> dict[str, Callable[[], bool]]:

@@ -32,6 +32,7 @@ from device.delivery.outbox import Outbox
 from device.delivery.publisher import Publisher
 from device.durable import atomic_write
 from device.enroll import CertificateRevoked, IdentityKeeper, IdentityStatus, RenewalFailed
+from device.logscrub import Scrubber
 from device.scanning import ScanJob, scan_request
 from device.update_errors import BundleRefused
 from protocol.commands import ForceArgs, NoArgs, TestScanArgs, error_fields
@@ -72,23 +73,26 @@ class Scans(Protocol):
 
 
 class LogRing(logging.Handler):
-    """The agent's recent log lines, for ``collect_logs`` (logs never hold personal data).
+    """The agent's recent log lines, for ``collect_logs``, each scrubbed of dossier codes and ID
+    numbers on the way in (:mod:`device.logscrub`), tracebacks included.
 
     >>> ring = LogRing(2)
-    >>> for text in ("one", "two", "three"):
+    >>> for text in ("one", "two", "three 000.00.12.H10-261102-0001"):
     ...     ring.emit(logging.makeLogRecord({"msg": text, "levelno": logging.INFO, "levelname": "INFO"}))
-    >>> [line.rsplit(" ", 1)[-1] for line in ring.lines()]
-    ['two', 'three']
+    >>> [line.split(": ", 1)[-1] for line in ring.lines()]
+    ['two', 'three [code]']
     """
 
     def __init__(self, size: int) -> None:
         super().__init__(logging.INFO)
         self._lines: deque[str] = deque(maxlen=size)
+        self.scrub = Scrubber()
+        """Tell it the dossier codes the device handles (:meth:`Scrubber.remember`)."""
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._lines.append(self.format(record))
+            self._lines.append(self.scrub(self.format(record)))
         except Exception:  # a bad log call must not break the caller
             self.handleError(record)
 
@@ -330,7 +334,7 @@ class Commands:
         with tarfile.open(fileobj=archive, mode="w:gz") as tar:
             for name, data in (
                 ("agent.log", "\n".join(self.log_ring.lines()).encode()),
-                ("status.json", json.dumps(self._status(), indent=2, default=str).encode()),
+                ("status.json", self.log_ring.scrub(json.dumps(self._status(), indent=2, default=str)).encode()),
             ):
                 info = tarfile.TarInfo(f"logs/{name}")
                 info.size, info.mtime = len(data), int(time.time())

@@ -46,7 +46,8 @@ def build_documents(planned: Sequence[PlannedDocument], code: str | None, builde
             pdf = builder(plan.pages, name=plan.name, dossier_code=code, sequence=plan.sequence, doctype=plan.doctype,
                           kind=plan.kind)
         except Exception as exc:  # the pages still go: a PDF can be rebuilt, a page cannot
-            log.error("building %s failed (%s); pages handed over without it", plan.name, type(exc).__name__)
+            log.error("building document %s failed (%s); pages handed over without it", plan.sequence,
+                      type(exc).__name__)
             continue
         documents.append(BuiltDocument(plan.name, plan.sequence, plan.doctype, tuple(p.page_id for p in plan.pages),
                                        pdf, plan.kind))

@@ -368,7 +368,8 @@ class PdfBuilder:
         except OSError as exc:
             raise PdfError(f"cannot write {out.name}: {exc.strerror or exc}") from None
         pages = len(self._pages)
-        log.info("wrote %s: %s page(s), %s dropped, text layer on %s", out.name, pages, len(self.dropped), text_layers)
+        # Not the file's name: it begins with the dossier code.
+        log.info("wrote a document: %s page(s), %s dropped, text layer on %s", pages, len(self.dropped), text_layers)
         return PdfReport(out, pages, list(self.dropped), out.stat().st_size, text_layers == pages)
 
 

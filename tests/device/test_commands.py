@@ -5,7 +5,10 @@ work runs on the test's thread."""
 
 from __future__ import annotations
 
+import io
+import logging
 import sys
+import tarfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,6 +190,34 @@ def test_collect_logs_stores_an_archive_with_its_ack(rig: Rig) -> None:
     assert len(files) == 1 and files[0].content_type == "application/gzip"
     assert rig.acks(command) == [("in_progress", None), ("succeeded", f"logs sha256={files[0].sha256} "
                                                                      f"size={files[0].size}")]
+
+
+def test_collected_logs_carry_no_dossier_code_or_id_number(rig: Rig) -> None:
+    """Bad input: log lines naming a dossier code in the national form, a walk-in code the
+    session handled (also as a PDF's file name and in a traceback) and a citizen ID number. The
+    archive ``collect_logs`` ships holds the lines, scrubbed."""
+    logger = logging.getLogger("device.test_scrub")
+    logging.getLogger().addHandler(rig.commands.log_ring)
+    try:
+        rig.commands.log_ring.scrub.remember("WALKIN-20261207-0042")
+        logger.warning("dossier 000.00.12.H10-261102-0001 closed; result 000.00.12.H10-261102-0001-KQ2")
+        logger.warning("cannot write WALKIN-20261207-0042.3.pdf for card 001203004567")
+        try:
+            raise OSError("no space for walkin-20261207-0042.1.pdf")
+        except OSError:
+            logger.exception("holding failed")
+    finally:
+        logging.getLogger().removeHandler(rig.commands.log_ring)
+    rig.uploads = True
+    rig.send("collect_logs")
+    [pending] = rig.outbox.pending_files()
+    with tarfile.open(fileobj=io.BytesIO(rig.outbox.file_path(pending.sha256).read_bytes()), mode="r:gz") as tar:
+        member = tar.extractfile("logs/agent.log")
+        assert member is not None
+        shipped = member.read().decode()
+    assert "holding failed" in shipped and "[code].3.pdf" in shipped and "[number]" in shipped
+    for secret in ("261102-0001", "WALKIN-20261207", "walkin-20261207", "001203004567"):
+        assert secret not in shipped
 
 
 def test_rotate_certificate_without_an_identity_is_rejected(rig: Rig) -> None:
