@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -55,6 +56,8 @@ from device.enroll import IdentityKeeper, IdentityStatus, fleet_base
 from device.inference.doctype import FallbackClassifier, load_classifier_or_fallback
 from device.inference.pipeline import PagePipeline
 from device.local_api import LocalApi
+from device.operators.book import OperatorBook, OperatorBookError
+from device.operators.signin import SignIn
 from device.remote_settings import RemoteSettingsApplier
 from device.scanning import ScanJob, ScanWorker
 from device.telemetry import TelemetryCollector
@@ -128,9 +131,12 @@ class Agent:
             # Enrolled (or enrolling) devices upload to the fleet they enrolled with unless told not to.
             if config.upload.enabled and (self.fleet_url is not None or self.identity is not None) else None
         )
+        self.operators = _operator_book(config.state_dir / "operators.json")
+        self.sign_in = SignIn(self.operators, config.state_dir / "signin.json")
         self.commands = Commands(
             device_id=self.device_id, config=lambda: self.config, outbox=self.outbox, publisher=self.publisher,
             scans=self.scans, spawn=self._spawn, status=self.status, on_desired=self.settings.handle,
+            on_operators=self.operators.take,
             session=lambda: self.session, window=self._maintenance_window,
             uploads=lambda: self.uploader is not None and bool(self.uploader.fleet_url),
             identity=self.identity, identity_status=self.identity_status, keeper=lambda: self.keeper,
@@ -301,7 +307,7 @@ class Agent:
 
                 try:
                     self.buttons = CounterButtons(cfg.buttons, self.session, self.pages_for,
-                                                  pin_factory=self.pin_factory)
+                                                  pin_factory=self.pin_factory, operator=self.sign_in.operator)
                 except Exception as exc:  # e.g. gpiozero finds no pins off a Pi
                     log.error("counter buttons unavailable (%s: %s); scanning goes on without them",
                               type(exc).__name__, exc)
@@ -589,3 +595,14 @@ class Agent:
 
 
 __all__ = ["Agent", "ScanJob"]
+
+
+def _operator_book(path: Path) -> OperatorBook:
+    """The operators the fleet pushed. A damaged book is set aside (``.damaged``) rather than
+    stopping the agent: the fleet's retained list comes again at the next connection."""
+    try:
+        return OperatorBook(path)
+    except OperatorBookError as exc:
+        log.error("operator book unusable (%s); waiting for the fleet's list", exc)
+        path.replace(path.with_suffix(".damaged"))
+        return OperatorBook(path)

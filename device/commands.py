@@ -43,6 +43,7 @@ from protocol.messages import (
     CommandState,
     ConfigDesired,
     ConfigReported,
+    OperatorList,
     UpdateProgress,
     decode,
     encode,
@@ -121,6 +122,7 @@ class Commands:
         spawn: Callable[[str, Callable[[], None]], None],
         status: Callable[[], dict[str, Any]],
         on_desired: Callable[[ConfigDesired], ConfigReported] | None = None,
+        on_operators: Callable[[OperatorList], object] | None = None,
         session: Callable[[], DossierSession | None] = lambda: None,
         window: Callable[[], MaintenanceWindow] | None = None,
         uploads: Callable[[], bool] = lambda: False,
@@ -136,6 +138,7 @@ class Commands:
         self._spawn = spawn
         self._status = status
         self._on_desired = on_desired
+        self._on_operators = on_operators
         self._session = session
         self._window = window
         self._uploads = uploads
@@ -199,6 +202,8 @@ class Commands:
             if reported.error is not None:
                 self.refuse("config/desired", "invalid", reported.error[:200])
             self.publisher.emit(reported, Channel.CONFIG_REPORTED)
+        elif isinstance(message, OperatorList) and self._on_operators is not None:
+            self._on_operators(message)  # the unit's operators, hashed: the sign-in's book
         else:
             self.refuse(channel, "unexpected", f"{type(message).__name__} is not for a device")
 

@@ -244,7 +244,7 @@ class MqttLink:
         online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version, unit=self.unit)
         client.publish(topic(self.device_id, Channel.STATUS), encode(online), qos=1, retain=True)
         client.subscribe([(topic(self.device_id, channel), 1) for channel in
-                          (Channel.CMD, Channel.CONFIG_DESIRED, Channel.STORED)])
+                          (Channel.CMD, Channel.CONFIG_DESIRED, Channel.STORED, Channel.OPERATORS)])
         self.connected.set()
         if self._on_connect is not None:
             self._on_connect()

@@ -16,6 +16,7 @@ from typing import Literal
 
 from device.durable import atomic_write
 from device.errors import SohoaError
+from protocol.messages import OperatorList
 from protocol.secrets import check_secret, hash_secret
 
 __all__ = ["OperatorBook", "OperatorBookError", "StaffOperator", "check_secret", "hash_secret", "parse_operator"]
@@ -58,8 +59,16 @@ class OperatorBook:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._operators: dict[str, StaffOperator] = {}
+        self.version = 0
+        """The fleet's list version held (0: none)."""
         if path is not None and path.exists():
             self._operators = {o.id: o for o in self._read(path)}
+            self.version = self._read_version(path)
+
+    @staticmethod
+    def _read_version(path: Path) -> int:
+        version = json.loads(path.read_text(encoding="utf-8")).get("version", 0)
+        return version if isinstance(version, int) else 0
 
     @staticmethod
     def _read(path: Path) -> list[StaffOperator]:
@@ -71,13 +80,26 @@ class OperatorBook:
             raise OperatorBookError("the operator book has no 'operators' list")
         return [parse_operator(item) for item in raw["operators"]]
 
-    def replace(self, operators: list[StaffOperator]) -> None:
+    def replace(self, operators: list[StaffOperator], *, version: int = 0) -> None:
         """Take a new list (the fleet's), written to disk first when the book has a path."""
         if self.path is not None:
-            data = {"operators": [{"id": o.id, "kind": o.kind, "pin_hash": o.pin_hash, "card_hash": o.card_hash}
+            data = {"version": version,
+                    "operators": [{"id": o.id, "kind": o.kind, "pin_hash": o.pin_hash, "card_hash": o.card_hash}
                                   for o in operators]}
             atomic_write(self.path, json.dumps(data, sort_keys=True).encode())
         self._operators = {o.id: o for o in operators}
+        self.version = version
+
+    def take(self, pushed: OperatorList) -> bool:
+        """Take the fleet's list (the retained ``operators`` message) unless it is older than the
+        one held; True when taken. Written to disk before it is used."""
+        if pushed.version < self.version:
+            log.info("operator list version %d older than the one held (%d); ignored", pushed.version, self.version)
+            return False
+        self.replace([StaffOperator(o.id, o.kind, o.pin_hash, o.card_hash) for o in pushed.operators],
+                     version=pushed.version)
+        log.info("operator list %d taken (%d operators)", pushed.version, len(pushed.operators))
+        return True
 
     def get(self, operator_id: str) -> StaffOperator | None:
         return self._operators.get(operator_id)

@@ -131,3 +131,28 @@ def test_dossiers_record_who_digitized_them(mock_factory: Any) -> None:
         server.close()
         buttons.close()
         session.close()
+
+
+def test_the_fleets_list_reaches_the_book_through_the_inbox(tmp_path: Path) -> None:
+    """The retained ``operators`` message, handled by the agent's inbox (the real decode), fills
+    the book on disk; an older list redelivered after a newer one is ignored; a clerk signs in
+    with the pushed PIN hash."""
+    from device.commands import Commands
+    from device.config import AgentConfig
+    from protocol.messages import OperatorEntry, OperatorList, encode
+    from protocol.topics import Channel, topic
+
+    book = OperatorBook(tmp_path / "operators.json")
+    config = AgentConfig.model_validate({"device_id": "kiosk-0001", "unit": "99001", "state_dir": tmp_path})
+    inbox = Commands(device_id="kiosk-0001", config=lambda: config, outbox=None, publisher=None,  # type: ignore[arg-type]
+                     scans=None, spawn=lambda *_: None, status=lambda: {}, on_operators=book.take)  # type: ignore[arg-type]
+    newer = OperatorList(device_id="kiosk-0001", version=20, operators=[
+        OperatorEntry(id="op-7", kind="postal_staff", pin_hash=hash_secret(PIN))])
+    older = OperatorList(device_id="kiosk-0001", version=10, operators=[])
+    inbox.handle_message(topic("kiosk-0001", Channel.OPERATORS), encode(newer))
+    inbox.handle_message(topic("kiosk-0001", Channel.OPERATORS), encode(older))
+    assert len(book) == 1 and book.version == 20
+    restarted = OperatorBook(tmp_path / "operators.json")
+    assert restarted.version == 20 and SignIn(restarted).with_pin("op-7", PIN).kind == "postal_staff"
+    inbox.handle_message(topic("kiosk-0001", Channel.OPERATORS), b'{"schema_version": 1, "nonsense": true}')
+    assert len(book) == 1 and sum(inbox.rejected.values()) == 1  # bad input: refused, the book kept
