@@ -97,9 +97,16 @@ def test_kiosk_end_to_end(kiosk: tuple[KioskServer, DossierSession, FakeCamera, 
             page = browser.new_page(viewport={"width": 1280, "height": 1024})
             page.goto(server.url)
 
-            # 1. start, in Vietnamese
+            # 1. start, in Vietnamese, with the privacy notice before anything is captured
             expect(page.get_by_role("heading", name="Xin chào")).to_be_visible()
             assert page.evaluate("document.documentElement.lang") == "vi"
+            expect(page.locator("#privacy")).to_be_visible()
+            expect(page.locator("#privacy")).to_contain_text("chỉ dùng để số hóa hồ sơ này")
+            page.get_by_role("button", name="English").click()
+            expect(page.locator("#privacy")).to_contain_text("used only to digitize this dossier")
+            page.get_by_role("button", name="Tiếng Việt").click()
+            expect(page.locator("#privacy")).to_contain_text("rồi xóa")
+            assert session.snapshot().pages == () and session.state == "idle"
             assert axe_serious(page) == []
             page.screenshot(path=shots / "01-start.png")
 
