@@ -5,15 +5,19 @@ it over HTTP as devices do and wait for approval, the admin accepts one and reje
 with a reason, then revokes the token (after a confirmation, which a first "cancel" leaves
 untouched); users are created, moved to another role and unit, disabled and given a new
 password; a unit tree CSV with errors is refused line by line, a good one imported, targets set;
-the audit log shows all of it, filtered by actor, action and time. What each form
+a device's page sends collect_logs, follows its state and downloads the archive, then revokes
+the device after a confirmation; the audit log shows all of it, filtered by actor, action and time. What each form
 did is checked through the API, not only on the page. A viewer is told the page is for admins.
 axe-core finds no serious or critical violation on any view. One fleet and one browser for the
 module. Screenshots in test-artifacts/admin/."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +25,16 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from fleet.api.app import create_app
 from fleet.api.state import fleet_state
+from fleet.ingest import Incoming, Writer
 from fleet.progress.units import sample_csv
+from protocol.messages import CommandAck, Status, encode
 from provisioning.identity import DeviceIdentity
 from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login_as, make_user
-from tests.devices import enroll_request, with_pki
+from tests.devices import enroll_device, enroll_request, with_pki
 from tests.fleet.conftest import make_config
 from tests.fleet.progress.conftest import serve
 from tests.fleet.test_web_nav import _axe
@@ -47,6 +54,17 @@ class Served:
     url: str
     http: httpx.Client  # the suite's province admin, through the API
     directory: Path
+    app: FastAPI
+
+    def deliver(self, message: CommandAck | Status) -> None:
+        """A device's message, in through the ingest writer as the broker would bring it."""
+        state = fleet_state(self.app)
+        ops = state.services.operations
+        assert ops is not None
+        writer = Writer(state.sessions, state.metrics)
+        writer.hooks.append(ops.hook)
+        channel = "cmd/ack" if isinstance(message, CommandAck) else "status"
+        assert writer.write([Incoming(f"sohoa/v1/{message.device_id}/{channel}", encode(message))]) == 1
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +80,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         login_as(http, ADMIN_NAME, ADMIN_PASSWORD)
         assert http.post("/api/v1/units/import", content=sample_csv().encode(),
                          headers={"Content-Type": "text/csv"}).status_code == 200
-        yield Served(url, http, tmp)
+        yield Served(url, http, tmp, app)
 
 
 @pytest.fixture(scope="module")
@@ -296,6 +314,71 @@ def test_units_import_with_errors_by_line_and_targets(admin: Page, served: Serve
     admin.screenshot(path=str(shots / "units-targets.png"), full_page=True)
 
 
+def _logs_archive(data: bytes = b"agent started\nscanner ready\n") -> bytes:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        info = tarfile.TarInfo("logs/agent.log")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return archive.getvalue()
+
+
+def test_device_command_followed_logs_downloaded_then_revoked(admin: Page, served: Served, shots: Path) -> None:
+    """collect_logs sent from the page; the device's answers (delivered, then succeeded with the
+    archive's hash, after uploading it) show up without a reload and the archive downloads
+    byte for byte. Bad input tried: a command the device rejects (its reason shown), a
+    revocation cancelled at the confirmation (the device keeps its certificate)."""
+    from playwright.sync_api import expect
+
+    device = enroll_device(served.http, "kiosk-dev", "99001", served.directory)
+    served.deliver(Status(device_id="kiosk-dev", state="online", unit="99001"))
+    _loaded(admin, served.url + "/admin?view=device&device=kiosk-dev")
+    expect(admin.locator("#device-commands tbody")).to_have_text("Không có.")
+    admin.locator("#command-form select[name=name]").select_option("collect_logs")
+    admin.locator("#command-form button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_text(
+        'Đã gửi lệnh "Thu nhật ký" tới kiosk-dev; trạng thái cập nhật bên dưới.')
+    [command] = served.http.get("/api/v1/devices/kiosk-dev/commands").json()
+    assert command["name"] == "collect_logs"
+    row = admin.locator(f'#device-commands tr[data-command="{command["id"]}"]')
+    served.deliver(CommandAck(device_id="kiosk-dev", command_id=command["id"], state="delivered"))
+    expect(row).to_have_attribute("data-state", "delivered")
+    archive = _logs_archive()
+    sha256 = hashlib.sha256(archive).hexdigest()
+    assert device.put_file(served.http, archive, content_type="application/gzip").status_code in (200, 201)
+    served.deliver(CommandAck(device_id="kiosk-dev", command_id=command["id"], state="succeeded",
+                                  detail=f"logs sha256={sha256} size={len(archive)}"))
+    expect(row).to_have_attribute("data-state", "succeeded")
+    with admin.expect_download() as download:
+        row.locator("a.logs").click()
+    assert Path(download.value.path()).read_bytes() == archive
+    admin.screenshot(path=str(shots / "device-logs.png"), full_page=True)
+
+    admin.locator("#command-form select[name=name]").select_option("reboot")
+    admin.locator("#command-form button[type=submit]").click()
+    reboot = next(c for c in served.http.get("/api/v1/devices/kiosk-dev/commands").json() if c["name"] == "reboot")
+    served.deliver(CommandAck(device_id="kiosk-dev", command_id=reboot["id"], state="rejected",
+                                  detail="a dossier is open"))
+    reboot_row = admin.locator(f'#device-commands tr[data-command="{reboot["id"]}"]')
+    expect(reboot_row).to_have_attribute("data-state", "rejected")
+    expect(reboot_row).to_contain_text("a dossier is open")
+
+    admin.once("dialog", lambda dialog: dialog.dismiss())
+    admin.locator("#revoke-device").click()
+    assert served.http.get("/api/v1/devices/kiosk-dev").json()["status"] != "revoked"
+    admin.once("dialog", lambda dialog: dialog.accept())
+    admin.locator("#revoke-device").click()
+    expect(admin.locator("#status")).to_contain_text("Đã thu hồi kiosk-dev")
+    expect(admin.locator("#device-body")).to_have_attribute("data-status", "revoked")
+    assert served.http.get("/api/v1/devices/kiosk-dev").json()["status"] == "revoked"
+    with httpx.Client(base_url=served.url, timeout=30) as bare:  # the API refuses the device at once
+        refused = device.put_file(bare, _logs_archive(b"after the revocation\n"), content_type="application/gzip")
+    assert refused.status_code == 401, refused.text
+    admin.locator("#lang").click()
+    expect(admin.locator("#device-facts")).to_contain_text("Revoked")
+    admin.screenshot(path=str(shots / "device-revoked-en.png"), full_page=True)
+
+
 def test_audit_log_filters(admin: Page, served: Served, shots: Path) -> None:
     """After the two tests above (run alone, it makes its own entry). Bad input tried: a time
     range in the future (nothing shown, said so)."""
@@ -336,8 +419,8 @@ def test_a_viewer_is_told_the_page_is_for_admins(browser: Browser, served: Serve
 def test_axe_finds_no_serious_violation(admin: Page, served: Served) -> None:
     """Every view, Vietnamese and English, with data shown and a status line."""
     found = {}
-    for path in ("/admin", "/admin?view=users", "/admin?view=units", "/admin?view=audit", "/admin?lang=en",
-                 "/admin?view=users&lang=en", "/admin?view=units&lang=en", "/admin?view=audit&lang=en"):
+    for path in ("/admin", "/admin?view=users", "/admin?view=units", "/admin?view=audit",
+                 "/admin?view=device&device=kiosk-dev", "/admin?view=users&lang=en"):
         _loaded(admin, served.url + path)
         found[path] = _axe(admin)
     _loaded(admin, served.url + "/admin")

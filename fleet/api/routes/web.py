@@ -14,7 +14,9 @@
 * ``/admin``: the admin forms (``?view=enrollment|users|units|audit``): enrollment tokens (issued
   with the CA pin and a QR code, shown once; revoked), pending enrollments (accept, reject with a
   reason), users (create, role or unit, disable, password), the unit tree's CSV import (its
-  problems by line) and the targets, the audit log with its filters; each
+  problems by line) and the targets, the audit log with its filters, one device
+  (``&device=<id>``: send a command and follow it, download what ``collect_logs`` returned,
+  revoke after a confirmation); each
   form calls the JSON API, which applies the roles, the unit scope and the audit;
 * ``/static/display.js``: the time format in the province's zone and the document type names
   (:mod:`fleet.display`), included by every page before its own script;
@@ -111,5 +113,5 @@ def deliveries_page(state: StateDep, _: CurrentUser) -> HTMLResponse:
 
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(_: CurrentUser) -> HTMLResponse:
-    """The admin forms: enrollment, users, units and targets, audit log (``?view=``)."""
+    """The admin forms: enrollment, users, units and targets, audit log, one device (``?view=``)."""
     return _page(_static("fleet.api.static", "admin.html"))
