@@ -356,6 +356,7 @@ def test_device_command_followed_logs_downloaded_then_revoked(admin: Page, serve
 
     admin.locator("#command-form select[name=name]").select_option("reboot")
     admin.locator("#command-form button[type=submit]").click()
+    expect(admin.locator("#status")).to_contain_text('Đã gửi lệnh "Khởi động lại máy"')
     reboot = next(c for c in served.http.get("/api/v1/devices/kiosk-dev/commands").json() if c["name"] == "reboot")
     served.deliver(CommandAck(device_id="kiosk-dev", command_id=reboot["id"], state="rejected",
                                   detail="a dossier is open"))
