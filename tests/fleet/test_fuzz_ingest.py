@@ -193,5 +193,7 @@ def test_hostile_payloads_through_the_broker_leave_the_ingest_running(
             return session.get(Event, good.id) is not None and handled() - before >= sent + 1
 
     wait_for(client, arrived, 30)
-    assert handled() - before == sent + 1  # each one counted once: refused by reason, or kept
+    # Each one counted (refused by reason, or kept) at least once: delivery is at-least-once, and a
+    # batch the broker delivers again (the ingest reconnected under load) is counted again.
+    assert handled() - before >= sent + 1
     assert ingest.connected
