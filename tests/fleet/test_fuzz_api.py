@@ -88,6 +88,8 @@ FOUND = [
     ("GET", "/api/v1/alerts/-1926508446817413276631040", None),
     ("GET", "/api/v1/users/1926508446817413276631040", None),
     ("GET", "/api/v1/audit?before_id=99999999999999999999", None),
+    ("POST", "/api/v1/deliveries/95509503363010790253617511137280/retry", None),
+    ("POST", "/api/v1/deliveries/95509503363010790253617511137280/cancel", None),
     ("POST", "/api/v1/enrollment-tokens", {"unit_code": "99001", "ttl_hours": 5.131160489187225e307}),
     ("POST", "/api/v1/enrollment-tokens", {"unit_code": "99001", "ttl_hours": 1.106842611639882e-22}),
 ]

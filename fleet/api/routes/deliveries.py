@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fleet.api.deps import SessionDep, StateDep
+from fleet.api.deps import RowId, SessionDep, StateDep
 from fleet.auth.deps import AdminUser, CurrentUser
 from fleet.auth.principal import Principal
 from fleet.auth.scope import require_unit, visible_units
@@ -95,14 +95,14 @@ def _change(state: StateDep, session: Session, user: Principal, delivery_id: int
 
 @router.post("/{delivery_id}/retry", responses={404: {"description": "No such delivery"},
                                                 409: {"description": "Not failed or cancelled"}})
-def retry_delivery(delivery_id: int, state: StateDep, session: SessionDep, user: AdminUser) -> DeliveryOut:
+def retry_delivery(delivery_id: RowId, state: StateDep, session: SessionDep, user: AdminUser) -> DeliveryOut:
     """Send a failed or cancelled delivery again now (same idempotency key: nothing is filed twice)."""
     return _change(state, session, user, delivery_id, "retry")
 
 
 @router.post("/{delivery_id}/cancel", responses={404: {"description": "No such delivery"},
                                                  409: {"description": "Already acknowledged or cancelled"}})
-def cancel_delivery(delivery_id: int, state: StateDep, session: SessionDep, user: AdminUser) -> DeliveryOut:
+def cancel_delivery(delivery_id: RowId, state: StateDep, session: SessionDep, user: AdminUser) -> DeliveryOut:
     """Stop a delivery not yet acknowledged (its document is not sent to that target again
     unless retried)."""
     return _change(state, session, user, delivery_id, "cancel")
