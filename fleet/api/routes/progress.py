@@ -7,10 +7,12 @@ request without ``unit=`` is rooted at their unit, one naming a unit outside it 
 they may set their subtree's units' own targets and dossiers received. The unit tree and the
 tiers' targets are the province admin's."""
 
+import re
 from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -227,6 +229,9 @@ def _today(state: StateDep) -> date:
     return periods.today(state.now(), state.config.time_zone)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def report_header(
     agency: Annotated[str, Query(max_length=200, description="Issuing agency (default: the root unit's name)")] = "",
     parent_agency: Annotated[str, Query(max_length=200, description="Its superior agency, above it")] = "",
@@ -236,7 +241,15 @@ def report_header(
     signer_title: Annotated[str, Query(max_length=100, description="Signer's title")] = "THỦ TRƯỞNG CƠ QUAN",
     signer: Annotated[str, Query(max_length=100, description="Signer's name")] = "",
 ) -> AdminHeader:
-    """The administrative header and signature block of an exported report (blanks by default)."""
+    """The administrative header and signature block of an exported report (blanks by default).
+    A control character in any of them is a 422 naming the parameter (a spreadsheet cell cannot
+    hold one)."""
+    fields = {"agency": [agency], "parent_agency": [parent_agency], "number": [number], "place": [place],
+              "recipient": recipient or [], "signer_title": [signer_title], "signer": [signer]}
+    bad = [name for name, values in fields.items() if any(_CONTROL.search(v) for v in values)]
+    if bad:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "control characters are not allowed",
+                                       "type": "value_error"} for name in bad])
     recipients = tuple(r.strip()[:200] for r in recipient or () if r.strip()) or AdminHeader().recipients
     return AdminHeader(agency=agency.strip(), parent_agency=parent_agency.strip(), number=number.strip(),
                        place=place.strip(), recipients=recipients, signer_title=signer_title.strip(),

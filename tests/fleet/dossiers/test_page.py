@@ -65,7 +65,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         received = [{"code": c, "procedure_code": "1.004227", "unit_code": u, "received_date": d,
                      "due_date": "2026-01-25"} for c, u, d in rows]
         assert client.post("/api/v1/dossiers/received", json=received).status_code == 200
-        good, blurred = page("kiosk-c", SCANNED, at("2026-01-10")), page("kiosk-c", SCANNED, at("2026-01-10", 4), ok=False)
+        good = page("kiosk-c", SCANNED, at("2026-01-10"))
+        blurred = page("kiosk-c", SCANNED, at("2026-01-10", 4), ok=False)
         walk_in_page = page("kiosk-c", None, at("2026-01-12", 2))
         send(client, [
             status("kiosk-c", "99003", at("2026-01-01")), good, blurred,

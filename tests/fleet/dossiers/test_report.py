@@ -52,3 +52,16 @@ def test_report_adds_postal_share_procedures_and_the_previous_period(api: TestCl
                                                  ["Nhân viên bưu điện", 2, pytest.approx(2 / 3), None]]
     commune = next(r for r in rows if r[0] == "99003")
     assert (commune[5], commune[14]) == (pytest.approx(1.0), 0.5)  # this month's rate, the previous one's
+
+
+def test_a_control_character_in_the_report_header_is_a_422_naming_the_parameter(api: TestClient) -> None:
+    """Found by the API fuzz pass: a tab or a NUL in the header parameters made openpyxl raise
+    (500). Tried: a NUL in `signer`, a bell in one recipient; a plain header still renders."""
+    load_units(api)
+    for params in ({"signer": "Nguyễn\x00A"}, {"recipient": ["Lưu VT", "Sở\x07"]}):
+        for fmt in ("xlsx", "pdf"):
+            response = api.get(f"/api/v1/progress/report.{fmt}", params={"from": "2026-01", "unit": "99", **params})
+            assert response.status_code == 422, response.text
+            assert [p["loc"] for p in response.json()["detail"]] == [["query", next(iter(params))]]
+    ok = api.get("/api/v1/progress/report.xlsx", params={"from": "2026-01", "unit": "99", "signer": "Nguyễn Văn A"})
+    assert ok.status_code == 200, ok.text
