@@ -1,7 +1,10 @@
 """Bad input: schemathesis over the fleet API's whole OpenAPI, stateless, as a signed-in province
 admin (bearer token), against the app from its factory with a CA and the sample unit tree, on
 SQLite. Every operation gets generated requests (valid and invalid by its schema); no answer may be
-a 5xx, and every 2xx answer must match the schema the operation declares."""
+a 5xx, and every 2xx answer must match the schema the operation declares. Then the same as a unit
+admin and as a viewer of one commune, with a device, pages and dossiers in another commune: no
+answer may name that device or those dossiers (reading operations in the bounded pass, every
+operation in ``make fuzz``)."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from fleet.api.app import create_app
 from tests.authn import login
 from tests.devices import with_pki
 from tests.fleet.conftest import make_config
-from tests.fleet.dossiers.conftest import load_units
+from tests.fleet.dossiers.conftest import at, closed, load_units, page, send, status
 from tests.fuzzing import LONG, fuzz_settings, tried
 
 pytestmark = pytest.mark.fuzz
@@ -55,20 +58,25 @@ def _send(client: TestClient, kwargs: dict[str, Any]) -> httpx.Response:
     return response
 
 
-def test_no_operation_answers_5xx_or_outside_its_schema(admin_api: TestClient) -> None:
-    schema = schemathesis.openapi.from_dict(admin_api.app.openapi())  # type: ignore[attr-defined]
+def _pass(client: TestClient, surface: str, *, reading_only: bool = False,
+          foreign: tuple[str, ...] = ()) -> list[str]:
+    """One stateless pass over every operation; the failures found (5xx, a 2xx outside its schema,
+    a 2xx naming one of ``foreign``)."""
+    schema = schemathesis.openapi.from_dict(client.app.openapi())  # type: ignore[attr-defined]
     operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
     assert len(operations) > 50
     failures: list[str] = []
     for operation in operations:
         if operation.path in SKIPPED or (not LONG and operation.path.endswith(HEAVY)):
             continue
+        if reading_only and operation.method.upper() != "GET":
+            continue
 
         @given(operation.as_strategy())
         @fuzz_settings(1)
         def call(case: Any) -> None:
-            response = _send(admin_api, case.as_transport_kwargs(base_url="http://testserver"))
-            tried("fleet_api")
+            response = _send(client, case.as_transport_kwargs(base_url="http://testserver"))
+            tried(surface)
             where = f"{case.method} {case.formatted_path} {case.query or ''}"
             if response.status_code >= 500:
                 failures.append(f"{where}: {response.status_code} {response.text[:200]}")
@@ -77,8 +85,46 @@ def test_no_operation_answers_5xx_or_outside_its_schema(admin_api: TestClient) -
                     case.validate_response(response, checks=[response_schema_conformance])
                 except (AssertionError, FailureGroup) as exc:
                     failures.append(f"{where}: answer outside its schema: {str(exc)[:300]}")
+                if leaked := [name for name in foreign if name in response.text]:
+                    failures.append(f"{where}: answer names another unit's {leaked}")
 
         call()
+    return failures
+
+
+def test_no_operation_answers_5xx_or_outside_its_schema(admin_api: TestClient) -> None:
+    failures = _pass(admin_api, "fleet_api")
+    assert not failures, "\n".join(failures[:20])
+
+
+OWN, OTHER = "99004", "99001"
+FOREIGN = ("kiosk-elsewhere", "H99-ELSEWHERE-1", "H99-ELSEWHERE-2")
+"""Names only the other commune's data carries: its device and its dossier codes."""
+
+
+@pytest.mark.parametrize("role", ["unit_admin", "viewer"])
+def test_a_unit_user_gets_no_5xx_and_nothing_of_another_unit(
+    role: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Seeded as a province admin: a kiosk in each commune with a page and a closed dossier, and
+    received dossiers in both; then the pass runs as a ``role`` of commune 99004 only."""
+    tmp_path = tmp_path_factory.mktemp(f"fuzz-api-{role}")
+    app = create_app(with_pki(make_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db"), tmp_path))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        login(client)
+        load_units(client)
+        received = [{"code": code, "unit_code": unit, "received_date": "2026-01-05", "procedure_code": "1.001"}
+                    for code, unit in (("H99-HERE-1", OWN), (FOREIGN[1], OTHER), (FOREIGN[2], OTHER))]
+        assert client.post("/api/v1/dossiers/received", json=received).status_code == 200
+        seeded = []
+        for device, unit, code in (("kiosk-here", OWN, "H99-HERE-1"), (FOREIGN[0], OTHER, FOREIGN[1])):
+            shot = page(device, code, at("2026-01-06"))
+            seeded += [status(device, unit, at("2026-01-06")), shot,
+                       closed(device, code, [f"{code}.1.pdf"], at("2026-01-06", 4), page_ids=[shot.page.page_id])]
+        seeded.append(page(FOREIGN[0], None, at("2026-01-07")))  # a walk-in page there
+        send(client, seeded)
+        login(client, role=role, unit_code=OWN)  # type: ignore[arg-type]
+        failures = _pass(client, f"fleet_api_{role}", reading_only=not LONG, foreign=FOREIGN)
     assert not failures, "\n".join(failures[:20])
 
 
