@@ -24,6 +24,7 @@ Counter()
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -68,6 +69,8 @@ _DOCUMENT = re.compile(rf"^{BASE_PATH}/dossiers/(?P<code>[^/]+)/documents/(?P<fi
 _MANIFEST = re.compile(rf"^{BASE_PATH}/dossiers/(?P<code>[^/]+)/manifest$")
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DRAIN_MAX = 1024 * 1024
+"""A refused request's body up to this size is read before the answer (see ``_refuse``)."""
 MAX_BODY = 256 * 1024 * 1024
 
 
@@ -249,14 +252,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:  # said, so that a client does not send its next request down it
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
     def _json(self, status: int, payload: Any) -> None:
         self._answer(status, json.dumps(payload).encode())
 
-    def _refuse(self, status: HTTPStatus, detail: str) -> None:
-        self.close_connection = True  # the body may be unread
+    def _refuse(self, status: HTTPStatus, detail: str, *, unread: bool = True) -> None:
+        """Answer ``status`` and close. A small ``unread`` body is read first: closing a socket with
+        unread bytes makes the kernel send a reset, which can throw the answer away before the
+        client reads it ("server disconnected without sending a response")."""
+        self.close_connection = True
+        length = self.headers.get("Content-Length", "")
+        if unread and length.isdigit() and int(length) <= DRAIN_MAX:
+            with contextlib.suppress(OSError):
+                self.rfile.read(int(length))
         self._json(status, {"detail": detail})
 
     def _cut(self) -> None:
@@ -317,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body(None) or b""
         except Refused as exc:
-            self._refuse(exc.status, exc.detail)
+            self._refuse(exc.status, exc.detail, unread=False)
             return
         form = {k: v[0] for k, v in parse_qs(body.decode("ascii", "replace")).items()}
         client_id, secret = _basic(self.headers.get("Authorization", ""))
@@ -336,6 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         path = unquote(self.path.split("?", 1)[0])
         document, manifest = _DOCUMENT.match(path), _MANIFEST.match(path)
+        unread = True
         try:
             if document is None and manifest is None:
                 raise Refused(HTTPStatus.NOT_FOUND, "not found")
@@ -347,6 +360,7 @@ class _Handler(BaseHTTPRequestHandler):
             fault = self.server.receiver.faults.pick(manifest=manifest is not None)
             if fault == "5xx":
                 raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, "injected fault: unavailable")
+            unread = False
             body = self._read_body(fault)
             if body is None:
                 return
@@ -356,7 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
                 assert manifest is not None
                 status, payload = self._manifest(manifest.group("code"), key, body, fault == "duplicate_ack")
         except Refused as exc:
-            self._refuse(exc.status, exc.detail)
+            self._refuse(exc.status, exc.detail, unread=unread)
             return
         if fault == "timeout":
             time.sleep(self.server.receiver.faults.delay_s)  # the fault itself: done, but answered too late

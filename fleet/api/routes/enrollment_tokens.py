@@ -25,7 +25,7 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     unit_code: str = Field(pattern=UNIT_CODE_PATTERN, description="The unit the devices will be installed in")
-    ttl_hours: float = Field(24.0, ge=1 / 60, description="Hours the token stays valid (at least a minute, at most "
+    ttl_hours: float = Field(24.0, ge=1 / 3600, description="Hours the token stays valid (at least a second, at most "
                                                           "enrollment.max_token_ttl_h)")
     max_devices: int = Field(1, ge=1, le=10_000, description="How many devices may enroll with it")
     require_approval: bool = Field(False, description="Each enrollment waits for an admin's accept/reject")
