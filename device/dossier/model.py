@@ -52,6 +52,7 @@ Fault = Literal[
     "outbox_error",
     "dossier_code_mismatch",
     "foreign_dossier_code",
+    "unreadable_dossier_code",
     "too_many_pages",
 ]
 """Why the session needs a person's attention. Scanner faults keep the protocol's event names."""

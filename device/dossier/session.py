@@ -278,7 +278,7 @@ class DossierSession:
         with self._lock:
             self._require("name the dossier", "open", "capturing", "review")
             self._code = code
-            if self._fault in ("dossier_code_mismatch", "foreign_dossier_code"):
+            if self._fault in ("dossier_code_mismatch", "foreign_dossier_code", "unreadable_dossier_code"):
                 self._fault = None
             self._queue("named")
             snap = self._snapshot()
@@ -441,10 +441,17 @@ class DossierSession:
 
     def _adopt_code(self, page: SessionPage) -> None:
         code = page.verdict.dossier_code
-        if code is None or not self.config.adopt_receipt_code:
+        if not self.config.adopt_receipt_code:
+            return
+        if code is None:
+            if page.verdict.code_unreadable and self._code is None:
+                log.info("a code on the page cannot be read; the dossier stays unnamed")
+                self._unreadable_code()
             return
         if not self._code_re.fullmatch(code):
             log.info("receipt QR holds a code of unexpected shape; not adopted")
+            if self._code is None:
+                self._unreadable_code()
             return
         if not self.config.takes(code):  # said to the clerk (light, screen), never taken silently
             log.info("receipt QR names another unit's dossier; not adopted")
@@ -462,6 +469,12 @@ class DossierSession:
         elif self._code != code:
             self._fault = "dossier_code_mismatch"
             self._queue("fault", fault="dossier_code_mismatch")
+
+    def _unreadable_code(self) -> None:
+        """Said to the clerk (light, screen) with what to do next: scan the slip again, flat
+        and whole, or type the code; the pages stay in the dossier."""
+        self._fault = "unreadable_dossier_code"
+        self._queue("fault", fault="unreadable_dossier_code")
 
     def _end_capture(
         self, batch_id: str, added: list[PageView], fault: Fault | None, session_id: str | None

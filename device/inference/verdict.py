@@ -47,6 +47,8 @@ class CodeLike(Protocol):
 
     @property
     def dossier_code(self) -> str | None: ...
+    @property
+    def kind(self) -> str: ...
 
 
 class PipelineResult(Protocol):
@@ -77,6 +79,10 @@ class PageVerdict:
     blank: bool = False
     dossier_code: str | None = None
     """The dossier code of a receipt-slip QR on the page, when there is one."""
+    code_unreadable: bool = False
+    """A code was seen on the page but could not be read (damaged, partly hidden, or a receipt's
+    code of the wrong shape), and no receipt code was: an unreadable slip, when the dossier
+    still waits for its code."""
 
 
 UNCHECKED = PageVerdict()
@@ -103,4 +109,5 @@ def verdict_of(result: PipelineResult) -> PageVerdict:
         doctype_confidence=result.confidence,
         blank=result.blank,
         dossier_code=receipt,
+        code_unreadable=receipt is None and any(c.kind == "unreadable" for c in result.codes),
     )

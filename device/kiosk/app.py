@@ -71,6 +71,10 @@ FAULTS: dict[str, tuple[str, str]] = {
     "dossier_code_mismatch": ("Giấy tờ thuộc hồ sơ khác", "This paper belongs to another dossier"),
     "foreign_dossier_code": ("Mã hồ sơ thuộc đơn vị hoặc tỉnh khác, vui lòng gọi cán bộ",
                              "This dossier code belongs to another unit or province, please ask staff"),
+    "unreadable_dossier_code": ("Không đọc được mã hồ sơ trên giấy hẹn. Hãy quét lại giấy hẹn (đặt phẳng, "
+                                "không che mã) hoặc nhập mã hồ sơ; các trang đã quét vẫn được giữ",
+                                "The dossier code on the slip cannot be read. Scan the slip again (flat, code "
+                                "not covered) or type the dossier code; the pages scanned are kept"),
     "too_many_pages": ("Hồ sơ đã đủ số trang tối đa", "The dossier has reached its page limit"),
 }
 """Fault code -> (Vietnamese, English); scanner faults fall back to a general message."""
@@ -81,6 +85,14 @@ NOTICES: dict[str, tuple[str, str]] = {
                      "This dossier code belongs to another unit or province, please ask staff"),
     "no_qr": ("Chưa đọc được mã QR, vui lòng giữ yên giấy hẹn trong khung",
               "The QR code could not be read yet: hold the slip still inside the frame"),
+    "unreadable_code": ("Không đọc được mã QR trên giấy hẹn. Vui lòng đặt giấy hẹn phẳng, không che mã, "
+                        "hoặc nhập mã hồ sơ in trên giấy hẹn vào ô bên dưới",
+                        "The QR code on the slip cannot be read. Lay the slip flat without covering the code, "
+                        "or type the dossier code printed on the slip in the box below"),
+    "not_receipt": ("Mã QR này không phải mã của giấy hẹn. Vui lòng đưa mã QR trên giấy tiếp nhận hồ sơ "
+                    "và hẹn trả kết quả, hoặc nhập mã hồ sơ",
+                    "This QR code is not the appointment slip's. Show the QR code on the dossier receipt "
+                    "and appointment slip, or type the dossier code"),
     "busy": ("Vui lòng đợi trong giây lát", "Please wait a moment"),
     "bad_doctype": ("Loại giấy tờ không hợp lệ", "That is not a document type"),
     "updating": ("Máy đang cập nhật phần mềm, vui lòng đợi vài phút rồi thử lại",
@@ -249,12 +261,20 @@ class KioskApp:
             return
         try:
             still = camera.capture_still()
-            code = verdict_of(self.pipeline.process(still.image, source="camera", dpi=None)).dossier_code
+            result = self.pipeline.process(still.image, source="camera", dpi=None)
         except Exception as exc:
             log.info("looking for the receipt QR failed (%s)", type(exc).__name__)
             return
+        verdict = verdict_of(result)
+        code = verdict.dossier_code
         if code is None:
-            self._set_notice("no_qr")
+            # Seen but not read, read but not a slip's, or nothing yet: each says what to do next.
+            if verdict.code_unreadable:
+                self._set_notice("unreadable_code")
+            elif result.codes:
+                self._set_notice("not_receipt")
+            else:
+                self._set_notice("no_qr")
             return
         try:
             self.session.open(code, via="qr", kind=self._next_kind(), operator=CITIZEN)
@@ -263,9 +283,12 @@ class KioskApp:
         except ForeignDossierCode:
             log.info("receipt QR names another unit's dossier; not opened")
             self._set_notice("foreign_code")
-        except SohoaError as exc:  # a malformed code, or a dossier opened meanwhile
+        except InvalidDossierCode:
+            log.info("receipt QR holds a code of unexpected shape; not opened")
+            self._set_notice("unreadable_code")
+        except SohoaError as exc:  # a dossier opened meanwhile
             log.info("receipt QR not used: %s", type(exc).__name__)
-            self._set_notice("bad_code")
+            self._set_notice("busy")
 
     def _next_kind(self) -> DocumentKind:
         with self._cond:

@@ -129,6 +129,8 @@ class Verdict:
     receipt: str | None = None
     blank: bool = False
     raises: bool = False
+    unreadable: bool = False
+    """A code on the page that could not be read (damaged, covered)."""
 
 
 class ScriptedPipeline:
@@ -146,7 +148,9 @@ class ScriptedPipeline:
         if v.raises:
             raise ValueError("cannot read this image")
         issues = [] if v.ok else [Issue("blurry", "Ảnh bị mờ", "The photo is blurred")]
-        codes = [Code("qr", Receipt(v.receipt))] if v.receipt else []
+        codes = [Code("dossier_receipt", Receipt(v.receipt))] if v.receipt else []
+        if v.unreadable:
+            codes.append(Code("unreadable"))
         # the pipeline crops: the kept image is a copy, distinguishable from the raw one
         return Result(image_bgr[1:, 1:].copy(), Quality(v.ok, issues), codes, v.doctype, 0.9, v.blank)
 
