@@ -40,7 +40,7 @@ from types import FrameType
 from typing import Any
 
 from fleet.auth.cli import INITIAL_ADMIN
-from fleet.progress.periods import LOCAL
+from fleet.progress import periods
 from fleet.progress.units import sample_csv
 from provisioning.identity import DeviceIdentity
 
@@ -386,7 +386,7 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
 
     password = _first_admin(fleet, paths["admin_password"])
     if password is not None:
-        _load_sample_progress(fleet, dt.datetime.now(LOCAL).date())
+        _load_sample_progress(fleet, periods.today(dt.datetime.now(dt.UTC)))
     identity = DeviceIdentity(paths["identity"], DEVICE_ID)
     enrolled_before = identity.is_enrolled()
     if not enrolled_before:

@@ -20,6 +20,7 @@ from fleet.alerts.config import AlertsConfig
 from fleet.delivery import outbox
 from fleet.delivery.config import DeliveryConfig
 from fleet.delivery.models import WAITING, Delivery
+from fleet.display import DEFAULT_ZONE, zone
 from fleet.errors import FleetError
 from fleet.models import Device, Event, Page, TelemetrySample, is_online
 from fleet.progress import periods
@@ -73,19 +74,32 @@ class DayStats:
         return self.rejected / self.pages if self.pages else None
 
 
-def local_day_start(now: datetime) -> datetime:
-    """Midnight of ``now``'s day in Vietnam's time, in UTC."""
-    local = now.astimezone(periods.LOCAL)
-    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+def local_day_start(now: datetime, zone_name: str = DEFAULT_ZONE) -> datetime:
+    """Midnight of ``now``'s day in the zone ``zone_name`` (the fleet's ``time_zone``), in UTC.
+
+    >>> local_day_start(datetime(2026, 3, 31, 23, tzinfo=UTC), "Europe/Berlin")  # 01:00 on 1 April there
+    datetime.datetime(2026, 3, 31, 22, 0, tzinfo=datetime.timezone.utc)
+    """
+    return datetime.combine(periods.today(now, zone_name), datetime.min.time(), zone(zone_name)).astimezone(UTC)
 
 
-def pages_today(session: Session, now: datetime, device_ids: list[str] | None = None) -> dict[str, DayStats]:
-    """Pages captured per device since midnight (Vietnam's time), and how many the quality
-    check rejected."""
+def local_moment(moment: datetime, zone_name: str = DEFAULT_ZONE) -> str:
+    """``HH:MM DD/MM`` and the zone's abbreviation, in the zone ``zone_name``, for a message.
+
+    >>> local_moment(datetime(2026, 3, 31, 22, 30, tzinfo=UTC), "Europe/Berlin")
+    '00:30 01/04 CEST'
+    """
+    return moment.astimezone(zone(zone_name)).strftime("%H:%M %d/%m %Z")
+
+
+def pages_today(session: Session, now: datetime, device_ids: list[str] | None = None,
+                zone_name: str = DEFAULT_ZONE) -> dict[str, DayStats]:
+    """Pages captured per device since midnight (in the zone ``zone_name``), and how many the
+    quality check rejected."""
     verdict = Page.__table__.c.quality["ok"].as_boolean()
     query = (
         select(Page.device_id, func.count(), func.sum(case((verdict.is_(False), 1), else_=0)))
-        .where(Page.captured_at >= local_day_start(now), Page.captured_at <= now)
+        .where(Page.captured_at >= local_day_start(now, zone_name), Page.captured_at <= now)
         .group_by(Page.device_id)
     )
     if device_ids is not None:
@@ -144,7 +158,7 @@ def _backlog_before(session: Session, device: Device, before: datetime) -> int |
 
 
 def check_devices(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float,
-                  open_keys: set[Key], findings: Findings) -> None:
+                  open_keys: set[Key], findings: Findings, zone_name: str = DEFAULT_ZONE) -> None:
     # The columns the checks read, as rows (10,000 ORM objects cost more than the checks).
     columns = (Device.id, Device.unit_code, Device.status, Device.status_at, Device.last_seen, Device.scanner_state,
                Device.accepting_scans, Device.last_telemetry, Device.last_telemetry_at)
@@ -152,21 +166,20 @@ def check_devices(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_
     # stale, so it raises nothing (and its open alerts resolve on this pass).
     devices = [cast(Device, row) for row in session.execute(select(*columns).where(Device.revoked_at.is_(None)))]
     faults = latest_faults(session, now)
-    today = pages_today(session, now)
+    today = pages_today(session, now, zone_name=zone_name)
     for device in devices:
         subject = f"device:{device.id}"
         common: dict[str, Any] = {"subject": subject, "device_id": device.id, "unit_code": device.unit_code}
         if not is_online(device, now, heartbeat_timeout_s):
             since = offline_since(device)
             gone = (now - since).total_seconds()
-            local = since.astimezone(periods.LOCAL)
             if gone >= cfg.offline_after_s:
                 # The message names the moment, not the duration: it stays the same while the
                 # device stays away (the screen shows how long from the device's row).
                 findings.add(Condition(
                     "offline", severity="error", value=gone, steady_value=True,
-                    message_vi=f"Thiết bị {device.id} mất kết nối từ {local:%H:%M %d/%m}",
-                    message_en=f"Device {device.id} offline since {local:%H:%M %d/%m} ICT",
+                    message_vi=f"Thiết bị {device.id} mất kết nối từ {local_moment(since, zone_name)}",
+                    message_en=f"Device {device.id} offline since {local_moment(since, zone_name)}",
                     **common))
         state = scanner_state(device, faults)
         if state == "jammed":
@@ -210,17 +223,19 @@ def check_devices(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_
                            f"({stats.rejected}/{stats.pages})", **common))
 
 
-def check_units(session: Session, now: datetime, cfg: AlertsConfig, findings: Findings) -> None:
-    """Units whose rate this month is under their target while the month (the deadline) runs."""
+def check_units(session: Session, now: datetime, cfg: AlertsConfig, findings: Findings,
+                zone_name: str = DEFAULT_ZONE) -> None:
+    """Units whose rate this month (in the zone ``zone_name``) is under their target while the
+    month (the deadline) runs."""
     from fleet.progress.rates import progress
 
-    month = periods.of(now)
-    lo, hi = periods.utc_bounds(month, month)
+    month = periods.of(now, zone_name)
+    lo, hi = periods.utc_bounds(month, month, zone_name)
     elapsed = (now - lo) / (hi - lo)
     if elapsed < cfg.pace_min_elapsed:
         return
     days_left = max(0, (hi - now).days)
-    for unit in progress(session, month, month).units.values():
+    for unit in progress(session, month, month, zone_name=zone_name).units.values():
         rate = unit.own.rate
         if rate is None or rate + 1e-12 >= unit.target:
             continue
@@ -237,7 +252,8 @@ FAILING_ATTEMPTS = 3
 is a hiccup; three in a row, backing off, is a target in trouble)."""
 
 
-def check_deliveries(session: Session, now: datetime, delivery: DeliveryConfig, findings: Findings) -> None:
+def check_deliveries(session: Session, now: datetime, delivery: DeliveryConfig, findings: Findings,
+                     zone_name: str = DEFAULT_ZONE) -> None:
     """Per delivery target: deliveries failed for good or failing again and again (the target
     refuses or is away), and a backlog that is large or old (it does not drain)."""
     names = [t.name for t in delivery.targets]
@@ -268,23 +284,24 @@ def check_deliveries(session: Session, now: datetime, delivery: DeliveryConfig, 
         if oldest is not None and (backlog.backlog >= delivery.backlog_alert or age >= delivery.backlog_age_alert_s):
             # Names the oldest's moment, not its age, and keeps the opening count: an alert that
             # merely persists rewrites nothing.
-            local = oldest.astimezone(periods.LOCAL)
+            local = local_moment(oldest, zone_name)
             findings.add(Condition(
                 "delivery_backlog", subject=subject, severity="warning", value=float(backlog.backlog),
                 steady_value=True,
-                message_vi=f"Chuyển giao tới {name} tồn đọng: tệp chờ lâu nhất từ {local:%H:%M %d/%m}",
-                message_en=f"Delivery backlog to {name}: oldest document waiting since {local:%H:%M %d/%m} ICT"))
+                message_vi=f"Chuyển giao tới {name} tồn đọng: tệp chờ lâu nhất từ {local}",
+                message_en=f"Delivery backlog to {name}: oldest document waiting since {local}"))
 
 
 def current(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float,
-            open_keys: set[Key], delivery: DeliveryConfig | None = None) -> Findings:
-    """Every condition that holds at ``now``."""
+            open_keys: set[Key], delivery: DeliveryConfig | None = None, zone_name: str = DEFAULT_ZONE) -> Findings:
+    """Every condition that holds at ``now``; days, months and moments in the zone ``zone_name``
+    (the fleet's ``time_zone``)."""
     findings = Findings()
-    check_devices(session, now, cfg, heartbeat_timeout_s, open_keys, findings)
+    check_devices(session, now, cfg, heartbeat_timeout_s, open_keys, findings, zone_name)
     if delivery is not None:
-        check_deliveries(session, now, delivery, findings)
+        check_deliveries(session, now, delivery, findings, zone_name)
     try:
-        check_units(session, now, cfg, findings)
+        check_units(session, now, cfg, findings, zone_name)
     except FleetError as exc:
         log.warning("unit pace not checked (%s)", type(exc).__name__)
         findings.unchecked.add("behind_pace")

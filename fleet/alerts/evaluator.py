@@ -26,6 +26,7 @@ from fleet.alerts.config import AlertsConfig
 from fleet.alerts.models import Alert
 from fleet.alerts.webhook import Webhook
 from fleet.delivery.config import DeliveryConfig
+from fleet.display import DEFAULT_ZONE
 from fleet.errors import FleetError, NotFound
 from fleet.leases import Lease, next_turn
 
@@ -65,13 +66,14 @@ def _changed(alert: Any, condition: conditions.Condition) -> dict[str, Any] | No
 
 
 def evaluate(session: Session, now: datetime, cfg: AlertsConfig, heartbeat_timeout_s: float,
-             delivery: DeliveryConfig | None = None) -> list[dict[str, Any]]:
+             delivery: DeliveryConfig | None = None, zone_name: str = DEFAULT_ZONE) -> list[dict[str, Any]]:
     """One evaluation inside the caller's transaction. Returns the transitions (``event``
     ``opened`` or ``resolved`` with the alert) for the webhook. The alerts not yet resolved are
-    read as columns (there may be thousands); only those that change are written."""
+    read as columns (there may be thousands); only those that change are written. Days, months
+    and the moments in messages are the zone ``zone_name``'s (the fleet's ``time_zone``)."""
     columns = (Alert.id, Alert.kind, Alert.subject, Alert.message_vi, Alert.message_en, Alert.severity, Alert.value)
     pending = {(a.kind, a.subject): a for a in session.execute(select(*columns).where(Alert.status != "resolved"))}
-    findings = conditions.current(session, now, cfg, heartbeat_timeout_s, set(pending), delivery)
+    findings = conditions.current(session, now, cfg, heartbeat_timeout_s, set(pending), delivery, zone_name)
     resolved: list[int] = []
     for key, alert in pending.items():
         condition = findings.conditions.get(key)
@@ -119,8 +121,10 @@ class AlertEvaluator:
 
     def __init__(self, config: AlertsConfig, sessions: sessionmaker[Session], *,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 heartbeat_timeout_s: float = 180.0, delivery: DeliveryConfig | None = None) -> None:
+                 heartbeat_timeout_s: float = 180.0, delivery: DeliveryConfig | None = None,
+                 time_zone: str = DEFAULT_ZONE) -> None:
         self.config = config
+        self.time_zone = time_zone
         self.delivery = delivery
         self.sessions = sessions
         self.clock = clock
@@ -155,7 +159,7 @@ class AlertEvaluator:
             try:
                 with self.sessions.begin() as session:
                     transitions = evaluate(session, self.clock(), self.config, self.heartbeat_timeout_s,
-                                           self.delivery)
+                                           self.delivery, self.time_zone)
             except IntegrityError:
                 # Another evaluator opened the same alert first: its row stands, ours is dropped.
                 log.info("alert already opened elsewhere; evaluating again next time")

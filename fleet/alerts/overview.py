@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from fleet.alerts.conditions import DayStats, latest_faults, offline_since, pages_today, scanner_state
 from fleet.alerts.evaluator import alert_dict
 from fleet.alerts.models import Alert
+from fleet.display import DEFAULT_ZONE
 from fleet.errors import NotFound
 from fleet.models import Device, Event, Page, StoredFile, is_online
 from fleet.progress import periods
@@ -29,8 +30,8 @@ _EVENT_DETAIL = ("batch_id", "outcome", "pages", "reason", "message", "doctype",
                  "dossier_code", "source")
 
 
-def _unit_names(session: Session, now: datetime) -> dict[str, str]:
-    today = now.astimezone(periods.LOCAL).date()
+def _unit_names(session: Session, now: datetime, zone_name: str) -> dict[str, str]:
+    today = periods.today(now, zone_name)
     query = select(Unit.code, Unit.name).where(Unit.valid_from <= today,
                                                or_(Unit.valid_to.is_(None), Unit.valid_to >= today))
     return {code: name for code, name in session.execute(query)}
@@ -87,13 +88,13 @@ def _state(row: Any, now: datetime, heartbeat_timeout_s: float) -> str:
 
 def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit: str | None = None,
             online: bool | None = None, q: str | None = None, limit: int | None = None,
-            units: Collection[str] | None = None) -> dict[str, Any]:
+            units: Collection[str] | None = None, zone_name: str = DEFAULT_ZONE) -> dict[str, Any]:
     """The devices (optionally of one unit, or of ``units``, online/offline only, id or unit
     containing ``q``): those with open alerts first, then offline ones, then online ones,
     revoked ones last, then by id; at most
     ``limit`` rows, with the counts over all that matched (a province has thousands: the screen
     shows the first). Ordering and counts read three columns of every device; only the rows
-    shown are loaded whole."""
+    shown are loaded whole. "Today" is the day in the zone ``zone_name`` (the fleet's ``time_zone``)."""
     where: list[Any] = []
     if unit is not None:
         where.append(Device.unit_code == unit)
@@ -116,8 +117,8 @@ def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit
     whole = select(Device).where(Device.id.in_(shown)) if limit is not None else select(Device).where(*where)
     loaded = {d.id: d for d in session.scalars(whole)}
     faults = latest_faults(session, now)
-    stats = pages_today(session, now, shown if limit is not None else None)
-    names = _unit_names(session, now)
+    stats = pages_today(session, now, shown if limit is not None else None, zone_name)
+    names = _unit_names(session, now, zone_name)
     return {
         "now": now.isoformat(), "total": len(found), "online": sum(s == "online" for _, s in found),
         "offline": sum(s == "offline" for _, s in found), "revoked": sum(s == "revoked" for _, s in found),
@@ -128,7 +129,8 @@ def devices(session: Session, now: datetime, heartbeat_timeout_s: float, *, unit
 
 
 def device(session: Session, device_id: str, now: datetime, heartbeat_timeout_s: float, *,
-           events: int = 50, pages: int = 24, units: Collection[str] | None = None) -> dict[str, Any]:
+           events: int = 50, pages: int = 24, units: Collection[str] | None = None,
+           zone_name: str = DEFAULT_ZONE) -> dict[str, Any]:
     """One device: its row, newest events (a timeline), newest pages and its alerts.
 
     ``units``: the viewer's units (None: all); only pages that came in under one of them are
@@ -137,8 +139,9 @@ def device(session: Session, device_id: str, now: datetime, heartbeat_timeout_s:
     if found is None:
         raise NotFound(f"no device {device_id}")
     faults = {k: v for k, v in latest_faults(session, now).items() if k[0] == device_id}
-    row = _row(found, now, heartbeat_timeout_s, faults, pages_today(session, now, [device_id]).get(device_id),
-               _unit_names(session, now), _pending_alerts(session, device_id).get(device_id, []))
+    row = _row(found, now, heartbeat_timeout_s, faults,
+               pages_today(session, now, [device_id], zone_name).get(device_id),
+               _unit_names(session, now, zone_name), _pending_alerts(session, device_id).get(device_id, []))
     timeline = []
     for event in session.scalars(select(Event).where(Event.device_id == device_id)
                                  .order_by(Event.ts.desc(), Event.id).limit(events)):

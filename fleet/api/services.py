@@ -130,7 +130,8 @@ class FleetServices:
             self.ingest.start()
 
         self.alerts = AlertEvaluator(config.alerts, sessions, clock=clock,
-                                     heartbeat_timeout_s=config.ingest.heartbeat_timeout_s, delivery=config.delivery)
+                                     heartbeat_timeout_s=config.ingest.heartbeat_timeout_s, delivery=config.delivery,
+                                     time_zone=config.time_zone)
         self.alerts.lease = leases.lease("alerts")
         if config.alerts.enabled:
             self.alerts.start()

@@ -13,7 +13,7 @@ datetime.datetime(2026, 3, 31, 22, 0, tzinfo=datetime.timezone.utc)
 
 import calendar
 import re
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import Any
 
@@ -21,9 +21,6 @@ from sqlalchemy import func
 
 from fleet.display import DEFAULT_ZONE, zone
 from fleet.errors import FleetError
-
-LOCAL = timezone(timedelta(hours=7), "ICT")
-"""Vietnam's time (the default zone's offset), for the alerts' working hours."""
 
 SQLITE_LOCAL_TIME = "sohoa_local_time"
 """The SQL function SQLite connections get (:func:`sqlite_local_time`) for zones with daylight

@@ -33,7 +33,7 @@ def fleet_devices(
     Only the devices of your units (403 for a ``unit`` outside them)."""
     visible = require_unit_filter(session, user, unit)
     return overview.devices(session, state.now(), state.config.ingest.heartbeat_timeout_s, unit=unit,
-                            online=online, q=q, limit=limit, units=visible)
+                            online=online, q=q, limit=limit, units=visible, zone_name=state.config.time_zone)
 
 
 @router.get("/devices/{device_id}", responses={404: {"description": "No such device"}})
@@ -42,6 +42,6 @@ def fleet_device(device_id: str, state: StateDep, session: SessionDep, user: Cur
     visible_device(session, user, device_id)
     try:
         return overview.device(session, device_id, state.now(), state.config.ingest.heartbeat_timeout_s,
-                               units=visible_units(session, user))
+                               units=visible_units(session, user), zone_name=state.config.time_zone)
     except NotFound:
         raise HTTPException(404, "no such device") from None

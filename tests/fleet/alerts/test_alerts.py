@@ -6,7 +6,7 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +232,48 @@ def test_periodic_evaluator_runs_by_itself(tmp_path: Path, db_url: str) -> None:
         runs = evaluator.runs
         assert evaluator.wait_for_runs(runs + 2, timeout=20)
         assert [a["kind"] for a in active(client)] == ["offline"]
+
+
+def test_days_months_and_messages_follow_the_configured_zone(tmp_path: Path, db_url: str) -> None:
+    """A fleet in America/New_York (UTC-4 in spring) at 02:00 UTC on 1 April 2026: it is still
+    31 March there (09:00 on 1 April in Vietnam). March's pace is judged (two hours left), today's
+    pages are New York's 31 March, and a message names New York's moment. Under Vietnam's offset
+    it would be April (too early to judge) and a page of 16:00 UTC yesterday's. Traps: a page at
+    03:00 UTC on 31 March (30 March in New York), one at 16:00 UTC (today there, yesterday in
+    Vietnam), two at 01:00 UTC on 1 April (March in New York, April in Vietnam)."""
+    clock = Clock(datetime(2026, 4, 1, 2, 0, tzinfo=UTC))
+    config = alerts_config(tmp_path, db_url).model_copy(update={"time_zone": "America/New_York"})
+    with TestClient(create_app(config, clock=clock)) as client:
+        login(client)
+        assert client.post("/api/v1/units/import", content=sample_csv().encode(),
+                           headers={"Content-Type": "text/csv"}).status_code == 200
+        assert client.post("/api/v1/progress/received", json=[
+            {"unit_code": "99001", "period": "2026-03", "received": 10}]).status_code == 200
+        enrolled = datetime(2026, 3, 1, tzinfo=UTC)
+        send(client, online("kiosk-a", enrolled), enrolled)
+        for n, (when, dossier) in enumerate([(datetime(2026, 3, 31, 3, tzinfo=UTC), None),
+                                             (datetime(2026, 3, 31, 16, tzinfo=UTC), "A0"),
+                                             (datetime(2026, 4, 1, 1, tzinfo=UTC), "A1"),
+                                             (datetime(2026, 4, 1, 1, tzinfo=UTC), "A2")]):
+            send(client, page("kiosk-a", f"z-{n}".encode(), when, dossier=dossier, n=n + 1), when)
+        gone = datetime(2026, 3, 31, 23, 55, tzinfo=UTC)
+        send(client, online("kiosk-o", gone - timedelta(minutes=5)), gone - timedelta(minutes=5))
+        send(client, offline("kiosk-o", gone), gone)
+
+        opened = evaluate(client)
+        assert ("opened", "behind_pace", "unit:99001") in opened  # March: 3 of 10 = 30% < 35%
+        [pace] = active(client, kind="behind_pace")
+        assert "in 2026-03" in pace["message_en"] and "0 days left" in pace["message_en"]
+        [off] = active(client, kind="offline", device_id="kiosk-o")
+        assert "since 19:55 31/03 EDT" in off["message_en"] and "từ 19:55 31/03 EDT" in off["message_vi"]
+        rows = {d["id"]: d for d in client.get("/api/v1/fleet/devices").json()["devices"]}
+        assert rows["kiosk-a"]["pages_today"] == 3  # 31 March in New York, from 04:00 UTC
+        detail = client.get("/api/v1/fleet/devices/kiosk-a").json()["device"]
+        assert detail["pages_today"] == 3
+
+        late = datetime(2026, 4, 1, 1, 30, tzinfo=UTC)  # still March there: 4 of 10 = 40%
+        send(client, page("kiosk-a", b"z-4", late, dossier="A3", n=5), late)
+        assert ("resolved", "behind_pace", "unit:99001") in evaluate(client)
+        clock.now = datetime(2026, 4, 1, 4, 30, tzinfo=UTC)  # 00:30 on 1 April there: a new day and month
+        assert client.get("/api/v1/fleet/devices/kiosk-a").json()["device"]["pages_today"] == 0
+        assert [t for t in evaluate(client) if t[1] == "behind_pace"] == []  # April: too early to judge
