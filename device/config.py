@@ -48,8 +48,28 @@ class BrokerConfig(_Model):
         ge=60,
         description="How long the broker keeps this device's session (queued commands) while it is away",
     )
-    reconnect_min_s: float = Field(default=1.0, gt=0, description="First reconnect delay after a lost connection")
+    reconnect_min_s: float = Field(
+        default=1.0, gt=0,
+        description="Scale of the retry after a failed connection attempt: each delay is drawn at random between "
+                    "zero and this, doubled per failure up to reconnect_max_s (full jitter)",
+    )
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay (doubles up to this)")
+    reconnect_spread_s: float = Field(
+        default=30.0, ge=0,
+        description="The first reconnect after a lost connection comes at a random moment within this many seconds "
+                    "(at most reconnect_max_s): a restarted broker is not met by every kiosk at once",
+    )
+    connect_timeout_s: float = Field(
+        default=15.0, gt=0, le=300,
+        description="How long one connection attempt (TCP and the TLS handshake) may take; a busy broker's "
+                    "handshakes abandoned early are work it did for nothing",
+    )
+    tls_probe_interval_s: float = Field(
+        default=600.0, ge=0,
+        description="After a failed TLS connection the link may ask the broker why (revoked? expired?) with a second "
+                    "connection; at most once per this many seconds, and never after a timeout or a refused TCP "
+                    "connection (a busy or absent broker says nothing about the certificate)",
+    )
     refused_retry_max_s: float = Field(
         default=300.0, gt=0,
         description="Longest reconnect delay while the broker refuses this device's certificate for what may be "

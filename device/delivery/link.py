@@ -10,8 +10,13 @@ broker named in the enrollment answer (``mqtts://host:port``; a fleet may name a
 ``mqtt://`` broker on loopback, for tests and a one-machine demo). After a failed connect it asks the
 broker why (:func:`provisioning.identity.probe_tls`): a certificate that is revoked or expired
 will never be accepted, so the link stops reconnecting and reports it (``on_revoked``) instead of
-retrying forever. "Unknown CA" is not taken as final: OpenSSL says the same when the broker lacks
-our CA's CRL, a fleet-side fault that would otherwise strand every kiosk; the link retries slowly.
+retrying forever. The probe is a second TLS handshake, so it is rate-limited and skipped when the
+broker is merely down or busy (:mod:`device.delivery.backoff`, which also draws the jittered
+reconnect delays: paho's own back-off doubles without jitter, and kiosks that lost a restarted
+broker together would keep knocking together).
+
+"Unknown CA" is not taken as final: OpenSSL says the same when the broker lacks our CA's CRL, a
+fleet-side fault that would otherwise strand every kiosk; the link retries slowly.
 :meth:`MqttLink.reconnect` picks up a renewed certificate.
 
 >>> link = MqttLink("kiosk-0001", BrokerConfig(), "0.1.0", on_message=print)  # doctest: +SKIP
@@ -21,12 +26,15 @@ our CA's CRL, a fleet-side fault that would otherwise strand every kiosk; the li
 from __future__ import annotations
 
 import logging
+import random
 import ssl
+import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -35,6 +43,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.config import BrokerConfig
+from device.delivery.backoff import Failure, ReconnectSchedule, classify
 from protocol.messages import Status, encode
 from protocol.topics import Channel, topic
 from provisioning.identity import DeviceIdentity, probe_tls
@@ -62,10 +71,12 @@ class MqttLink:
         on_published: Callable[[int], None] | None = None,
         identity: DeviceIdentity | None = None,
         on_revoked: Callable[[str], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         """``identity``: connect with mutual TLS as this enrolled device (None: plain MQTT, as
         configured in ``broker``); ``on_revoked(verdict)`` runs once the broker refuses the
-        certificate for good (on a probe thread)."""
+        certificate for good (on a probe thread); ``rng``: where reconnect delays are drawn
+        from (a seeded one replays a schedule)."""
         self.device_id = device_id
         self.broker = broker
         self.agent_version = agent_version
@@ -89,6 +100,15 @@ class MqttLink:
         """Set when the link stopped reconnecting because of :attr:`refused`."""
         self.connects = 0
         """Successful connections so far (tests see a reconnect after a renewal)."""
+        self.failures: Counter[Failure] = Counter()
+        """Failed connection attempts by kind (:data:`device.delivery.backoff.Failure`)."""
+        self.probes = 0
+        """TLS probes made (each one more handshake for the broker)."""
+        self.delays: list[float] = []
+        """The reconnect delays drawn so far, in order (the last few hundred)."""
+        self.schedule = ReconnectSchedule(first_s=broker.reconnect_min_s, cap_s=broker.reconnect_max_s,
+                                          spread_s=broker.reconnect_spread_s,
+                                          probe_interval_s=broker.tls_probe_interval_s, rng=rng)
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5
         )
@@ -96,6 +116,7 @@ class MqttLink:
             topic(device_id, Channel.STATUS), encode(Status(device_id=device_id, state="offline")), qos=1, retain=True
         )
         client.max_inflight_messages_set(broker.max_inflight)
+        client.connect_timeout = broker.connect_timeout_s
         client.max_queued_messages_set(0)
         client.on_connect = self._handle_connect
         client.on_connect_fail = self._handle_connect_fail
@@ -103,7 +124,6 @@ class MqttLink:
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         self._client = client
-        self._reconnect_delays(broker.reconnect_max_s)
 
     def address(self) -> tuple[str, int]:
         """Where the broker is: the enrollment answer's ``broker_url`` for an enrolled device,
@@ -167,14 +187,30 @@ class MqttLink:
         self.close(timeout=2.0)  # still connected (the fleet's API refused first): say offline
         self.gave_up.set()
 
-    def _after_failure(self) -> None:
-        """A connection failed: ask the broker why, on a thread of its own (the probe waits for
-        the broker's verdict; paho's network thread must not)."""
+    def _after_failure(self, failure: Failure) -> None:
+        """A connection attempt failed: draw the delay before the next, and, when the failure may
+        be about our certificate and the last probe is long enough ago, ask the broker why on a
+        thread of its own (the probe waits for the broker's verdict; paho's network thread must
+        not)."""
+        self.failures[failure] += 1
+        self._next_attempt_in(self.schedule.after_failure())
         if not self.uses_tls() or self._closing or self.refused is not None:
             return
-        if not self._probing.acquire(blocking=False):
+        if self._probing.locked():
             return  # one probe at a time: its answer covers this failure too
+        if not self.schedule.may_probe(failure):
+            return
+        if not self._probing.acquire(blocking=False):
+            return
+        self.probes += 1
         threading.Thread(target=self._probe, name="mqtt-tls-probe", daemon=True).start()
+
+    def _next_attempt_in(self, delay: float) -> None:
+        """Make paho's next reconnect wait exactly ``delay`` seconds: with equal bounds its
+        doubling has nothing to double. paho annotates the bounds as int but adds them to its
+        clock as they are; a float keeps the jitter finer than a second."""
+        self.delays = [*self.delays[-255:], delay]
+        self._client.reconnect_delay_set(min_delay=cast(int, delay), max_delay=cast(int, delay))
 
     def _certificate_expired(self) -> bool:
         assert self.identity is not None
@@ -218,14 +254,9 @@ class MqttLink:
     def _slow_retry_s(self) -> int:
         return max(1, round(self.broker.refused_retry_max_s))
 
-    def _reconnect_delays(self, longest_s: float) -> None:
-        """paho's reconnect delay: from ``reconnect_min_s``, doubling up to ``longest_s``."""
-        self._client.reconnect_delay_set(min_delay=max(1, round(self.broker.reconnect_min_s)),
-                                         max_delay=max(1, round(longest_s)))
-
     def _retry_slowly(self, verdict: str) -> None:
         self.broker_refusal = verdict
-        self._reconnect_delays(self.broker.refused_retry_max_s)
+        self.schedule.set_cap(self.broker.refused_retry_max_s)
 
     # --- paho callbacks (network thread) --------------------------------------------------------
 
@@ -238,7 +269,8 @@ class MqttLink:
         if self.broker_refusal is not None:
             log.info("the broker accepts this device's certificate again")
             self.broker_refusal = None
-            self._reconnect_delays(self.broker.reconnect_max_s)
+            self.schedule.set_cap(self.broker.reconnect_max_s)
+        self.schedule.connected()
         self.connects += 1
         log.info("connected to the broker at %s:%s%s", *self.address(), " (TLS)" if self.uses_tls() else "")
         online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version, unit=self.unit)
@@ -254,12 +286,20 @@ class MqttLink:
     ) -> None:
         was = self.connected.is_set()
         self.connected.clear()
-        if was and not self._closing:
-            log.warning("lost the broker (%s); reconnecting", reason_code)
-        self._after_failure()
+        if self._closing:
+            return
+        if was:
+            delay = self.schedule.after_loss()
+            log.warning("lost the broker (%s); reconnecting in %.1f s", reason_code, delay)
+            self._next_attempt_in(delay)
+            return
+        # Closed after the handshake, before the broker accepted the session.
+        self._after_failure("busy" if str(reason_code) == "Keep alive timeout" else classify(None))
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._after_failure()
+        # paho calls this from inside its `except OSError` around the attempt: the exception
+        # being handled says why it failed.
+        self._after_failure(classify(sys.exc_info()[1]))
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
