@@ -13,15 +13,23 @@ clock that runs ``--speed`` times faster than the wall's.
 
     nice -n 19 python -m benchmarks.simulate --kiosks 200 --seconds 120 --speed 60
     nice -n 19 python -m benchmarks.simulate --kiosks 200 --seconds 60 --kill-broker-at 30
+    nice -n 19 python -m benchmarks.simulate --kiosks 300 --seconds 120 --kill-broker-at 30 --kill-fleet-at 40
 
-Prints the machine, the load average, enrollment rate, connection time, events made and stored,
-ingest lag (the fleet's histogram), CPU seconds of broker and fleet, and, with
-``--kill-broker-at``, how long until every kiosk is back online and every event stored.
+Prints the machine, the load average, enrollment rate, connection time (with a timeline of kiosks
+online and the broker's CPU over the connection storm), events made and stored, ingest lag (the
+fleet's histogram), CPU seconds of broker, fleet and the simulator itself, the kiosks' failed
+attempts by kind and their TLS probes, and, with ``--kill-broker-at``, how long until every
+kiosk is back online and every event stored, and how long a page (a real JPEG, uploaded with a
+signed request, its event confirmed ``stored``) and the fleet screen's requests take during that
+storm. ``--kill-fleet-at`` also kills the fleet with SIGKILL and restarts it: afterwards every
+event made is stored exactly once (the database's count of page events and of distinct page ids
+equals the events made; the fleet's duplicate counter says how many re-sends it ignored).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import signal
@@ -34,14 +42,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from benchmarks.harness import machine
-from device.config import BrokerConfig
+from device.config import BrokerConfig, UploadConfig
 from device.delivery.link import MqttLink
 from device.delivery.outbox import Outbox
 from device.delivery.publisher import Publisher
+from device.delivery.uploader import Uploader
 from fleet.db import make_engine
 from fleet.models import Event
 from protocol.messages import (
@@ -52,6 +62,7 @@ from protocol.messages import (
     Page,
     PageCaptured,
     ScannerInfo,
+    Stored,
     Telemetry,
     decode,
     encode,
@@ -97,6 +108,7 @@ class Kiosk:
 
     def __init__(self, identity: DeviceIdentity, state: Path, clock: Clock) -> None:
         self.id = identity.device_id
+        self.identity = identity
         self.clock = clock
         self.outbox = Outbox(state)
         config = BrokerConfig(reconnect_min_s=1, reconnect_max_s=30, stored_timeout_s=60, keepalive_s=60)
@@ -108,6 +120,8 @@ class Kiosk:
         self.publisher.link = self.link
         self.made = 0
         self.acks = 0
+        self.watch: dict[str, float] = {}
+        """Event ids whose `stored` confirmation is timed: id -> monotonic time it arrived (0 before)."""
         self._thread = threading.Thread(target=self.publisher.run, name=f"publisher-{self.id}", daemon=True)
         self._next_telemetry = 0.0
         self._next_dossier = clock.now() + timedelta(seconds=random.expovariate(DOSSIERS_PER_HOUR / 3600))
@@ -117,6 +131,11 @@ class Kiosk:
     def _on_message(self, topic_name: str, payload: bytes) -> None:
         if topic_name.endswith("/stored"):
             self.publisher.on_stored(topic_name, payload)
+            if self.watch:
+                stored = decode(topic_name, payload).message
+                assert isinstance(stored, Stored)
+                for message_id in set(stored.ids) & self.watch.keys():
+                    self.watch[message_id] = self.watch[message_id] or time.monotonic()
             return
         message = decode(topic_name, payload).message
         if isinstance(message, Command):
@@ -161,9 +180,79 @@ class Kiosk:
             self.made += 1
 
 
+def _jpeg() -> bytes:
+    """A page-like JPEG (half an A4 page at 300 dpi: lines of dark strokes on white paper)."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    page = np.full((1754, 1240), 245, np.uint8)
+    for row in range(120, 1650, 48):
+        for x in range(100, 1140, 14):
+            if rng.random() < 0.8:
+                page[row:row + 22, x:x + 9] = rng.integers(20, 90)
+    ok, data = cv2.imencode(".jpg", page, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok
+    return bytes(data)
+
+
+def _page_through_the_storm(kiosk: Kiosk, fleet: FleetProcess, began: float) -> None:
+    """One page as a kiosk sends it during the storm: the file stored with its event in the
+    outbox, uploaded over HTTPS with a signed request (timed until the fleet answers 201), its
+    event confirmed ``stored`` over MQTT (timed from ``began``, the moment of the kill); and the
+    fleet screen's and progress page's requests, timed once each."""
+    data = _jpeg()
+    event_id = ""
+
+    def message(sha256: str) -> tuple[str, bytes, str]:
+        nonlocal event_id
+        now = kiosk.clock.now()
+        page = Page(page_id=new_id(), sha256=sha256, size=len(data), content_type="image/jpeg", width=1240,
+                    height=1754, dpi=150, source="scanner", batch_id="storm", sequence=1, dossier_code="storm",
+                    captured_at=now)
+        event = PageCaptured(device_id=kiosk.id, page=page)
+        event_id = event.id
+        kiosk.watch[event_id] = 0.0
+        return topic(kiosk.id, Channel.EVENT), encode(event), event.id
+
+    start = time.monotonic()
+    kiosk.outbox.add_page(data, "image/jpeg", message)
+    kiosk.made += 1
+    uploader = Uploader(kiosk.outbox, None, kiosk.id, UploadConfig(retry_min_s=0.5, retry_max_s=2),
+                        identity=kiosk.identity)
+    try:
+        while not uploader.upload_due() and time.monotonic() - start < 300:
+            time.sleep(0.2)
+        uploaded = time.monotonic() - start
+    finally:
+        uploader.close()
+    print(f"  storm: a {len(data) // 1024} KiB page uploaded (signed HTTPS, 201) in {uploaded:.2f} s "
+          f"({uploader.failures} failed tries); kiosk online at the time: {kiosk.link.connected.is_set()}")
+    for what, path in (("fleet screen GET /api/v1/fleet/devices?limit=300", "/api/v1/fleet/devices?limit=300"),
+                       ("progress GET /api/v1/progress", f"/api/v1/progress?from={kiosk.clock.now():%Y-%m}"),
+                       ("alerts GET /api/v1/alerts/counts", "/api/v1/alerts/counts")):
+        t0 = time.monotonic()
+        try:
+            code = str(fleet.http.get(path, timeout=60).status_code)
+        except httpx.HTTPError as exc:
+            code = type(exc).__name__
+        print(f"  storm: {what}: {time.monotonic() - t0:.2f} s ({code})")
+    if _wait(lambda: kiosk.watch[event_id] > 0, 300) is not None:
+        print(f"  storm: its event confirmed stored at the kiosk {kiosk.watch[event_id] - start:.1f} s after it "
+              f"was made ({kiosk.watch[event_id] - began:.1f} s after the kill)")
+    else:
+        print("  storm: its event NOT confirmed within 300 s")
+
+
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _histogram_quantile(text: str, name: str, q: float) -> float | None:
@@ -201,12 +290,88 @@ def _wait(predicate: object, timeout: float) -> float | None:
     return time.monotonic() - start
 
 
-def _after_kill(kiosks: list[Kiosk], fleet: FleetProcess, killed_at: float, made_before: int) -> None:
+def _online(kiosks: list[Kiosk]) -> int:
+    return sum(k.link.connected.is_set() for k in kiosks)
+
+
+def _timeline(kiosks: list[Kiosk], broker_pid: int, began: float, until: float, step: float = 10.0) -> None:
+    """Every ``step`` s until all kiosks are online (or ``until`` s): kiosks online, the broker's
+    CPU over the step, the kiosks' failed attempts and probes so far."""
+    cpu, at = _cpu_s(broker_pid), time.monotonic()
+    while time.monotonic() - began < until:
+        time.sleep(step)
+        try:
+            now_cpu = _cpu_s(broker_pid)
+        except OSError:
+            return  # the broker was restarted: a new timeline follows
+        now = time.monotonic()
+        share = 100 * (now_cpu - cpu) / (now - at)
+        print(f"    +{now - began:5.0f} s: {_online(kiosks):5d} online, broker {share:3.0f}% of a core, "
+              f"{_failures(kiosks)}")
+        cpu, at = now_cpu, now
+        if _online(kiosks) == len(kiosks):
+            return
+
+
+def _failures(kiosks: list[Kiosk]) -> str:
+    """Failed attempts by kind and probes, summed over the kiosks (the link's counters)."""
+    kinds: Counter[str] = Counter()
+    for kiosk in kiosks:
+        kinds.update(getattr(kiosk.link, "failures", {}))
+    if not hasattr(kiosks[0].link, "probes"):
+        return "failed attempts and probes not counted by this link"
+    probes = sum(getattr(k.link, "probes", 0) for k in kiosks)
+    return f"failed attempts {dict(kinds)}, probes {probes}"
+
+
+def _after_kill(kiosks: list[Kiosk], fleet: FleetProcess, broker_pid: int, killed_at: float,
+                made_before: int) -> None:
     """Report when every kiosk is back and when every event made before the kill is stored."""
-    if _wait(lambda: all(k.link.connected.is_set() for k in kiosks), 300) is not None:
+    threading.Thread(target=_timeline, args=(kiosks, broker_pid, killed_at, 300.0, 5.0), daemon=True).start()
+    if _wait(lambda: _online(kiosks) == len(kiosks), 300) is not None:
         print(f"  after the kill: every kiosk online again {time.monotonic() - killed_at:.1f} s after it")
+    else:
+        print(f"  after the kill: only {_online(kiosks)} of {len(kiosks)} online 300 s after it")
     if _wait(lambda: _stored(fleet) >= made_before, 300) is not None:
         print(f"  after the kill: every event made before it stored {time.monotonic() - killed_at:.1f} s after it")
+
+
+def _kill_fleet(fleet: FleetProcess) -> None:
+    """SIGKILL the fleet and start it again (the kiosks keep making events meanwhile)."""
+    assert fleet.proc is not None
+    fleet.proc.kill()
+    fleet.proc.wait()
+    down = time.monotonic()
+    fleet.start(timeout=300)
+    print(f"  fleet serving and its ingest connected again {time.monotonic() - down:.1f} s after the kill")
+
+
+def _duplicates(fleet: FleetProcess) -> float:
+    """The fleet's count of re-sent events it ignored (since this fleet process started)."""
+    for family in text_string_to_metric_families(fleet.http.get("/metrics").text):
+        if family.name == "sohoa_fleet_messages_duplicate":
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return 0.0
+
+
+def _distinct_pages(fleet: FleetProcess) -> tuple[int, int]:
+    """(page events, distinct page ids among them) in the fleet's database."""
+    engine = make_engine(fleet.db_url)
+    try:
+        with engine.connect() as conn:
+            events = list(conn.scalars(select(Event.payload).where(Event.type == "page_captured")))
+    finally:
+        engine.dispose()
+    ids = {_page_id(p) for p in events}
+    return len(events), len(ids)
+
+
+def _page_id(payload: object) -> str:
+    import json
+
+    data = json.loads(payload) if isinstance(payload, (str, bytes)) else payload
+    assert isinstance(data, dict)
+    return str(data["page"]["page_id"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,9 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=60, help="simulated seconds per wall second")
     parser.add_argument("--start", default="2026-12-07T09:00", help="simulated start, Vietnam time")
     parser.add_argument("--kill-broker-at", type=float, default=None, help="kill -9 the broker after this many s")
+    parser.add_argument("--kill-fleet-at", type=float, default=None,
+                        help="kill -9 the fleet after this many s of the steady phase, and restart it")
     parser.add_argument("--enroll-threads", type=int, default=4)
     parser.add_argument("--connect-timeout", type=float, default=600, help="longest wait for every kiosk online")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     print(machine())
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     start = datetime.fromisoformat(args.start).replace(tzinfo=UTC) - ICT
@@ -261,20 +429,30 @@ def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: objec
     clock = Clock(start, args.speed)
     kiosks = [Kiosk(identity, tmp / "kiosks" / identity.device_id / "state", clock) for identity in identities]
     began = time.monotonic()
+    broker_cpu0, own_cpu0 = _cpu_s(broker.proc.pid), time.process_time()
     for kiosk in kiosks:
         kiosk.start()
+    print("connection storm at start (all kiosks at once):")
+    threading.Thread(target=_timeline, args=(kiosks, broker.proc.pid, began, args.connect_timeout), daemon=True).start()
     online = _wait(lambda: all(k.link.connected.is_set() for k in kiosks), args.connect_timeout)
+    took = time.monotonic() - began
+    handshakes = broker.log_text().count("New connection from")
+    print(f"  broker CPU over the storm: {_cpu_s(broker.proc.pid) - broker_cpu0:.1f} s for {handshakes} TCP "
+          f"connections accepted; simulator CPU {time.process_time() - own_cpu0:.1f} s; {_failures(kiosks)}")
     if online is not None:
         print(f"all {len(kiosks)} connected (mutual TLS) in {online:.1f} s")
     else:
         why = Counter(f"refused={k.link.refused} broker_refusal={k.link.broker_refusal} connects={k.link.connects}"
                       for k in kiosks if not k.link.connected.is_set())
         connected = sum(k.link.connected.is_set() for k in kiosks)
-        print(f"only {connected} of {len(kiosks)} connected after {args.connect_timeout:.0f} s: {dict(why)}")
+        print(f"only {connected} of {len(kiosks)} connected after {took:.0f} s: {dict(why)}")
         print("broker log, last lines:\n" + "\n".join(broker.log_text().splitlines()[-15:]))
-    cpu0 = (_cpu_s(broker.proc.pid), _cpu_s(fleet.proc.pid), time.monotonic())
+    cpu0 = (_cpu_s(broker.proc.pid), _cpu_s(fleet.proc.pid), time.monotonic(), time.process_time())
     steady_end = time.monotonic() + args.seconds
     killed_at: float | None = None
+    fleet_killed = False
+    duplicates = 0.0
+    broker_cpu_before_kill = 0.0
     try:
         while time.monotonic() < steady_end:
             wall = time.monotonic()
@@ -282,6 +460,7 @@ def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: objec
                 kiosk.tick(wall)
             if (args.kill_broker_at is not None and killed_at is None
                     and wall - cpu0[2] >= args.kill_broker_at):
+                broker_cpu_before_kill = _cpu_s(broker.proc.pid) - cpu0[0]
                 broker.proc.send_signal(signal.SIGKILL)
                 broker.proc.wait()
                 killed_at = time.monotonic()
@@ -290,12 +469,28 @@ def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: objec
                 wait_port(broker.port, 30)
                 print(f"broker killed with SIGKILL at {wall - cpu0[2]:.0f} s and restarted "
                       f"(simulated {clock.now() + ICT:%H:%M}); {made_before} events made so far")
-                threading.Thread(target=_after_kill, args=(kiosks, fleet, killed_at, made_before),
+                threading.Thread(target=_after_kill, args=(kiosks, fleet, broker.proc.pid, killed_at, made_before),
                                  daemon=True).start()
+                threading.Thread(target=_page_through_the_storm, args=(kiosks[0], fleet, killed_at),
+                                 daemon=True).start()
+            if (args.kill_fleet_at is not None and not fleet_killed and wall - cpu0[2] >= args.kill_fleet_at):
+                fleet_killed = True
+                duplicates += _duplicates(fleet)
+                print(f"fleet killed with SIGKILL at {wall - cpu0[2]:.0f} s ({_online(kiosks)} kiosks online, "
+                      f"{sum(k.made for k in kiosks)} events made, {_stored(fleet)} stored)")
+                restarted = threading.Thread(target=_kill_fleet, args=(fleet,), daemon=True)
+                restarted.start()
             time.sleep(max(0.0, 1.0 - (time.monotonic() - wall)))
-        cpu1 = (_cpu_s(broker.proc.pid), _cpu_s(fleet.proc.pid), time.monotonic())
+        if fleet_killed:
+            restarted.join()
+        assert fleet.proc is not None
+        cpu1 = (_cpu_s(broker.proc.pid), _cpu_s(fleet.proc.pid), time.monotonic(), time.process_time())
         made = sum(k.made for k in kiosks)
         drained = _wait(lambda: _stored(fleet) >= made and all(k.outbox.depth().events == 0 for k in kiosks), 300)
+        events, distinct = _distinct_pages(fleet)
+        duplicates += _duplicates(fleet)
+        print(f"page events in the database: {events}, distinct page ids {distinct}, events made {made}; "
+              f"re-sent events the fleet ignored as duplicates: {duplicates:.0f}")
         span = cpu1[2] - cpu0[2]
         text = fleet.http.get("/metrics").text
         p50 = _histogram_quantile(text, "sohoa_fleet_ingest_lag_seconds", 0.5)
@@ -306,10 +501,14 @@ def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: objec
         print(f"drained (every event stored, every outbox empty) {drained:.1f} s after the steady phase"
               if drained is not None else "NOT drained within 300 s")
         print(f"ingest lag (fleet histogram bucket bounds): p50 <= {p50} s, p99 <= {p99} s")
-        broker_cpu = ("not comparable (restarted)" if killed_at is not None
-                      else f"{100 * (cpu1[0] - cpu0[0]) / span:.0f}% of a core")
-        fleet_cpu = 100 * (cpu1[1] - cpu0[1]) / span
-        print(f"CPU over the steady phase: broker {broker_cpu}, fleet {fleet_cpu:.0f}% of a core")
+        broker_cpu = (f"{100 * broker_cpu_before_kill / (killed_at - cpu0[2]):.0f}% of a core before the kill"
+                      if killed_at is not None else f"{100 * (cpu1[0] - cpu0[0]) / span:.0f}% of a core")
+        fleet_cpu = ("not comparable (restarted)" if fleet_killed
+                     else f"{100 * (cpu1[1] - cpu0[1]) / span:.0f}% of a core")
+        print(f"CPU over the steady phase: broker {broker_cpu}, fleet {fleet_cpu}, simulator "
+              f"{100 * (cpu1[3] - cpu0[3]) / span:.0f}% of a core; simulator peak RSS {_peak_rss_mib():.0f} MiB, "
+              f"{threading.active_count()} threads")
+        print(f"kiosks: {_failures(kiosks)}")
         print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         return 0 if drained is not None else 1
     finally:

@@ -52,6 +52,10 @@ REFUSED_FOR_GOOD = frozenset({"revoked", "expired"})
 """TLS verdicts after which reconnecting cannot help: the device shows "revoked" instead
 ("expired" only when this device's certificate really has; see :meth:`MqttLink._probe`)."""
 
+PROBE_WAIT_S = 3.0
+"""After a failure that starts a probe, the next attempt waits at least this long: the probe's
+verdict (at most its 2 s of listening for an alert) comes before it."""
+
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
@@ -193,17 +197,23 @@ class MqttLink:
         thread of its own (the probe waits for the broker's verdict; paho's network thread must
         not)."""
         self.failures[failure] += 1
-        self._next_attempt_in(self.schedule.after_failure())
+        delay = self.schedule.after_failure()
+        if self._may_probe(failure):
+            # The verdict comes first: a revoked device makes no attempt it would then abandon.
+            delay = max(delay, PROBE_WAIT_S)
+            self.probes += 1
+            threading.Thread(target=self._probe, name="mqtt-tls-probe", daemon=True).start()
+        self._next_attempt_in(delay)
+
+    def _may_probe(self, failure: Failure) -> bool:
+        """Whether to probe after this failure; if so the probe lock is taken (``_probe`` frees it)."""
         if not self.uses_tls() or self._closing or self.refused is not None:
-            return
+            return False
         if self._probing.locked():
-            return  # one probe at a time: its answer covers this failure too
+            return False  # one probe at a time: its answer covers this failure too
         if not self.schedule.may_probe(failure):
-            return
-        if not self._probing.acquire(blocking=False):
-            return
-        self.probes += 1
-        threading.Thread(target=self._probe, name="mqtt-tls-probe", daemon=True).start()
+            return False
+        return self._probing.acquire(blocking=False)
 
     def _next_attempt_in(self, delay: float) -> None:
         """Make paho's next reconnect wait exactly ``delay`` seconds: with equal bounds its
