@@ -6,7 +6,6 @@ per interval."""
 from __future__ import annotations
 
 import random
-import socket
 import ssl
 from collections import Counter
 
@@ -93,7 +92,6 @@ def test_probes_only_when_the_failure_may_be_about_the_certificate_and_rarely() 
 
 def test_failures_are_classified_from_what_the_attempt_raised() -> None:
     assert classify(TimeoutError("handshake")) == "busy"
-    assert classify(socket.timeout()) == "busy"
     assert classify(ssl.SSLEOFError()) == "busy"
     assert classify(ConnectionResetError()) == "busy"
     assert classify(ConnectionRefusedError()) == "unreachable"
