@@ -315,9 +315,11 @@ class Agent:
                     self._update_panel()
         if cfg.kiosk.enabled:
             from device.kiosk import KioskApp, KioskServer
+            from device.kiosk.staff import StaffDesk
 
             app = KioskApp(cfg.kiosk, self.session, camera=self.camera, pipeline=self.pipeline,
-                           pages_for=self.pages_for if self.source is not None else None)
+                           pages_for=self.pages_for if self.source is not None else None,
+                           staff=StaffDesk(self.sign_in, sign_out_after_s=cfg.kiosk.staff_sign_out_s))
             try:
                 self.kiosk = KioskServer(app).start()
             except OSError:

@@ -13,9 +13,22 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 
 _N, _R, _P = 2**14, 8, 1  # about 16 MB and tens of milliseconds per check: slow for a guesser
 PREFIX = "scrypt$"
+CARD_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+"""What a staff card's QR holds: the token the fleet drew (128 random bits, lowercase hex) and
+nothing else, so a device tells a staff card from any other QR before it counts a try."""
+
+
+def is_card_token(text: str) -> bool:
+    """Whether a QR's text has the form of a staff card's token.
+
+    >>> is_card_token("0f" * 16), is_card_token("000.00.12.H10-260101-0001")
+    (True, False)
+    """
+    return CARD_TOKEN.fullmatch(text.strip()) is not None
 
 
 def hash_secret(secret: str, *, salt: bytes | None = None) -> str:

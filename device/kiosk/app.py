@@ -45,11 +45,10 @@ from device.errors import CameraUnavailable, SohoaError
 from device.inference.verdict import verdict_of
 from device.kiosk.config import KioskConfig
 from device.kiosk.guide import HINTS, Guidance, Guide
+from device.kiosk.staff import CITIZEN, SignInRefused, StaffDesk
+from device.kiosk.staff import NOTICES as STAFF_NOTICES
 from protocol.doctypes import DOCTYPES, NAMES
 from protocol.messages import Operator
-
-CITIZEN = Operator(kind="citizen")
-"""A dossier opened on the kiosk screen is the citizen's self-scan."""
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -59,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-Step = Literal["start", "code"]
+Step = Literal["start", "code", "signin"]
 
 DOCTYPES_EN: dict[str, str] = NAMES["en"]
 """Document type id -> English name (:mod:`protocol.doctypes`)."""
@@ -141,12 +140,16 @@ class KioskApp:
         camera: Camera | None = None,
         pipeline: PageProcessor | None = None,
         pages_for: Callable[[Literal["scan", "rescan"]], PageSource] | None = None,
+        staff: StaffDesk | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``camera``: the document camera (automatic shots); ``pages_for``: the feeder scanner's
-        batches, as the clerk's buttons take them (a "scan" button on the screen); either or both."""
+        batches, as the clerk's buttons take them (a "scan" button on the screen); either or both.
+        ``staff``: the clerks' sign-in (PIN or staff card) at this counter; without it every dossier
+        opened on the screen is the citizen's."""
         self.config = config
         self.session = session
+        self.staff = staff
         self.camera = camera
         self.pipeline = pipeline
         self.pages_for = pages_for
@@ -168,6 +171,8 @@ class KioskApp:
         self._last_qr = 0.0
         self.shots = 0
         """Automatic shots taken (tests and telemetry read it)."""
+        self.looks = 0
+        """Full-resolution looks for a slip's or a staff card's QR (tests read it)."""
         self._closing = threading.Event()
         session.add_listener(self._on_session)
         self._thread = threading.Thread(target=self._camera_loop, name="kiosk-camera", daemon=True)
@@ -175,7 +180,7 @@ class KioskApp:
 
     # -- the camera loop -------------------------------------------------------------------------
 
-    def _mode(self) -> Literal["off", "qr", "document"]:
+    def _mode(self) -> Literal["off", "qr", "card", "document"]:
         if self.camera is None:
             return "off"
         state = self.session.state
@@ -183,7 +188,11 @@ class KioskApp:
             return "document"
         with self._cond:
             step = self._step
-        return "qr" if state in ("idle", "closed") and step == "code" and self.pipeline is not None else "off"
+        if state not in ("idle", "closed") or self.pipeline is None:
+            return "off"
+        if step == "signin" and self.staff is not None:
+            return "card"
+        return "qr" if step == "code" else "off"
 
     def _wait(self, seconds: float) -> None:
         with self._cond:
@@ -208,7 +217,7 @@ class KioskApp:
                 log.exception("kiosk camera loop")
             self._wait(period)
 
-    def _look(self, camera: Camera, mode: Literal["qr", "document"]) -> None:
+    def _look(self, camera: Camera, mode: Literal["qr", "card", "document"]) -> None:
         import cv2
 
         try:
@@ -226,7 +235,7 @@ class KioskApp:
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 70])
         guidance = self.guide.assess(image)
-        if mode == "qr":
+        if mode in ("qr", "card"):
             guidance = Guidance(guidance.quad, "looking_for_code", guidance.still_frames, False)
         with self._cond:
             self._guidance = guidance
@@ -236,10 +245,17 @@ class KioskApp:
             self._cond.notify_all()
         if mode == "document" and guidance.ready:
             self._shoot(camera)
-        elif (mode == "qr" and guidance.quad is not None and guidance.still_frames >= self.config.still_frames
+        elif (mode in ("qr", "card") and guidance.quad is not None
+              and guidance.still_frames >= self.config.still_frames
               and self._clock() - self._last_qr >= self.config.qr_interval_s):
             self._last_qr = self._clock()
-            self._read_code(camera)
+            if mode == "qr":
+                self._read_code(camera)
+            else:
+                self._read_card(camera)
+            with self._cond:
+                self.looks += 1
+                self._cond.notify_all()
 
     def _shoot(self, camera: Camera) -> None:
         try:
@@ -277,7 +293,7 @@ class KioskApp:
                 self._set_notice("no_qr")
             return
         try:
-            self.session.open(code, via="qr", kind=self._next_kind(), operator=CITIZEN)
+            self.session.open(code, via="qr", kind=self._next_kind(), operator=self._operator())
         except UpdateInProgress:
             self._set_notice("updating")
         except ForeignDossierCode:
@@ -289,6 +305,29 @@ class KioskApp:
         except SohoaError as exc:  # a dossier opened meanwhile
             log.info("receipt QR not used: %s", type(exc).__name__)
             self._set_notice("busy")
+
+    def _read_card(self, camera: Camera) -> None:
+        """The sign-in screen: a staff card's QR, read like the slip's (never logged)."""
+        if self.pipeline is None or self.staff is None:
+            return
+        try:
+            still = camera.capture_still()
+            result = self.pipeline.process(still.image, source="camera", dpi=None)
+        except Exception as exc:
+            log.info("looking for the staff card failed (%s)", type(exc).__name__)
+            return
+        notice = self.staff.look_at(result.codes)
+        with self._cond:
+            if self.staff.sign_in.current is not None and self._step == "signin":
+                self._step = "start"
+                self._notice = None
+            elif notice is not None:
+                self._notice = notice
+            self._cond.notify_all()
+
+    def _operator(self) -> Operator:
+        """Who a dossier opened on the screen records: the clerk signed in, else the citizen."""
+        return self.staff.operator() if self.staff is not None else CITIZEN
 
     def _next_kind(self) -> DocumentKind:
         with self._cond:
@@ -309,8 +348,10 @@ class KioskApp:
                     self.session.cancel()
         except SohoaError as exc:
             log.warning("idle handling: %s", type(exc).__name__)
+        if self.staff is not None:
+            self.staff.left_idle(idle)
         with self._cond:
-            if self._step == "code" and state == "idle" and idle >= self.config.idle_reset_s:
+            if self._step in ("code", "signin") and state == "idle" and idle >= self.config.idle_reset_s:
                 self._step = "start"
                 self._kind = "component"
                 self._notice = None
@@ -416,11 +457,19 @@ class KioskApp:
             "camera": camera,
             "guidance": guidance.as_dict() if guidance is not None and mode != "off" else None,
             "preview_seq": seq if mode != "off" else 0,
-            "notice": None if notice is None else {"code": notice, "vi": NOTICES[notice][0], "en": NOTICES[notice][1]},
+            "notice": self._notice_of(notice),
+            "staff": self.staff.state() if self.staff is not None else None,
             "last_closed": closed,
             "device_problem": None if problem is None else {"code": problem, "vi": DEVICE_PROBLEMS[problem][0],
                                                             "en": DEVICE_PROBLEMS[problem][1]},
         }
+
+    def _notice_of(self, code: str | None) -> dict[str, str] | None:
+        if code is None:
+            return None
+        if code in NOTICES:
+            return {"code": code, "vi": NOTICES[code][0], "en": NOTICES[code][1]}
+        return self.staff.notice(code) if self.staff is not None else None
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -446,6 +495,10 @@ class KioskApp:
                     self._step = "start"
                     self._kind = "component"
                     self._notice = None
+                if self.staff is not None:
+                    self.staff.leave_screen()
+            elif action in ("staff", "signin", "signout"):
+                self._staff_action(action, body)
             elif action == "open":
                 code = body.get("code")
                 if code is not None and not isinstance(code, str):
@@ -453,7 +506,7 @@ class KioskApp:
                 if session.state == "closed":
                     session.reset()
                 session.open(code.strip() if code and code.strip() else None, kind=self._next_kind(),
-                             operator=CITIZEN)
+                             operator=self._operator())
             elif action == "accept":
                 session.accept()
             elif action == "review":
@@ -504,6 +557,31 @@ class KioskApp:
         finally:
             with self._cond:
                 self._cond.notify_all()
+
+    def _staff_action(self, action: str, body: dict[str, Any]) -> None:
+        """``staff``: the sign-in screen; ``signin`` {operator_id, pin}; ``signout``."""
+        if self.staff is None:
+            raise HttpError(404, "no_such_action")
+        if action == "signout":
+            self.staff.sign_out()
+            return
+        if self.session.state not in ("idle", "closed"):
+            raise HttpError(409, "busy")  # a clerk changes at the counter between dossiers
+        if action == "staff":
+            if self.session.state == "closed":
+                self.session.reset()
+            with self._cond:
+                self._step = "signin"
+                self._notice = None
+            return
+        try:
+            self.staff.with_pin(body.get("operator_id"), body.get("pin"))
+        except SignInRefused as exc:
+            self._set_notice(None if exc.code == "locked" else exc.code)  # the lock has its own panel
+            raise HttpError(423 if exc.code == "locked" else 403, exc.code) from None
+        with self._cond:
+            self._step = "start"
+            self._notice = None
 
     def _start_scan(self) -> None:
         """Run one feeder batch into the open dossier, in the background (the screen follows the
@@ -559,9 +637,9 @@ class KioskApp:
                 raise HttpError(405, "method_not_allowed")
         except HttpError as exc:
             status, ctype = exc.status, "application/json"
-            notice = NOTICES.get(exc.code)
-            body = json.dumps({"error": exc.code, "vi": notice[0] if notice else None,
-                               "en": notice[1] if notice else None}).encode()
+            notice = self._notice_of(exc.code) if exc.code in NOTICES or exc.code in STAFF_NOTICES else None
+            body = json.dumps({"error": exc.code, "vi": notice["vi"] if notice else None,
+                               "en": notice["en"] if notice else None}).encode()
         headers = [
             ("Content-Type", ctype),
             ("Content-Length", str(len(body))),
@@ -643,7 +721,7 @@ class KioskApp:
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error"}
+            409: "Conflict", 413: "Payload Too Large", 423: "Locked", 500: "Internal Server Error"}
 
 
 class _Server(WSGIServer):

@@ -39,6 +39,10 @@ class KioskConfig(BaseModel):
     abandon_after_s: float = Field(
         default=300.0, gt=0, le=7200, description="An open dossier nobody touched this long is abandoned"
     )
+    staff_sign_out_s: float = Field(
+        default=1800.0, gt=0, le=86400,
+        description="A clerk signed in at the screen is signed out after this long without a touch",
+    )
     abandoned_dossier: Literal["finish", "cancel"] = Field(
         default="finish",
         description="finish: an abandoned dossier's pages are filed (no page lost); cancel: they are dropped",

@@ -25,7 +25,7 @@ class OperatorOutsideScope(FleetError, PermissionError):
 
 
 def new_card_token() -> str:
-    """The token a staff card's QR holds: 128 random bits, hex."""
+    """The token a staff card's QR holds: 128 random bits, hex (:data:`protocol.secrets.CARD_TOKEN`)."""
     return secrets.token_hex(16)
 
 

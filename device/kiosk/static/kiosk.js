@@ -26,6 +26,11 @@ const TEXT = {
     preview_alt: "Hình ảnh từ máy ảnh",
     change_type: "Đổi loại", change_type_of: "Đổi loại giấy tờ của trang {n}",
     type_title: "Trang {n} là loại giấy tờ nào?", type_corrected: "(bạn đã chọn)",
+    staff_button: "Cán bộ đăng nhập", signin_title: "Cán bộ đăng nhập",
+    signin_text: "Đưa mã QR trên thẻ cán bộ vào trước máy ảnh, hoặc nhập mã cán bộ và mã PIN.",
+    signin_text_nocamera: "Nhập mã cán bộ và mã PIN.",
+    operator_label: "Mã cán bộ", pin_label: "Mã PIN", signin_button: "Đăng nhập", signout: "Đăng xuất",
+    signed_in: "Cán bộ {id} đang làm việc", kind_unit_staff: "cán bộ đơn vị", kind_postal_staff: "nhân viên bưu điện",
   },
   en: {
     title: "Digitize your dossier", switch_language: "Tiếng Việt",
@@ -50,6 +55,11 @@ const TEXT = {
     preview_alt: "Camera picture",
     change_type: "Change type", change_type_of: "Change the document type of page {n}",
     type_title: "What kind of paper is page {n}?", type_corrected: "(your choice)",
+    staff_button: "Staff sign-in", signin_title: "Staff sign-in",
+    signin_text: "Hold the QR code of your staff card to the camera, or type your operator id and PIN.",
+    signin_text_nocamera: "Type your operator id and PIN.",
+    operator_label: "Operator id", pin_label: "PIN", signin_button: "Sign in", signout: "Sign out",
+    signed_in: "Operator {id} at work", kind_unit_staff: "unit staff", kind_postal_staff: "postal staff",
   },
 };
 
@@ -92,7 +102,8 @@ async function post(action, body) {
     });
     const data = await res.json();
     if (res.ok) render(data);
-    else showNotice(data);
+    else if (data.error !== "locked") showNotice(data);  // the sign-in screen's panel says the lock
+    else showNotice(null);
   } catch (e) {
     // the app is on this machine: a failed request is retried by the next poll
   } finally {
@@ -108,6 +119,7 @@ function showNotice(n) {
 function screenFor(s) {
   if (s.state === "open") return "place";
   if (s.state === "capturing" || s.state === "review" || s.state === "closing" || s.state === "closed") return s.state;
+  if (s.step === "signin") return "signin";
   return s.step === "code" ? "code" : "start";
 }
 
@@ -118,6 +130,8 @@ function show(name) {
 function clearPersonal() {
   // Privacy: nothing of the last person stays on the screen or in the browser.
   document.getElementById("code").value = "";
+  document.getElementById("operator-id").value = "";
+  document.getElementById("pin").value = "";
   document.getElementById("pages").replaceChildren();
   document.getElementById("closed-text").textContent = "";
   document.getElementById("notice").textContent = "";
@@ -215,7 +229,7 @@ function renderPages(s) {
 }
 
 function renderPreview(s, screen) {
-  if (screen !== "place" && screen !== "code") return;
+  if (screen !== "place" && screen !== "code" && screen !== "signin") return;
   if (s.preview_seq && s.preview_seq !== previewSeq) {
     previewSeq = s.preview_seq;
     for (const img of document.querySelectorAll("section:not([hidden]) [data-preview-img]")) {
@@ -231,6 +245,24 @@ function renderPreview(s, screen) {
     const text = g ? (lang === "en" ? g.hint_en : g.hint_vi) : "";
     if (hint.textContent !== text) hint.textContent = text;
   }
+}
+
+function renderStaff(s, screen) {
+  // Who is signed in (an operator id and kind, never a name), the way in, and the lock.
+  const staff = s.staff;
+  const who = staff && staff.operator;
+  document.getElementById("staff-bar").hidden = !who;
+  document.getElementById("staff-who").textContent = who
+    ? t("signed_in", { id: who.id }) + " (" + t("kind_" + who.kind) + ")" : "";
+  document.getElementById("staff-button").hidden = !(staff && staff.available && !who);
+  if (screen !== "signin") return;
+  const lock = staff && staff.lock_notice ? (lang === "en" ? staff.lock_notice.en : staff.lock_notice.vi) : "";
+  const lockEl = document.getElementById("lock-text");
+  if (lockEl.textContent !== lock) lockEl.textContent = lock;
+  lockEl.hidden = !lock;
+  document.getElementById("signin-submit").disabled = Boolean(lock);
+  document.getElementById("card-preview").hidden = !s.camera;
+  document.getElementById("signin-text").textContent = s.camera ? t("signin_text") : t("signin_text_nocamera");
 }
 
 function render(s) {
@@ -265,6 +297,7 @@ function render(s) {
     document.getElementById("h-capturing").textContent =
       s.capturing === "scanner" ? t("scanning_title") : t("capturing_title");
   }
+  renderStaff(s, screen);
   if (screen === "review") renderPages(s);
   else closeTypePicker();
   if (screen === "closed" && s.last_closed) {
@@ -284,13 +317,13 @@ async function poll() {
     // keep polling
   }
   const screen = lastState ? screenFor(lastState) : "start";
-  if (Date.now() - lastTouch > idleResetMs && (screen === "code" || screen === "closed")) {
+  if (Date.now() - lastTouch > idleResetMs && (screen === "code" || screen === "closed" || screen === "signin")) {
     lastTouch = Date.now();
     if (lang !== defaultLang) { lang = defaultLang; applyLanguage(); }
     clearPersonal();
     post("home");
   }
-  setTimeout(poll, screen === "place" || screen === "code" ? 200 : 400);
+  setTimeout(poll, screen === "place" || screen === "code" || screen === "signin" ? 200 : 400);
 }
 
 function touched() {
@@ -318,6 +351,13 @@ document.addEventListener("DOMContentLoaded", () => {
     ev.preventDefault();
     const code = document.getElementById("code").value.trim();
     if (code) post("open", { code: code });
+  });
+  document.getElementById("signin-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const pin = document.getElementById("pin");
+    const body = { operator_id: document.getElementById("operator-id").value.trim(), pin: pin.value };
+    pin.value = "";  // the PIN leaves the screen at once, right or wrong
+    post("signin", body);
   });
   poll();
 });

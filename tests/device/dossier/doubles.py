@@ -101,6 +101,7 @@ class Receipt:
 class Code:
     kind: str
     receipt: Receipt | None = None
+    text: str | None = None
 
     @property
     def dossier_code(self) -> str | None:
