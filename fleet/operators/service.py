@@ -29,6 +29,14 @@ def new_card_token() -> str:
     return secrets.token_hex(16)
 
 
+def card_svg(token: str, operator_id: str) -> str:
+    """The staff card's QR code as inline SVG: the token alone, what a device reads."""
+    import segno
+
+    svg: str = segno.make_qr(token, error="m").svg_inline(scale=5, border=3, title=f"staff card {operator_id}")
+    return svg
+
+
 def add(session: Session, admin: Principal, *, unit_code: str, kind: str, label: str, pin: str | None,
         card: bool, now: datetime) -> tuple[CounterOperator, str | None]:
     """A new operator of ``unit_code``; returns it and its card token (None without a card)."""

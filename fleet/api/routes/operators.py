@@ -51,12 +51,15 @@ class OperatorOut(BaseModel):
     active: bool
     updated_at: datetime
     card_token: str | None = Field(default=None, description="Only in the answer that made the card")
+    card_qr_svg: str | None = Field(default=None, description="The card's QR code (its token alone) as SVG, "
+                                    "to print on the staff card; only in the answer that made the card")
 
 
 def _out(row: CounterOperator, token: str | None = None) -> OperatorOut:
     return OperatorOut(id=row.id, unit_code=row.unit_code, kind=row.kind, label=row.label,
                        has_pin=row.pin_hash is not None, has_card=row.card_hash is not None, active=row.active,
-                       updated_at=row.updated_at, card_token=token)
+                       updated_at=row.updated_at, card_token=token,
+                       card_qr_svg=service.card_svg(token, row.id) if token else None)
 
 
 def _push(state: FleetState) -> None:

@@ -18,6 +18,9 @@
   (``&device=<id>``: send a command and follow it, download what ``collect_logs`` returned,
   revoke after a confirmation); each
   form calls the JSON API, which applies the roles, the unit scope and the audit;
+* ``/static/operators.js``: the admin page's counter operators view (``/admin?view=operators``:
+  add a unit's clerk or postal staff with a PIN and/or a staff card whose QR is shown once, list
+  per unit, new PIN, new card, retire or bring back), from ``/api/v1/operators``;
 * ``/static/display.js``: the time format in the province's zone and the document type names
   (:mod:`fleet.display`), included by every page before its own script;
 * ``/static/nav.js``: the navigation bar every page includes with one line (links between the
@@ -66,6 +69,13 @@ def index(state: StateDep, _: CurrentUser) -> HTMLResponse:
 def nav_script() -> Response:
     """The shared navigation bar (``<script src="/static/nav.js" defer></script>``)."""
     return Response(_static("fleet.api.static", "nav.js"), media_type="text/javascript; charset=utf-8",
+                    headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/static/operators.js")
+def operators_script() -> Response:
+    """The admin page's counter operators view (:mod:`fleet.operators`)."""
+    return Response(_static("fleet.operators", "admin.js"), media_type="text/javascript; charset=utf-8",
                     headers={"Cache-Control": "no-cache"})
 
 
