@@ -22,6 +22,7 @@ component and never lifts a rate, so no rate passes 100%.
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
@@ -42,15 +43,30 @@ class Cell:
     results: int
 
 
+def cells_query(start: str, end: str) -> Any:
+    """(unit, month, received, digitized, results) per receiving unit and month received, for
+    months ``start``..``end``: what :func:`cells` reads, for composing with other queries."""
+    t = Dossier.__table__.c
+    return (select(t.received_unit.label("unit"), t.received_period.label("month"), func.count().label("received"),
+                   func.count(t.component_at).label("digitized"), func.count(t.result_at).label("results"))
+            .where(t.received_period >= start, t.received_period <= end)
+            .group_by(t.received_unit, t.received_period))
+
+
 def cells(session: Session, start: str, end: str) -> dict[tuple[str, str], Cell]:
     """{(receiving unit, month received): Cell} for months ``start``..``end``."""
-    t = Dossier.__table__.c
-    query = (select(t.received_unit, t.received_period, func.count(), func.count(t.component_at),
-                    func.count(t.result_at))
-             .where(t.received_period >= start, t.received_period <= end)
-             .group_by(t.received_unit, t.received_period))
     return {(unit, month): Cell(int(n), int(d), int(r))
-            for unit, month, n, d, r in session.connection().execute(query).all()}
+            for unit, month, n, d, r in session.connection().execute(cells_query(start, end)).all()}
+
+
+def unmatched_query(dialect: str, start: str, end: str, zone_name: str = DEFAULT_ZONE) -> Any:
+    """(unit, month, unmatched): what :func:`unmatched` reads, for composing with other queries."""
+    lo, hi = periods.utc_bounds(start, end, zone_name)
+    t = Dossier.__table__.c
+    month = periods.sql_month(t.component_at, dialect, zone_name)
+    return (select(t.digitized_unit.label("unit"), month.label("month"), func.count().label("unmatched"))
+            .where(t.component_at >= lo, t.component_at < hi, t.received_on.is_(None), t.walk_in.is_(False))
+            .group_by(t.digitized_unit, month))
 
 
 def unmatched(session: Session, start: str, end: str,
@@ -58,12 +74,7 @@ def unmatched(session: Session, start: str, end: str,
     """{(digitizing unit, month of its first component in the zone ``zone_name``): dossiers
     digitized with no received row} (walk-ins not yet named are not among them: they have no
     code to match)."""
-    lo, hi = periods.utc_bounds(start, end, zone_name)
-    t = Dossier.__table__.c
-    month = periods.sql_month(t.component_at, session.get_bind().dialect.name, zone_name)
-    query = (select(t.digitized_unit, month, func.count())
-             .where(t.component_at >= lo, t.component_at < hi, t.received_on.is_(None), t.walk_in.is_(False))
-             .group_by(t.digitized_unit, month))
+    query = unmatched_query(session.get_bind().dialect.name, start, end, zone_name)
     return {(unit, str(m)): int(n) for unit, m, n in session.connection().execute(query).all()}
 
 

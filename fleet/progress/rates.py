@@ -34,7 +34,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Date, Integer, String, and_, case, func, literal, null, or_, select, union_all
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
@@ -173,27 +173,36 @@ def first_accepted_pages(dialect: str, *, with_page: bool = False) -> Any:
     return query.subquery()
 
 
+def digitized_counts_query(dialect: str, start: str, end: str, zone_name: str = DEFAULT_ZONE) -> Any:
+    """(unit, month, digitized): what :func:`digitized_counts` reads, for composing."""
+    lo, hi = periods.utc_bounds(start, end, zone_name)
+    table = DigitizedDossier.__table__.c
+    device_unit = select(Device.unit_code).where(Device.id == table.device_id).scalar_subquery()
+    unit = func.coalesce(table.unit_code, device_unit)
+    month = periods.sql_month(table.first_at, dialect, zone_name)
+    return (select(unit.label("unit"), month.label("month"), func.count().label("digitized"))
+            .where(table.first_at >= lo, table.first_at < hi)
+            .group_by(unit, month))
+
+
 def digitized_counts(session: Session, start: str, end: str,
                      zone_name: str = DEFAULT_ZONE) -> dict[tuple[str | None, str], int]:
     """{(unit code, month in the zone ``zone_name``): dossiers whose first accepted page is in
     that month and unit}, from the table the ingest keeps (:mod:`fleet.progress.digitized`)."""
-    lo, hi = periods.utc_bounds(start, end, zone_name)
-    dialect = session.get_bind().dialect.name
-    table = DigitizedDossier.__table__.c
-    device_unit = select(Device.unit_code).where(Device.id == table.device_id).scalar_subquery()
-    unit = func.coalesce(table.unit_code, device_unit).label("unit")
-    month = periods.sql_month(table.first_at, dialect, zone_name).label("month")
-    query = (select(unit, month, func.count())
-             .where(table.first_at >= lo, table.first_at < hi)
-             .group_by(unit, month))
+    query = digitized_counts_query(session.get_bind().dialect.name, start, end, zone_name)
     return {(u, str(m)): int(n) for u, m, n in session.connection().execute(query)}
 
 
-def received_counts(session: Session, start: str, end: str) -> dict[tuple[str, str], int]:
+def received_counts_query(start: str, end: str) -> Any:
+    """(unit, month, received) from the monthly counts imported per unit."""
     table = Received.__table__.c
-    query = select(table.unit_code, table.period, table.count).where(table.period >= start, table.period <= end)
+    return (select(table.unit_code.label("unit"), table.period.label("month"), table.count.label("received"))
+            .where(table.period >= start, table.period <= end))
+
+
+def received_counts(session: Session, start: str, end: str) -> dict[tuple[str, str], int]:
     # Plain rows through the connection: the ORM's per-row work cost more than the query here.
-    return {(code, period): count for code, period, count in session.connection().execute(query)}
+    return {(unit, month): int(n) for unit, month, n in session.connection().execute(received_counts_query(start, end))}
 
 
 class Targets:
@@ -235,25 +244,88 @@ def load_targets(session: Session) -> Targets:
     return Targets(session.scalars(select(Target)))
 
 
-def _parents_by_month(session: Session, months: list[str]) -> dict[str, dict[str, str | None]]:
-    """{month: {unit: its parent in the record valid in that month (the latest one starting
-    within it, when a unit changed mid-month)}}, for the units whose parent is not the same all
-    along the range (the others go by their record at the range's end)."""
-    start, end = periods.first_day(months[0]), periods.last_day(months[-1])
-    t = Unit.__table__.c
-    records = session.connection().execute(
-        select(t.code, t.parent_code, t.valid_from, t.valid_to)
-        .where(t.valid_from <= end, or_(t.valid_to.is_(None), t.valid_to >= start)).order_by(t.valid_from)).all()
-    parents: dict[str, set[str | None]] = {}
-    for code, parent, _, _ in records:
-        parents.setdefault(code, set()).add(parent)
-    moving = [r for r in records if len(parents[r.code]) > 1]
-    out: dict[str, dict[str, str | None]] = {}
-    for month in months:
-        lo, hi = periods.first_day(month), periods.last_day(month)
-        out[month] = {code: parent for code, parent, valid_from, valid_to in moving
-                      if valid_from <= hi and (valid_to is None or valid_to >= lo)}
-    return out
+DEPTH = len(TIERS) + 1
+"""How far up a figure climbs: deeper than any tree, so a cycle in bad data stops there."""
+
+
+def _union(parts: list[Any]) -> Any:
+    return parts[0] if len(parts) == 1 else union_all(*parts)
+
+
+def rollup_query(dialect: str, start: str, end: str, root: str | None = None, zone_name: str = DEFAULT_ZONE) -> Any:
+    """One grouped query: per unit and month, the unit's own figures and its subtree's, each
+    month rolled up the tree valid in that month; and one row with a null unit and month
+    counting the unattributed dossiers. Columns: ``unit, month, basis`` (1 when the unit's
+    received dossiers were imported one per row in the range), then ``received, digitized,
+    results, unmatched`` of its own and the same prefixed ``sub_`` for its subtree.
+
+    How, all in the database: the units valid in the range (the latest record per code) and,
+    for the few units whose parent changes within it, their record of each month; the own
+    figures from the four sources on each unit's basis (dossiers matched by code for the units
+    that have them in the range, else the monthly counts and the pages); a recursive climb
+    carrying each (unit, month)'s figures to every ancestor valid that month (up to ``root``);
+    one GROUP BY."""
+    u = Unit.__table__.c
+    first, last = periods.first_day(start), periods.last_day(end)
+    in_range = and_(u.valid_from <= last, or_(u.valid_to.is_(None), u.valid_to >= first))
+    latest = select(u.code, u.parent_code, func.row_number().over(partition_by=u.code, order_by=u.valid_from.desc())
+                    .label("n")).where(in_range).subquery()
+    tree = select(latest.c.code, latest.c.parent_code.label("parent")).where(latest.c.n == 1).cte("tree")
+    moving = (select(u.code).where(in_range).group_by(u.code)
+              .having(func.count(func.distinct(func.coalesce(u.parent_code, ""))) > 1))
+    months = _union([select(literal(m, String(7)).label("month"), literal(periods.first_day(m), Date).label("lo"),
+                            literal(periods.last_day(m), Date).label("hi")) for m in periods.months(start, end)]
+                    ).cte("range_months")
+    records = (select(u.code, months.c.month, u.parent_code,
+                      func.row_number().over(partition_by=(u.code, months.c.month), order_by=u.valid_from.desc())
+                      .label("n"))
+               .select_from(Unit.__table__.join(months, and_(u.valid_from <= months.c.hi,
+                                                            or_(u.valid_to.is_(None), u.valid_to >= months.c.lo))))
+               .where(u.code.in_(moving)).subquery())
+    moved = select(records.c.code, records.c.month, records.c.parent_code.label("parent")) \
+        .where(records.c.n == 1).cte("moved")
+
+    from fleet.dossiers.reconcile import cells_query, unmatched_query
+
+    cells = cells_query(start, end).cte("cells")
+    by_rows = select(cells.c.unit).where(cells.c.unit.is_not(None))
+    unmatched = unmatched_query(dialect, start, end, zone_name).subquery()
+    counted = received_counts_query(start, end).subquery()
+    digitized = digitized_counts_query(dialect, start, end, zone_name).cte("digitized")
+    zero = literal(0, Integer)
+    raw = union_all(
+        select(cells.c.unit, cells.c.month, literal(1, Integer).label("basis"), cells.c.received, cells.c.digitized,
+               cells.c.results, zero.label("unmatched")),
+        select(unmatched.c.unit, unmatched.c.month, zero, zero, zero, zero, unmatched.c.unmatched)
+        .where(unmatched.c.unit.in_(by_rows)),
+        select(counted.c.unit, counted.c.month, zero, counted.c.received, zero, zero, zero)
+        .where(counted.c.unit.not_in(by_rows)),
+        select(digitized.c.unit, digitized.c.month, zero, zero, digitized.c.digitized, zero, zero)
+        .where(digitized.c.unit.not_in(by_rows)),
+    ).subquery()
+    figures = ("received", "digitized", "results", "unmatched")
+    own = (select(raw.c.unit, raw.c.month, func.max(raw.c.basis).label("basis"),
+                  *[func.sum(raw.c[f]).label(f) for f in figures])
+           .where(raw.c.unit.in_(select(tree.c.code))).group_by(raw.c.unit, raw.c.month).subquery())
+
+    up = select(own.c.unit.label("node"), own.c.month, literal(0, Integer).label("depth"),
+                *[own.c[f] for f in (*figures, "basis")]).cte("climb", recursive=True)
+    here, above = tree.alias("here"), tree.alias("above")
+    parent = case((moved.c.code.is_not(None), moved.c.parent), else_=here.c.parent)
+    step = (select(parent, up.c.month, up.c.depth + 1, *[up.c[f] for f in (*figures, "basis")])
+            .select_from(up.join(here, here.c.code == up.c.node)
+                         .outerjoin(moved, and_(moved.c.code == up.c.node, moved.c.month == up.c.month))
+                         .join(above, above.c.code == parent))
+            .where(up.c.depth < DEPTH, *([up.c.node != root] if root is not None else [])))
+    up = up.union_all(step)
+    mine = up.c.depth == 0
+    rolled = select(up.c.node.label("unit"), up.c.month, func.max(case((mine, up.c.basis), else_=0)),
+                    *[func.sum(case((mine, up.c[f]), else_=0)) for f in figures],
+                    *[func.sum(up.c[f]) for f in figures]).group_by(up.c.node, up.c.month)
+    lost = or_(digitized.c.unit.is_(None), digitized.c.unit.not_in(select(tree.c.code)))
+    unattributed = select(null(), null(), zero, zero, zero, zero, zero, zero,
+                          func.coalesce(func.sum(digitized.c.digitized), 0), zero, zero).where(lost)
+    return union_all(rolled, unattributed)
 
 
 def progress(session: Session, start: str, end: str, root: str | None = None,
@@ -261,8 +333,6 @@ def progress(session: Session, start: str, end: str, root: str | None = None,
     """Figures for every unit of the tree valid in the range (as at its end), under ``root``;
     each month rolled up the tree valid in that month. Moments (pages, documents) fall in the
     months of the zone ``zone_name`` (the fleet's ``time_zone``)."""
-    from fleet.dossiers.reconcile import cells, unmatched
-
     months = periods.months(start, end)
     tree = units_in(session, periods.first_day(start), periods.last_day(end))
     if root is not None and root not in tree:
@@ -282,61 +352,39 @@ def progress(session: Session, start: str, end: str, root: str | None = None,
         order.append((unit, depth))
         stack.extend((kid, depth + 1) for kid in reversed(children.get(unit.code, [])))
 
-    # Each unit's own figures per month, on its basis.
-    own: dict[tuple[str, str], Figures] = {}
-    matched = cells(session, start, end)
-    by_rows = {code for code, _ in matched}
-    for (code, month), cell in matched.items():
-        if code in tree:
-            own[(code, month)] = Figures(cell.received, cell.digitized, cell.results)
-    for (digitizer, month), n in unmatched(session, start, end, zone_name).items():
-        if digitizer is not None and digitizer in by_rows and digitizer in tree:
-            own.setdefault((digitizer, month), Figures()).unmatched += n
-    for (code, month), n in received_counts(session, start, end).items():
-        if code in tree and code not in by_rows:
-            own.setdefault((code, month), Figures()).received += n
+    # Every unit's own figures and its subtree's, per month, rolled up in the database.
+    own: dict[str, Figures] = {}
+    trend: dict[str, dict[str, Figures]] = {}
+    by_rows: set[str] = set()
     unattributed = 0
-    for (unit_code, month), n in digitized_counts(session, start, end, zone_name).items():
-        if unit_code is None or unit_code not in tree:
-            unattributed += n
-        elif unit_code not in by_rows:
-            own.setdefault((unit_code, month), Figures()).digitized += n
-
-    # Month by month, each unit's figures into itself and every ancestor valid that month.
-    parents = _parents_by_month(session, months)
-    parent_of = {code: unit.parent_code for code, unit in tree.items()}  # plain dicts: ORM attributes cost
-    subtree_month: dict[tuple[str, str], Figures] = {}
-    for (code, month), figures in own.items():
-        node: str | None = code
-        moved = parents[month]
-        for _ in range(len(TIERS) + 2):  # deeper than any tree: a cycle in bad data stops here
-            if node is None or node not in parent_of:
-                break
-            key = (node, month)
-            below = subtree_month.get(key)
-            if below is None:
-                below = subtree_month[key] = Figures()
-            below.add(figures)
-            if node == root:
-                break
-            node = moved[node] if node in moved else parent_of[node]
+    query = rollup_query(session.get_bind().dialect.name, start, end, root, zone_name)
+    for code, month, basis, *numbers in session.connection().execute(query):
+        if code is None:
+            unattributed += int(numbers[5])
+            continue
+        if basis:
+            by_rows.add(code)
+        mine = own.get(code)
+        if mine is None:
+            mine = own[code] = Figures()
+        mine.received += int(numbers[0])
+        mine.digitized += int(numbers[1])
+        mine.results += int(numbers[2])
+        mine.unmatched += int(numbers[3])
+        trend.setdefault(code, {})[month] = Figures(*(int(n) for n in numbers[4:]))
 
     result: dict[str, UnitProgress] = {}
     for unit, depth in order:
-        code, parent = unit.code, parent_of[unit.code]  # ORM attributes read once: 3,000 units x 12 months
-        row = UnitProgress(
+        code, parent = unit.code, unit.parent_code  # ORM attributes read once: 3,000 units x 12 months
+        below = trend.get(code, {})
+        total = Figures()
+        for figures in below.values():
+            total.add(figures)
+        result[code] = UnitProgress(
             code=code, name=unit.name, tier=unit.tier, parent_code=parent if parent in tree else None,
-            depth=depth, own=Figures(), total=Figures(), target=targets.for_unit(code, unit.tier, end),
-            basis="dossiers" if code in by_rows else "counts",
-            children=[k.code for k in children.get(code, [])], trend={m: Figures() for m in months})
-        for month in months:
-            mine, below = own.get((code, month)), subtree_month.get((code, month))
-            if mine is not None:
-                row.own.add(mine)
-            if below is not None:
-                row.trend[month] = below
-                row.total.add(below)
-        result[code] = row
+            depth=depth, own=own.get(code) or Figures(), total=total, target=targets.for_unit(code, unit.tier, end),
+            basis="dossiers" if code in by_rows else "counts", children=[k.code for k in children.get(code, [])],
+            trend={m: below.get(m) or Figures() for m in months})
 
     tiers: list[TierTotal] = []
     for tier in TIERS:
