@@ -44,7 +44,7 @@ def _valid(unit: str, day: date) -> bool:
 def _parent(unit: str, month: str) -> str | None:
     """The sample tree's parent in a month (the reform starts on a month's first day)."""
     before = periods.first_day(month) < REFORM
-    if unit in ("99", ):
+    if unit == "99":
         return None
     if unit in ("991", "992", AGENCY):
         return "99"
@@ -183,7 +183,8 @@ class World:
             for month in months:
                 below = [0, 0, 0, 0]
                 for other in valid:
-                    chain, node = [], other
+                    chain: list[str] = []
+                    node: str | None = other
                     while node is not None and node in valid:
                         chain.append(node)
                         if node == root:
@@ -199,11 +200,11 @@ class World:
         if root is not None:
             keep = {root}
             for unit in valid:
-                node = _parent(unit, months[-1])
-                while node is not None:
-                    if node == root:
+                above = _parent(unit, months[-1])
+                while above is not None:
+                    if above == root:
                         keep.add(unit)
-                    node = _parent(node, months[-1])
+                    above = _parent(above, months[-1])
             out = {u: v for u, v in out.items() if u in keep}
         return out
 
