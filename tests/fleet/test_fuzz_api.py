@@ -8,6 +8,7 @@ operation in ``make fuzz``)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,19 +19,27 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+)
 
 from fleet.api.app import create_app
+from provisioning.identity import DeviceIdentity
 from tests.authn import login
-from tests.devices import with_pki
+from tests.devices import TestDevice, enroll_request, issue_token, with_pki
 from tests.fleet.conftest import make_config
 from tests.fleet.dossiers.conftest import at, closed, load_units, page, send, status
+from tests.fleet.test_api import PNG
 from tests.fuzzing import LONG, fuzz_settings, tried
 
 pytestmark = pytest.mark.fuzz
 
 SKIPPED = frozenset({"/api/v1/auth/logout", "/api/v1/auth/password"})
 """Would end the session the pass runs under (each is tested on its own elsewhere)."""
+ANSWER_CHECKS = [response_schema_conformance, content_type_conformance, response_headers_conformance]
+"""What a 2xx answer must fit: the body's schema, a declared media type and the declared headers."""
 HEAVY = (".pdf", ".xlsx")
 """Report renderings (seconds each): in the long pass only, to keep ``make test``'s bounded pass short."""
 
@@ -82,7 +91,7 @@ def _pass(client: TestClient, surface: str, *, reading_only: bool = False,
                 failures.append(f"{where}: {response.status_code} {response.text[:200]}")
             elif 200 <= response.status_code < 300:
                 try:
-                    case.validate_response(response, checks=[response_schema_conformance])
+                    case.validate_response(response, checks=ANSWER_CHECKS)
                 except (AssertionError, FailureGroup) as exc:
                     failures.append(f"{where}: answer outside its schema: {str(exc)[:300]}")
                 if leaked := [name for name in foreign if name in response.text]:
@@ -147,3 +156,63 @@ def test_what_the_pass_found_is_a_422(admin_api: TestClient) -> None:
     for method, path, body in FOUND:
         response = admin_api.request(method, path, json=body)
         assert response.status_code == 422, (path, response.text)
+
+
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
+
+
+def _fits(client: TestClient, method: str, template: str, response: httpx.Response, **path: str) -> None:
+    """``response``, a 2xx of the operation ``method template`` (``path``: its path parameters),
+    fits what the OpenAPI declares."""
+    assert 200 <= response.status_code < 300, (template, response.status_code, response.text[:200])
+    schema = schemathesis.openapi.from_dict(client.app.openapi())  # type: ignore[attr-defined]
+    operation = schema[template][method]
+    try:
+        operation.Case(path_parameters=path).validate_response(response, checks=ANSWER_CHECKS)
+    except FailureGroup as exc:
+        raise AssertionError(f"{method} {template}: answer outside its schema: {exc}") from None
+
+
+def test_file_and_document_answers_fit_their_declared_types(admin_api: TestClient,
+                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The answers the stateless pass cannot reach (they need a held file, an enrolled device, an
+    uploaded bundle): an enrollment, a page file, a held file, a dossier's PDF, a bundle (whole and
+    a range), and the exports and texts, each a real 2xx checked against the operation's declared
+    media types and schema (each was undeclared or declared as JSON before)."""
+    client = admin_api
+    identity = DeviceIdentity(tmp_path_factory.mktemp("fuzz-files") / "kiosk-files", "kiosk-files")
+    body = enroll_request(identity, issue_token(client, OWN), OWN)
+    enrolled = client.post("/api/v1/enroll", content=body, headers={"Content-Type": "application/json"})
+    _fits(client, "POST", "/api/v1/enroll", enrolled)
+    answer = enrolled.json()
+    identity.store(answer["certificate_pem"].encode(), answer["ca_pem"].encode(),
+                   broker_url=answer["broker_url"], fleet_url=answer["fleet_url"])
+    kiosk = TestDevice(identity)
+    stored = kiosk.put_file(client, PNG)
+    sha = stored.json()["sha256"]
+    _fits(client, "PUT", "/api/v1/files/{sha256}", stored, sha256=sha)
+    _fits(client, "PUT", "/api/v1/files/{sha256}", kiosk.put_file(client, PNG), sha256=sha)  # 200: already held
+    assert kiosk.put_file(client, PDF, content_type="application/pdf").status_code == 201
+    shot = page("kiosk-files", "H99-FILES-1", at("2026-01-06"))
+    shot = shot.model_copy(update={"page": shot.page.model_copy(update={"sha256": sha,
+                                                                         "size": len(PNG)})})
+    document = closed("kiosk-files", "H99-FILES-1", ["H99-FILES-1.1.pdf"], at("2026-01-06", 4),
+                      page_ids=[shot.page.page_id])
+    document = document.model_copy(update={"documents": [document.documents[0].model_copy(
+        update={"sha256": hashlib.sha256(PDF).hexdigest(), "size": len(PDF)})]})
+    send(client, [status("kiosk-files", OWN, at("2026-01-06")), shot, document])
+    _fits(client, "GET", "/api/v1/files/{sha256}", client.get(f"/api/v1/files/{sha}"), sha256=sha)
+    page_id = shot.page.page_id
+    _fits(client, "GET", "/api/v1/pages/{page_id}/file", client.get(f"/api/v1/pages/{page_id}/file"), page_id=page_id)
+    _fits(client, "GET", "/api/v1/dossiers/{code}/documents/{name}",
+          client.get("/api/v1/dossiers/H99-FILES-1/documents/H99-FILES-1.1.pdf"),
+          code="H99-FILES-1", name="H99-FILES-1.1.pdf")
+    assert client.put("/api/v1/bundles/app-9.9.9.bundle", content=b"bundle bytes" * 100).status_code == 201
+    bundle = "app-9.9.9.bundle"
+    _fits(client, "GET", "/api/v1/bundles/{name}", client.get(f"/api/v1/bundles/{bundle}"), name=bundle)
+    ranged = client.get("/api/v1/bundles/app-9.9.9.bundle", headers={"Range": "bytes=10-"})
+    assert ranged.status_code == 206
+    _fits(client, "GET", "/api/v1/bundles/{name}", ranged, name=bundle)
+    for path in ("/api/v1/dossiers/chase.xlsx", "/api/v1/progress/report.xlsx", "/api/v1/progress/report.pdf",
+                 "/api/v1/pki/ca.crt", "/api/v1/pki/crl.pem", "/metrics", "/api/v1/corrections/export.zip"):
+        _fits(client, "GET", path, client.get(path))

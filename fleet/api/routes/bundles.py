@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse
 
 from fleet.api.deps import SessionDep, StateDep
+from fleet.api.schemas.media import OCTETS, file_answer
 from fleet.auth.deps import ProvinceAdmin
 from fleet.enroll.deviceauth import device_or_user
 from fleet.operations import rollouts
@@ -31,7 +32,9 @@ async def put_bundle(name: BundleName, request: Request, state: StateDep, _user:
     return BundleOut(name=name, size=size, sha256=sha256)
 
 
-@router.get("/{name}", name="get_bundle", responses={410: {"description": "The rollout's offer is withdrawn"}})
+@router.get("/{name}", name="get_bundle", response_class=FileResponse,
+            responses={200: file_answer("The bundle", OCTETS), 206: file_answer("The range asked for", OCTETS),
+                       410: {"description": "The rollout's offer is withdrawn"}})
 def get_bundle(
     name: BundleName,
     state: StateDep,
@@ -48,4 +51,4 @@ def get_bundle(
     path = BundleStore.of(state.config).path(name)
     if path is None:
         raise HTTPException(404, "no such bundle")
-    return FileResponse(path, media_type="application/octet-stream")
+    return FileResponse(path, media_type=OCTETS)

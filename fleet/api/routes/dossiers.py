@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import Offset, SessionDep, StateDep, import_body
+from fleet.api.schemas.media import PDF, XLSX, file_answer
 from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
 from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, require_unit_filter, subtree, visible_units
@@ -200,7 +201,7 @@ def get_chase(
     return ChaseOut(start=first, end=last, root=unit, dossiers=[PendingOut.of(r) for r in rows])
 
 
-@router.get("/chase.xlsx", response_class=Response)
+@router.get("/chase.xlsx", response_class=Response, responses={200: file_answer("The workbook", XLSX)})
 def get_chase_xlsx(
     state: StateDep, session: SessionDep, user: CurrentUser, unit: UnitQ = None,
     start: Annotated[str | None, Query(alias="from", description="First month received (default: this month)")] = None,
@@ -211,7 +212,7 @@ def get_chase_xlsx(
     title = f"Hồ sơ đã tiếp nhận chưa số hóa, {first}..{last}" + (f", đơn vị {unit}" if unit else "")
     name = f"ho-so-chua-so-hoa_{unit or 'all'}_{first}_{last}.xlsx"
     return Response(reconcile.chase_xlsx(rows, title=title),
-                    media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    media_type=XLSX,
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
@@ -313,7 +314,8 @@ def get_dossier(code: str, state: StateDep, session: SessionDep, user: CurrentUs
 
 
 @router.get("/{code}/documents/{name}", response_class=FileResponse,
-            responses={404: {"description": "No such document, or its file is not held yet"}})
+            responses={200: file_answer("The document", PDF),
+                       404: {"description": "No such document, or its file is not held yet"}})
 def get_document(code: str, name: str, state: StateDep, session: SessionDep, user: CurrentUser) -> FileResponse:
     """A document's PDF under its name (each download is audited)."""
     row = _visible_dossier(session, user, code)
@@ -324,7 +326,7 @@ def get_document(code: str, name: str, state: StateDep, session: SessionDep, use
     path = state.store.path(doc.sha256)
     if session.get(StoredFile, doc.sha256) is None or not path.is_file():
         raise HTTPException(404, "the document's file has not been uploaded yet")
-    return FileResponse(path, media_type="application/pdf", filename=doc.name, headers={"ETag": f'"{doc.sha256}"'})
+    return FileResponse(path, media_type=PDF, filename=doc.name, headers={"ETag": f'"{doc.sha256}"'})
 
 
 @router.post("/{walk_in}/name", responses={404: {"description": NOT_FOUND}, 409: {"description": "Not a walk-in"}})

@@ -28,7 +28,7 @@ from fleet.enroll.requests import (
     enroll_device,
     token_id,
 )
-from provisioning.enrollment import EnrollRequest
+from provisioning.enrollment import EnrollAnswer, EnrollRequest
 from provisioning.tokens import Enrollment
 
 router = APIRouter(tags=["enrollment"])
@@ -42,8 +42,10 @@ _ENROLL_BODY = {"requestBody": {"required": True, "content": {"application/json"
     "/enroll",
     openapi_extra=_ENROLL_BODY,
     responses={
-        200: {"description": "Accepted: the certificate, the CA, the broker and fleet addresses"},
-        202: {"description": "Pending an admin's approval: send the same request again after Retry-After"},
+        200: {"model": EnrollAnswer,
+              "description": "Accepted: the certificate, the CA, the broker and fleet addresses"},
+        202: {"model": EnrollAnswer,
+              "description": "Pending an admin's approval: send the same request again after Retry-After"},
         403: {"description": "Token refused (detail: malformed, unknown, invalid, revoked, expired, used, "
                              "wrong_unit) or the enrollment was rejected"},
         409: {"description": "The device id is enrolled with another key or token (device_id_taken)"},

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.api.schemas import FileOut
+from fleet.api.schemas.media import HELD_FILE_TYPES, file_answer
 from fleet.api.state import FleetState
 from fleet.auth.deps import CurrentUser
 from fleet.auth.principal import Principal
@@ -57,7 +58,7 @@ def _record(state: FleetState, sha256: str, size: int, content_type: str, device
     "/{sha256}",
     status_code=201,
     responses={
-        200: {"description": "Already held (idempotent repeat)"},
+        200: {"model": FileOut, "description": "Already held (idempotent repeat)"},
         201: {"description": "Stored"},
         400: {"description": "The content's sha256 is not the one in the path: nothing stored"},
         401: {"description": "Not a valid signed device request (detail: the reason, e.g. revoked)"},
@@ -140,7 +141,7 @@ def _require_visible(session: SessionDep, user: Principal, sha256: str) -> None:
         raise OutOfScope("not held", unit_code=min(units) if units else None)
 
 
-@router.head("/{sha256}", responses={200: {"description": "Held"},
+@router.head("/{sha256}", response_class=Response, responses={200: file_answer("Held (no body)", *HELD_FILE_TYPES),
                                      404: {"description": "Not held, or not the caller's to know about"}})
 def head_file(sha256: Sha256Path, request: Request, state: StateDep, session: SessionDep) -> Response:
     """200 when the fleet holds the file, 404 otherwise (the body is empty either way). Asked by a
@@ -160,7 +161,8 @@ def head_file(sha256: Sha256Path, request: Request, state: StateDep, session: Se
                     media_type=served_type(row.content_type))
 
 
-@router.get("/{sha256}", response_class=FileResponse)
+@router.get("/{sha256}", response_class=FileResponse,
+            responses={200: file_answer("The file, as an attachment", *HELD_FILE_TYPES)})
 def get_file(sha256: Sha256Path, state: StateDep, session: SessionDep, user: CurrentUser) -> FileResponse:
     """The file's bytes (each download is audited). A unit's users get only files of their units'
     devices: a page of theirs refers to it, or one of their devices uploaded it."""

@@ -24,7 +24,9 @@ def healthz(state: StateDep, session: SessionDep) -> dict[str, object]:
     }
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response,
+            responses={200: {"description": "Prometheus text format",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics(state: StateDep, session: SessionDep) -> Response:
     """Prometheus text format."""
     now = state.now()

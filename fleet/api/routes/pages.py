@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from fleet.api.deps import Offset, SessionDep, StateDep
 from fleet.api.schemas import PageOut
+from fleet.api.schemas.media import HELD_FILE_TYPES, file_answer
 from fleet.auth.deps import CurrentUser
 from fleet.auth.principal import Principal
 from fleet.auth.scope import page_unit, require_unit, visible_units
@@ -72,7 +73,8 @@ def get_page(page_id: str, session: SessionDep, user: CurrentUser) -> PageOut:
     return _out(page, session.get(StoredFile, page.sha256) is not None)
 
 
-@router.get("/{page_id}/file", response_class=FileResponse, responses={404: {"description": "not (yet) held"}})
+@router.get("/{page_id}/file", response_class=FileResponse,
+            responses={200: file_answer("The page's file", *HELD_FILE_TYPES), 404: {"description": "not (yet) held"}})
 def get_page_file(page_id: str, state: StateDep, session: SessionDep, user: CurrentUser) -> FileResponse:
     """The page's file, byte for byte as the device captured it (each download is audited)."""
     page = visible_page(session, user, page_id)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import SessionDep, StateDep, import_body
+from fleet.api.schemas.media import PDF, XLSX, file_answer
 from fleet.auth.deps import AdminUser, CurrentUser
 from fleet.auth.principal import Principal
 from fleet.auth.scope import require_unit_filter, subtree, visible_units
@@ -272,20 +273,20 @@ def _report(state: StateDep, session: Session, user: Principal, start: str | Non
     _hide_unattributed(session, user, report.progress)
     name = f"bao-cao-dinh-ky_{unit or 'all'}_{first}_{last}.{kind}"
     if kind == "xlsx":
-        body, media = to_xlsx(report), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        body, media = to_xlsx(report), XLSX
     else:
-        body, media = to_pdf(report), "application/pdf"
+        body, media = to_pdf(report), PDF
     return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.get("/report.xlsx", response_class=Response)
+@router.get("/report.xlsx", response_class=Response, responses={200: file_answer("The workbook", XLSX)})
 def report_xlsx(state: StateDep, session: SessionDep, user: CurrentUser, header: HeaderDep, start: FromQ = None,
                 end: ToQ = None, unit: UnitQ = None) -> Response:
     """The periodic report ("Báo cáo định kỳ") as an Excel workbook."""
     return _report(state, session, user, start, end, unit, "xlsx", header)
 
 
-@router.get("/report.pdf", response_class=Response)
+@router.get("/report.pdf", response_class=Response, responses={200: file_answer("The report", PDF)})
 def report_pdf(state: StateDep, session: SessionDep, user: CurrentUser, header: HeaderDep, start: FromQ = None,
                end: ToQ = None, unit: UnitQ = None) -> Response:
     """The periodic report as PDF."""
