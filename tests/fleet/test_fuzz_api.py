@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
 )
+from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from fleet.api.app import create_app
 from provisioning.identity import DeviceIdentity
@@ -55,6 +56,13 @@ def admin_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def api_schema(admin_api: TestClient) -> OpenApiSchema:
+    """The OpenAPI as schemathesis reads it, built once for the module (seconds each time): every
+    app here comes from the same factory, so each has this same OpenAPI."""
+    return schemathesis.openapi.from_dict(admin_api.app.openapi())  # type: ignore[attr-defined]
+
+
 def _send(client: TestClient, kwargs: dict[str, Any]) -> httpx.Response:
     headers = {k: v for k, v in kwargs.get("headers", {}).items() if k.lower() not in {"cookie", "authorization"}}
     body: dict[str, Any] = {}
@@ -67,11 +75,10 @@ def _send(client: TestClient, kwargs: dict[str, Any]) -> httpx.Response:
     return response
 
 
-def _pass(client: TestClient, surface: str, *, reading_only: bool = False,
+def _pass(client: TestClient, schema: OpenApiSchema, surface: str, *, reading_only: bool = False,
           foreign: tuple[str, ...] = ()) -> list[str]:
-    """One stateless pass over every operation; the failures found (5xx, a 2xx outside its schema,
-    a 2xx naming one of ``foreign``)."""
-    schema = schemathesis.openapi.from_dict(client.app.openapi())  # type: ignore[attr-defined]
+    """One stateless pass over every operation of ``schema`` (the app's); the failures found (5xx,
+    a 2xx outside its schema, a 2xx naming one of ``foreign``)."""
     operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
     assert len(operations) > 50
     failures: list[str] = []
@@ -101,8 +108,8 @@ def _pass(client: TestClient, surface: str, *, reading_only: bool = False,
     return failures
 
 
-def test_no_operation_answers_5xx_or_outside_its_schema(admin_api: TestClient) -> None:
-    failures = _pass(admin_api, "fleet_api")
+def test_no_operation_answers_5xx_or_outside_its_schema(admin_api: TestClient, api_schema: OpenApiSchema) -> None:
+    failures = _pass(admin_api, api_schema, "fleet_api")
     assert not failures, "\n".join(failures[:20])
 
 
@@ -111,13 +118,12 @@ FOREIGN = ("kiosk-elsewhere", "H99-ELSEWHERE-1", "H99-ELSEWHERE-2")
 """Names only the other commune's data carries: its device and its dossier codes."""
 
 
-@pytest.mark.parametrize("role", ["unit_admin", "viewer"])
-def test_a_unit_user_gets_no_5xx_and_nothing_of_another_unit(
-    role: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """Seeded as a province admin: a kiosk in each commune with a page and a closed dossier, and
-    received dossiers in both; then the pass runs as a ``role`` of commune 99004 only."""
-    tmp_path = tmp_path_factory.mktemp(f"fuzz-api-{role}")
+@pytest.fixture(scope="module")
+def unit_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One app for both unit roles, seeded as a province admin: a kiosk in each commune with a page
+    and a closed dossier, and received dossiers in both. Each role's pass then logs in anew (a
+    user created after the previous pass, which therefore could not touch it)."""
+    tmp_path = tmp_path_factory.mktemp("fuzz-api-units")
     app = create_app(with_pki(make_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db"), tmp_path))
     with TestClient(app, raise_server_exceptions=False) as client:
         login(client)
@@ -132,8 +138,16 @@ def test_a_unit_user_gets_no_5xx_and_nothing_of_another_unit(
                        closed(device, code, [f"{code}.1.pdf"], at("2026-01-06", 4), page_ids=[shot.page.page_id])]
         seeded.append(page(FOREIGN[0], None, at("2026-01-07")))  # a walk-in page there
         send(client, seeded)
-        login(client, role=role, unit_code=OWN)  # type: ignore[arg-type]
-        failures = _pass(client, f"fleet_api_{role}", reading_only=not LONG, foreign=FOREIGN)
+        yield client
+
+
+@pytest.mark.parametrize("role", ["unit_admin", "viewer"])
+def test_a_unit_user_gets_no_5xx_and_nothing_of_another_unit(
+    role: str, unit_fleet: TestClient, api_schema: OpenApiSchema
+) -> None:
+    """The pass as a ``role`` of commune 99004 only, over the fleet seeded with both communes."""
+    login(unit_fleet, role=role, unit_code=OWN)  # type: ignore[arg-type]
+    failures = _pass(unit_fleet, api_schema, f"fleet_api_{role}", reading_only=not LONG, foreign=FOREIGN)
     assert not failures, "\n".join(failures[:20])
 
 
@@ -161,11 +175,10 @@ def test_what_the_pass_found_is_a_422(admin_api: TestClient) -> None:
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
 
 
-def _fits(client: TestClient, method: str, template: str, response: httpx.Response, **path: str) -> None:
+def _fits(schema: OpenApiSchema, method: str, template: str, response: httpx.Response, **path: str) -> None:
     """``response``, a 2xx of the operation ``method template`` (``path``: its path parameters),
     fits what the OpenAPI declares."""
     assert 200 <= response.status_code < 300, (template, response.status_code, response.text[:200])
-    schema = schemathesis.openapi.from_dict(client.app.openapi())  # type: ignore[attr-defined]
     operation = schema[template][method]
     try:
         operation.Case(path_parameters=path).validate_response(response, checks=ANSWER_CHECKS)
@@ -173,8 +186,9 @@ def _fits(client: TestClient, method: str, template: str, response: httpx.Respon
         raise AssertionError(f"{method} {template}: answer outside its schema: {exc}") from None
 
 
-def test_file_and_document_answers_fit_their_declared_types(admin_api: TestClient,
-                                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_file_and_document_answers_fit_their_declared_types(
+    admin_api: TestClient, api_schema: OpenApiSchema, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """The answers the stateless pass cannot reach (they need a held file, an enrolled device, an
     uploaded bundle): an enrollment, a page file, a held file, a dossier's PDF, a bundle (whole and
     a range), and the exports and texts, each a real 2xx checked against the operation's declared
@@ -183,15 +197,15 @@ def test_file_and_document_answers_fit_their_declared_types(admin_api: TestClien
     identity = DeviceIdentity(tmp_path_factory.mktemp("fuzz-files") / "kiosk-files", "kiosk-files")
     body = enroll_request(identity, issue_token(client, OWN), OWN)
     enrolled = client.post("/api/v1/enroll", content=body, headers={"Content-Type": "application/json"})
-    _fits(client, "POST", "/api/v1/enroll", enrolled)
+    _fits(api_schema, "POST", "/api/v1/enroll", enrolled)
     answer = enrolled.json()
     identity.store(answer["certificate_pem"].encode(), answer["ca_pem"].encode(),
                    broker_url=answer["broker_url"], fleet_url=answer["fleet_url"])
     kiosk = TestDevice(identity)
     stored = kiosk.put_file(client, PNG)
     sha = stored.json()["sha256"]
-    _fits(client, "PUT", "/api/v1/files/{sha256}", stored, sha256=sha)
-    _fits(client, "PUT", "/api/v1/files/{sha256}", kiosk.put_file(client, PNG), sha256=sha)  # 200: already held
+    _fits(api_schema, "PUT", "/api/v1/files/{sha256}", stored, sha256=sha)
+    _fits(api_schema, "PUT", "/api/v1/files/{sha256}", kiosk.put_file(client, PNG), sha256=sha)  # 200: already held
     assert kiosk.put_file(client, PDF, content_type="application/pdf").status_code == 201
     shot = page("kiosk-files", "H99-FILES-1", at("2026-01-06"))
     shot = shot.model_copy(update={"page": shot.page.model_copy(update={"sha256": sha,
@@ -201,18 +215,20 @@ def test_file_and_document_answers_fit_their_declared_types(admin_api: TestClien
     document = document.model_copy(update={"documents": [document.documents[0].model_copy(
         update={"sha256": hashlib.sha256(PDF).hexdigest(), "size": len(PDF)})]})
     send(client, [status("kiosk-files", OWN, at("2026-01-06")), shot, document])
-    _fits(client, "GET", "/api/v1/files/{sha256}", client.get(f"/api/v1/files/{sha}"), sha256=sha)
+    _fits(api_schema, "GET", "/api/v1/files/{sha256}", client.get(f"/api/v1/files/{sha}"), sha256=sha)
     page_id = shot.page.page_id
-    _fits(client, "GET", "/api/v1/pages/{page_id}/file", client.get(f"/api/v1/pages/{page_id}/file"), page_id=page_id)
-    _fits(client, "GET", "/api/v1/dossiers/{code}/documents/{name}",
+    _fits(api_schema, "GET", "/api/v1/pages/{page_id}/file", client.get(f"/api/v1/pages/{page_id}/file"),
+          page_id=page_id)
+    _fits(api_schema, "GET", "/api/v1/dossiers/{code}/documents/{name}",
           client.get("/api/v1/dossiers/H99-FILES-1/documents/H99-FILES-1.1.pdf"),
           code="H99-FILES-1", name="H99-FILES-1.1.pdf")
     assert client.put("/api/v1/bundles/app-9.9.9.bundle", content=b"bundle bytes" * 100).status_code == 201
     bundle = "app-9.9.9.bundle"
-    _fits(client, "GET", "/api/v1/bundles/{name}", client.get(f"/api/v1/bundles/{bundle}"), name=bundle)
+    _fits(api_schema, "GET", "/api/v1/bundles/{name}", client.get(f"/api/v1/bundles/{bundle}"), name=bundle)
     ranged = client.get("/api/v1/bundles/app-9.9.9.bundle", headers={"Range": "bytes=10-"})
     assert ranged.status_code == 206
-    _fits(client, "GET", "/api/v1/bundles/{name}", ranged, name=bundle)
+    _fits(api_schema, "GET", "/api/v1/bundles/{name}", ranged, name=bundle)
     for path in ("/api/v1/dossiers/chase.xlsx", "/api/v1/progress/report.xlsx", "/api/v1/progress/report.pdf",
                  "/api/v1/pki/ca.crt", "/api/v1/pki/crl.pem", "/metrics", "/api/v1/corrections/export.zip"):
-        _fits(client, "GET", path, client.get(path))
+        if LONG or not path.endswith(HEAVY):  # the renderings: in the long pass only, as above
+            _fits(api_schema, "GET", path, client.get(path))
