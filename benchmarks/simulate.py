@@ -29,7 +29,9 @@ equals the events made; the fleet's duplicate counter says how many re-sends it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import multiprocessing
 import os
 import random
 import signal
@@ -37,10 +39,14 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -72,7 +78,7 @@ from protocol.topics import Channel, topic
 from provisioning.identity import DeviceIdentity
 from tests.devices import enroll_request, issue_token
 from tests.e2e.fleet_harness import FleetProcess
-from tests.services import provisioned_mosquitto, wait_port
+from tests.services import ConfiguredMosquitto, provisioned_mosquitto, wait_port
 
 UNIT = "000.00.00.H13"
 ICT = timedelta(hours=7)
@@ -196,20 +202,19 @@ def _jpeg() -> bytes:
     return bytes(data)
 
 
-def _page_through_the_storm(kiosk: Kiosk, fleet: FleetProcess, began: float) -> None:
+def _page_through_the_storm(kiosk: Kiosk, began: float) -> None:
     """One page as a kiosk sends it during the storm: the file stored with its event in the
     outbox, uploaded over HTTPS with a signed request (timed until the fleet answers 201), its
-    event confirmed ``stored`` over MQTT (timed from ``began``, the moment of the kill); and the
-    fleet screen's and progress page's requests, timed once each."""
+    event confirmed ``stored`` over MQTT (timed from when it was made and from ``began``, the
+    moment of the kill)."""
     data = _jpeg()
     event_id = ""
 
     def message(sha256: str) -> tuple[str, bytes, str]:
         nonlocal event_id
-        now = kiosk.clock.now()
         page = Page(page_id=new_id(), sha256=sha256, size=len(data), content_type="image/jpeg", width=1240,
                     height=1754, dpi=150, source="scanner", batch_id="storm", sequence=1, dossier_code="storm",
-                    captured_at=now)
+                    captured_at=kiosk.clock.now())
         event = PageCaptured(device_id=kiosk.id, page=page)
         event_id = event.id
         kiosk.watch[event_id] = 0.0
@@ -227,21 +232,157 @@ def _page_through_the_storm(kiosk: Kiosk, fleet: FleetProcess, began: float) -> 
     finally:
         uploader.close()
     print(f"  storm: a {len(data) // 1024} KiB page uploaded (signed HTTPS, 201) in {uploaded:.2f} s "
-          f"({uploader.failures} failed tries); kiosk online at the time: {kiosk.link.connected.is_set()}")
-    for what, path in (("fleet screen GET /api/v1/fleet/devices?limit=300", "/api/v1/fleet/devices?limit=300"),
-                       ("progress GET /api/v1/progress", f"/api/v1/progress?from={kiosk.clock.now():%Y-%m}"),
-                       ("alerts GET /api/v1/alerts/counts", "/api/v1/alerts/counts")):
-        t0 = time.monotonic()
-        try:
-            code = str(fleet.http.get(path, timeout=60).status_code)
-        except httpx.HTTPError as exc:
-            code = type(exc).__name__
-        print(f"  storm: {what}: {time.monotonic() - t0:.2f} s ({code})")
+          f"({uploader.failures} failed tries); its kiosk online then: {kiosk.link.connected.is_set()}", flush=True)
     if _wait(lambda: kiosk.watch[event_id] > 0, 300) is not None:
         print(f"  storm: its event confirmed stored at the kiosk {kiosk.watch[event_id] - start:.1f} s after it "
-              f"was made ({kiosk.watch[event_id] - began:.1f} s after the kill)")
+              f"was made ({kiosk.watch[event_id] - began:.1f} s after the kill)", flush=True)
     else:
-        print("  storm: its event NOT confirmed within 300 s")
+        print("  storm: its event NOT confirmed within 300 s", flush=True)
+
+
+def _stats(kiosks: list[Kiosk]) -> dict[str, Any]:
+    """What the parent asks a worker about its kiosks."""
+    failures: Counter[str] = Counter()
+    for kiosk in kiosks:
+        failures.update(getattr(kiosk.link, "failures", {}))
+    return {"kiosks": len(kiosks), "online": sum(k.link.connected.is_set() for k in kiosks),
+            "made": sum(k.made for k in kiosks), "resent": sum(k.publisher.resent for k in kiosks),
+            "acks": sum(k.acks for k in kiosks), "queued": sum(k.outbox.depth().events for k in kiosks),
+            "failures": dict(failures), "counted": hasattr(kiosks[0].link, "probes") if kiosks else False,
+            "probes": sum(getattr(k.link, "probes", 0) for k in kiosks),
+            "cpu_s": time.process_time(), "rss_mib": _peak_rss_mib(), "threads": threading.active_count()}
+
+
+def _worker(conn: Connection, identities: list[tuple[str, str]], state: str, start: datetime, speed: float,
+            wall0: float) -> None:
+    """A process of ``len(identities)`` kiosks: ticks them once a second and answers the parent.
+
+    Kiosks live in several processes because paho's network loop uses ``select()``, which
+    cannot watch a descriptor numbered 1024 or more: a kiosk holds about six (its socket, the
+    loop's wake-up pair, its SQLite outbox), so one process holds at most about 150 kiosks
+    (with more, the extra kiosks' connections fail in paho without a callback and wait paho's
+    own back-off, up to 2 minutes: a simulator artefact, not a broker limit)."""
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    clock = Clock(start, speed, wall0)
+    kiosks = [Kiosk(DeviceIdentity(Path(directory), device_id), Path(state) / device_id, clock)
+              for directory, device_id in identities]
+    conn.send("ready")
+    assert conn.recv() == ("go", None)  # every process's kiosks start together: one storm
+    for kiosk in kiosks:
+        kiosk.start()
+    conn.send("started")
+    making = True
+    try:
+        while True:
+            wall = time.monotonic()
+            for kiosk in kiosks if making else ():
+                kiosk.tick(wall)
+            while (left := wall + 1.0 - time.monotonic()) > 0:
+                if not conn.poll(left):
+                    continue
+                command, argument = conn.recv()
+                if command == "stats":
+                    conn.send(_stats(kiosks))
+                elif command == "page":
+                    threading.Thread(target=_page_through_the_storm, args=(kiosks[0], argument), daemon=True).start()
+                    conn.send("ok")
+                elif command == "quiet":  # the steady phase is over: no new events, links stay up
+                    making = False
+                    conn.send("ok")
+                elif command == "stop":
+                    return
+    finally:
+        final = _stats(kiosks)
+        for kiosk in kiosks:
+            kiosk.stop()
+        conn.send(final)
+
+
+class Fleet:
+    """The parent's handle on the worker processes: start, ask, stop."""
+
+    def __init__(self, identities: list[DeviceIdentity], state: Path, clock: Clock, per_process: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._workers: list[tuple[BaseProcess, Connection]] = []
+        for first in range(0, len(identities), per_process):
+            batch = [(str(i.directory), i.device_id) for i in identities[first:first + per_process]]
+            parent, child = context.Pipe()
+            process = context.Process(target=_worker, args=(child, batch, str(state), clock.start, clock.speed,
+                                                            clock.wall0), daemon=True)
+            self._workers.append((process, parent))
+
+    def start(self) -> float:
+        """Start the processes, let them make their kiosks, then start every kiosk at once; returns
+        that moment (monotonic)."""
+        for process, _ in self._workers:
+            process.start()
+        for _, conn in self._workers:
+            assert conn.recv() == "ready"
+        go = time.monotonic()
+        for _, conn in self._workers:
+            conn.send(("go", None))
+        for _, conn in self._workers:
+            assert conn.recv() == "started"
+        return go
+
+    def quiet(self) -> None:
+        """No new events from now on (the kiosks stay connected and deliver what they hold)."""
+        with self._lock:
+            for _, conn in self._workers:
+                conn.send(("quiet", None))
+            for _, conn in self._workers:
+                conn.recv()
+
+    def stats(self) -> dict[str, Any]:
+        """Summed over the workers (failures by kind summed too; cpu_s and rss_mib summed)."""
+        with self._lock:
+            for _, conn in self._workers:
+                conn.send(("stats", None))
+            parts = [conn.recv() for _, conn in self._workers]
+        return _sum(parts)
+
+    def page(self, began: float) -> None:
+        with self._lock:
+            self._workers[0][1].send(("page", began))
+            self._workers[0][1].recv()
+
+    def stop(self) -> dict[str, Any]:
+        with self._lock:
+            for process, conn in self._workers:
+                if process.is_alive():
+                    conn.send(("stop", None))
+            parts = []
+            for _, conn in self._workers:
+                with contextlib.suppress(EOFError, OSError):
+                    if conn.poll(60):
+                        parts.append(conn.recv())
+            for process, _ in self._workers:
+                process.join(30)
+                if process.is_alive():
+                    process.kill()
+        return _sum(parts)
+
+    @property
+    def processes(self) -> int:
+        return len(self._workers)
+
+
+def _sum(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {"failures": Counter(), "counted": all(p["counted"] for p in parts),
+                             "threads_max": max((p["threads"] for p in parts), default=0)}
+    for part in parts:
+        total["failures"].update(part["failures"])
+        for key, value in part.items():
+            if key not in ("failures", "counted", "threads"):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def _failures(stats: dict[str, Any]) -> str:
+    if not stats["counted"]:
+        return "failed attempts and probes not counted by this link"
+    return f"failed attempts {dict(stats['failures'])}, probes {stats['probes']}"
 
 
 def _cpu_s(pid: int) -> float:
@@ -279,9 +420,8 @@ def _stored(fleet: FleetProcess) -> int:
         engine.dispose()
 
 
-def _wait(predicate: object, timeout: float) -> float | None:
+def _wait(predicate: Callable[[], bool], timeout: float) -> float | None:
     """Seconds until ``predicate()`` held, or None after ``timeout``."""
-    assert callable(predicate)
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > timeout:
@@ -290,11 +430,7 @@ def _wait(predicate: object, timeout: float) -> float | None:
     return time.monotonic() - start
 
 
-def _online(kiosks: list[Kiosk]) -> int:
-    return sum(k.link.connected.is_set() for k in kiosks)
-
-
-def _timeline(kiosks: list[Kiosk], broker_pid: int, began: float, until: float, step: float = 10.0) -> None:
+def _timeline(kiosks: Fleet, broker_pid: int, began: float, until: float, step: float) -> None:
     """Every ``step`` s until all kiosks are online (or ``until`` s): kiosks online, the broker's
     CPU over the step, the kiosks' failed attempts and probes so far."""
     cpu, at = _cpu_s(broker_pid), time.monotonic()
@@ -305,35 +441,42 @@ def _timeline(kiosks: list[Kiosk], broker_pid: int, began: float, until: float, 
         except OSError:
             return  # the broker was restarted: a new timeline follows
         now = time.monotonic()
+        try:
+            stats = kiosks.stats()
+        except (OSError, EOFError):
+            return  # the run is over
         share = 100 * (now_cpu - cpu) / (now - at)
-        print(f"    +{now - began:5.0f} s: {_online(kiosks):5d} online, broker {share:3.0f}% of a core, "
-              f"{_failures(kiosks)}")
+        print(f"    +{now - began:5.0f} s: {stats['online']:5d} online, broker {share:3.0f}% of a core, "
+              f"{_failures(stats)}", flush=True)
         cpu, at = now_cpu, now
-        if _online(kiosks) == len(kiosks):
+        if stats["online"] == stats["kiosks"]:
             return
 
 
-def _failures(kiosks: list[Kiosk]) -> str:
-    """Failed attempts by kind and probes, summed over the kiosks (the link's counters)."""
-    kinds: Counter[str] = Counter()
-    for kiosk in kiosks:
-        kinds.update(getattr(kiosk.link, "failures", {}))
-    if not hasattr(kiosks[0].link, "probes"):
-        return "failed attempts and probes not counted by this link"
-    probes = sum(getattr(k.link, "probes", 0) for k in kiosks)
-    return f"failed attempts {dict(kinds)}, probes {probes}"
-
-
-def _after_kill(kiosks: list[Kiosk], fleet: FleetProcess, broker_pid: int, killed_at: float,
-                made_before: int) -> None:
+def _after_kill(kiosks: Fleet, fleet: FleetProcess, broker_pid: int, killed_at: float, made_before: int) -> None:
     """Report when every kiosk is back and when every event made before the kill is stored."""
     threading.Thread(target=_timeline, args=(kiosks, broker_pid, killed_at, 300.0, 5.0), daemon=True).start()
-    if _wait(lambda: _online(kiosks) == len(kiosks), 300) is not None:
-        print(f"  after the kill: every kiosk online again {time.monotonic() - killed_at:.1f} s after it")
+    if _wait(lambda: (s := kiosks.stats())["online"] == s["kiosks"], 300) is not None:
+        print(f"  after the broker's kill: every kiosk online again {time.monotonic() - killed_at:.1f} s after it",
+              flush=True)
     else:
-        print(f"  after the kill: only {_online(kiosks)} of {len(kiosks)} online 300 s after it")
+        print(f"  after the broker's kill: only {kiosks.stats()['online']} online 300 s after it", flush=True)
     if _wait(lambda: _stored(fleet) >= made_before, 300) is not None:
-        print(f"  after the kill: every event made before it stored {time.monotonic() - killed_at:.1f} s after it")
+        print(f"  after the broker's kill: every event made before it stored {time.monotonic() - killed_at:.1f} s "
+              "after it", flush=True)
+
+
+def _screen_during_the_storm(fleet: FleetProcess, clock: Clock) -> None:
+    """The fleet screen's, progress page's and alerts' requests, timed once each."""
+    for what, path in (("fleet screen GET /api/v1/fleet/devices?limit=300", "/api/v1/fleet/devices?limit=300"),
+                       ("progress GET /api/v1/progress", f"/api/v1/progress?from={clock.now():%Y-%m}"),
+                       ("alerts GET /api/v1/alerts/counts", "/api/v1/alerts/counts")):
+        t0 = time.monotonic()
+        try:
+            code = str(fleet.http.get(path, timeout=60).status_code)
+        except httpx.HTTPError as exc:
+            code = type(exc).__name__
+        print(f"  storm: {what}: {time.monotonic() - t0:.2f} s ({code})", flush=True)
 
 
 def _kill_fleet(fleet: FleetProcess) -> None:
@@ -343,7 +486,8 @@ def _kill_fleet(fleet: FleetProcess) -> None:
     fleet.proc.wait()
     down = time.monotonic()
     fleet.start(timeout=300)
-    print(f"  fleet serving and its ingest connected again {time.monotonic() - down:.1f} s after the kill")
+    print(f"  fleet serving and its ingest connected again {time.monotonic() - down:.1f} s after the kill",
+          flush=True)
 
 
 def _duplicates(fleet: FleetProcess) -> float:
@@ -359,19 +503,10 @@ def _distinct_pages(fleet: FleetProcess) -> tuple[int, int]:
     engine = make_engine(fleet.db_url)
     try:
         with engine.connect() as conn:
-            events = list(conn.scalars(select(Event.payload).where(Event.type == "page_captured")))
+            payloads = list(conn.scalars(select(Event.payload).where(Event.type == "page_captured")))
     finally:
         engine.dispose()
-    ids = {_page_id(p) for p in events}
-    return len(events), len(ids)
-
-
-def _page_id(payload: object) -> str:
-    import json
-
-    data = json.loads(payload) if isinstance(payload, (str, bytes)) else payload
-    assert isinstance(data, dict)
-    return str(data["page"]["page_id"])
+    return len(payloads), len({str(p["page"]["page_id"]) for p in payloads})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-fleet-at", type=float, default=None,
                         help="kill -9 the fleet after this many s of the steady phase, and restart it")
     parser.add_argument("--enroll-threads", type=int, default=4)
+    parser.add_argument("--per-process", type=int, default=100,
+                        help="kiosks per worker process (at most about 150: paho's select() and its 1024 descriptors)")
     parser.add_argument("--connect-timeout", type=float, default=600, help="longest wait for every kiosk online")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -404,10 +541,9 @@ def main(argv: list[str] | None = None) -> int:
                 fleet.close()
 
 
-def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: object, start: datetime) -> int:
-    from tests.services import ConfiguredMosquitto
-
-    assert isinstance(broker, ConfiguredMosquitto) and broker.proc is not None and fleet.proc is not None
+def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: ConfiguredMosquitto,
+         start: datetime) -> int:
+    assert broker.proc is not None and fleet.proc is not None
     token = issue_token(fleet.http, UNIT, max_devices=args.kiosks, require_approval=False)
 
     def enroll(i: int) -> DeviceIdentity:
@@ -425,95 +561,91 @@ def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: objec
         identities = list(pool.map(enroll, range(args.kiosks)))
     took = time.monotonic() - began
     print(f"enrolled {len(identities)} kiosks in {took:.1f} s ({len(identities) / took:.1f}/s), "
-          f"{args.enroll_threads} at a time")
+          f"{args.enroll_threads} at a time", flush=True)
     clock = Clock(start, args.speed)
-    kiosks = [Kiosk(identity, tmp / "kiosks" / identity.device_id / "state", clock) for identity in identities]
-    began = time.monotonic()
-    broker_cpu0, own_cpu0 = _cpu_s(broker.proc.pid), time.process_time()
-    for kiosk in kiosks:
-        kiosk.start()
-    print("connection storm at start (all kiosks at once):")
-    threading.Thread(target=_timeline, args=(kiosks, broker.proc.pid, began, args.connect_timeout), daemon=True).start()
-    online = _wait(lambda: all(k.link.connected.is_set() for k in kiosks), args.connect_timeout)
+    kiosks = Fleet(identities, tmp / "state", clock, args.per_process)
+    ready = time.monotonic()
+    broker_cpu0 = _cpu_s(broker.proc.pid)
+    began = kiosks.start()
+    print(f"connection storm at start (all kiosks at once, {kiosks.processes} processes of at most "
+          f"{args.per_process} kiosks, made ready in {began - ready:.1f} s):", flush=True)
+    threading.Thread(target=_timeline, args=(kiosks, broker.proc.pid, began, args.connect_timeout, 10.0),
+                     daemon=True).start()
+    online = _wait(lambda: (s := kiosks.stats())["online"] == s["kiosks"], args.connect_timeout)
     took = time.monotonic() - began
-    handshakes = broker.log_text().count("New connection from")
-    print(f"  broker CPU over the storm: {_cpu_s(broker.proc.pid) - broker_cpu0:.1f} s for {handshakes} TCP "
-          f"connections accepted; simulator CPU {time.process_time() - own_cpu0:.1f} s; {_failures(kiosks)}")
+    stats = kiosks.stats()
+    print(f"  broker CPU over the storm: {_cpu_s(broker.proc.pid) - broker_cpu0:.1f} s for "
+          f"{broker.log_text().count('New connection from')} TCP connections accepted; simulator CPU "
+          f"{stats['cpu_s']:.1f} s; {_failures(stats)}", flush=True)
     if online is not None:
-        print(f"all {len(kiosks)} connected (mutual TLS) in {online:.1f} s")
+        print(f"all {len(identities)} connected (mutual TLS) in {online:.1f} s", flush=True)
     else:
-        why = Counter(f"refused={k.link.refused} broker_refusal={k.link.broker_refusal} connects={k.link.connects}"
-                      for k in kiosks if not k.link.connected.is_set())
-        connected = sum(k.link.connected.is_set() for k in kiosks)
-        print(f"only {connected} of {len(kiosks)} connected after {took:.0f} s: {dict(why)}")
-        print("broker log, last lines:\n" + "\n".join(broker.log_text().splitlines()[-15:]))
-    cpu0 = (_cpu_s(broker.proc.pid), _cpu_s(fleet.proc.pid), time.monotonic(), time.process_time())
+        print(f"only {stats['online']} of {len(identities)} connected after {took:.0f} s", flush=True)
+    cpu0 = (_cpu_s(broker.proc.pid), _cpu_s(fleet.proc.pid), time.monotonic(), stats["cpu_s"])
     steady_end = time.monotonic() + args.seconds
     killed_at: float | None = None
-    fleet_killed = False
+    restarted: threading.Thread | None = None
     duplicates = 0.0
     broker_cpu_before_kill = 0.0
     try:
         while time.monotonic() < steady_end:
             wall = time.monotonic()
-            for kiosk in kiosks:
-                kiosk.tick(wall)
-            if (args.kill_broker_at is not None and killed_at is None
-                    and wall - cpu0[2] >= args.kill_broker_at):
+            if args.kill_broker_at is not None and killed_at is None and wall - cpu0[2] >= args.kill_broker_at:
                 broker_cpu_before_kill = _cpu_s(broker.proc.pid) - cpu0[0]
                 broker.proc.send_signal(signal.SIGKILL)
                 broker.proc.wait()
                 killed_at = time.monotonic()
-                made_before = sum(k.made for k in kiosks)
+                made_before = kiosks.stats()["made"]
                 broker.start()
                 wait_port(broker.port, 30)
                 print(f"broker killed with SIGKILL at {wall - cpu0[2]:.0f} s and restarted "
-                      f"(simulated {clock.now() + ICT:%H:%M}); {made_before} events made so far")
+                      f"(simulated {clock.now() + ICT:%H:%M}); {made_before} events made so far", flush=True)
                 threading.Thread(target=_after_kill, args=(kiosks, fleet, broker.proc.pid, killed_at, made_before),
                                  daemon=True).start()
-                threading.Thread(target=_page_through_the_storm, args=(kiosks[0], fleet, killed_at),
-                                 daemon=True).start()
-            if (args.kill_fleet_at is not None and not fleet_killed and wall - cpu0[2] >= args.kill_fleet_at):
-                fleet_killed = True
+                kiosks.page(killed_at)
+                threading.Thread(target=_screen_during_the_storm, args=(fleet, clock), daemon=True).start()
+            if args.kill_fleet_at is not None and restarted is None and wall - cpu0[2] >= args.kill_fleet_at:
                 duplicates += _duplicates(fleet)
-                print(f"fleet killed with SIGKILL at {wall - cpu0[2]:.0f} s ({_online(kiosks)} kiosks online, "
-                      f"{sum(k.made for k in kiosks)} events made, {_stored(fleet)} stored)")
+                stats = kiosks.stats()
+                print(f"fleet killed with SIGKILL at {wall - cpu0[2]:.0f} s ({stats['online']} kiosks online, "
+                      f"{stats['made']} events made, {_stored(fleet)} stored)", flush=True)
                 restarted = threading.Thread(target=_kill_fleet, args=(fleet,), daemon=True)
                 restarted.start()
             time.sleep(max(0.0, 1.0 - (time.monotonic() - wall)))
-        if fleet_killed:
+        if restarted is not None:
             restarted.join()
         assert fleet.proc is not None
-        cpu1 = (_cpu_s(broker.proc.pid), _cpu_s(fleet.proc.pid), time.monotonic(), time.process_time())
-        made = sum(k.made for k in kiosks)
-        drained = _wait(lambda: _stored(fleet) >= made and all(k.outbox.depth().events == 0 for k in kiosks), 300)
+        kiosks.quiet()
+        stats = kiosks.stats()
+        cpu1 = (_cpu_s(broker.proc.pid), _cpu_s(fleet.proc.pid), time.monotonic(), stats["cpu_s"])
+        made = stats["made"]
+        drained = _wait(lambda: _stored(fleet) >= made and kiosks.stats()["queued"] == 0, 300)
         events, distinct = _distinct_pages(fleet)
         duplicates += _duplicates(fleet)
-        print(f"page events in the database: {events}, distinct page ids {distinct}, events made {made}; "
-              f"re-sent events the fleet ignored as duplicates: {duplicates:.0f}")
+        stats = kiosks.stats()
         span = cpu1[2] - cpu0[2]
         text = fleet.http.get("/metrics").text
         p50 = _histogram_quantile(text, "sohoa_fleet_ingest_lag_seconds", 0.5)
         p99 = _histogram_quantile(text, "sohoa_fleet_ingest_lag_seconds", 0.99)
         print(f"simulated {clock.start + ICT:%H:%M}-{clock.now() + ICT:%H:%M} Vietnam time in {span:.0f} s: "
-              f"{made} page events made, {_stored(fleet)} stored when the phase ended, "
-              f"{sum(k.publisher.resent for k in kiosks)} re-sent, {sum(k.acks for k in kiosks)} commands answered")
+              f"{made} page events made, {stats['resent']} re-sent by kiosks, {stats['acks']} commands answered")
+        print(f"page events in the database: {events}, distinct page ids {distinct}, events made {made}; "
+              f"re-sent events the fleet ignored as duplicates: {duplicates:.0f}")
         print(f"drained (every event stored, every outbox empty) {drained:.1f} s after the steady phase"
               if drained is not None else "NOT drained within 300 s")
         print(f"ingest lag (fleet histogram bucket bounds): p50 <= {p50} s, p99 <= {p99} s")
         broker_cpu = (f"{100 * broker_cpu_before_kill / (killed_at - cpu0[2]):.0f}% of a core before the kill"
                       if killed_at is not None else f"{100 * (cpu1[0] - cpu0[0]) / span:.0f}% of a core")
-        fleet_cpu = ("not comparable (restarted)" if fleet_killed
+        fleet_cpu = ("not comparable (restarted)" if restarted is not None
                      else f"{100 * (cpu1[1] - cpu0[1]) / span:.0f}% of a core")
         print(f"CPU over the steady phase: broker {broker_cpu}, fleet {fleet_cpu}, simulator "
-              f"{100 * (cpu1[3] - cpu0[3]) / span:.0f}% of a core; simulator peak RSS {_peak_rss_mib():.0f} MiB, "
-              f"{threading.active_count()} threads")
-        print(f"kiosks: {_failures(kiosks)}")
-        print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        return 0 if drained is not None else 1
+              f"{100 * (cpu1[3] - cpu0[3]) / span:.0f}% of a core; simulator RSS {stats['rss_mib']:.0f} MiB peak "
+              f"summed over {kiosks.processes} processes, at most {stats['threads_max']} threads in one")
+        print(f"kiosks: {_failures(stats)}")
+        print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+        return 0 if drained is not None and events == distinct == made else 1
     finally:
-        for kiosk in kiosks:
-            kiosk.stop()
+        kiosks.stop()
 
 
 if __name__ == "__main__":
