@@ -95,7 +95,7 @@ def _deliver(config_path: Path | None, drain: bool, timeout_s: float) -> int:
     from fleet.db import make_engine, migrate, session_factory
     from fleet.delivery.worker import DeliveryWorker
     from fleet.metrics import FleetMetrics
-    from fleet.storage import FileStore
+    from fleet.storage import open_storage
 
     config = load(config_path)
     if not config.delivery.targets:
@@ -104,7 +104,7 @@ def _deliver(config_path: Path | None, drain: bool, timeout_s: float) -> int:
     engine = make_engine(config.database.url, pool_size=config.database.pool_size)
     if config.database.migrate_on_start:
         migrate(engine)
-    store = FileStore(config.storage.dir, fsync=config.storage.fsync)
+    store = open_storage(config.storage)
     worker = DeliveryWorker(config.delivery, session_factory(engine), store, metrics=FleetMetrics())
     try:
         if drain:

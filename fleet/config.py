@@ -11,6 +11,7 @@ False
 """
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -44,6 +45,11 @@ class DatabaseConfig(_Section):
 
 
 class StorageConfig(_Section):
+    type: Literal["local"] = Field(
+        default="local",
+        description="local: files in `dir`; with several fleet nodes, `dir` is one directory on a mount every "
+                    "node reaches (NFS, CephFS), and every node's config names the same one",
+    )
     dir: Path = Field(default=DEFAULT_VAR / "files", description="Where page files are kept, by sha256")
     max_upload_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Larger uploads are refused with 413"

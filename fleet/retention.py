@@ -49,7 +49,7 @@ from fleet.delivery.models import Delivery
 from fleet.dossiers.models import DossierDocument
 from fleet.leases import Lease, next_turn
 from fleet.models import Device, MaintenanceMark, Page, StoredFile, TelemetrySample
-from fleet.storage import FileStore
+from fleet.storage import FileStorage
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class FilesPass:
     """Files kept because a document still held needs them."""
 
 
-def delete_delivered_files(sessions: sessionmaker[Session], store: FileStore, keep_days: int,
+def delete_delivered_files(sessions: sessionmaker[Session], store: FileStorage, keep_days: int,
                            delivery: DeliveryConfig, now: datetime) -> FilesPass:
     """Delete the files of documents every accepting target acknowledged more than ``keep_days``
     ago (see the module's docstring). Idempotent: a pass cut short is simply done again."""
@@ -183,7 +183,7 @@ def delete_delivered_files(sessions: sessionmaker[Session], store: FileStore, ke
             kept += len(hashes & needed)
             for sha in sorted(gone):
                 if store.has(sha):
-                    store.path(sha).unlink(missing_ok=True)
+                    store.delete(sha)
                     files += 1
             if gone:
                 session.execute(delete(StoredFile).where(StoredFile.sha256.in_(sorted(gone)))
@@ -206,7 +206,7 @@ class RetentionRunner:
     """
 
     def __init__(self, config: RetentionConfig, sessions: sessionmaker[Session], *,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), store: FileStore | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), store: FileStorage | None = None,
                  delivery: DeliveryConfig | None = None) -> None:
         self.config = config
         self.sessions = sessions

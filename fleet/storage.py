@@ -1,5 +1,11 @@
 """Content-addressed file store: a file lives at ``<dir>/<aa>/<bb>/<sha256>``.
 
+Every part of the fleet reaches page files through :class:`FileStorage` and gets one from
+:func:`open_storage` (the ``storage`` section of the config), so every node of a fleet stores
+and finds the same files: with several nodes, ``storage.dir`` is one directory on a mount they
+all reach. :class:`FileStore` is the local-directory implementation; another (an object store)
+would implement the same few methods.
+
 A file is written to a temporary name in the store's own file system, hashed while it is
 written, fsynced, checked against the sha256 it was sent under, and only then renamed into
 place (atomic) and its directory fsynced, as are the ``aa/`` and ``aa/bb/`` folders when this file
@@ -26,8 +32,9 @@ import re
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
+from fleet.config import StorageConfig
 from fleet.durable import place
 from fleet.errors import ChecksumMismatch, FleetError
 
@@ -134,8 +141,60 @@ class PendingFile:
         self.abort()
 
 
+class Receiving(Protocol):
+    """A file being received (:meth:`FileStorage.begin`)."""
+
+    sha256: str
+    size: int
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self) -> bool: ...
+
+    def abort(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+class FileStorage(Protocol):
+    """Where the fleet's files live, by sha256: the one interface every node uses.
+
+    ``begin``/``put_bytes`` store a file only once it is whole and checked against its sha256
+    (True: stored now; False: already held); ``has`` says whether a file is held; ``path`` is
+    where a held file can be read (on the node's file system: the shared mount's file);
+    ``delete`` forgets one (retention)."""
+
+    def has(self, sha256: str) -> bool: ...
+
+    def path(self, sha256: str) -> Path: ...
+
+    def begin(self, sha256: str, max_size: int | None = None) -> Receiving: ...
+
+    def put_bytes(self, sha256: str, data: bytes) -> bool: ...
+
+    def delete(self, sha256: str) -> None: ...
+
+
+def open_storage(config: StorageConfig) -> FileStorage:
+    """The storage the ``storage`` section names (``type: local``: a directory, shared by every
+    node through a mount).
+
+    >>> import tempfile
+    >>> store = open_storage(StorageConfig(dir=Path(tempfile.mkdtemp()), fsync=False))
+    >>> store.has("0" * 64)
+    False
+    """
+    if config.type == "local":
+        return FileStore(config.dir, fsync=config.fsync)
+    raise ValueError(f"unknown storage type {config.type!r}")  # pragma: no cover - the config refuses it
+
+
 class FileStore:
-    """Page files by sha256 under ``root``. See the module docstring."""
+    """Page files by sha256 under ``root``: the local-directory :class:`FileStorage`. See the
+    module docstring."""
 
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root
@@ -159,3 +218,7 @@ class FileStore:
         with self.begin(sha256) as pending:
             pending.write(data)
             return pending.commit()
+
+    def delete(self, sha256: str) -> None:
+        """Forget a file (nothing happens when it is not held)."""
+        self.path(sha256).unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from fleet.db import make_engine, migrate, session_factory
 from fleet.enroll.requests import provisioning_refused
 from fleet.errors import ContractViolation
 from fleet.metrics import FleetMetrics
-from fleet.storage import FileStore
+from fleet.storage import open_storage
 from provisioning.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def create_app(
         config=config,
         engine=engine,
         sessions=sessions,
-        store=FileStore(config.storage.dir, fsync=config.storage.fsync),
+        store=open_storage(config.storage),
         metrics=metrics or FleetMetrics(),
     )
     if clock is not None:

@@ -57,7 +57,7 @@ from fleet.operations.service import Operations
 from fleet.retention import RetentionRunner
 from fleet.signing.job import SigningJob, SigningPass
 from fleet.signing.signer import Signer
-from fleet.storage import FileStore
+from fleet.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class FleetServices:
         if config.alerts.enabled:
             self.alerts.start()
 
-        store = FileStore(config.storage.dir, fsync=config.storage.fsync)
+        store = open_storage(config.storage)
         self.retention = RetentionRunner(config.retention, sessions, clock=clock, store=store,
                                          delivery=config.delivery)
         self.retention.lease = leases.lease("retention")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fleet.api.services import FleetServices
 from fleet.config import FleetConfig
 from fleet.metrics import FleetMetrics
-from fleet.storage import FileStore
+from fleet.storage import FileStorage
 
 _KEY = "fleet"
 
@@ -24,7 +24,7 @@ class FleetState:
     config: FleetConfig
     engine: Engine
     sessions: sessionmaker[Session]
-    store: FileStore
+    store: FileStorage
     metrics: FleetMetrics
     services: FleetServices = field(default_factory=FleetServices)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

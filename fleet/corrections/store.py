@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.models import Device, Event, Page, StoredFile
-from fleet.storage import FileStore, is_sha256
+from fleet.storage import FileStorage, is_sha256
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def latest_corrections(
     doctype: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    store: FileStore | None = None,
+    store: FileStorage | None = None,
 ) -> list[Correction]:
     """The latest correction of every corrected page, oldest correction first. ``since``/``until``
     select on the latest correction's time; ``store`` (when given) also checks the file is on disk.
@@ -198,7 +198,7 @@ class _Chunks(io.RawIOBase):
         return out
 
 
-def export_zip(corrections: Iterable[Correction], store: FileStore) -> Iterator[bytes]:
+def export_zip(corrections: Iterable[Correction], store: FileStorage) -> Iterator[bytes]:
     """The training-set zip, produced as it is written (never whole in memory): every corrected
     page whose file is held, stored under :attr:`Correction.file_name`, then ``labels.csv`` listing
     exactly those. Pages whose file has not arrived yet are left out."""

@@ -36,7 +36,7 @@ from fleet.delivery.models import STATES
 from fleet.delivery.outbox import Claimed
 from fleet.delivery.targets import Sender, TargetError, sender_for
 from fleet.metrics import FleetMetrics
-from fleet.storage import FileStore
+from fleet.storage import FileStorage
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class DeliveryWorker:
 
     >>> from fleet.db import make_engine, migrate, session_factory
     >>> import tempfile; from pathlib import Path
+    >>> from fleet.storage import FileStore
     >>> engine = make_engine("sqlite://"); migrate(engine)
     >>> store = FileStore(Path(tempfile.mkdtemp()))
     >>> with DeliveryWorker(DeliveryConfig(), session_factory(engine), store) as worker:
@@ -81,7 +82,7 @@ class DeliveryWorker:
     0
     """
 
-    def __init__(self, config: DeliveryConfig, sessions: sessionmaker[Session], store: FileStore, *,
+    def __init__(self, config: DeliveryConfig, sessions: sessionmaker[Session], store: FileStorage, *,
                  metrics: FleetMetrics | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  senders: Mapping[str, Sender] | None = None, rng: random.Random | None = None) -> None:
         self.config = config

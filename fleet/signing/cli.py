@@ -50,7 +50,7 @@ def _run(config_path: Path | None) -> int:
     from fleet.errors import ConfigInvalid
     from fleet.signing.job import SigningJob, unsigned_backlog
     from fleet.signing.signer import Signer
-    from fleet.storage import FileStore
+    from fleet.storage import open_storage
 
     config = load(config_path)
     if config.signing.source is None:
@@ -60,7 +60,7 @@ def _run(config_path: Path | None) -> int:
         if config.database.migrate_on_start:
             migrate(engine)
         sessions = session_factory(engine)
-        job = SigningJob(Signer(config.signing), sessions, FileStore(config.storage.dir, fsync=config.storage.fsync))
+        job = SigningJob(Signer(config.signing), sessions, open_storage(config.storage))
         try:
             done = job.run_once()
         finally:

@@ -21,6 +21,7 @@ a restart with a new config tries it again.
 >>> from fleet.signing.config import SigningConfig
 >>> import tempfile
 >>> from pathlib import Path
+>>> from fleet.storage import FileStore
 >>> engine = make_engine("sqlite://"); migrate(engine)
 >>> job = SigningJob(Signer(SigningConfig()), session_factory(engine), FileStore(Path(tempfile.mkdtemp())))
 >>> job.run_once()
@@ -54,7 +55,7 @@ from fleet.signing.signer import (
     TokenMissing,
     WrongPin,
 )
-from fleet.storage import FileStore
+from fleet.storage import FileStorage
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class SigningJob:
     ``on_pass`` is called after each pass with the pass and the backlog left (the ``/metrics``
     gauge)."""
 
-    def __init__(self, signer: Signer, sessions: sessionmaker[Session], store: FileStore, *,
+    def __init__(self, signer: Signer, sessions: sessionmaker[Session], store: FileStorage, *,
                  interval_s: float = 30.0, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  on_pass: Callable[[SigningPass, int], None] | None = None) -> None:
         self.signer = signer

@@ -17,6 +17,7 @@ from fleet.api.app import create_app
 from fleet.auth.models import AuditEntry
 from fleet.ingest import Incoming, Writer
 from fleet.models import StoredFile
+from fleet.storage import FileStore
 from protocol.messages import Message, encode
 from protocol.topics import Channel, topic
 from provisioning.files import read_private_key
@@ -56,7 +57,9 @@ def put(client: TestClient, device: TestDevice, data: bytes, sha: str | None = N
 
 
 def stored_files(client: TestClient) -> list[Path]:
-    root = state_of(client).store.root
+    store = state_of(client).store
+    assert isinstance(store, FileStore)
+    root = store.root
     return [p for p in root.rglob("*") if p.is_file()]
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from pydantic import ValidationError
 from sqlalchemy import inspect
 
+from fleet.config import FleetConfig, StorageConfig
 from fleet.db import current_revision, head_revision, make_engine, migrate
 from fleet.errors import ChecksumMismatch
 from fleet.models import Base
-from fleet.storage import FileStore, TooLarge
+from fleet.storage import FileStore, TooLarge, open_storage
 from tests.durability import record_fsyncs
 
 
@@ -68,3 +71,40 @@ def test_a_stored_file_survives_a_power_cut_with_its_new_folders(
     final = store.path(sha)
     assert any(p.parent == tmp_path / "tmp" for p in synced), "the content itself was not fsynced"
     assert {final.parent, final.parent.parent, tmp_path} <= set(synced)
+
+
+def test_every_node_reaches_the_files_through_the_one_storage(tmp_path: Path) -> None:
+    """Two nodes whose configs name the same storage (one directory on a mount both reach) see
+    one set of files: what one stores the other holds and reads, what one deletes is gone for
+    both. Bad input: a storage type the fleet does not have is refused by the config, naming it."""
+    shared = tmp_path / "mount" / "files"
+    node_a = open_storage(StorageConfig(dir=shared, fsync=False))
+    node_b = open_storage(StorageConfig(dir=shared, fsync=False))
+    data = b"%PDF-1.7 page"
+    sha = hashlib.sha256(data).hexdigest()
+    with node_a.begin(sha) as pending:
+        pending.write(data)
+        assert pending.commit()
+    assert node_b.has(sha) and node_b.path(sha).read_bytes() == data
+    assert not node_b.put_bytes(sha, data), "the second node stored a file the first already holds"
+    node_b.delete(sha)
+    assert not node_a.has(sha) and not node_b.has(sha)
+    node_b.delete(sha)  # deleting what is gone is harmless
+    with pytest.raises(ValidationError, match="storage"):
+        FleetConfig.model_validate({"storage": {"type": "s3", "dir": str(shared)}})
+
+
+def test_no_part_of_the_fleet_opens_files_around_the_interface() -> None:
+    """Every fleet module that needs the files gets them from ``open_storage`` (the config's
+    choice), so every node and every job use the same storage: no module but ``fleet.storage``
+    builds a ``FileStore`` itself."""
+    root = Path(__file__).resolve().parents[2] / "fleet"
+    builders = []
+    for module in root.rglob("*.py"):
+        if module.name == "storage.py" and module.parent == root:
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "FileStore":
+                builders.append(f"{module.relative_to(root.parent)}:{node.lineno}")
+    assert not builders, builders
+    assert "open_storage(config.storage)" in (root / "api" / "app.py").read_text()

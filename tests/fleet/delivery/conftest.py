@@ -18,7 +18,7 @@ from fleet.delivery.config import DeliveryConfig, HttpTarget
 from fleet.dossiers.models import DossierDocument
 from fleet.handoff_receiver.server import Faults, Receiver, ReceiverServer
 from fleet.models import Page
-from fleet.storage import FileStore
+from fleet.storage import FileStorage, FileStore
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -37,7 +37,7 @@ class Doc:
     signed_sha256: str
 
 
-def add_documents(sessions: sessionmaker[Session], store: FileStore, dossiers: int, per_dossier: int = 2, *,
+def add_documents(sessions: sessionmaker[Session], store: FileStorage, dossiers: int, per_dossier: int = 2, *,
                   unit: str = "99001", kind: str = "component", signed: bool = True, prefix: str = "H99.01",
                   pages: bool = False, size: int = 2048, signed_at: datetime = NOW) -> list[Doc]:
     """``dossiers`` dossiers of ``per_dossier`` documents each, with their files in the store
