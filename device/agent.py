@@ -45,6 +45,7 @@ from device.delivery.held import HeldPages
 from device.delivery.link import MqttLink
 from device.delivery.outbox import Outbox
 from device.delivery.publisher import Publisher
+from device.delivery.sealing import outbox_sealer
 from device.delivery.uploader import Uploader
 from device.dossier.model import SessionEvent
 from device.dossier.numbering import NumberBook
@@ -97,7 +98,7 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         # Delivery: the outbox first, everything else writes into it.
-        self.outbox = Outbox(config.state_dir, config.min_free_bytes)
+        self.outbox = Outbox(config.state_dir, config.min_free_bytes, sealer=outbox_sealer(config))
         self.publisher = Publisher(self.outbox, self.device_id, window=config.broker.max_inflight,
                                    stored_timeout_s=config.broker.stored_timeout_s,
                                    stored_timeout_max_s=config.broker.stored_timeout_max_s,

@@ -230,6 +230,27 @@ class EnrollmentConfig(_Model):
         return self
 
 
+class AtRestConfig(_Model):
+    """How page files and PDFs waiting for delivery are encrypted on the card: always, with a
+    per-device data key kept in ``state_dir/outbox.key`` wrapped by a key-encryption key from
+    ``key_source``. See the README for what each source protects against."""
+
+    key_source: Literal["board", "file"] = Field(
+        default="file",
+        description="board: the Raspberry Pi's OTP private key (not on the card; program it once per board); "
+        "file: a 32-byte key in key_file (made on first start when missing)",
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="key_source file: where the key-encryption key lives; null: state_dir/outbox.kek, on the card "
+        "beside the files (then a stolen card is not protected)",
+    )
+    board_command: list[str] = Field(
+        default_factory=lambda: ["rpi-otp-private-key"], min_length=1,
+        description="key_source board: the command that prints the board's 256-bit OTP key in hex",
+    )
+
+
 class AgentConfig(_Model):
     """The whole agent configuration.
 
@@ -260,6 +281,9 @@ class AgentConfig(_Model):
     folder: FolderConfig | None = Field(default=None, description="Folder to ingest image files from, if any")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Health reports")
     upload: UploadConfig = Field(default_factory=UploadConfig, description="Page file delivery over HTTP")
+    at_rest: AtRestConfig = Field(
+        default_factory=AtRestConfig, description="Encryption of the page files and PDFs waiting for delivery"
+    )
     local_api: LocalApiConfig = Field(default_factory=LocalApiConfig, description="Loopback control endpoint")
     triggers: TriggersConfig = Field(default_factory=TriggersConfig, description="Scans not asked for")
     usb_watch: UsbWatchConfig = Field(default_factory=UsbWatchConfig, description="USB scanner hot-plug watch")

@@ -57,6 +57,15 @@ class OutboxFull(SohoaError, OSError):
     """Free disk space is below the configured floor: new scans are refused, nothing is lost."""
 
 
+class OutboxKeyError(SohoaError, PermissionError):
+    """The key that opens the outbox's encrypted files is missing, does not unwrap on this
+    board, or is not the one a file was sealed with: nothing is deleted."""
+
+
+class OutboxFileDamaged(SohoaError, ValueError):
+    """An outbox file's bytes fail their check (authentication tag or sha256)."""
+
+
 class ImageRejected(SohoaError, ValueError):
     """An image cannot be read or is too large to process safely."""
 

@@ -8,7 +8,10 @@ acknowledged, and leaves only when the other side holds it.
   they are published again: receivers deduplicate on the message id.
 * Page files sit in ``files/<sha256>``, written to a temporary name, fsynced, renamed, and the
   directory fsynced, before the row that names them is committed. They are deleted after the
-  fleet answers 200/201 for that sha256.
+  fleet answers 200/201 for that sha256. With a :class:`~device.delivery.sealing.Sealer` (the
+  agent always has one) they are encrypted before they touch the disk and decrypted only to be
+  sent (:meth:`Outbox.read_file`); a file that cannot be opened is moved to ``unreadable/``
+  (:meth:`Outbox.set_aside`) so that it stops nothing else and nothing is lost.
 * Pages of an open dossier are *held*: their files and the ``page_captured`` message that will
   describe them are on disk from the moment they are captured (:meth:`Outbox.hold_page`), but
   nothing is sent until the dossier closes (:meth:`Outbox.release_held`). A crash leaves them
@@ -37,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from device.delivery.sealing import Sealer, open_plain
 from device.durable import fsync_dir
 from device.errors import OutboxFull
 from protocol.messages import OutboxDepth
@@ -117,10 +121,13 @@ def _is_disk_full(exc: BaseException) -> bool:
 class Outbox:
     """The durable queue under ``state_dir`` (``outbox.db`` and ``files/``). Thread-safe."""
 
-    def __init__(self, state_dir: Path, min_free_bytes: int = 0) -> None:
+    def __init__(self, state_dir: Path, min_free_bytes: int = 0, *, sealer: Sealer | None = None) -> None:
+        """``sealer``: encrypt files at rest with it (None keeps them in the clear: tests, tools)."""
         self.state_dir = state_dir
         self.files_dir = state_dir / "files"
+        self.unreadable_dir = state_dir / "unreadable"
         self.min_free_bytes = min_free_bytes
+        self.sealer = sealer
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(state_dir / "outbox.db", check_same_thread=False, isolation_level=None)
@@ -315,7 +322,26 @@ class Outbox:
         return hashlib.sha256(data).hexdigest()
 
     def file_path(self, sha256: str) -> Path:
+        """Where the file named ``sha256`` lies (sealed when the outbox has a sealer)."""
         return self.files_dir / sha256
+
+    def read_file(self, sha256: str) -> bytes:
+        """The plaintext of a stored file. Raises FileNotFoundError,
+        :class:`~device.errors.OutboxFileDamaged` or :class:`~device.errors.OutboxKeyError`."""
+        blob = self.file_path(sha256).read_bytes()
+        return self.sealer.open(sha256, blob) if self.sealer is not None else open_plain(sha256, blob)
+
+    def set_aside(self, sha256: str) -> None:
+        """Move a file that cannot be opened to ``unreadable/`` and stop trying to send it: the
+        bytes stay for whoever can recover them, the other files go on."""
+        with self._lock:
+            self.unreadable_dir.mkdir(exist_ok=True)
+            source = self.file_path(sha256)
+            if source.exists():
+                source.replace(self.unreadable_dir / sha256)
+                fsync_dir(self.unreadable_dir)
+                fsync_dir(self.files_dir)
+            self._db.execute("DELETE FROM files WHERE sha256 = ?", (sha256,))
 
     def add_page(
         self,
@@ -366,10 +392,11 @@ class Outbox:
     def _write_temporary(self, data: bytes) -> tuple[str, Path]:
         """Write ``data`` to a fsynced temporary file; (sha256, its path). Raises OutboxFull."""
         digest = self.sha256(data)
+        blob = data if self.sealer is None else self.sealer.seal(digest, data)
         tmp = self.files_dir / f".tmp-{uuid.uuid4().hex}"
         try:
             with tmp.open("wb") as fh:
-                fh.write(data)
+                fh.write(blob)
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:

@@ -1,6 +1,8 @@
 """Page files to the fleet over HTTP, idempotent by sha256 (see the device <-> fleet contract):
 ``HEAD {fleet}/api/v1/files/{sha256}`` (200: already held), else ``PUT`` the raw bytes with
-``Content-Type``. The local copy is deleted only after 200/201.
+``Content-Type``. The local copy is deleted only after 200/201. A file encrypted at rest is
+decrypted in memory just before it is sent; one that cannot be opened (damaged, or sealed under
+a key this device no longer holds) is set aside with a clear error and the others go on.
 
 An enrolled device (``identity``) talks HTTPS trusting only the fleet CA and signs every request
 with its key (:class:`device.http_auth.DeviceAuth`; a PUT's body hash is the file's sha256): the
@@ -17,7 +19,6 @@ files stay in the outbox and nobody retries forever.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 import threading
@@ -29,6 +30,7 @@ import httpx
 from device.config import UploadConfig
 from device.delivery.outbox import Outbox, PendingFile
 from device.enroll import REVOKED_REASONS, fleet_base
+from device.errors import OutboxFileDamaged, OutboxKeyError
 from device.http_auth import DeviceAuth
 from provisioning.identity import DeviceIdentity
 
@@ -110,7 +112,6 @@ class Uploader:
 
     def upload_one(self, item: PendingFile) -> bool:
         """Try one file; True when the fleet holds it (and the local copy is gone)."""
-        path = self.outbox.file_path(item.sha256)
         url = self.url(item.sha256)
         if self.revoked is not None:
             return False
@@ -122,13 +123,18 @@ class Uploader:
             if head.status_code == 200:
                 self.outbox.file_delivered(item.sha256)
                 return True
-            if not path.exists():
+            try:
+                data = self.outbox.read_file(item.sha256)
+            except FileNotFoundError:
                 # Deleted after delivery while its row could not go (full disk), yet the fleet
                 # does not hold it: nothing left to send.
                 log.error("an outbox file is missing and the fleet does not hold it; it must be rescanned")
                 self.outbox.file_delivered(item.sha256)
                 return False
-            data = path.read_bytes()
+            except (OutboxFileDamaged, OutboxKeyError) as exc:
+                log.error("%s: it is kept in %s and must be rescanned", exc, self.outbox.unreadable_dir)
+                self.outbox.set_aside(item.sha256)
+                return False
             if self.identity is not None:
                 # Signed with the file's name as the body hash: a damaged copy cannot pass as the page.
                 # The signature names the device; a header claiming it would prove nothing.
@@ -150,11 +156,6 @@ class Uploader:
             self.outbox.file_delivered(item.sha256)
             self.uploaded += 1
             return True
-        if response.status_code == 400 and hashlib.sha256(data).hexdigest() != item.sha256:
-            # The bytes on disk no longer match their name: the copy is damaged and cannot be sent.
-            log.error("an outbox file is damaged (checksum differs); it is dropped and must be rescanned")
-            self.outbox.file_delivered(item.sha256)
-            return False
         self._retry(item, f"fleet answered {response.status_code}")
         return False
 

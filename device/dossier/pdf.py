@@ -73,7 +73,7 @@ class DossierPdfBuilder:
         import tempfile
         from pathlib import Path
 
-        from device.dossier.pdf_writer import DossierInfo, PdfPage, write_pdf
+        from device.dossier.pdf_writer import DossierInfo, PdfPage, scratch_dir, write_pdf
 
         pdf_pages = [
             PdfPage(
@@ -94,7 +94,7 @@ class DossierPdfBuilder:
             captured_at=min(p.captured_at for p in pages),
             kind=kind,
         )
-        with tempfile.TemporaryDirectory(prefix="sohoa-dossier-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="sohoa-dossier-", dir=scratch_dir()) as tmp:
             out = Path(tmp) / name
             write_pdf(pdf_pages, out, info, self.pdf_config)
             return out.read_bytes()

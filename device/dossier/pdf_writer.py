@@ -15,6 +15,7 @@ import hashlib
 import html
 import io
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -37,6 +38,18 @@ Img = NDArray[Any]  # 8-bit BGR or grey, as OpenCV returns it
 
 class PdfError(SohoaError, OSError):
     """The PDF could not be written."""
+
+
+def scratch_dir() -> str | None:
+    """Where a page's working copies (the JPEG Tesseract reads, the PDF being assembled) go:
+    ``/dev/shm`` (memory) when there is one, so no plaintext copy reaches the card; else the
+    system's temporary directory.
+
+    >>> scratch_dir() in ("/dev/shm", None)
+    True
+    """
+    shm = Path("/dev/shm")  # noqa: S108  (only mkdtemp uses it: a private 0700 directory)
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
 @dataclass(frozen=True)
@@ -283,7 +296,7 @@ class PdfBuilder:
         self.use_ocr = self.config.ocr == "on" or (
             self.config.ocr == "auto" and tesseract_available(self.config.ocr_language)
         )
-        self._tmp = tempfile.TemporaryDirectory(prefix="sohoa-pdf-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="sohoa-pdf-", dir=scratch_dir())
         self._pages: list[tuple[bytes, int, bytes | None, str]] = []
         self.dropped: list[tuple[int, str]] = []
         self._count = 0

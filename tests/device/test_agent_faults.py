@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from device.delivery.sealing import OVERHEAD
 from protocol.messages import Command, ConfigDesired, encode
 from tests.device.agent_harness import AgentProcess, Recorder, agent_config, sane_conf, wait_until
 from tests.services import Mosquitto
@@ -166,7 +167,7 @@ def test_disk_full_refuses_the_next_scan_and_keeps_pages(
         recorder.wait_for(lambda r: len(r.events("page_captured")) == first["pages"], 20, "the stored pages")
         for event in recorder.events("page_captured"):
             stored = small_disk / "state" / "files" / event.page.sha256
-            assert stored.stat().st_size == event.page.size
+            assert stored.stat().st_size == event.page.size + OVERHEAD  # sealed
         ballast.unlink()
         third = agent.scan(source="adf", max_pages=2)
         assert third["outcome"] == "complete" and third["pages"] == 2
@@ -201,7 +202,7 @@ def test_enospc_mid_batch_refuses_until_space_returns(
         assert not [p for p in files.iterdir() if p.name.startswith(".tmp-")]
         recorder.wait_for(lambda r: len(r.events("page_captured")) == first["pages"], 20, "the stored pages")
         for event in recorder.events("page_captured"):
-            assert (files / event.page.sha256).stat().st_size == event.page.size
+            assert (files / event.page.sha256).stat().st_size == event.page.size + OVERHEAD  # sealed
         ballast.unlink()
         third = agent.scan(source="adf", max_pages=2)
         assert third["outcome"] == "complete" and third["pages"] == 2

@@ -131,7 +131,7 @@ def test_broken_model_bad_page_and_receipt_slip(
         assert job.wait(T) and job.outcome == "complete" and job.pages == 3, job.summary()
         recorder.wait_for(lambda r: len(r.events("page_captured")) == 3, T, "three page events")
         pages = sorted((e.page for e in recorder.events("page_captured")), key=lambda p: p.sequence)
-        assert [agent.outbox.file_path(p.sha256).read_bytes() for p in pages] == [f[0] for f in files]
+        assert [agent.outbox.read_file(p.sha256) for p in pages] == [f[0] for f in files]
         first, broken, last = pages
         assert first.doctype == "other" and first.doctype_confidence == 0.0 and first.quality is not None
         assert first.dossier_code == RECEIPT_CODE and last.dossier_code == RECEIPT_CODE

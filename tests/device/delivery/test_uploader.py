@@ -115,16 +115,18 @@ def test_already_held_file_is_not_sent_again(outbox: Outbox) -> None:
         fleet.close()
 
 
-def test_damaged_local_copy_is_dropped_not_retried_forever(outbox: Outbox) -> None:
-    """The bytes on disk no longer match their name (disk damage): the fleet answers 400, the
-    uploader sees the mismatch itself and drops the file with an error log."""
-    fleet = Fleet([400])
+def test_damaged_local_copy_is_set_aside_not_retried_forever(outbox: Outbox) -> None:
+    """The bytes on disk no longer match their name (disk damage): the uploader sees it before
+    sending anything, stops trying, and keeps the bytes in ``unreadable/``."""
+    fleet = Fleet([])
     sha = _add(outbox, b"original")
     outbox.file_path(sha).write_bytes(b"bit rot")
     uploader = Uploader(outbox, fleet.url, "kiosk-0001", UploadConfig())
     try:
         assert not uploader.upload_one(outbox.pending_files()[0])
         assert outbox.depth().files == 0
+        assert [r[0] for r in fleet.requests] == ["HEAD"]
+        assert (outbox.unreadable_dir / sha).read_bytes() == b"bit rot"
     finally:
         uploader.close()
         fleet.close()
