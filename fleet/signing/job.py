@@ -6,11 +6,15 @@ One document at a time, each in its own short transaction, in id order:
 
 1. read the device's file from the store (not there yet: skipped, the upload comes later);
 2. sign it (:class:`fleet.signing.signer.Signer`);
-3. store the signed copy (fsynced, atomic: :mod:`fleet.storage`);
-4. record it on the row, only if the row is still unsigned (``signed_sha256 IS NULL``).
+3. record the signed copy in the store's table (``files``, uploaded by :data:`SIGNER`) before it
+   is written, so that a kill cannot leave a file nobody knows of;
+4. store the signed copy (fsynced, atomic: :mod:`fleet.storage`);
+5. record it on the document's row, only if the row is still unsigned (``signed_sha256 IS NULL``).
 
-A kill between 3 and 4 leaves an unreferenced signed file and an unsigned row, which the next
-pass signs again; a kill after 4 re-signs nothing. A document that fails (not a PDF, no key for
+A kill between 3 and 5 leaves a recorded signed copy (perhaps not written) that no document names
+and an unsigned row, which the next pass signs again; the job forgets such copies (file and row)
+once they are :data:`SWEEP_AFTER` old, at its first pass and hourly. A kill after 5 re-signs
+nothing. A document that fails (not a PDF, no key for
 its unit) keeps the reason in ``signing_error`` and the pass goes on with the next; a failure of
 the key source itself (token missing, wrong PIN, time-stamp authority down) ends the pass, since
 every other document would fail the same way, and the next pass tries again. A document that
@@ -35,14 +39,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fleet.db import insert_ignore
 from fleet.dossiers.models import DossierDocument
 from fleet.leases import Lease
+from fleet.models import StoredFile
 from fleet.signing.signer import (
     NoKeyForUnit,
     NotAPdf,
@@ -66,6 +72,15 @@ SOURCE_FAILURES = (SigningNotConfigured, SecretMissing, TokenMissing, WrongPin, 
 """Failures of the key source, not of one document: the pass stops at the first."""
 
 MAX_ERROR = 500
+
+SIGNER = "fleet.signing"
+"""``files.uploaded_by`` of the signed copies the job stores."""
+
+SWEEP_AFTER = timedelta(minutes=10)
+"""A signed copy no document names is forgotten once this old (a pass in progress on a node that
+just lost its lease may still be about to name its copy)."""
+
+SWEEP_EVERY = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,7 @@ class SigningJob:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._given_up: set[int] = set()
+        self._swept_at: datetime | None = None
         self.lease: Lease | None = None
         """With several fleet nodes: passes run only on the node holding it."""
 
@@ -161,7 +177,28 @@ class SigningJob:
         with self._passed:
             return self._passed.wait_for(lambda: self.passes >= count, timeout)
 
+    def sweep(self) -> int:
+        """Forget the signed copies (row and file) that no document names and that are older
+        than :data:`SWEEP_AFTER`: what a kill between storing a copy and naming it left. Returns
+        how many."""
+        now = self.clock()
+        named = exists().where(DossierDocument.signed_sha256 == StoredFile.sha256)
+        with self.sessions.begin() as session:
+            stale = list(session.scalars(select(StoredFile.sha256).where(
+                StoredFile.uploaded_by == SIGNER, StoredFile.stored_at < now - SWEEP_AFTER, ~named)))
+            for sha256 in stale:
+                self.store.delete(sha256)
+            if stale:
+                session.execute(delete(StoredFile).where(StoredFile.sha256.in_(stale))
+                                .execution_options(synchronize_session=False))
+        self._swept_at = now
+        if stale:
+            log.info("signing: %d signed copy(ies) left unnamed by an interrupted pass forgotten", len(stale))
+        return len(stale)
+
     def _pass(self) -> SigningPass:
+        if self._swept_at is None or self.clock() - self._swept_at >= SWEEP_EVERY:
+            self.sweep()
         signed = failed = waiting = 0
         after = 0
         while not self._stop.is_set():
@@ -206,14 +243,25 @@ class SigningJob:
     def _sign_one(self, doc_id: int, sha256: str, unit_code: str | None) -> None:
         data = self.store.path(sha256).read_bytes()
         result = self.signer.sign(data, unit_code)
+        now = self.clock()
+        with self.sessions.begin() as session:
+            session.execute(insert_ignore(session.get_bind().dialect.name, StoredFile.__table__), [
+                {"sha256": result.sha256, "size": len(result.data), "content_type": "application/pdf",
+                 "stored_at": now, "uploaded_by": SIGNER}])
         self.store.put_bytes(result.sha256, result.data)
         with self.sessions.begin() as session:
-            session.execute(
+            update_result = session.execute(
                 update(DossierDocument)
                 .where(DossierDocument.id == doc_id, DossierDocument.signed_sha256.is_(None))
-                .values(signed_sha256=result.sha256, signed_size=len(result.data), signed_at=self.clock(),
+                .values(signed_sha256=result.sha256, signed_size=len(result.data), signed_at=now,
                         signing_level=result.level, signing_certificate=result.certificate_pem, signing_error=None)
                 .execution_options(synchronize_session=False))
+        if not getattr(update_result, "rowcount", 1):  # signed meanwhile by another pass: this copy is nobody's
+            with self.sessions.begin() as session:
+                session.execute(delete(StoredFile).where(StoredFile.sha256 == result.sha256,
+                                                         StoredFile.uploaded_by == SIGNER)
+                                .execution_options(synchronize_session=False))
+            self.store.delete(result.sha256)
 
     def _failed(self, doc_id: int, exc: Exception) -> None:
         reason = str(exc) if isinstance(exc, SigningError) else f"{type(exc).__name__}: {exc}"

@@ -13,9 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -26,8 +27,9 @@ from fleet.config import DatabaseConfig, FleetConfig, IngestConfig, StorageConfi
 from fleet.config import load as load_fleet_config
 from fleet.db import make_engine, migrate, session_factory
 from fleet.dossiers.models import Dossier, DossierDocument
+from fleet.models import StoredFile
 from fleet.signing.config import SigningConfig
-from fleet.signing.job import SigningJob, SigningPass
+from fleet.signing.job import SIGNER, SWEEP_AFTER, SigningJob, SigningPass
 from fleet.signing.signer import Signer
 from fleet.storage import FileStore
 from tests.authn import login
@@ -110,6 +112,59 @@ def test_each_held_document_is_signed_once(sessions: sessionmaker[Session], keys
     assert _rows(sessions)[ids["late"]].signed_sha256 is not None
     assert backlog == [3, 3, 2]
     job.close()
+
+
+class _Killed(BaseException):
+    """The process ends here (as under ``kill -9``): nothing after it runs, no handler sees it."""
+
+
+class _DiesAfterWriting(FileStore):
+    """The store of a fleet killed right after it wrote a file: the window between storing a
+    signed copy and naming it on its document."""
+
+    def put_bytes(self, sha256: str, data: bytes) -> bool:
+        super().put_bytes(sha256, data)
+        raise _Killed
+
+
+def _signer_rows(sessions: sessionmaker[Session]) -> dict[str, StoredFile]:
+    with sessions() as session:
+        rows = {r.sha256: r for r in session.scalars(select(StoredFile).where(StoredFile.uploaded_by == SIGNER))}
+        session.expunge_all()
+        return rows
+
+
+def test_a_signed_copy_left_unnamed_by_a_kill_is_forgotten(sessions: sessionmaker[Session], keys: Keys,
+                                                           docs: Docs, tmp_path: Path) -> None:
+    """Each signed copy has its row in the store's table. A pass that dies between writing a copy
+    and naming it leaves a recorded copy that no document names; the next pass signs the document
+    again, and once that copy is older than the sweep's delay the job forgets it, file and row,
+    touching nothing else."""
+    store = FileStore(tmp_path / "files", fsync=False)
+    doc = _document(sessions, "a.1.pdf", docs.pdfa, "99001")
+    store.put_bytes(_sha(docs.pdfa), docs.pdfa)
+    dying = SigningJob(Signer(_unit_keys(keys)), sessions, _DiesAfterWriting(tmp_path / "files", fsync=False),
+                       clock=lambda: NOW)
+    with pytest.raises(_Killed):
+        dying.run_once()
+    [orphan] = _signer_rows(sessions)
+    assert store.has(orphan) and _rows(sessions)[doc].signed_sha256 is None
+
+    now = [NOW]
+    job = SigningJob(Signer(_unit_keys(keys)), sessions, store, clock=lambda: now[0])
+    assert job.run_once().signed == 1
+    signed = _rows(sessions)[doc].signed_sha256
+    assert signed is not None and signed != orphan
+    rows = _signer_rows(sessions)
+    assert set(rows) == {orphan, signed}, "too young to be forgotten, the new copy recorded"
+    assert rows[signed].size == len(store.path(signed).read_bytes()) and rows[signed].content_type == "application/pdf"
+    now[0] = NOW + SWEEP_AFTER + timedelta(seconds=1)
+    assert job.sweep() == 1
+    assert set(_signer_rows(sessions)) == {signed} and not store.has(orphan)
+    assert store.has(signed) and store.has(_sha(docs.pdfa))
+    assert job.sweep() == 0
+    job.close()
+    dying.close()
 
 
 def test_a_failing_key_source_stops_the_pass(sessions: sessionmaker[Session], softhsm: Path, docs: Docs,
