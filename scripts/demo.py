@@ -8,7 +8,9 @@ marked [THỬ]) with targets and received dossiers, creates an enrollment token 
 through the API and starts one virtual kiosk that enrolls with it. The kiosk scans through the
 SANE ``test`` backend (its own SANE_CONFIG_DIR: no system file is touched) and imports a few
 sample pages the project renders itself. The demo waits until the kiosk is enrolled, online and
-its pages are at the fleet, then prints the URL and the admin's first-login name and password
+its pages are at the fleet, then files one dossier through the kiosk screen (a typed receipt code,
+a feeder batch, finish) and waits until the fleet has signed its PDF and the reference receiver
+has acknowledged it, then prints the URL and the admin's first-login name and password
 (on the terminal only). Everything lives under ``var/demo/``; a second run reuses it (the kiosk
 is already enrolled), ``--fresh`` starts over. Ctrl-C or SIGTERM stops it all.
 
@@ -40,6 +42,7 @@ from types import FrameType
 from typing import Any
 
 from fleet.auth.cli import INITIAL_ADMIN
+from fleet.delivery.contract import MANIFEST_FILE
 from fleet.progress import periods
 from fleet.progress.units import sample_csv
 from provisioning.identity import DeviceIdentity
@@ -358,6 +361,76 @@ def _pages_held(fleet: Fleet, since: dt.datetime) -> int:
     return sum(1 for row in rows if row.get("file_available"))
 
 
+class Kiosk:
+    """The demo's hands on the kiosk screen (its loopback JSON API, as the screen's buttons use it)."""
+
+    def __init__(self) -> None:
+        self.url = f"http://127.0.0.1:{KIOSK_PORT}"
+
+    def call(self, action: str | None = None, body: dict[str, Any] | None = None, timeout: float = 30.0
+             ) -> dict[str, Any]:
+        """POST ``/api/<action>``, or GET ``/api/state`` without one; the screen's state back."""
+        data = None if action is None else json.dumps(body or {}).encode()
+        request = urllib.request.Request(f"{self.url}/api/{action or 'state'}", data=data,  # noqa: S310 - loopback
+                                         method="GET" if action is None else "POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+            answer: dict[str, Any] = json.loads(resp.read())
+        return answer
+
+
+def _demo_dossier_code() -> str:
+    """A fictitious receipt number in the national shape (agency 000.00.99.H99 does not exist),
+    new on each run."""
+    now = dt.datetime.now(dt.UTC)
+    return f"000.00.99.H99-{periods.today(now):%y%m%d}-{now.hour * 360 + now.minute * 6 + now.second // 10:04d}"
+
+
+def _file_a_dossier(demo: Demo, started: float) -> Path | None:
+    """Walk one dossier through the kiosk as a citizen would: type the receipt's code, feed the
+    scanner, finish. The kiosk sends its pages and PDF, the fleet signs the PDF with the demo
+    organisation certificate and delivers it to the reference receiver, which files it and
+    acknowledges it in its manifest. Returns the receiver's folder for the dossier (None: the
+    user stopped the demo)."""
+    kiosk = Kiosk()
+    if not demo.wait("the kiosk screen", lambda: kiosk.call()["state"] in ("idle", "closed"), timeout=60):
+        return None
+    code = _demo_dossier_code()
+    kiosk.call("open", {"code": code})
+    asked = [0.0]
+    pages: list[int] = []
+
+    def scanned() -> bool:
+        """The dossier's pages are in; else (the scanner was busy with a scan the kiosk's own
+        trigger started, so the feeder batch did not run) ask for it again, every few seconds."""
+        state = kiosk.call()
+        if state["state"] == "review" and state["pages"]:
+            pages.append(len(state["pages"]))
+            return True
+        if state["state"] == "open" and not state["pages"] and time.monotonic() - asked[0] > 5:
+            asked[0] = time.monotonic()
+            kiosk.call("scan")
+        return False
+
+    if not demo.wait("the dossier's pages", scanned, timeout=180):
+        return None
+    try:  # finishing makes the PDFs (with their text layer when Tesseract is there): give it time
+        kiosk.call("finish", timeout=KIOSK_TIMEOUT_S)
+    except OSError as exc:
+        raise DemoError(f"the kiosk did not close dossier {code}: {exc} (see {VAR / 'device.log'})") from None
+    print(f"demo: dossier {code} closed on the kiosk with {pages[-1]} page(s) "
+          f"({time.monotonic() - started:.0f} s)")
+    folder = VAR / "handoff" / code
+    manifest = folder / MANIFEST_FILE
+    if not demo.wait(f"dossier {code} signed and acknowledged by the reference receiver", manifest.exists,
+                     timeout=KIOSK_TIMEOUT_S):
+        return None
+    filed = sorted(p.name for p in folder.glob("*.pdf"))
+    print(f"demo: dossier {code} signed at the fleet and acknowledged by the reference receiver "
+          f"({', '.join(filed)}; {time.monotonic() - started:.0f} s)")
+    return folder
+
+
 def _run(demo: Demo, scan_every: float, started: float) -> None:
     run_since = dt.datetime.now(dt.UTC).replace(microsecond=0)
     for port, who in ((MQTT_PORT, "the MQTT broker"), (HTTP_PORT, "the fleet manager"),
@@ -420,6 +493,10 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
             return
         print(f"demo: pages arriving at the fleet ({_pages_held(fleet, run_since)} so far, first after "
               f"{time.monotonic() - started:.0f} s)")
+    filed = _file_a_dossier(demo, started)
+    if filed is None:
+        return
+    pdfs = sorted(filed.glob("*.pdf"))
 
     if password is not None:
         sign_in = f"name {INITIAL_ADMIN}   password {password}   (change it after signing in)"
@@ -441,6 +518,8 @@ def _run(demo: Demo, scan_every: float, started: float) -> None:
         f"  Delivery:       signed documents to the reference receiver http://127.0.0.1:{HANDOFF_PORT} "
         f"(filed in {VAR / 'handoff'});\n"
         f"                  {FLEET_URL}/deliveries shows the outbox\n"
+        f"  Filed dossier:  {filed.name}, closed on the kiosk by the demo: {filed}\n"
+        f"                  (manifest.json acknowledged; pdfsig {pdfs[0] if pdfs else filed / '*.pdf'})\n"
         f"  Virtual kiosk:  {DEVICE_ID}, unit {UNIT}, enrolled; scans the SANE test backend every {scan_every:.0f} s"
         f"{f' and imported {samples} sample pages' if samples else ''}\n"
         f"  Logs and data:  {VAR}\n"
