@@ -642,7 +642,8 @@ def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: Confi
         print(f"CPU over the steady phase: broker {broker_cpu}, fleet {fleet_cpu}, simulator "
               f"{100 * (cpu1[3] - cpu0[3]) / span:.0f}% of a core; simulator RSS {stats['rss_mib']:.0f} MiB peak "
               f"summed over {kiosks.processes} processes, at most {stats['threads_max']} threads in one")
-        print(f"kiosks: {_failures(stats)}")
+        dropped = broker.log_text().count("Outgoing messages are being dropped")
+        print(f"kiosks: {_failures(stats)}; broker log: {dropped} 'Outgoing messages are being dropped' lines")
         print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
         return 0 if drained is not None and events == distinct == made else 1
     finally:

@@ -83,6 +83,13 @@ class BrokerConfig(BaseModel):
         description="How often mosquitto writes its sessions and queued messages to disk. Devices delete an event "
                     "once the broker acknowledges it, so a broker crash loses what arrived since the last save for "
                     "a fleet that was away; mosquitto's own default is 1800 s.")
+    max_queued_messages: int = Field(
+        100_000, ge=1000,
+        description="Messages mosquitto holds for one persistent session that is away (above all the fleet's "
+                    "ingest while the fleet restarts). mosquitto's own default, 1000, is fewer than one status "
+                    "per kiosk once 1000 kiosks reconnect while the fleet is away: what is over it is dropped "
+                    "without a word, and kiosks must wait for their re-send timers. A queued message is stored "
+                    "once however many sessions it waits in.")
     log_file: Path | None = Field(None, description="Log file (default: syslog).")
     log_debug: bool = Field(
         True, description="log_type all: mosquitto logs a denied PUBLISH only at debug level. Topics and sizes are "
@@ -143,7 +150,9 @@ def render_mosquitto_conf(cfg: BrokerConfig) -> str:
         g += ["persistence true", f"persistence_location {cfg.persistence_dir}/",
               f"autosave_interval {cfg.autosave_interval_s}"]
     g += ["# A device cannot make the broker (and the ingest) swallow more than one protocol message.",
-          f"max_packet_size {cfg.max_packet_bytes}"]
+          f"max_packet_size {cfg.max_packet_bytes}",
+          "# What waits for an away session (the ingest during a fleet restart) is kept, not dropped.",
+          f"max_queued_messages {cfg.max_queued_messages}"]
     g.append(f"log_dest file {cfg.log_file}" if cfg.log_file else "log_dest syslog")
     g += ["log_timestamp true", "connection_messages true"]
     g += ["log_type all"] if cfg.log_debug else ["log_type error", "log_type warning", "log_type notice",

@@ -228,6 +228,34 @@ def test_events_queued_for_the_fleet_survive_a_broker_crash(pki: Pki, tls_broker
         ingest.close()
 
 
+def test_the_broker_keeps_more_than_a_thousand_messages_for_an_away_ingest(
+        pki: Pki, tls_broker: ConfiguredMosquitto) -> None:
+    """While the fleet restarts, every kiosk that reconnects publishes its status and its events
+    into the ingest's session; mosquitto's default limit (1000 queued messages per session) drops
+    the rest without a word. 1500 events queued while the ingest is away all reach it (with
+    the default, 1000 did)."""
+    ca = pki.ca.cert_path or Path()
+    ingest = connect(tls_broker.port, "fleet.ingest", ca, pki.ingest_cert, pki.ingest_key, session_expiry_s=3600)
+    assert ingest.subscribe("sohoa/v1/+/event") == [1]
+    ingest.close()
+    tls_broker.wait_log("Client fleet.ingest disconnected")
+    a = _device(pki, tls_broker, "kiosk-a")
+    try:
+        infos = [a.client.publish("sohoa/v1/kiosk-a/event", f"queued-{i}".encode(), qos=1) for i in range(1500)]
+        infos[-1].wait_for_publish(30)
+        assert all(info.is_published() for info in infos)
+    finally:
+        a.close()
+    assert "Outgoing messages are being dropped" not in tls_broker.log_text()
+    ingest = connect(tls_broker.port, "fleet.ingest", ca, pki.ingest_cert, pki.ingest_key, session_expiry_s=3600)
+    try:
+        with ingest.got:
+            assert ingest.got.wait_for(lambda: sum(t == "sohoa/v1/kiosk-a/event" for t, _ in ingest.messages) >= 1500,
+                                       30), f"{len(ingest.messages)} of 1500 queued events reached the ingest"
+    finally:
+        ingest.close()
+
+
 def test_broker_disconnects_a_device_sending_more_than_one_message_can_hold(
         pki: Pki, tls_broker: ConfiguredMosquitto) -> None:
     """Bad input: kiosk-a publishes one byte over the protocol's payload limit plus the broker's
