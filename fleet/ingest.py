@@ -415,6 +415,8 @@ def _page_row(event: PageCaptured, received: datetime) -> dict[str, Any]:
         "dropped": page.dropped,
         "captured_at": page.captured_at,
         "received_at": received,
+        "operator_kind": page.operator.kind if page.operator is not None else None,
+        "operator_id": page.operator.id if page.operator is not None else None,
     }
 
 

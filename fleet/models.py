@@ -153,6 +153,10 @@ class Page(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # The device's unit when the page came in: a device moved to another unit keeps its history.
     unit_code: Mapped[str | None] = mapped_column(String(64))
+    # Who captured it, when the device said: unit_staff, postal_staff or citizen, and the
+    # operator's opaque id (never a name).
+    operator_kind: Mapped[str | None] = mapped_column(String(16))
+    operator_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_pages_device_captured", "device_id", "captured_at"),
                       Index("ix_pages_unit_captured", "unit_code", "captured_at"))

@@ -229,6 +229,16 @@ class QualityVerdict(BaseModel):
     issues: list[str] = Field(default_factory=list, description="Issue codes, e.g. blurry, too_dark")
 
 
+class Operator(BaseModel):
+    """Who digitized a dossier: a unit's clerk, the public postal service's staff assigned to
+    the counter (Decree 107/2021), or the citizen at a self-service kiosk."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["unit_staff", "postal_staff", "citizen"]
+    id: str | None = Field(default=None, max_length=64,
+                           description="The operator's opaque id at the fleet (staff only; never a name or ID number)")
+
+
 class Page(BaseModel):
     """One captured page image. The file itself travels over HTTP, addressed by its sha256."""
 
@@ -253,6 +263,9 @@ class Page(BaseModel):
     quality: QualityVerdict | None = Field(default=None, description="Quality verdict, when checked")
     dropped: bool = Field(default=False, description="Kept out of the dossier's PDF (e.g. blank back)")
     captured_at: AwareDatetime = Field(description="When the page was captured")
+    operator: Operator | None = Field(
+        default=None, description="Who captured it: the clerk signed in (kind and opaque id) or the citizen; "
+        "none when the device does not know (a page outside a dossier, an older agent)")
 
 
 class EventBase(Message):
@@ -332,16 +345,6 @@ class DossierDocument(BaseModel):
     doctype: str | None = Field(default=None, max_length=64)
     pages: int = Field(ge=0)
     size: int = Field(ge=0)
-
-
-class Operator(BaseModel):
-    """Who digitized a dossier: a unit's clerk, the public postal service's staff assigned to
-    the counter (Decree 107/2021), or the citizen at a self-service kiosk."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["unit_staff", "postal_staff", "citizen"]
-    id: str | None = Field(default=None, max_length=64,
-                           description="The operator's opaque id at the fleet (staff only; never a name or ID number)")
 
 
 class DossierClosed(EventBase):

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from device.inference.verdict import PageVerdict
-from protocol.messages import Page, PageCaptured, QualityVerdict, derived_id
+from protocol.messages import Operator, Page, PageCaptured, QualityVerdict, derived_id
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def page_captured(
     verdict: PageVerdict | None = None,
     dossier_code: str | None = None,
     drop_blank_pages: bool = True,
+    operator: Operator | None = None,
 ) -> PageCaptured:
     """The event describing one stored page file. ``verdict`` None: the pipeline did not say (the
     page goes without a type or quality verdict). A verdict that does not fit the contract (an
@@ -75,6 +76,7 @@ def page_captured(
         "side": facts.side,
         "captured_at": facts.captured_at,
         "dossier_code": dossier_code,
+        "operator": operator,
     }
     analysed: dict[str, Any] = {}
     if verdict is not None:

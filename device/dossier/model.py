@@ -82,6 +82,8 @@ class SessionPage:
     model_doctype: str | None = None
     """The type the pipeline gave, kept once a person changed it (:attr:`verdict` has the new one)."""
     model_confidence: float | None = None
+    operator: Operator | None = None
+    """Who captured it: the dossier's operator when the page came (the clerk or the citizen)."""
 
     @property
     def corrected(self) -> bool:

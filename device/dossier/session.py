@@ -418,6 +418,7 @@ class DossierSession:
                 result=result if self.config.keep_results else None,
                 data=raw.data,
                 content_type=raw.content_type,
+                operator=self._operator,
             )
             if index is not None:
                 self._pages[index] = page

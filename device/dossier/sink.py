@@ -99,7 +99,8 @@ class OutboxSink:
                           dpi=page.dpi, source=page.source, batch_id=page.batch_id, sequence=page.batch_sequence,
                           side=page.side, captured_at=page.captured_at)
         return page_captured(self.device_id, facts, sha256=sha256, size=size, verdict=page.verdict,
-                             dossier_code=dossier_code, drop_blank_pages=self.drop_blank_pages)
+                             dossier_code=dossier_code, drop_blank_pages=self.drop_blank_pages,
+                             operator=page.operator)
 
 
 def _png_size(data: bytes, image: Image) -> tuple[int, int]:

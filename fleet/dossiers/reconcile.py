@@ -95,6 +95,19 @@ def by_operator(session: Session, units: Collection[str] | None, start: str, end
     return {kind: int(n) for kind, n in session.connection().execute(query).all()}
 
 
+def by_operator_id(session: Session, units: Collection[str] | None, start: str, end: str
+                   ) -> list[tuple[str, str, int]]:
+    """[(operator id, kind, dossiers)]: the received dossiers of ``units`` in the months each
+    counter operator digitized (the staff's opaque ids, never a name), most first. Who digitized
+    what, for the audit the postal service's staff assignment asks for."""
+    t = Dossier.__table__.c
+    n = func.count().label("n")
+    query = (select(t.operator_id, t.operator_kind, n)
+             .where(*_received_in(start, end, units), t.component_at.is_not(None), t.operator_id.is_not(None))
+             .group_by(t.operator_id, t.operator_kind).order_by(n.desc(), t.operator_id))
+    return [(str(i), str(k), int(c)) for i, k, c in session.connection().execute(query).all()]
+
+
 @dataclass(frozen=True)
 class Procedure:
     """One procedure's received dossiers and how many of them are digitized."""

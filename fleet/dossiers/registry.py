@@ -59,7 +59,7 @@ def _earlier() -> str:
         return (f'{column} = CASE WHEN {earlier_component} OR {first_news} '
                 f'THEN COALESCE(excluded.{column}, "{t}".{column}) ELSE "{t}".{column} END')
 
-    def operator(column: str) -> str:  # only documents know it, and they come after their pages
+    def operator(column: str) -> str:  # a page or a document that names one fills it in
         return (f'{column} = CASE WHEN {earlier_component} OR {first_news} OR "{t}".operator_kind IS NULL '
                 f'THEN COALESCE(excluded.{column}, "{t}".{column}) ELSE "{t}".{column} END')
 
@@ -85,6 +85,7 @@ class _News:
     device_id: str | None = None
     operator_kind: str | None = None
     operator_id: str | None = None
+    operator_at: datetime | None = None
 
     def saw(self, kind: codes.Kind, at: datetime, unit: str | None, device: str | None,
             operator: tuple[str | None, str | None] = (None, None)) -> None:
@@ -92,15 +93,15 @@ class _News:
             if self.result_at is None or at < self.result_at:
                 self.result_at = at
             if self.component_at is None and self.digitized_unit is None:
-                self._by(unit, device, operator)
+                self.digitized_unit, self.device_id = unit, device
         elif self.component_at is None or at < self.component_at:
             self.component_at = at
-            self._by(unit, device, operator)
-
-    def _by(self, unit: str | None, device: str | None, operator: tuple[str | None, str | None]) -> None:
-        self.digitized_unit, self.device_id = unit, device
-        if operator[0] is not None:
+            self.digitized_unit, self.device_id = unit, device
+        # The operator is that of the earliest page or document naming one (a page from an agent
+        # that does not say leaves it to the others).
+        if operator[0] is not None and (self.operator_at is None or at < self.operator_at):
             self.operator_kind, self.operator_id = operator
+            self.operator_at = at
 
     def row(self, now: datetime) -> dict[str, Any]:
         return {"code": self.code, "walk_in": self.walk_in, "component_at": self.component_at,
@@ -126,7 +127,8 @@ def record_pages(connection: Connection, pages: Iterable[dict[str, Any]]) -> int
             continue
         named = codes.page_code(page["dossier_code"])
         item = news.setdefault(named.code, _News(named.code))
-        item.saw(named.kind, page["captured_at"], page.get("unit_code"), page["device_id"])
+        item.saw(named.kind, page["captured_at"], page.get("unit_code"), page["device_id"],
+                 (page.get("operator_kind"), page.get("operator_id")))
     return _upsert(connection, news)
 
 

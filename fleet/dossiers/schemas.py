@@ -86,6 +86,8 @@ class DossierPageOut(BaseModel):
     quality_ok: bool | None = Field(description="The quality check's verdict; null when not checked")
     quality_issues: list[str]
     captured_at: datetime
+    operator_kind: str | None = Field(default=None, description="Who captured it, when the device said")
+    operator_id: str | None = Field(default=None, description="The operator's opaque id (staff only)")
     file_url: str
 
 

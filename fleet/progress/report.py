@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from fleet.db import hour_bucket
 from fleet.display import DEFAULT_ZONE, local_time, zone
-from fleet.dossiers.reconcile import Procedure, by_operator, top_procedures
+from fleet.dossiers.reconcile import Procedure, by_operator, by_operator_id, top_procedures
 from fleet.errors import FleetError, NotFound
 from fleet.models import Device, TelemetrySample, is_online
 from fleet.progress import periods
@@ -112,6 +112,8 @@ class PeriodicReport:
     exist then)."""
     operators: dict[str | None, int] = field(default_factory=dict)
     """Digitized dossiers received in the range by who digitized them (dossiers basis only)."""
+    operator_ids: list[tuple[str, str, int]] = field(default_factory=list)
+    """The same per counter operator: (opaque id, kind, dossiers), most first."""
     procedures: list[Procedure] = field(default_factory=list)
     """The procedures with the most dossiers received in the range (dossiers basis only)."""
     header: AdminHeader = field(default_factory=AdminHeader)
@@ -182,6 +184,7 @@ def build_report(session: Session, start: str, end: str, root: str | None, *, no
     units = set(figures.units) if root is not None else None
     return PeriodicReport(progress=figures, devices=devices, generated_at=now, time_zone=zone(time_zone),
                           previous=before, operators=by_operator(session, units, start, end),
+                          operator_ids=by_operator_id(session, units, start, end),
                           procedures=top_procedures(session, units, start, end), header=header or AdminHeader())
 
 
@@ -285,6 +288,7 @@ UNIT_HEADER_XLSX = (*UNIT_HEADER, "Kết quả giải quyết đã số hóa", "
 COMPARISON_HEADER = ("Chỉ tiêu", "Kỳ này", "Kỳ trước", "Thay đổi")
 PROCEDURE_HEADER = ("Mã thủ tục", "Tiếp nhận", "Đã số hóa", "Tỷ lệ")
 OPERATOR_HEADER = ("Người thực hiện số hóa", "Hồ sơ", "Tỷ trọng")
+OPERATOR_ID_HEADER = ("Mã cán bộ", "Loại", "Hồ sơ đã số hóa")
 BASIS_VI = {"dossiers": "Từng hồ sơ", "counts": "Số tổng hợp"}
 TIER_HEADER = ("Cấp", "Số đơn vị", "Tiếp nhận", "Đã số hóa", "Tỷ lệ", "Chỉ tiêu", "Đạt", "Chưa đạt")
 DEVICE_HEADER = ("Thiết bị", "Đơn vị", "Trạng thái", "Lần cuối liên lạc", "Phiên bản", "Giờ hoạt động",
@@ -364,6 +368,9 @@ def to_xlsx(report: PeriodicReport) -> bytes:
     for who, n, share in operator_rows(report):
         sheet.append([who, n, share])
         sheet[f"C{sheet.max_row}"].number_format = "0.0%"
+    section("Hồ sơ đã số hóa theo mã cán bộ", OPERATOR_ID_HEADER)
+    for operator_id, kind, n in report.operator_ids:
+        sheet.append([operator_id, OPERATOR_VI.get(kind, kind), n])
     sheet.append([])
     sheet.append(["Nơi nhận:", None, None, None, None, None, None, header.signer_title.upper()])
     sheet.cell(sheet.max_row, 1).font = Font(bold=True, italic=True)

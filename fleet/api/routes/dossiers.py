@@ -308,7 +308,8 @@ def get_dossier(code: str, state: StateDep, session: SessionDep, user: CurrentUs
         dossier_code=p.dossier_code, doctype=p.doctype, dpi=p.dpi, dropped=p.dropped,
         quality_ok=p.quality.get("ok") if isinstance(p.quality, dict) else None,
         quality_issues=list(p.quality.get("issues", [])) if isinstance(p.quality, dict) else [],
-        captured_at=p.captured_at, file_url=f"/api/v1/pages/{p.page_id}/file") for p in pages]
+        captured_at=p.captured_at, operator_kind=p.operator_kind, operator_id=p.operator_id,
+        file_url=f"/api/v1/pages/{p.page_id}/file") for p in pages]
     base = DossierOut.of(row)
     return DossierDetailOut(**base.model_dump(), documents=out, pages=page_out)
 

@@ -17,12 +17,13 @@ from PIL import Image
 from device.dossier.session import DossierSession
 from device.dossier.sink import OutboxSink
 from device.dossier.sources import CapturePages
-from protocol.messages import DossierClosed, PageCaptured, decode
+from protocol.messages import DossierClosed, Operator, PageCaptured, decode
 from tests.device.dossier.doubles import RecordingPdf, ScriptedPipeline, Verdict, page_image
 
 outbox_mod = pytest.importorskip("device.delivery.outbox")
 
 CODE = "000.00.12.H10-260101-0007"
+CLERK = Operator(kind="postal_staff", id="op-5c0ffee001")
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,15 @@ class PngBatch:
 
 def test_dossier_reaches_outbox(tmp_path: Path) -> None:
     """Two scanner pages (PNG kept as scanned) and a camera frame (encoded at close), one of them
-    rejected by quality: all reach the outbox; the bad PNG header case is not tried here."""
+    rejected by quality: all reach the outbox; the bad PNG header case is not tried here. Each
+    page's event names the clerk who digitized it (the dossier's operator), as the dossier's does."""
     outbox = outbox_mod.Outbox(tmp_path / "state")
     pdf = RecordingPdf()
     pipeline = ScriptedPipeline({2: Verdict(ok=False, doctype="cccd"), 1: Verdict(doctype="cccd")})
     sink = OutboxSink(outbox, "kiosk-0001")
     try:
         session = DossierSession(processor=pipeline, sink=sink, pdf_builder=pdf)
-        session.open(CODE, via="qr")
+        session.open(CODE, via="qr", operator=CLERK)
         source = PngBatch([1, 2])
         session.capture(CapturePages(source, None))
         session.add_image(page_image(3, (30, 20)))
@@ -72,6 +74,7 @@ def test_dossier_reaches_outbox(tmp_path: Path) -> None:
         ends = [m for m in messages if isinstance(m, DossierClosed)]
         assert len(pages) == 3 and len(ends) == 1
         assert [p.page.dossier_code for p in pages] == [CODE] * 3
+        assert [p.page.operator for p in pages] == [CLERK] * 3 and ends[0].operator == CLERK
         assert pages[1].page.quality is not None and pages[1].page.quality.issues == ["blurry"]
         assert pages[1].severity == "warning"
         assert (pages[0].page.width, pages[0].page.height, pages[0].page.dpi) == (16, 20, 200)

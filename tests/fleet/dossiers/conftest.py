@@ -44,14 +44,14 @@ def status(device: str, unit: str | None, when: datetime) -> Status:
 
 
 def page(device: str, dossier: str | None, when: datetime, *, ok: bool = True, page_id: str | None = None,
-         dpi: int = 200) -> PageCaptured:
+         dpi: int = 200, operator: Operator | None = None) -> PageCaptured:
     n = next(_seq)
     data = f"{device}-{n}".encode()
     quality = QualityVerdict(ok=ok, issues=[] if ok else ["blurry"])
     return PageCaptured(device_id=device, ts=when, page=Page(
         page_id=page_id or new_id(), sha256=hashlib.sha256(data).hexdigest(), size=len(data),
         content_type="image/png", width=1240, height=1754, dpi=dpi, source="scanner", batch_id=f"b-{device}-{n}",
-        sequence=1, dossier_code=dossier, quality=quality, captured_at=when))
+        sequence=1, dossier_code=dossier, quality=quality, captured_at=when, operator=operator))
 
 
 def closed(device: str, dossier: str | None, names: Iterable[str], when: datetime,

@@ -65,7 +65,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         received = [{"code": c, "procedure_code": "1.004227", "unit_code": u, "received_date": d,
                      "due_date": "2026-01-25"} for c, u, d in rows]
         assert client.post("/api/v1/dossiers/received", json=received).status_code == 200
-        good = page("kiosk-c", SCANNED, at("2026-01-10"))
+        good = page("kiosk-c", SCANNED, at("2026-01-10"), operator=Operator(kind="postal_staff", id="op-7"))
         blurred = page("kiosk-c", SCANNED, at("2026-01-10", 4), ok=False)
         walk_in_page = page("kiosk-c", None, at("2026-01-12", 2))
         send(client, [
@@ -171,8 +171,10 @@ def test_the_dossiers_page(browser: Browser, served: Served, artifacts: Path) ->
         expect(documents.locator("td.kind")).to_have_text(["Thành phần", "Kết quả"])
         expect(documents.first.locator("td.when")).to_have_text("10/01/2026 11:00")
         expect(documents.first).to_contain_text("chưa tải lên")
+        expect(documents.locator("td.operator")).to_have_text(["Nhân viên bưu điện (op-7)"] * 2)
         quality = page.locator("#pages tbody td.quality")
         expect(quality).to_have_text(["Đạt", "Không đạt: blurry"])
+        expect(page.locator("#pages tbody td.operator")).to_have_text(["Nhân viên bưu điện (op-7)", "–"])
         expect(page.locator("#pages tbody td.when").first).to_have_text("10/01/2026 10:00")
         page.screenshot(path=str(shots / "dossier-detail.png"), full_page=True)
         violations = {"vi": _axe(page)}

@@ -1,6 +1,7 @@
 """The periodic report on the dossiers basis, on SQLite and PostgreSQL, read back with openpyxl:
-the share digitized by the postal service's staff, the procedures with the most dossiers, the
-previous period beside this one (the whole and each unit's rate)."""
+the share digitized by the postal service's staff and the dossiers per operator id, the
+procedures with the most dossiers, the previous period beside this one (the whole and each
+unit's rate)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def test_report_adds_postal_share_procedures_and_the_previous_period(api: TestCl
     assert section("Thủ tục có nhiều hồ sơ nhất") == [["2.002", 3, 3, 1.0], ["1.001", 1, 0, 0.0]]
     assert section("Người thực hiện số hóa") == [["Cán bộ đơn vị", 1, pytest.approx(1 / 3), None],
                                                  ["Nhân viên bưu điện", 2, pytest.approx(2 / 3), None]]
+    assert section("Hồ sơ đã số hóa theo mã cán bộ") == [["op-1", "Nhân viên bưu điện", 2, None],
+                                                        ["op-2", "Cán bộ đơn vị", 1, None]]
     commune = next(r for r in rows if r[0] == "99003")
     assert (commune[5], commune[14]) == (pytest.approx(1.0), 0.5)  # this month's rate, the previous one's
 
