@@ -25,11 +25,13 @@ from device.agent import Agent
 from device.capture.base import CapturedPage, CaptureSource, ScanRequest
 from device.config import AgentConfig
 from device.inference import synthetic
+from device.operators.book import OperatorBook, StaffOperator, hash_secret
 from protocol.messages import DossierClosed, PageCaptured
 from tests.device.agent_harness import AgentProcess, FileReceiver, Recorder, agent_config, wait_until
 from tests.services import Mosquitto
 
 DEVICE = "kiosk-test"
+CLERK_PIN = "86420975"
 RECEIPT_CODE = "000.00.10.H10-250101-0001"
 RECEIPT = f"{RECEIPT_CODE}|1.000894.000.00.00.H10|001099012345|Giấy khai sinh bản sao"
 T = 90.0  # pages through the pipeline, the classifier and the PDF writer on a busy 2-core machine
@@ -60,11 +62,16 @@ def test_run_scans_through_the_pipeline_and_serves_the_kiosk(
     """``sohoa-device run`` with the SANE test backend, a (fake) document camera and
     ``kiosk.enabled``: telemetry reports the camera, a feeder batch's
     ``page_captured`` events carry the document type and the quality verdict, the files reach the
-    fleet endpoint byte for byte, and the kiosk screen answers plain HTTP on loopback. Bad input
-    tried: a request for the kiosk with a foreign Host header (refused), a path that is not there."""
+    fleet endpoint byte for byte, and the kiosk screen answers plain HTTP on loopback, where a
+    clerk of the operator book the fleet pushed signs in with their PIN (the PIN in no log). Bad
+    input tried: a request for the kiosk with a foreign Host header (refused), a path that is not
+    there."""
     config = agent_config(tmp_path, mosquitto.port, fleet_url=receiver.url,
                           kiosk={"enabled": True, "port": 0}, pdf={"ocr": "off"}, camera={"type": "fake"})
     agent = AgentProcess(config, tmp_path, sane_dir)
+    agent.state.mkdir(parents=True, exist_ok=True)
+    OperatorBook(agent.state / "operators.json").replace(
+        [StaffOperator("op-4b4b4b4b4b", "unit_staff", pin_hash=hash_secret(CLERK_PIN))], version=1)
     try:
         agent.start()
         recorder.wait_for(lambda r: bool(r.decoded("telemetry")), 30, "the first telemetry report")
@@ -95,6 +102,11 @@ def test_run_scans_through_the_pipeline_and_serves_the_kiosk(
         state = httpx.get(f"http://127.0.0.1:{port}/api/state", timeout=10)
         assert state.status_code == 200 and state.json()["state"] == "idle", state.text
         assert state.json()["scanner"] is True  # the screen offers the feeder scanner
+        assert state.json()["staff"]["available"] is True  # the agent gave the screen its sign-in
+        assert httpx.post(f"http://127.0.0.1:{port}/api/staff", json={}, timeout=10).status_code == 200
+        signed = httpx.post(f"http://127.0.0.1:{port}/api/signin", timeout=10,
+                            json={"operator_id": "op-4b4b4b4b4b", "pin": CLERK_PIN})
+        assert signed.status_code == 200 and signed.json()["staff"]["operator"]["id"] == "op-4b4b4b4b4b"
         assert httpx.get(f"http://127.0.0.1:{port}/nothing-here", timeout=10).status_code == 404
         foreign = httpx.get(f"http://127.0.0.1:{port}/api/state", headers={"Host": "evil.example"}, timeout=10)
         assert foreign.status_code >= 400
@@ -103,7 +115,7 @@ def test_run_scans_through_the_pipeline_and_serves_the_kiosk(
         assert agent.terminate() == 0
     finally:
         agent.close()
-    assert "Traceback" not in agent.logs()
+    assert "Traceback" not in agent.logs() and CLERK_PIN not in agent.logs()
 
 
 def test_broken_model_bad_page_and_receipt_slip(
