@@ -4,12 +4,13 @@ commands, bundles, rollouts. The services of this package return these; the rout
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.operations.models import CommandRow
-from fleet.rollouts import PhaseSpec, Target
+from fleet.rollouts import DeviceProgress, HaltInfo, PhaseSpec, RolloutStatus, Target
 from protocol.messages import CommandName
 
 BUNDLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.bundle$"
@@ -115,3 +116,56 @@ class RolloutIn(BaseModel):
     )
     device_timeout_s: float = Field(default=6 * 3600, gt=0)
     start: bool = True
+
+
+class RecentCommandsOut(BaseModel):
+    states: dict[str, int] = Field(description="Commands by state, over all that matched")
+    commands: list[CommandOut] = Field(description="The latest, newest first")
+
+
+class PhaseSummary(BaseModel):
+    phase: int = Field(description="From 1")
+    percent: float = Field(description="Cumulative share of the target devices")
+    devices: int
+    states: dict[str, int] = Field(description="The phase's devices by state")
+
+
+class RolloutSummary(BaseModel):
+    rollout_id: str
+    status: RolloutStatus
+    phase: int = Field(description="The current phase, from 1")
+    halt_reason: str | None
+    halt: HaltInfo | None
+    states: dict[str, int] = Field(description="All devices by state")
+    phases: list[PhaseSummary]
+
+
+class RolloutCreatedOut(BaseModel):
+    rollout_id: str
+    offer: dict[str, Any] = Field(description="The update command's arguments every device is offered")
+    summary: RolloutSummary
+
+
+class RolloutRowOut(BaseModel):
+    rollout_id: str
+    version: str | None
+    kind: str | None
+    created_at: datetime
+    updated_at: datetime
+    devices: int
+    summary: RolloutSummary
+
+
+class RolloutDetailOut(BaseModel):
+    rollout_id: str
+    offer: dict[str, Any]
+    summary: RolloutSummary
+    can_control: bool = Field(description="Whether the caller may pause, resume or cancel it")
+    phases: list[PhaseSpec]
+    devices_total: int
+    devices: dict[str, DeviceProgress] = Field(description="At most ``limit`` devices, those needing attention first")
+
+
+class RolloutControlOut(BaseModel):
+    rollout_id: str
+    summary: RolloutSummary

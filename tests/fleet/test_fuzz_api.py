@@ -186,13 +186,15 @@ def _fits(schema: OpenApiSchema, method: str, template: str, response: httpx.Res
         raise AssertionError(f"{method} {template}: answer outside its schema: {exc}") from None
 
 
-def test_file_and_document_answers_fit_their_declared_types(
+def test_answers_the_stateless_pass_cannot_reach_fit_their_declared_schemas(
     admin_api: TestClient, api_schema: OpenApiSchema, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """The answers the stateless pass cannot reach (they need a held file, an enrolled device, an
-    uploaded bundle): an enrollment, a page file, a held file, a dossier's PDF, a bundle (whole and
-    a range), and the exports and texts, each a real 2xx checked against the operation's declared
-    media types and schema (each was undeclared or declared as JSON before)."""
+    uploaded bundle, a rollout): an enrollment, a page file, a held file, a dossier's PDF, a bundle
+    (whole and a range), the exports and texts, a rollout created, shown and paused, the fleet
+    screen's device; each a real 2xx checked against the operation's declared media types and
+    schema (the files were undeclared or declared as JSON before, the rollouts, commands, fleet
+    screen and health answers free-form objects)."""
     client = admin_api
     identity = DeviceIdentity(tmp_path_factory.mktemp("fuzz-files") / "kiosk-files", "kiosk-files")
     body = enroll_request(identity, issue_token(client, OWN), OWN)
@@ -232,3 +234,16 @@ def test_file_and_document_answers_fit_their_declared_types(
                  "/api/v1/pki/ca.crt", "/api/v1/pki/crl.pem", "/metrics", "/api/v1/corrections/export.zip"):
         if LONG or not path.endswith(HEAVY):  # the renderings: in the long pass only, as above
             _fits(api_schema, "GET", path, client.get(path))
+    created = client.post("/api/v1/rollouts", json={"rollout_id": "fuzz-r1", "bundle": bundle, "version": "9.9.9",
+                                                    "target": {"device_ids": ["kiosk-files"]}})
+    _fits(api_schema, "POST", "/api/v1/rollouts", created)
+    _fits(api_schema, "GET", "/api/v1/rollouts", client.get("/api/v1/rollouts"))
+    _fits(api_schema, "GET", "/api/v1/rollouts/{rollout_id}", client.get("/api/v1/rollouts/fuzz-r1"),
+          rollout_id="fuzz-r1")
+    _fits(api_schema, "POST", "/api/v1/rollouts/{rollout_id}/{action}", client.post("/api/v1/rollouts/fuzz-r1/pause"),
+          rollout_id="fuzz-r1", action="pause")
+    _fits(api_schema, "GET", "/api/v1/commands", client.get("/api/v1/commands"))
+    _fits(api_schema, "GET", "/api/v1/fleet/devices", client.get("/api/v1/fleet/devices"))
+    _fits(api_schema, "GET", "/api/v1/fleet/devices/{device_id}", client.get("/api/v1/fleet/devices/kiosk-files"),
+          device_id="kiosk-files")
+    _fits(api_schema, "GET", "/healthz", client.get("/healthz"))

@@ -2,7 +2,7 @@
 (:mod:`fleet.operations.commands`). Every route needs a user, queuing one an admin of the
 device's unit; a command to a device outside the scope answers 404, as if absent."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -12,7 +12,7 @@ from fleet.auth.scope import require_unit, visible_device, visible_devices
 from fleet.models import Device
 from fleet.operations import commands
 from fleet.operations.models import CommandRow
-from fleet.operations.schemas import CommandIn, CommandOut
+from fleet.operations.schemas import CommandIn, CommandOut, RecentCommandsOut
 
 router = APIRouter(tags=["operations"])
 
@@ -43,10 +43,11 @@ def recent_commands(
     state: Annotated[str | None, Query(max_length=16, description="Only commands in this state")] = None,
     rollout_id: Annotated[str | None, Query(max_length=64, description="Only the commands of this rollout")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> dict[str, Any]:
+) -> RecentCommandsOut:
     """The latest commands over all devices, newest first, with counts by state."""
-    return commands.recent_commands(session, visible_devices(session, user), state=state, rollout_id=rollout_id,
-                                    limit=limit)
+    found = commands.recent_commands(session, visible_devices(session, user), state=state, rollout_id=rollout_id,
+                                     limit=limit)
+    return RecentCommandsOut.model_validate(found)
 
 
 @router.get("/commands/{command_id}")

@@ -1,9 +1,11 @@
 """``/healthz`` and ``/metrics``."""
 
 from datetime import timedelta
+from typing import Literal
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import func, select, text
 
 from fleet.api.deps import SessionDep, StateDep
@@ -12,16 +14,19 @@ from fleet.models import Device
 router = APIRouter(tags=["health"])
 
 
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+    ingest: Literal["off", "connected", "disconnected"]
+
+
 @router.get("/healthz")
-def healthz(state: StateDep, session: SessionDep) -> dict[str, object]:
+def healthz(state: StateDep, session: SessionDep) -> HealthOut:
     """200 with the parts' states; the database must answer."""
     session.execute(text("SELECT 1"))
     ingest = state.services.ingest
-    return {
-        "status": "ok",
-        "database": "ok",
-        "ingest": "off" if ingest is None else ("connected" if ingest.connected else "disconnected"),
-    }
+    return HealthOut(status="ok", database="ok",
+                     ingest="off" if ingest is None else ("connected" if ingest.connected else "disconnected"))
 
 
 @router.get("/metrics", response_class=Response,

@@ -6,7 +6,7 @@ A unit admin plans rollouts over their devices only; a rollout reaching other un
 them with their devices only, and only a province admin may pause, resume or cancel it. Objects
 outside the scope answer 404, as if absent."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
@@ -16,14 +16,14 @@ from fleet.auth.scope import OutOfScope, visible_devices, visible_units
 from fleet.errors import NotFound
 from fleet.operations import rollouts
 from fleet.operations.bundles import BundleStore
-from fleet.operations.schemas import RolloutIn
+from fleet.operations.schemas import RolloutControlOut, RolloutCreatedOut, RolloutDetailOut, RolloutIn, RolloutRowOut
 from fleet.rollouts import RolloutStateError
 
 router = APIRouter(prefix="/rollouts", tags=["operations"])
 
 
 @router.post("", status_code=201)
-def create_rollout(body: RolloutIn, state: StateDep, request: Request, user: AdminUser) -> dict[str, Any]:
+def create_rollout(body: RolloutIn, state: StateDep, request: Request, user: AdminUser) -> RolloutCreatedOut:
     """Plan and (by default) start a rollout. A unit admin's targets are only their devices; a
     downgrade or another download address (``base_url``) is for a province admin."""
     if (body.allow_downgrade or body.base_url is not None) and not user.is_province_admin:
@@ -44,7 +44,7 @@ def create_rollout(body: RolloutIn, state: StateDep, request: Request, user: Adm
         except rollouts.NoDeviceMatches as exc:
             raise HTTPException(422, str(exc)) from None
     state.services.wake_operations()
-    return {"rollout_id": body.rollout_id, "offer": offer, "summary": summary}
+    return RolloutCreatedOut.model_validate({"rollout_id": body.rollout_id, "offer": offer, "summary": summary})
 
 
 @router.get("")
@@ -53,9 +53,10 @@ def list_rollouts(
     user: CurrentUser,
     status: Annotated[str | None, Query(max_length=16, description="Only rollouts in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[dict[str, Any]]:
+) -> list[RolloutRowOut]:
     """Rollouts, newest first, each with its summary (no per-device progress: see one rollout)."""
-    return rollouts.list_rollouts(session, visible_devices(session, user), status=status, limit=limit)
+    return [RolloutRowOut.model_validate(row)
+            for row in rollouts.list_rollouts(session, visible_devices(session, user), status=status, limit=limit)]
 
 
 @router.get("/{rollout_id}")
@@ -65,7 +66,7 @@ def get_rollout(
     user: CurrentUser,
     limit: Annotated[int | None, Query(ge=1, le=100000, description="At most this many devices, "
                                        "those needing attention first (failed, then updating)")] = None,
-) -> dict[str, Any]:
+) -> RolloutDetailOut:
     """Summary (per-phase state counts, status, halt reason) and per-device progress."""
     try:
         row, whole = rollouts.load(session, rollout_id)
@@ -76,11 +77,11 @@ def get_rollout(
     if rollout is None:
         raise OutOfScope("no such rollout")
     can_control = user.is_admin and (visible is None or set(whole.devices) <= visible)
-    return rollouts.detail(row, rollout, can_control=can_control, limit=limit)
+    return RolloutDetailOut.model_validate(rollouts.detail(row, rollout, can_control=can_control, limit=limit))
 
 
 @router.post("/{rollout_id}/{action}")
-def control_rollout(rollout_id: str, action: rollouts.Action, state: StateDep, user: AdminUser) -> dict[str, Any]:
+def control_rollout(rollout_id: str, action: rollouts.Action, state: StateDep, user: AdminUser) -> RolloutControlOut:
     with state.sessions.begin() as session:
         try:
             row, rollout = rollouts.load(session, rollout_id, for_update=True)
@@ -96,4 +97,4 @@ def control_rollout(rollout_id: str, action: rollouts.Action, state: StateDep, u
         except RolloutStateError as exc:
             raise HTTPException(409, str(exc)) from None
     state.services.wake_operations()
-    return {"rollout_id": rollout_id, "summary": summary}
+    return RolloutControlOut.model_validate({"rollout_id": rollout_id, "summary": summary})
