@@ -1,13 +1,16 @@
-"""Bad input: hostile image files into ``sohoa-device inspect`` (the page pipeline's file path,
-which the agent's folder source also takes). Each file gives one JSON line, a refusal as one
-line with ``error``, in bounded time and memory; nothing raises."""
+"""Bad input: hostile image files into ``sohoa-device inspect`` (the page pipeline's file path)
+and into the agent's folder source (how files reach the agent's pipeline). Inspect gives one JSON
+line per file, a refusal as one line with ``error``, in bounded time and memory; the folder source
+takes each file as a page or sets it aside; nothing raises."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import resource
 import struct
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -17,6 +20,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from device.capture.base import ScanRequest
+from device.capture.config import FolderConfig
+from device.capture.folder import SUFFIXES, FolderSource
 from device.inspect import inspect_main
 from tests.fuzzing import fuzz_settings, tried
 
@@ -144,3 +150,52 @@ def test_mutated_images_never_crash_inspect(tmp_path: Path, seed: str, cut: int,
     path.write_bytes(bytes(data))
     tried("images")
     _inspect([path], tmp_path)
+
+
+def _mutate(seed: str, cut: int, flips: list[tuple[int, int]]) -> bytes:
+    data = bytearray(_SEEDS[seed])
+    for at, xor in flips:
+        data[at % len(data)] ^= xor
+    return bytes(data[: max(1, cut % (len(data) + 1))])
+
+
+MUTATION = st.tuples(st.sampled_from(sorted(k for k, v in _SEEDS.items() if len(v) > 64)), st.integers(0, 10**6),
+                     st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=8))
+
+
+def _scan_folder(files: dict[str, bytes]) -> None:
+    """``files`` in one settled import folder, scanned by the agent's folder source: the scan never
+    raises; each file becomes a page with its bytes as they were (then moved to imported/) or is
+    moved to rejected/; none is left behind or lost."""
+    with tempfile.TemporaryDirectory() as root:
+        inbox = Path(root) / "inbox"
+        inbox.mkdir()
+        old = time.time() - 60
+        for name, data in files.items():
+            (inbox / name).write_bytes(data)
+            os.utime(inbox / name, (old, old))
+        source = FolderSource(FolderConfig(path=inbox, settle_s=1))
+        for page in source.pages(ScanRequest()):
+            assert page.origin is not None and page.data == files[page.origin.name]
+            assert page.content_type in ("image/png", "image/jpeg", "image/tiff")
+            source.done(page)
+        tried("images_folder_source", len(files))
+        kept = {p.name for folder in ("imported", "rejected") if (inbox / folder).is_dir()
+                for p in (inbox / folder).iterdir()}
+        assert kept == set(files), (set(files) - kept, {p.name for p in inbox.iterdir() if p.is_file()})
+
+
+def test_the_agents_folder_source_takes_or_sets_aside_every_known_hostile_file() -> None:
+    """The agent's own way in for image files (its folder source, before the page pipeline): every
+    known hostile file above of a type it imports (it does not look at a GIF)."""
+    _scan_folder({name: data for name, data in _SEEDS.items() if Path(name).suffix in SUFFIXES})
+
+
+@fuzz_settings(8)
+@given(mutations=st.lists(MUTATION, min_size=1, max_size=6))
+def test_the_agents_folder_source_takes_or_sets_aside_damaged_files(
+    mutations: list[tuple[str, int, list[tuple[int, int]]]],
+) -> None:
+    """Generated: damaged files of every kind above (cut short, bytes flipped) in one import folder."""
+    _scan_folder({f"gen-{i}{Path(seed).suffix}": _mutate(seed, cut, flips)
+                  for i, (seed, cut, flips) in enumerate(mutations) if Path(seed).suffix in SUFFIXES})
