@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleet.auth.principal import Principal
+from fleet.enroll.models import EnrollmentRow
 from fleet.models import Device, Page
 from fleet.progress.models import Unit
 
@@ -84,6 +85,18 @@ def visible_device(session: Session, principal: Principal, device_id: str) -> De
         raise HTTPException(404, "no such device")
     require_unit(session, principal, device.unit_code, detail="no such device")
     return device
+
+
+def enrolled_device(session: Session, principal: Principal, device_id: str) -> Device | EnrollmentRow:
+    """The device's row, or, for a device enrolled (accepted) that never connected, its
+    enrollment; 404 when there is neither or it is outside the principal's units (audited)."""
+    if session.get(Device, device_id) is not None:
+        return visible_device(session, principal, device_id)
+    enrollment = session.get(EnrollmentRow, device_id)
+    if enrollment is None or enrollment.state != "accepted":
+        raise HTTPException(404, "no such device")
+    require_unit(session, principal, enrollment.unit_code, detail="no such device")
+    return enrollment
 
 
 def visible_devices(session: Session, principal: Principal) -> set[str] | None:

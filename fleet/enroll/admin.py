@@ -2,8 +2,10 @@
 command line (:mod:`fleet.enroll.cli`): issue and withdraw tokens, decide enrollments, revoke a
 device and publish the CRL. Each action writes its audit entry through an :class:`Auditor`: the
 API's records the request's user and address, the command line's the operating-system user
-(``cli:<user>``). Who may act on which unit is the caller's business (the API checks the user's
-scope first; the command line runs on the fleet's host with access to its database and CA key).
+(``cli:<user>``). A device's unit is its accepted enrollment's (what its status messages claim is
+ignored, :mod:`fleet.ingest`), so moving a device changes that enrollment. Who may act on which
+unit is the caller's business (the API checks the user's scope first; the command line runs on
+the fleet's host with access to its database and CA key).
 
 >>> # runtime = open_runtime(config, sessions, clock)
 >>> # text, token = create_token(runtime, sessions, system_auditor("cli:root", clock), unit_code="00001",
@@ -23,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.auth.audit import entry, record
 from fleet.enroll.crl import Published
+from fleet.enroll.models import EnrollmentRow
 from fleet.enroll.runtime import EnrollRuntime
 from fleet.errors import FleetError
 from fleet.models import Device
@@ -34,6 +37,11 @@ TokenState = Literal["active", "expired", "used", "revoked"]
 
 class TokenTtlTooLong(FleetError, ValueError):
     """The token would outlive ``enrollment.max_token_ttl_h``."""
+
+
+class NotEnrolled(FleetError, LookupError):
+    """The device has no accepted enrollment: the fleet assigns it no unit (its unit, if any,
+    comes from its own status messages and its config file)."""
 
 
 class Auditor(Protocol):
@@ -167,3 +175,22 @@ def retire_superseded(runtime: EnrollRuntime, sessions: sessionmaker[Session], a
               detail=f"serials={','.join(serials)} current={current_serial:x}")
     publish_crl(runtime, sessions, audit, f"renewal of {device_id} confirmed")
     return serials
+
+
+def move_device(session: Session, audit: Auditor, device_id: str, unit_code: str) -> str:
+    """Assign an enrolled device to ``unit_code``, in the caller's transaction; returns the unit
+    it leaves (the same when nothing changed: then nothing is audited). The assignment is the
+    accepted enrollment's unit, which ingest applies over whatever the device's status claims;
+    pages it captured keep the unit they came in under. Raises :class:`NotEnrolled`."""
+    device = session.get(Device, device_id, with_for_update=True)  # ordered against an ingest batch
+    enrollment = session.get(EnrollmentRow, device_id, with_for_update=True)
+    if enrollment is None or enrollment.state != "accepted":
+        raise NotEnrolled(f"{device_id} has no accepted enrollment: the fleet does not assign its unit")
+    old = enrollment.unit_code
+    if old == unit_code and (device is None or device.unit_code == unit_code):
+        return old
+    enrollment.unit_code = unit_code
+    if device is not None:
+        device.unit_code = unit_code
+    audit(session, action="device.moved", target=device_id, unit_code=unit_code, detail=f"from={old} to={unit_code}")
+    return old

@@ -10,14 +10,18 @@ signature is checked by each device, not here.
 >>> size, sha = asyncio.run(store.save("agent-1.2.bundle", chunks()))
 >>> size, store.sha256("agent-1.2.bundle") == sha, store.path("other.bundle")
 (13, True, None)
+>>> [(name, size) for name, size, _ in store.bundles()]
+[('agent-1.2.bundle', 13)]
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fleet.config import FleetConfig
@@ -25,6 +29,7 @@ from fleet.durable import atomic_write, place
 from fleet.errors import FleetError
 
 MAX_BUNDLE_BYTES = 1024 * 1024 * 1024
+BUNDLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.bundle$"
 
 
 class BundleTooLarge(FleetError, ValueError):
@@ -64,6 +69,17 @@ class BundleStore:
         finally:
             Path(tmp).unlink(missing_ok=True)
         return size, digest.hexdigest()
+
+    def bundles(self) -> list[tuple[str, int, datetime]]:
+        """Every bundle held: (name, size, when it was stored), newest first."""
+        if not self.directory.is_dir():
+            return []
+        held = []
+        for path in self.directory.iterdir():
+            if path.is_file() and re.fullmatch(BUNDLE_NAME, path.name):
+                stat = path.stat()
+                held.append((path.name, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        return sorted(held, key=lambda b: (b[2], b[0]), reverse=True)
 
     def path(self, name: str) -> Path | None:
         """The bundle's file, None when there is no such bundle."""

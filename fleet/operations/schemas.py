@@ -9,11 +9,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet.operations.bundles import BUNDLE_NAME
 from fleet.operations.models import CommandRow
 from fleet.rollouts import DeviceProgress, HaltInfo, PhaseSpec, RolloutStatus, Target
 from protocol.messages import CommandName
-
-BUNDLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.bundle$"
 
 Scope = Literal["fleet", "unit", "device"]
 
@@ -98,7 +97,8 @@ class CommandOut(BaseModel):
 class BundleOut(BaseModel):
     name: str
     size: int
-    sha256: str
+    sha256: str | None = Field(description="Computed at upload (None for a bundle put there by other means)")
+    stored_at: Any = Field(default=None, description="When it was stored")
 
 
 class RolloutIn(BaseModel):

@@ -16,6 +16,7 @@ from fleet.api.routes import (
     bundles,
     certificates,
     commands,
+    contract,
     corrections,
     deliveries,
     devices,
@@ -40,9 +41,9 @@ from fleet.api.routes import (
 API_PREFIX = "/api/v1"
 
 api = APIRouter(prefix=API_PREFIX)
-for resource in (devices, pages, files, dossiers, deliveries, units, progress, settings, commands, bundles, rollouts,
-                 alerts, fleet_screen, corrections, enrollments, pki, enrollment_tokens, certificates, auth, users,
-                 operators, audit):
+for resource in (devices, pages, files, dossiers, deliveries, units, progress, settings, commands, contract, bundles,
+                 rollouts, alerts, fleet_screen, corrections, enrollments, pki, enrollment_tokens, certificates, auth,
+                 users, operators, audit):
     api.include_router(resource.router)
 
 router = APIRouter()

@@ -1,4 +1,5 @@
-"""``/bundles/{name}``: signed update bundles (:class:`fleet.operations.bundles.BundleStore`).
+"""``/bundles`` (the list, for admins) and ``/bundles/{name}``: signed update bundles
+(:class:`fleet.operations.bundles.BundleStore`).
 Uploads are the province admin's (sha256 computed at upload); downloads are answered with
 HTTP Range so devices resume them. A rollout's offer names the bundle with ``?rollout=<id>``:
 once that rollout is cancelled or halted the fleet answers 410, so an offer that waited in the
@@ -11,15 +12,23 @@ from fastapi.responses import FileResponse
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.api.schemas.media import OCTETS, file_answer
-from fleet.auth.deps import ProvinceAdmin
+from fleet.auth.deps import AdminUser, ProvinceAdmin
 from fleet.enroll.deviceauth import device_or_user
 from fleet.operations import rollouts
-from fleet.operations.bundles import BundleStore, BundleTooLarge
-from fleet.operations.schemas import BUNDLE_NAME, BundleOut
+from fleet.operations.bundles import BUNDLE_NAME, BundleStore, BundleTooLarge
+from fleet.operations.schemas import BundleOut
 
 router = APIRouter(prefix="/bundles", tags=["operations"])
 
 BundleName = Annotated[str, Path(pattern=BUNDLE_NAME)]
+
+
+@router.get("")
+def list_bundles(state: StateDep, _user: AdminUser) -> list[BundleOut]:
+    """The bundles held, newest first, to plan a rollout with."""
+    store = BundleStore.of(state.config)
+    return [BundleOut(name=name, size=size, sha256=store.sha256(name), stored_at=at)
+            for name, size, at in store.bundles()]
 
 
 @router.put("/{name}", status_code=201)
@@ -29,7 +38,7 @@ async def put_bundle(name: BundleName, request: Request, state: StateDep, _user:
         size, sha256 = await BundleStore.of(state.config).save(name, request.stream())
     except BundleTooLarge as exc:
         raise HTTPException(413, str(exc)) from None
-    return BundleOut(name=name, size=size, sha256=sha256)
+    return BundleOut(name=name, size=size, sha256=sha256, stored_at=state.now())
 
 
 @router.get("/{name}", name="get_bundle", response_class=FileResponse,

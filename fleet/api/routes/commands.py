@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from fleet.api.deps import SessionDep, StateDep
 from fleet.auth.deps import AdminUser, CurrentUser
-from fleet.auth.scope import require_unit, visible_device, visible_devices
+from fleet.auth.scope import enrolled_device, require_unit, visible_devices
 from fleet.models import Device
 from fleet.operations import commands
 from fleet.operations.models import CommandRow
@@ -24,7 +24,7 @@ def create_command(device_id: str, body: CommandIn, state: StateDep, user: Admin
     if body.name == "update" and not user.is_province_admin:
         raise HTTPException(403, "only a province admin sends a raw update command; use a rollout")
     with state.sessions.begin() as session:
-        visible_device(session, user, device_id)
+        enrolled_device(session, user, device_id)  # one never connected yet gets it when it does
         out = commands.queue_command(session, device_id, body.name, body.args, body.timeout_s, state.now())
     state.services.wake_operations()
     return out
@@ -32,7 +32,7 @@ def create_command(device_id: str, body: CommandIn, state: StateDep, user: Admin
 
 @router.get("/devices/{device_id}/commands")
 def list_commands(device_id: str, session: SessionDep, user: CurrentUser) -> list[CommandOut]:
-    visible_device(session, user, device_id)
+    enrolled_device(session, user, device_id)
     return commands.device_commands(session, device_id)
 
 

@@ -16,21 +16,29 @@ class DeviceOut(BaseModel):
     """A device as the fleet last heard from it."""
 
     id: str = Field(description="Device id")
-    unit: str | None = Field(description="Code of the administrative unit it serves (from its status)")
+    unit: str | None = Field(description="Code of the administrative unit it serves: its enrollment's (the fleet's "
+                             "assignment), else what its status says")
     online: bool = Field(description="Status not offline and heard from within the heartbeat timeout")
     status: str = Field(
         description="Last status it (or its Last Will) published: online, offline, unknown; or revoked once an "
-        "admin revoked its certificates (the broker and the API refuse it)"
+        "admin revoked its certificates (the broker and the API refuse it); enrolled: accepted, never connected"
     )
     status_at: datetime | None = Field(description="When that status was received")
-    first_seen: datetime = Field(description="First message received")
-    last_seen: datetime = Field(description="Latest message received")
+    first_seen: datetime | None = Field(description="First message received (None: never connected)")
+    last_seen: datetime | None = Field(description="Latest message received (None: never connected)")
     version: str | None = Field(description="Agent version")
     scanner_state: str | None = Field(description="ready, scanning, jammed, cover_open, no_docs, error, absent...")
     scanner_model: str | None = Field(description="Scanner vendor and model when known")
     outbox: OutboxOut = Field(description="Outbox depth from the latest telemetry")
     accepting_scans: bool | None = Field(description="False when the device refuses scans (disk low)")
     telemetry: dict[str, Any] | None = Field(default=None, description="Latest telemetry (detail view only)")
+
+    @classmethod
+    def enrolled(cls, device_id: str, unit: str) -> "DeviceOut":
+        """A device enrolled (its enrollment accepted) that has not connected yet."""
+        return cls(id=device_id, unit=unit, online=False, status="enrolled", status_at=None, first_seen=None,
+                   last_seen=None, version=None, scanner_state=None, scanner_model=None,
+                   outbox=OutboxOut(events=None, files=None, bytes=None), accepting_scans=None)
 
     @classmethod
     def of(cls, device: Device, now: datetime, timeout_s: float, *, detail: bool = False) -> "DeviceOut":
