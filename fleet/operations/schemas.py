@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleet.operations.bundles import BUNDLE_NAME
 from fleet.operations.models import CommandRow
@@ -116,6 +116,15 @@ class RolloutIn(BaseModel):
     )
     device_timeout_s: float = Field(default=6 * 3600, gt=0)
     start: bool = True
+
+    @field_validator("phases")
+    @classmethod
+    def _phases_increase_to_100(cls, phases: list[PhaseSpec]) -> list[PhaseSpec]:
+        """What planning needs (a 422 naming ``phases`` rather than a failure when planning)."""
+        percents = [p.percent for p in phases]
+        if percents != sorted(set(percents)) or percents[-1] != 100:
+            raise ValueError("phase percentages must increase strictly and end at 100")
+        return phases
 
 
 class RecentCommandsOut(BaseModel):

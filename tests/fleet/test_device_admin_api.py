@@ -157,3 +157,14 @@ def test_bundle_list(fleet: Fleet) -> None:
     assert put.status_code == 201
     [listed] = fleet.unit_admin.get("/api/v1/bundles").json()
     assert (listed["name"], listed["size"], listed["sha256"]) == ("agent-9.9.bundle", 19, put.json()["sha256"])
+
+
+def test_rollout_phases_that_do_not_increase_to_100_are_a_422(fleet: Fleet) -> None:
+    """They reached planning and failed there (a 500) before; nothing is stored either way."""
+    fleet.admin.put("/api/v1/bundles/agent-9.8.bundle", content=b"bundle")
+    for phases in ([{"percent": 50}, {"percent": 20}, {"percent": 100}], [{"percent": 10}, {"percent": 60}]):
+        answer = fleet.admin.post("/api/v1/rollouts", json={"rollout_id": "bad-phases", "bundle": "agent-9.8.bundle",
+                                                             "version": "9.8", "phases": phases})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"][0]["loc"] == ["body", "phases"]
+    assert fleet.admin.get("/api/v1/rollouts").json() == []

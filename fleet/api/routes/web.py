@@ -11,12 +11,16 @@
   failed deliveries with their reason, retry and cancel for admins (``?lang=en``);
 * ``/operations``: rollouts with their phases and per-device progress, desired vs reported
   settings, commands (``?view=rollouts|settings|commands``, ``?rollout=<id>``, ``?device=<id>``);
-* ``/admin``: the admin forms (``?view=enrollment|users|units|audit``): enrollment tokens (issued
-  with the CA pin and a QR code, shown once; revoked), pending enrollments (accept, reject with a
+* ``/admin``: the admin forms (``?view=enrollment|users|units|audit|device|settings|updates``):
+  enrollment tokens (issued with the CA pin and a QR code, shown once; revoked; a printable setup
+  sheet of tokens for a batch of SD cards), pending enrollments (accept, reject with a
   reason), users (create, role or unit, disable, password), the unit tree's CSV import (its
   problems by line) and the targets, the audit log with its filters, one device
-  (``&device=<id>``: send a command and follow it, download what ``collect_logs`` returned,
-  revoke after a confirmation); each
+  (``&device=<id>``: send a command with its arguments and follow it, download what
+  ``collect_logs`` returned, move it to another unit, revoke after a confirmation), desired
+  settings per fleet, unit or device (checked against the contract as the admin types), bundles
+  (upload, list) and the rollout wizard (bundle, targets, phases and thresholds; pause, resume,
+  cancel); each
   form calls the JSON API, which applies the roles, the unit scope and the audit;
 * ``/static/operators.js``: the admin page's counter operators view (``/admin?view=operators``:
   add a unit's clerk or postal staff with a PIN and/or a staff card whose QR is shown once, list
@@ -33,6 +37,7 @@ from the API, so a unit's users see their units' devices only. The login page is
 
 from functools import cache
 from importlib import resources
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
@@ -76,6 +81,14 @@ def nav_script() -> Response:
 def operators_script() -> Response:
     """The admin page's counter operators view (:mod:`fleet.operators`)."""
     return Response(_static("fleet.operators", "admin.js"), media_type="text/javascript; charset=utf-8",
+                    headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/static/admin/{name}.js")
+def admin_script(name: Literal["schema", "settings", "updates", "sheet"]) -> Response:
+    """The admin page's sections in their own scripts: forms drawn from the contract's schemas,
+    desired settings, bundles and rollouts, the SD cards' setup sheet."""
+    return Response(_static("fleet.api.static.admin", f"{name}.js"), media_type="text/javascript; charset=utf-8",
                     headers={"Cache-Control": "no-cache"})
 
 
@@ -123,5 +136,6 @@ def deliveries_page(state: StateDep, _: CurrentUser) -> HTMLResponse:
 
 @router.get("/admin", response_class=HTMLResponse)
 def admin_page(_: CurrentUser) -> HTMLResponse:
-    """The admin forms: enrollment, users, units and targets, audit log, one device (``?view=``)."""
+    """The admin forms: enrollment, users, units and targets, audit log, one device, settings,
+    updates (``?view=``)."""
     return _page(_static("fleet.api.static", "admin.html"))
