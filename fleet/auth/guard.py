@@ -9,7 +9,8 @@
   here all the same, so the route can accept a user instead.
 - Everything else needs a user's session (401; a web page redirects to ``/login?next=...``),
   and a write (POST, PUT, PATCH, DELETE) an admin role (403 for a viewer), except logging out
-  and changing one's own password.
+  and changing one's own password. ``POST /api/v1/contract/check`` is a read (a dry-run the
+  admin forms call as the admin types; it stores nothing): any user, not audited.
 
 Audited here, once the response is sent: every write by a user (method, path template, status),
 every download of a page or dossier file, every 401 and 403, and every 404 given for an object
@@ -55,6 +56,7 @@ ANY_USER_WRITES = frozenset({"/api/v1/auth/logout", "/api/v1/auth/password", "/l
 DOWNLOADS = frozenset({"/api/v1/files/{sha256}", "/api/v1/pages/{page_id}/file", "/api/v1/corrections/export.zip",
                        "/api/v1/dossiers/{code}/documents/{name}"})
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+READ_ONLY_POSTS = frozenset({"/api/v1/contract/check"})  # a body to check, nothing changed
 
 OUT_OF_SCOPE_KEY = "out_of_scope"
 _BODY_KEPT = 2048
@@ -76,7 +78,7 @@ def access(method: str, template: str) -> Access:
 
 
 def needs_admin(method: str, template: str) -> bool:
-    return method in WRITES and template not in ANY_USER_WRITES
+    return method in WRITES and template not in ANY_USER_WRITES and template not in READ_ONLY_POSTS
 
 
 def is_web_page(path: str) -> bool:
@@ -175,7 +177,7 @@ class AuthGuard:
             pass  # a device is named only by its signature (deviceauth audits those refusals with it)
         elif kind == "user" and template in DOWNLOADS and method == "GET":
             action = f"download {template}"
-        elif kind == "user" and method in WRITES:
+        elif kind == "user" and method in WRITES and template not in READ_ONLY_POSTS:
             pass
         else:
             return

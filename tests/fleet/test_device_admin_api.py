@@ -149,6 +149,12 @@ def test_contract_schemas_and_the_dry_run_check(fleet: Fleet) -> None:
                                                                  "command": "reboot", "args": {"force": True}})
     assert fine.json() == {"problems": []}
     assert fleet.admin.get("/api/v1/settings/fleet/default").status_code == 404  # a check stores nothing
+    with TestClient(fleet.app) as viewer:  # a read: any user, and not in the audit log
+        make_user(fleet_state(fleet.app).sessions, name="xem-99001", password="viewer-password-1", role="viewer",
+                  unit_code="99001")
+        login_as(viewer, "xem-99001", "viewer-password-1")
+        assert viewer.post("/api/v1/contract/check", json={"settings": {}}).json() == {"problems": []}
+    assert not [e for e in fleet.admin.get("/api/v1/audit", params={"limit": 1000}).json() if "contract" in e["action"]]
 
 
 def test_bundle_list(fleet: Fleet) -> None:
