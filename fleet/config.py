@@ -204,6 +204,15 @@ class ClusterConfig(_Section):
     )
 
 
+class BundlesConfig(_Section):
+    public_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (PEM files) update bundles are signed with, the devices' own "
+                    "(updater.public_keys): an upload signed by none of them is refused (422, nothing kept). "
+                    "Empty: uploads are not checked here (each device still checks before installing)",
+    )
+
+
 class FleetConfig(_Section):
     """Everything ``sohoa-fleet`` reads from its config file.
 
@@ -228,6 +237,7 @@ class FleetConfig(_Section):
         default_factory=SigningConfig, description="Signing closed documents (PAdES) with the organisation's key"
     )
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Several fleet nodes on one database")
+    bundles: BundlesConfig = Field(default_factory=BundlesConfig, description="Signed update bundles (uploads)")
     time_zone: str = Field(
         default=DEFAULT_ZONE,
         description="The province's IANA time zone: every time on the web pages and in reports is shown in it",

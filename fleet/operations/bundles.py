@@ -1,13 +1,15 @@
 """Signed update bundles as the fleet stores them: one file per bundle beside the file store
-(``<storage.dir>/../bundles``) with its sha256 in ``<name>.sha256``, written at upload. Their
-signature is checked by each device, not here.
+(``<storage.dir>/../bundles``) with its sha256 in ``<name>.sha256``, written at upload. With the
+signing keys configured (``bundles.public_keys``), an upload is checked completely (signature,
+manifest, every payload file: :func:`images.manifest.verify_bundle`, as the devices check it)
+before it is kept; each device checks it again before installing.
 
 >>> import asyncio, tempfile, pathlib
 >>> store = BundleStore(pathlib.Path(tempfile.mkdtemp()))
 >>> async def chunks():
 ...     yield b"signed "
 ...     yield b"bundle"
->>> size, sha = asyncio.run(store.save("agent-1.2.bundle", chunks()))
+>>> size, sha, _ = asyncio.run(store.save("agent-1.2.bundle", chunks()))
 >>> size, store.sha256("agent-1.2.bundle") == sha, store.path("other.bundle")
 (13, True, None)
 >>> [(name, size) for name, size, _ in store.bundles()]
@@ -16,17 +18,24 @@ signature is checked by each device, not here.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleet.config import FleetConfig
 from fleet.durable import atomic_write, place
 from fleet.errors import FleetError
+from images.errors import BundleError
+from images.manifest import Manifest, verify_bundle
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MAX_BUNDLE_BYTES = 1024 * 1024 * 1024
 BUNDLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.bundle$"
@@ -34,6 +43,10 @@ BUNDLE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.bundle$"
 
 class BundleTooLarge(FleetError, ValueError):
     """An upload past :data:`MAX_BUNDLE_BYTES` (nothing is kept)."""
+
+
+class BundleRefused(FleetError, ValueError):
+    """An upload that is not a bundle signed by a trusted key (nothing is kept); says why."""
 
 
 class BundleStore:
@@ -47,9 +60,13 @@ class BundleStore:
     def of(cls, config: FleetConfig) -> BundleStore:
         return cls(config.storage.dir.parent / "bundles")
 
-    async def save(self, name: str, chunks: AsyncIterator[bytes]) -> tuple[int, str]:
+    async def save(self, name: str, chunks: AsyncIterator[bytes],
+                   trusted: Sequence[Ed25519PublicKey] = ()) -> tuple[int, str, Manifest | None]:
         """Write the bundle ``name`` from ``chunks`` (replacing one of that name only once it is
-        whole and on disk); returns its size and sha256. :class:`BundleTooLarge` past the limit."""
+        whole, on disk and, with ``trusted`` keys, verified); returns its size, sha256 and verified
+        manifest (None unchecked). :class:`BundleTooLarge` past the limit, :class:`BundleRefused`
+        when it does not verify."""
+        manifest = None
         self.directory.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -64,11 +81,16 @@ class BundleStore:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+            if trusted:
+                try:
+                    manifest = await asyncio.to_thread(verify_bundle, Path(tmp), trusted)
+                except BundleError as exc:
+                    raise BundleRefused(str(exc)) from None
             place(Path(tmp), self.directory / name)
             atomic_write(self.directory / f"{name}.sha256", (digest.hexdigest() + "\n").encode())
         finally:
             Path(tmp).unlink(missing_ok=True)
-        return size, digest.hexdigest()
+        return size, digest.hexdigest(), manifest
 
     def bundles(self) -> list[tuple[str, int, datetime]]:
         """Every bundle held: (name, size, when it was stored), newest first."""

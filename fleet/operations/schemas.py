@@ -99,6 +99,10 @@ class BundleOut(BaseModel):
     size: int
     sha256: str | None = Field(description="Computed at upload (None for a bundle put there by other means)")
     stored_at: Any = Field(default=None, description="When it was stored")
+    signature_checked: bool | None = Field(default=None, description="At upload: its signature, manifest and files "
+                                           "verified against bundles.public_keys (false: none configured)")
+    kind: str | None = Field(default=None, description="At upload, once verified: its manifest's kind")
+    version: str | None = Field(default=None, description="At upload, once verified: its manifest's version")
 
 
 class RolloutIn(BaseModel):

@@ -1,23 +1,30 @@
 """What the admin page needs from the API beyond the resources' own routes: a device enrolled but
 never connected is readable (and takes commands that wait for it), a device moves to another unit
 (the fleet's assignment, which its own status messages cannot undo, audited, within the admin's
-units), the contract's schemas and the dry-run check the forms validate against, the bundle list.
+units), the contract's schemas and the dry-run check the forms validate against, the bundle list, uploads
+verified against the configured signing keys.
 One app (SQLite, its CA, the sample unit tree) for the module."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fleet.api.app import create_app
 from fleet.api.state import fleet_state
+from fleet.config import BundlesConfig
 from fleet.ingest import Incoming, Writer
 from fleet.progress.units import sample_csv
+from images.manifest import Manifest, sign
 from protocol.messages import Status, encode
 from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, ensure_admin, login_as, make_user
 from tests.devices import enroll_device, with_pki
@@ -174,3 +181,39 @@ def test_rollout_phases_that_do_not_increase_to_100_are_a_422(fleet: Fleet) -> N
         assert answer.status_code == 422, answer.text
         assert answer.json()["detail"][0]["loc"] == ["body", "phases"]
     assert fleet.admin.get("/api/v1/rollouts").json() == []
+
+
+def _bundle(key: Ed25519PrivateKey, version: str) -> bytes:
+    """A signed bundle as images/bundle.py lays it out (a model bundle without payload files)."""
+    manifest = Manifest(kind="model", version=version, files=[])
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in (("manifest.json", manifest.canonical()), ("manifest.sig", sign(manifest.canonical(), key))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_uploads_verified_against_the_configured_keys(tmp_path: Path) -> None:
+    """Bad input tried: a bundle signed by another key, bytes that are no bundle: 422 saying why,
+    nothing kept. With no key configured (the module's fleet) uploads are not checked."""
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    public = tmp_path / "bundle-signing.pub.pem"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    config = make_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db")
+    config = config.model_copy(update={"bundles": BundlesConfig(public_keys=[public])})
+    with TestClient(create_app(config)) as admin:
+        ensure_admin(fleet_state(admin.app).sessions)
+        login_as(admin, ADMIN_NAME, ADMIN_PASSWORD)
+        good = admin.put("/api/v1/bundles/sohoa-model-1.3.bundle", content=_bundle(key, "1.3"))
+        assert good.status_code == 201, good.text
+        assert (good.json()["signature_checked"], good.json()["kind"], good.json()["version"]) == (True, "model", "1.3")
+        forged = admin.put("/api/v1/bundles/sohoa-model-1.4.bundle", content=_bundle(other, "1.4"))
+        assert forged.status_code == 422 and "signature" in forged.json()["detail"], forged.text
+        junk = admin.put("/api/v1/bundles/sohoa-model-1.5.bundle", content=b"not a tar archive at all")
+        assert junk.status_code == 422 and "not a bundle archive" in junk.json()["detail"], junk.text
+        assert [b["name"] for b in admin.get("/api/v1/bundles").json()] == ["sohoa-model-1.3.bundle"]
+        assert sorted(p.name for p in (tmp_path / "bundles").iterdir()) == ["sohoa-model-1.3.bundle",
+                                                                          "sohoa-model-1.3.bundle.sha256"]

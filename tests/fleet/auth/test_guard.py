@@ -11,7 +11,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from fleet.auth.guard import access
+from fleet.auth.guard import READ_ONLY_POSTS, access
 from fleet.auth.models import AuditEntry
 from tests.authn import login
 from tests.fleet.auth.conftest import state_of
@@ -84,16 +84,18 @@ def test_every_route_needs_a_user_except_the_allowlist(app_client: TestClient) -
 
 def test_a_viewer_cannot_write(app_client: TestClient) -> None:
     """Tried: every write route of the app as a viewer (a province-wide one): 403 before the route
-    runs, audited; reads work; logging out is the viewer's own business and is allowed."""
+    runs, audited; reads work (the forms' dry-run check too: it stores nothing); logging out is
+    the viewer's own business and is allowed."""
     viewer = login(app_client, role="viewer")
     writes = [(m, t) for m, t in routes_of(app_client)
               if m in ("POST", "PUT", "PATCH", "DELETE") and access(m, t) == "user"
-              and t not in ("/api/v1/auth/logout", "/api/v1/auth/password", "/logout")]
+              and t not in ("/api/v1/auth/logout", "/api/v1/auth/password", "/logout", *READ_ONLY_POSTS)]
     assert len(writes) > 8
     for method, template in writes:
         r = app_client.request(method, concrete(template), json={})
         assert r.status_code == 403, (method, template, r.status_code)
     assert app_client.get("/api/v1/devices").status_code == 200
+    assert app_client.post("/api/v1/contract/check", json={"settings": {}}).status_code == 200
     logged = refusals(app_client, outcome="403")
     assert len(logged) == len(writes)
     assert {(e.actor, e.actor_kind, e.client_ip) for e in logged} == {(viewer.name, "user", IP)}

@@ -9,9 +9,11 @@ addTexts({
   updates: ["Cập nhật phần mềm", "Updates"], h_upload: ["Tải lên gói cập nhật đã ký", "Upload a signed update bundle"],
   bundle_file: ["Tệp gói (.bundle)", "Bundle file (.bundle)"], upload: ["Tải lên", "Upload"], bundle: ["Gói", "Bundle"],
   size: ["Dung lượng", "Size"], stored_at: ["Tải lên lúc", "Uploaded"],
-  bundle_note: ["Chữ ký của gói được từng thiết bị kiểm tra trước khi cài; gói sai chữ ký bị từ chối và không cài.",
-                "Each device checks the bundle's signature before installing it; a bundle with a bad signature is refused, not installed."],
+  bundle_note: ["Máy chủ có khóa công khai (bundles.public_keys) thì kiểm tra chữ ký ngay khi tải lên, gói sai bị từ chối; mỗi thiết bị kiểm tra lại trước khi cài.",
+                "With its public keys configured (bundles.public_keys) the fleet checks the signature on upload and refuses a bad bundle; each device checks again before installing."],
   r_uploaded: [(n, s) => `Đã tải lên ${n} (${s}).`, (n, s) => `${n} uploaded (${s}).`],
+  r_uploaded_signed: [(n, s, v) => `Đã tải lên ${n} (${s}): chữ ký hợp lệ, phiên bản ${v}.`,
+                      (n, s, v) => `${n} uploaded (${s}): signature valid, version ${v}.`],
   bad_bundle_name: ["Tên tệp phải kết thúc bằng .bundle (chữ, số, . _ -).", "The file name must end in .bundle (letters, digits, . _ -)."],
   h_rollout: ["Triển khai cập nhật theo giai đoạn", "Roll out an update in phases"],
   rollout: ["Đợt triển khai", "Rollout"], rollout_id: ["Mã đợt", "Rollout id"], version: ["Phiên bản", "Version"],
@@ -169,10 +171,12 @@ SECTIONS.updates = (() => {
       say(false, "failed", response.status, detailOf(answer) || response.statusText);
       return;
     }
-    say(true, "r_uploaded", answer.name, sizeOf(answer.size));
+    if (answer.signature_checked) say(true, "r_uploaded_signed", answer.name, sizeOf(answer.size), answer.version);
+    else say(true, "r_uploaded", answer.name, sizeOf(answer.size));
     event.target.reset();
     await loadBundles();
     fields.querySelector("[name=bundle]").value = answer.name;
+    if (answer.version) fields.querySelector("[name=version]").value = answer.version;
     fields.querySelector("[name=bundle]").dispatchEvent(new Event("change"));
   }
 
