@@ -46,7 +46,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     province admin; two kiosks of unit 99001 online."""
     tmp = tmp_path_factory.mktemp("admin-ops")
     app = create_app(with_pki(make_config(tmp, f"sqlite:///{tmp}/fleet.db"), tmp))
-    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+    # No kept-alive connection: between two checks the page may take longer than uvicorn keeps an
+    # idle one open, and a request sent as it closes it is reset.
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30, limits=no_reuse) as http:
         ensure_admin(fleet_state(app).sessions)
         login_as(http, ADMIN_NAME, ADMIN_PASSWORD)
         assert http.post("/api/v1/units/import", content=sample_csv().encode(),

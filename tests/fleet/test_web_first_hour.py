@@ -58,7 +58,10 @@ def empty_fleet(tmp_path: Path) -> Iterator[tuple[str, FastAPI, httpx.Client]]:
     """A fleet with its CA and only the province admin's account, on a free loopback port; a
     client of that admin to check each step through the API."""
     app = create_app(with_pki(make_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db"), tmp_path))
-    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+    # No kept-alive connection: between two checks the page may take longer than uvicorn keeps an
+    # idle one open, and a request sent as it closes it is reset.
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30, limits=no_reuse) as http:
         ensure_admin(fleet_state(app).sessions)
         login_as(http, ADMIN_NAME, ADMIN_PASSWORD)
         yield url, app, http
