@@ -59,7 +59,9 @@ def test_a_killed_broker_gets_the_kiosk_back_after_its_jittered_delay(
         assert back >= first, "the kiosk reconnected before its drawn delay"
         replay = random.Random(42)
         assert first == replay.uniform(0, 3), "the delay is the seeded schedule's"
-        assert link.probes == 0 and set(link.failures) <= {"unreachable"}, link.failures
+        # Refused while the broker was down (or timed out while it started, on a loaded machine):
+        # neither says anything about the certificate, so no probe.
+        assert link.probes == 0 and set(link.failures) <= {"unreachable", "busy"}, link.failures
 
 
 def test_a_busy_broker_is_retried_with_jitter_and_never_probed(
