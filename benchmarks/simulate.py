@@ -9,8 +9,11 @@ installer would use), then speaking mutual TLS with the agent's own delivery cod
 persistent session, end-to-end acknowledgement). Each kiosk also publishes telemetry every
 (simulated) minute, answers commands on ``cmd/ack``, and makes page events in office-hour bursts
 (Vietnam's 7:30-11:30 and 13:30-17:00; a dossier is a burst of pages a few seconds apart) on a
-clock that runs ``--speed`` times faster than the wall's.
+clock that runs ``--speed`` times faster than the wall's. Kiosks run in worker processes of at
+most ``--per-process`` kiosks (see :func:`_worker` for why), all started at the same moment.
 
+    nice -n 19 python -m benchmarks.simulate --kiosks 1000 --per-process 125 --seconds 150 --speed 1 \
+        --kill-broker-at 40 --kill-fleet-at 55
     nice -n 19 python -m benchmarks.simulate --kiosks 200 --seconds 120 --speed 60
     nice -n 19 python -m benchmarks.simulate --kiosks 200 --seconds 60 --kill-broker-at 30
     nice -n 19 python -m benchmarks.simulate --kiosks 300 --seconds 120 --kill-broker-at 30 --kill-fleet-at 40
