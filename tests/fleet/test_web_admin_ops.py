@@ -23,7 +23,7 @@ import pytest
 from fleet.api.app import create_app
 from fleet.api.state import fleet_state
 from fleet.progress.units import sample_csv
-from protocol.messages import Status
+from protocol.messages import CommandAck, Status
 from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login_as
 from tests.devices import enroll_device, with_pki
 from tests.fleet.conftest import make_config
@@ -244,6 +244,10 @@ def test_device_arguments_update_move_and_a_device_never_connected(admin: Page, 
     [queued] = served.http.get("/api/v1/devices/kiosk-new/commands").json()
     assert (queued["name"], queued["args"], queued["state"]) == ("test_scan", {"source": "adf", "max_pages": 3},
                                                                  "queued")
+    served.deliver(CommandAck(device_id="kiosk-new", command_id=queued["id"], state="failed", detail="no paper"))
+    failed = admin.locator(f'#device-commands tr[data-command="{queued["id"]}"]')
+    expect(failed).to_have_attribute("data-state", "failed")
+    expect(failed.locator(".badge")).to_have_text("Lỗi")  # the state's name, not the refusal line's text
 
     assert served.http.put("/api/v1/bundles/sohoa-agent-2.2.0.bundle", content=b"bundle 2.2.0").status_code == 201
     form.locator("select[name=name]").select_option("update")

@@ -74,7 +74,7 @@ SECTIONS.settings = (() => {
       SchemaForm.load(), fetch(`/api/v1/settings/${scope}/${encodeURIComponent(key)}`, {credentials: "same-origin"})]);
     if (contract === null) return;
     if (!response.ok && response.status !== 404) {
-      say(false, "failed", response.status, detailOf(await response.json().catch(() => null)) || response.statusText);
+      say(false, "not_done", response.status, detailOf(await response.json().catch(() => null)) || response.statusText);
       return;
     }
     const current = response.ok ? await response.json() : null;

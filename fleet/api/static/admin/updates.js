@@ -139,7 +139,7 @@ SECTIONS.updates = (() => {
     }
     SchemaForm.show(form, [], "body", $("#rollout-errors"));
     if (!response.ok) {
-      say(false, "failed", response.status, detailOf(answer) || response.statusText);
+      say(false, "not_done", response.status, detailOf(answer) || response.statusText);
       return;
     }
     const total = answer.summary.phases.reduce((n, p) => n + p.devices, 0);
@@ -168,7 +168,7 @@ SECTIONS.updates = (() => {
       headers: {"Content-Type": "application/octet-stream"}, body: file});
     const answer = await response.json().catch(() => null);
     if (!response.ok) {
-      say(false, "failed", response.status, detailOf(answer) || response.statusText);
+      say(false, "not_done", response.status, detailOf(answer) || response.statusText);
       return;
     }
     if (answer.signature_checked) say(true, "r_uploaded_signed", answer.name, sizeOf(answer.size), answer.version);
