@@ -14,7 +14,7 @@ test: setup
 	@$(PY) -m protocol.docs --check
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
-	@$(PY) -m pytest -q
+	@$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The bad-input suite at length: thousands of generated hostile inputs per surface (tens of minutes;
 # one property alone outlasts the suite's 300 s per-test limit, hence its own).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,8 +65,28 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The bad-input suite's figures: hostile inputs tried per surface."""
-    from tests.fuzzing import write_tally
+class _WorkerTallies:
+    """With pytest-xdist each worker counts its own hostile inputs: the controller adds them up."""
 
+    @staticmethod
+    def pytest_testnodedown(node: Any, error: object) -> None:
+        from tests.fuzzing import add_tally
+
+        add_tally(getattr(node, "workeroutput", {}).get("fuzz_tally", {}))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_WorkerTallies(), "sohoa-worker-tallies")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The bad-input suite's figures: hostile inputs tried per surface (written by the controller
+    of a parallel run, from every worker's counts)."""
+    from tests.fuzzing import tally, write_tally
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fuzz_tally"] = tally()
+        return
     write_tally(Path(str(session.config.rootpath)) / "test-artifacts")

@@ -39,6 +39,18 @@ def tried(surface: str, n: int = 1) -> None:
         _tally[surface] += n
 
 
+def tally() -> dict[str, int]:
+    """This process's counts (a worker of a parallel run hands them to the controller)."""
+    with _lock:
+        return dict(_tally)
+
+
+def add_tally(counts: dict[str, int]) -> None:
+    """Fold in the counts a worker of a parallel run reported."""
+    with _lock:
+        _tally.update(counts)
+
+
 def write_tally(directory: Path) -> Path | None:
     if not _tally:
         return None
