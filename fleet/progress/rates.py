@@ -57,7 +57,6 @@ from fleet.errors import NotFound
 from fleet.models import Device, Page
 from fleet.progress import periods
 from fleet.progress.models import TIERS, DigitizedDossier, Received, Target, Unit
-from fleet.progress.units import units_in
 
 DEFAULT_TARGETS: dict[str, float] = {"province": 0.50, "agency": 0.50, "district": 0.40, "commune": 0.35}
 """The directive's minimum rates, used when no target row applies."""
@@ -337,11 +336,11 @@ def rollup_query(dialect: str, start: str, end: str, root: str | None = None, zo
     up = up.union_all(step)
     mine = up.c.depth == 0
     rolled = select(up.c.node.label("unit"), up.c.month, func.max(case((mine, up.c.basis), else_=0)),
-                    *[func.sum(case((mine, up.c[f]), else_=0)) for f in figures],
-                    *[func.sum(up.c[f]) for f in figures]).group_by(up.c.node, up.c.month)
+                    *[cast(func.sum(case((mine, up.c[f]), else_=0)), Integer) for f in figures],
+                    *[cast(func.sum(up.c[f]), Integer) for f in figures]).group_by(up.c.node, up.c.month)
     lost = or_(digitized.c.unit.is_(None), digitized.c.unit.not_in(select(tree.c.code)))
     unattributed = select(null(), null(), zero, zero, zero, zero, zero, zero,
-                          func.coalesce(func.sum(digitized.c.digitized), 0), zero, zero).where(lost)
+                          cast(func.coalesce(func.sum(digitized.c.digitized), 0), Integer), zero, zero).where(lost)
     return union_all(rolled, unattributed)
 
 
@@ -351,26 +350,31 @@ def progress(session: Session, start: str, end: str, root: str | None = None,
     each month rolled up the tree valid in that month. Moments (pages, documents) fall in the
     months of the zone ``zone_name`` (the fleet's ``time_zone``)."""
     months = periods.months(start, end)
-    tree = units_in(session, periods.first_day(start), periods.last_day(end))
+    # Plain rows, not 3,000 ORM objects: the units valid in the range, the latest record per code.
+    u = Unit.__table__.c
+    first, last = periods.first_day(start), periods.last_day(end)
+    tree = {row.code: row for row in session.connection().execute(
+        select(u.code, u.name, u.tier, u.parent_code)
+        .where(u.valid_from <= last, or_(u.valid_to.is_(None), u.valid_to >= first)).order_by(u.valid_from))}
     if root is not None and root not in tree:
         raise NotFound(f"no unit {root} valid in {start}..{end}")
-    children: dict[str | None, list[Unit]] = {}
+    children: dict[str | None, list[str]] = {}
     for unit in tree.values():
-        parent = unit.parent_code if unit.parent_code in tree else None
-        children.setdefault(parent, []).append(unit)
+        children.setdefault(unit.parent_code if unit.parent_code in tree else None, []).append(unit.code)
     for kids in children.values():
-        kids.sort(key=lambda u: u.code)
+        kids.sort()
 
     targets = load_targets(session)
-    order: list[tuple[Unit, int]] = []
-    stack = [(tree[root], 0)] if root is not None else [(u, 0) for u in reversed(children.get(None, []))]
+    order: list[tuple[str, int]] = []
+    stack = [(root, 0)] if root is not None else [(code, 0) for code in reversed(children.get(None, []))]
     while stack:
-        unit, depth = stack.pop()
-        order.append((unit, depth))
-        stack.extend((kid, depth + 1) for kid in reversed(children.get(unit.code, [])))
+        code, depth = stack.pop()
+        order.append((code, depth))
+        stack.extend((kid, depth + 1) for kid in reversed(children.get(code, [])))
 
     # Every unit's own figures and its subtree's, per month, rolled up in the database.
-    own: dict[str, Figures] = {}
+    own: dict[str, list[int]] = {}
+    subtree: dict[str, list[int]] = {}
     trend: dict[str, dict[str, Figures]] = {}
     by_rows: set[str] = set()
     unattributed = 0
@@ -378,33 +382,38 @@ def progress(session: Session, start: str, end: str, root: str | None = None,
     connection = session.connection()
     if dialect == "postgresql":  # a year of 3,000 units is ~70,000 rows to group: in memory, not spilled to disk
         connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-    for code, month, basis, *numbers in connection.execute(rollup_query(dialect, start, end, root, zone_name)):
+    found = connection.execute(rollup_query(dialect, start, end, root, zone_name)).all()
+    for code, month, basis, r0, d0, k0, u0, r, d, k, n in found:  # integers on both dialects
         if code is None:
-            unattributed += int(numbers[5])
+            unattributed += d
             continue
         if basis:
             by_rows.add(code)
-        mine = own.get(code)
-        if mine is None:
-            mine = own[code] = Figures()
-        mine.received += int(numbers[0])
-        mine.digitized += int(numbers[1])
-        mine.results += int(numbers[2])
-        mine.unmatched += int(numbers[3])
-        trend.setdefault(code, {})[month] = Figures(*(int(n) for n in numbers[4:]))
+        mine, below = own.get(code), subtree.get(code)
+        if mine is None or below is None:
+            mine, below = own[code], subtree[code] = [0, 0, 0, 0], [0, 0, 0, 0]
+            trend[code] = {}
+        mine[0] += r0
+        mine[1] += d0
+        mine[2] += k0
+        mine[3] += u0
+        below[0] += r
+        below[1] += d
+        below[2] += k
+        below[3] += n
+        trend[code][month] = Figures(r, d, k, n)
 
     result: dict[str, UnitProgress] = {}
-    for unit, depth in order:
-        code, parent = unit.code, unit.parent_code  # ORM attributes read once: 3,000 units x 12 months
-        below = trend.get(code, {})
-        total = Figures()
-        for figures in below.values():
-            total.add(figures)
+    none: dict[str, Figures] = {}
+    for code, depth in order:
+        unit = tree[code]
+        months_of = trend.get(code, none)
         result[code] = UnitProgress(
-            code=code, name=unit.name, tier=unit.tier, parent_code=parent if parent in tree else None,
-            depth=depth, own=own.get(code) or Figures(), total=total, target=targets.for_unit(code, unit.tier, end),
-            basis="dossiers" if code in by_rows else "counts", children=[k.code for k in children.get(code, [])],
-            trend={m: below.get(m) or Figures() for m in months})
+            code=code, name=unit.name, tier=unit.tier,
+            parent_code=unit.parent_code if unit.parent_code in tree else None, depth=depth,
+            own=Figures(*own.get(code, (0, 0, 0, 0))), total=Figures(*subtree.get(code, (0, 0, 0, 0))),
+            target=targets.for_unit(code, unit.tier, end), basis="dossiers" if code in by_rows else "counts",
+            children=children.get(code, []), trend={m: months_of.get(m) or Figures() for m in months})
 
     tiers: list[TierTotal] = []
     for tier in TIERS:
