@@ -2,8 +2,8 @@
 digitized moments, so counting a year of a province's dossiers received, digitized and with
 their result reads the index alone (PostgreSQL's index-only scan), not a million table rows
 
-Revision ID: 0018_dossiers_period_cover
-Revises: 0017_dossiers_unmatched
+Revision ID: 0019_dossiers_period_cover
+Revises: 0018_page_operator
 Create Date: 2026-12-08
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0018_dossiers_period_cover"
-down_revision: str | None = "0017_dossiers_unmatched"
+revision: str = "0019_dossiers_period_cover"
+down_revision: str | None = "0018_page_operator"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
