@@ -314,6 +314,47 @@ def test_units_import_with_errors_by_line_and_targets(admin: Page, served: Serve
     admin.screenshot(path=str(shots / "units-targets.png"), full_page=True)
 
 
+def test_received_dossiers_import_with_errors_by_line(admin: Page, served: Served, shots: Path,
+                                                     tmp_path: Path) -> None:
+    """Bad input tried: a received list with a unit that does not exist (line 3) and a due date
+    before the received date (line 4): both shown by line, nothing imported; then the good rows,
+    one of them given twice, are imported, and the registry lists them; importing the same file
+    again changes nothing."""
+    from playwright.sync_api import expect
+
+    header = "code,procedure_code,unit_code,received_date,due_date\n"
+    first = "000.00.99.H99-261201-0001,1.001,99,2026-12-01,2026-12-05\n"
+    good_rows = first + "000.00.99.H99-261201-0002,1.002,99,2026-12-01,\n" + first
+    bad = tmp_path / "received-bad.csv"
+    bad.write_text(header + first + "000.00.99.H99-261201-0003,1.001,77777,2026-12-01,\n"
+                   "000.00.99.H99-261201-0004,1.001,99,2026-12-03,2026-12-02\n", encoding="utf-8")
+    good = tmp_path / "received.csv"
+    good.write_text(header + good_rows, encoding="utf-8")
+
+    def registered() -> set[str]:
+        answer = served.http.get("/api/v1/dossiers", params={"code": "000.00.99.H99-261201"}).json()
+        return {d["code"] for d in answer}
+
+    assert registered() == set()
+    _loaded(admin, served.url + "/admin?view=units")
+    form = admin.locator("#received-form")
+    form.locator("input[type=file]").set_input_files(str(bad))
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_text("Không nhập gì: 2 lỗi, theo dòng bên dưới.")
+    expect(admin.locator('#problems tr[data-line="3"]')).to_contain_text("77777")
+    expect(admin.locator('#problems tr[data-line="4"]')).to_contain_text("before received_date")
+    assert registered() == set()
+    admin.screenshot(path=str(shots / "received-import-errors.png"), full_page=True)
+    form.locator("input[type=file]").set_input_files(str(good))
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_text("Đã nhập hồ sơ: 2 mới, 0 cập nhật, 0 không đổi, 1 dòng lặp lại.")
+    expect(admin.locator("#problems")).to_be_hidden()
+    assert registered() == {"000.00.99.H99-261201-0001", "000.00.99.H99-261201-0002"}
+    form.locator("input[type=file]").set_input_files(str(good))
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#status")).to_have_text("Đã nhập hồ sơ: 0 mới, 0 cập nhật, 2 không đổi, 1 dòng lặp lại.")
+
+
 def _logs_archive(data: bytes = b"agent started\nscanner ready\n") -> bytes:
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
