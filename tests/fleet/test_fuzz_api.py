@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -118,11 +118,18 @@ FOREIGN = ("kiosk-elsewhere", "H99-ELSEWHERE-1", "H99-ELSEWHERE-2")
 """Names only the other commune's data carries: its device and its dossier codes."""
 
 
-@pytest.fixture(scope="module")
+def _unit_fleet_scope(fixture_name: str, config: pytest.Config) -> Literal["module", "function"]:
+    """The bounded pass only reads, so one fleet serves both roles; the long pass also writes (its
+    failed logins from the test client's address would lock the next role's login out), so each
+    role gets a fleet of its own."""
+    return "function" if LONG else "module"
+
+
+@pytest.fixture(scope=_unit_fleet_scope)
 def unit_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """One app for both unit roles, seeded as a province admin: a kiosk in each commune with a page
+    """The app for the unit roles, seeded as a province admin: a kiosk in each commune with a page
     and a closed dossier, and received dossiers in both. Each role's pass then logs in anew (a
-    user created after the previous pass, which therefore could not touch it)."""
+    user created after any previous pass, which therefore could not touch it)."""
     tmp_path = tmp_path_factory.mktemp("fuzz-api-units")
     app = create_app(with_pki(make_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db"), tmp_path))
     with TestClient(app, raise_server_exceptions=False) as client:
