@@ -119,7 +119,16 @@ class FakeCamera(Camera):
         w, h = round(self.config.width * scale), round(self.config.height * scale)
         key = (-1, scale)
         if key not in self._cache:
-            self._cache[key] = desk(w, h, self.config.seed)
+            if scale == 1.0:
+                self._cache[key] = desk(w, h, self.config.seed)
+            else:
+                # The preview's desk enlarged: generating the clutter and its noise at still size
+                # takes seconds of CPU, and the desk is only the background the document lies on.
+                import cv2
+                import numpy as np
+
+                preview = self._desk(1.0)
+                self._cache[key] = np.asarray(cv2.resize(preview, (w, h), interpolation=cv2.INTER_LINEAR), np.uint8)
         return self._cache[key]
 
     def _render(self, phase: Phase, index: int, scale: float) -> Image:
@@ -127,6 +136,12 @@ class FakeCamera(Camera):
         import numpy as np
 
         c = self.config
+        if phase == "blur" and scale > 1:
+            # A defocused still holds no more detail than the defocused preview: made from it,
+            # enlarged, rather than blurred at full size (seconds of CPU on a loaded machine).
+            preview = self.frame_at(index, 1.0)
+            size = (round(c.width * scale), round(c.height * scale))
+            return np.asarray(cv2.resize(preview, size, interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
         bg = self._desk(scale)
         if phase == "empty":
             return bg.copy()

@@ -112,6 +112,20 @@ def decode_image(data: bytes) -> Img | None:
     return None if image is None else np.asarray(image, dtype=np.uint8)
 
 
+@dataclass(frozen=True, slots=True)
+class _Flat:
+    """The document located on an image: the reduced copy, the outline (None: not found) and
+    the flattened working copy."""
+
+    reduced: Img = field(repr=False)
+    small_factor: float
+    doc: geometry.Document | None
+    quad: NDArray[np.float32] | None
+    flat_w: float
+    flat_h: float
+    work: Img = field(repr=False)
+
+
 @dataclass
 class PageResult:
     """What the pipeline found out about one page. ``quad`` is in the input's pixels, clockwise
@@ -336,33 +350,43 @@ class PagePipeline:
     def process(self, image: Img, dpi: float | None = None, source: str | None = None) -> PageResult:
         """Analyse a BGR (or grey) page image. ``dpi``: the scanner's, when known. ``source``:
         ``scan``/``scanner``, ``camera``, or None/``folder`` to decide from the config and dpi."""
-        cfg = self.config
+        return self._analyse(image, dpi, source, preview=False)
+
+    def analyze_preview(self, image: Img) -> PageResult:
+        """What live camera guidance needs from one preview frame: the outline and the quality
+        issues. Orientation, codes and the document type are left out (``orientation`` 0, no
+        codes, no type): the classifier alone is most of :meth:`process`'s time, and a kiosk
+        looks at several frames a second on a small board.
+
+        >>> from device.inference import synthetic
+        >>> PagePipeline().analyze_preview(synthetic.text_page(seed=3, dpi=60)).codes
+        []
+        """
+        return self._analyse(image, None, "camera", preview=True)
+
+    def read_codes(self, image: Img) -> list[Code]:
+        """Only the codes on a camera image: the document found and flattened as :meth:`process`
+        does (so a small slip keeps its resolution), then read; no orientation (the reader finds
+        codes at any angle), no classifier, no quality. The kiosk reads a receipt slip's QR this
+        way, at a fraction of :meth:`process`'s cost."""
+        image = self._bgr(image)
+        return read_codes(self._flatten(image, "camera").work, self.config.codes)
+
+    def _bgr(self, image: Img) -> Img:
         if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        elif image.ndim != 3 or image.shape[2] not in (3, 4):
+            return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise ImageRejected(f"unsupported image shape {image.shape}")
-        elif image.shape[2] == 4:
+        if image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-        if image.shape[0] * image.shape[1] > cfg.max_pixels:
-            raise ImageTooLarge(f"{image.shape[1]}x{image.shape[0]} pixels is more than {cfg.max_pixels:,}")
-        kind: Literal["scan", "camera"]
-        if source in ("scan", "scanner"):
-            kind = "scan"
-        elif source == "camera":
-            kind = "camera"
-        elif cfg.source != "auto":
-            kind = cfg.source
-        else:
-            kind = "scan" if dpi is not None and dpi >= 100 else "camera"
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
+        if image.shape[0] * image.shape[1] > self.config.max_pixels:
+            raise ImageTooLarge(f"{image.shape[1]}x{image.shape[0]} pixels is more than {self.config.max_pixels:,}")
+        return image
 
-        def lap(name: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[name] = (now - clock) * 1000
-            clock = now
-
+    def _flatten(self, image: Img, kind: Literal["scan", "camera"]) -> _Flat:
+        """The document found on a reduced copy and flattened at working size (or the whole
+        reduced image when no document outline is found)."""
+        cfg = self.config
         h, w = image.shape[:2]
         # One reduction of the full image serves every later copy.
         reduced, _ = geometry.shrink(image, 1 << 30, cfg.work_short_side)
@@ -381,6 +405,32 @@ class PagePipeline:
         else:
             flat_w, flat_h = float(w), float(h)
             work = reduced
+        return _Flat(reduced, small_factor, doc, quad, flat_w, flat_h, work)
+
+    def _analyse(self, image: Img, dpi: float | None, source: str | None, *, preview: bool) -> PageResult:
+        cfg = self.config
+        image = self._bgr(image)
+        kind: Literal["scan", "camera"]
+        if source in ("scan", "scanner"):
+            kind = "scan"
+        elif source == "camera":
+            kind = "camera"
+        elif cfg.source != "auto":
+            kind = cfg.source
+        else:
+            kind = "scan" if dpi is not None and dpi >= 100 else "camera"
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = (now - clock) * 1000
+            clock = now
+
+        flat = self._flatten(image, kind)
+        reduced, small_factor, doc, quad, work = flat.reduced, flat.small_factor, flat.doc, flat.quad, flat.work
+        flat_w, flat_h = flat.flat_w, flat.flat_h
         analysis, _ = geometry.shrink(work, 2 * cfg.analysis_short_side, cfg.analysis_short_side)
         gray = geometry.to_gray(analysis)
         mask = geometry.ink_mask(gray)
@@ -396,17 +446,20 @@ class PagePipeline:
                 mask = geometry.ink_mask(gray)
         lap("deskew")
 
-        orientation, o_conf = self._orientation(gray, mask, work, doc is not None, dpi, (flat_w, flat_h))
+        if preview:
+            orientation, o_conf = 0, 0.0
+        else:
+            orientation, o_conf = self._orientation(gray, mask, work, doc is not None, dpi, (flat_w, flat_h))
         work = geometry.turn(work, orientation)
         mask = geometry.turn(mask, orientation)
         lap("orientation")
 
-        codes = read_codes(work, cfg.codes) if cfg.codes.enabled else []
+        codes = read_codes(work, cfg.codes) if cfg.codes.enabled and not preview else []
         lap("codes")
 
         doctype: str | None = None
         confidence: float | None = None
-        if self.classifier is not None:
+        if self.classifier is not None and not preview:
             try:
                 doctype, confidence = self.classifier.classify(work)
             except ImageRejected:

@@ -98,10 +98,17 @@ PROCESSING_FAILED = PageVerdict(
 """The pipeline failed on the page: it is kept, and the clerk is asked to scan it again."""
 
 
+def receipt_code(codes: Sequence[CodeLike]) -> tuple[str | None, bool]:
+    """The first receipt slip's dossier code among ``codes``, and whether, lacking one, a code
+    was seen but could not be read."""
+    receipt = next((c.dossier_code.strip() for c in codes if c.dossier_code and c.dossier_code.strip()), None)
+    return receipt, receipt is None and any(c.kind == "unreadable" for c in codes)
+
+
 def verdict_of(result: PipelineResult) -> PageVerdict:
     """The :class:`PageVerdict` of one pipeline result; the first receipt slip's code names the dossier."""
     quality = result.quality
-    receipt = next((c.dossier_code.strip() for c in result.codes if c.dossier_code and c.dossier_code.strip()), None)
+    receipt, unreadable = receipt_code(result.codes)
     return PageVerdict(
         ok=quality.ok,
         issues=tuple(str(i.code) for i in quality.issues),
@@ -111,5 +118,5 @@ def verdict_of(result: PipelineResult) -> PageVerdict:
         doctype_confidence=result.confidence,
         blank=result.blank,
         dossier_code=receipt,
-        code_unreadable=receipt is None and any(c.kind == "unreadable" for c in result.codes),
+        code_unreadable=unreadable,
     )

@@ -42,7 +42,7 @@ from device.dossier.numbering import DocumentKind
 from device.dossier.session import DossierSession
 from device.dossier.sources import PageProcessor, PageSource
 from device.errors import CameraUnavailable, SohoaError
-from device.inference.verdict import verdict_of
+from device.inference.verdict import CodeLike, receipt_code
 from device.kiosk.config import KioskConfig
 from device.kiosk.guide import HINTS, Guidance, Guide
 from device.kiosk.staff import CITIZEN, SignInRefused, StaffDesk
@@ -276,18 +276,16 @@ class KioskApp:
         if self.pipeline is None:
             return
         try:
-            still = camera.capture_still()
-            result = self.pipeline.process(still.image, source="camera", dpi=None)
+            codes = self._codes_on_still(camera)
         except Exception as exc:
             log.info("looking for the receipt QR failed (%s)", type(exc).__name__)
             return
-        verdict = verdict_of(result)
-        code = verdict.dossier_code
+        code, unreadable = receipt_code(codes)
         if code is None:
             # Seen but not read, read but not a slip's, or nothing yet: each says what to do next.
-            if verdict.code_unreadable:
+            if unreadable:
                 self._set_notice("unreadable_code")
-            elif result.codes:
+            elif codes:
                 self._set_notice("not_receipt")
             else:
                 self._set_notice("no_qr")
@@ -311,12 +309,11 @@ class KioskApp:
         if self.pipeline is None or self.staff is None:
             return
         try:
-            still = camera.capture_still()
-            result = self.pipeline.process(still.image, source="camera", dpi=None)
+            codes = self._codes_on_still(camera)
         except Exception as exc:
             log.info("looking for the staff card failed (%s)", type(exc).__name__)
             return
-        notice = self.staff.look_at(result.codes)
+        notice = self.staff.look_at(codes)
         with self._cond:
             if self.staff.sign_in.current is not None and self._step == "signin":
                 self._step = "start"
@@ -324,6 +321,17 @@ class KioskApp:
             elif notice is not None:
                 self._notice = notice
             self._cond.notify_all()
+
+    def _codes_on_still(self, camera: Camera) -> list[CodeLike]:
+        """The codes on a full-resolution still. The pipeline's ``read_codes`` when it has one:
+        a look for a QR needs no page type, orientation or quality, which on a slow board cost
+        many times the reading itself, with the preview frozen meanwhile."""
+        assert self.pipeline is not None
+        still = camera.capture_still()
+        reader = getattr(self.pipeline, "read_codes", None)
+        if callable(reader):
+            return list(reader(still.image))
+        return list(self.pipeline.process(still.image, source="camera", dpi=None).codes)
 
     def _operator(self) -> Operator:
         """Who a dossier opened on the screen records: the clerk signed in, else the citizen."""
