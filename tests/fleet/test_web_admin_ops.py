@@ -219,6 +219,33 @@ def test_bundle_upload_and_phased_rollout_wizard(admin: Page, served: Served, sh
     assert served.http.get(f"/api/v1/rollouts/{rollout_id}").json()["summary"]["status"] == "cancelled"
     admin.screenshot(path=str(shots / "rollout-cancelled.png"), full_page=True)
 
+    # The same rollout again with its maintenance window: an impossible hour first (the error
+    # beside the window's field, nothing planned, no settings stored), then 22:00-04:30, stored
+    # as unit 99's layer before the rollout starts.
+    def unit_layer() -> object:
+        answer = served.http.get("/api/v1/settings/unit/99")
+        return answer.json()["settings"] if answer.status_code == 200 else None
+
+    layer_before, rollouts_before = unit_layer(), len(served.http.get("/api/v1/rollouts").json())
+    form.locator("input[name=window_start]").fill("25:00")
+    form.locator("input[name=window_end]").fill("04:30")
+    form.locator("button[type=submit]").click()
+    expect(admin.locator("#err-rollout-form-window_start")).not_to_be_empty()
+    expect(admin.locator("#status")).to_have_text("Chưa lập: 1 lỗi, xem bên cạnh từng ô.")
+    assert unit_layer() == layer_before
+    assert len(served.http.get("/api/v1/rollouts").json()) == rollouts_before
+    form.locator("input[name=window_start]").fill("22:00")
+    form.locator("input[name=rollout_id]").fill("cap-nhat-co-khung-gio")
+    form.locator("button[type=submit]").click()
+    second = "cap-nhat-co-khung-gio"
+    expect(admin.locator("#status")).to_have_text(
+        f"Đã lập đợt {second}, đã bắt đầu; khung giờ cài đặt của 99: 22:00–04:30.")
+    layer = unit_layer()
+    assert isinstance(layer, dict) and layer["maintenance_window"]["start"] == "22:00"
+    assert layer["maintenance_window"]["end"] == "04:30"
+    assert served.http.get(f"/api/v1/rollouts/{second}").json()["summary"]["status"] == "running"
+    admin.screenshot(path=str(shots / "rollout-window.png"), full_page=True)
+
 
 def test_device_arguments_update_move_and_a_device_never_connected(admin: Page, served: Served,
                                                                    shots: Path) -> None:

@@ -24,8 +24,15 @@ addTexts({
   phase_percent: ["Tổng số thiết bị đến hết giai đoạn (%)", "Devices updated by its end (%)"],
   success_threshold: ["Tỷ lệ thành công để sang giai đoạn sau (%)", "Success needed to go on (%)"],
   error_threshold: ["Tỷ lệ lỗi thì dừng tất cả (%)", "Failures that halt everything (%)"],
-  phases_note: ["Giai đoạn tăng dần và kết thúc ở 100%. Khung giờ cài đặt: khung giờ bảo trì trong Cấu hình.",
-                "Phases increase and end at 100%. When devices install: their maintenance window, under Settings."],
+  phases_note: ["Giai đoạn tăng dần và kết thúc ở 100%.", "Phases increase and end at 100%."],
+  window_start: ["Cài từ (giờ địa phương, HH:MM)", "Install from (local time, HH:MM)"],
+  window_end: ["đến", "until"],
+  window_hint: ["trống: giữ khung giờ bảo trì đang đặt (Cấu hình)", "empty: keep the maintenance window set (Settings)"],
+  window_needs_unit: ["Khung giờ bảo trì được đặt cho một đơn vị (hoặc cả tỉnh): hãy chọn đơn vị, không chọn từng thiết bị.",
+                      "A maintenance window is set for a unit (or the whole province): choose a unit, not single devices."],
+  r_window: [(id, started, scope, a, b) => `Đã lập đợt ${id}${started ? ", đã bắt đầu" : ""}; khung giờ cài đặt của ${scope}: ${a}–${b}.`,
+             (id, started, scope, a, b) => `Rollout ${id} planned${started ? " and started" : ""}; ${scope} installs between ${a} and ${b}.`],
+  province: ["cả tỉnh", "the province"],
   add_phase: ["Thêm giai đoạn", "Add a phase"], remove: ["Bỏ", "Remove"], plan_rollout: ["Lập đợt triển khai", "Plan the rollout"],
   h_rollouts: ["Các đợt triển khai", "Rollouts"], devices_states: ["Thiết bị", "Devices"], details: ["Chi tiết", "Details"],
   pause: ["Tạm dừng", "Pause"], resume: ["Tiếp tục", "Resume"], start: ["Bắt đầu", "Start"], cancel: ["Hủy đợt", "Cancel"],
@@ -51,10 +58,11 @@ SECTIONS.updates = (() => {
   let watching = null;
 
   const sizeOf = (n) => n >= 1048576 ? `${(n / 1048576).toFixed(1)} MB` : `${Math.ceil(n / 1024)} kB`;
-  const stamp = () => {  // now, in the province's zone: YYYYMMDD-HHMM
+  const stamp = () => {  // now, in the province's zone: YYYYMMDD-HHMMSS (two rollouts planned in a minute differ)
     const p = Object.fromEntries(new Intl.DateTimeFormat("en-CA", {timeZone: SOHOA.zone, year: "numeric", month: "2-digit",
-      day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23"}).formatToParts(new Date()).map((x) => [x.type, x.value]));
-    return `${p.year}${p.month}${p.day}-${p.hour}${p.minute}`;
+      day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23"})
+      .formatToParts(new Date()).map((x) => [x.type, x.value]));
+    return `${p.year}${p.month}${p.day}-${p.hour}${p.minute}${p.second}`;
   };
   const number = (raw) => /^-?\d+(\.\d+)?$/.test(raw.trim()) ? Number(raw.trim()) : raw.trim();
   const share = (raw) => typeof number(raw) === "number" ? number(raw) / 100 : number(raw);
@@ -77,6 +85,8 @@ SECTIONS.updates = (() => {
       L("target.unit_subtree", "target_unit", input({name: "unit_subtree", size: "14", list: "unit-list"})),
       L("target.device_ids", "target_devices", input({name: "device_ids", size: "24"})),
       L("device_timeout_s", "device_timeout_h", input({name: "device_timeout_h", size: "6", inputmode: "decimal", value: "6"})),
+      L("window.start", "window_start", input({name: "window_start", size: "6", placeholder: "01:00"}), t("window_hint")),
+      L("window.end", "window_end", input({name: "window_end", size: "6", placeholder: "05:00"})),
       make("label", {class: "check"}, start, make("span", {}, t("start_now")))));
     for (const node of fields.querySelectorAll("[data-path]")) {
       const kept = keep[node.dataset.path];
@@ -127,12 +137,45 @@ SECTIONS.updates = (() => {
     };
   }
 
+  // The maintenance window asked for in the wizard, as the settings layer of the rollout's target
+  // unit (or the province's) with that window: checked against the contract before anything is
+  // planned, stored only once the rollout is planned, and the rollout started only after that, so
+  // no device is offered the update under the old window. null: no window asked for.
+  async function windowLayer(plan) {
+    const value = (name) => fields.querySelector(`[name=${name}]`).value.trim();
+    if (!value("window_start") && !value("window_end")) return {layer: null, problems: []};
+    if (plan.target.device_ids && !plan.target.unit_subtree) {
+      return {layer: null, problems: [{loc: ["body", "window", "start"], msg: t("window_needs_unit"), type: "window"}]};
+    }
+    const [scope, key] = plan.target.unit_subtree ? ["unit", plan.target.unit_subtree] : ["fleet", "default"];
+    const held = await fetch(`/api/v1/settings/${scope}/${encodeURIComponent(key)}`, {credentials: "same-origin"});
+    const current = held.ok ? (await held.json()).settings : {};
+    const opening = {...(current.maintenance_window || {})};
+    if (value("window_start")) opening.start = value("window_start");
+    if (value("window_end")) opening.end = value("window_end");
+    const settings = {...current, maintenance_window: opening};
+    const checked = await api("POST", "/api/v1/contract/check", {settings});
+    if (checked === null) return null;
+    const problems = checked.problems.map((p) => p.loc[2] === "maintenance_window"
+      ? {...p, loc: ["body", "window", ...p.loc.slice(3)]} : p);
+    return {layer: {scope, key, settings, opening}, problems};
+  }
+
   async function plan(event) {
     event.preventDefault();
-    const response = await fetch("/api/v1/rollouts", {method: "POST", credentials: "same-origin",
-      headers: {"Content-Type": "application/json"}, body: JSON.stringify(body())});
-    const answer = await response.json().catch(() => null);
     const form = $("#rollout-form");
+    const planned = body();
+    const wanted = await windowLayer(planned);
+    if (wanted === null) return;
+    if (wanted.problems.length) {
+      say(false, "rollout_invalid", SchemaForm.show(form, wanted.problems, "body", $("#rollout-errors")));
+      return;
+    }
+    const startNow = planned.start;
+    if (wanted.layer) planned.start = false;
+    const response = await fetch("/api/v1/rollouts", {method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json"}, body: JSON.stringify(planned)});
+    const answer = await response.json().catch(() => null);
     if (response.status === 422 && answer && Array.isArray(answer.detail)) {
       say(false, "rollout_invalid", SchemaForm.show(form, answer.detail, "body", $("#rollout-errors")));
       return;
@@ -142,9 +185,21 @@ SECTIONS.updates = (() => {
       say(false, "not_done", response.status, detailOf(answer) || response.statusText);
       return;
     }
+    fields.querySelector("[name=rollout_id]").value = `cap-nhat-${stamp()}`;
+    if (wanted.layer) {
+      const {scope, key, settings, opening} = wanted.layer;
+      const stored = await api("PUT", `/api/v1/settings/${scope}/${encodeURIComponent(key)}`, {settings});
+      const started = stored !== null && startNow
+        && await api("POST", `/api/v1/rollouts/${encodeURIComponent(answer.rollout_id)}/start`) !== null;
+      if (stored !== null && (started || !startNow)) {
+        say(true, "r_window", answer.rollout_id, started, scope === "unit" ? key : t("province"),
+            opening.start ?? "01:00", opening.end ?? "05:00");
+      }
+      await loadRollouts();
+      return;
+    }
     const total = answer.summary.phases.reduce((n, p) => n + p.devices, 0);
     say(true, "r_planned", answer.rollout_id, total, answer.summary.status === "running");
-    fields.querySelector("[name=rollout_id]").value = `cap-nhat-${stamp()}`;
     await loadRollouts();
   }
 
