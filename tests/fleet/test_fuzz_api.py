@@ -164,6 +164,7 @@ FOUND = [
     ("GET", "/api/v1/alerts/-1926508446817413276631040", None),
     ("GET", "/api/v1/users/1926508446817413276631040", None),
     ("GET", "/api/v1/audit?before_id=99999999999999999999", None),
+    ("GET", "/api/v1/deliveries?offset=6733112705541423702736896&state=acknowledged", None),
     ("POST", "/api/v1/deliveries/95509503363010790253617511137280/retry", None),
     ("POST", "/api/v1/deliveries/95509503363010790253617511137280/cancel", None),
     ("POST", "/api/v1/enrollment-tokens", {"unit_code": "99001", "ttl_hours": 5.131160489187225e307}),

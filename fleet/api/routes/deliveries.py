@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fleet.api.deps import RowId, SessionDep, StateDep
+from fleet.api.deps import Offset, RowId, SessionDep, StateDep
 from fleet.auth.deps import AdminUser, CurrentUser
 from fleet.auth.principal import Principal
 from fleet.auth.scope import require_unit, visible_units
@@ -48,7 +48,7 @@ def list_deliveries(
     state: Annotated[State | None, Query(description="One state, or waiting (queued, sending, delivered)")] = None,
     target: Annotated[str | None, Query(description="Only this target's")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, most recently changed first")] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[DeliveryOut]:
     """Deliveries of the units you may see, most recently changed first."""
     query = select(Delivery, DossierDocument).join(DossierDocument, DossierDocument.id == Delivery.document_id)
