@@ -67,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         # threads inherit the mask, so SIGTERM can only reach the main thread's sigtimedwait and
         # never a library thread where its default action would end the agent without a clean stop.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGPIPE})
+        # multiprocessing's resource tracker, started by the first child process (the SANE driver's,
+        # from the scan thread), *unblocks* SIGINT and SIGTERM in the thread that starts it (CPython
+        # 3.11 resource_tracker.ensure_running): a stop arriving while that thread went on spawning
+        # the child ended the agent by SIGTERM's default action, without its clean stop. Start the
+        # tracker here, before any other thread exists, and block them again: later children find
+        # it running and leave their thread's mask alone.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGPIPE})
         from device.service import run_main
 
         return run_main(args.config)
