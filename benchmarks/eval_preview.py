@@ -62,9 +62,9 @@ def main() -> int:
         t = tallies[row["label"]]
         t.pages += 1
         t.same_issues += sorted(full.verdict.codes) == sorted(preview.verdict.codes)
-        wanted = sorted(c.text for c in full.codes)
+        wanted = sorted(c.text or "" for c in full.codes)
         t.with_codes += bool(wanted)
-        t.same_codes += wanted == sorted(c.text for c in codes)
+        t.same_codes += wanted == sorted(c.text or "" for c in codes)
         t.full_ms.append(full_ms)
         t.preview_ms.append(preview_ms)
         t.codes_ms.append(codes_ms)
