@@ -24,7 +24,7 @@ from fleet.auth.deps import request_token
 from fleet.auth.models import User
 from fleet.auth.passwords import verify_password
 from fleet.auth.principal import Principal
-from fleet.auth.ratelimit import ATTEMPT, LOGIN, retry_after
+from fleet.auth.ratelimit import ATTEMPT, LOGIN, retry_after, serialize_attempts
 from fleet.auth.sessions import COOKIE, close_session, open_session, principal_of
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def authenticate(request: Request, state: StateDep, form: LoginIn) -> tuple[Prin
     now = state.now()
     with state.sessions() as session:
         # Committed before it is counted: concurrent tries see each other (see fleet.auth.ratelimit).
+        serialize_attempts(session, form.name, ip)
         attempt = audit.entry(at=now, action=LOGIN, actor=form.name, actor_kind="anonymous", outcome=ATTEMPT, ip=ip)
         session.add(attempt)
         session.commit()

@@ -5,17 +5,21 @@ several API workers sharing the database. Three counts, each over the window:
 - failed logins from one address, whatever the name (one address trying many names);
 - failed logins for one name, whatever the address (many addresses trying one name).
 
-Atomic without a lock: each attempt is first committed to the audit log as ``attempt`` and only
-then counted, so of N simultaneous tries the k-th to commit sees at least k - 1 others; a try
-whose count is already at the limit is refused before its password is checked, and at most the
-limit get to guess. The row then becomes ``failed``, ``ok`` or ``rate_limited``.
+Each attempt is first committed to the audit log as ``attempt`` and only then counted; a try
+counts every failure and every attempt still in progress committed *before* its own (a lower id),
+and is refused before its password is checked when that count is at the limit. Tries that could
+count against each other commit in id order (SQLite writes one transaction at a time; on
+PostgreSQL the attempt is written holding transaction locks on its address and its name, see
+``serialize_attempts``), so of N simultaneous tries the k-th sees the k - 1 before it: exactly the
+limit get to guess, never more and, with no earlier failures, never none. The row then becomes
+``failed``, ``ok`` or ``rate_limited``.
 """
 
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from fleet.auth.config import AuthConfig
@@ -27,19 +31,28 @@ ATTEMPT = "attempt"
 COUNTED = (ATTEMPT, "failed")
 
 
+def serialize_attempts(session: Session, name: str, ip: str | None) -> None:
+    """On PostgreSQL, hold transaction locks on ``ip`` and ``name`` (always in that order, so two
+    tries cannot wait on each other) until the attempt row is committed: attempts that count
+    against each other get their ids in the order they commit. SQLite needs none."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for key in (f"sohoa:login:ip:{ip}", f"sohoa:login:name:{name[:128]}"):
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
 def _failures(session: Session, where: Sequence[ColumnElement[bool]], since: datetime, limit: int,
-              exclude_id: int | None) -> list[datetime]:
-    query = select(AuditEntry.at).where(AuditEntry.action == LOGIN, *where, AuditEntry.outcome.in_(COUNTED),
-                                        AuditEntry.at > since)
-    if exclude_id is not None:
-        query = query.where(AuditEntry.id != exclude_id)
+              attempt_id: int | None) -> list[datetime]:
+    counted = AuditEntry.outcome.in_(COUNTED) if attempt_id is None else or_(
+        AuditEntry.outcome == "failed", and_(AuditEntry.outcome == ATTEMPT, AuditEntry.id < attempt_id))
+    query = select(AuditEntry.at).where(AuditEntry.action == LOGIN, *where, counted, AuditEntry.at > since)
     return list(session.scalars(query.order_by(AuditEntry.at.desc()).limit(limit)))
 
 
 def retry_after(session: Session, config: AuthConfig, name: str, ip: str | None, now: datetime, *,
                 attempt_id: int | None = None) -> int | None:
     """Seconds until ``name`` may try again from ``ip``; None when it may now. ``attempt_id``:
-    this try's own ``attempt`` row, not counted against it."""
+    this try's own ``attempt`` row; only attempts committed before it are counted against it."""
     window_start = now - timedelta(seconds=config.login_window_s)
     by_name = AuditEntry.actor == name[:128]
     by_ip = AuditEntry.client_ip.is_(None) if ip is None else AuditEntry.client_ip == ip
