@@ -586,7 +586,8 @@ class KioskApp:
             self.staff.with_pin(body.get("operator_id"), body.get("pin"))
         except SignInRefused as exc:
             self._set_notice(None if exc.code == "locked" else exc.code)  # the lock has its own panel
-            raise HttpError(423 if exc.code == "locked" else 403, exc.code) from None
+            status = {"locked": 423, "operator_id_form": 400, "signin_missing": 400}.get(exc.code, 403)
+            raise HttpError(status, exc.code) from None
         with self._cond:
             self._step = "start"
             self._notice = None

@@ -2,6 +2,9 @@
 or by showing their staff card's QR to the camera (read on the same path as the receipt slip's
 QR), and signs out; while signing in is locked after failed tries the screen says until when.
 The dossiers opened on the screen then record that clerk; with nobody signed in, the citizen.
+The operator id is the one the fleet's admin page shows (``op-`` and 10 hex digits), taken as
+typed with capitals or spaces or without its ``op-``; something of another form is said so
+(with an example) and counts no failed try, since it can be no operator's.
 
 What the screen shows never holds a PIN or a card token; neither is logged. A card whose token
 was just refused is not tried again while it stays in front of the camera (each look would
@@ -9,11 +12,11 @@ otherwise count one more failure and lock signing in within seconds).
 
 >>> from device.operators.book import OperatorBook, StaffOperator, hash_secret
 >>> book = OperatorBook()
->>> book.replace([StaffOperator("op-1", "unit_staff", pin_hash=hash_secret("246810"))])
+>>> book.replace([StaffOperator("op-3fa2c1d9e0", "unit_staff", pin_hash=hash_secret("246810"))])
 >>> desk = StaffDesk(SignIn(book))
->>> desk.with_pin("op-1", "246810")
+>>> desk.with_pin("OP-3FA2C1D9E0", "246810")
 >>> desk.operator()
-Operator(kind='unit_staff', id='op-1')
+Operator(kind='unit_staff', id='op-3fa2c1d9e0')
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Protocol
 from device.errors import SohoaError
 from device.operators.signin import LockedOut, SignIn, WrongCredentials
 from protocol.messages import Operator
-from protocol.secrets import is_card_token
+from protocol.secrets import OPERATOR_ID, is_card_token, operator_id_as_typed
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,14 @@ CITIZEN = Operator(kind="citizen")
 """A dossier opened on the screen with no clerk signed in is the citizen's self-scan."""
 
 NOTICES: dict[str, tuple[str, str]] = {
-    "wrong_credentials": ("Mã cán bộ hoặc mã PIN không đúng, vui lòng nhập lại",
-                          "The operator id or the PIN is not right, please try again"),
+    "wrong_credentials": ("Mã cán bộ hoặc mã PIN không đúng, vui lòng nhập lại (còn {tries} lần thử "
+                          "trước khi tạm khóa)",
+                          "The operator id or the PIN is not right, please try again ({tries} tries left "
+                          "before signing in locks)"),
+    "operator_id_form": ("Mã cán bộ gồm 'op-' và 10 chữ số hoặc chữ cái a–f, ví dụ op-3fa2c1d9e0, như trong "
+                         "danh sách cán bộ của quản trị viên",
+                         "An operator id is 'op-' and 10 digits or letters a–f, e.g. op-3fa2c1d9e0, as in "
+                         "the administrator's list of operators"),
     "wrong_card": ("Thẻ cán bộ này không dùng được trên máy này, vui lòng nhập mã cán bộ và mã PIN "
                    "hoặc liên hệ quản trị viên",
                    "This staff card does not work on this device: type your operator id and PIN, "
@@ -49,7 +58,7 @@ NOTICES: dict[str, tuple[str, str]] = {
     "no_operators": ("Máy chưa nhận được danh sách cán bộ, vui lòng liên hệ quản trị viên",
                      "This device has no operator list yet: please ask the administrator"),
 }
-"""Notice code -> (Vietnamese, English); ``{minutes}`` is filled in."""
+"""Notice code -> (Vietnamese, English); ``{minutes}`` and ``{tries}`` are filled in."""
 
 
 class QrText(Protocol):
@@ -92,7 +101,14 @@ class StaffDesk:
             raise SignInRefused("signin_missing")
         if len(operator_id) > 64 or len(pin) > 64:
             raise SignInRefused("wrong_credentials")
-        self._try(lambda: self.sign_in.with_pin(operator_id.strip(), pin), "wrong_credentials")
+        typed = operator_id.strip()
+        if self.sign_in.book.get(typed) is None and not OPERATOR_ID.fullmatch(operator_id_as_typed(typed)):
+            if len(self.sign_in.book) == 0:
+                raise SignInRefused("no_operators")
+            if self.sign_in.locked_until is not None:
+                raise SignInRefused("locked", self.sign_in.locked_until)
+            raise SignInRefused("operator_id_form")  # no operator's id: not a guess at anyone's PIN
+        self._try(lambda: self.sign_in.with_pin(typed, pin), "wrong_credentials")
 
     def look_at(self, codes: Sequence[QrText]) -> str | None:
         """A page the camera took on the sign-in screen: a staff card's QR on it signs in. Returns
@@ -144,8 +160,10 @@ class StaffDesk:
         """The notice ``code`` as the screen shows it, the lock's minutes filled in."""
         until = locked_until if locked_until is not None else self.sign_in.locked_until
         minutes = max(1, math.ceil(((until or 0.0) - self._clock()) / 60))
+        tries = self.sign_in.tries_left
         vi, en = NOTICES[code]
-        return {"code": code, "vi": vi.format(minutes=minutes), "en": en.format(minutes=minutes)}
+        return {"code": code, "vi": vi.format(minutes=minutes, tries=tries),
+                "en": en.format(minutes=minutes, tries=tries)}
 
     def state(self) -> dict[str, Any]:
         """The screen's staff part: who is signed in (id and kind: no name is known here) and

@@ -26,6 +26,7 @@ from device.durable import atomic_write
 from device.errors import SohoaError
 from device.operators.book import OperatorBook, StaffOperator, check_secret
 from protocol.messages import Operator
+from protocol.secrets import operator_id_as_typed
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,16 @@ class SignIn:
         with self._lock:
             return self._locked_until if self._locked_until > self._clock() else None
 
+    @property
+    def tries_left(self) -> int:
+        """Failed tries still allowed before signing in locks."""
+        with self._lock:
+            return max(0, self.max_tries - self._failures)
+
     def with_pin(self, operator_id: str, pin: str) -> StaffOperator:
-        """Sign in with an operator id and PIN; :class:`WrongCredentials` or :class:`LockedOut`."""
+        """Sign in with an operator id and PIN; :class:`WrongCredentials` or :class:`LockedOut`.
+        The id is taken as the book has it or in the fleet's form as typed (``OP-3FA2…``, the 10
+        digits without ``op-``: :func:`protocol.secrets.operator_id_as_typed`)."""
         return self._try(lambda: self._by_pin(operator_id, pin))
 
     def with_card(self, token: str) -> StaffOperator:
@@ -106,7 +115,7 @@ class SignIn:
         return self._try(lambda: self.book.by_card(token))
 
     def _by_pin(self, operator_id: str, pin: str) -> StaffOperator | None:
-        operator = self.book.get(operator_id)
+        operator = self.book.get(operator_id) or self.book.get(operator_id_as_typed(operator_id))
         if operator is None or operator.pin_hash is None:
             return None
         return operator if check_secret(pin, operator.pin_hash) else None

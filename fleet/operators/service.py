@@ -17,7 +17,7 @@ from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, in_scope, visible_units
 from fleet.errors import FleetError
 from fleet.operators.models import CounterOperator
-from protocol.secrets import hash_secret
+from protocol.secrets import hash_secret, new_operator_id
 
 
 class OperatorOutsideScope(FleetError, PermissionError):
@@ -43,7 +43,7 @@ def add(session: Session, admin: Principal, *, unit_code: str, kind: str, label:
     if not in_scope(visible_units(session, admin), unit_code):
         raise OperatorOutsideScope(f"unit {unit_code} is outside your units")
     token = new_card_token() if card else None
-    row = CounterOperator(id=f"op-{secrets.token_hex(5)}", unit_code=unit_code, kind=kind, label=label,
+    row = CounterOperator(id=new_operator_id(), unit_code=unit_code, kind=kind, label=label,
                           pin_hash=hash_secret(pin) if pin else None,
                           card_hash=hash_secret(token) if token else None, active=True, created_at=now,
                           updated_at=now)

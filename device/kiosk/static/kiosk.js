@@ -29,7 +29,8 @@ const TEXT = {
     staff_button: "Cán bộ đăng nhập", signin_title: "Cán bộ đăng nhập",
     signin_text: "Đưa mã QR trên thẻ cán bộ vào trước máy ảnh, hoặc nhập mã cán bộ và mã PIN.",
     signin_text_nocamera: "Nhập mã cán bộ và mã PIN.",
-    operator_label: "Mã cán bộ", pin_label: "Mã PIN", signin_button: "Đăng nhập", signout: "Đăng xuất",
+    operator_label: "Mã cán bộ", operator_hint: "Mã cán bộ do quản trị viên cấp, dạng op- và 10 ký tự.",
+    pin_label: "Mã PIN", signin_button: "Đăng nhập", signout: "Đăng xuất",
     signed_in: "Cán bộ {id} đang làm việc", kind_unit_staff: "cán bộ đơn vị", kind_postal_staff: "nhân viên bưu điện",
   },
   en: {
@@ -58,7 +59,8 @@ const TEXT = {
     staff_button: "Staff sign-in", signin_title: "Staff sign-in",
     signin_text: "Hold the QR code of your staff card to the camera, or type your operator id and PIN.",
     signin_text_nocamera: "Type your operator id and PIN.",
-    operator_label: "Operator id", pin_label: "PIN", signin_button: "Sign in", signout: "Sign out",
+    operator_label: "Operator id", operator_hint: "The operator id the administrator gave you: op- and 10 characters.",
+    pin_label: "PIN", signin_button: "Sign in", signout: "Sign out",
     signed_in: "Operator {id} at work", kind_unit_staff: "unit staff", kind_postal_staff: "postal staff",
   },
 };

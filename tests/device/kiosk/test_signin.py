@@ -103,9 +103,10 @@ def test_pin_sign_in_records_the_clerk_until_sign_out(counter: Counter) -> None:
     assert counter.post("staff").json()["step"] == "signin"
     wrong = counter.post("signin", operator_id="op-3fa2c1d9e0", pin="000000")
     assert wrong.status_code == 403 and wrong.json()["error"] == "wrong_credentials"
-    assert "không đúng" in wrong.json()["vi"]
+    assert wrong.json()["vi"] == ("Mã cán bộ hoặc mã PIN không đúng, vui lòng nhập lại "
+                                  "(còn 4 lần thử trước khi tạm khóa)")
     missing = counter.post("signin", operator_id="op-3fa2c1d9e0", pin=246810)  # a number, not text
-    assert missing.status_code == 403 and missing.json()["error"] == "signin_missing"
+    assert missing.status_code == 400 and missing.json()["error"] == "signin_missing"
     ok = counter.post("signin", operator_id=" op-3fa2c1d9e0 ", pin=PIN).json()
     assert ok["staff"]["operator"] == {"id": "op-3fa2c1d9e0", "kind": "postal_staff"} and ok["step"] == "start"
     assert ok["notice"] is None
@@ -114,6 +115,30 @@ def test_pin_sign_in_records_the_clerk_until_sign_out(counter: Counter) -> None:
     assert counter.post("signout").json()["staff"]["operator"] is None
     operator = _dossier(counter)
     assert (operator.kind, operator.id) == ("citizen", None)
+
+
+@pytest.mark.parametrize("typed", ["OP-3FA2C1D9E0", "3fa2c1d9e0", "op 3fa2 c1d9 e0"])
+def test_the_id_the_admin_page_shows_is_taken_as_a_clerk_types_it(counter: Counter, typed: str) -> None:
+    """The fleet's id (``op-`` and 10 hex digits, the admin page's "Mã cán bộ (nhập ở máy)"),
+    typed with capitals, without its ``op-`` or in groups, signs in as that operator."""
+    counter.post("staff")
+    ok = counter.post("signin", operator_id=typed, pin=PIN)
+    assert ok.status_code == 200 and ok.json()["staff"]["operator"] == {"id": "op-3fa2c1d9e0", "kind": "postal_staff"}
+
+
+def test_an_id_of_no_operators_form_is_said_so_and_counts_no_try(counter: Counter) -> None:
+    """A name or a staff number typed for the id can be no operator's: the screen says what an
+    id looks like, and the five tries before the lock are all still there."""
+    counter.post("staff")
+    for typed in ("nguyen.van.a", "BĐ-07", "op-3fa2c1d9e"):
+        answer = counter.post("signin", operator_id=typed, pin=PIN)
+        assert answer.status_code == 400 and answer.json()["error"] == "operator_id_form"
+        assert answer.json()["vi"] == ("Mã cán bộ gồm 'op-' và 10 chữ số hoặc chữ cái a–f, ví dụ op-3fa2c1d9e0, "
+                                       "như trong danh sách cán bộ của quản trị viên")
+        assert counter.app.state()["notice"]["code"] == "operator_id_form"
+    unknown = counter.post("signin", operator_id="op-9999999999", pin=PIN)  # the right form, nobody's
+    assert unknown.status_code == 403 and "còn 4 lần thử" in unknown.json()["vi"]
+    assert counter.staff()["operator"] is None
 
 
 def test_no_sign_in_while_a_dossier_is_open(counter: Counter) -> None:

@@ -62,7 +62,8 @@ def test_sign_in_lock_and_sign_out_on_the_screen(tmp_path: Path, artifacts: Path
                         page.get_by_role("button", name="Đăng nhập").click()
                     if n < 4:
                         expect(page.locator("#notice")).to_have_text(
-                            "Mã cán bộ hoặc mã PIN không đúng, vui lòng nhập lại")
+                            f"Mã cán bộ hoặc mã PIN không đúng, vui lòng nhập lại (còn {4 - n} lần thử "
+                            "trước khi tạm khóa)")
                         expect(page.get_by_label("Mã PIN")).to_have_value("")  # the PIN left the screen
                 lock = page.locator("#lock-text")
                 expect(lock).to_have_text("Đăng nhập tạm khóa do nhập sai quá nhiều lần, vui lòng thử lại sau 5 phút")
@@ -73,6 +74,7 @@ def test_sign_in_lock_and_sign_out_on_the_screen(tmp_path: Path, artifacts: Path
 
                 clock.now += 301  # the lock is over: the next poll says so
                 expect(lock).to_be_hidden()
+                page.get_by_label("Mã cán bộ").fill("OP-9C0FFEE123")  # as an on-screen keyboard's capitals
                 page.get_by_label("Mã PIN").fill(PIN)
                 page.get_by_role("button", name="Đăng nhập").click()
                 expect(page.get_by_role("heading", name="Xin chào")).to_be_visible()
