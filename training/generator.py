@@ -19,437 +19,82 @@ measures generalisation to fonts, layouts and degradations the model never saw.
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 from collections.abc import Callable
-from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from device.inference.doctype import DOCTYPES, LABELS_VI
+from training.cards import id_card
+from training.drawing import (
+    COMMUNES,
+    HELDOUT_FONTS,
+    HELDOUT_VARIANTS,
+    PROVINCES,
+    TRAIN_FONTS,
+    TRAIN_VARIANTS,
+    Page,
+    digits,
+    fake_date,
+    fake_name,
+    place,
+    tint,
+)
 
 __all__ = ["DOCTYPES", "LABELS_VI", "Split", "degrade", "render", "sample"]
 
 Split = Literal["train", "heldout"]
 
-_FONT_ROOT = Path("/usr/share/fonts/truetype")
-# (regular, bold) per family. Every family here covers Vietnamese diacritics.
-_TRAIN_FONTS: tuple[tuple[str, str], ...] = (
-    ("dejavu/DejaVuSans.ttf", "dejavu/DejaVuSans-Bold.ttf"),
-    ("dejavu/DejaVuSerif.ttf", "dejavu/DejaVuSerif-Bold.ttf"),
-    ("liberation/LiberationSans-Regular.ttf", "liberation/LiberationSans-Bold.ttf"),
-    ("liberation/LiberationSerif-Regular.ttf", "liberation/LiberationSerif-Bold.ttf"),
-    ("noto/NotoSans-Regular.ttf", "noto/NotoSans-Bold.ttf"),
-    ("noto/NotoSerif-Regular.ttf", "noto/NotoSerif-Bold.ttf"),
-)
-_HELDOUT_FONTS: tuple[tuple[str, str], ...] = (
-    ("dejavu/DejaVuSerifCondensed.ttf", "dejavu/DejaVuSerifCondensed-Bold.ttf"),
-    ("liberation/LiberationSansNarrow-Regular.ttf", "liberation/LiberationSansNarrow-Bold.ttf"),
-    ("noto/NotoSerifDisplay-Regular.ttf", "noto/NotoSerifDisplay-Bold.ttf"),
-    ("dejavu/DejaVuSansCondensed.ttf", "dejavu/DejaVuSansCondensed-Bold.ttf"),
-)
-#: Layout variants per class: training draws 0 and 1, the held-out set only 2.
-_TRAIN_VARIANTS = (0, 1)
-_HELDOUT_VARIANTS = (2,)
-
-_FAMILY = ("Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ",
-           "Hồ", "Ngô", "Dương", "Lý", "Đinh", "Trịnh")
-_MIDDLE = ("Văn", "Thị", "Hữu", "Đức", "Minh", "Thanh", "Ngọc", "Quang", "Thu", "Xuân", "Hoài", "Bảo")
-_GIVEN = ("An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Hải", "Hạnh", "Hòa", "Hùng", "Hương", "Khánh",
-          "Lan", "Linh", "Long", "Mai", "Nam", "Nga", "Phúc", "Phương", "Quân", "Sơn", "Tâm", "Thảo",
-          "Trang", "Tuấn", "Vy", "Yến", "Đạt", "Hiếu", "Nhung", "Thắng")
-_PROVINCES = ("Hà Nội", "Bắc Ninh", "Hải Phòng", "Quảng Ninh", "Thanh Hóa", "Nghệ An", "Huế", "Đà Nẵng",
-              "Quảng Ngãi", "Gia Lai", "Đắk Lắk", "Khánh Hòa", "Lâm Đồng", "Đồng Nai", "Tây Ninh",
-              "Cần Thơ", "Vĩnh Long", "An Giang", "Cà Mau", "Lào Cai", "Thái Nguyên", "Phú Thọ")
-_COMMUNES = ("Phường Đông Ngạc", "Xã Tân Lập", "Phường Hòa Khánh", "Xã Yên Phong", "Phường Bến Thành",
-             "Xã Cát Hải", "Phường Thủy Xuân", "Xã Mỹ Đức", "Xã Hòa Bình", "Phường An Phú")
-_WORDS = ("theo", "quy", "định", "của", "pháp", "luật", "về", "việc", "thực", "hiện", "thủ", "tục",
-          "hành", "chính", "hồ", "sơ", "công", "dân", "được", "cấp", "giấy", "chứng", "nhận", "ủy",
-          "ban", "nhân", "dân", "xã", "phường", "tỉnh", "thành", "phố", "căn", "cứ", "nghị", "số",
-          "năm", "ngày", "tháng", "đề", "nghị", "xem", "xét", "giải", "quyết", "trách", "nhiệm",
-          "cơ", "quan", "tổ", "chức", "cá", "nhân", "liên", "quan", "thi", "hành", "đất", "đai",
-          "quản", "lý", "hộ", "tịch", "đăng", "ký", "thường", "trú", "kết", "quả", "tiếp", "nhận",
-          "điều", "khoản", "mục", "kể", "từ", "hiệu", "lực", "phối", "hợp", "kiểm", "tra", "báo",
-          "cáo", "số", "hóa", "dịch", "vụ", "trực", "tuyến", "một", "cửa", "văn", "phòng")
-_EN_WORDS = ("the", "model", "results", "section", "method", "data", "analysis", "figure", "table",
-             "we", "propose", "network", "performance", "training", "baseline", "experiments", "and",
-             "of", "in", "for", "with", "is", "are", "shown", "using", "approach", "learning")
-
-Rgb = tuple[int, int, int]
-_INK: tuple[Rgb, ...] = ((20, 20, 20), (35, 35, 50), (10, 10, 30), (40, 30, 30))
-_RED: Rgb = (200, 30, 35)
-
-
-def _dejavu_for(path: str) -> str:
-    """The DejaVu face (installed with the project's Debian packages) closest to ``path``."""
-    name = path.rsplit("/", 1)[-1]
-    family = "DejaVuSerif" if "Serif" in name else "DejaVuSans"
-    if "Narrow" in name or "Condensed" in name:
-        family += "Condensed"
-    return f"dejavu/{family}{'-Bold' if 'Bold' in name else ''}.ttf"
-
-
-@functools.lru_cache(maxsize=1024)
-def _load_font(path: str, px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    for candidate in (path, _dejavu_for(path)):
-        try:
-            return ImageFont.truetype(str(_FONT_ROOT / candidate), px)
-        except OSError:
-            continue
-    # Pillow's own font has no Vietnamese letters (they come out as boxes): last resort only.
-    return ImageFont.load_default(px)
-
-
-class _Page:
-    """A page being drawn, with coordinates in millimetres."""
-
-    def __init__(self, w_mm: float, h_mm: float, dpi: int, rng: random.Random,
-                 fonts: tuple[str, str], paper: Rgb = (250, 250, 247)) -> None:
-        self.k = dpi / 25.4
-        self.w, self.h = w_mm, h_mm
-        self.dpi = dpi
-        self.rng = rng
-        self.fonts = fonts
-        self.ink: Rgb = rng.choice(_INK)
-        self.img = Image.new("RGB", (max(8, round(w_mm * self.k)), max(8, round(h_mm * self.k))), paper)
-        self.d = ImageDraw.Draw(self.img)
-
-    def px(self, mm: float) -> int:
-        return round(mm * self.k)
-
-    def font(self, pt: float, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-        return _load_font(self.fonts[1 if bold else 0], max(4, round(pt * self.dpi / 72)))
-
-    def text(self, x: float, y: float, s: str, pt: float = 11, bold: bool = False,
-             fill: Rgb | None = None, anchor: str = "la") -> float:
-        """Draw ``s`` at (x, y) mm; returns its width in mm."""
-        f = self.font(pt, bold)
-        self.d.text((self.px(x), self.px(y)), s, font=f, fill=fill or self.ink, anchor=anchor)
-        return float(f.getlength(s)) / self.k
-
-    def center(self, y: float, s: str, pt: float = 11, bold: bool = False, x0: float = 0,
-               x1: float | None = None, fill: Rgb | None = None) -> None:
-        x1 = self.w if x1 is None else x1
-        self.text((x0 + x1) / 2, y, s, pt, bold, fill, anchor="ma")
-
-    def line(self, x0: float, y0: float, x1: float, y1: float, width: float = 0.3,
-             fill: Rgb | None = None) -> None:
-        self.d.line([(self.px(x0), self.px(y0)), (self.px(x1), self.px(y1))], fill=fill or self.ink,
-                    width=max(1, self.px(width)))
-
-    def rect(self, x0: float, y0: float, x1: float, y1: float, outline: Rgb | None = None,
-             fill: Rgb | None = None, width: float = 0.3) -> None:
-        self.d.rectangle([self.px(x0), self.px(y0), self.px(x1), self.px(y1)], outline=outline,
-                         fill=fill, width=max(1, self.px(width)))
-
-    def dotted(self, x0: float, x1: float, y: float) -> None:
-        step = max(1, self.px(1.2))
-        for xp in range(self.px(x0), self.px(x1), step):
-            self.d.point((xp, self.px(y)), fill=self.ink)
-
-    def words(self, n_chars: int, english: bool = False) -> str:
-        vocab = _EN_WORDS if english else _WORDS
-        out: list[str] = []
-        total = 0
-        while total < n_chars:
-            w = self.rng.choice(vocab)
-            out.append(w)
-            total += len(w) + 1
-        return " ".join(out)
-
-    def paragraph(self, x: float, y: float, w: float, n_lines: int, pt: float = 11,
-                  indent: float = 8, leading: float = 1.45, english: bool = False) -> float:
-        """Justified-looking lines of random words; returns the y after the paragraph."""
-        char_mm = pt * 0.353 * 0.48
-        step = pt * 0.353 * leading
-        for i in range(n_lines):
-            x0 = x + (indent if i == 0 else 0)
-            frac = self.rng.uniform(0.3, 0.9) if i == n_lines - 1 else 1.0
-            self.text(x0, y, self.words(int((w - (x0 - x)) * frac / char_mm) - 2, english), pt)
-            y += step
-        return y
-
-    def field(self, x: float, y: float, label: str, value: str | None, x1: float, pt: float = 11) -> None:
-        """``Label: value`` with a dotted rule after the label (how forms are filled by hand)."""
-        lw = self.text(x, y, label, pt)
-        base = y + pt * 0.353 * 0.95
-        self.dotted(x + lw + 1, x1, base)
-        if value:
-            self.text(x + lw + 2, y - 0.3, value, pt + 0.5, fill=self.rng.choice(((20, 30, 120), self.ink)))
-
-    def seal(self, cx: float, cy: float, r: float) -> None:
-        """A red round seal: two rings, a star, text-like dashes on the ring."""
-        col = (self.rng.randint(170, 225), self.rng.randint(10, 60), self.rng.randint(20, 70))
-        overlay = Image.new("RGBA", self.img.size, (0, 0, 0, 0))
-        od = ImageDraw.Draw(overlay)
-        alpha = self.rng.randint(150, 230)
-        c = (*col, alpha)
-        x, y, rp = self.px(cx), self.px(cy), self.px(r)
-        wid = max(1, self.px(0.7))
-        od.ellipse([x - rp, y - rp, x + rp, y + rp], outline=c, width=wid)
-        ri = int(rp * 0.68)
-        od.ellipse([x - ri, y - ri, x + ri, y + ri], outline=c, width=max(1, wid // 2))
-        for a in range(0, 360, 11):
-            t = math.radians(a + self.rng.uniform(-2, 2))
-            r0, r1 = rp * 0.76, rp * 0.9
-            od.line([(x + r0 * math.cos(t), y + r0 * math.sin(t)), (x + r1 * math.cos(t), y + r1 * math.sin(t))],
-                    fill=c, width=max(1, wid // 2))
-        self._star(od, x, y, ri * 0.45, c)
-        self.img.paste(overlay, (0, 0), overlay)
-        self.d = ImageDraw.Draw(self.img)
-
-    @staticmethod
-    def _star(d: ImageDraw.ImageDraw, x: float, y: float, r: float, fill: tuple[int, ...]) -> None:
-        pts = []
-        for i in range(10):
-            rr = r if i % 2 == 0 else r * 0.4
-            t = math.radians(-90 + 36 * i)
-            pts.append((x + rr * math.cos(t), y + rr * math.sin(t)))
-        d.polygon(pts, fill=fill)
-
-    def emblem(self, cx: float, cy: float, r: float) -> None:
-        """The national emblem, simplified: red disc, yellow star, golden rim."""
-        x, y, rp = self.px(cx), self.px(cy), self.px(r)
-        self.d.ellipse([x - rp, y - rp, x + rp, y + rp], fill=(205, 40, 30), outline=(220, 170, 40),
-                       width=max(1, rp // 6))
-        self._star(self.d, x, y, rp * 0.55, (250, 215, 40))
-
-    def signature(self, x: float, y: float, w: float) -> None:
-        col = self.rng.choice(((25, 40, 140), (20, 20, 25), (40, 40, 110)))
-        pts = []
-        n = self.rng.randint(6, 12)
-        for i in range(n * 4):
-            t = i / (n * 4 - 1)
-            pts.append((self.px(x + w * t + self.rng.uniform(-1, 1)),
-                        self.px(y + 4 * math.sin(t * n * 2.1 + self.rng.uniform(0, 0.6)) * self.rng.uniform(0.4, 1))))
-        self.d.line(pts, fill=col, width=max(1, self.px(0.45)), joint="curve")
-
-    def guilloche(self, x0: float, y0: float, x1: float, y1: float, col: Rgb, density: float = 1.0) -> None:
-        """Interleaved sine curves, as printed on certificates and ID cards against forgery."""
-        n = int(14 * density)
-        xs = np.linspace(self.px(x0), self.px(x1), 200)
-        span_y = self.px(y1) - self.px(y0)
-        f1 = self.rng.uniform(2, 6)
-        for i in range(n):
-            base = self.px(y0) + span_y * (i + 0.5) / n
-            amp = span_y / n * self.rng.uniform(0.8, 2.2)
-            ph = self.rng.uniform(0, 6.3)
-            ys = base + amp * np.sin(np.linspace(0, f1 * math.pi, 200) + ph)
-            self.d.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=col, width=1)
-
-    def photo(self, x0: float, y0: float, x1: float, y1: float) -> None:
-        """An ID photo: plain background, head and shoulders (no real person)."""
-        bg = self.rng.choice(((200, 220, 245), (240, 240, 240), (215, 230, 250)))
-        w, h = max(4, self.px(x1) - self.px(x0)), max(4, self.px(y1) - self.px(y0))
-        sub = Image.new("RGB", (w, h), bg)
-        d = ImageDraw.Draw(sub)
-        skin = (self.rng.randint(190, 235), self.rng.randint(150, 195), self.rng.randint(120, 165))
-        cloth = self.rng.choice(((30, 30, 40), (240, 240, 240), (50, 60, 110)))
-        d.ellipse([0.1 * w, 0.72 * h, 0.9 * w, 1.4 * h], fill=cloth)
-        d.ellipse([0.28 * w, 0.18 * h, 0.72 * w, 0.72 * h], fill=skin)
-        d.chord([0.26 * w, 0.12 * h, 0.74 * w, 0.5 * h], 180, 360, fill=(25, 20, 20))
-        self.img.paste(sub, (self.px(x0), self.px(y0)))
-
-    def qr(self, x: float, y: float, size: float, payload: str) -> None:
-        """A real QR code (segno) when available, else a QR-like pattern of the same look."""
-        try:
-            import segno  # dev extra; the generator works without it
-
-            rows = [list(r) for r in segno.make(payload, error="m", micro=False).matrix]
-            grid = np.array(rows, dtype=np.uint8)
-        except ImportError:
-            n = 29
-            grid = (np.array([self.rng.random() for _ in range(n * n)]).reshape(n, n) > 0.5).astype(np.uint8)
-            for r0, c0 in ((0, 0), (0, n - 7), (n - 7, 0)):
-                grid[r0:r0 + 7, c0:c0 + 7] = 1
-                grid[r0 + 1:r0 + 6, c0 + 1:c0 + 6] = 0
-                grid[r0 + 2:r0 + 5, c0 + 2:c0 + 5] = 1
-        n = grid.shape[0] + 8
-        cell = max(1, self.px(size) // n)
-        img = np.full((n * cell, n * cell), 255, np.uint8)
-        big = np.kron(1 - grid, np.ones((cell, cell), np.uint8)) * 255
-        img[4 * cell:4 * cell + big.shape[0], 4 * cell:4 * cell + big.shape[1]] = big
-        self.img.paste(Image.fromarray(img).convert("RGB"), (self.px(x), self.px(y)))
-
-    def table(self, x: float, y: float, w: float, cols: list[float], n_rows: int, row_h: float,
-              header: list[str] | None = None, pt: float = 9, fill_frac: float = 0.8) -> float:
-        """A ruled table; ``cols`` are column width fractions. Returns the y below it."""
-        edges = [x]
-        for c in cols:
-            edges.append(edges[-1] + c * w)
-        y1 = y + row_h * (n_rows + (1 if header else 0))
-        for e in edges:
-            self.line(e, y, e, y1, 0.25)
-        for r in range(n_rows + (1 if header else 0) + 1):
-            self.line(x, y + r * row_h, x + w, y + r * row_h, 0.25)
-        yy = y
-        if header:
-            for i, hname in enumerate(header[: len(cols)]):
-                self.center(yy + row_h * 0.2, hname, pt, True, edges[i], edges[i + 1])
-            yy += row_h
-        for r in range(n_rows):
-            if self.rng.random() < fill_frac:
-                for i in range(len(cols)):
-                    chars = int(cols[i] * w / (pt * 0.353 * 0.5)) - 2
-                    if chars > 1:
-                        s = str(r + 1) if i == 0 else self.words(self.rng.randint(1, chars))[:chars]
-                        self.text(edges[i] + 1, yy + row_h * 0.2, s, pt)
-            yy += row_h
-        return y1
-
-    def motto(self, cx: float, y: float, pt: float = 11) -> float:
-        """National motto block, centred at cx; returns y below it."""
-        self.text(cx, y, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", pt, True, anchor="ma")
-        y2 = y + pt * 0.353 * 1.45
-        self.text(cx, y2, "Độc lập - Tự do - Hạnh phúc", pt + 1, True, anchor="ma")
-        half = pt * 0.353 * 9
-        self.line(cx - half, y2 + pt * 0.353 * 1.4, cx + half, y2 + pt * 0.353 * 1.4, 0.3)
-        return y2 + pt * 0.353 * 2.4
-
-    def agency(self, cx: float, y: float, pt: float = 11) -> float:
-        upper = self.rng.choice(("UBND TỈNH " + self.rng.choice(_PROVINCES).upper(), "BỘ TƯ PHÁP",
-                                 "UBND " + self.rng.choice(_COMMUNES).upper(), "SỞ TÀI NGUYÊN VÀ MÔI TRƯỜNG"))
-        lower = self.rng.choice(("VĂN PHÒNG", "SỞ TƯ PHÁP", "TRUNG TÂM PHỤC VỤ HÀNH CHÍNH CÔNG",
-                                 "PHÒNG TƯ PHÁP", "CHI CỤC THUẾ"))
-        self.text(cx, y, upper, pt - 1, False, anchor="ma")
-        y2 = y + pt * 0.353 * 1.45
-        self.text(cx, y2, lower, pt, True, anchor="ma")
-        self.line(cx - 12, y2 + pt * 0.353 * 1.4, cx + 12, y2 + pt * 0.353 * 1.4, 0.3)
-        return y2 + pt * 0.353 * 2.4
-
-    def bgr(self) -> np.ndarray:
-        return cv2.cvtColor(np.asarray(self.img), cv2.COLOR_RGB2BGR)
-
-
-# --- fictitious data --------------------------------------------------------------------------
-
-def _name(rng: random.Random) -> str:
-    return f"{rng.choice(_FAMILY)} {rng.choice(_MIDDLE)} {rng.choice(_GIVEN)}"
-
-
-def _date(rng: random.Random) -> str:
-    return f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(1950, 2024)}"
-
-
-def _digits(rng: random.Random, n: int) -> str:
-    return "".join(str(rng.randint(0, 9)) for _ in range(n))
-
-
-def _place(rng: random.Random) -> str:
-    return f"{rng.choice(_COMMUNES)}, {rng.choice(_PROVINCES)}"
-
-
-def _tint(rng: random.Random, base: Rgb, spread: int = 12) -> Rgb:
-    return (min(255, max(0, base[0] + rng.randint(-spread, spread))),
-            min(255, max(0, base[1] + rng.randint(-spread, spread))),
-            min(255, max(0, base[2] + rng.randint(-spread, spread))))
-
-
 # --- one renderer per class ---------------------------------------------------------------------
 # Each takes (rng, variant, dpi, fonts); variant 2 is reserved for the held-out set.
 
-def _id_card(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
-    kind = rng.choice(("cccd", "cccd", "passport", "licence"))
-    if kind == "passport":
-        p = _Page(125, 88, dpi, rng, fonts, _tint(rng, (236, 240, 232)))
-        p.guilloche(0, 0, 125, 88, _tint(rng, (200, 215, 205)), 1.4)
-        p.center(4, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", 8, True)
-        p.center(9, "HỘ CHIẾU / PASSPORT", 9, True, fill=(150, 30, 40))
-        px0 = 84 if variant == 2 else 5
-        p.photo(px0, 16, px0 + 34, 60)
-        tx = 5 if variant == 2 else 44
-        y = 16.0
-        for lab, val in (("Họ và tên / Surname", _name(rng).upper()), ("Quốc tịch", "VIỆT NAM"),
-                         ("Ngày sinh", _date(rng)), ("Nơi sinh", rng.choice(_PROVINCES)),
-                         ("Số hộ chiếu", "C" + _digits(rng, 7))):
-            p.text(tx, y, lab, 6)
-            p.text(tx, y + 3, val, 8, True)
-            y += 8.5
-        mrz = "P<VNM" + _name(rng).upper().replace(" ", "<") + "<" * 30
-        p.text(4, 70, mrz[:44], 9, fill=(30, 30, 30))
-        p.text(4, 77, ("C" + _digits(rng, 7) + "<" + _digits(rng, 20) + "<" * 20)[:44], 9, fill=(30, 30, 30))
-        return p
-    if kind == "licence":
-        p = _Page(85.6, 54, dpi, rng, fonts, _tint(rng, (245, 222, 215)))
-        p.guilloche(0, 0, 85.6, 54, _tint(rng, (235, 190, 185)), 1.2)
-        p.center(3, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", 5, True)
-        p.center(9, "GIẤY PHÉP LÁI XE / DRIVER'S LICENSE", 6.5, True, fill=(170, 30, 40))
-        x0 = 60 if variant == 2 else 4
-        p.photo(x0, 16, x0 + 20, 42)
-        tx = 4 if variant == 2 else 27
-        for i, (lab, val) in enumerate((("Số/No", _digits(rng, 12)), ("Họ tên", _name(rng).upper()),
-                                        ("Ngày sinh", _date(rng)), ("Hạng/Class", rng.choice("ABC") + "1"))):
-            p.text(tx, 16 + i * 6.5, f"{lab}: {val}", 5.5)
-        return p
-    p = _Page(85.6, 54, dpi, rng, fonts, _tint(rng, (228, 238, 245)))
-    p.guilloche(0, 0, 85.6, 54, _tint(rng, (190, 210, 230)), 1.5)
-    right = variant == 2
-    p.emblem(78 if right else 8, 8, 5)
-    p.center(3, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", 5.2, True, x0=8 if right else 16, x1=70 if right else 84)
-    p.center(6.5, "Độc lập - Tự do - Hạnh phúc", 5, True, x0=8 if right else 16, x1=70 if right else 84)
-    p.center(11.5, "CĂN CƯỚC CÔNG DÂN" if variant != 1 else "CĂN CƯỚC", 8, True, fill=(190, 30, 40),
-             x0=8 if right else 16, x1=70 if right else 84)
-    p.photo(62 if right else 3, 16, 82 if right else 23, 42)
-    tx = 4 if right else 26
-    lines = (f"Số / No.: {_digits(rng, 12)}", f"Họ và tên: {_name(rng).upper()}", f"Ngày sinh: {_date(rng)}",
-             f"Giới tính: {rng.choice(('Nam', 'Nữ'))}   Quốc tịch: Việt Nam", f"Quê quán: {_place(rng)}",
-             f"Nơi thường trú: {_place(rng)}")
-    for i, s in enumerate(lines):
-        p.text(tx, 16 + i * 5, s, 5.2, i == 1)
-    if variant == 0:
-        p.qr(68, 13, 14, "0" + _digits(rng, 11) + "||" + "NGUYEN VAN A|01011990|Nam|HN|01012021")
-    p.text(3, 49, f"Có giá trị đến: {_date(rng)}", 4.5)
-    return p
-
-
-def _civil_header(p: _Page, variant: int) -> float:
+def _civil_header(p: Page, variant: int) -> float:
     if variant == 1:
         p.emblem(p.w / 2, 14, 7)
         y = p.motto(p.w / 2, 24)
     else:
         y = p.motto(p.w / 2 if variant == 2 else p.w * 0.62, 12)
         if variant != 2:
-            p.text(14, 12, "Số: " + _digits(p.rng, 3) + "/" + str(p.rng.randint(2000, 2024)), 10)
+            p.text(14, 12, "Số: " + digits(p.rng, 3) + "/" + str(p.rng.randint(2000, 2024)), 10)
     return y
 
 
-def _birth_certificate(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
-    p = _Page(210, 297, dpi, rng, fonts, _tint(rng, (250, 246, 232), 6))
-    p.guilloche(8, 8, 202, 289, _tint(rng, (235, 225, 205), 8), 3.0)
-    p.rect(8, 8, 202, 289, outline=_tint(rng, (120, 90, 60)), width=1.2 if variant != 2 else 0.5)
+def _birth_certificate(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> Page:
+    p = Page(210, 297, dpi, rng, fonts, tint(rng, (250, 246, 232), 6))
+    p.guilloche(8, 8, 202, 289, tint(rng, (235, 225, 205), 8), 3.0)
+    p.rect(8, 8, 202, 289, outline=tint(rng, (120, 90, 60)), width=1.2 if variant != 2 else 0.5)
     y = _civil_header(p, variant)
     p.center(y + 8, "GIẤY KHAI SINH", 20, True, fill=(170, 30, 35) if variant != 2 else p.ink)
     y += 26
-    fields = (("Họ, chữ đệm, tên: ", _name(rng).upper()), ("Ngày, tháng, năm sinh: ", _date(rng)),
+    fields = (("Họ, chữ đệm, tên: ", fake_name(rng).upper()), ("Ngày, tháng, năm sinh: ", fake_date(rng)),
               ("Giới tính: ", rng.choice(("Nam", "Nữ"))), ("Dân tộc: ", "Kinh"), ("Quốc tịch: ", "Việt Nam"),
-              ("Nơi sinh: ", _place(rng)), ("Quê quán: ", _place(rng)),
-              ("Số định danh cá nhân: ", _digits(rng, 12)), ("Họ, chữ đệm, tên người mẹ: ", _name(rng)),
-              ("Năm sinh: ", str(rng.randint(1960, 2000))), ("Nơi cư trú: ", _place(rng)),
-              ("Họ, chữ đệm, tên người cha: ", _name(rng)), ("Năm sinh: ", str(rng.randint(1955, 2000))),
-              ("Nơi cư trú: ", _place(rng)), ("Nơi đăng ký khai sinh: ", "UBND " + rng.choice(_COMMUNES)))
+              ("Nơi sinh: ", place(rng)), ("Quê quán: ", place(rng)),
+              ("Số định danh cá nhân: ", digits(rng, 12)), ("Họ, chữ đệm, tên người mẹ: ", fake_name(rng)),
+              ("Năm sinh: ", str(rng.randint(1960, 2000))), ("Nơi cư trú: ", place(rng)),
+              ("Họ, chữ đệm, tên người cha: ", fake_name(rng)), ("Năm sinh: ", str(rng.randint(1955, 2000))),
+              ("Nơi cư trú: ", place(rng)), ("Nơi đăng ký khai sinh: ", "UBND " + rng.choice(COMMUNES)))
     step = 10.5 if variant != 1 else 11.5
     for lab, val in fields:
         p.field(20, y, lab, val, 190, 11)
         y += step
-    p.text(120, y + 6, f"{rng.choice(_PROVINCES)}, ngày {_date(rng)}", 10)
+    p.text(120, y + 6, f"{rng.choice(PROVINCES)}, ngày {fake_date(rng)}", 10)
     p.center(y + 13, "NGƯỜI KÝ GIẤY KHAI SINH", 10, True, x0=110, x1=200)
     p.signature(135, y + 30, 38)
     p.seal(130, y + 28, 17)
-    p.center(y + 44, _name(rng), 11, True, x0=110, x1=200)
+    p.center(y + 44, fake_name(rng), 11, True, x0=110, x1=200)
     return p
 
 
-def _marriage_certificate(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
+def _marriage_certificate(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> Page:
     w, h = (297.0, 210.0) if variant == 1 else (210.0, 297.0)
-    p = _Page(w, h, dpi, rng, fonts, _tint(rng, (252, 242, 240), 6))
-    border = _tint(rng, (200, 80, 90), 20)
+    p = Page(w, h, dpi, rng, fonts, tint(rng, (252, 242, 240), 6))
+    border = tint(rng, (200, 80, 90), 20)
     for i in range(3):
         p.rect(6 + i * 2.2, 6 + i * 2.2, w - 6 - i * 2.2, h - 6 - i * 2.2, outline=border, width=0.8)
-    p.guilloche(14, 14, w - 14, h - 14, _tint(rng, (245, 215, 215), 6), 2.0)
+    p.guilloche(14, 14, w - 14, h - 14, tint(rng, (245, 215, 215), 6), 2.0)
     y = p.motto(w / 2, 18)
     if variant == 2:
         p.emblem(30, 24, 9)
@@ -462,13 +107,13 @@ def _marriage_certificate(rng: random.Random, variant: int, dpi: int, fonts: tup
     for lab in ("Họ, chữ đệm, tên:", "Ngày, tháng, năm sinh:", "Dân tộc:", "Quốc tịch:", "Nơi cư trú:",
                 "Giấy tờ tùy thân:"):
         for x0, x1 in cols:
-            val = _name(rng) if lab.startswith("Họ") else _date(rng) if "sinh" in lab else rng.choice(_PROVINCES)
+            val = fake_name(rng) if lab.startswith("Họ") else fake_date(rng) if "sinh" in lab else rng.choice(PROVINCES)
             p.field(x0, y, lab, val, x1, 9.5)
         y += 10 if w < h else 8.5
     if variant == 1:
         p.line(w / 2, y - 62, w / 2, y, 0.3)
-    p.text(22, y + 4, f"Nơi đăng ký kết hôn: UBND {rng.choice(_COMMUNES)}", 10)
-    p.text(22, y + 10, f"Ngày, tháng, năm đăng ký: {_date(rng)}", 10)
+    p.text(22, y + 4, f"Nơi đăng ký kết hôn: UBND {rng.choice(COMMUNES)}", 10)
+    p.text(22, y + 10, f"Ngày, tháng, năm đăng ký: {fake_date(rng)}", 10)
     yb = y + 20
     p.center(yb, "Chồng", 10, True, 20, 80)
     p.center(yb, "Vợ", 10, True, 80, 140)
@@ -480,9 +125,9 @@ def _marriage_certificate(rng: random.Random, variant: int, dpi: int, fonts: tup
     return p
 
 
-def _land_certificate(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
-    p = _Page(190, 265, dpi, rng, fonts, _tint(rng, (250, 232, 228), 8))
-    p.guilloche(0, 0, 190, 265, _tint(rng, (240, 200, 195), 8), 4.0)
+def _land_certificate(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> Page:
+    p = Page(190, 265, dpi, rng, fonts, tint(rng, (250, 232, 228), 8))
+    p.guilloche(0, 0, 190, 265, tint(rng, (240, 200, 195), 8), 4.0)
     p.rect(5, 5, 185, 260, outline=(190, 60, 60), width=1.5)
     p.center(10, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", 11, True, fill=(190, 30, 35))
     p.center(16, "Độc lập - Tự do - Hạnh phúc", 11, True, fill=(190, 30, 35))
@@ -490,13 +135,13 @@ def _land_certificate(rng: random.Random, variant: int, dpi: int, fonts: tuple[s
     p.center(48, "GIẤY CHỨNG NHẬN", 22, True, fill=(190, 30, 35))
     p.center(59, "QUYỀN SỬ DỤNG ĐẤT, QUYỀN SỞ HỮU TÀI SẢN GẮN LIỀN VỚI ĐẤT", 10.5, True, fill=(190, 30, 35))
     if variant != 1:
-        p.qr(12 if variant == 0 else 150, 10, 26, "GCN|" + _digits(rng, 10))
+        p.qr(12 if variant == 0 else 150, 10, 26, "GCN|" + digits(rng, 10))
     y = 72.0
     p.text(14, y, "I. Người sử dụng đất, chủ sở hữu tài sản gắn liền với đất", 10.5, True)
     y += 7
-    p.field(18, y, "Ông/Bà: ", _name(rng), 180, 10)
-    p.field(18, y + 7, "CCCD số: ", _digits(rng, 12), 180, 10)
-    p.field(18, y + 14, "Địa chỉ: ", _place(rng), 180, 10)
+    p.field(18, y, "Ông/Bà: ", fake_name(rng), 180, 10)
+    p.field(18, y + 7, "CCCD số: ", digits(rng, 12), 180, 10)
+    p.field(18, y + 14, "Địa chỉ: ", place(rng), 180, 10)
     y += 24
     p.text(14, y, "II. Thửa đất, nhà ở và tài sản khác gắn liền với đất", 10.5, True)
     y += 7
@@ -505,7 +150,7 @@ def _land_certificate(rng: random.Random, variant: int, dpi: int, fonts: tuple[s
     else:
         for lab in ("a) Thửa đất số: ", "b) Địa chỉ: ", "c) Diện tích: ", "d) Hình thức sử dụng: ",
                     "đ) Mục đích sử dụng: ", "e) Thời hạn sử dụng: ", "g) Nguồn gốc sử dụng: "):
-            p.field(18, y, lab, rng.choice((_digits(rng, 3) + " m²", rng.choice(_PROVINCES), "Lâu dài")), 180, 10)
+            p.field(18, y, lab, rng.choice((digits(rng, 3) + " m²", rng.choice(PROVINCES), "Lâu dài")), 180, 10)
             y += 7
     # the parcel sketch
     y += 6
@@ -516,26 +161,26 @@ def _land_certificate(rng: random.Random, variant: int, dpi: int, fonts: tuple[s
         p.text(pts[i][0], pts[i][1] - 4, str(i + 1), 8)
     p.text(80, y + 25, f"{rng.randint(50, 900)},{rng.randint(0, 9)} m²", 10, True)
     yb = min(y + 65, 225.0)
-    p.text(100, yb, f"{rng.choice(_PROVINCES)}, ngày {_date(rng)}", 10)
+    p.text(100, yb, f"{rng.choice(PROVINCES)}, ngày {fake_date(rng)}", 10)
     p.seal(130, yb + 20, 16)
     p.signature(122, yb + 22, 35)
-    p.text(14, 250, "Số vào sổ cấp GCN: CS " + _digits(rng, 5), 9)
+    p.text(14, 250, "Số vào sổ cấp GCN: CS " + digits(rng, 5), 9)
     return p
 
 
-def _household_book(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
-    p = _Page(130, 190, dpi, rng, fonts, _tint(rng, (232, 240, 246), 8))
+def _household_book(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> Page:
+    p = Page(130, 190, dpi, rng, fonts, tint(rng, (232, 240, 246), 8))
     if variant == 2:
-        p.guilloche(0, 0, 130, 190, _tint(rng, (210, 222, 236), 6), 2.5)
+        p.guilloche(0, 0, 130, 190, tint(rng, (210, 222, 236), 6), 2.5)
     p.center(6, "SỔ HỘ KHẨU", 12, True, fill=(40, 50, 120))
-    p.field(8, 14, "Họ và tên chủ hộ: ", _name(rng), 122, 9)
-    p.field(8, 20, "Số nhà, đường phố: ", str(rng.randint(1, 300)) + " " + rng.choice(_PROVINCES), 122, 9)
+    p.field(8, 14, "Họ và tên chủ hộ: ", fake_name(rng), 122, 9)
+    p.field(8, 20, "Số nhà, đường phố: ", str(rng.randint(1, 300)) + " " + rng.choice(PROVINCES), 122, 9)
     y = 30.0
     for _ in range(2 if variant != 1 else 3):
         p.text(8, y, rng.choice(("Chủ hộ", "Quan hệ với chủ hộ: " + rng.choice(("Vợ", "Con", "Mẹ")))), 8.5, True)
         y += 5
         for lab in ("Họ và tên:", "Ngày sinh:", "Nơi sinh:", "Nghề nghiệp:", "CMND số:"):
-            p.field(10, y, lab, rng.choice((_name(rng), _date(rng), rng.choice(_PROVINCES))), 120, 7.5)
+            p.field(10, y, lab, rng.choice((fake_name(rng), fake_date(rng), rng.choice(PROVINCES))), 120, 7.5)
             y += 5
         if variant == 0:
             p.rect(100, y - 26, 122, y - 4, outline=p.ink, width=0.3)
@@ -548,8 +193,8 @@ def _household_book(rng: random.Random, variant: int, dpi: int, fonts: tuple[str
     return p
 
 
-def _application_form(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
-    p = _Page(210, 297, dpi, rng, fonts)
+def _application_form(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> Page:
+    p = Page(210, 297, dpi, rng, fonts)
     if variant == 1:
         p.rect(150, 8, 200, 16, outline=p.ink, width=0.3)
         p.text(152, 10, "Mẫu số " + str(rng.randint(1, 20)) + "/TK", 9)
@@ -558,14 +203,14 @@ def _application_form(rng: random.Random, variant: int, dpi: int, fonts: tuple[s
                         "ĐƠN ĐĂNG KÝ BIẾN ĐỘNG ĐẤT ĐAI", "TỜ KHAI CĂN CƯỚC", "ĐƠN XIN XÁC NHẬN"))
     p.center(y + 6, title, 14, True)
     y += 18
-    p.field(30, y, "Kính gửi: ", "UBND " + rng.choice(_COMMUNES), 190)
+    p.field(30, y, "Kính gửi: ", "UBND " + rng.choice(COMMUNES), 190)
     y += 10
     labels = ["Họ, chữ đệm, tên người yêu cầu: ", "Giấy tờ tùy thân: ", "Nơi cư trú: ", "Số điện thoại: ",
               "Quan hệ với người được khai: ", "Nội dung đề nghị: ", "Lý do: "]
     rng.shuffle(labels)
     for lab in labels:
         filled = rng.random() < 0.6
-        p.field(20, y, lab, _name(rng) if filled else None, 192, 11)
+        p.field(20, y, lab, fake_name(rng) if filled else None, 192, 11)
         y += 9
         if rng.random() < 0.3:
             p.dotted(20, 192, y + 3.5)
@@ -585,22 +230,22 @@ def _application_form(rng: random.Random, variant: int, dpi: int, fonts: tuple[s
         y = p.table(20, y + 2, 172, [0.08, 0.52, 0.2, 0.2], 5, 8, ["STT", "Tên giấy tờ", "Số lượng", "Ghi chú"]) + 6
     y = p.paragraph(20, y, 172, 2, 11)
     p.text(30, y + 2, "Tôi cam đoan những nội dung khai trên đây là đúng sự thật.", 11)
-    p.text(115, y + 12, f"{rng.choice(_PROVINCES)}, ngày ..... tháng ..... năm 20...", 10)
+    p.text(115, y + 12, f"{rng.choice(PROVINCES)}, ngày ..... tháng ..... năm 20...", 10)
     p.center(y + 19, "NGƯỜI YÊU CẦU" if variant != 1 else "NGƯỜI KHAI", 11, True, x0=110, x1=200)
     p.center(y + 25, "(Ký, ghi rõ họ tên)", 9, x0=110, x1=200)
     if rng.random() < 0.7:
         p.signature(135, y + 36, 35)
-        p.center(y + 46, _name(rng), 11, x0=110, x1=200)
+        p.center(y + 46, fake_name(rng), 11, x0=110, x1=200)
     return p
 
 
-def _official_document(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
-    p = _Page(210, 297, dpi, rng, fonts)
+def _official_document(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> Page:
+    p = Page(210, 297, dpi, rng, fonts)
     y0 = p.agency(55, 15)
     p.motto(138, 15)
     kind = rng.choice(("QĐ-UBND", "UBND-VP", "TB-UBND", "CV-STP"))
     p.text(30, y0 + 1, f"Số: {rng.randint(1, 999)}/{kind}", 10, anchor="la")
-    p.text(115, y0 + 1, f"{rng.choice(_PROVINCES)}, ngày {_date(rng)}", 10, anchor="la")
+    p.text(115, y0 + 1, f"{rng.choice(PROVINCES)}, ngày {fake_date(rng)}", 10, anchor="la")
     y = y0 + 12
     if kind.startswith("QĐ") or variant == 1:
         p.center(y, "QUYẾT ĐỊNH", 14, True)
@@ -635,17 +280,17 @@ def _official_document(rng: random.Random, variant: int, dpi: int, fonts: tuple[
     p.center(yb, rng.choice(("TM. ỦY BAN NHÂN DÂN", "KT. GIÁM ĐỐC", "CHỦ TỊCH")), 11, True, sx, sx + 80)
     p.signature(sx + 20, yb + 20, 40)
     p.seal(sx + rng.uniform(15, 35), yb + 18, 18 if variant == 2 else rng.uniform(14, 20))
-    p.center(yb + 36, _name(rng), 11, True, sx, sx + 80)
+    p.center(yb + 36, fake_name(rng), 11, True, sx, sx + 80)
     return p
 
 
-def _receipt(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
+def _receipt(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> Page:
     kind = rng.choice(("thermal", "bienlai", "invoice")) if variant != 2 else rng.choice(("thermal", "bienlai"))
     if kind == "thermal":
         h = rng.uniform(120, 260)
-        p = _Page(80, h, dpi, rng, fonts, _tint(rng, (248, 247, 240), 5))
+        p = Page(80, h, dpi, rng, fonts, tint(rng, (248, 247, 240), 5))
         p.center(5, rng.choice(("CỬA HÀNG TIỆN LỢI", "SIÊU THỊ MINI", "NHÀ THUỐC", "BƯU ĐIỆN VĂN HÓA XÃ")), 9, True)
-        p.center(10, _place(rng), 6.5)
+        p.center(10, place(rng), 6.5)
         p.center(16, "HÓA ĐƠN BÁN HÀNG" if variant != 2 else "PHIẾU THU", 9, True)
         y = 23.0
         dash = "-" * 48
@@ -667,24 +312,24 @@ def _receipt(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str])
                 bx += wd + rng.choice((0.3, 0.6))
         return p
     if kind == "bienlai":
-        p = _Page(148, 105 if variant != 1 else 148, dpi, rng, fonts, _tint(rng, (250, 250, 245), 5))
+        p = Page(148, 105 if variant != 1 else 148, dpi, rng, fonts, tint(rng, (250, 250, 245), 5))
         p.text(6, 5, "Mẫu số: 01BLP0-001", 7)
         p.text(6, 9, "Ký hiệu: AA/2" + str(rng.randint(10, 25)) + "E", 7)
-        p.text(142, 5, "Số: " + _digits(rng, 7), 8, anchor="ra")
+        p.text(142, 5, "Số: " + digits(rng, 7), 8, anchor="ra")
         p.center(16, "BIÊN LAI THU PHÍ, LỆ PHÍ", 12, True, fill=(190, 30, 40))
         p.center(22, "(Liên 2: Giao cho người nộp tiền)", 7.5)
         y = 30.0
         for lab in ("Tên đơn vị thu: ", "Người nộp: ", "Địa chỉ: ", "Nội dung thu: ", "Số tiền: ", "Bằng chữ: "):
-            p.field(8, y, lab, rng.choice((_name(rng), f"{rng.randint(10, 500)}.000 đồng", p.words(20))), 140, 8.5)
+            p.field(8, y, lab, rng.choice((fake_name(rng), f"{rng.randint(10, 500)}.000 đồng", p.words(20))), 140, 8.5)
             y += 6.5
         p.center(y + 3, "Người nộp tiền", 8, True, 10, 70)
         p.center(y + 3, "Người thu tiền", 8, True, 80, 140)
         p.signature(95, y + 12, 25)
         return p
-    p = _Page(210, 148, dpi, rng, fonts)
+    p = Page(210, 148, dpi, rng, fonts)
     p.center(8, "HÓA ĐƠN GIÁ TRỊ GIA TĂNG", 14, True, fill=(190, 30, 40))
     p.text(150, 6, "Ký hiệu: 1C24TAA", 8)
-    p.text(150, 11, "Số: " + _digits(rng, 7), 8)
+    p.text(150, 11, "Số: " + digits(rng, 7), 8)
     y = 20.0
     for lab in ("Đơn vị bán hàng: ", "Mã số thuế: ", "Họ tên người mua: ", "Hình thức thanh toán: "):
         p.field(10, y, lab, p.words(25), 200, 9)
@@ -697,12 +342,12 @@ def _receipt(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str])
     return p
 
 
-def _dossier_receipt(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
-    p = _Page(210, 297, dpi, rng, fonts)
+def _dossier_receipt(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> Page:
+    p = Page(210, 297, dpi, rng, fonts)
     code = f"{rng.randint(0, 99):03d}.{rng.randint(10, 99)}.{rng.randint(10, 99)}.H{rng.randint(10, 63)}-" \
            f"{rng.randint(230101, 251231)}-{rng.randint(1, 9999):04d}"
     qr_left = variant != 2
-    p.qr(8 if qr_left else 168, 8, 30, f"{code}|{_digits(rng, 7)}|{_digits(rng, 12)}|Giấy tiếp nhận hồ sơ")
+    p.qr(8 if qr_left else 168, 8, 30, f"{code}|{digits(rng, 7)}|{digits(rng, 12)}|Giấy tiếp nhận hồ sơ")
     y0 = p.agency(68 if qr_left else 50, 12, 10)
     p.motto(145 if qr_left else 110, 12, 10)
     p.text(42 if qr_left else 20, y0 + 1, "Số: " + code, 9)
@@ -712,8 +357,8 @@ def _dossier_receipt(rng: random.Random, variant: int, dpi: int, fonts: tuple[st
     y += 18
     p.paragraph(20, y, 172, 1, 10.5)
     y += 7
-    for lab, val in (("Tiếp nhận hồ sơ của: ", _name(rng)), ("Địa chỉ: ", _place(rng)),
-                     ("Số điện thoại: ", "09" + _digits(rng, 8)), ("Nội dung yêu cầu giải quyết: ", p.words(40))):
+    for lab, val in (("Tiếp nhận hồ sơ của: ", fake_name(rng)), ("Địa chỉ: ", place(rng)),
+                     ("Số điện thoại: ", "09" + digits(rng, 8)), ("Nội dung yêu cầu giải quyết: ", p.words(40))):
         p.field(20, y, lab, val, 192, 10.5)
         y += 8
     p.text(20, y, "Thành phần hồ sơ và số lượng mỗi loại giấy tờ gồm:", 10.5, True)
@@ -721,26 +366,26 @@ def _dossier_receipt(rng: random.Random, variant: int, dpi: int, fonts: tuple[st
                 ["STT", "Tên giấy tờ", "Hình thức", "Số lượng"], 9) + 4
     p.field(20, y, "Số lượng hồ sơ: ", "01 (bộ)", 192, 10.5)
     p.field(20, y + 8, "Thời gian giải quyết hồ sơ theo quy định: ", f"{rng.randint(1, 30)} ngày", 192, 10.5)
-    p.text(20, y + 16, f"Thời gian nhận hồ sơ: {rng.randint(7, 16)} giờ {rng.randint(0, 59)} phút, ngày {_date(rng)}",
-           10.5)
-    p.text(20, y + 24, f"Thời gian trả kết quả giải quyết hồ sơ: ngày {_date(rng)}", 10.5, True)
+    p.text(20, y + 16,
+           f"Thời gian nhận hồ sơ: {rng.randint(7, 16)} giờ {rng.randint(0, 59)} phút, ngày {fake_date(rng)}", 10.5)
+    p.text(20, y + 24, f"Thời gian trả kết quả giải quyết hồ sơ: ngày {fake_date(rng)}", 10.5, True)
     p.field(20, y + 32, "Vào Sổ theo dõi hồ sơ, Quyển số: ", str(rng.randint(1, 20)), 192, 10.5)
     yb = y + 44
     p.center(yb, "NGƯỜI NỘP HỒ SƠ", 10, True, 15, 95)
     p.center(yb, "NGƯỜI TIẾP NHẬN HỒ SƠ", 10, True, 110, 200)
     p.signature(35, yb + 14, 30)
     p.signature(135, yb + 14, 30)
-    p.center(yb + 26, _name(rng), 10, x0=15, x1=95)
-    p.center(yb + 26, _name(rng), 10, x0=110, x1=200)
+    p.center(yb + 26, fake_name(rng), 10, x0=15, x1=95)
+    p.center(yb + 26, fake_name(rng), 10, x0=110, x1=200)
     return p
 
 
-def _other(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> _Page:
+def _other(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -> Page:
     kind = rng.choice(("letter", "paper", "article", "blank", "picture", "book", "spreadsheet"))
     if variant == 2:
         kind = rng.choice(("letter", "paper", "article", "book"))
     w, h = (210.0, 297.0) if rng.random() < 0.8 else (148.0, 210.0)
-    p = _Page(w, h, dpi, rng, fonts, _tint(rng, (250, 250, 248), 5))
+    p = Page(w, h, dpi, rng, fonts, tint(rng, (250, 250, 248), 5))
     english = rng.random() < 0.5
     if kind == "blank":
         if rng.random() < 0.5:
@@ -763,19 +408,19 @@ def _other(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -
         return p
     y = 20.0
     if kind == "letter":
-        p.text(w - 20, y, _date(rng), 10, anchor="ra")
+        p.text(w - 20, y, fake_date(rng), 10, anchor="ra")
         y += 12
-        p.text(20, y, ("Dear " if english else "Gửi ") + _name(rng) + ",", 11)
+        p.text(20, y, ("Dear " if english else "Gửi ") + fake_name(rng) + ",", 11)
         y += 10
         for _ in range(rng.randint(3, 6)):
             y = p.paragraph(20, y, w - 40, rng.randint(2, 5), 11, english=english) + 3
-        p.text(20, y + 5, _name(rng), 11)
+        p.text(20, y + 5, fake_name(rng), 11)
         if rng.random() < 0.5:
             p.signature(20, y + 15, 30)
         return p
     if kind == "paper":
         p.center(y, p.words(45, True).title(), 14, True)
-        p.center(y + 8, ", ".join(_name(rng) for _ in range(3)), 9)
+        p.center(y + 8, ", ".join(fake_name(rng) for _ in range(3)), 9)
         y += 18
         colw = (w - 46) / 2
         for c in range(2):
@@ -812,8 +457,8 @@ def _other(rng: random.Random, variant: int, dpi: int, fonts: tuple[str, str]) -
     return p
 
 
-_RENDERERS: dict[str, Callable[[random.Random, int, int, tuple[str, str]], _Page]] = {
-    "id_card": _id_card,
+_RENDERERS: dict[str, Callable[[random.Random, int, int, tuple[str, str]], Page]] = {
+    "id_card": id_card,
     "birth_certificate": _birth_certificate,
     "marriage_certificate": _marriage_certificate,
     "land_certificate": _land_certificate,
@@ -837,9 +482,9 @@ def render(doctype: str, seed: int, *, split: Split = "train", dpi: int = 100,
     if doctype not in _RENDERERS:
         raise ValueError(f"unknown doctype {doctype!r}; expected one of {', '.join(DOCTYPES)}")
     rng = random.Random(f"{doctype}:{seed}:{split}")
-    fonts = rng.choice(_TRAIN_FONTS if split == "train" else _HELDOUT_FONTS)
+    fonts = rng.choice(TRAIN_FONTS if split == "train" else HELDOUT_FONTS)
     if variant is None:
-        variant = rng.choice(_TRAIN_VARIANTS if split == "train" else _HELDOUT_VARIANTS)
+        variant = rng.choice(TRAIN_VARIANTS if split == "train" else HELDOUT_VARIANTS)
     return _RENDERERS[doctype](rng, variant, dpi, fonts).bgr()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from device.inference.doctype import DOCTYPES
-from training import generator
+from training import drawing
 from training.generator import degrade, render, sample
 
 
@@ -60,5 +60,5 @@ def test_degrade_rejects_non_bgr_input() -> None:
 
 def test_training_and_heldout_use_different_fonts_and_layouts() -> None:
     """The held-out set must measure fonts and layout variants never trained on."""
-    assert not set(generator._TRAIN_FONTS) & set(generator._HELDOUT_FONTS)
-    assert not set(generator._TRAIN_VARIANTS) & set(generator._HELDOUT_VARIANTS)
+    assert not set(drawing.TRAIN_FONTS) & set(drawing.HELDOUT_FONTS)
+    assert not set(drawing.TRAIN_VARIANTS) & set(drawing.HELDOUT_VARIANTS)
