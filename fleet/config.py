@@ -10,6 +10,7 @@ files under ``./var/fleet/``, the broker on 127.0.0.1:1883, HTTP on 127.0.0.1:80
 False
 """
 
+import random
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,7 @@ from fleet.display import DEFAULT_ZONE, zone
 from fleet.enroll.config import EnrollmentConfig, PkiConfig
 from fleet.signing.config import SigningConfig
 from protocol.configfile import load_config
+from protocol.reconnect import ReconnectSchedule
 
 DEFAULT_VAR = Path("var/fleet")
 
@@ -75,8 +77,18 @@ class BrokerConfig(_Section):
         "broker restart and the workers' reconnection would be lost; a plain subscription keeps them",
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
+    reconnect_min_s: float = Field(
+        default=0.5, gt=0,
+        description="Scale of the retry after a failed connection attempt: each delay is drawn at random between "
+        "zero and this, doubled per failure up to reconnect_max_s (full jitter, as the kiosks do)",
+    )
     reconnect_max_s: float = Field(
         default=5.0, ge=1, le=300, description="Longest wait between reconnection attempts when the broker is away"
+    )
+    reconnect_spread_s: float = Field(
+        default=2.0, ge=0,
+        description="The first reconnect after a lost connection comes at a random moment within this many seconds "
+        "(at most reconnect_max_s): the fleet's several clients do not meet a restarted broker at the same instant",
     )
     session_expiry_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="How long the broker keeps our session while we are away"
@@ -105,6 +117,8 @@ class BrokerConfig(_Section):
 
     @model_validator(mode="after")
     def _tls_files(self) -> "BrokerConfig":
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must be at most reconnect_max_s")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         if (self.ops_cert_file is None) != (self.ops_key_file is None):
@@ -116,6 +130,11 @@ class BrokerConfig(_Section):
     @property
     def tls(self) -> bool:
         return self.cert_file is not None
+
+    def reconnect_schedule(self, rng: random.Random | None = None) -> ReconnectSchedule:
+        """The jittered, capped reconnect delays of one of the fleet's MQTT clients."""
+        return ReconnectSchedule(first_s=self.reconnect_min_s, cap_s=self.reconnect_max_s,
+                                 spread_s=self.reconnect_spread_s, rng=rng)
 
 
 class IngestConfig(_Section):

@@ -34,6 +34,7 @@ dropped, and an audit entry says so, at most once a minute per device.
 
 import functools
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -70,6 +71,7 @@ from protocol.messages import (
     decode,
     encode,
 )
+from protocol.reconnect import PahoReconnects
 from protocol.topics import CONFIRMED, FLEET_TO_DEVICE, ROOT, Channel, device_filter, parse_topic, shared, topic
 
 log = logging.getLogger(__name__)
@@ -431,8 +433,13 @@ class Ingest:
     False
     """
 
-    def __init__(self, config: FleetConfig, sessions: sessionmaker[Session], metrics: FleetMetrics) -> None:
+    def __init__(self, config: FleetConfig, sessions: sessionmaker[Session], metrics: FleetMetrics,
+                 rng: random.Random | None = None) -> None:
+        """``rng``: where the jittered reconnect delays are drawn from (a seeded one replays them)."""
         self.config = config
+        self._rng = rng
+        self.reconnects: PahoReconnects | None = None
+        """The client's reconnect delays (:mod:`protocol.reconnect`), once started."""
         self.metrics = metrics
         self.writer = Writer(sessions, metrics)
         self.writer.confirming = config.ingest.confirm_stored
@@ -444,6 +451,8 @@ class Ingest:
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._generation = 0
+        self._session_up = False
+        """The broker accepted our session (tells a lost connection from a failed attempt)."""
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -478,7 +487,7 @@ class Ingest:
         if broker.tls:
             client.tls_set(ca_certs=str(broker.ca_file), certfile=str(broker.cert_file), keyfile=str(broker.key_file))
         client.manual_ack_set(True)
-        client.reconnect_delay_set(min_delay=1, max_delay=max(1, round(broker.reconnect_max_s)))
+        self.reconnects = PahoReconnects(client, broker.reconnect_schedule(self._rng))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -524,6 +533,10 @@ class Ingest:
             return
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
+        if self.reconnects is not None:
+            self.reconnects.connected()
+        self._session_up = True
+
         with self._lock:
             self._generation += 1
         opts = SubscribeOptions(qos=1)
@@ -541,13 +554,20 @@ class Ingest:
 
     def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
         broker = self.config.broker
-        log.warning("cannot reach the broker at %s:%s; retrying", broker.host, broker.port)
+        delay = self.reconnects.failed() if self.reconnects is not None else 0.0
+        log.warning("cannot reach the broker at %s:%s; retrying in %.1f s", broker.host, broker.port, delay)
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         self._connected.clear()
         self.metrics.connected.set(0)
-        if not self._stopping.is_set():
-            log.warning("ingest lost the broker (%s); reconnecting", reason_code)
+        was, self._session_up = self._session_up, False
+        if self._stopping.is_set() or self.reconnects is None:
+            return
+        if was:
+            delay = self.reconnects.lost()
+            log.warning("ingest lost the broker (%s); reconnecting in %.1f s", reason_code, delay)
+        else:  # closed before the broker accepted the session (refused, or a handshake cut short)
+            self.reconnects.failed()
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
         item = Incoming(

@@ -11,7 +11,7 @@ broker named in the enrollment answer (``mqtts://host:port``; a fleet may name a
 broker why (:func:`provisioning.identity.probe_tls`): a certificate that is revoked or expired
 will never be accepted, so the link stops reconnecting and reports it (``on_revoked``) instead of
 retrying forever. The probe is a second TLS handshake, so it is rate-limited and skipped when the
-broker is merely down or busy (:mod:`device.delivery.backoff`, which also draws the jittered
+broker is merely down or busy (:mod:`protocol.reconnect`, which also draws the jittered
 reconnect delays: paho's own back-off doubles without jitter, and kiosks that lost a restarted
 broker together would keep knocking together).
 
@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -43,8 +43,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.config import BrokerConfig
-from device.delivery.backoff import Failure, ReconnectSchedule, classify
 from protocol.messages import Status, encode
+from protocol.reconnect import Failure, PahoReconnects, ReconnectSchedule, classify
 from protocol.topics import Channel, topic
 from provisioning.identity import DeviceIdentity, probe_tls
 
@@ -105,11 +105,9 @@ class MqttLink:
         self.connects = 0
         """Successful connections so far (tests see a reconnect after a renewal)."""
         self.failures: Counter[Failure] = Counter()
-        """Failed connection attempts by kind (:data:`device.delivery.backoff.Failure`)."""
+        """Failed connection attempts by kind (:data:`protocol.reconnect.Failure`)."""
         self.probes = 0
         """TLS probes made (each one more handshake for the broker)."""
-        self.delays: list[float] = []
-        """The reconnect delays drawn so far, in order (the last few hundred)."""
         self.schedule = ReconnectSchedule(first_s=broker.reconnect_min_s, cap_s=broker.reconnect_max_s,
                                           spread_s=broker.reconnect_spread_s,
                                           probe_interval_s=broker.tls_probe_interval_s, rng=rng)
@@ -128,6 +126,7 @@ class MqttLink:
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         self._client = client
+        self.reconnects = PahoReconnects(client, self.schedule)
 
     def address(self) -> tuple[str, int]:
         """Where the broker is: the enrollment answer's ``broker_url`` for an enrolled device,
@@ -203,7 +202,7 @@ class MqttLink:
             delay = max(delay, PROBE_WAIT_S)
             self.probes += 1
             threading.Thread(target=self._probe, name="mqtt-tls-probe", daemon=True).start()
-        self._next_attempt_in(delay)
+        self.reconnects.next_attempt_in(delay)
 
     def _may_probe(self, failure: Failure) -> bool:
         """Whether to probe after this failure; if so the probe lock is taken (``_probe`` frees it)."""
@@ -215,12 +214,10 @@ class MqttLink:
             return False
         return self._probing.acquire(blocking=False)
 
-    def _next_attempt_in(self, delay: float) -> None:
-        """Make paho's next reconnect wait exactly ``delay`` seconds: with equal bounds its
-        doubling has nothing to double. paho annotates the bounds as int but adds them to its
-        clock as they are; a float keeps the jitter finer than a second."""
-        self.delays = [*self.delays[-255:], delay]
-        self._client.reconnect_delay_set(min_delay=cast(int, delay), max_delay=cast(int, delay))
+    @property
+    def delays(self) -> list[float]:
+        """The reconnect delays drawn so far, in order (the last few hundred)."""
+        return self.reconnects.delays
 
     def _certificate_expired(self) -> bool:
         assert self.identity is not None
@@ -280,7 +277,7 @@ class MqttLink:
             log.info("the broker accepts this device's certificate again")
             self.broker_refusal = None
             self.schedule.set_cap(self.broker.reconnect_max_s)
-        self.schedule.connected()
+        self.reconnects.connected()
         self.connects += 1
         log.info("connected to the broker at %s:%s%s", *self.address(), " (TLS)" if self.uses_tls() else "")
         online = Status(device_id=self.device_id, state="online", agent_version=self.agent_version, unit=self.unit)
@@ -299,9 +296,8 @@ class MqttLink:
         if self._closing:
             return
         if was:
-            delay = self.schedule.after_loss()
+            delay = self.reconnects.lost()
             log.warning("lost the broker (%s); reconnecting in %.1f s", reason_code, delay)
-            self._next_attempt_in(delay)
             return
         # Closed after the handshake, before the broker accepted the session.
         self._after_failure("busy" if str(reason_code) == "Keep alive timeout" else classify(None))

@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -46,6 +47,7 @@ from protocol.messages import (
     UpdateProgress,
     encode,
 )
+from protocol.reconnect import PahoReconnects
 from protocol.topics import Channel, topic
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,9 @@ class Operations:
         *,
         clock: Callable[[], datetime] = utcnow,
         tick_s: float = 1.0,
+        rng: random.Random | None = None,
     ) -> None:
+        """``rng``: where the jittered reconnect delays are drawn from (a seeded one replays them)."""
         self.config = config
         self.sessions = sessions
         self.clock = clock
@@ -159,7 +163,9 @@ class Operations:
                                   protocol=mqtt.MQTTv5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.reconnect_delay_set(1, int(max(1, broker.reconnect_max_s)))
+        self.client.on_connect_fail = self._on_connect_fail
+        self.reconnects = PahoReconnects(self.client, broker.reconnect_schedule(rng))
+        """The publisher's jittered reconnect delays (:mod:`protocol.reconnect`)."""
         self.can_connect = True
         if broker.tls:  # mutual TLS with its own identity: the broker makes the CN the client id
             if broker.ops_cert_file is None or broker.ops_key_file is None:
@@ -201,12 +207,27 @@ class Operations:
         self._wake.set()
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason_code: Any, _p: Any = None) -> None:
-        if not reason_code.is_failure:
-            self.connected.set()
-            self._wake.set()
+        if reason_code.is_failure:
+            log.error("broker refused the operations publisher: %s", reason_code)
+            return
+        self.reconnects.connected()
+        self.connected.set()
+        self._wake.set()
+
+    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+        delay = self.reconnects.failed()
+        log.warning("the operations publisher cannot reach the broker; retrying in %.1f s", delay)
 
     def _on_disconnect(self, *_args: Any) -> None:
+        was = self.connected.is_set()
         self.connected.clear()
+        if self._stop.is_set():
+            return
+        if was:
+            delay = self.reconnects.lost()
+            log.warning("the operations publisher lost the broker; reconnecting in %.1f s", delay)
+        else:  # closed before the broker accepted the session
+            self.reconnects.failed()
 
     # --- messages in (inside the ingest's transaction) ----------------------------------------
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from device.config import BrokerConfig
-from device.delivery.backoff import ReconnectSchedule, classify
+from protocol.reconnect import ReconnectSchedule, classify
 
 
 def test_delays_are_full_jitter_under_a_doubling_capped_window() -> None:

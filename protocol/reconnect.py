@@ -1,6 +1,10 @@
-"""When the link tries the broker again, and when it may ask the broker why it failed.
+"""When an MQTT client tries the broker again, and when a kiosk may ask the broker why it failed.
 
-A broker restart drops every kiosk at the same instant. Reconnecting on a fixed doubling
+Both sides use it: the kiosk's link (``device/delivery/link.py``) and the fleet's own clients
+(the ingest workers, the operations publisher), through :class:`PahoReconnects`, which sets each
+delay on the paho client.
+
+A broker restart drops every client at the same instant. Reconnecting on a fixed doubling
 schedule (1, 2, 4 ... s) makes them all knock together again and again: mosquitto does every TLS
 handshake on its one thread, handshakes that wait too long are abandoned by the kiosk and
 started over, and the storm feeds itself. So:
@@ -32,7 +36,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol, cast
 
 Failure = Literal["unreachable", "busy", "tls", "dropped"]
 """Why a connection attempt failed, as far as the device can tell without asking:
@@ -124,3 +128,58 @@ class ReconnectSchedule:
             return False
         self._last_probe = now
         return True
+
+
+class DelaySetter(Protocol):
+    """What :class:`PahoReconnects` needs of a paho ``Client`` (protocol/ does not import paho)."""
+
+    def reconnect_delay_set(self, min_delay: int = 1, max_delay: int = 120) -> None: ...
+
+
+class PahoReconnects:
+    """Makes a paho client wait the schedule's delays instead of its own doubling, which has no
+    jitter: clients that lost a restarted broker together would knock together at 1, 2, 4... s.
+
+    Call :meth:`connected` when the broker accepts the session, :meth:`lost` when an established
+    connection drops and :meth:`failed` when an attempt fails (``on_connect_fail``, or a close
+    before the session was accepted). paho calls these callbacks just before it waits for its
+    next attempt, and reads the delay set here for that wait.
+
+    >>> class Client:
+    ...     def reconnect_delay_set(self, min_delay: int = 1, max_delay: int = 120) -> None:
+    ...         self.delay = (min_delay, max_delay)
+    >>> client = Client()
+    >>> reconnects = PahoReconnects(client, ReconnectSchedule(first_s=1, cap_s=8, spread_s=4,
+    ...                                                       rng=random.Random(7)))
+    >>> first = reconnects.lost()
+    >>> client.delay == (first, first) and 0 <= first <= 4
+    True
+    """
+
+    def __init__(self, client: DelaySetter, schedule: ReconnectSchedule) -> None:
+        self.client = client
+        self.schedule = schedule
+        self.delays: list[float] = []
+        """The delays set so far, in order (the last few hundred)."""
+
+    def connected(self) -> None:
+        self.schedule.connected()
+
+    def lost(self) -> float:
+        """An established connection dropped: the next attempt comes somewhere in the spread window."""
+        delay = self.schedule.after_loss()
+        self.next_attempt_in(delay)
+        return delay
+
+    def failed(self) -> float:
+        """An attempt failed: the next comes after a full-jitter delay under the doubling cap."""
+        delay = self.schedule.after_failure()
+        self.next_attempt_in(delay)
+        return delay
+
+    def next_attempt_in(self, delay: float) -> None:
+        """Make paho's next reconnect wait exactly ``delay`` seconds: with equal bounds its
+        doubling has nothing to double. paho annotates the bounds as int but adds them to its
+        clock as they are; a float keeps the jitter finer than a second."""
+        self.delays = [*self.delays[-255:], delay]
+        self.client.reconnect_delay_set(min_delay=cast(int, delay), max_delay=cast(int, delay))
