@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.browser import chromium
 from tests.services import Mosquitto, Postgres, sane_config_dir, tmpfs
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -49,6 +53,13 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield pg.url
     finally:
         pg.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, one for the module (tests.browser)."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

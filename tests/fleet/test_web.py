@@ -4,7 +4,6 @@ processes, a device's traffic through mosquitto, the web page in headless Chromi
 from __future__ import annotations
 
 import io
-import shutil
 import signal
 import ssl
 import subprocess
@@ -21,12 +20,12 @@ from fleet.db import make_engine, migrate, session_factory
 from fleet.models import Event
 from protocol.messages import encode
 from tests.authn import browser_login, login_as
+from tests.browser import chromium, needs_chromium
 from tests.devices import enroll_device
 from tests.fleet.conftest import Publisher
 from tests.fleet.messages import page_event, status, telemetry
 from tests.services import Mosquitto, free_port, wait_port
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DEVICE = "kiosk-0007"
 
 
@@ -70,18 +69,17 @@ def fleet_process(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[str]:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@needs_chromium
 def test_web_page_shows_devices_and_pages(fleet_process: str, mosquitto: Mosquitto, artifacts: Path,
                                           tmp_path: Path) -> None:
     """A device comes online, reports a jammed scanner and sends a page: the page at / shows
     it without a reload (it refreshes itself), with the page's image once uploaded."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     event = page_event(DEVICE, PNG, dossier_code="000.00.00.H13-260101-0042")
     publisher = Publisher(mosquitto)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
+    try:
+        with chromium() as browser:
             page = browser.new_context(ignore_https_errors=True).new_page()  # the fleet CA is not Chromium's
             password = (tmp_path / "var/fleet/initial-admin-password").read_text().strip()  # `serve` made `admin`
             browser_login(page, fleet_process, "admin", password)
@@ -107,9 +105,8 @@ def test_web_page_shows_devices_and_pages(fleet_process: str, mosquitto: Mosquit
             expect(image).to_have_count(1, timeout=15_000)
             page.wait_for_function("img => img.complete && img.naturalWidth === 248", arg=image.element_handle())
             page.screenshot(path=str(artifacts / "fleet-web-page.png"), full_page=True)
-        finally:
-            browser.close()
-            publisher.close()
+    finally:
+        publisher.close()
 
 
 def _worker(config: Path, cwd: Path) -> subprocess.Popen[str]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,19 +33,17 @@ from fleet.progress.units import sample_csv
 from protocol.messages import CommandAck, Status, encode
 from provisioning.identity import DeviceIdentity
 from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login_as, make_user
+from tests.browser import BROWSER, axe_serious, loaded, shots_dir, signed_in
 from tests.devices import enroll_device, enroll_request, with_pki
 from tests.fleet.conftest import make_config
 from tests.fleet.progress.conftest import serve
-from tests.fleet.test_web_nav import _axe
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 VIEWER, VIEWER_PASSWORD = "xem-admin-page", "viewer-password-1"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
+pytestmark = BROWSER
 
 
 @dataclass
@@ -83,39 +80,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(url, http, tmp, app)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
 def shots(artifacts: Path) -> Path:
-    out = artifacts / "admin"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return shots_dir(artifacts, "admin")
 
 
 @pytest.fixture
 def admin(browser: Browser, served: Served) -> Iterator[Page]:
-    page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
-    browser_login(page, served.url, ADMIN_NAME, ADMIN_PASSWORD)
-    try:
+    with signed_in(browser, served.url, ADMIN_NAME, ADMIN_PASSWORD) as page:
         yield page
-    finally:
-        page.context.close()
 
-
-def _loaded(page: Page, url: str) -> None:
-    """Open ``url`` and wait until the page has drawn its data once."""
-    page.goto(url)
-    page.wait_for_selector("body[data-loaded]", state="attached", timeout=15_000)
 
 
 def _enroll(served: Served, device_id: str, token: str) -> httpx.Response:
@@ -132,7 +106,7 @@ def test_enrollment_token_issue_accept_reject_revoke(admin: Page, served: Served
     from PIL import Image
     from playwright.sync_api import expect
 
-    _loaded(admin, served.url + "/admin")
+    loaded(admin, served.url + "/admin")
     expect(admin.locator("#tokens tbody")).to_contain_text("Không có.")
     form = admin.locator("#token-form")
     form.locator("input[name=unit_code]").fill("99 001")
@@ -165,7 +139,7 @@ def test_enrollment_token_issue_accept_reject_revoke(admin: Page, served: Served
     # Two kiosks enroll with it and wait for a decision.
     for device in ("kiosk-ok", "kiosk-no"):
         assert _enroll(served, device, token).status_code == 202
-    _loaded(admin, served.url + "/admin")
+    loaded(admin, served.url + "/admin")
     expect(admin.locator("#issued")).to_be_hidden()  # shown once: not after a reload
     pending = admin.locator('#enrollments tr[data-state="pending"]')
     expect(pending).to_have_count(2)
@@ -213,7 +187,7 @@ def test_users_create_change_disable_reset(admin: Page, served: Served, shots: P
     created), a unit admin without a unit (refused, nothing changed)."""
     from playwright.sync_api import expect
 
-    _loaded(admin, served.url + "/admin?view=users")
+    loaded(admin, served.url + "/admin?view=users")
     form = admin.locator("#user-form")
     form.locator("input[name=name]").fill("can-bo-01")
     form.locator("input[name=password]").fill("short")
@@ -278,7 +252,7 @@ def test_units_import_with_errors_by_line_and_targets(admin: Page, served: Serve
 
     targets_before = targets_set()
 
-    _loaded(admin, served.url + "/admin?view=units")
+    loaded(admin, served.url + "/admin?view=units")
     expect(admin.locator("#units tbody tr[data-code]")).to_have_count(before)
     form = admin.locator("#units-form")
     form.locator("input[type=file]").set_input_files(str(bad))
@@ -336,7 +310,7 @@ def test_received_dossiers_import_with_errors_by_line(admin: Page, served: Serve
         return {d["code"] for d in answer}
 
     assert registered() == set()
-    _loaded(admin, served.url + "/admin?view=units")
+    loaded(admin, served.url + "/admin?view=units")
     form = admin.locator("#received-form")
     form.locator("input[type=file]").set_input_files(str(bad))
     form.locator("button[type=submit]").click()
@@ -373,7 +347,7 @@ def test_device_command_followed_logs_downloaded_then_revoked(admin: Page, serve
 
     device = enroll_device(served.http, "kiosk-dev", "99001", served.directory)
     served.deliver(Status(device_id="kiosk-dev", state="online", unit="99001"))
-    _loaded(admin, served.url + "/admin?view=device&device=kiosk-dev")
+    loaded(admin, served.url + "/admin?view=device&device=kiosk-dev")
     expect(admin.locator("#device-commands tbody")).to_have_text("Không có.")
     admin.locator("#command-form select[name=name]").select_option("collect_logs")
     admin.locator("#command-form button[type=submit]").click()
@@ -427,7 +401,7 @@ def test_audit_log_filters(admin: Page, served: Served, shots: Path) -> None:
     from playwright.sync_api import expect
 
     assert served.http.post("/api/v1/enrollment-tokens", json={"unit_code": "99002"}).status_code == 201
-    _loaded(admin, served.url + "/admin?view=audit")
+    loaded(admin, served.url + "/admin?view=audit")
     expect(admin.locator("#audit tbody tr").first).to_be_visible()
     form = admin.locator("#audit-form")
     form.locator("input[name=actor]").fill(ADMIN_NAME)
@@ -463,11 +437,11 @@ def test_axe_finds_no_serious_violation(admin: Page, served: Served) -> None:
     found = {}
     for path in ("/admin", "/admin?view=users", "/admin?view=units", "/admin?view=audit",
                  "/admin?view=device&device=kiosk-dev", "/admin?view=users&lang=en"):
-        _loaded(admin, served.url + path)
-        found[path] = _axe(admin)
-    _loaded(admin, served.url + "/admin")
+        loaded(admin, served.url + path)
+        found[path] = axe_serious(admin)
+    loaded(admin, served.url + "/admin")
     admin.locator("#token-form input[name=unit_code]").fill("99003")
     admin.locator("#token-form button[type=submit]").click()
     admin.wait_for_selector("#issued svg")
-    found["/admin (token issued)"] = _axe(admin)
+    found["/admin (token issued)"] = axe_serious(admin)
     assert {path: v for path, v in found.items() if v} == {}

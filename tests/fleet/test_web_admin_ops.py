@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,20 +23,18 @@ from fleet.api.app import create_app
 from fleet.api.state import fleet_state
 from fleet.progress.units import sample_csv
 from protocol.messages import CommandAck, Status
-from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login_as
+from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, ensure_admin, login_as
+from tests.browser import BROWSER, axe_serious, loaded, shots_dir, signed_in
 from tests.devices import enroll_device, with_pki
 from tests.fleet.conftest import make_config
 from tests.fleet.progress.conftest import serve
-from tests.fleet.test_web_admin import Served, _loaded
-from tests.fleet.test_web_nav import _axe
+from tests.fleet.test_web_admin import Served
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Request
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
+pytestmark = BROWSER
 
 
 @pytest.fixture(scope="module")
@@ -61,33 +58,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield out
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
 def shots(artifacts: Path) -> Path:
-    out = artifacts / "admin"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return shots_dir(artifacts, "admin")
 
 
 @pytest.fixture
 def admin(browser: Browser, served: Served) -> Iterator[Page]:
-    page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
-    browser_login(page, served.url, ADMIN_NAME, ADMIN_PASSWORD)
-    try:
+    with signed_in(browser, served.url, ADMIN_NAME, ADMIN_PASSWORD) as page:
         yield page
-    finally:
-        page.context.close()
 
 
 def _writes(page: Page, method: str, fragment: str) -> list[str]:
@@ -110,7 +89,7 @@ def test_settings_errors_beside_their_fields_nothing_saved_until_they_fit(admin:
     from playwright.sync_api import expect
 
     puts = _writes(admin, "PUT", "/api/v1/settings/")
-    _loaded(admin, served.url + "/admin?view=settings")
+    loaded(admin, served.url + "/admin?view=settings")
     layer = admin.locator("#layer-form")
     layer.locator("select[name=scope]").select_option("unit")
     layer.locator("input[name=key]").fill("99001")
@@ -152,7 +131,7 @@ def test_settings_errors_beside_their_fields_nothing_saved_until_they_fit(admin:
     expect(admin.locator("#settings-sync")).to_have_text("Phiên bản 1 của cấp này.")
 
     # One device's level, in English: what it inherits is not repeated, its sync state is shown.
-    _loaded(admin, served.url + "/admin?view=settings&scope=device&key=kiosk-a1&lang=en")
+    loaded(admin, served.url + "/admin?view=settings&scope=device&key=kiosk-a1&lang=en")
     expect(admin.locator("#h-layer")).to_have_text("Settings of device kiosk-a1")
     expect(admin.locator("#settings-sync")).to_contain_text("does not run its desired settings yet")
     admin.locator('#settings-fields [data-path="telemetry_interval_s"]').fill("five")
@@ -167,7 +146,7 @@ def test_bundle_upload_and_phased_rollout_wizard(admin: Page, served: Served, sh
 
     bundle = tmp_path / "sohoa-agent-2.1.0.bundle"
     bundle.write_bytes(b"a signed bundle, as images/bundle.py writes it" * 100)
-    _loaded(admin, served.url + "/admin?view=updates")
+    loaded(admin, served.url + "/admin?view=updates")
     admin.locator("#bundle-form input[type=file]").set_input_files(str(bundle))
     admin.locator("#bundle-form button[type=submit]").click()
     expect(admin.locator("#status")).to_have_text("Đã tải lên sohoa-agent-2.1.0.bundle (5 kB).")
@@ -255,7 +234,7 @@ def test_device_arguments_update_move_and_a_device_never_connected(admin: Page, 
 
     enroll_device(served.http, "kiosk-new", "99001", served.directory)
     posts = _writes(admin, "POST", "/api/v1/devices/kiosk-new/commands")
-    _loaded(admin, served.url + "/admin?view=device&device=kiosk-new")
+    loaded(admin, served.url + "/admin?view=device&device=kiosk-new")
     expect(admin.locator("#device-facts")).to_contain_text("Đã đăng ký, chưa kết nối")
     form = admin.locator("#command-form")
     form.locator("select[name=name]").select_option("test_scan")
@@ -317,7 +296,7 @@ def test_setup_sheet_for_a_batch_of_sd_cards(admin: Page, served: Served, shots:
     from playwright.sync_api import expect
 
     before = {k["token_id"] for k in served.http.get("/api/v1/enrollment-tokens").json()}
-    _loaded(admin, served.url + "/admin")
+    loaded(admin, served.url + "/admin")
     form = admin.locator("#sheet-form")
     form.locator("input[name=unit_code]").fill("99004")
     form.locator("input[name=count]").fill("51")
@@ -357,11 +336,11 @@ def test_axe_finds_no_serious_violation(admin: Page, served: Served) -> None:
     found = {}
     for path, ready in (("/admin?view=updates&lang=en", "#phases tbody tr"),
                         ("/admin?view=device&device=kiosk-a1", "#command-args[data-command]")):
-        _loaded(admin, served.url + path)
+        loaded(admin, served.url + path)
         admin.wait_for_selector(ready, state="attached")
-        found[path] = _axe(admin)
-    _loaded(admin, served.url + "/admin?view=settings&scope=fleet&key=default")
+        found[path] = axe_serious(admin)
+    loaded(admin, served.url + "/admin?view=settings&scope=fleet&key=default")
     admin.locator('#settings-fields [data-path="scan.dpi"]').fill("9999")
     admin.wait_for_selector("#err-settings-fields-scan_dpi:not(:empty)")
-    found["settings with an error"] = _axe(admin)
+    found["settings with an error"] = axe_serious(admin)
     assert {path: v for path, v in found.items() if v} == {}

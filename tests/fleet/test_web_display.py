@@ -8,7 +8,6 @@ the one formatter and builds no date format of its own."""
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,10 +29,10 @@ from protocol.doctypes import DOCTYPES, LABELS_EN, LABELS_VI, UNSURE
 from protocol.messages import DoctypeCorrected, Message, PageCaptured, encode
 from protocol.topics import Channel, topic
 from tests.authn import browser_login, ensure_admin, login
+from tests.browser import chromium, needs_chromium
 from tests.fleet.alerts.conftest import Clock, alerts_config, online, page, report
 from tests.services import free_port, wait_port
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MOMENT = datetime(2026, 3, 20, 17, 6, tzinfo=UTC)  # 00:06 on 21 March in Vietnam
 SHOWN = "21/03/2026 00:06"
 PAGES = ("/", "/fleet", "/progress", "/operations")
@@ -92,12 +91,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@needs_chromium
 def test_pages_show_local_times_and_doctype_names(served: Served, artifacts: Path) -> None:
     """A receipt page captured, then corrected from an ID card, at one UTC instant: every page
     shows that instant as 21/03/2026 00:06 in a browser set to New York, and the type by its
     Vietnamese name (English with ``?lang=en``), never ``receipt`` or ``id_card``."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     shots = artifacts / "display"
     shots.mkdir(parents=True, exist_ok=True)
@@ -111,39 +110,35 @@ def test_pages_show_local_times_and_doctype_names(served: Served, artifacts: Pat
                                  sha256=captured.page.sha256, doctype="receipt", previous="id_card",
                                  by="clerk"), Channel.EVENT)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            context = browser.new_context(timezone_id="America/New_York", viewport={"width": 1400, "height": 900})
-            view = context.new_page()
-            browser_login(view, served.url, *ensure_admin(fleet_state(served.app).sessions))
+    with chromium() as browser:
+        context = browser.new_context(timezone_id="America/New_York", viewport={"width": 1400, "height": 900})
+        view = context.new_page()
+        browser_login(view, served.url, *ensure_admin(fleet_state(served.app).sessions))
 
-            view.goto(served.url + "/")
-            row = view.locator('#devices tr[data-device="kiosk-a"]')
-            expect(row).to_contain_text(SHOWN)
-            expect(view.locator("#pages")).to_contain_text(SHOWN)
-            view.screenshot(path=str(shots / "home.png"), full_page=True)
+        view.goto(served.url + "/")
+        row = view.locator('#devices tr[data-device="kiosk-a"]')
+        expect(row).to_contain_text(SHOWN)
+        expect(view.locator("#pages")).to_contain_text(SHOWN)
+        view.screenshot(path=str(shots / "home.png"), full_page=True)
 
-            view.goto(served.url + "/fleet?device=kiosk-a")
-            expect(view.locator("#pages figcaption").first).to_contain_text(LABELS_VI["receipt"])
-            expect(view.locator("#pages figcaption").first).to_contain_text(SHOWN)
-            corrected = view.locator('#timeline tr[data-type="doctype_corrected"]')
-            expect(corrected).to_contain_text(LABELS_VI["id_card"])
-            expect(corrected).to_contain_text(SHOWN)
-            view.screenshot(path=str(shots / "device-vi.png"), full_page=True)
-            text = view.locator("main").inner_text()
-            assert RAW_ID.search(text) is None, RAW_ID.search(text)
+        view.goto(served.url + "/fleet?device=kiosk-a")
+        expect(view.locator("#pages figcaption").first).to_contain_text(LABELS_VI["receipt"])
+        expect(view.locator("#pages figcaption").first).to_contain_text(SHOWN)
+        corrected = view.locator('#timeline tr[data-type="doctype_corrected"]')
+        expect(corrected).to_contain_text(LABELS_VI["id_card"])
+        expect(corrected).to_contain_text(SHOWN)
+        view.screenshot(path=str(shots / "device-vi.png"), full_page=True)
+        text = view.locator("main").inner_text()
+        assert RAW_ID.search(text) is None, RAW_ID.search(text)
 
-            view.goto(served.url + "/fleet?device=kiosk-a&lang=en")
-            expect(view.locator("#pages figcaption").first).to_contain_text(LABELS_EN["receipt"])
-            expect(view.locator("#pages figcaption").first).to_contain_text(SHOWN)
+        view.goto(served.url + "/fleet?device=kiosk-a&lang=en")
+        expect(view.locator("#pages figcaption").first).to_contain_text(LABELS_EN["receipt"])
+        expect(view.locator("#pages figcaption").first).to_contain_text(SHOWN)
 
-            # The formatter itself, for another province zone and a zone-less (database) string.
-            view = context.new_page()  # a new realm: the fleet's SOHOA is not declared there
-            view.set_content(f"<script>{script('Asia/Tokyo')}</script>")
-            assert view.evaluate("SOHOA.when('2026-03-20T17:06:00+00:00')") == local_time(MOMENT, zone("Asia/Tokyo"))
-            assert view.evaluate("SOHOA.when('2026-03-20T17:06:00')") == "21/03/2026 02:06"
-            assert view.evaluate("SOHOA.doctype('household_book', 'vi')") == LABELS_VI["household_book"]
-            assert view.evaluate("SOHOA.doctype('newer_class', 'vi')") == "newer_class"
-        finally:
-            browser.close()
+        # The formatter itself, for another province zone and a zone-less (database) string.
+        view = context.new_page()  # a new realm: the fleet's SOHOA is not declared there
+        view.set_content(f"<script>{script('Asia/Tokyo')}</script>")
+        assert view.evaluate("SOHOA.when('2026-03-20T17:06:00+00:00')") == local_time(MOMENT, zone("Asia/Tokyo"))
+        assert view.evaluate("SOHOA.when('2026-03-20T17:06:00')") == "21/03/2026 02:06"
+        assert view.evaluate("SOHOA.doctype('household_book', 'vi')") == LABELS_VI["household_book"]
+        assert view.evaluate("SOHOA.doctype('newer_class', 'vi')") == "newer_class"

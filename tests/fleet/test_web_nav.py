@@ -9,13 +9,11 @@ revoked kiosk as revoked; axe-core finds no serious or critical violation on any
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -24,6 +22,7 @@ from fastapi.testclient import TestClient
 from fleet.api.app import create_app
 from fleet.config import FleetConfig, HttpConfig
 from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login, make_user
+from tests.browser import BROWSER, axe_serious, shots_dir
 from tests.devices import enroll_device, with_pki
 from tests.fleet.alerts.conftest import Clock, online, send
 from tests.fleet.conftest import make_config, state_of
@@ -32,13 +31,11 @@ from tests.fleet.progress.conftest import NOW, fill, serve
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = {"home": "/", "fleet": "/fleet", "progress": "/progress", "dossiers": "/dossiers", "deliveries": "/deliveries",
          "operations": "/operations", "admin": "/admin"}
 VIEWER, VIEWER_PASSWORD = "xem-99001", "viewer-password-1"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
+pytestmark = BROWSER
 
 
 @dataclass
@@ -69,23 +66,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(url, config)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
 def shots(artifacts: Path) -> Path:
-    out = artifacts / "nav"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return shots_dir(artifacts, "nav")
 
 
 def _signed_in(browser: Browser, served: Served, name: str, password: str) -> Page:
@@ -191,15 +174,6 @@ def test_fleet_shows_a_revoked_device_as_revoked(browser: Browser, served: Serve
         page.context.close()
 
 
-def _axe(page: Page) -> list[str]:
-    """axe-core's serious and critical violations on the page as it is now (each with the
-    first offending element)."""
-    spec = importlib.util.find_spec("axe_playwright_python")  # the package bundles axe-core's axe.min.js
-    assert spec is not None and spec.origin is not None, "pip install axe-playwright-python (dev extra)"
-    page.evaluate((Path(spec.origin).parent / "axe.min.js").read_text())
-    result: dict[str, Any] = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
-    return [f"{v['id']}: {v['help']} ({v['nodes'][0]['target'] if v['nodes'] else ''})"
-            for v in result["violations"] if v.get("impact") in ("serious", "critical")]
 
 
 AXE_PAGES = {
@@ -224,19 +198,19 @@ def test_axe_finds_no_serious_violation(browser: Browser, served: Served) -> Non
     page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
     try:
         page.goto(served.url + "/login")
-        found = {"/login": _axe(page)}
+        found = {"/login": axe_serious(page)}
         page.fill("input[name=name]", ADMIN_NAME)
         page.fill("input[name=password]", "wrong")
         with page.expect_navigation():
             page.click("button[type=submit]")
         page.wait_for_selector(".error")
-        found["/login (error)"] = _axe(page)
+        found["/login (error)"] = axe_serious(page)
         browser_login(page, served.url, ADMIN_NAME, ADMIN_PASSWORD)
         for path, shown in AXE_PAGES.items():
             page.goto(served.url + path)
             _ready(page)
             page.wait_for_selector(shown, timeout=15_000)
-            found[path] = _axe(page)
+            found[path] = axe_serious(page)
         assert {path: v for path, v in found.items() if v} == {}
     finally:
         page.context.close()

@@ -16,8 +16,8 @@ from device.dossier.session import DossierSession
 from device.dossier.sink import OutboxSink
 from device.kiosk import KioskApp, KioskConfig, KioskServer
 from protocol.messages import DossierClosed, PageCaptured, decode
+from tests.browser import axe_serious, chromium, needs_chromium
 from tests.device.dossier.doubles import RecordingPdf, ScriptedPipeline, page_image
-from tests.device.kiosk.test_kiosk_browser import CHROMIUM, axe_serious
 
 outbox_mod = pytest.importorskip("device.delivery.outbox")
 
@@ -58,31 +58,27 @@ def test_the_result_choice_over_http(served: tuple[KioskServer, DossierSession, 
     assert [m.page.dossier_code for m in messages if isinstance(m, PageCaptured)] == [f"{CODE}-KQ1"]
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@needs_chromium
 def test_the_result_choice_in_chromium(served: tuple[KioskServer, DossierSession, Any]) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     server, session, _outbox = served
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1024})
-            page.goto(server.url)
-            page.get_by_role("button", name="Số hóa kết quả giải quyết").click()
-            expect(page.get_by_role("heading", name="Mã hồ sơ")).to_be_visible()
-            line = page.locator('section[data-screen="code"] [data-kind-line]')
-            expect(line).to_have_text("Đang số hóa: kết quả giải quyết hồ sơ")
-            assert axe_serious(page) == []
-            page.get_by_label("Nhập mã hồ sơ").fill(CODE)
-            page.get_by_role("button", name="Tiếp tục").click()
-            expect(page.locator('section[data-screen="place"] [data-kind-line]')).to_be_visible()
-            snap = session.snapshot()
-            assert (snap.dossier_code, snap.kind) == (CODE, "result")
-            assert axe_serious(page) == []
-            page.get_by_role("button", name="Hủy hồ sơ").click()
-            expect(page.get_by_role("button", name="Bắt đầu")).to_be_visible()
-            page.get_by_role("button", name="Bắt đầu").click()  # the next citizen: the dossier itself
-            expect(page.get_by_role("heading", name="Mã hồ sơ")).to_be_visible()
-            expect(line).to_be_hidden()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1024})
+        page.goto(server.url)
+        page.get_by_role("button", name="Số hóa kết quả giải quyết").click()
+        expect(page.get_by_role("heading", name="Mã hồ sơ")).to_be_visible()
+        line = page.locator('section[data-screen="code"] [data-kind-line]')
+        expect(line).to_have_text("Đang số hóa: kết quả giải quyết hồ sơ")
+        assert axe_serious(page) == []
+        page.get_by_label("Nhập mã hồ sơ").fill(CODE)
+        page.get_by_role("button", name="Tiếp tục").click()
+        expect(page.locator('section[data-screen="place"] [data-kind-line]')).to_be_visible()
+        snap = session.snapshot()
+        assert (snap.dossier_code, snap.kind) == (CODE, "result")
+        assert axe_serious(page) == []
+        page.get_by_role("button", name="Hủy hồ sơ").click()
+        expect(page.get_by_role("button", name="Bắt đầu")).to_be_visible()
+        page.get_by_role("button", name="Bắt đầu").click()  # the next citizen: the dossier itself
+        expect(page.get_by_role("heading", name="Mã hồ sơ")).to_be_visible()
+        expect(line).to_be_hidden()

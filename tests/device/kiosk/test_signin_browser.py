@@ -6,7 +6,6 @@ test-artifacts/kiosk-signin/."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,10 @@ from device.kiosk.staff import StaffDesk
 from device.operators.book import OperatorBook, StaffOperator
 from device.operators.signin import SignIn
 from protocol.secrets import hash_secret
-from tests.device.kiosk.test_kiosk_browser import axe_serious
+from tests.browser import axe_serious, chromium, needs_chromium
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PIN = "24681012"
 
 
@@ -33,9 +31,9 @@ class Clock:
         return self.now
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@needs_chromium
 def test_sign_in_lock_and_sign_out_on_the_screen(tmp_path: Path, artifacts: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     clock = Clock()
     book = OperatorBook(tmp_path / "operators.json")
@@ -46,50 +44,46 @@ def test_sign_in_lock_and_sign_out_on_the_screen(tmp_path: Path, artifacts: Path
     shots = artifacts / "kiosk-signin"
     shots.mkdir(parents=True, exist_ok=True)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 1024})
-                page.goto(server.url)
-                page.get_by_role("button", name="Cán bộ đăng nhập").click()
-                expect(page.get_by_role("heading", name="Cán bộ đăng nhập")).to_be_visible()
-                expect(page.get_by_label("Mã PIN")).to_have_attribute("type", "password")
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 1024})
+            page.goto(server.url)
+            page.get_by_role("button", name="Cán bộ đăng nhập").click()
+            expect(page.get_by_role("heading", name="Cán bộ đăng nhập")).to_be_visible()
+            expect(page.get_by_label("Mã PIN")).to_have_attribute("type", "password")
 
-                page.get_by_label("Mã cán bộ").fill("op-9c0ffee123")
-                for n in range(5):
-                    page.get_by_label("Mã PIN").fill("00000000")
-                    with page.expect_response(lambda r: r.url.endswith("/api/signin")):
-                        page.get_by_role("button", name="Đăng nhập").click()
-                    if n < 4:
-                        expect(page.locator("#notice")).to_have_text(
-                            f"Mã cán bộ hoặc mã PIN không đúng, vui lòng nhập lại (còn {4 - n} lần thử "
-                            "trước khi tạm khóa)")
-                        expect(page.get_by_label("Mã PIN")).to_have_value("")  # the PIN left the screen
-                lock = page.locator("#lock-text")
-                expect(lock).to_have_text("Đăng nhập tạm khóa do nhập sai quá nhiều lần, vui lòng thử lại sau 5 phút")
-                expect(page.get_by_role("button", name="Đăng nhập")).to_be_disabled()
-                expect(page.locator("#notice")).to_be_empty()  # said once, in the lock's panel
-                assert axe_serious(page) == []
-                page.screenshot(path=shots / "01-locked.png")
+            page.get_by_label("Mã cán bộ").fill("op-9c0ffee123")
+            for n in range(5):
+                page.get_by_label("Mã PIN").fill("00000000")
+                with page.expect_response(lambda r: r.url.endswith("/api/signin")):
+                    page.get_by_role("button", name="Đăng nhập").click()
+                if n < 4:
+                    expect(page.locator("#notice")).to_have_text(
+                        f"Mã cán bộ hoặc mã PIN không đúng, vui lòng nhập lại (còn {4 - n} lần thử "
+                        "trước khi tạm khóa)")
+                    expect(page.get_by_label("Mã PIN")).to_have_value("")  # the PIN left the screen
+            lock = page.locator("#lock-text")
+            expect(lock).to_have_text("Đăng nhập tạm khóa do nhập sai quá nhiều lần, vui lòng thử lại sau 5 phút")
+            expect(page.get_by_role("button", name="Đăng nhập")).to_be_disabled()
+            expect(page.locator("#notice")).to_be_empty()  # said once, in the lock's panel
+            assert axe_serious(page) == []
+            page.screenshot(path=shots / "01-locked.png")
 
-                clock.now += 301  # the lock is over: the next poll says so
-                expect(lock).to_be_hidden()
-                page.get_by_label("Mã cán bộ").fill("OP-9C0FFEE123")  # as an on-screen keyboard's capitals
-                page.get_by_label("Mã PIN").fill(PIN)
-                page.get_by_role("button", name="Đăng nhập").click()
-                expect(page.get_by_role("heading", name="Xin chào")).to_be_visible()
-                expect(page.locator("#staff-who")).to_have_text("Cán bộ op-9c0ffee123 đang làm việc (cán bộ đơn vị)")
-                expect(page.get_by_role("button", name="Cán bộ đăng nhập")).to_be_hidden()
-                assert desk.operator().id == "op-9c0ffee123"
-                assert axe_serious(page) == []
-                page.screenshot(path=shots / "02-signed-in.png")
+            clock.now += 301  # the lock is over: the next poll says so
+            expect(lock).to_be_hidden()
+            page.get_by_label("Mã cán bộ").fill("OP-9C0FFEE123")  # as an on-screen keyboard's capitals
+            page.get_by_label("Mã PIN").fill(PIN)
+            page.get_by_role("button", name="Đăng nhập").click()
+            expect(page.get_by_role("heading", name="Xin chào")).to_be_visible()
+            expect(page.locator("#staff-who")).to_have_text("Cán bộ op-9c0ffee123 đang làm việc (cán bộ đơn vị)")
+            expect(page.get_by_role("button", name="Cán bộ đăng nhập")).to_be_hidden()
+            assert desk.operator().id == "op-9c0ffee123"
+            assert axe_serious(page) == []
+            page.screenshot(path=shots / "02-signed-in.png")
 
-                page.get_by_role("button", name="Đăng xuất").click()
-                expect(page.locator("#staff-bar")).to_be_hidden()
-                expect(page.get_by_role("button", name="Cán bộ đăng nhập")).to_be_visible()
-                assert desk.operator().kind == "citizen"
-            finally:
-                browser.close()
+            page.get_by_role("button", name="Đăng xuất").click()
+            expect(page.locator("#staff-bar")).to_be_hidden()
+            expect(page.get_by_role("button", name="Cán bộ đăng nhập")).to_be_visible()
+            assert desk.operator().kind == "citizen"
     finally:
         server.close()
         session.close()

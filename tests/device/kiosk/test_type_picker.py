@@ -16,6 +16,7 @@ from device.dossier.sink import OutboxSink
 from device.inference.doctype import DOCTYPES, LABELS_VI
 from device.kiosk import KioskApp, KioskConfig, KioskServer
 from protocol.messages import DoctypeCorrected, PageCaptured, decode
+from tests.browser import axe_serious, chromium, needs_chromium
 from tests.device.dossier.doubles import ScriptedPipeline, page_image
 
 outbox_mod = pytest.importorskip("device.delivery.outbox")
@@ -89,56 +90,49 @@ def test_bad_requests_are_refused(served: tuple[httpx.Client, DossierSession, An
 
 
 @pytest.mark.browser
+@needs_chromium
 def test_type_picker_in_chromium_by_keyboard(served: tuple[httpx.Client, DossierSession, Any], artifacts: Path) -> None:
     """In real headless Chromium, keyboard only: the review card's "change type" button opens the
     picker (a modal dialog, the current type pressed and focused), Escape closes it unchanged,
     Enter on "Giấy khai sinh" re-types the page and the focus comes back to the card. axe-core
     finds nothing serious with the picker open. Bad input tried: none (see the API tests)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from tests.device.kiosk.test_kiosk_browser import CHROMIUM, axe_serious
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
     http, session, _outbox = served
     session.open(CODE, via="typed")
     session.add_image(page_image(1))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1024})
-            page.goto(str(http.base_url))
-            change = page.get_by_role("button", name="Đổi loại giấy tờ của trang 1")
-            expect(change).to_be_visible()
-            expect(page.locator("#pages .type")).to_have_text(LABELS_VI["application_form"])
-            change.focus()
-            page.keyboard.press("Enter")
-            dialog = page.get_by_role("dialog", name="Trang 1 là loại giấy tờ nào?")
-            expect(dialog).to_be_visible()
-            expect(dialog.get_by_role("button")).to_have_count(len(DOCTYPES) + 1)  # + "back"
-            current = dialog.get_by_role("button", name=LABELS_VI["application_form"])
-            expect(current).to_be_focused()
-            expect(current).to_have_attribute("aria-pressed", "true")
-            assert axe_serious(page) == []
-            (artifacts / "kiosk").mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=artifacts / "kiosk" / "08-type-picker.png")
-            page.keyboard.press("Escape")
-            expect(dialog).to_be_hidden()
-            assert session.pages()[0].verdict.doctype == "application_form"
-            change.focus()
-            page.keyboard.press("Enter")
-            choice = dialog.get_by_role("button", name=LABELS_VI["birth_certificate"])
-            for _ in range(len(DOCTYPES) + 1):  # Tab through the options, as a keyboard user would
-                if choice.evaluate("el => el === document.activeElement"):
-                    break
-                page.keyboard.press("Tab")
-            expect(choice).to_be_focused()
-            page.keyboard.press("Enter")
-            expect(page.locator("#pages .type")).to_have_text(LABELS_VI["birth_certificate"] + " (bạn đã chọn)")
-            assert session.pages()[0].verdict.doctype == "birth_certificate"
-            assert session.pages()[0].corrected_by == "citizen"
-            expect(page.get_by_role("button", name="Đổi loại giấy tờ của trang 1")).to_be_focused()
-            assert axe_serious(page) == []
-            page.screenshot(path=artifacts / "kiosk" / "09-type-corrected.png")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1024})
+        page.goto(str(http.base_url))
+        change = page.get_by_role("button", name="Đổi loại giấy tờ của trang 1")
+        expect(change).to_be_visible()
+        expect(page.locator("#pages .type")).to_have_text(LABELS_VI["application_form"])
+        change.focus()
+        page.keyboard.press("Enter")
+        dialog = page.get_by_role("dialog", name="Trang 1 là loại giấy tờ nào?")
+        expect(dialog).to_be_visible()
+        expect(dialog.get_by_role("button")).to_have_count(len(DOCTYPES) + 1)  # + "back"
+        current = dialog.get_by_role("button", name=LABELS_VI["application_form"])
+        expect(current).to_be_focused()
+        expect(current).to_have_attribute("aria-pressed", "true")
+        assert axe_serious(page) == []
+        (artifacts / "kiosk").mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=artifacts / "kiosk" / "08-type-picker.png")
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+        assert session.pages()[0].verdict.doctype == "application_form"
+        change.focus()
+        page.keyboard.press("Enter")
+        choice = dialog.get_by_role("button", name=LABELS_VI["birth_certificate"])
+        for _ in range(len(DOCTYPES) + 1):  # Tab through the options, as a keyboard user would
+            if choice.evaluate("el => el === document.activeElement"):
+                break
+            page.keyboard.press("Tab")
+        expect(choice).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.locator("#pages .type")).to_have_text(LABELS_VI["birth_certificate"] + " (bạn đã chọn)")
+        assert session.pages()[0].verdict.doctype == "birth_certificate"
+        assert session.pages()[0].corrected_by == "citizen"
+        expect(page.get_by_role("button", name="Đổi loại giấy tờ của trang 1")).to_be_focused()
+        assert axe_serious(page) == []
+        page.screenshot(path=artifacts / "kiosk" / "09-type-corrected.png")

@@ -7,7 +7,6 @@ test-artifacts/fleet/."""
 from __future__ import annotations
 
 import io
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,11 +26,10 @@ from fleet.ingest import Incoming, Writer
 from protocol.messages import Message, encode
 from protocol.topics import Channel, topic
 from tests.authn import browser_login, ensure_admin, login_as
+from tests.browser import chromium, needs_chromium
 from tests.devices import enroll_device, with_pki
 from tests.fleet.alerts.conftest import T0, Clock, alerts_config, jam, offline, online, page, report
 from tests.services import free_port, wait_port
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def _png() -> bytes:
@@ -83,12 +81,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@needs_chromium
 def test_fleet_screen_alert_appears_and_clears(served: Served, artifacts: Path) -> None:
     """kiosk-b's Last Will arrives; 20 minutes later its row and an offline alert stand out,
     the alert is acknowledged from the screen, and it disappears when kiosk-b is back. Bad input
     tried: a page whose file has not been uploaded (a placeholder, not a broken image)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     shots = artifacts / "fleet"
     shots.mkdir(parents=True, exist_ok=True)
@@ -105,67 +103,63 @@ def test_fleet_screen_alert_appears_and_clears(served: Served, artifacts: Path) 
     served.send(page("kiosk-a", png, T0, dossier="000.00.00.H99-260320-0001"), Channel.EVENT)
     served.send(page("kiosk-a", b"not uploaded", T0 + timedelta(seconds=5), ok=False, n=2), Channel.EVENT)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            view = browser.new_page(viewport={"width": 1400, "height": 900})
-            browser_login(view, served.url, *ensure_admin(fleet_state(served.app).sessions))
-            view.goto(served.url + "/fleet")
-            row_b = view.locator('#devices tr[data-device="kiosk-b"]')
-            expect(row_b).to_contain_text("Trực tuyến")
-            expect(view.locator("#devices tbody tr")).to_have_count(2)
-            expect(view.locator("#no-alerts")).to_have_text("Không có cảnh báo nào đang mở.")
-            view.screenshot(path=str(shots / "fleet-all-online.png"), full_page=True)
+    with chromium() as browser:
+        view = browser.new_page(viewport={"width": 1400, "height": 900})
+        browser_login(view, served.url, *ensure_admin(fleet_state(served.app).sessions))
+        view.goto(served.url + "/fleet")
+        row_b = view.locator('#devices tr[data-device="kiosk-b"]')
+        expect(row_b).to_contain_text("Trực tuyến")
+        expect(view.locator("#devices tbody tr")).to_have_count(2)
+        expect(view.locator("#no-alerts")).to_have_text("Không có cảnh báo nào đang mở.")
+        view.screenshot(path=str(shots / "fleet-all-online.png"), full_page=True)
 
-            served.clock.advance(minutes=1)
-            served.send(offline("kiosk-b", served.clock.now), Channel.STATUS)  # its Last Will
-            served.clock.advance(minutes=20)
-            served.send(report("kiosk-a", served.clock.now), Channel.TELEMETRY)
-            assert served.evaluate() == ["opened:offline"]
-            alert_row = view.locator('#alerts tr[data-kind="offline"][data-device="kiosk-b"]')
-            expect(alert_row).to_have_class("alert-open")
-            expect(alert_row).to_contain_text("Mất kết nối")
-            expect(row_b).to_have_class("has-alert")
-            expect(row_b).to_contain_text("Mất kết nối")
-            expect(view.locator('#devices tbody tr').first).to_have_attribute("data-device", "kiosk-b")
-            background = "e => getComputedStyle(e).backgroundColor"
-            assert row_b.locator("td").first.evaluate(background) != \
-                view.locator('#devices tr[data-device="kiosk-a"] td').first.evaluate(background)
-            expect(view.locator("#sum-n_alerts b")).to_have_text("1")
-            view.screenshot(path=str(shots / "fleet-offline-alert.png"), full_page=True)
+        served.clock.advance(minutes=1)
+        served.send(offline("kiosk-b", served.clock.now), Channel.STATUS)  # its Last Will
+        served.clock.advance(minutes=20)
+        served.send(report("kiosk-a", served.clock.now), Channel.TELEMETRY)
+        assert served.evaluate() == ["opened:offline"]
+        alert_row = view.locator('#alerts tr[data-kind="offline"][data-device="kiosk-b"]')
+        expect(alert_row).to_have_class("alert-open")
+        expect(alert_row).to_contain_text("Mất kết nối")
+        expect(row_b).to_have_class("has-alert")
+        expect(row_b).to_contain_text("Mất kết nối")
+        expect(view.locator('#devices tbody tr').first).to_have_attribute("data-device", "kiosk-b")
+        background = "e => getComputedStyle(e).backgroundColor"
+        assert row_b.locator("td").first.evaluate(background) != \
+            view.locator('#devices tr[data-device="kiosk-a"] td').first.evaluate(background)
+        expect(view.locator("#sum-n_alerts b")).to_have_text("1")
+        view.screenshot(path=str(shots / "fleet-offline-alert.png"), full_page=True)
 
-            alert_row.locator("button.ack").click()
-            expect(alert_row).to_have_class("alert-acknowledged")
-            expect(view.locator("#sum-n_alerts b")).to_have_text("0")
+        alert_row.locator("button.ack").click()
+        expect(alert_row).to_have_class("alert-acknowledged")
+        expect(view.locator("#sum-n_alerts b")).to_have_text("0")
 
-            served.clock.advance(minutes=2)
-            served.send(online("kiosk-b", served.clock.now), Channel.STATUS)
-            assert served.evaluate() == ["resolved:offline"]
-            expect(view.locator("#alerts tbody tr")).to_have_count(0)
-            expect(row_b).not_to_have_class("has-alert")
-            expect(row_b).to_contain_text("Trực tuyến")
-            view.screenshot(path=str(shots / "fleet-alert-cleared.png"), full_page=True)
+        served.clock.advance(minutes=2)
+        served.send(online("kiosk-b", served.clock.now), Channel.STATUS)
+        assert served.evaluate() == ["resolved:offline"]
+        expect(view.locator("#alerts tbody tr")).to_have_count(0)
+        expect(row_b).not_to_have_class("has-alert")
+        expect(row_b).to_contain_text("Trực tuyến")
+        view.screenshot(path=str(shots / "fleet-alert-cleared.png"), full_page=True)
 
-            # The device page: timeline, thumbnails from the page file endpoint, a jam alert.
-            served.send(jam("kiosk-a", served.clock.now), Channel.EVENT)
-            assert served.evaluate() == ["opened:scanner_jammed"]
-            view.goto(served.url + "/fleet?device=kiosk-a")
-            expect(view.locator("#title")).to_have_text("Thiết bị kiosk-a")
-            expect(view.locator('#timeline tr[data-type="scanner_jammed"]')).to_have_count(1)
-            expect(view.locator('#timeline tr[data-type="page_captured"]')).to_have_count(2)
-            expect(view.locator('#alerts tr[data-kind="scanner_jammed"]')).to_have_class("alert-open")
-            thumbnail = view.locator("#pages figure img")
-            expect(thumbnail).to_have_count(1)
-            expect(thumbnail).to_have_js_property("naturalWidth", 120)
-            expect(view.locator("#pages figure .noimg")).to_have_text("chưa tải lên")
-            expect(view.locator("#pages")).to_contain_text("Bị loại (blurry)")
-            expect(view.locator("#pages")).to_contain_text("don_de_nghi")
-            view.screenshot(path=str(shots / "fleet-device-kiosk-a.png"), full_page=True)
+        # The device page: timeline, thumbnails from the page file endpoint, a jam alert.
+        served.send(jam("kiosk-a", served.clock.now), Channel.EVENT)
+        assert served.evaluate() == ["opened:scanner_jammed"]
+        view.goto(served.url + "/fleet?device=kiosk-a")
+        expect(view.locator("#title")).to_have_text("Thiết bị kiosk-a")
+        expect(view.locator('#timeline tr[data-type="scanner_jammed"]')).to_have_count(1)
+        expect(view.locator('#timeline tr[data-type="page_captured"]')).to_have_count(2)
+        expect(view.locator('#alerts tr[data-kind="scanner_jammed"]')).to_have_class("alert-open")
+        thumbnail = view.locator("#pages figure img")
+        expect(thumbnail).to_have_count(1)
+        expect(thumbnail).to_have_js_property("naturalWidth", 120)
+        expect(view.locator("#pages figure .noimg")).to_have_text("chưa tải lên")
+        expect(view.locator("#pages")).to_contain_text("Bị loại (blurry)")
+        expect(view.locator("#pages")).to_contain_text("don_de_nghi")
+        view.screenshot(path=str(shots / "fleet-device-kiosk-a.png"), full_page=True)
 
-            view.locator("#lang").click()
-            expect(view.locator("#title")).to_have_text("Device kiosk-a")
-            expect(view.locator("#pages")).to_contain_text("Rejected (blurry)")
-            expect(view.locator('#alerts tr[data-kind="scanner_jammed"]')).to_contain_text("Scanner jammed")
-            view.screenshot(path=str(shots / "fleet-device-kiosk-a-en.png"), full_page=True)
-        finally:
-            browser.close()
+        view.locator("#lang").click()
+        expect(view.locator("#title")).to_have_text("Device kiosk-a")
+        expect(view.locator("#pages")).to_contain_text("Rejected (blurry)")
+        expect(view.locator('#alerts tr[data-kind="scanner_jammed"]')).to_contain_text("Scanner jammed")
+        view.screenshot(path=str(shots / "fleet-device-kiosk-a-en.png"), full_page=True)

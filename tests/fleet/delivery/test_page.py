@@ -5,7 +5,6 @@ Screenshots in test-artifacts/deliveries/."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,11 @@ from fleet.auth.models import AuditEntry
 from fleet.config import FleetConfig
 from fleet.delivery.config import DeliveryConfig, FolderTarget
 from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login, make_user
+from tests.browser import axe_serious, chromium, needs_chromium
 from tests.fleet.conftest import make_config, state_of
 from tests.fleet.delivery.conftest import NOW, add_documents
 from tests.fleet.progress.conftest import serve
-from tests.fleet.test_web_nav import _axe
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 VIEWER, VIEWER_PASSWORD = "xem-giao", "viewer-password-9"
 
 
@@ -112,46 +110,42 @@ def served(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@needs_chromium
 def test_deliveries_page(served: str, artifacts: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     shots = artifacts / "deliveries"
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1360, "height": 900})
-            browser_login(page, served, ADMIN_NAME, ADMIN_PASSWORD)
-            page.goto(served + "/deliveries")
-            target = page.locator('#targets tr[data-target="motcua-share"]')
-            expect(target.locator("td.backlog")).to_have_text("1")
-            expect(target.locator("td.acknowledged")).to_have_text("2")
-            expect(target).to_have_class("stuck")
-            failed = page.locator("#failed tbody tr")
-            expect(failed).to_have_count(1)
-            expect(failed.locator("td.reason")).to_have_text("dossier code is not usable as a file name")
-            assert _axe(page) == []
-            page.screenshot(path=str(shots / "deliveries-vi.png"), full_page=True)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        browser_login(page, served, ADMIN_NAME, ADMIN_PASSWORD)
+        page.goto(served + "/deliveries")
+        target = page.locator('#targets tr[data-target="motcua-share"]')
+        expect(target.locator("td.backlog")).to_have_text("1")
+        expect(target.locator("td.acknowledged")).to_have_text("2")
+        expect(target).to_have_class("stuck")
+        failed = page.locator("#failed tbody tr")
+        expect(failed).to_have_count(1)
+        expect(failed.locator("td.reason")).to_have_text("dossier code is not usable as a file name")
+        assert axe_serious(page) == []
+        page.screenshot(path=str(shots / "deliveries-vi.png"), full_page=True)
 
-            failed.locator('button[data-act="retry"]').click()
-            expect(page.locator("#notice")).to_have_text("Đã xếp hàng gửi lại bad..x-261207-00000.1 tới motcua-share.")
-            expect(page.locator("#failed tbody tr td.muted")).to_have_text("Không có.")
-            expect(target.locator("td.backlog")).to_have_text("2")
-            page.once("dialog", lambda dialog: dialog.accept())
-            page.locator('#waiting tbody tr').first.locator('button[data-act="cancel"]').click()
-            expect(target.locator("td.cancelled")).to_have_text("1")
+        failed.locator('button[data-act="retry"]').click()
+        expect(page.locator("#notice")).to_have_text("Đã xếp hàng gửi lại bad..x-261207-00000.1 tới motcua-share.")
+        expect(page.locator("#failed tbody tr td.muted")).to_have_text("Không có.")
+        expect(target.locator("td.backlog")).to_have_text("2")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator('#waiting tbody tr').first.locator('button[data-act="cancel"]').click()
+        expect(target.locator("td.cancelled")).to_have_text("1")
 
-            page.locator("#lang").click()
-            expect(page.locator("#targets thead")).to_contain_text("Acknowledged")
-            expect(page.locator("h1")).to_have_text("Delivery of signed dossiers")
-            assert _axe(page) == []
-            page.screenshot(path=str(shots / "deliveries-en.png"), full_page=True)
+        page.locator("#lang").click()
+        expect(page.locator("#targets thead")).to_contain_text("Acknowledged")
+        expect(page.locator("h1")).to_have_text("Delivery of signed dossiers")
+        assert axe_serious(page) == []
+        page.screenshot(path=str(shots / "deliveries-en.png"), full_page=True)
 
-            viewer = browser.new_context().new_page()
-            browser_login(viewer, served, VIEWER, VIEWER_PASSWORD)
-            viewer.goto(served + "/deliveries")
-            expect(viewer.locator('#targets tr[data-target="motcua-share"]')).to_be_visible()
-            expect(viewer.locator("button[data-act]")).to_have_count(0)
-        finally:
-            browser.close()
+        viewer = browser.new_context().new_page()
+        browser_login(viewer, served, VIEWER, VIEWER_PASSWORD)
+        viewer.goto(served + "/deliveries")
+        expect(viewer.locator('#targets tr[data-target="motcua-share"]')).to_be_visible()
+        expect(viewer.locator("button[data-act]")).to_have_count(0)

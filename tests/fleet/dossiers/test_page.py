@@ -9,7 +9,6 @@ test-artifacts/dossiers/."""
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,22 +23,20 @@ from fleet.auth.models import AuditEntry
 from fleet.db import make_engine, session_factory
 from protocol.messages import Operator
 from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login, make_user
+from tests.browser import BROWSER, axe_serious
 from tests.fleet.conftest import make_config, state_of
 from tests.fleet.dossiers.conftest import at, closed, load_units, page, send, status
 from tests.fleet.progress.conftest import NOW, serve
-from tests.fleet.test_web_nav import _axe
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 H = "000.00.00.H99-2601"
 SCANNED, OTHER, OLDEST, TYPO = f"{H}10-0001", f"{H}12-0002", f"{H}05-0003", f"{H}11-0O01"
 WALK_IN = "WALKIN-1A2B3C4D"
 VIEWER, VIEWER_PASSWORD = "xem-99003", "viewer-password-3"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
+pytestmark = BROWSER
 
 
 @dataclass
@@ -78,18 +75,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         ])
     with serve(create_app(config, clock=lambda: NOW)) as url:
         yield Served(url, db_url)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _open(browser: Browser, served: Served, name: str, password: str, path: str) -> Page:
@@ -177,7 +162,7 @@ def test_the_dossiers_page(browser: Browser, served: Served, artifacts: Path) ->
         expect(page.locator("#pages tbody td.operator")).to_have_text(["Nhân viên bưu điện (op-7)", "–"])
         expect(page.locator("#pages tbody td.when").first).to_have_text("10/01/2026 10:00")
         page.screenshot(path=str(shots / "dossier-detail.png"), full_page=True)
-        violations = {"vi": _axe(page)}
+        violations = {"vi": axe_serious(page)}
 
         page.locator("#lang").click()
         expect(page.locator("#units-title")).to_have_text("Received and digitized per unit")
@@ -185,7 +170,7 @@ def test_the_dossiers_page(browser: Browser, served: Served, artifacts: Path) ->
         expect(page.locator('#facts dd[data-fact="operator"]')).to_have_text("Postal staff (op-7)")
         expect(page.locator("#sohoa-nav a[data-nav=dossiers]")).to_have_attribute("aria-current", "page")
         page.screenshot(path=str(shots / "dossier-detail-en.png"), full_page=True)
-        violations["en"] = _axe(page)
+        violations["en"] = axe_serious(page)
         assert {k: v for k, v in violations.items() if v} == {}
     finally:
         page.context.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +24,8 @@ from provisioning.files import read_private_key
 from provisioning.identity import DeviceIdentity, check_ca_pin
 from provisioning.requestauth import sign_request
 from tests.authn import browser_login
+from tests.browser import chromium
 from tests.fleet.enroll.conftest import OTHER_UNIT, UNIT, HttpsFleet, new_postgres_database
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def _token(admin_http: object, unit: str = UNIT, **body: object) -> str:
@@ -380,7 +378,7 @@ def test_crl_rewritten_on_a_timer(serve_fleet: Callable[..., HttpsFleet], sqlite
 def test_web_page_shows_revoked(serve_fleet: Callable[..., HttpsFleet], sqlite_url: str, tmp_path: Path) -> None:
     """Bad state shown: a revoked kiosk must read 'Revoked' on the web page (over HTTPS), not
     online/offline; the other kiosk in the list still reads its connection state."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     fleet = serve_fleet(sqlite_url)
     admin = fleet.admin(name="web-admin")
@@ -391,18 +389,14 @@ def test_web_page_shows_revoked(serve_fleet: Callable[..., HttpsFleet], sqlite_u
         now = dt.datetime.now(dt.UTC)
         session.add(Device(id="kiosk-b", unit_code=UNIT, first_seen=now, last_seen=now, status="online"))
     admin.close()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            context = browser.new_context(ignore_https_errors=True)  # the fleet CA is not in Chromium's store
-            page = context.new_page()
-            browser_login(page, fleet.url, "web-admin", "pw-web-admin-0123456789")
-            page.goto(f"{fleet.url}/")
-            expect(page.locator('[data-device="kiosk-a"]')).to_contain_text("Revoked", timeout=10_000)
-            expect(page.locator('[data-device="kiosk-b"]')).to_contain_text("Trực tuyến")
-            expect(page.locator('[data-device="kiosk-b"]')).not_to_contain_text("Revoked")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        context = browser.new_context(ignore_https_errors=True)  # the fleet CA is not in Chromium's store
+        page = context.new_page()
+        browser_login(page, fleet.url, "web-admin", "pw-web-admin-0123456789")
+        page.goto(f"{fleet.url}/")
+        expect(page.locator('[data-device="kiosk-a"]')).to_contain_text("Revoked", timeout=10_000)
+        expect(page.locator('[data-device="kiosk-b"]')).to_contain_text("Trực tuyến")
+        expect(page.locator('[data-device="kiosk-b"]')).not_to_contain_text("Revoked")
 
 
 def test_renewal_lost_on_the_way_back_keeps_the_device_in(serve_fleet: Callable[..., HttpsFleet], sqlite_url: str,

@@ -11,7 +11,6 @@ and one browser for the module. Screenshots in test-artifacts/admin-operators/."
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,19 +27,17 @@ from fleet.operators.models import CounterOperator
 from fleet.progress.units import sample_csv
 from protocol.secrets import check_secret
 from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login_as, make_user
+from tests.browser import BROWSER, axe_serious
 from tests.fleet.conftest import make_config
 from tests.fleet.progress.conftest import serve
-from tests.fleet.test_web_nav import _axe
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 UNIT_ADMIN, VIEWER, PASSWORD = "qt-xa-99003", "xem-99003", "operators-page-pw-1"
 PIN, NEW_PIN = "24681357", "97531864"
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
+pytestmark = BROWSER
 
 
 @dataclass
@@ -70,18 +67,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert http.post("/api/v1/units/import", content=sample_csv().encode(),
                          headers={"Content-Type": "text/csv"}).status_code == 200
         yield Served(url, http, app)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _page(browser: Browser, served: Served, name: str, password: str) -> Page:
@@ -134,7 +119,7 @@ def test_operators_added_listed_changed_and_retired(browser: Browser, served: Se
         assert postal.pin_hash and check_secret(PIN, postal.pin_hash)
         assert postal.card_hash and check_secret(token, postal.card_hash)
         assert _decode_qr(page, shots / "card-qr.png") == token  # what the device's camera reads
-        assert _axe(page) == []
+        assert axe_serious(page) == []
         page.screenshot(path=str(shots / "card-issued.png"), full_page=True)
         page.locator("#op-card-hide").click()
         expect(page.locator("#op-card")).to_be_hidden()

@@ -6,7 +6,6 @@ returns. Screenshots in test-artifacts/progress/."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,10 +19,9 @@ from fleet.ingest import Incoming, Writer
 from protocol.messages import QualityVerdict, Status, encode
 from protocol.topics import Channel, topic
 from tests.authn import ADMIN_NAME, ADMIN_PASSWORD, browser_login, ensure_admin, login
+from tests.browser import chromium, needs_chromium
 from tests.fleet.conftest import make_config, state_of
 from tests.fleet.progress.conftest import NOW, P, _page, at, fill, serve
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 # Rejected pages with known reasons on 12 February: four at 99003 (kiosk-c), one on the device
 # with no unit (outside every subtree).
@@ -151,71 +149,67 @@ def _height(locator: Any) -> float:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@needs_chromium
 def test_charts_and_alerts_on_the_dashboard(served: tuple[str, TestClient], artifacts: Path) -> None:
     """The pages-per-day bars carry each day's figures and heights in proportion (16 pages on
     15 January, 2 on 1 February: 8 to 1); the reasons chart lists glare first with twice the
     bar of blurry; the open offline alerts show on /progress with their severity, the province
     row carries their count, drilling into 99 leaves the alert of the device with no unit out;
     the alert clears once the device returns. Screenshots in test-artifacts/progress/."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, client = served
     shots = artifacts / "progress"
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            browser_login(page, url, ADMIN_NAME, ADMIN_PASSWORD)
-            page.goto(url + "/progress?from=2026-01&to=2026-02")
-            expect(page.locator("#alerts tbody tr")).to_have_count(3)
-            expect(page.locator("#alerts-title")).to_have_text("Cảnh báo đang mở (3)")
-            kiosk_c = page.locator("#alerts tr", has_text="kiosk-c")
-            expect(kiosk_c).to_have_class("alert sev-error open")
-            expect(kiosk_c.locator("td.severity")).to_have_text("⛔ Nghiêm trọng")
-            expect(kiosk_c.locator("td.kind")).to_have_text("Mất kết nối")
-            expect(kiosk_c.locator("td.unit")).to_have_text("99003")
-            expect(page.locator('tr[data-code="99"] span.alert-badge')).to_have_text("⚑ 2")
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        browser_login(page, url, ADMIN_NAME, ADMIN_PASSWORD)
+        page.goto(url + "/progress?from=2026-01&to=2026-02")
+        expect(page.locator("#alerts tbody tr")).to_have_count(3)
+        expect(page.locator("#alerts-title")).to_have_text("Cảnh báo đang mở (3)")
+        kiosk_c = page.locator("#alerts tr", has_text="kiosk-c")
+        expect(kiosk_c).to_have_class("alert sev-error open")
+        expect(kiosk_c.locator("td.severity")).to_have_text("⛔ Nghiêm trọng")
+        expect(kiosk_c.locator("td.kind")).to_have_text("Mất kết nối")
+        expect(kiosk_c.locator("td.unit")).to_have_text("99003")
+        expect(page.locator('tr[data-code="99"] span.alert-badge')).to_have_text("⚑ 2")
 
-            days = page.locator("#chart-days g.day")
-            expect(days).to_have_count(59)
-            busy, quiet = page.locator('g.day[data-day="2026-01-15"]'), page.locator('g.day[data-day="2026-02-01"]')
-            expect(busy).to_have_attribute("data-pages", "16")
-            expect(busy.locator("title")).to_have_text("15/01: 16 trang, 0 bị loại")
-            assert _height(busy.locator("rect.ok")) == pytest.approx(8 * _height(quiet.locator("rect.ok")), rel=0.01)
-            assert _height(busy.locator("rect.rejected")) == 0
-            rejected_day = page.locator('g.day[data-day="2026-02-12"]')
-            expect(rejected_day).to_have_attribute("data-rejected", "6")  # kiosk-n's blank page counts here
-            assert _height(rejected_day.locator("rect.ok")) == 0 < _height(rejected_day.locator("rect.rejected"))
+        days = page.locator("#chart-days g.day")
+        expect(days).to_have_count(59)
+        busy, quiet = page.locator('g.day[data-day="2026-01-15"]'), page.locator('g.day[data-day="2026-02-01"]')
+        expect(busy).to_have_attribute("data-pages", "16")
+        expect(busy.locator("title")).to_have_text("15/01: 16 trang, 0 bị loại")
+        assert _height(busy.locator("rect.ok")) == pytest.approx(8 * _height(quiet.locator("rect.ok")), rel=0.01)
+        assert _height(busy.locator("rect.rejected")) == 0
+        rejected_day = page.locator('g.day[data-day="2026-02-12"]')
+        expect(rejected_day).to_have_attribute("data-rejected", "6")  # kiosk-n's blank page counts here
+        assert _height(rejected_day.locator("rect.ok")) == 0 < _height(rejected_day.locator("rect.rejected"))
 
-            reasons = page.locator("#chart-rejects g.reason")
-            expect(reasons).to_have_count(5)
-            expect(reasons.first).to_have_attribute("data-reason", "glare")
-            glare = float(page.locator('g.reason[data-reason="glare"] rect').get_attribute("width") or 0)
-            blurry = float(page.locator('g.reason[data-reason="blurry"] rect').get_attribute("width") or 0)
-            assert glare == pytest.approx(2 * blurry)
-            expect(page.locator('g.reason[data-reason="glare"] title')).to_have_text("Lóa sáng: 4 trang")
-            page.screenshot(path=str(shots / "charts-alerts-provinces.png"), full_page=True)
+        reasons = page.locator("#chart-rejects g.reason")
+        expect(reasons).to_have_count(5)
+        expect(reasons.first).to_have_attribute("data-reason", "glare")
+        glare = float(page.locator('g.reason[data-reason="glare"] rect').get_attribute("width") or 0)
+        blurry = float(page.locator('g.reason[data-reason="blurry"] rect').get_attribute("width") or 0)
+        assert glare == pytest.approx(2 * blurry)
+        expect(page.locator('g.reason[data-reason="glare"] title')).to_have_text("Lóa sáng: 4 trang")
+        page.screenshot(path=str(shots / "charts-alerts-provinces.png"), full_page=True)
 
-            page.locator('tr[data-code="99"] a.drill').click()
-            expect(page.locator("#alerts tbody tr")).to_have_count(2)
-            expect(page.locator('tr[data-code="99003"] span.alert-badge')).to_have_text("⚑ 1")
-            expect(page.locator("#chart-rejects g.reason")).to_have_count(4)  # no blank page under 99
-            expect(page.locator('g.day[data-day="2026-02-12"]')).to_have_attribute("data-rejected", "5")
-            page.locator("#lang").click()
-            expect(page.locator("#alerts-title")).to_have_text("Open alerts (2)")
-            expect(page.locator('g.reason[data-reason="glare"] text').first).to_have_text("Glare")
-            page.screenshot(path=str(shots / "charts-alerts-province-99.png"), full_page=True)
+        page.locator('tr[data-code="99"] a.drill').click()
+        expect(page.locator("#alerts tbody tr")).to_have_count(2)
+        expect(page.locator('tr[data-code="99003"] span.alert-badge')).to_have_text("⚑ 1")
+        expect(page.locator("#chart-rejects g.reason")).to_have_count(4)  # no blank page under 99
+        expect(page.locator('g.day[data-day="2026-02-12"]')).to_have_attribute("data-rejected", "5")
+        page.locator("#lang").click()
+        expect(page.locator("#alerts-title")).to_have_text("Open alerts (2)")
+        expect(page.locator('g.reason[data-reason="glare"] text').first).to_have_text("Glare")
+        page.screenshot(path=str(shots / "charts-alerts-province-99.png"), full_page=True)
 
-            back = NOW + timedelta(seconds=1)
-            write(client, [Incoming(topic("kiosk-c", Channel.STATUS),
-                                    encode(Status(device_id="kiosk-c", state="online", unit="99003", ts=back)),
-                                    received_at=back)])
-            assert evaluate(client) == [("resolved", "device:kiosk-c")]
-            page.reload()
-            expect(page.locator('tr[data-code="99"]')).to_be_visible()
-            expect(page.locator("#alerts tbody tr")).to_have_count(2)  # all units again after a reload: 3 - 1
-            expect(page.locator("#alerts tr", has_text="kiosk-c")).to_have_count(0)
-        finally:
-            browser.close()
+        back = NOW + timedelta(seconds=1)
+        write(client, [Incoming(topic("kiosk-c", Channel.STATUS),
+                                encode(Status(device_id="kiosk-c", state="online", unit="99003", ts=back)),
+                                received_at=back)])
+        assert evaluate(client) == [("resolved", "device:kiosk-c")]
+        page.reload()
+        expect(page.locator('tr[data-code="99"]')).to_be_visible()
+        expect(page.locator("#alerts tbody tr")).to_have_count(2)  # all units again after a reload: 3 - 1
+        expect(page.locator("#alerts tr", has_text="kiosk-c")).to_have_count(0)

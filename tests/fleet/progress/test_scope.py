@@ -5,7 +5,6 @@ province. Over the known data set (see conftest) with offline alerts for kiosk-p
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,11 @@ from fastapi.testclient import TestClient
 
 from fleet.api.app import create_app
 from tests.authn import browser_login, login, make_user
+from tests.browser import chromium, needs_chromium
 from tests.fleet.conftest import make_config, state_of
 from tests.fleet.progress.conftest import NOW, fill, serve
 
 SPAN = {"from": "2026-01", "to": "2026-02"}
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def _alerts(client: TestClient, **params: str) -> list[dict[str, Any]]:
@@ -124,13 +123,13 @@ def test_a_viewer_reads_their_subtree_and_cannot_acknowledge(filled: TestClient)
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@needs_chromium
 def test_a_viewer_in_the_browser_sees_their_alerts_without_an_acknowledge_button(tmp_path: Path,
                                                                                   artifacts: Path) -> None:
     """A viewer of commune 99003 logged in through the /login form: /fleet lists kiosk-c only and
     its alert with no acknowledge button; /progress shows 99003 and its one alert. An admin of
     the same commune gets the button (the check that the page can show it at all)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     config = make_config(tmp_path, f"sqlite:///{tmp_path}/fleet.db")
     with TestClient(create_app(config, clock=lambda: NOW)) as client:
@@ -142,22 +141,18 @@ def test_a_viewer_in_the_browser_sees_their_alerts_without_an_acknowledge_button
         make_user(sessions, name="qt-99003", password="mat-khau-qt-1", role="unit_admin", unit_code="99003")
     shots = artifacts / "progress"
     shots.mkdir(parents=True, exist_ok=True)
-    with serve(create_app(config, clock=lambda: NOW)) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            for name, password, buttons in (("xem-99003", "mat-khau-xem-1", 0), ("qt-99003", "mat-khau-qt-1", 1)):
-                page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-                browser_login(page, url, name, password)
-                page.goto(url + "/fleet")
-                expect(page.locator("#devices tbody tr")).to_have_count(1)
-                expect(page.locator('#devices tr[data-device="kiosk-c"]')).to_be_visible()
-                expect(page.locator("#alerts tbody tr")).to_have_count(1)
-                expect(page.locator("#alerts button.ack")).to_have_count(buttons)
-                page.screenshot(path=str(shots / f"scope-fleet-{name}.png"), full_page=True)
-                page.goto(url + "/progress?from=2026-01&to=2026-02")
-                expect(page.locator("#units tbody tr[data-code]")).to_have_count(1)
-                expect(page.locator('tr[data-code="99003"] span.alert-badge')).to_have_text("⚑ 1")
-                expect(page.locator("#alerts tbody tr")).to_have_count(1)
-                page.context.close()
-        finally:
-            browser.close()
+    with serve(create_app(config, clock=lambda: NOW)) as url, chromium() as browser:
+        for name, password, buttons in (("xem-99003", "mat-khau-xem-1", 0), ("qt-99003", "mat-khau-qt-1", 1)):
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            browser_login(page, url, name, password)
+            page.goto(url + "/fleet")
+            expect(page.locator("#devices tbody tr")).to_have_count(1)
+            expect(page.locator('#devices tr[data-device="kiosk-c"]')).to_be_visible()
+            expect(page.locator("#alerts tbody tr")).to_have_count(1)
+            expect(page.locator("#alerts button.ack")).to_have_count(buttons)
+            page.screenshot(path=str(shots / f"scope-fleet-{name}.png"), full_page=True)
+            page.goto(url + "/progress?from=2026-01&to=2026-02")
+            expect(page.locator("#units tbody tr[data-code]")).to_have_count(1)
+            expect(page.locator('tr[data-code="99003"] span.alert-badge')).to_have_text("⚑ 1")
+            expect(page.locator("#alerts tbody tr")).to_have_count(1)
+            page.context.close()
