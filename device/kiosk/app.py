@@ -574,7 +574,10 @@ class KioskApp:
             self.staff.sign_out()
             return
         if self.session.state not in ("idle", "closed"):
-            raise HttpError(409, "busy")  # a clerk changes at the counter between dossiers
+            # One clerk per dossier: its pages and documents name the clerk who opened it, so the
+            # screen says how to hand over (finish or cancel it) instead of switching midway.
+            self._set_notice("signin_dossier_open")
+            raise HttpError(409, "signin_dossier_open")
         if action == "staff":
             if self.session.state == "closed":
                 self.session.reset()

@@ -55,6 +55,10 @@ NOTICES: dict[str, tuple[str, str]] = {
     "locked": ("Đăng nhập tạm khóa do nhập sai quá nhiều lần, vui lòng thử lại sau {minutes} phút",
                "Signing in is locked after too many failed tries: try again in {minutes} minutes"),
     "signin_missing": ("Vui lòng nhập mã cán bộ và mã PIN", "Please type your operator id and PIN"),
+    "signin_dossier_open": ("Đang có hồ sơ mở, hồ sơ được ghi cho cán bộ đã mở nó. Bấm “Hoàn tất” để gửi hồ sơ "
+                            "(hoặc “Hủy hồ sơ”), rồi cán bộ khác đăng nhập",
+                            "A dossier is open and is recorded for the clerk who opened it. Press “Finish” to "
+                            "send it (or “Cancel the dossier”), then the other clerk signs in"),
     "no_operators": ("Máy chưa nhận được danh sách cán bộ, vui lòng liên hệ quản trị viên",
                      "This device has no operator list yet: please ask the administrator"),
 }

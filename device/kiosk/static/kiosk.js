@@ -256,7 +256,8 @@ function renderStaff(s, screen) {
   document.getElementById("staff-bar").hidden = !who;
   document.getElementById("staff-who").textContent = who
     ? t("signed_in", { id: who.id }) + " (" + t("kind_" + who.kind) + ")" : "";
-  document.getElementById("staff-button").hidden = !(staff && staff.available && !who);
+  // on every screen: pressed while a dossier is open, the screen says how to hand over
+  document.getElementById("staff-button").hidden = !(staff && staff.available && !who) || screen === "signin";
   if (screen !== "signin") return;
   const lock = staff && staff.lock_notice ? (lang === "en" ? staff.lock_notice.en : staff.lock_notice.vi) : "";
   const lockEl = document.getElementById("lock-text");

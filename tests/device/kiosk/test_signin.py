@@ -142,11 +142,24 @@ def test_an_id_of_no_operators_form_is_said_so_and_counts_no_try(counter: Counte
 
 
 def test_no_sign_in_while_a_dossier_is_open(counter: Counter) -> None:
+    """One clerk per dossier: while one is open the screen says why there is no sign-in and how
+    to hand over; once it is finished the other clerk signs in."""
     counter.post("start")
     counter.post("open", code=CODE)
-    assert counter.post("staff").status_code == 409
+    refused = counter.post("staff")
+    assert refused.status_code == 409 and refused.json()["error"] == "signin_dossier_open"
+    said = ("Đang có hồ sơ mở, hồ sơ được ghi cho cán bộ đã mở nó. Bấm “Hoàn tất” để gửi hồ sơ "
+            "(hoặc “Hủy hồ sơ”), rồi cán bộ khác đăng nhập")
+    assert refused.json()["vi"] == said and counter.app.state()["notice"]["vi"] == said
     assert counter.post("signin", operator_id="op-3fa2c1d9e0", pin=PIN).status_code == 409
     assert counter.staff()["operator"] is None
+    counter.session.add_image(page_image(1), source="camera")
+    counter.post("review")
+    assert counter.post("finish").status_code == 200
+    closed = counter.sink.dossiers[-1].operator
+    assert closed is not None and closed.kind == "citizen"
+    assert counter.post("staff").status_code == 200
+    assert counter.post("signin", operator_id="op-3fa2c1d9e0", pin=PIN).status_code == 200
 
 
 def test_five_wrong_pins_lock_for_five_minutes_across_a_restart(tmp_path: Path) -> None:

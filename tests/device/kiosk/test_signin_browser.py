@@ -84,6 +84,19 @@ def test_sign_in_lock_and_sign_out_on_the_screen(tmp_path: Path, artifacts: Path
             expect(page.locator("#staff-bar")).to_be_hidden()
             expect(page.get_by_role("button", name="Cán bộ đăng nhập")).to_be_visible()
             assert desk.operator().kind == "citizen"
+
+            # a dossier open: the header's sign-in says why not now and how to hand over
+            page.get_by_role("button", name="Bắt đầu").click()
+            page.get_by_label("Nhập mã hồ sơ").fill("000.00.12.H10-260101-0001")
+            page.get_by_label("Nhập mã hồ sơ").press("Enter")
+            session.wait_for_state("open", timeout=10)
+            page.get_by_role("button", name="Cán bộ đăng nhập").click()
+            expect(page.locator("#notice")).to_have_text(
+                "Đang có hồ sơ mở, hồ sơ được ghi cho cán bộ đã mở nó. Bấm “Hoàn tất” để gửi hồ sơ "
+                "(hoặc “Hủy hồ sơ”), rồi cán bộ khác đăng nhập")
+            assert session.state == "open" and desk.operator().kind == "citizen"
+            assert axe_serious(page) == []
+            page.screenshot(path=shots / "03-dossier-open.png")
     finally:
         server.close()
         session.close()
