@@ -115,3 +115,28 @@ class DossierDocument(Base):
         # The delivery worker's window: documents signed since its last complete pass.
         Index("ix_dossier_documents_signed_at", "signed_at"),
     )
+
+
+class DossierCount(Base):
+    """How many dossiers a unit received in a month (``period``, from the received date), how
+    many of them have a component digitized and how many a result: what the progress figures
+    read for the units whose dossiers are imported one per row, so a request reads one row per
+    unit and month instead of counting every dossier.
+
+    The database keeps it, not the writers: triggers on ``dossiers`` (migration
+    ``0020_dossier_counts``) add each inserted, updated or deleted row's difference to its
+    (unit, month) in the same transaction, with ``INSERT ... ON CONFLICT DO UPDATE SET n = n + x``,
+    whoever writes (the received import, the ingest's reconciliation, naming a walk-in, the
+    recount, a bulk load); two fleet nodes writing at once add up, never overwrite. The full
+    recount rebuilds it from the dossiers (:func:`fleet.dossiers.counts.rebuild`), the reference.
+    A (unit, month) whose dossiers all moved away keeps a row of zeros, which counts nothing."""
+
+    __tablename__ = "dossier_counts"
+
+    unit_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    received: Mapped[int] = mapped_column(Integer, default=0)
+    digitized: Mapped[int] = mapped_column(Integer, default=0)
+    results: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_dossier_counts_period", "period", "unit_code"),)

@@ -13,7 +13,9 @@ results); a dossier no document names an operator for keeps the one it had.
 How: the first page or document per dossier and kind goes into a temporary table (``DISTINCT ON``
 on PostgreSQL, a window on SQLite), then one UPDATE of the dossiers whose figures changed, one
 UPDATE clearing those nothing digitizes any more and one INSERT of the dossiers only pages or
-documents know. A page's code is read as :func:`fleet.dossiers.codes.page_code` reads it: in
+documents know; then the counts per unit and month received are rebuilt from the dossiers
+(:func:`fleet.dossiers.counts.rebuild`). A page's code is read as
+:func:`fleet.dossiers.codes.page_code` reads it: in
 SQL on PostgreSQL (the same regular expression), through that very function on SQLite.
 
 >>> from fleet.db import make_engine, migrate
@@ -58,7 +60,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import distinct_on
 
-from fleet.dossiers import codes
+from fleet.dossiers import codes, counts
 from fleet.dossiers.models import Dossier, DossierDocument
 from fleet.models import Page, UTCDateTime
 from fleet.progress.rates import accepted_page
@@ -176,3 +178,4 @@ def recount(connection: Connection, *, now: datetime | None = None) -> None:
         n.code, n.code.startswith(codes.WALK_IN_PREFIX), *[n[c] for c in digitized], n.operator_kind,
         n.operator_id, literal(now, UTCDateTime)).where(~exists().where(t.code == n.code))))
     _news.drop(connection)  # on an error the transaction's rollback drops it
+    counts.rebuild(connection)
