@@ -28,6 +28,7 @@ from fleet.db import bulk_insert
 from fleet.delivery.config import DeliveryConfig, FolderTarget, HttpTarget
 from fleet.delivery.contract import document_key
 from fleet.delivery.models import STATES, WAITING, Delivery
+from fleet.dossiers import codes
 from fleet.dossiers.models import Dossier, DossierDocument
 from fleet.errors import FleetError, NotFound
 from fleet.models import MaintenanceMark
@@ -60,8 +61,10 @@ def _unit_filter(target: HttpTarget | FolderTarget) -> ColumnElement[bool] | Non
 
 
 def ready() -> ColumnElement[bool]:
-    """A document ready for delivery: signed, and its files not deleted by retention."""
-    return and_(DossierDocument.signed_sha256.is_not(None), DossierDocument.files_deleted_at.is_(None))
+    """A document ready for delivery: signed, its files not deleted by retention, and named (a
+    walk-in's documents wait for its code: the one-stop system knows dossiers by code)."""
+    return and_(DossierDocument.signed_sha256.is_not(None), DossierDocument.files_deleted_at.is_(None),
+                ~DossierDocument.dossier_code.startswith(codes.WALK_IN_PREFIX, autoescape=True))
 
 
 ENQUEUE_SLACK = timedelta(minutes=10)

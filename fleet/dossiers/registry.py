@@ -173,6 +173,15 @@ class _Numbers:
         return sequence
 
 
+def _named_walk_ins(connection: Connection, walk_ins: set[str]) -> dict[str, str]:
+    """The code each of ``walk_ins`` was given, for those an admin has named."""
+    if not walk_ins:
+        return {}
+    rows = connection.execute(select(Dossier.code, Dossier.named_code)
+                              .where(Dossier.code.in_(sorted(walk_ins)), Dossier.named_code.is_not(None)))
+    return {code: named for code, named in rows if named is not None}
+
+
 def record_closed(connection: Connection, closed: Iterable[tuple[DossierClosed, str | None]]) -> int:
     """Fold ``dossier_closed`` events (each with its device's unit) into the registry: each
     document becomes a row (once), and its dossier's component or result is digitized at the
@@ -185,7 +194,9 @@ def record_closed(connection: Connection, closed: Iterable[tuple[DossierClosed, 
     closed = list(closed)
     news: dict[str, _News] = {}
     documents: list[dict[str, Any]] = []
-    numbers = _Numbers(connection, {_document_code(event, doc) for event, _ in closed for doc in event.documents})
+    dossier_codes = {_document_code(event, doc) for event, _ in closed for doc in event.documents}
+    named_since = _named_walk_ins(connection, {c for c in dossier_codes if codes.is_walk_in(c)})
+    numbers = _Numbers(connection, {named_since.get(c, c) for c in dossier_codes})
     for event, unit in closed:
         if not event.documents and event.dossier_code is None:
             continue
@@ -197,12 +208,15 @@ def record_closed(connection: Connection, closed: Iterable[tuple[DossierClosed, 
                 log.warning("document %s of dossier_closed %s does not name its dossier; kept under the dossier",
                             doc.sha256[:12], event.id)
                 named = codes.Named(codes.page_code(event.dossier_code).code, named.kind, named.sequence)
-            item = news.setdefault(named.code, _News(named.code, walk_in=walk_in))
+            moved = named.code in named_since  # a walk-in an admin has named: its documents are the code's
+            if moved:
+                named = codes.Named(named_since[named.code], named.kind, named.sequence)
+            item = news.setdefault(named.code, _News(named.code, walk_in=walk_in and not moved))
             item.saw(named.kind, event.ts, unit, event.device_id, operator)
             placed = numbers.place(named, doc.sha256, event.session_id)
             if placed is None:
                 continue  # stored already, under the fleet's name
-            name, device_name = (doc.name, None) if placed == named.sequence else (
+            name, device_name = (doc.name, None) if placed == named.sequence and not moved else (
                 codes.document_name(named.code, named.kind, placed), doc.name)
             documents.append({
                 "dossier_code": named.code, "name": name, "device_name": device_name, "kind": named.kind,
@@ -220,7 +234,10 @@ def record_closed(connection: Connection, closed: Iterable[tuple[DossierClosed, 
 def name_walk_in(session: Session, walk_in: str, code: str) -> Dossier:
     """Give a walk-in dossier its real code: its documents and its pages move to ``code``, whose
     row takes their earliest times (so it counts from now on), and the walk-in row keeps
-    ``named_code``. Commits. Raises :class:`NotFound` or :class:`NotAWalkIn`."""
+    ``named_code``. Each document is renamed ``<code>.<n>.pdf`` (its own number, or the code's
+    next free one when the dossier holds it already), keeps the walk-in's name in
+    ``device_name``, and is signed (again) under its new name before it can be delivered.
+    Commits. Raises :class:`NotFound` or :class:`NotAWalkIn`."""
     walk_in, code = codes.normalize(walk_in), codes.normalize(code)
     row = session.get(Dossier, walk_in, with_for_update=True)
     if row is None:
@@ -235,11 +252,23 @@ def name_walk_in(session: Session, walk_in: str, code: str) -> Dossier:
     existing = session.get(Dossier, code)
     if existing is not None and existing.walk_in:
         raise NotAWalkIn(f"{code} is a walk-in dossier itself")
-    documents = list(session.scalars(select(DossierDocument).where(DossierDocument.dossier_code == walk_in)))
+    documents = list(session.scalars(select(DossierDocument).where(DossierDocument.dossier_code == walk_in)
+                                     .order_by(DossierDocument.kind, DossierDocument.sequence, DossierDocument.id)))
     page_ids = sorted({str(p) for d in documents for p in d.page_ids})
     connection = session.connection()
-    connection.execute(update(DossierDocument).where(DossierDocument.dossier_code == walk_in)
-                       .values(dossier_code=code))
+    numbers = _Numbers(connection, {code})
+    for doc in documents:
+        kind: codes.Kind = "result" if doc.kind == "result" else "component"
+        # Named as the code's documents are: its own number when the dossier has none such yet,
+        # else the next free one (the citizen may have brought a slip on another visit).
+        placed = numbers.place(codes.Named(code, kind, doc.sequence), doc.sha256, doc.session_id)
+        sequence = doc.sequence if placed is None else placed
+        renamed = codes.document_name(code, kind, sequence) if sequence is not None else doc.name
+        # A copy signed under the walk-in's name is signed again under the code's.
+        connection.execute(update(DossierDocument).where(DossierDocument.id == doc.id).values(
+            dossier_code=code, name=renamed, sequence=sequence, device_name=doc.device_name or doc.name,
+            signed_sha256=None, signed_size=None, signed_at=None, signing_level=None, signing_certificate=None,
+            signing_error=None))
     if page_ids:
         connection.execute(update(Page).where(Page.page_id.in_(page_ids), Page.dossier_code.is_(None))
                            .values(dossier_code=code))

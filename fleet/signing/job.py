@@ -4,6 +4,10 @@ document is ready for delivery exactly when ``signed_sha256`` is set.
 
 One document at a time, each in its own short transaction, in id order:
 
+A walk-in's documents wait for its code: a document is signed with the name the fleet keeps for
+it (:class:`fleet.signing.signer.FleetName`), and a walk-in has none until an admin names it
+(naming it unsigns a copy signed before; see :func:`fleet.dossiers.registry.name_walk_in`).
+
 1. read the device's file from the store (not there yet: skipped, the upload comes later);
 2. sign it (:class:`fleet.signing.signer.Signer`);
 3. record the signed copy in the store's table (``files``, uploaded by :data:`SIGNER`) before it
@@ -41,15 +45,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.db import insert_ignore
+from fleet.dossiers import codes
 from fleet.dossiers.models import DossierDocument
 from fleet.leases import Lease
 from fleet.models import StoredFile
 from fleet.signing.signer import (
+    FleetName,
     NoKeyForUnit,
     NotAPdf,
     SecretMissing,
@@ -95,11 +101,16 @@ class SigningPass:
     """Why the pass ended early (a key-source failure), or None."""
 
 
+def to_sign() -> ColumnElement[bool]:
+    """A document the job signs: not signed yet, and named (not a walk-in waiting for its code)."""
+    return and_(DossierDocument.signed_sha256.is_(None),
+                ~DossierDocument.dossier_code.startswith(codes.WALK_IN_PREFIX, autoescape=True))
+
+
 def unsigned_backlog(sessions: sessionmaker[Session]) -> int:
-    """Documents not signed yet (what delivery waits for)."""
+    """Documents not signed yet that the job will sign (what delivery waits for)."""
     with sessions() as session:
-        return int(session.scalar(select(func.count()).select_from(DossierDocument)
-                                  .where(DossierDocument.signed_sha256.is_(None))) or 0)
+        return int(session.scalar(select(func.count()).select_from(DossierDocument).where(to_sign())) or 0)
 
 
 class SigningJob:
@@ -204,12 +215,14 @@ class SigningJob:
         while not self._stop.is_set():
             with self.sessions() as session:
                 batch = list(session.execute(
-                    select(DossierDocument.id, DossierDocument.sha256, DossierDocument.unit_code)
-                    .where(DossierDocument.signed_sha256.is_(None), DossierDocument.id > after)
+                    select(DossierDocument.id, DossierDocument.sha256, DossierDocument.unit_code,
+                           DossierDocument.dossier_code, DossierDocument.kind, DossierDocument.sequence,
+                           DossierDocument.doctype)
+                    .where(to_sign(), DossierDocument.id > after)
                     .order_by(DossierDocument.id).limit(BATCH)))
             if not batch:
                 break
-            for doc_id, sha256, unit_code in batch:
+            for doc_id, sha256, unit_code, code, kind, sequence, doctype in batch:
                 after = doc_id
                 if self._stop.is_set():
                     break
@@ -219,7 +232,7 @@ class SigningJob:
                     waiting += 1
                     continue
                 try:
-                    self._sign_one(doc_id, sha256, unit_code)
+                    self._sign_one(doc_id, sha256, unit_code, FleetName.of(code, kind, sequence, doctype))
                     signed += 1
                 except SOURCE_FAILURES as exc:
                     self._failed(doc_id, exc)
@@ -240,9 +253,9 @@ class SigningJob:
                     failed += 1
         return SigningPass(signed, failed, waiting, None)
 
-    def _sign_one(self, doc_id: int, sha256: str, unit_code: str | None) -> None:
+    def _sign_one(self, doc_id: int, sha256: str, unit_code: str | None, name: FleetName) -> None:
         data = self.store.path(sha256).read_bytes()
-        result = self.signer.sign(data, unit_code)
+        result = self.signer.sign(data, unit_code, name)
         now = self.clock()
         with self.sessions.begin() as session:
             session.execute(insert_ignore(session.get_bind().dialect.name, StoredFile.__table__), [

@@ -2,6 +2,11 @@
 authority is configured, through pyHanko, as an incremental update (the device's bytes stay
 the signed file's first bytes: page images, text layer and PDF/A metadata are untouched).
 
+The signed revision also carries the fleet's name for the document: a device names its
+documents offline, and the fleet may renumber one (two devices gave the same number) or give a
+walk-in its code; the title and the dossier properties of the metadata then say what the file
+is called, not what the device first called it (:class:`FleetName`).
+
 The key is on a PKCS#11 token (an HSM) or in a PKCS#12 file; it never leaves either, and the
 device never holds it. A :class:`Signer` opens the token (or reads the files) on first use and
 keeps it open; it is safe to share between threads (one signature at a time).
@@ -97,6 +102,55 @@ class Signed:
         return hashlib.sha256(self.data).hexdigest()
 
 
+@dataclass(frozen=True)
+class FleetName:
+    """What the fleet calls a document, written over the device's names in the signed revision's
+    metadata (Info and XMP title; the XMP ``sohoa:dossierCode`` and ``sohoa:sequence``).
+
+    >>> FleetName.of("H10-1", "result", 2, "decision").title
+    'H10-1-KQ2 decision'
+    """
+
+    dossier_code: str
+    sequence: int | None
+    title: str
+
+    @classmethod
+    def of(cls, dossier_code: str, kind: str, sequence: int | None, doctype: str | None) -> FleetName:
+        suffix = "" if sequence is None else f"-KQ{sequence}" if kind == "result" else f".{sequence}"
+        return cls(dossier_code, sequence, f"{dossier_code}{suffix} {doctype or ''}".rstrip())
+
+
+def _write_fleet_name(writer: Any, name: FleetName) -> None:
+    """Put ``name`` in the revision being signed: the title through pyHanko's document metadata
+    (it updates Info and XMP together, as PDF/A wants); the dossier properties by replacing the
+    XMP stream with one whose ``sohoa:`` values are the fleet's (pyHanko then adds its own
+    modification date and producer to it). A file without XMP gets the title only."""
+    from lxml import etree
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.metadata import xmp_xml
+
+    writer.document_meta.title = name.title
+    if "/Metadata" not in writer.root:
+        return
+    old = writer.root["/Metadata"]
+    if not isinstance(old, xmp_xml.MetadataStream):
+        return
+    try:
+        tree = etree.fromstring(old.data, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        raise NotAPdf("the document's XMP metadata is not XML") from None
+    values = {"dossierCode": name.dossier_code, "sequence": None if name.sequence is None else str(name.sequence)}
+    for local, value in values.items():
+        for element in tree.iter(f"{{{DOSSIER_NS}}}{local}"):
+            if value is not None:
+                element.text = value
+    fresh = xmp_xml.MetadataStream(stream_data=etree.tostring(tree, encoding="utf-8"))
+    fresh["/Type"], fresh["/Subtype"] = generic.pdf_name("/Metadata"), generic.pdf_name("/XML")
+    writer.root["/Metadata"] = writer.add_object(fresh)
+    writer.update_root()
+
+
 def _secret(env: str | None, file: Path | None, what: str) -> str:
     if env is not None:
         value = os.environ.get(env)
@@ -163,9 +217,10 @@ class Signer:
             raise NoKeyForUnit(f"no signing key is configured for unit {unit_code or '(none)'}")
         return self.config.units[unit_code]
 
-    def sign(self, pdf: bytes, unit_code: str | None) -> Signed:
-        """Sign ``pdf`` for ``unit_code`` (ignored with scope province). Raises a
-        :class:`SigningError` subclass naming what is wrong."""
+    def sign(self, pdf: bytes, unit_code: str | None, name: FleetName | None = None) -> Signed:
+        """Sign ``pdf`` for ``unit_code`` (ignored with scope province), with the fleet's
+        ``name`` for it in the metadata when given. Raises a :class:`SigningError` subclass
+        naming what is wrong."""
         if self.config.source is None:
             raise SigningNotConfigured("signing has no key source configured (signing.source)")
         if not pdf.startswith(b"%PDF-"):
@@ -173,12 +228,12 @@ class Signer:
         ref = self.key_for(unit_code)
         with self._lock:
             hanko = self._signer(ref)
-            data = self._sign(pdf, hanko)
+            data = self._sign(pdf, hanko, name)
         cert = hanko.signing_cert
         assert cert is not None  # both kinds of signer load it before they are returned
         return Signed(data, self.level, _pem(cert.dump()), str(cert.subject.human_friendly))
 
-    def _sign(self, pdf: bytes, hanko: HankoSigner) -> bytes:
+    def _sign(self, pdf: bytes, hanko: HankoSigner, name: FleetName | None) -> bytes:
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
         from pyhanko.pdf_utils.misc import PdfError
         from pyhanko.sign import signers, timestamps
@@ -197,9 +252,13 @@ class Signer:
         _keep_pdfa_metadata(writer)
         out = io.BytesIO()
         try:
+            if name is not None:
+                _write_fleet_name(writer, name)
             signers.PdfSigner(meta, signer=hanko, timestamper=stamper).sign_pdf(writer, output=out)
         except timestamps.TimestampRequestError as exc:
             raise TimestampFailed(f"the time-stamp authority failed: {exc}") from None
+        except NotAPdf:
+            raise  # said already what is wrong with it
         except HankoSigningError as exc:  # before PdfError: pyHanko's signing errors are PdfErrors too
             self._forget()
             raise TokenFailed(f"the signature could not be made: {exc}") from None

@@ -61,7 +61,8 @@ def test_a_walk_in_named_later_moves_the_counts(api: TestClient) -> None:
     chase = api.get("/api/v1/dossiers/chase", params={**SPAN, "unit": "99003"}).json()["dossiers"]
     assert [d["code"] for d in chase] == ["000.00.00.H99-260110-0002"]
     detail = api.get(f"/api/v1/dossiers/{CODE}").json()
-    assert [(d["name"], d["dpi"]) for d in detail["documents"]] == [(f"{WALK_IN}.{n}.pdf", 200) for n in (1, 2)]
+    assert [(d["name"], d["device_name"], d["dpi"]) for d in detail["documents"]] == [
+        (f"{CODE}.{n}.pdf", f"{WALK_IN}.{n}.pdf", 200) for n in (1, 2)]
     assert {p["page_id"] for p in detail["pages"]} == {first.page.page_id, second.page.page_id}
     assert api.get(f"/api/v1/dossiers/{WALK_IN}").json()["state"] == "named"
     assert api.get(f"/api/v1/dossiers/{WALK_IN}").json()["named_code"] == CODE
@@ -78,6 +79,33 @@ def test_a_walk_in_named_later_moves_the_counts(api: TestClient) -> None:
     with state_of(api).sessions() as session:
         actions = [a.action for a in session.scalars(select(AuditEntry).where(AuditEntry.outcome == "200"))]
     assert "POST /api/v1/dossiers/{walk_in}/name" in actions
+
+
+def test_a_walk_in_named_into_a_dossier_with_documents_takes_its_next_numbers(api: TestClient) -> None:
+    """The citizen came once with the slip (``.1`` digitized), then without it (a walk-in of two
+    documents): named, the walk-in's documents become ``.2`` and ``.3`` of the code (the walk-in's
+    names kept as the device's), never a second ``.1``. Redelivered afterwards, the walk-in's event
+    adds nothing; a document the device closes later under the walk-in (a supplement, offline
+    meanwhile) is stored under the code's next number."""
+    load_units(api)
+    _received(api, [(CODE, "99003", "2026-01-10")])
+    visit = closed("kiosk-c", CODE, [f"{CODE}.1.pdf"], at("2026-01-10"))
+    walk_in = closed("kiosk-c", None, [f"{WALK_IN}.1.pdf", f"{WALK_IN}.2.pdf"], at("2026-01-11"))
+    send(api, [status("kiosk-c", "99003", at("2026-01-01")), visit, walk_in])
+    assert api.post(f"/api/v1/dossiers/{WALK_IN}/name", json={"code": CODE}).status_code == 200
+
+    def names() -> list[tuple[str, str | None]]:
+        documents = api.get(f"/api/v1/dossiers/{CODE}").json()["documents"]
+        return sorted((d["name"], d["device_name"]) for d in documents)
+
+    expected = [(f"{CODE}.1.pdf", None), (f"{CODE}.2.pdf", f"{WALK_IN}.1.pdf"), (f"{CODE}.3.pdf", f"{WALK_IN}.2.pdf")]
+    assert names() == expected
+    send(api, [walk_in])
+    assert names() == expected
+    assert api.get(f"/api/v1/dossiers/{WALK_IN}").json()["documents"] == []
+    send(api, [closed("kiosk-c", None, [f"{WALK_IN}.3.pdf"], at("2026-01-12"))])
+    assert names() == [*expected, (f"{CODE}.4.pdf", f"{WALK_IN}.3.pdf")]
+    assert api.get("/api/v1/dossiers", params={"state": "walk_in"}).json() == []
 
 
 def test_a_unit_admin_sees_only_their_subtree(api: TestClient) -> None:

@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pikepdf
 import pytest
 import yaml
 from fastapi.testclient import TestClient
@@ -29,7 +30,7 @@ from fleet.db import make_engine, migrate, session_factory
 from fleet.dossiers.models import Dossier, DossierDocument
 from fleet.models import StoredFile
 from fleet.signing.config import SigningConfig
-from fleet.signing.job import SIGNER, SWEEP_AFTER, SigningJob, SigningPass
+from fleet.signing.job import SIGNER, SWEEP_AFTER, SigningJob, SigningPass, unsigned_backlog
 from fleet.signing.signer import Signer
 from fleet.storage import FileStore
 from tests.authn import login
@@ -44,10 +45,11 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _document(sessions: sessionmaker[Session], name: str, data: bytes, unit: str | None) -> int:
+def _document(sessions: sessionmaker[Session], name: str, data: bytes, unit: str | None, *,
+              code: str = "000.00.00.H99-260110-0001", sequence: int = 1, doctype: str | None = None) -> int:
     with sessions.begin() as session:
         row = DossierDocument(
-            dossier_code="000.00.00.H99-260110-0001", name=name, kind="component", sequence=1, pages=1,
+            dossier_code=code, name=name, kind="component", sequence=sequence, doctype=doctype, pages=1,
             size=len(data), sha256=_sha(data), device_id="kiosk-1", unit_code=unit, event_id=f"e-{name}",
             session_id="s-1", page_ids=[], closed_at=NOW)
         session.add(row)
@@ -111,6 +113,30 @@ def test_each_held_document_is_signed_once(sessions: sessionmaker[Session], keys
     assert job.run_once() == SigningPass(signed=1, failed=0, waiting=0, stopped=None)
     assert _rows(sessions)[ids["late"]].signed_sha256 is not None
     assert backlog == [3, 3, 2]
+    job.close()
+
+
+def test_signed_under_the_fleets_name_and_a_walk_in_waits_for_its_code(
+        sessions: sessionmaker[Session], keys: Keys, docs: Docs, tmp_path: Path) -> None:
+    """A document the fleet renumbered is signed with the fleet's name in its metadata (the
+    device's PDF says number 1); a walk-in's document is not signed (nor counted in the backlog)
+    until an admin names it: it has no name the one-stop system could file it under."""
+    store = FileStore(tmp_path / "files", fsync=False)
+    store.put_bytes(_sha(docs.pdfa), docs.pdfa)
+    code = "000.00.00.H99-260110-0001"
+    renumbered = _document(sessions, f"{code}.2.pdf", docs.pdfa, "99001", sequence=2, doctype="birth_certificate")
+    walk_in = _document(sessions, "WALKIN-1A2B3C4D.1.pdf", docs.pdfa, "99001", code="WALKIN-1A2B3C4D")
+    job = SigningJob(Signer(pkcs12_config(keys)), sessions, store, clock=lambda: NOW)
+    assert unsigned_backlog(sessions) == 1
+    assert job.run_once() == SigningPass(signed=1, failed=0, waiting=0, stopped=None)
+    rows = _rows(sessions)
+    assert rows[walk_in].signed_sha256 is None and rows[walk_in].signing_error is None
+    signed_sha = rows[renumbered].signed_sha256
+    assert signed_sha is not None
+    with pikepdf.open(store.path(signed_sha)) as pdf:
+        assert str(pdf.docinfo.Title) == f"{code}.2 birth_certificate"
+        assert 'sohoa:sequence="2"' in bytes(pdf.Root.Metadata.read_bytes()).decode()
+    assert unsigned_backlog(sessions) == 0
     job.close()
 
 

@@ -17,6 +17,7 @@ import pytest
 from device.dossier.pdf_writer import tesseract_available
 from fleet.signing.config import SigningConfig
 from fleet.signing.signer import (
+    FleetName,
     KeyMissing,
     NoKeyForUnit,
     NotAPdf,
@@ -213,3 +214,35 @@ def test_with_a_time_stamp_authority_the_signature_is_b_t(softhsm: Path, keys: K
     gone = pkcs11_config(softhsm, tsa_url=tsa.url, tsa_timeout_s=2)  # the server is shut down now
     with Signer(gone) as signer, pytest.raises(TimestampFailed, match="time-stamp authority"):
         signer.sign(docs.pdfa, None)
+
+
+def test_the_signed_revision_carries_the_fleets_name(keys: Keys, docs: Docs, tmp_path: Path) -> None:
+    """A document the fleet renamed (its number taken by another device's, or a walk-in given its
+    code): the signed copy's title (Info and XMP, which PDF/A wants to agree) and its dossier
+    properties say the fleet's name, the device's revision underneath is untouched, and both
+    validators accept the signature. Bad input tried: a PDF whose XMP is not XML is refused as a
+    damaged PDF, not signed with its old names."""
+    code = "000.00.00.H99-260111-0002"
+    name = FleetName.of(code, "component", 3, "birth_certificate")
+    with Signer(pkcs12_config(keys)) as signer:
+        signed = signer.sign(docs.pdfa, "99001", name)
+        assert signed.data.startswith(docs.pdfa)
+        status = validate(signed.data, keys.province.ca_cert)
+        assert status.intact and status.valid and status.trusted, status.pretty_print_details()
+        assert "Signature Validation: Signature is Valid." in pdfsig(signed.data, tmp_path)
+        xmp, pdf = _xmp(signed.data)
+        with pdf:
+            assert str(pdf.docinfo.Title) == f"{code}.3 birth_certificate"
+            assert f'sohoa:dossierCode="{code}"' in xmp and 'sohoa:sequence="3"' in xmp, xmp
+            assert "H99-260110-0001" not in xmp  # the device's code and number are gone from the metadata
+            assert re.search(rf"<rdf:li[^>]*>{re.escape(code)}\.3 birth_certificate</rdf:li>", xmp), xmp
+            assert re.search(r'pdfaid:part(="|>)2', xmp) and "pdfaExtension:schemas" in xmp
+            producer = re.search(r'pdf:Producer="([^"]+)"', xmp)
+            assert producer is not None and str(pdf.docinfo.Producer) == producer.group(1)
+
+        broken = pikepdf.open(io.BytesIO(docs.pdfa))
+        broken.Root.Metadata.write(b"<x:xmpmeta><not-closed>")
+        out = io.BytesIO()
+        broken.save(out, fix_metadata_version=False)
+        with pytest.raises(NotAPdf, match="XMP"):
+            signer.sign(out.getvalue(), "99001", name)
