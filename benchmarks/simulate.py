@@ -23,9 +23,11 @@ online and the broker's CPU over the connection storm), events made and stored, 
 fleet's histogram), CPU seconds of broker, fleet and the simulator itself, the kiosks' failed
 attempts by kind and their TLS probes, and, with ``--kill-broker-at``, how long until every
 kiosk is back online and every event stored, and how long a page (a real JPEG, uploaded with a
-signed request, its event confirmed ``stored``) and the fleet screen's requests take during that
-storm. ``--kill-fleet-at`` also kills the fleet with SIGKILL and restarts it: afterwards every
-event made is stored exactly once (the database's count of page events and of distinct page ids
+signed request, its event confirmed ``stored``), the fleet screen's requests and an alert
+evaluation pass (the fleet's own evaluator on its database, repeated every 2 s until every kiosk
+is back; also once before the kill and once drained) take during that storm.
+``--kill-fleet-at`` also kills the fleet with SIGKILL and restarts it: afterwards every event
+made is stored exactly once (the database's count of page events and of distinct page ids
 equals the events made; the fleet's duplicate counter says how many re-sends it ignored).
 """
 
@@ -61,8 +63,11 @@ from device.delivery.link import MqttLink
 from device.delivery.outbox import Outbox
 from device.delivery.publisher import Publisher
 from device.delivery.uploader import Uploader
-from fleet.db import make_engine
-from fleet.models import Event
+from fleet.alerts.evaluator import AlertEvaluator
+from fleet.alerts.models import Alert
+from fleet.config import load as load_fleet_config
+from fleet.db import make_engine, session_factory
+from fleet.models import Device, Event
 from protocol.messages import (
     CameraInfo,
     Command,
@@ -483,6 +488,82 @@ def _screen_during_the_storm(fleet: FleetProcess, clock: Clock) -> None:
         print(f"  storm: {what}: {time.monotonic() - t0:.2f} s ({code})", flush=True)
 
 
+@dataclass
+class AlertPass:
+    """One alert evaluation pass, timed: the fleet's own evaluator and configuration on its
+    database, run from the simulator's process while the fleet runs (the fleet's node does the
+    same every ``alerts.interval_s``; a second evaluator is harmless: an alert both open is kept
+    once, see :meth:`fleet.alerts.evaluator.AlertEvaluator.run_once`)."""
+
+    seconds: float
+    statements: int
+    transitions: int
+    devices: int
+    active: int
+    online: int
+    load: float
+
+
+def _alert_pass(fleet: FleetProcess, kiosks: Fleet | None = None) -> AlertPass:
+    from sqlalchemy import event
+
+    config = load_fleet_config(fleet.config)
+    engine = make_engine(fleet.db_url)
+    statements = 0
+
+    def count(*_args: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    evaluator = AlertEvaluator(config.alerts, session_factory(engine),
+                               heartbeat_timeout_s=config.ingest.heartbeat_timeout_s, delivery=config.delivery,
+                               time_zone=config.time_zone)
+    try:
+        online = kiosks.stats()["online"] if kiosks is not None else -1
+        t0 = time.monotonic()
+        transitions = evaluator.run_once()
+        took = time.monotonic() - t0
+        ran = statements
+        with engine.connect() as conn:
+            devices = int(conn.scalar(select(func.count()).select_from(Device)) or 0)
+            active = int(conn.scalar(select(func.count()).select_from(Alert).where(Alert.status != "resolved")) or 0)
+    finally:
+        evaluator.close()
+        engine.dispose()
+    return AlertPass(took, ran, len(transitions), devices, active, online, os.getloadavg()[0])
+
+
+def _say_alert_pass(when: str, result: AlertPass) -> None:
+    online = f", {result.online} kiosks online" if result.online >= 0 else ""
+    print(f"  {when}: one alert evaluation pass over {result.devices} devices took {result.seconds:.3f} s "
+          f"({result.statements} SQL statements, {result.transitions} alerts opened or resolved, {result.active} "
+          f"active after it{online}, load {result.load:.1f})", flush=True)
+
+
+def _alert_passes_during_the_storm(fleet: FleetProcess, kiosks: Fleet, until: float) -> None:
+    """Alert passes back to back, every 2 s, while the kiosks come back (at most ``until`` s):
+    the pass under the storm's load, from the first seconds to the last kiosk."""
+    began = time.monotonic()
+    passes: list[AlertPass] = []
+    while time.monotonic() - began < until:
+        try:
+            result = _alert_pass(fleet, kiosks)
+        except Exception as exc:  # the fleet's database may be busy or the fleet restarting: say so
+            print(f"  storm: an alert pass failed: {type(exc).__name__}: {exc}", flush=True)
+            time.sleep(2.0)
+            continue
+        passes.append(result)
+        _say_alert_pass(f"storm +{time.monotonic() - began:.0f} s", result)
+        if result.online == kiosks.stats()["kiosks"]:
+            break
+        time.sleep(2.0)
+    if passes:
+        times = sorted(p.seconds for p in passes)
+        print(f"  storm: {len(passes)} alert passes, median {times[len(times) // 2]:.3f} s, slowest {times[-1]:.3f} s",
+              flush=True)
+
+
 def _kill_fleet(fleet: FleetProcess) -> None:
     """SIGKILL the fleet and start it again (the kiosks keep making events meanwhile)."""
     assert fleet.proc is not None
@@ -595,6 +676,7 @@ def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: Confi
         while time.monotonic() < steady_end:
             wall = time.monotonic()
             if args.kill_broker_at is not None and killed_at is None and wall - cpu0[2] >= args.kill_broker_at:
+                _say_alert_pass("steady state, before the broker's kill", _alert_pass(fleet, kiosks))
                 broker_cpu_before_kill = _cpu_s(broker.proc.pid) - cpu0[0]
                 broker.proc.send_signal(signal.SIGKILL)
                 broker.proc.wait()
@@ -608,6 +690,8 @@ def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: Confi
                                  daemon=True).start()
                 kiosks.page(killed_at)
                 threading.Thread(target=_screen_during_the_storm, args=(fleet, clock), daemon=True).start()
+                threading.Thread(target=_alert_passes_during_the_storm, args=(fleet, kiosks, 120.0),
+                                 daemon=True).start()
             if args.kill_fleet_at is not None and restarted is None and wall - cpu0[2] >= args.kill_fleet_at:
                 duplicates += _duplicates(fleet)
                 stats = kiosks.stats()
@@ -625,6 +709,7 @@ def _run(args: argparse.Namespace, tmp: Path, fleet: FleetProcess, broker: Confi
         made = stats["made"]
         drained = _wait(lambda: _stored(fleet) >= made and kiosks.stats()["queued"] == 0, 300)
         events, distinct = _distinct_pages(fleet)
+        _say_alert_pass("drained", _alert_pass(fleet, kiosks))
         duplicates += _duplicates(fleet)
         stats = kiosks.stats()
         span = cpu1[2] - cpu0[2]
