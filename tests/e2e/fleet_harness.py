@@ -38,7 +38,7 @@ class FleetProcess:
     def __init__(self, workdir: Path, broker_port: int, db_url: str | None = None,
                  heartbeat_timeout_s: float = 60.0, group: str | None = None, *,
                  pki: Path | None = None, broker_pid_file: Path | None = None,
-                 shared_dir: Path | None = None, extra_yaml: str = "") -> None:
+                 shared_dir: Path | None = None, extra_yaml: str = "", pki_yaml: str = "") -> None:
         """``pki``: a ``python -m provisioning init`` directory whose mutual-TLS broker listens on
         ``broker_port``: the ingest connects as ``fleet.ingest`` (the operations publisher as
         ``fleet.ops`` when init made that identity too), devices are told
@@ -47,7 +47,8 @@ class FleetProcess:
         fleet's CA is ``workdir/pki/ca`` and the broker plain.
 
         ``shared_dir``: another node of the same fleet (same database) keeps its CA, page files and
-        first admin's password there (the mount both nodes reach); ``extra_yaml``: more sections."""
+        first admin's password there (the mount both nodes reach); ``extra_yaml``: more sections;
+        ``pki_yaml``: more lines of the ``pki:`` section (indented)."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -59,14 +60,14 @@ class FleetProcess:
         if pki is None:
             broker = f"broker:\n  port: {broker_port}\n  client_id: e2e-fleet-{uuid.uuid4().hex[:8]}\n"
             own_https = f"  server_cert_dir: {workdir}/https\n" if shared_dir is not None else ""
-            tls = f"pki:\n  ca_dir: {ca_dir}\n{own_https}enrollment:\n  broker_url: mqtt://127.0.0.1:{broker_port}\n"
+            tls = f"pki:\n  ca_dir: {ca_dir}\n{pki_yaml}{own_https}enrollment:\n  broker_url: mqtt://127.0.0.1:{broker_port}\n"
         else:
             broker = (f"broker:\n  port: {broker_port}\n  client_id: fleet.ingest\n  ca_file: {ca_dir}/ca.crt\n"
                       f"  cert_file: {pki}/ingest/fleet.ingest.crt\n  key_file: {pki}/ingest/fleet.ingest.key\n")
             if (pki / "ingest" / "fleet.ops.crt").exists():  # `provisioning init ... --ingest fleet.ops`
                 broker += (f"  ops_cert_file: {pki}/ingest/fleet.ops.crt\n"
                            f"  ops_key_file: {pki}/ingest/fleet.ops.key\n")
-            tls = (f"pki:\n  ca_dir: {ca_dir}\n  crl_file: {pki}/broker/crl.pem\n"
+            tls = (f"pki:\n  ca_dir: {ca_dir}\n{pki_yaml}  crl_file: {pki}/broker/crl.pem\n"
                    f"  broker_log_file: {pki}/broker/mosquitto.log\n  broker_log_scan_s: 0.5\n"
                    + (f"  broker_pid_file: {broker_pid_file}\n" if broker_pid_file else "")
                    + f"enrollment:\n  broker_url: mqtts://127.0.0.1:{broker_port}\n")
