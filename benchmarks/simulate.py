@@ -544,7 +544,8 @@ def _alert_pass(fleet: FleetProcess, kiosks: Fleet | None = None) -> AlertPass:
 def _say_alert_pass(when: str, result: AlertPass) -> None:
     online = f", {result.online} kiosks online" if result.online >= 0 else ""
     print(f"  {when}: one alert evaluation pass over {result.devices} devices took {result.seconds:.3f} s "
-          f"(its thread's CPU {result.cpu_s:.3f} s; {result.statements} SQL statements; {result.transitions} alerts opened or resolved, {result.active} "
+          f"(its thread's CPU {result.cpu_s:.3f} s; {result.statements} SQL statements; {result.transitions} alerts "
+          f"opened or resolved, {result.active} "
           f"active after it{online}, load {result.load:.1f})", flush=True)
 
 
