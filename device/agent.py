@@ -58,6 +58,7 @@ from device.inference.doctype import FallbackClassifier, load_classifier_or_fall
 from device.inference.pipeline import PagePipeline
 from device.local_api import LocalApi
 from device.operators.book import OperatorBook, OperatorBookError
+from device.operators.cards import ScannedCards
 from device.operators.signin import SignIn
 from device.remote_settings import RemoteSettingsApplier
 from device.scanning import ScanJob, ScanWorker
@@ -245,6 +246,7 @@ class Agent:
             sink=sink,
             pdf_builder=DossierPdfBuilder(cfg.pdf, unit=cfg.unit, device=cfg.device_id),
             numbering=NumberBook(cfg.state_dir / "dossier_numbers.json"),
+            cards=ScannedCards(self.sign_in),
         )
         self.session.add_listener(HeldPages(self.outbox, sink, self.session).on_session)
         self.session.add_listener(self._on_session)

@@ -5,7 +5,9 @@ watched folder) and stores every page in the outbox before it counts it. Each pa
 through the page pipeline; its ``page_captured`` event carries the verdict
 (:func:`device.delivery.page_event.page_captured`). A pipeline error on one page stores the page
 without a verdict: a counter scanner never loses a page to the pipeline. A receipt-slip QR read on
-a page opens (or names) a dossier, and the pages after it carry its code.
+a page opens (or names) a dossier, and the pages after it carry its code. A sheet holding a staff
+card's QR is no page: it is never stored (a card image in the import folder is deleted), and the
+dossier session signs its clerk in or out (:meth:`DossierSession.staff_card`).
 
 Between batches the worker probes and recovers the scanner (after a fault, a settings change or
 a USB plug), and it refuses batches while the disk is below the outbox's floor.
@@ -24,7 +26,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,7 +36,7 @@ from device.capture.folder import FolderSource
 from device.delivery.outbox import Outbox
 from device.delivery.page_event import PageFacts, page_captured
 from device.errors import CaptureError, ImageRejected, NoScanner, OutboxFull, ScannerFault, ScannerNoDocs
-from device.inference.verdict import PageVerdict, verdict_of
+from device.inference.verdict import CodeLike, PageVerdict, verdict_of
 from protocol.commands import TestScanArgs
 from protocol.messages import (
     BatchFinished,
@@ -349,7 +351,11 @@ class ScanWorker:
         dossier_code: str | None = None  # a receipt slip's code ties the pages after it to its dossier
         try:
             for page in pages:
-                verdict = self._analyse(page, kind)
+                verdict, card = self._analyse(page, kind)
+                if card:
+                    if isinstance(source, FolderSource):
+                        source.discard(page)
+                    continue
                 code = verdict.dossier_code if verdict is not None else None
                 if code is not None and self._code_re.fullmatch(code) and len(code) <= 64:
                     if code != dossier_code:
@@ -418,12 +424,13 @@ class ScanWorker:
         except Exception:  # recovery must not take the agent down; the next batch retries
             log.exception("scanner recovery failed")
 
-    def _analyse(self, page: CapturedPage, kind: SourceKind) -> PageVerdict | None:
+    def _analyse(self, page: CapturedPage, kind: SourceKind) -> tuple[PageVerdict | None, bool]:
         """The page pipeline's verdict on a captured page, or None when it could not say (the page
-        is stored all the same: a pipeline error never costs a page)."""
+        is stored all the same: a pipeline error never costs a page); and whether the sheet is a
+        staff card (then not stored)."""
         pipeline = self._pipeline()
         if pipeline is None:
-            return None
+            return None, False
         try:
             if page.width * page.height > pipeline.config.max_pixels:
                 raise ImageRejected(f"{page.width}x{page.height} pixels is more than the pipeline takes")
@@ -432,11 +439,22 @@ class ScanWorker:
             image = decode_image(page.data)
             if image is None:
                 raise ImageRejected(f"the {page.content_type} file cannot be decoded")
-            return verdict_of(pipeline.process(image, dpi=page.dpi, source=kind))
+            result = pipeline.process(image, dpi=page.dpi, source=kind)
         except Exception as exc:  # MemoryError included: the page is stored without a verdict
             log.warning("page pipeline failed on page %s (%s: %s); the page is kept without a verdict",
                         page.sequence, type(exc).__name__, str(exc)[:200])
-            return None
+            return None, False
+        return verdict_of(result), self._staff_card(result.codes, kind)
+
+    def _staff_card(self, codes: Sequence[CodeLike], kind: SourceKind) -> bool:
+        from device.operators.cards import card_token
+
+        if card_token(codes) is None:
+            return False
+        session = self._session()
+        if session is None or not session.staff_card(codes, source="folder" if kind == "folder" else "scanner"):
+            log.info("a staff card in a batch was not stored (no sign-in here)")
+        return True
 
     def _adopt_receipt(self, code: str) -> None:
         """A receipt slip's QR read in a batch scan: open a dossier named by it (none open), or

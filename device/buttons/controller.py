@@ -13,6 +13,10 @@
 
 Anything pressed where it makes no sense gets the short ``invalid`` blip and changes nothing.
 
+A staff card among the sheets signs its clerk in (two short beeps) or, the one signed in, out
+(one long beep); it is never a page. Refused (not this device's card, signing in locked, or
+another clerk's dossier with pages open: finish it with Done first): two long red beeps.
+
 >>> from gpiozero.pins.mock import MockFactory     # doctest: +SKIP
 >>> config = ButtonsConfig(enabled=True)                                      # doctest: +SKIP
 >>> buttons = CounterButtons(config, session, pages_for, pin_factory=MockFactory())  # doctest: +SKIP
@@ -268,6 +272,9 @@ class CounterButtons:
             self.panel.show("dossier_closed")
         elif event.kind == "cancelled" and event.previous != "idle":
             self.panel.show("cancelled")
+        elif event.kind == "staff_card" and event.card is not None:
+            self.panel.show("signed_in" if event.card == "signed_in"
+                            else "signed_out" if event.card == "signed_out" else "card_refused")
         self._show_state(event.state, event.snapshot.fault, event.snapshot.kind)
 
     def _show_state(self, state: str, fault: str | None, kind: str = "component") -> None:

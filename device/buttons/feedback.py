@@ -14,6 +14,9 @@ page_rejected       three red flashes                    three long beeps
 dossier_closed      long green, two short green          one long beep
 cancelled           long magenta                         one long beep, then silence
 invalid             one short red blip                   one short beep
+signed_in           two green flashes, then long green   two short beeps
+signed_out          long green, then one short green     one long beep
+card_refused        two long red flashes                 two long beeps
 attention           red blinking until cleared           three short beeps when it starts
 ==================  ===================================  ===============================
 
@@ -48,7 +51,7 @@ YELLOW: Color = (1, 1, 0)
 MAGENTA: Color = (1, 0, 1)
 
 Transient = Literal["page_good", "page_rejected", "dossier_closed", "cancelled", "invalid", "attention",
-                    "result_armed"]
+                    "result_armed", "signed_in", "signed_out", "card_refused"]
 Base = Literal["ready", "offline", "scanning", "attention", "result"]
 
 
@@ -70,6 +73,9 @@ TRANSIENTS: dict[Transient, tuple[Step, ...]] = {
     "invalid": (Step(RED, True, 0.06), Step(OFF, False, 0.1)),
     "attention": (Step(RED, True, 0.08), Step(OFF, False, 0.08)) * 3,
     "result_armed": (Step(BLUE, True, 0.1), Step(OFF, False, 0.1)) * 2,
+    "signed_in": (Step(GREEN, True, 0.1), Step(OFF, False, 0.1)) * 2 + (Step(GREEN, False, 0.6), Step(OFF, False, 0.1)),
+    "signed_out": (Step(GREEN, True, 0.6), Step(OFF, False, 0.1), Step(GREEN, False, 0.1), Step(OFF, False, 0.1)),
+    "card_refused": (Step(RED, True, 0.4), Step(OFF, False, 0.15)) * 2,
 }
 """Played once, in order, over whatever the light was showing."""
 

@@ -106,6 +106,16 @@ class FolderSource(CaptureSource):
             sequence += 1
             yield CapturedPage(data, content_type, width, height, dpi, sequence, origin=path)
 
+    def discard(self, page: CapturedPage) -> None:
+        """The file is no page (a staff card, whose QR is a secret): delete it, never keep it."""
+        if page.origin is None:
+            return
+        try:
+            page.origin.unlink(missing_ok=True)
+            log.info("a staff card image in the import folder was deleted (a card is no page)")
+        except OSError as exc:
+            log.error("cannot delete a staff card image from the import folder: %s", exc.strerror)
+
     def done(self, page: CapturedPage) -> None:
         """The page is safely in the outbox: move its file aside (or delete it)."""
         if page.origin is None:

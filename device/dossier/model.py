@@ -33,8 +33,13 @@ OpenedVia = Literal["qr", "typed", "walk_in"]
 Source = Literal["scanner", "camera", "folder"]
 Side = Literal["front", "back"]
 EventKind = Literal[
-    "state", "page_added", "page_replaced", "page_retyped", "page_removed", "named", "fault", "closed", "cancelled"
+    "state", "page_added", "page_replaced", "page_retyped", "page_removed", "named", "fault", "closed", "cancelled",
+    "staff_card",
 ]
+CardOutcome = Literal["signed_in", "signed_out", "wrong_card", "locked", "dossier_started", "no_operators"]
+"""What a staff card fed as a page did: signed its clerk in, or out (the one signed in fed it
+again); or nothing, because the card is no operator's of this device, signing in is locked, the
+open dossier already holds another clerk's pages, or the device has no operator list yet."""
 CorrectedBy = Literal["clerk", "citizen", "admin"]
 """Who changed a page's document type: a role, never a person."""
 
@@ -173,7 +178,8 @@ class ClosedDossier:
     """Page id -> the code its event carries when not the dossier's own (a result's ``<code>-KQ<n>``)."""
 
     operator: Operator | None = None
-    """Who digitized it: the clerk signed in when it was opened, or the citizen at the kiosk."""
+    """Who digitized it: the clerk signed in when it was opened (or, a staff card being its first
+    sheet, the clerk the card signed in), or the citizen at the kiosk."""
 
     def page_code(self, page_id: str) -> str | None:
         """The dossier code the page's ``page_captured`` event carries."""
@@ -223,6 +229,8 @@ class SessionSnapshot:
     """An update installs: no dossier can be opened (:meth:`DossierSession.hold_for_update`)."""
     kind: DocumentKind = "component"
     """What the open dossier digitizes: its input documents, or the procedure's result."""
+    operator: Operator | None = None
+    """Who the open dossier records as its operator (an opaque id and kind, never a name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +243,8 @@ class SessionEvent:
     snapshot: SessionSnapshot
     page: PageView | None = None
     fault: Fault | None = None
+    card: CardOutcome | None = None
+    """For ``kind="staff_card"``: what the card did (the token itself is never in an event)."""
 
     @property
     def state(self) -> State:

@@ -18,6 +18,13 @@ kiosk (:meth:`DossierSession.add_image`). Every page goes through the page pipel
 PDFs and hands pages and PDFs to a :class:`DossierSink` (the outbox); when that fails (disk full)
 the dossier goes back to review with every page still held.
 
+A dossier has one operator, the one its ``dossier_closed`` and every one of its pages name: the
+clerk signed in when it was opened. A staff card fed or shown as a page (:class:`StaffCards`) is
+never a page: it signs its clerk in or out, and an open dossier still without pages takes the
+clerk it signed in (the Scan button opens a dossier before the feeder's first sheet, the card, is
+read); once the dossier holds pages another clerk's card is refused (``staff_card`` event,
+``dossier_started``) until it is finished or cancelled, so no document mixes two clerks' pages.
+
 Every method is thread-safe: the buttons call from gpiozero's threads, the kiosk from HTTP
 handlers. Listeners receive :class:`SessionEvent` in the order things happened, outside the lock
 (a listener may call back into the session).
@@ -36,7 +43,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Literal, Self
@@ -54,6 +61,7 @@ from device.dossier.errors import (
 from device.dossier.model import (
     BuiltDocument,
     CaptureOutcome,
+    CardOutcome,
     ClosedDossier,
     ClosedSummary,
     CorrectedBy,
@@ -74,9 +82,9 @@ from device.dossier.naming import document_label, page_codes, plan_documents
 from device.dossier.numbering import DocumentKind, NumberBook, Numbering
 from device.dossier.pdf import DossierPdfBuilder, PdfBuilder, build_documents
 from device.dossier.sink import DossierSink
-from device.dossier.sources import PageProcessor, PageSource, ProcessedPage, RawImage
+from device.dossier.sources import CardRead, PageProcessor, PageSource, ProcessedPage, RawImage, StaffCards
 from device.errors import OutboxFull, SohoaError
-from device.inference.verdict import PROCESSING_FAILED, UNCHECKED, PageVerdict, verdict_of
+from device.inference.verdict import PROCESSING_FAILED, UNCHECKED, CodeLike, PageVerdict, verdict_of
 from protocol.messages import Operator, new_id
 
 log = logging.getLogger(__name__)
@@ -84,6 +92,17 @@ log = logging.getLogger(__name__)
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class StaffCardPage(InvalidSessionAction):
+    """The image added is a staff card (it signed in or out, or was refused), not a page."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__("add a page (a staff card is no page)", state)
+
+
+_CARD = object()
+""":meth:`DossierSession._take`'s answer for a staff card: no page, the batch goes on."""
 
 
 # --- the state machine --------------------------------------------------------------------------
@@ -107,16 +126,19 @@ class DossierSession:
         sink: DossierSink | None = None,
         pdf_builder: PdfBuilder | Literal["auto"] | None = "auto",
         numbering: Numbering | None = None,
+        cards: StaffCards | None = None,
     ) -> None:
         """``pdf_builder="auto"`` builds PDFs with :class:`DossierPdfBuilder`; None builds no PDF
         (the pages are still handed over). ``numbering`` gives document numbers (default: a
-        :class:`~device.dossier.numbering.NumberBook` in memory; the agent's is on disk)."""
+        :class:`~device.dossier.numbering.NumberBook` in memory; the agent's is on disk).
+        ``cards``: the counter's sign-in, given each page's codes (a staff card is no page)."""
         self.config = config or SessionConfig()
         self._code_re = re.compile(self.config.dossier_code_pattern)
         self._processor = processor
         self._sink = sink
         self._pdf_builder = pdf_builder
         self._numbering: Numbering = numbering if numbering is not None else NumberBook()
+        self._cards = cards
         self._kind: DocumentKind = "component"
         self._operator: Operator | None = None
         self._lock = threading.RLock()
@@ -315,9 +337,14 @@ class DossierSession:
         fault: Fault | None = None
         pages = self._iter_source(source, stop)
         try:
-            for count, raw in enumerate(pages, start=1):
+            for raw in pages:
+                count = len(added) + 1
                 page = self._take(raw, batch_id, count, session_id, replace=replace_last and count == 1)
-                if page is None:  # cancelled meanwhile, or the dossier is full
+                if page is _CARD:  # a staff card among the sheets: it is no page, the batch goes on
+                    if stop.is_set():
+                        break
+                    continue
+                if not isinstance(page, PageView):  # cancelled meanwhile, or the dossier is full
                     break
                 added.append(page)
                 if (limit is not None and count >= limit) or stop.is_set():
@@ -372,12 +399,14 @@ class DossierSession:
             self._set_state("capturing")
             session_id = self._session_id
         self._flush()
-        page: PageView | None = None
+        page: object = None
         try:
             page = self._take(RawImage(image, source, dpi, side), batch_id, 1, session_id, replace_id=replace_page_id)
         finally:
-            self._end_capture(batch_id, [page] if page is not None else [], None, session_id)
-        if page is None:
+            self._end_capture(batch_id, [page] if isinstance(page, PageView) else [], None, session_id)
+        if page is _CARD:
+            raise StaffCardPage(self.state)
+        if not isinstance(page, PageView):
             raise InvalidSessionAction("add a page (cancelled or dossier full)", self.state)
         return page
 
@@ -390,8 +419,12 @@ class DossierSession:
         *,
         replace: bool = False,
         replace_id: str | None = None,
-    ) -> PageView | None:
+    ) -> object:
+        """The page taken (its :class:`PageView`), :data:`_CARD` for a staff card, or None
+        (cancelled meanwhile, or the dossier is full)."""
         verdict, kept, result = self._process(raw)
+        if result is not None and self.staff_card(result.codes, source=raw.source, session_id=session_id):
+            return _CARD
         with self._lock:
             if self._cancel_requested or self._session_id != session_id:
                 return None
@@ -429,6 +462,35 @@ class DossierSession:
             self._adopt_code(page)
         self._flush()
         return page.view
+
+    def staff_card(self, codes: Sequence[CodeLike], *, source: Source, session_id: str | None = None) -> bool:
+        """Whether ``codes`` (a captured sheet's) hold a staff card; if so the card has signed in
+        or out (or was refused) and a ``staff_card`` event says which. The sheet is then no page:
+        the caller drops it. Also for sheets captured outside a dossier (the agent's own batches)."""
+        if self._cards is None:
+            return False
+        with self._lock:
+            started = bool(self._pages) and self._state not in ("idle", "closed")
+            session_id = session_id if session_id is not None else self._session_id
+        read = self._cards.read(codes, dossier_started=started, sign_out=source != "camera")
+        if read is None:
+            return False
+        self._card_read(read, session_id)
+        return True
+
+    def _card_read(self, read: CardRead, session_id: str | None) -> None:
+        """A staff card was on the sheet: say what it did; a dossier without pages yet takes the
+        clerk signed in now (a citizen's self-scan stays the citizen's when nobody is)."""
+        with self._lock:
+            same = self._session_id == session_id and not self._cancel_requested
+            # with no dossier open, the next one records whoever is signed in when it opens
+            if same and self._state not in ("idle", "closed") and read.outcome in ("signed_in", "signed_out") \
+                    and not self._pages and (
+                    read.operator is not None or (self._operator is not None and self._operator.kind != "citizen")):
+                self._operator = read.operator
+            self._queue("staff_card", card=read.outcome)
+        self._flush()
+        log.info("a staff card was read on a captured sheet (%s); not kept as a page", read.outcome)
 
     def _process(self, raw: RawImage) -> tuple[PageVerdict, Image, ProcessedPage | None]:
         if self._processor is None:
@@ -737,9 +799,9 @@ class DossierSession:
         self._changed.notify_all()
 
     def _queue(self, kind: EventKind, *, previous: State | None = None, page: PageView | None = None,
-               fault: Fault | None = None) -> None:
+               fault: Fault | None = None, card: CardOutcome | None = None) -> None:
         snap = self._snapshot()
-        self._pending.append(SessionEvent(kind, previous or snap.state, snap, page, fault or snap.fault))
+        self._pending.append(SessionEvent(kind, previous or snap.state, snap, page, fault or snap.fault, card))
         self._changed.notify_all()
 
     def _snapshot(self) -> SessionSnapshot:
@@ -754,6 +816,7 @@ class DossierSession:
             last_closed=self._last_closed,
             update_held=self._update_held,
             kind=self._kind,
+            operator=self._operator if self._state not in ("idle", "closed") else None,
         )
 
     def _flush(self) -> None:

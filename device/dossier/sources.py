@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from device.dossier.model import Image, Side, Source
+from device.dossier.model import CardOutcome, Image, Side, Source
 from device.errors import ScannerBusy, SohoaError
-from device.inference.verdict import PipelineResult
+from device.inference.verdict import CodeLike, PipelineResult
+
+if TYPE_CHECKING:
+    from protocol.messages import Operator
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +130,24 @@ class PageProcessor(Protocol):
     """The page pipeline (``device.inference.pipeline.PagePipeline``)."""
 
     def process(self, image_bgr: Image, /, *, source: Source, dpi: int | None) -> ProcessedPage: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CardRead:
+    """A staff card found on a captured page, and what it did. ``operator``: who is signed in at
+    the counter after it (None: nobody)."""
+
+    outcome: CardOutcome
+    operator: Operator | None = None
+
+
+class StaffCards(Protocol):
+    """The counter's sign-in as the session sees it (``device.operators.cards.ScannedCards``): a
+    page whose codes hold a staff card is the card, never a page of the dossier.
+    ``dossier_started``: the open dossier already holds pages (its clerk does not change then);
+    ``sign_out``: the card of the clerk signed in signs them out (a fed card; not a card held in
+    front of the camera, which would be read again at every shot)."""
+
+    def read(self, codes: Sequence[CodeLike], *, dossier_started: bool, sign_out: bool = True) -> CardRead | None:
+        """None when no staff card is on the page (it is one of the dossier's pages)."""
+        ...

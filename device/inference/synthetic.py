@@ -123,6 +123,29 @@ def text_page(
     return cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR)
 
 
+def staff_card(token: str, operator_id: str, dpi: int = 300) -> Img:
+    """A counter clerk's staff card (ID-1 size, BGR) as the admin page prints it: a title band,
+    the operator id (never a name here) and the QR holding the card's ``token``, right side."""
+    w = round(ID_CARD_MM[0] / 25.4 * dpi)
+    h = round(ID_CARD_MM[1] / 25.4 * dpi)
+    img = Image.new("RGB", (w, h), (250, 250, 248))
+    draw = ImageDraw.Draw(img)
+    px = dpi / 72.0
+    band = round(h * 0.2)
+    draw.rectangle((0, 0, w, band), fill=(11, 61, 145))
+    draw.text((round(w * 0.05), round(band * 0.25)), "THẺ CÁN BỘ SỐ HÓA", fill=(255, 255, 255),
+              font=_font(0, round(9 * px)))
+    qr = qr_image(token, module_px=max(2, round(dpi / 60)))
+    side = min(qr.shape[0], h - band - round(h * 0.06))
+    qr = cv2.resize(qr, (side, side), interpolation=cv2.INTER_NEAREST)
+    corner = (w - side - round(w * 0.04), band + round(h * 0.03))
+    img.paste(Image.fromarray(cv2.cvtColor(qr, cv2.COLOR_BGR2RGB)), corner)
+    body = _font(0, round(7 * px))
+    draw.text((round(w * 0.05), band + round(h * 0.15)), "Mã cán bộ:", fill=(20, 20, 20), font=body)
+    draw.text((round(w * 0.05), band + round(h * 0.32)), operator_id, fill=(20, 20, 20), font=body)
+    return cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR)
+
+
 def qr_image(text: str, module_px: int = 4) -> Img:
     """A QR code (ISO/IEC 18004, error correction M) as a BGR image with its quiet zone."""
     import segno  # dev dependency: only tests and benchmarks make codes

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 Step = Literal["start", "code", "signin"]
+_CARD_NOTICES = {"dossier_started": "signin_dossier_open", "wrong_card": "wrong_card", "locked": "locked",
+                 "no_operators": "no_operators"}
+"""What the screen says when a staff card read as a page did not sign in or out."""
 
 DOCTYPES_EN: dict[str, str] = NAMES["en"]
 """Document type id -> English name (:mod:`protocol.doctypes`)."""
@@ -164,6 +167,7 @@ class KioskApp:
         self._retake: str | None = None
         self._guidance: Guidance | None = None
         self._notice: str | None = None
+        self._card_notice = False
         self._device_problem: str | None = None
         self._preview: bytes | None = None
         self._preview_seq = 0
@@ -367,7 +371,14 @@ class KioskApp:
     def _on_session(self, event: SessionEvent) -> None:
         with self._cond:
             if event.kind == "state":
-                self._notice = None  # a notice belongs to the step it was given in
+                # a notice belongs to the step it was given in; a staff card's outlives the end
+                # of the capture that read it
+                if not (event.previous == "capturing" and self._card_notice):
+                    self._notice = None
+                self._card_notice = False
+            if event.kind == "staff_card":  # a card fed or shown as a page: never a page
+                self._notice = _CARD_NOTICES.get(event.card or "")
+                self._card_notice = self._notice is not None
             if event.kind == "state" and event.state in ("idle", "open"):
                 self._step = "start"
                 self._kind = "component"  # taken by the dossier just opened, or given up

@@ -17,11 +17,14 @@ import pytest
 
 from device.capture.config import FakeCameraConfig
 from device.capture.fake_camera import FakeCamera
-from device.dossier.session import DossierSession
+from device.dossier.session import DossierSession, StaffCardPage
+from device.inference import synthetic
 from device.kiosk import KioskApp, KioskConfig, KioskServer
 from device.kiosk.staff import StaffDesk
 from device.operators.book import OperatorBook, StaffOperator
+from device.operators.cards import ScannedCards
 from device.operators.signin import SignIn
+from protocol.messages import Operator
 from protocol.secrets import hash_secret
 from tests.device.dossier.doubles import RecordingSink, page_image
 
@@ -64,7 +67,8 @@ def _counter(state_dir: Path, clock: Clock, camera: FakeCamera | None = None, pi
         book.replace(BOOK, version=1)
     desk = StaffDesk(SignIn(book, state_dir / "signin.json", clock=clock), clock=clock)
     sink = RecordingSink()
-    session = DossierSession(sink=sink, pdf_builder=None)
+    session = DossierSession(sink=sink, pdf_builder=None, processor=pipeline,
+                             cards=ScannedCards(desk.sign_in) if pipeline is not None else None)
     app = KioskApp(KioskConfig(enabled=True, port=0, preview_fps=30, still_frames=2, qr_interval_s=0.1), session,
                    camera=camera, pipeline=pipeline, staff=desk)
     server = KioskServer(app).start()
@@ -254,5 +258,22 @@ def test_a_refused_card_counts_once_and_other_codes_not_at_all(tmp_path: Path, p
         _wait_looks(c, 3)
         assert c.staff()["operator"] is None and not (slip / "signin.json").exists()
         assert c.session.state == "idle"  # and the slip opened no dossier from the sign-in screen
+    finally:
+        _close(c)
+
+
+def test_a_card_on_a_dossier_with_pages_is_refused_and_the_screen_says_why(tmp_path: Path, pipeline: Any) -> None:
+    """A clerk's card shown (or fed) while a citizen's dossier already holds a page: no page, no
+    sign-in, and the screen says how to hand over."""
+    c = _counter(tmp_path, Clock(), pipeline=pipeline)
+    try:
+        c.post("start")
+        c.post("open", code=CODE)
+        c.session.add_image(synthetic.text_page(seed=4, dpi=100), source="camera", dpi=100)
+        with pytest.raises(StaffCardPage):
+            c.session.add_image(synthetic.staff_card(CARD, "op-3fa2c1d9e0", dpi=200), source="camera", dpi=200)
+        state = c.http.get("/api/state").json()
+        assert state["notice"]["code"] == "signin_dossier_open" and len(state["pages"]) == 1
+        assert state["staff"]["operator"] is None and c.session.snapshot().operator == Operator(kind="citizen")
     finally:
         _close(c)
