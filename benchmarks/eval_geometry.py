@@ -36,9 +36,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks.bench_quality import dev_data
-from benchmarks.eval_orientation import RESERVED
 from device.inference import synthetic
 from device.inference.pipeline import PagePipeline, load_image
+from training.reserved import is_reserved_path
 
 Img = NDArray[Any]
 
@@ -97,7 +97,7 @@ def _real_pages(root: Path, whole_documents_only: bool = False) -> Iterator[tupl
     with (root / "labels.csv").open() as f:
         for row in csv.DictReader(f):
             rel = row["path"]
-            if any(part in RESERVED for part in Path(rel).parts):
+            if is_reserved_path(Path(rel)):
                 continue
             if whole_documents_only and "uncropped" in (row.get("note") or ""):
                 continue
@@ -237,7 +237,7 @@ def marked(root: Path, corners: Path) -> Iterator[Case]:
 
     for page in json.loads(corners.read_text(encoding="utf-8"))["pages"]:
         path = root / page["path"]
-        if any(part in RESERVED for part in Path(page["path"]).parts) or not path.is_file():
+        if is_reserved_path(Path(page["path"])) or not path.is_file():
             continue
         if hashlib.sha256(path.read_bytes()).hexdigest() != page["sha256"]:
             print(f"{page['path']}: changed since its corners were marked, left out", file=sys.stderr)

@@ -66,6 +66,14 @@ def machine() -> str:
     )
 
 
+def load() -> str:
+    """The machine's load average now (1, 5 and 15 minutes): what else was running."""
+    if not hasattr(os, "getloadavg"):
+        return "load average unknown"
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1/5/15 min)"
+
+
 def single_core() -> None:
     """Pin this process and its native thread pools to one core, as the goals are stated."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -138,12 +138,17 @@ class OsdConfig(BaseModel):
         True, description="Ask Tesseract's OSD before turning a page; off (or Tesseract missing): never turn a page"
     )
     min_confidence: float = Field(
-        1.5, ge=0, description="Tesseract's orientation confidence (about 1: a guess, above 5: sure) below which "
-        "its answer is ignored and the page left as it is"
+        0.5, ge=0, description="Tesseract's orientation confidence (about 1: a guess, above 5: sure) from which "
+        "its answer turns the page when it is the pipeline's own measure's answer too"
     )
     min_confidence_to_overrule: float = Field(
-        2.0, ge=0, description="When the pipeline's own measure sees the page on its side but reads which side "
-        "wrongly (90 for 270), Tesseract's answer wins only from this confidence"
+        1.5, ge=0, description="Tesseract's confidence from which its answer alone turns the page (the pipeline's "
+        "own measure unsure, or of another answer); below it, and below min_confidence, the page is left as it is"
+    )
+    check_upright_below: float = Field(
+        0.5, ge=0, le=1.01, description="The pipeline's own measure's confidence (0..1) below which a page it "
+        "calls upright is checked with Tesseract too (above: no check, the fast path; till receipts are "
+        "always checked)"
     )
     max_letters: int = Field(
         100, ge=20, le=1000, description="Letters Tesseract classifies at most per page (time grows with it)"
@@ -174,8 +179,8 @@ class PipelineConfig(BaseModel):
     )
     detect_long_side: int = Field(640, ge=200, description="Long side in pixels of the copy the document is found on")
     min_orientation_confidence: float = Field(
-        0.1, ge=0, le=1, description="Below this confidence of the pipeline's own measure the page is left as it "
-        "is (orientation 0); above it, Tesseract's OSD must agree before the page is turned"
+        0.1, ge=0, le=1, description="Below this confidence the pipeline's own measure's turn is not weighed: "
+        "only Tesseract's answer alone (osd.min_confidence_to_overrule) can turn the page"
     )
     osd: OsdConfig = Field(default_factory=OsdConfig, description="Tesseract's orientation check (second opinion)")
     min_skew_correction_deg: float = Field(0.3, ge=0, description="Smaller skew is left alone")

@@ -1,10 +1,10 @@
 """A second opinion on which way up a page is: Tesseract's orientation and script detection (OSD).
 
 The pipeline's own orientation measure (:func:`device.inference.geometry.estimate_orientation`)
-is cheap but can be fooled by guilloche borders, card designs and patterned desks. Tesseract's
-OSD classifies the shapes of single letters, so it is not fooled the same way; it costs a few
-hundred milliseconds a page, so the pipeline asks it only when its own measure says the page is
-turned, and turns the page only when both agree.
+is cheap but can be fooled by guilloche borders, card designs, patterned desks and till receipts.
+Tesseract's OSD classifies the shapes of single letters, so it is not fooled the same way; it
+costs a few hundred milliseconds a page, so the pipeline asks it only when its own measure says
+the page is turned or is unsure that it is upright (see ``PagePipeline._orientation``).
 
 Tesseract is used through its C API (``libtesseract``, loaded on first use and kept, so the OSD
 model is read once per process), one thread, at most ``max_letters`` letters a page. When the
@@ -112,6 +112,8 @@ class Osd:
         self._api: _Api | None = None
         self._tried = False
         self._lock = threading.Lock()
+        #: Readings Tesseract was asked for (benchmarks count what the check costs).
+        self.calls = 0
 
     def available(self) -> bool:
         """Whether Tesseract and its ``osd`` data could be loaded (tried once)."""
@@ -145,6 +147,7 @@ class Osd:
             api = self._load()
             if api is None:
                 return None
+            self.calls += 1
             return api.detect(gray, max(70, min(1200, resolution)))
 
     def close(self) -> None:

@@ -308,33 +308,32 @@ class PagePipeline:
         self, gray: Img, mask: Img, work: Img, found: bool, dpi: float | None, flat: tuple[float, float]
     ) -> tuple[int, float]:
         """The clockwise turn that makes the page upright and the pipeline's confidence in it.
-        The page is turned only when the ink-shape measure is confident and Tesseract's OSD,
-        asked only then, agrees with enough confidence (the same turn, or, for a page on its
-        side, the same axis with more confidence): a page turned wrongly is worse than a page
-        left as it is."""
+
+        The ink-shape measure is cheap and runs on every page; Tesseract's OSD costs a few hundred
+        milliseconds and is asked only when the measure sees the page turned, is unsure that it is
+        upright, or cannot tell a till receipt from the same receipt upside down. The page is
+        turned when OSD gives the measure's turn (``osd.min_confidence``), or when OSD alone is
+        sure of another (``osd.min_confidence_to_overrule``); otherwise it is left as it is: a
+        page turned wrongly is worse than a page left alone."""
         ratio = max(flat) / max(1.0, min(flat))
         card = found and 1.45 <= ratio <= 1.75  # an ID card or a passport page, found in the frame
         lines = _lines_along(gray, card)
         turn, confidence = geometry.estimate_orientation(gray, mask=mask, lines=lines)
-        page_dpi = _effective_dpi(flat, dpi, 1.0) * min(work.shape[:2]) / max(1.0, min(flat))
         osd = self.config.osd
-        if turn == 0 and lines == "rows" and not card and gray.shape[0] > gray.shape[1]:
-            # A till receipt, its lines across: the ink-shape measure cannot tell it from the same
-            # receipt upside down, so Tesseract is asked, and only a sure "upside down" turns it.
-            answer = self.osd.detect(work, page_dpi)
-            if answer is not None and answer.turn == 180 and answer.confidence >= osd.min_confidence_to_overrule:
-                return 180, answer.confidence
-            return 0, confidence
-        if turn == 0 or confidence < self.config.min_orientation_confidence:
-            return 0, confidence
+        # A till receipt, its lines across: the measure cannot tell it from the same receipt
+        # upside down however sure it says it is.
+        receipt = turn == 0 and lines == "rows" and not card and gray.shape[0] > gray.shape[1]
+        if turn == 0 and confidence >= osd.check_upright_below and not receipt:
+            return 0, confidence  # the fast path: most pages arrive upright
+        page_dpi = _effective_dpi(flat, dpi, 1.0) * min(work.shape[:2]) / max(1.0, min(flat))
         answer = self.osd.detect(work, page_dpi)
-        if answer is not None and answer.turn == turn and answer.confidence >= osd.min_confidence:
+        if answer is None or answer.turn == 0:
+            return 0, confidence if turn == 0 else 0.0
+        agree = answer.turn == turn and confidence >= self.config.min_orientation_confidence
+        if agree and answer.confidence >= osd.min_confidence:
             return turn, confidence
-        # Both see the page on its side: which side is where the ink-shape measure is weakest
-        # and Tesseract's letter shapes strongest.
-        sideways = answer is not None and answer.turn in (90, 270) and turn in (90, 270)
-        if sideways and answer is not None and answer.confidence >= osd.min_confidence_to_overrule:
-            return answer.turn, confidence
+        if answer.confidence >= osd.min_confidence_to_overrule:
+            return answer.turn, min(1.0, answer.confidence / (2 * osd.min_confidence_to_overrule))
         log.debug("page left as it is: own measure %s (%.2f), OSD %s", turn, confidence, answer)
         return 0, 0.0
 

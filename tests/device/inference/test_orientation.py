@@ -8,7 +8,7 @@ import pytest
 
 from device.inference import geometry, synthetic
 from device.inference.config import OsdConfig, PipelineConfig
-from device.inference.osd import Osd
+from device.inference.osd import Osd, OsdAnswer
 from device.inference.pipeline import PagePipeline
 from training.generator import render
 
@@ -95,3 +95,46 @@ def test_receipt_the_ink_shape_measure_calls_upright_is_asked_of_osd(
     monkeypatch.setattr(geometry, "estimate_orientation", lambda *a, **k: (0, 0.2))
     assert pipeline.process(synthetic.turn(slip, 180), dpi=200).orientation == 180
     assert pipeline.process(slip, dpi=200).orientation == 0
+
+
+def test_a_page_sure_to_be_upright_costs_no_osd_reading(pipeline: PagePipeline) -> None:
+    """The fast path: a printed page the ink-shape measure is sure is upright is not read by
+    Tesseract (the reading costs more than the whole pipeline's budget); turned, it is."""
+    page = synthetic.text_page(seed=3, dpi=150)
+    calls = pipeline.osd.calls
+    assert pipeline.process(page, dpi=150).orientation == 0
+    assert pipeline.osd.calls == calls
+    assert pipeline.process(synthetic.turn(page, 90), dpi=150).orientation == 270
+    assert pipeline.osd.calls == calls + 1
+
+
+def test_a_sure_osd_turns_the_page_the_measure_misread(pipeline: PagePipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the ink-shape measure is unsure the page is upright, or sees another turn, Tesseract
+    alone sets it upright when it is sure; an upright page stays as it is."""
+    page = synthetic.text_page(seed=6, dpi=150)
+    monkeypatch.setattr(geometry, "estimate_orientation", lambda *a, **k: (0, 0.2))
+    assert pipeline.process(synthetic.turn(page, 180), dpi=150).orientation == 180
+    assert pipeline.process(page, dpi=150).orientation == 0
+    monkeypatch.setattr(geometry, "estimate_orientation", lambda *a, **k: (90, 1.0))
+    assert pipeline.process(synthetic.turn(page, 180), dpi=150).orientation == 180
+    assert pipeline.process(page, dpi=150).orientation == 0
+
+
+@pytest.mark.parametrize(
+    ("own", "answer", "expected"),
+    [
+        ((90, 1.0), OsdAnswer(90, 0.6), 90),  # both say 90: a weak OSD answer is enough
+        ((90, 0.05), OsdAnswer(90, 0.6), 0),  # the measure too unsure to count as a vote
+        ((90, 1.0), OsdAnswer(270, 1.0), 0),  # they disagree and OSD is not sure: left alone
+        ((90, 1.0), OsdAnswer(270, 1.6), 270),  # OSD sure: its answer
+        ((180, 1.0), OsdAnswer(0, 9.0), 0),  # OSD sure the page is upright
+        ((0, 0.3), OsdAnswer(90, 1.0), 0),  # the measure unsure, OSD unsure: left alone
+    ],
+)
+def test_when_unsure_the_page_is_left_as_it_is(
+    pipeline: PagePipeline, monkeypatch: pytest.MonkeyPatch, own: tuple[int, float], answer: OsdAnswer, expected: int
+) -> None:
+    """The decision between the two opinions, each given: turn only on agreement or on a sure OSD."""
+    monkeypatch.setattr(geometry, "estimate_orientation", lambda *a, **k: own)
+    monkeypatch.setattr(pipeline.osd, "detect", lambda *a, **k: answer)
+    assert pipeline.process(synthetic.text_page(seed=1, dpi=100), dpi=100).orientation == expected
