@@ -103,7 +103,7 @@ class _Api:
 class Osd:
     """Tesseract's orientation detection on page images; one per pipeline, safe across threads.
 
-    >>> Osd().config.min_confidence
+    >>> Osd().config.min_confidence_to_overrule
     1.5
     """
 
