@@ -122,7 +122,7 @@ else
         systemd-sysv systemd-timesyncd systemd-resolved libpam-systemd udev dbus kmod iproute2 ca-certificates
         initramfs-tools e2fsprogs dosfstools
         python3 python3-venv python3-sane libsane1 sane-utils
-        chromium cage fonts-noto-core mosquitto-clients tesseract-ocr tesseract-ocr-vie
+        chromium cage fonts-noto-core mosquitto-clients tesseract-ocr tesseract-ocr-vie tesseract-ocr-osd
         "${BOARD_PACKAGES[@]}"
     )
     nice -n 19 mmdebstrap --mode=root --arch="$ARCH" --variant=minbase \
