@@ -27,12 +27,14 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from device.errors import SohoaError
+from device.inference.verdict import CodeLike
+from device.operators.cards import card_token
 from device.operators.signin import LockedOut, SignIn, WrongCredentials
 from protocol.messages import Operator
-from protocol.secrets import OPERATOR_ID, is_card_token, operator_id_as_typed
+from protocol.secrets import OPERATOR_ID, operator_id_as_typed
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +65,6 @@ NOTICES: dict[str, tuple[str, str]] = {
                      "This device has no operator list yet: please ask the administrator"),
 }
 """Notice code -> (Vietnamese, English); ``{minutes}`` and ``{tries}`` are filled in."""
-
-
-class QrText(Protocol):
-    """A code read on a page (``device.inference.codes.Code``): its kind and, for a code that is
-    neither a slip's nor a citizen ID card's, its text."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def text(self) -> str | None: ...
 
 
 class SignInRefused(SohoaError, PermissionError):
@@ -114,10 +106,10 @@ class StaffDesk:
             raise SignInRefused("operator_id_form")  # no operator's id: not a guess at anyone's PIN
         self._try(lambda: self.sign_in.with_pin(typed, pin), "wrong_credentials")
 
-    def look_at(self, codes: Sequence[QrText]) -> str | None:
+    def look_at(self, codes: Sequence[CodeLike]) -> str | None:
         """A page the camera took on the sign-in screen: a staff card's QR on it signs in. Returns
         the notice to show (None: nothing to say, or signed in)."""
-        token = next((c.text.strip() for c in codes if c.kind == "other" and c.text and is_card_token(c.text)), None)
+        token = card_token(codes)
         if token is None:
             return None
         seen = hashlib.sha256(token.encode()).digest()
