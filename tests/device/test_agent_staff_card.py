@@ -2,7 +2,8 @@
 (rendered as the admin page prints it, :func:`device.inference.synthetic.staff_card`) lies on top
 of the feeder's stack, the rest of the batch comes from the real SANE ``test`` backend. The card
 signs its clerk in, or out when it is theirs; it is never a page (no page event, nothing stored,
-nothing sent to the fleet), and its token is in no log line, no MQTT message and no file.
+nothing sent to the fleet; a card image in the import folder is deleted), and its token is in
+no log line, no MQTT message and no file.
 
 Real mosquitto, the real SANE ``test`` backend, the real pipeline, outbox and HTTP upload; only
 the GPIO pins are mocks. One agent for the whole story (a few dossiers on one counter)."""
@@ -89,10 +90,13 @@ def test_a_staff_card_on_the_feeder_signs_in_and_out_and_is_never_a_page(
     mock_factory: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
     monkeypatch.setenv("SANE_CONFIG_DIR", str(sane_dir))
     config = AgentConfig.model_validate(agent_config(
         tmp_path, mosquitto.port, fleet_url=receiver.url, pdf={"ocr": "off"},
         scanner={"type": "sane", "device": "test:0", "dpi": 75, "source": "adf", "max_pages": 2},
+        folder={"path": str(inbox), "interval_s": 0.2, "settle_s": 0},
         buttons={"enabled": True, "debounce_s": 0.0, "long_press_s": 5, "feedback_time_scale": 0.05}))
     card_a = _png(synthetic.staff_card(CARD_A, str(ALICE.id)), 300)
     card_b = _png(synthetic.staff_card(CARD_B, str(BINH.id)), 300)
@@ -157,12 +161,23 @@ def test_a_staff_card_on_the_feeder_signs_in_and_out_and_is_never_a_page(
             assert event.page.operator == owner.operator
         wanted = {d.sha256 for c in closed for d in c.documents} | {e.page.sha256 for e in pages}
         wait_until(lambda: wanted <= set(receiver.files), T, "the pages and PDFs at the fleet endpoint")
+
+        # the import folder: Binh's card among the files signs him out and is deleted, the page
+        # beside it is imported as usual
+        (inbox / "a-card.png").write_bytes(card_b)
+        (inbox / "b-page.png").write_bytes(_png(synthetic.text_page(seed=5, dpi=100), 100))
+        recorder.wait_for(lambda r: len(r.events("page_captured")) == 5, T, "the folder's page")
+        wait_until(lambda: not (inbox / "a-card.png").exists(), T, "the card file deleted")
+        wait_until(lambda: (inbox / "imported" / "b-page.png").exists(), T, "the page file set aside")
+        assert agent.sign_in.operator() is None
+        assert sorted(p.name for p in (inbox / "imported").iterdir()) == ["b-page.png"]
         state_dir = config.state_dir
         stored = [p.read_bytes() for p in state_dir.rglob("*") if p.is_file()]
 
     cards = {hashlib.sha256(card_a).hexdigest(), hashlib.sha256(card_b).hexdigest()}
     assert not cards & set(receiver.files)  # no card image reached the fleet
     assert not cards & {hashlib.sha256(data).hexdigest() for data in stored}  # nor is one kept
+    assert [p.name for p in inbox.rglob("*.png")] == ["b-page.png"]
     for token in (CARD_A, CARD_B):
         assert token not in caplog.text
         assert not any(token.encode() in payload for _, payload, _ in recorder.messages)
