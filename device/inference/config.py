@@ -153,6 +153,15 @@ class OsdConfig(BaseModel):
     max_letters: int = Field(
         100, ge=20, le=1000, description="Letters Tesseract classifies at most per page (time grows with it)"
     )
+    second_reading_letters: int = Field(
+        300, ge=0, le=1000, description="When the first reading names a turn without being sure of it (between "
+        "min_confidence and min_confidence_to_overrule), Tesseract reads the page again with this many letters "
+        "at most (about twice the time); 0: no second reading"
+    )
+    second_reading_min_confidence: float = Field(
+        2.0, ge=0, description="The second, longer reading turns the page when it names the same turn with this "
+        "confidence (more letters give higher confidences than the first reading's)"
+    )
     target_dpi: float = Field(
         300, ge=100, description="Resolution the page is scaled to for Tesseract (it ignores letters under 10 "
         "pixels high, so small print needs about 300 dpi)"

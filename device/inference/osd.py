@@ -73,9 +73,17 @@ class _Api:
             self.handle = None
             return
         lib.TessBaseAPISetPageSegMode(self.handle, _PSM_OSD_ONLY)
-        # Tesseract looks at 5 x min_characters_to_try letters at most.
-        lib.TessBaseAPISetVariable(self.handle, b"min_characters_to_try", str(max(4, max_letters // 5)).encode())
+        self.max_letters = 0
+        self.letters(max_letters)
         lib.TessBaseAPISetVariable(self.handle, b"debug_file", b"/dev/null")
+
+    def letters(self, max_letters: int) -> None:
+        """Classify at most ``max_letters`` letters a page (and need at least a fifth of them)."""
+        if max_letters != self.max_letters:
+            # Tesseract looks at 5 x min_characters_to_try letters at most.
+            self.lib.TessBaseAPISetVariable(self.handle, b"min_characters_to_try",
+                                            str(max(4, max_letters // 5)).encode())
+            self.max_letters = max_letters
 
     def detect(self, gray: Img, dpi: int) -> OsdAnswer | None:
         assert self.handle is not None
@@ -126,10 +134,12 @@ class Osd:
             self._api = _open(self.config.max_letters)
         return self._api
 
-    def detect(self, page: Img, dpi: float | None = None) -> OsdAnswer | None:
+    def detect(self, page: Img, dpi: float | None = None, max_letters: int | None = None) -> OsdAnswer | None:
         """Tesseract's answer for a deskewed page (grey or BGR), or None when the check is off,
         Tesseract is missing, or there are too few letters to tell. ``dpi``: of ``page``, when
-        known (Tesseract sizes its letter filter by it)."""
+        known (Tesseract sizes its letter filter by it). ``max_letters``: instead of the config's
+        (a longer, surer reading costs about twice the time for three times the letters; a page
+        with fewer than a fifth of them gets no answer)."""
         if not self.config.enabled:
             return None
         gray = page if page.ndim == 2 else cv2.cvtColor(page, cv2.COLOR_BGR2GRAY)
@@ -148,6 +158,7 @@ class Osd:
             if api is None:
                 return None
             self.calls += 1
+            api.letters(max_letters or self.config.max_letters)
             return api.detect(gray, max(70, min(1200, resolution)))
 
     def close(self) -> None:

@@ -313,8 +313,9 @@ class PagePipeline:
         milliseconds and is asked only when the measure sees the page turned, is unsure that it is
         upright, or cannot tell a till receipt from the same receipt upside down. The page is
         turned when OSD gives the measure's turn (``osd.min_confidence``), or when OSD alone is
-        sure of another (``osd.min_confidence_to_overrule``); otherwise it is left as it is: a
-        page turned wrongly is worse than a page left alone."""
+        sure of another (``osd.min_confidence_to_overrule``), or, when OSD named a turn without
+        being sure, a second reading with more letters names it again surely; otherwise it is
+        left as it is: a page turned wrongly is worse than a page left alone."""
         ratio = max(flat) / max(1.0, min(flat))
         card = found and 1.45 <= ratio <= 1.75  # an ID card or a passport page, found in the frame
         lines = _lines_along(gray, card)
@@ -334,6 +335,12 @@ class PagePipeline:
             return turn, confidence
         if answer.confidence >= osd.min_confidence_to_overrule:
             return answer.turn, min(1.0, answer.confidence / (2 * osd.min_confidence_to_overrule))
+        if answer.confidence >= osd.min_confidence and osd.second_reading_letters > osd.max_letters:
+            # Named but not sure: a longer reading settles most of these.
+            second = self.osd.detect(work, page_dpi, osd.second_reading_letters)
+            sure = second is not None and second.confidence >= osd.second_reading_min_confidence
+            if second is not None and sure and second.turn == answer.turn:
+                return second.turn, min(1.0, second.confidence / (4 * osd.second_reading_min_confidence))
         log.debug("page left as it is: own measure %s (%.2f), OSD %s", turn, confidence, answer)
         return 0, 0.0
 

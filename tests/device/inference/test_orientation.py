@@ -138,3 +138,36 @@ def test_when_unsure_the_page_is_left_as_it_is(
     monkeypatch.setattr(geometry, "estimate_orientation", lambda *a, **k: own)
     monkeypatch.setattr(pipeline.osd, "detect", lambda *a, **k: answer)
     assert pipeline.process(synthetic.text_page(seed=1, dpi=100), dpi=100).orientation == expected
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [(OsdAnswer(90, 3.0), 90), (OsdAnswer(90, 1.2), 0), (OsdAnswer(270, 5.0), 0), (None, 0)],
+)
+def test_an_unsure_osd_answer_is_read_again_with_more_letters(
+    pipeline: PagePipeline, monkeypatch: pytest.MonkeyPatch, second: OsdAnswer | None, expected: int
+) -> None:
+    """OSD names a turn the measure does not, without being sure: a longer reading turns the page
+    only when it names the same turn surely."""
+    letters: list[int | None] = []
+
+    def detect(page: object, dpi: float | None = None, max_letters: int | None = None) -> OsdAnswer | None:
+        letters.append(max_letters)
+        return OsdAnswer(90, 1.0) if max_letters is None else second
+
+    monkeypatch.setattr(geometry, "estimate_orientation", lambda *a, **k: (270, 1.0))
+    monkeypatch.setattr(pipeline.osd, "detect", detect)
+    assert pipeline.process(synthetic.text_page(seed=1, dpi=100), dpi=100).orientation == expected
+    assert letters == [None, OsdConfig().second_reading_letters]
+
+
+def test_a_longer_reading_is_surer_on_a_printed_page() -> None:
+    """Tesseract with three times the letters: the same turn, a higher confidence."""
+    page = synthetic.turn(synthetic.text_page(seed=8, dpi=150), 90)
+    with Osd() as osd:
+        short, long = osd.detect(page, dpi=150), osd.detect(page, dpi=150, max_letters=300)
+        again = osd.detect(page, dpi=150)
+    assert short is not None and long is not None and again is not None
+    assert short.turn == long.turn == 270
+    assert long.confidence > short.confidence
+    assert again == short  # the letter limit went back to the config's
