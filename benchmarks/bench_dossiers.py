@@ -10,6 +10,13 @@ nothing. Goals: the progress page's query under 1 s, a full recount under 60 s. 
 given with its wall time and the CPU time it cost this process and the database server (what
 the other work on a shared machine does not inflate).
 
+With ``--former``, the reads and writes that the per-(unit, month) counts changed are also
+measured the former way on the same database, alternating with the new one: the progress
+requests with the received dossiers counted on each request (:func:`former_cells_query`, the
+query the fleet ran before it read ``dossier_counts``; both must answer byte for byte the same),
+and, on PostgreSQL, the ingest's batch and the recount with the counts' triggers disabled and
+no rebuild (what they cost before the table existed).
+
 The recount is measured three times from the same data: the fleet's (in SQL) from a registry
 that knows only the received side, the former fold in Python (:func:`python_recount`, kept here
 as the baseline) from that same state, and the fleet's again once nothing changed; both
@@ -24,20 +31,21 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from benchmarks.fleetdata import database
-from benchmarks.harness import machine, measure
+from benchmarks.harness import Stats, machine, measure
 from fleet.api.app import create_app
 from fleet.config import DatabaseConfig, FleetConfig, IngestConfig, StorageConfig
 from fleet.db import bulk_insert, make_engine, migrate, session_factory
-from fleet.dossiers import codes, registry
+from fleet.dossiers import codes, counts, reconcile, registry
 from fleet.dossiers.models import Dossier, DossierDocument
 from fleet.dossiers.received import ReceivedRow, import_received
 from fleet.dossiers.recount import recount as sql_recount
@@ -119,6 +127,73 @@ def python_recount(connection: Connection) -> None:
         registry._upsert(connection, {c: news[c] for c in ordered[start:start + 20_000]})
 
 
+def former_cells_query(start: str, end: str) -> Any:
+    """The received dossiers per unit and month as the fleet counted them before it kept
+    ``dossier_counts``: every dossier of the months, on every request (the baseline)."""
+    t = Dossier.__table__.c
+    return (select(t.received_unit.label("unit"), t.received_period.label("month"), func.count().label("received"),
+                   func.count(t.component_at).label("digitized"), func.count(t.result_at).label("results"))
+            .where(t.received_period >= start, t.received_period <= end)
+            .group_by(t.received_unit, t.received_period))
+
+
+@contextmanager
+def former_reads() -> Iterator[None]:
+    """The progress figures count the dossiers again, as before (for the side by side)."""
+    kept = reconcile.cells_query
+    reconcile.cells_query = former_cells_query
+    try:
+        yield
+    finally:
+        reconcile.cells_query = kept
+
+
+@contextmanager
+def former_writes(engine: Engine) -> Iterator[None]:
+    """PostgreSQL only: the counts' triggers disabled and the recount's rebuild skipped, as the
+    writers were before the table; afterwards the triggers are back and the table rebuilt."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE dossiers DISABLE TRIGGER USER")
+    rebuild = counts.rebuild
+    counts.rebuild = lambda connection: None
+    try:
+        yield
+    finally:
+        counts.rebuild = rebuild
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE dossiers ENABLE TRIGGER USER")
+            counts.rebuild(conn)
+
+
+def side_by_side(label: str, new: Callable[[], object], former: Callable[[], object], repeat: int,
+                 datadir: Path | None, former_context: Callable[[], Any]) -> tuple[Stats, Stats]:
+    """``new`` and ``former`` alternately (one warm-up each, then ``repeat`` rounds), printed
+    as two rows of the table: median wall time and CPU per call."""
+    samples: dict[str, list[float]] = {"new": [], "former": []}
+    cpu: dict[str, float] = {"new": 0.0, "former": 0.0}
+    for round_ in range(repeat + 1):
+        for which, fn in (("new", new), ("former", former)):
+            with former_context() if which == "former" else _nothing():
+                before_cpu = cpu_seconds(datadir)
+                start = time.perf_counter()
+                fn()
+                seconds = time.perf_counter() - start
+                used = cpu_seconds(datadir) - before_cpu
+            if round_:  # the first round warms up
+                samples[which].append(seconds * 1000)
+                cpu[which] += used
+    stats = {w: Stats(samples[w]) for w in samples}
+    for which in ("former", "new"):
+        print(f"| {label}, {which} | {stats[which].row()} | {cpu[which] / repeat:.2f} s per call | {_load()} |",
+              flush=True)
+    return stats["new"], stats["former"]
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
 def _fingerprint(engine: Engine) -> str:
     """A digest of every dossier's digitized side, to show two recounts agree."""
     t = Dossier.__table__.c
@@ -153,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bulk-received", action="store_true",
                         help="load the received list with one bulk insert instead of measuring its import")
     parser.add_argument("--skip-python-recount", action="store_true", help="do not measure the former recount")
+    parser.add_argument("--former", action="store_true",
+                        help="also measure, alternating on the same database, the progress requests counting the "
+                             "dossiers on each request and (PostgreSQL) the writers without the counts' triggers")
     args = parser.parse_args(argv)
     rng = random.Random(13)
     print(f"Machine: {machine()}\n")
@@ -235,10 +313,20 @@ def main(argv: list[str] | None = None) -> int:
             with engine.begin() as conn:
                 registry.record_pages(conn, batch)
 
-        cpu = cpu_seconds(datadir)
-        stats = measure(ingest_batch, repeat=args.repeat, warmup=1)
-        print(f"| the ingest's reconciliation of a batch of 500 pages | {stats.row()} | "
-              f"{(cpu_seconds(datadir) - cpu) / (args.repeat + 1):.2f} s per call | {_load()} |")
+        if args.former and engine.dialect.name == "postgresql":
+            side_by_side("the ingest's reconciliation of a batch of 500 pages", ingest_batch, ingest_batch,
+                         args.repeat, datadir, lambda: former_writes(engine))
+            side_by_side("full recount again, nothing changed", recount, recount, min(args.repeat, 3), datadir,
+                         lambda: former_writes(engine))
+        else:
+            cpu = cpu_seconds(datadir)
+            stats = measure(ingest_batch, repeat=args.repeat, warmup=1)
+            print(f"| the ingest's reconciliation of a batch of 500 pages | {stats.row()} | "
+                  f"{(cpu_seconds(datadir) - cpu) / (args.repeat + 1):.2f} s per call | {_load()} |")
+        with engine.connect() as conn:
+            if counts.kept(conn) != counts.fresh(conn):
+                print("the kept counts differ from a fresh count")
+                status = 1
         _analyze(engine)
         config = FleetConfig(database=DatabaseConfig(url=url), ingest=IngestConfig(enabled=False),
                              storage=StorageConfig(dir=Path(tmp) / "files"))
@@ -256,14 +344,23 @@ def main(argv: list[str] | None = None) -> int:
                 ("GET /api/v1/dossiers?state=unmatched", "/api/v1/dossiers?state=unmatched&limit=100", False),
             ]
             for label, path, page_goal in requests:
-                def get(path: str = path) -> None:
+                def get(path: str = path) -> bytes:
                     response = client.get(path)
                     if response.status_code != 200:
                         raise SystemExit(f"{path}: {response.status_code} {response.text[:200]}")
-                cpu = cpu_seconds(datadir)
-                stats = measure(get, repeat=args.repeat, warmup=1)
-                used = (cpu_seconds(datadir) - cpu) / (args.repeat + 1)
-                print(f"| {label} | {stats.row()} | {used:.2f} s per request | {_load()} |", flush=True)
+                    return bytes(response.content)
+                if args.former and page_goal:
+                    with former_reads():
+                        answer = get()
+                    if answer != get():
+                        print(f"{path}: the former and the new answers differ")
+                        status = 1
+                    stats, _ = side_by_side(label, get, get, args.repeat, datadir, former_reads)
+                else:
+                    cpu = cpu_seconds(datadir)
+                    stats = measure(get, repeat=args.repeat, warmup=1)
+                    used = (cpu_seconds(datadir) - cpu) / (args.repeat + 1)
+                    print(f"| {label} | {stats.row()} | {used:.2f} s per request | {_load()} |", flush=True)
                 if page_goal and stats.median_ms > 1000:
                     status = 1
         engine.dispose()
