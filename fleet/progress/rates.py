@@ -186,16 +186,21 @@ def first_accepted_pages(dialect: str, *, with_page: bool = False) -> Any:
     return query.subquery()
 
 
-def digitized_counts_query(dialect: str, start: str, end: str, zone_name: str = DEFAULT_ZONE) -> Any:
-    """(unit, month, digitized): what :func:`digitized_counts` reads, for composing."""
+def digitized_counts_query(dialect: str, start: str, end: str, zone_name: str = DEFAULT_ZONE,
+                           skip: Any = None) -> Any:
+    """(unit, month, digitized): what :func:`digitized_counts` reads, for composing. With
+    ``skip`` (a selectable of unit codes), the dossiers of those units are left out before
+    their month is computed and they are grouped."""
     lo, hi = periods.utc_bounds(start, end, zone_name)
     table = DigitizedDossier.__table__.c
     device_unit = select(Device.unit_code).where(Device.id == table.device_id).scalar_subquery()
     unit = func.coalesce(table.unit_code, device_unit)
     month = periods.sql_month(table.first_at, dialect, zone_name)
-    return (select(unit.label("unit"), month.label("month"), func.count().label("digitized"))
-            .where(table.first_at >= lo, table.first_at < hi)
-            .group_by(unit, month))
+    query = select(unit.label("unit"), month.label("month"), func.count().label("digitized")) \
+        .where(table.first_at >= lo, table.first_at < hi)
+    if skip is not None:
+        query = query.where(or_(unit.is_(None), unit.not_in(skip)))
+    return query.group_by(unit, month)
 
 
 def digitized_counts(session: Session, start: str, end: str,
@@ -304,7 +309,11 @@ def rollup_query(dialect: str, start: str, end: str, root: str | None = None, zo
     by_rows = select(cells.c.unit).where(cells.c.unit.is_not(None))
     unmatched = unmatched_query(dialect, start, end, zone_name).subquery()
     counted = received_counts_query(start, end).subquery()
-    digitized = digitized_counts_query(dialect, start, end, zone_name).cte("digitized")
+    # The units on the per-dossier basis count their digitized dossiers from the cells: their
+    # first accepted pages (most of a province's, a year of them) are left out before grouping
+    # by month in the zone. Only those in the tree: the others' count as unattributed.
+    in_tree_by_rows = select(cells.c.unit).where(cells.c.unit.in_(select(tree.c.code)))
+    digitized = digitized_counts_query(dialect, start, end, zone_name, skip=in_tree_by_rows).cte("digitized")
     zero = literal(0, Integer)
     raw = union_all(
         select(cells.c.unit, cells.c.month, literal(1, Integer).label("basis"), cells.c.received, cells.c.digitized,
