@@ -212,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     # Typed with floor 0, the floor applied after: the classifier's own rule (below the floor is
     # unsure), so one run gives the report at the floor and the sweep over floors.
     floor = DoctypeConfig().min_confidence if args.min_confidence is None else args.min_confidence
-    update["min_confidence"] = 0.0
+    # Except when the title is read only for the pages the image model is unsure of: "unsure" is
+    # relative to the floor, so at floor 0 no title would ever be read. Then the floor is the
+    # classifier's own (pages below it come back unsure) and --sweep tabulates nothing new.
+    text_cfg = update["text"]
+    assert isinstance(text_cfg, TitleConfig)
+    update["min_confidence"] = floor if (not args.no_text and text_cfg.when == "unsure") else 0.0
     cfg = DoctypeConfig().model_copy(update=update)
     cv2.setNumThreads(1)
     start = time.perf_counter()
