@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="when the title is read (default: the device's configuration)")
     ap.add_argument("--min-confidence", type=float, default=None, help="unsure floor (default: the config's)")
     ap.add_argument("--save", type=Path, help="write file,truth,answer,confidence,orientation,issues,ms")
+    ap.add_argument("--title", default="", help="heading of the report")
     ap.add_argument("--load", type=Path, help="report from a CSV written by --save instead of typing again")
     args = ap.parse_args(argv)
     entries = read_manifest(args.manifest)
@@ -185,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                 w.writerows((t.entry.file, t.entry.label, t.answer, f"{t.confidence:.4f}", t.orientation,
                              ";".join(t.issues), f"{t.ms:.0f}") for t in typed)
     mode = "image only" if args.no_text else f"image + title read {args.text_when or 'as configured'}"
+    if args.load is not None:
+        mode = f"from {args.load.name}"
     results = [(t.entry.label, UNSURE if t.confidence < floor else t.answer, t.confidence) for t in typed]
-    print(report(results, f"{args.manifest.name}, half {args.half}, {mode}, floor {floor}"))
+    print(report(results, f"{args.title or args.manifest.name}, half {args.half}, {mode}, floor {floor}"))
     if not any(t.answer == UNSURE for t in typed):  # typed with floor 0: the floor table holds
         print("\n" + sweep([(t.entry.label, t.answer, t.confidence) for t in typed]))
     print("\n" + geometry_report(typed))

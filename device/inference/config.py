@@ -207,6 +207,11 @@ class TitleConfig(BaseModel):
     )
     language: str = Field(default="vie", max_length=32, description="Tesseract language of the title")
     width_px: int = Field(default=800, ge=300, le=3000, description="Width the crop is scaled down to")
+    card_width_px: int = Field(
+        default=1600, ge=300, le=3000,
+        description="Width a card (a landscape page, read whole) is scaled to, up or down: cards are "
+        "photographed small, and their title and labels need the pixels",
+    )
     top_fraction: float = Field(
         default=0.25, gt=0, le=1, description="Share of a portrait page's height read from the top"
     )
@@ -214,7 +219,8 @@ class TitleConfig(BaseModel):
     when: Literal["unsure", "always"] = Field(
         default="unsure",
         description="unsure: read the title only when the image model alone is below doctype.min_confidence "
-        "(a sure page's result, verdict included, never waits for Tesseract); always: read every page "
+        "or answers other (a page sure to be one of the counter's classes, verdict included, never waits "
+        "for Tesseract); always: read every page "
         "(about 0.4 s of CPU per page before its result)",
     )
 

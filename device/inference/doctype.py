@@ -258,10 +258,13 @@ class Classifier:
         :data:`UNSURE` below the confidence floor.
 
         With the title reader's ``when="unsure"`` (the default) the image model answers first and
-        Tesseract is asked only when that answer is below the floor: a page the image model is sure
-        of is typed in milliseconds, and only the pages that would otherwise be a question to the
-        clerk wait for a reading. With ``when="always"`` every page's title is read, in a child
-        process started before the image model runs."""
+        Tesseract is asked only when that answer is below the floor or is ``other``: a page the
+        image model is sure is one of the counter's classes is typed in milliseconds, and only the
+        pages that would otherwise be a question to the clerk, or set aside as none of the counter's
+        papers, wait for a reading (real papers unlike the training renders come out ``other``
+        with high confidence: their printed title is what says they are not). With
+        ``when="always"`` every page's title is read, in a child process started before the image
+        model runs."""
         prepared = prepare(page_bgr, self.input_size)  # checks the page before a reading starts
         if self.titles is None:
             return fuse(self.scores(prepared), self._labels, TitleEvidence(), self._min_conf)
@@ -272,7 +275,7 @@ class Classifier:
             return fuse(probs, self._labels, pending.result(), self._min_conf)
         probs = self.scores(prepared)
         image = fuse(probs, self._labels, TitleEvidence(), self._min_conf)
-        if image.doctype != UNSURE:
+        if image.doctype not in (UNSURE, OTHER):
             return image
         self.title_readings += 1
         return fuse(probs, self._labels, self.titles.read(page_bgr), self._min_conf)

@@ -246,15 +246,23 @@ def match_titles(raw_text: str) -> TitleEvidence:
                          round(vietnamese, 3), prices, True)
 
 
+def is_card(shape: tuple[int, ...]) -> bool:
+    """Whether a page of this shape is read whole, as a card: landscape or nearly square."""
+    return shape[0] <= 1.2 * shape[1]
+
+
 def title_crop(page_bgr: NDArray[np.uint8], config: TitleConfig) -> NDArray[np.uint8]:
-    """The grey crop that carries the type: a card (landscape) whole, a till receipt's first
-    35%, a page's top ``top_fraction``; scaled to ``width_px`` at most.
+    """The grey crop that carries the type: a card (landscape) whole, scaled to
+    ``card_width_px``; a till receipt's first 35%, a page's top ``top_fraction``, scaled to
+    ``width_px`` at most.
 
     >>> title_crop(np.zeros((2970, 2100, 3), np.uint8), TitleConfig()).shape
     (283, 800)
+    >>> title_crop(np.zeros((540, 860, 3), np.uint8), TitleConfig()).shape
+    (1005, 1600)
     """
     h, w = page_bgr.shape[:2]
-    if h <= 1.2 * w:
+    if is_card(page_bgr.shape):
         top = h
     elif h > 1.8 * w:
         top = round(h * 0.35)
@@ -262,10 +270,13 @@ def title_crop(page_bgr: NDArray[np.uint8], config: TitleConfig) -> NDArray[np.u
         top = round(h * config.top_fraction)
     crop = page_bgr[: max(1, top)]
     grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    scale = min(1.0, config.width_px / max(1, grey.shape[1]))
-    if scale < 1.0:
+    if is_card(page_bgr.shape):
+        scale = config.card_width_px / max(1, grey.shape[1])
+    else:
+        scale = min(1.0, config.width_px / max(1, grey.shape[1]))
+    if scale != 1.0:
         size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
-        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
     return np.asarray(grey, np.uint8)
 
 
@@ -334,7 +345,10 @@ class TitleReader:
         ok, png = cv2.imencode(".png", title_crop(page_bgr, self.config))
         if not ok:
             return PendingTitle(None, 0.0)
-        cmd = [self._exe, "stdin", "stdout", "-l", self.config.language, "--psm", "6",
+        # A page's head is a block of lines; a card's words are scattered around a photo, a
+        # chip, an emblem and guilloche: sparse text finds them where a block reading loses them.
+        psm = "11" if is_card(page_bgr.shape) else "6"
+        cmd = [self._exe, "stdin", "stdout", "-l", self.config.language, "--psm", psm,
                "-c", "tessedit_do_invert=0"]
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
