@@ -98,6 +98,11 @@ MOTTO = ("CONG HOA XA HOI CHU NGHIA VIET NAM", "DOC LAP TU DO HANH PHUC")
 #: A price as receipts print it: 25.000 / 1,250,000 / 12,99 / 3.50 (optionally with a currency).
 _PRICE = re.compile(r"(?<![\d.,])(?:\d{1,3}(?:[.,]\d{3})+|\d+[.,]\d{2})(?![\d.,]*\d)")
 
+#: The filler of a machine-readable zone (ICAO 9303) as OCR reads it: two runs of it are the back
+#: of an identity card or a passport's data page, whatever the zone's letters were read as.
+_MRZ_FILL = re.compile(r"<{3,}")
+MRZ_STRENGTH = 0.9
+
 _VIET_LETTERS = set("ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ")
 
 
@@ -230,6 +235,9 @@ def match_titles(raw_text: str) -> TitleEvidence:
                     scores[doctype] = strength
                 if strength >= 0.75 and line < first_line.get(doctype, 1 << 30):
                     first_line[doctype] = line
+    if len(_MRZ_FILL.findall(raw_text)) >= 2:  # normalising drops the '<': counted on the raw text
+        scores["id_card"] = max(scores.get("id_card", 0.0), MRZ_STRENGTH)
+        first_line.setdefault("id_card", 1 << 29)  # at the foot: a title read above it comes first
     official = any(find_phrase(m, text) for m in MOTTO)
     letters = [c for c in raw_text.lower() if c.isalpha()]
     vietnamese = sum(c in _VIET_LETTERS for c in letters) / len(letters) if letters else 0.0

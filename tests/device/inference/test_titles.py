@@ -155,3 +155,13 @@ def test_demo_birth_certificate_is_typed_birth_certificate() -> None:
         result = PagePipeline(classifier=clf).process(page, dpi=200)
     assert result.doctype == "birth_certificate"
     assert result.confidence is not None and result.confidence >= DoctypeConfig().min_confidence
+
+
+def test_a_machine_readable_zone_names_an_identity_card() -> None:
+    back = ("Đặc điểm nhân dạng\nI<VNM0960123456<<<<<<<<<<<<<<<\n9001014M3001012VNM<<<<<<<<<<<6\n"
+            "NGUYEN<<VAN<A<<<<<<<<<<<<<<<")
+    evidence = match_titles(back)
+    assert evidence.doctype == "id_card" and evidence.strength >= STRONG_TITLE
+    assert match_titles("Ghi chú <<< xem trang sau").doctype is None  # one run of filler is no zone
+    titled = match_titles("GIẤY KHAI SINH\nI<VNM096<<<<<<<\nAB<<<<<<<<")
+    assert titled.doctype == "birth_certificate"  # a title read above the zone comes first
