@@ -115,6 +115,12 @@ if [ "$REUSE_ROOTFS" = 1 ]; then
     cp -a "$SRC/images/rootfs/." "$WORK/rootfs/"
     install -D -m 0644 "$SRC/images/launcher.py" "$WORK/rootfs/usr/lib/sohoa/launcher.py"
     install -D -m 0644 "$PUBLIC_KEY" "$WORK/rootfs/etc/sohoa/update_signing.pub"
+    # The lock may have moved since the root was made: the venv gets exactly its versions again.
+    rm -rf "$WORK/rootfs/tmp/wheels"
+    cp -a "$WORK/wheels" "$WORK/rootfs/tmp/wheels"
+    chroot "$WORK/rootfs" /usr/lib/sohoa/venv/bin/python -m pip install -q --no-index --no-deps --no-compile \
+        --find-links /tmp/wheels -r /tmp/wheels/requirements.txt
+    rm -rf "$WORK/rootfs/tmp/wheels"
     chroot "$WORK/rootfs" update-initramfs -u -k all
 else
     step "root file system: mmdebstrap $SUITE $ARCH"
