@@ -140,7 +140,7 @@ class Vm:
             # romfile= : no PXE option ROM, so UEFI does not try the network before the disk.
             "-netdev", f"user,id=n0,restrict=on,{rules}", "-device", "virtio-net-pci,netdev=n0,romfile=",
             "-device", "i6300esb", "-action", "watchdog=reset",
-            "-chardev", f"file,id=console,path={self.console}", "-serial", "chardev:console",
+            "-chardev", f"file,id=console,path={self.console},append=on", "-serial", "chardev:console",
             "-chardev", f"socket,id=shell,path={self.shell_socket},server=on,wait=off", "-serial", "chardev:shell",
             "-monitor", "none",
         ]
