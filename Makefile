@@ -46,13 +46,17 @@ image-tools:
 	@dpkg -s $(IMAGE_TOOLS) >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -q --no-install-recommends $(IMAGE_TOOLS))
 
+# REUSE_ROOTFS=1: keep the last root file system in IMAGE_OUT (development; mmdebstrap is the long step).
+IMAGE_FLAGS = $(if $(REUSE_ROOTFS),--reuse-rootfs)
+
 image: setup image-tools
-	@nice -n 19 images/build-image.sh --board $(BOARD) --out $(IMAGE_OUT)
+	@nice -n 19 images/build-image.sh --board $(BOARD) --out $(IMAGE_OUT) $(IMAGE_FLAGS)
 
 image-test: setup image-tools
-	@nice -n 19 images/build-image.sh --board pc-amd64 --out $(IMAGE_OUT)
+	@nice -n 19 images/build-image.sh --board pc-amd64 --out $(IMAGE_OUT) $(IMAGE_FLAGS)
 	@SOHOA_IMAGE=$(IMAGE_OUT)/sohoa-$$($(PY) -c 'import protocol; print(protocol.__version__)')-pc-amd64.img \
-		$(PY) -m pytest -q -s tests/images/test_vm_image.py
+		nice -n 19 $(PY) -m pytest -q -s -p no:xdist --durations=5 --basetemp=$(IMAGE_OUT)/test \
+		tests/images/test_vm_image.py
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache
