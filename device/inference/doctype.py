@@ -30,7 +30,7 @@ import numpy as np
 
 from device.errors import ImageRejected, ModelError
 from device.inference.config import DoctypeConfig
-from device.inference.titles import TitleEvidence, TitleReader
+from device.inference.titles import TitleEvidence, TitleReader, is_card
 from protocol.doctypes import DOCTYPES as DOCTYPES  # the classes and their names live in the contract
 from protocol.doctypes import LABELS_VI as LABELS_VI
 from protocol.doctypes import OTHER as OTHER
@@ -278,7 +278,15 @@ class Classifier:
         if image.doctype not in (UNSURE, OTHER):
             return image
         self.title_readings += 1
-        return fuse(probs, self._labels, self.titles.read(page_bgr), self._min_conf)
+        title = self.titles.read(page_bgr)
+        if title.strength < STRONG_TITLE and not is_card(page_bgr.shape):
+            # No title at the head of a tall page: perhaps a photo in which the document was not
+            # found (a card lying small on a desk). Read it whole, as a card, once more.
+            self.title_readings += 1
+            whole = self.titles.read(page_bgr, whole=True)
+            if whole.strength > title.strength:
+                title = whole
+        return fuse(probs, self._labels, title, self._min_conf)
 
     def close(self) -> None:
         with self._lock:

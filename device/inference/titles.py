@@ -259,10 +259,11 @@ def is_card(shape: tuple[int, ...]) -> bool:
     return shape[0] <= 1.2 * shape[1]
 
 
-def title_crop(page_bgr: NDArray[np.uint8], config: TitleConfig) -> NDArray[np.uint8]:
+def title_crop(page_bgr: NDArray[np.uint8], config: TitleConfig, whole: bool = False) -> NDArray[np.uint8]:
     """The grey crop that carries the type: a card (landscape) whole, scaled to
     ``card_width_px``; a till receipt's first 35%, a page's top ``top_fraction``, scaled to
-    ``width_px`` at most.
+    ``width_px`` at most. ``whole``: the whole page, read as a card is (a photo in which no
+    document was found: the card, wherever it lies).
 
     >>> title_crop(np.zeros((2970, 2100, 3), np.uint8), TitleConfig()).shape
     (283, 800)
@@ -270,7 +271,8 @@ def title_crop(page_bgr: NDArray[np.uint8], config: TitleConfig) -> NDArray[np.u
     (1005, 1600)
     """
     h, w = page_bgr.shape[:2]
-    if is_card(page_bgr.shape):
+    card = whole or is_card(page_bgr.shape)
+    if card:
         top = h
     elif h > 1.8 * w:
         top = round(h * 0.35)
@@ -278,10 +280,8 @@ def title_crop(page_bgr: NDArray[np.uint8], config: TitleConfig) -> NDArray[np.u
         top = round(h * config.top_fraction)
     crop = page_bgr[: max(1, top)]
     grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    if is_card(page_bgr.shape):
-        scale = config.card_width_px / max(1, grey.shape[1])
-    else:
-        scale = min(1.0, config.width_px / max(1, grey.shape[1]))
+    width = max(1, grey.shape[1])
+    scale = config.card_width_px / width if card else min(1.0, config.width_px / width)
     if scale != 1.0:
         size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
@@ -346,16 +346,17 @@ class TitleReader:
         #: Pin each Tesseract child to this core (None: wherever the system puts it).
         self.cpu: int | None = None
 
-    def start(self, page_bgr: NDArray[np.uint8]) -> PendingTitle:
-        """Start reading ``page_bgr``'s title in a child process and return at once."""
+    def start(self, page_bgr: NDArray[np.uint8], whole: bool = False) -> PendingTitle:
+        """Start reading ``page_bgr``'s title (``whole``: anywhere on it, see :func:`title_crop`)
+        in a child process and return at once."""
         if not self.available:
             return PendingTitle(None, 0.0)
-        ok, png = cv2.imencode(".png", title_crop(page_bgr, self.config))
+        ok, png = cv2.imencode(".png", title_crop(page_bgr, self.config, whole))
         if not ok:
             return PendingTitle(None, 0.0)
         # A page's head is a block of lines; a card's words are scattered around a photo, a
         # chip, an emblem and guilloche: sparse text finds them where a block reading loses them.
-        psm = "11" if is_card(page_bgr.shape) else "6"
+        psm = "11" if whole or is_card(page_bgr.shape) else "6"
         cmd = [self._exe, "stdin", "stdout", "-l", self.config.language, "--psm", psm,
                "-c", "tessedit_do_invert=0"]
         try:
@@ -380,6 +381,6 @@ class TitleReader:
             return PendingTitle(None, 0.0)
         return PendingTitle(proc, self.config.timeout_s)
 
-    def read(self, page_bgr: NDArray[np.uint8]) -> TitleEvidence:
+    def read(self, page_bgr: NDArray[np.uint8], whole: bool = False) -> TitleEvidence:
         """Read and match ``page_bgr``'s title (blocking)."""
-        return self.start(page_bgr).result()
+        return self.start(page_bgr, whole).result()

@@ -96,6 +96,7 @@ def test_title_crop_reads_the_top_of_a_page_a_whole_card_and_the_head_of_a_recei
     assert title_crop(np.zeros((400, 300, 3), np.uint8), cfg).shape == (100, 300)  # A4-like: top quarter
     assert title_crop(np.zeros((54, 86, 3), np.uint8), cfg).shape == (1005, 1600)  # a card: whole, enlarged
     assert title_crop(np.zeros((1080, 3440, 3), np.uint8), cfg).shape == (502, 1600)  # a large one reduced
+    assert title_crop(np.zeros((2560, 1184, 3), np.uint8), cfg, whole=True).shape == (3459, 1600)  # a photo, whole
     assert title_crop(np.zeros((1000, 250, 3), np.uint8), cfg).shape == (350, 250)  # till receipt: head
     assert title_crop(np.zeros((1400, 1000), np.uint8), cfg).shape == (175, 500)  # grey, scaled down
 
