@@ -216,7 +216,9 @@ class AgentProcess:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(self.path)],
                                          cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        wait_until(lambda: (port_file.exists() and port_file.read_text().strip() != "") or self.exited(), 30,
+        # A bound for an agent that never comes up, not a speed check: a start (imports, model,
+        # outbox replay after a kill) took over 30 s at load 30-60 with the suite on two workers.
+        wait_until(lambda: (port_file.exists() and port_file.read_text().strip() != "") or self.exited(), 60,
                    "the agent's local endpoint")
         assert not self.exited(), self.log.read_text()
         self.port = int(port_file.read_text())

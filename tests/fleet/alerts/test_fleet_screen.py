@@ -124,9 +124,11 @@ def test_fleet_screen_alert_appears_and_clears(served: Served, artifacts: Path) 
         expect(row_b).to_have_class("has-alert")
         expect(row_b).to_contain_text("Mất kết nối")
         expect(view.locator('#devices tbody tr').first).to_have_attribute("data-device", "kiosk-b")
-        background = "e => getComputedStyle(e).backgroundColor"
-        assert row_b.locator("td").first.evaluate(background) != \
-            view.locator('#devices tr[data-device="kiosk-a"] td').first.evaluate(background)
+        # Both rows' colours read in one task of the page: the screen redraws its table every
+        # second, and an element found in one call may be gone (no style at all) by the next.
+        colours = view.evaluate("""() => ['kiosk-b', 'kiosk-a'].map(d => getComputedStyle(
+            document.querySelector(`#devices tr[data-device="${d}"] td`)).backgroundColor)""")
+        assert all(colours) and colours[0] != colours[1], colours
         expect(view.locator("#sum-n_alerts b")).to_have_text("1")
         view.screenshot(path=str(shots / "fleet-offline-alert.png"), full_page=True)
 
