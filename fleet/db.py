@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Connection, Date, Engine, create_engine, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -31,6 +32,17 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 class DatabaseError(FleetError, ConnectionError):
     """The database cannot be reached or migrated."""
+
+
+_RUN_AGAIN = ("40P01", "40001")
+"""PostgreSQL's deadlock victim and serialization failure: the transaction was undone and may
+simply be run again."""
+
+
+def run_again(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database undid the transaction to break a deadlock (or a
+    serialization conflict), so running it again is the answer, not an error."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RUN_AGAIN
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:

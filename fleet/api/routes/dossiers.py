@@ -5,11 +5,13 @@ Scope: a dossier belongs to the unit that received it and to the unit whose devi
 it; a user with a unit sees the dossiers of their subtree, and one outside it is answered 404
 exactly like a missing one (audited)."""
 
+import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from fleet.api.deps import Offset, SessionDep, StateDep, import_body
@@ -17,6 +19,7 @@ from fleet.api.schemas.media import PDF, XLSX, file_answer
 from fleet.auth.deps import AdminUser, CurrentUser, ProvinceAdmin
 from fleet.auth.principal import Principal
 from fleet.auth.scope import OutOfScope, require_unit_filter, subtree, visible_units
+from fleet.db import run_again
 from fleet.dossiers import codes, pdf, reconcile, registry
 from fleet.dossiers.models import OPERATOR_KINDS, Dossier, DossierDocument
 from fleet.dossiers.received import ReceivedRow, import_received, parse_csv
@@ -43,6 +46,7 @@ from fleet.progress.csvio import ImportRejected
 from fleet.progress.models import Unit
 from fleet.progress.units import units_in
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/dossiers", tags=["dossiers"])
 
 CSV_BODY = {"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}}
@@ -216,16 +220,30 @@ def get_chase_xlsx(
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
+IMPORT_ATTEMPTS = 5
+"""How many times a received import the database undid to break a deadlock is run."""
+
+
 def _store_received(session: Session, state: StateDep, user: Principal, rows: list[ReceivedRow]) -> ReceivedImportOut:
     visible = visible_units(session, user)
     outside = sorted({r.unit_code.strip() for r in rows if visible is not None and r.unit_code.strip() not in visible})
     if outside:
         raise HTTPException(403, f"units outside your units: {', '.join(outside[:10])}; nothing stored")
-    try:
-        result = import_received(session, rows, now=state.now())
-    except ImportRejected as exc:
-        problems = [{"line": p.line, "message": p.message} for p in exc.problems]
-        raise HTTPException(422, {"message": "nothing imported", "problems": problems}) from exc
+    for attempt in range(1, IMPORT_ATTEMPTS + 1):
+        try:
+            result = import_received(session, rows, now=state.now())
+            break
+        except ImportRejected as exc:
+            problems = [{"line": p.line, "message": p.message} for p in exc.problems]
+            raise HTTPException(422, {"message": "nothing imported", "problems": problems}) from exc
+        except DBAPIError as exc:
+            # Another node's ingest writing the same dossiers' counts in the other order: the
+            # database undid this import to break the deadlock; nothing of it is stored.
+            session.rollback()
+            if not run_again(exc) or attempt == IMPORT_ATTEMPTS:
+                raise
+            log.info("received import undone by the database (%s), attempt %d: run again",
+                     getattr(exc.orig, "sqlstate", "?"), attempt)
     return ReceivedImportOut(inserted=result.inserted, updated=result.updated, unchanged=result.unchanged,
                              repeated=result.repeated)
 
