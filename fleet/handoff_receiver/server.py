@@ -83,6 +83,8 @@ def openapi_text() -> str:
 class Faults:
     """Which faults to inject, how often (``rate``: share of requests that get one) and how long a
     ``timeout`` holds the answer. Seeded: a run can be repeated. ``injected`` counts each kind.
+    Every kind is injected once before any is repeated (a manifest, the only request that can be
+    acknowledged twice, gets ``duplicate_ack`` first), then they are drawn at random.
 
     >>> faults = Faults(kinds=("5xx",), rate=1.0)
     >>> faults.pick(manifest=False), faults.injected["5xx"]
@@ -107,7 +109,12 @@ class Faults:
         with self._lock:
             if not kinds or self._rng.random() >= self.rate:
                 return None
-            kind = self._rng.choice(kinds)
+            # Each kind once before any repeats, and a manifest's only kind (duplicate_ack) first
+            # on manifests: a short run still meets every fault it asked for.
+            fresh = [k for k in kinds if not self.injected[k]]
+            if manifest and "duplicate_ack" in fresh:
+                fresh = ["duplicate_ack"]
+            kind = self._rng.choice(fresh or kinds)
             self.injected[kind] += 1
             return kind
 
