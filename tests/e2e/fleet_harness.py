@@ -88,7 +88,10 @@ class FleetProcess:
         self.ca_file = ca_dir / "ca.crt"
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
-        self.http = httpx.Client(base_url=self.url, timeout=10,
+        # No kept-alive connection: between two requests a test may wait longer than uvicorn keeps an
+        # idle one open, and a request sent as the node closes it fails (a ReadError, once "bad
+        # decrypt", on node b's first request after two nodes started together, in two fresh-clone runs).
+        self.http = httpx.Client(base_url=self.url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0),
                                  verify=ssl.create_default_context(cafile=str(self.ca_file)))
 
     @property
