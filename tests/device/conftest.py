@@ -14,6 +14,18 @@ DEVICE = "kiosk-test"
 """The device id ``agent_harness.agent_config`` gives the agent under test."""
 
 
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[Any]:
+    """The device's page pipeline (model loaded once), shared by a module's tests."""
+    from device.inference.pipeline import PagePipeline
+
+    pipe = PagePipeline()
+    try:
+        yield pipe
+    finally:
+        pipe.close()
+
+
 @pytest.fixture
 def mock_factory() -> Iterator[Any]:
     """gpiozero's MockFactory as the pin factory (the pins we cannot have here)."""

@@ -7,7 +7,6 @@ card's (a receipt slip) stays a page; while signing in is locked a card says so.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +25,6 @@ CARD = "c4" * 16
 CLERK = Operator(kind="unit_staff", id="op-c4c4c4c4c4")
 CITIZEN = Operator(kind="citizen")
 SLIP = "000.00.12.H10-260101-0321|1.000001|001234567890|Giấy tiếp nhận"
-
-
-@pytest.fixture(scope="module")
-def pipeline() -> Iterator[Any]:
-    from device.inference.pipeline import PagePipeline
-
-    pipe = PagePipeline()
-    try:
-        yield pipe
-    finally:
-        pipe.close()
 
 
 def _counter(tmp_path: Path, pipeline: Any) -> tuple[DossierSession, SignIn, list[SessionEvent]]:

@@ -207,17 +207,6 @@ def test_without_a_desk_or_a_list_there_is_no_sign_in(tmp_path: Path) -> None:
     assert empty.state()["available"] is False
 
 
-@pytest.fixture(scope="module")
-def pipeline() -> Iterator[Any]:
-    from device.inference.pipeline import PagePipeline
-
-    pipe = PagePipeline()
-    try:
-        yield pipe
-    finally:
-        pipe.close()
-
-
 def _wait_looks(c: Counter, looks: int) -> None:
     """Until the camera loop has looked for a code ``looks`` times."""
     c.app.wait_for(lambda _: c.app.looks >= looks, T)
